@@ -1,0 +1,3 @@
+"""Optimization dynamics of equivariant and augmented networks: groups, models, training, trials."""
+
+__version__ = "0.1.0"

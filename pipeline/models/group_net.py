@@ -1,0 +1,148 @@
+"""The Experiment G network (SCIENCE.md section 3): two equivariant-type layers, one invariant-type layer,
+LayerNorm and an unconstrained linear head.
+
+An equivariant-type layer holds, for every (out, in) channel pair, a full N x N matrix (N = n*n). It is
+stored as one (C_out*N, C_in*N) matrix, output channel and pixel outermost, so that a layer is a single
+large GEMM on the batch; ``pairs()`` is the (C_out, C_in, N, N) view that the group projections use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..groups import PixelGroup
+from .base import MeasuredModel
+
+LAYER_NAMES = ("A0", "A1", "A2")
+
+
+class EquivariantTypeLayer(nn.Module):
+    def __init__(self, c_in: int, c_out: int, num_pixels: int):
+        super().__init__()
+        self.c_in, self.c_out, self.num_pixels = c_in, c_out, num_pixels
+        self.weight = nn.Parameter(torch.empty(c_out * num_pixels, c_in * num_pixels))
+
+    def pairs(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.weight if tensor is None else tensor
+        N = self.num_pixels
+        return t.view(self.c_out, N, self.c_in, N).permute(0, 2, 1, 3)
+
+    def from_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
+        return pairs.permute(0, 2, 1, 3).reshape(self.c_out * self.num_pixels, self.c_in * self.num_pixels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, C_in*N) -> (B, C_out*N)
+        return h @ self.weight.T
+
+
+class InvariantTypeLayer(nn.Module):
+    """Output unit o is sum_c sum_p w[o, c, p] h[c, p]."""
+
+    def __init__(self, c_in: int, c_out: int, num_pixels: int):
+        super().__init__()
+        self.c_in, self.c_out, self.num_pixels = c_in, c_out, num_pixels
+        self.weight = nn.Parameter(torch.empty(c_out, c_in * num_pixels))
+
+    def maps(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
+        t = self.weight if tensor is None else tensor
+        return t.view(self.c_out, self.c_in, self.num_pixels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.weight.T
+
+
+class GroupNet(MeasuredModel):
+    def __init__(
+        self,
+        group: PixelGroup,
+        channels: int = 32,
+        num_classes: int = 10,
+        invariant_activation: str | None = None,
+    ):
+        super().__init__()
+        self.group = group
+        self.group_name = group.name
+        self.channels = channels
+        N = group.num_pixels
+        self.A0 = EquivariantTypeLayer(1, channels, N)
+        self.A1 = EquivariantTypeLayer(channels, channels, N)
+        self.A2 = InvariantTypeLayer(channels, channels, N)
+        self.head = nn.Linear(channels, num_classes, bias=False)
+        # The reference code uses LeakyReLU after the invariant layer for rot and rototrans, tanh otherwise.
+        if invariant_activation is None:
+            invariant_activation = "leaky_relu" if group.name in ("rot", "rototrans") else "tanh"
+        if invariant_activation not in ("tanh", "leaky_relu"):
+            raise ValueError(f"unknown invariant_activation {invariant_activation!r}; accepted: tanh, leaky_relu")
+        self.invariant_activation = invariant_activation
+
+    @torch.no_grad()
+    def initialize(self, generator: torch.Generator) -> None:
+        """SCIENCE.md section 3 initialisation, then projection of A0, A1, A2 onto E."""
+        n, C = self.group.n, self.channels
+        for layer in (self.A0, self.A1):
+            sigma = 1.0 / (n * math.sqrt(layer.c_in))
+            sample = torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64) * sigma
+            layer.weight.copy_(sample)
+        per_pair = torch.randn(C, C, 1, generator=generator, dtype=torch.float64) / math.sqrt(C)
+        self.A2.weight.copy_(per_pair.expand(C, C, self.group.num_pixels).reshape(C, -1))
+        self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator, dtype=torch.float64) * n / C)
+        for name, weight in self.layer_weights().items():
+            self._assign(name, self.project_layer(name, weight))
+
+    def _layers(self):
+        return {"A0": self.A0, "A1": self.A1, "A2": self.A2}
+
+    def layer_weights(self) -> dict[str, torch.Tensor]:
+        return {"A0": self.A0.pairs(), "A1": self.A1.pairs(), "A2": self.A2.maps()}
+
+    def project_layer(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        if name == "A2":
+            return self.group.project_invariant(weight)
+        return self.group.project(weight)
+
+    @torch.no_grad()
+    def _assign(self, name: str, weight_space: torch.Tensor) -> None:
+        layer = self._layers()[name]
+        if name == "A2":
+            layer.weight.copy_(weight_space.reshape(layer.weight.shape))
+        else:
+            layer.weight.copy_(layer.from_pairs(weight_space))
+
+    @torch.no_grad()
+    def load_layer_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        for name, w in weights.items():
+            self._assign(name, w.to(self.A0.weight))
+
+    @torch.no_grad()
+    def project_gradients_(self) -> None:
+        for name, layer in self._layers().items():
+            g = layer.weight.grad
+            if name == "A2":
+                g.copy_(self.group.project_invariant(layer.maps(g)).reshape(g.shape))
+            else:
+                g.copy_(layer.from_pairs(self.group.project(layer.pairs(g))))
+
+    def transform_inputs(self, x, elements):
+        return self.group.transform_each(x, elements)
+
+    @property
+    def group_order(self) -> int:
+        return len(self.group)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 1, n, n) images in [0, 1] -> (B, num_classes) logits."""
+        h = x.reshape(x.shape[0], -1) - 0.5
+        h = F.leaky_relu(self.A0(h), 0.01)
+        h = F.leaky_relu(self.A1(h), 0.01)
+        h = self.A2(h)
+        h = torch.tanh(h) if self.invariant_activation == "tanh" else F.leaky_relu(h, 0.01)
+        h = F.layer_norm(h, (self.channels,))
+        return self.head(h)
+
+    def flops_per_sample_forward(self) -> int:
+        """Multiply-adds x 2 of the three big layers and the head (activations are negligible)."""
+        N, C = self.group.num_pixels, self.channels
+        return 2 * (C * N * N + C * C * N * N + C * C * N + C * self.head.out_features)
