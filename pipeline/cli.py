@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import ConfigError, make_trial, parse_assignments
 from .data import DataUnavailable
@@ -22,6 +23,32 @@ def _train(args) -> int:
     trial = make_trial(args.experiment, values)
     run_trial(trial, ConsoleSink(log=lambda line: print(line, flush=True)))
     return 0
+
+
+def _plan(args) -> int:
+    from .grid import load_grid
+    from .plan import describe
+
+    print(describe(load_grid(args.exp, parse_assignments(args.set))))
+    return 0
+
+
+def _run_trial(args) -> int:
+    from .grid import load_grid
+    from .trial import execute, select, write_manifest
+
+    grid = load_grid(args.exp, parse_assignments(args.set))
+    trials = grid.trials()
+    index, trial = select(trials, args.index, args.trial)
+    write_manifest(args.out, grid, trials)
+    execute(args.out, index, trial, force=args.force, checkpoint_every_s=args.checkpoint_every)
+    return 0
+
+
+def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--exp", required=True, metavar="NAME_OR_PATH", help="a grid preset in jobs/ or a .toml file")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a grid value (repeatable; lists comma-separated)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto, cpu, cuda")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any trial setting (repeatable)")
     train.set_defaults(handler=_train)
+
+    plan = commands.add_parser("plan", help="trials, ids, weight storage and compute of a grid")
+    _add_grid_arguments(plan)
+    plan.set_defaults(handler=_plan)
+
+    run = commands.add_parser("run-trial", help="run one trial of a grid (what one array task executes)")
+    _add_grid_arguments(run)
+    which = run.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=int, help="position in the expanded grid")
+    which.add_argument("--trial", metavar="ID", help="trial id, e.g. rot-aug-s007")
+    run.add_argument("--out", required=True, type=Path, help="results folder")
+    run.add_argument("--force", action="store_true", help="rerun a complete trial")
+    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                     help="write the resume checkpoint at most this often (0: every epoch)")
+    run.set_defaults(handler=_run_trial)
     return parser
 
 

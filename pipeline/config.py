@@ -39,7 +39,6 @@ class CommonSettings:
     chunk_size: int = 1000  # rows per forward/backward when accumulating a full-batch gradient
     data_source: str = "auto"
     weights_every: int = 1  # weight snapshot every k epochs (0: first and last only)
-    fault: str = ""  # test-only: "fail_at_epoch:K" raises at epoch K (drives failure/resubmit tests)
 
     def validate_common(self):
         _choice("dtype", self.dtype, DTYPES)
@@ -49,8 +48,6 @@ class CommonSettings:
             raise ConfigError(f"weights_every must be >= 0, got {self.weights_every}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; accepted: auto, cpu, cuda, cuda:N")
-        if self.fault and not (self.fault.startswith("fail_at_epoch:") and self.fault.split(":")[1].isdigit()):
-            raise ConfigError(f"unknown fault {self.fault!r}; accepted: fail_at_epoch:K")
 
 
 @dataclass

@@ -7,6 +7,7 @@ the trial's file and keeps a rolling checkpoint from which an interrupted trial 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from .training import Augmentation, evaluate, full_batch_epoch, seeded_generator
 
 
 class InjectedFault(RuntimeError):
-    """Raised by the test-only ``fault`` setting."""
+    """Raised by the test-only fault injection (PIPELINE_INJECT_FAULT)."""
 
 
 @dataclass
@@ -115,9 +116,18 @@ def _phase_of(trial: TrialConfig, epoch: int) -> int:
     return 2 if isinstance(trial, CNNTrial) and epoch > trial.phase1_epochs else 1
 
 
+FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
+
+
 def _check_fault(trial: TrialConfig, epoch: int) -> None:
-    if trial.fault.startswith("fail_at_epoch:") and epoch == int(trial.fault.split(":")[1]):
-        raise InjectedFault(f"injected fault at epoch {epoch} (setting fault={trial.fault})")
+    """Test-only: ``PIPELINE_INJECT_FAULT="trial_id@epoch,..."`` makes those trials fail at that epoch.
+
+    An environment variable rather than a setting, so that removing the fault does not change the grid.
+    """
+    for item in os.environ.get(FAULT_VARIABLE, "").split(","):
+        trial_id, _, at = item.partition("@")
+        if trial_id == trial.trial_id and at.isdigit() and int(at) == epoch:
+            raise InjectedFault(f"injected fault in {trial.trial_id} at epoch {epoch} ({FAULT_VARIABLE})")
 
 
 def _train_one_epoch(trial, model, data, epoch, on_step) -> float:
@@ -161,8 +171,9 @@ def run_trial(trial: TrialConfig, sink) -> None:
         return {
             "epoch": epoch,
             "parametrization": getattr(model, "parametrization", "equivariant"),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "initial": {k: v.cpu() for k, v in initial.items()},
+            # Copies, never views: the live parameters keep changing after the checkpoint is taken.
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            "initial": {k: v.to("cpu", copy=True) for k, v in initial.items()},
         }
 
     def record(grad_norm: float, started: float) -> None:

@@ -197,12 +197,3 @@ class CNN(MeasuredModel):
             h = torch.tanh(h)
             h = F.layer_norm(h, h.shape[-2:])
         return h.flatten(1) @ self.head_weight().flatten(1).T
-
-    def flops_per_sample_forward(self) -> int:
-        s = self.map_size * 4
-        sizes = (s, s // 2, s // 4)
-        total = 0
-        for conv, size in zip(self.convs, sizes):
-            c_out, c_in, _ = conv.coefficients.shape
-            total += 2 * c_out * c_in * 9 * size * size
-        return total + 2 * self.head_coefficients.shape[0] * self.head_coefficients.shape[1] * self.map_size**2

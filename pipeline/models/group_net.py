@@ -141,8 +141,3 @@ class GroupNet(MeasuredModel):
         h = torch.tanh(h) if self.invariant_activation == "tanh" else F.leaky_relu(h, 0.01)
         h = F.layer_norm(h, (self.channels,))
         return self.head(h)
-
-    def flops_per_sample_forward(self) -> int:
-        """Multiply-adds x 2 of the three big layers and the head (activations are negligible)."""
-        N, C = self.group.num_pixels, self.channels
-        return 2 * (C * N * N + C * C * N * N + C * C * N + C * self.head.out_features)

@@ -78,6 +78,8 @@ readonly PACKAGES=(munge mariadb-server slurm-wlm slurmctld slurmd slurm-client 
 
 # ---------------------------------------------------------------- helpers ---
 
+elapsed_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+
 log() { printf '[slurm-local] %s\n' "$*" >&2; }
 
 # Print the last lines of the given logs so a CI failure explains itself.
@@ -100,16 +102,23 @@ die() {
     exit 1
 }
 
-# True if the pid in <pidfile> is alive *and* is the expected program: pid
+# proc_running <pid>: exists and is not a zombie. Without a real init a dead
+# daemon can linger as a zombie for a second or more (nobody reaps it
+# promptly), and kill -0 still succeeds on zombies.
+proc_running() {
+    local state
+    state="$(sed -n 's/^.*) \([A-Za-z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
+    [[ -n "$state" && "$state" != [ZX] ]]
+}
+
+# True if the pid in <pidfile> is running *and* is the expected program: pid
 # files survive a machine restart or a crash, and pids get reused.
 pid_alive() {
-    local name="$1" pidfile="$2" pid comm
+    local name="$1" pidfile="$2" pid
     [[ -r "$pidfile" ]] || return 1
-    pid="$(tr -dc '0-9' <"$pidfile" 2>/dev/null || true)"
-    [[ -n "$pid" ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
-    [[ "$comm" == "$name" ]]
+    pid="$(pid_of "$pidfile")"
+    [[ -n "$pid" ]] && proc_running "$pid" || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" == "$name" ]]
 }
 
 pid_of() { tr -dc '0-9' <"$1" 2>/dev/null || true; }
@@ -413,6 +422,16 @@ dbd_ok() { sacctmgr -n -P list cluster format=Cluster >/dev/null 2>&1; }
 sacct_ok() { sacct -n -X -a -o JobID -S now-1minutes >/dev/null 2>&1; }
 node_state() { sinfo -h -N -n "$NODE" -o '%t' 2>/dev/null | head -n 1; }
 node_ready() { [[ "$(node_state)" =~ ^(idle|mix|alloc|comp)$ ]]; }
+# slurmd_registered_since <epoch>: the node's SlurmdStartTime (set when slurmd
+# registers) is not older than <epoch> (second resolution, hence the slack).
+slurmd_registered_since() {
+    local since="$1" t
+    ((since > 0)) || return 0
+    t="$(scontrol show node "$NODE" 2>/dev/null | sed -n 's/.*SlurmdStartTime=\([^ ]*\).*/\1/p')"
+    [[ -n "$t" && "$t" != None ]] || return 1
+    t="$(date -d "$t" +%s 2>/dev/null)" || return 1
+    ((t >= since - 1))
+}
 
 # stop_pid <name> <pidfile>: TERM, give it time to save state, then KILL.
 stop_pid() {
@@ -423,17 +442,18 @@ stop_pid() {
         return 0
     fi
     pid="$(pid_of "$pidfile")"
+    local t0=$SECONDS
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 60; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
+    for ((i = 0; i < 150; i++)); do
+        proc_running "$pid" || break
+        sleep 0.2
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if proc_running "$pid"; then
         log "$name (pid $pid) ignored SIGTERM for 30s; killing"
         kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pidfile"
-    log "$name: stopped (pid $pid)"
+    log "$name: stopped (pid $pid, $((SECONDS - t0))s)"
 }
 
 # start_daemon <name> <pidfile> <log>: slurm daemons fork into the background
@@ -491,12 +511,17 @@ ensure_slurmd() {
         log "slurm.conf changed; restarting slurmd"
         stop_pid slurmd "$SLURMD_PID"
     fi
+    local started_at=0
     if ! pid_alive slurmd "$SLURMD_PID"; then
+        started_at="$(date +%s)"
         start_daemon slurmd "$SLURMD_PID" "$SLURMD_LOG"
     fi
 
+    # slurmctld restores the node as "idle" from its state files before the
+    # new slurmd has registered; a job dispatched in that window fails to
+    # launch. So a freshly started slurmd must also have registered.
     local deadline=$((SECONDS + TIMEOUT)) resumed=0 state
-    while ! node_ready; do
+    while ! { node_ready && slurmd_registered_since "$started_at"; }; do
         state="$(node_state)"
         # A plain down/drain (no "*": slurmd answers) is left over from an
         # earlier run, e.g. killed jobs; slurmd is healthy now, so resume once.
@@ -509,7 +534,7 @@ ensure_slurmd() {
             scontrol show node "$NODE" >&2 || true
             die "node $NODE is '${state:-unknown}', not idle, after ${TIMEOUT}s" "$SLURMD_LOG" "$SLURMCTLD_LOG"
         fi
-        sleep 0.5
+        sleep 0.2
     done
     log "node $NODE: $(node_state)"
 }
@@ -517,13 +542,18 @@ ensure_slurmd() {
 # ---------------------------------------------------------- subcommands -----
 
 healthy() {
-    configs_current && munge_ok && db_ok >/dev/null 2>&1 && dbd_ok \
-        && slurmctld_ok && node_ready && sacct_ok
+    # The pid checks matter: after slurmd dies the node still reads "idle"
+    # until SlurmdTimeout expires.
+    configs_current \
+        && pid_alive munged "$MUNGE_PID" && pid_alive mariadbd "$DB_PID" \
+        && pid_alive slurmdbd "$SLURMDBD_PID" && pid_alive slurmctld "$SLURMCTLD_PID" \
+        && pid_alive slurmd "$SLURMD_PID" \
+        && munge_ok && db_ok >/dev/null 2>&1 && slurmctld_ok && node_ready && sacct_ok
 }
 
 cmd_up() {
     require_root
-    local t0=$SECONDS
+    local t0=$EPOCHREALTIME
     # Fast path: nothing to install, configs unchanged, everything answering.
     if command -v slurmctld >/dev/null 2>&1 && healthy; then
         log "already up (node $NODE $(node_state), partition $PARTITION, sacct ok)"
@@ -545,18 +575,21 @@ cmd_up() {
     ensure_slurmd "$conf_changed"
 
     wait_for "sacct" sacct_ok || die "sacct does not work" "$SLURMDBD_LOG" "$SLURMCTLD_LOG"
-    log "up in $((SECONDS - t0))s: node $NODE, partition $PARTITION, cluster $CLUSTER"
+    log "up in $(elapsed_since "$t0")s: node $NODE, partition $PARTITION, cluster $CLUSTER"
 }
 
 cmd_down() {
     require_root
     # Reverse dependency order: slurmctld flushes pending accounting records
     # to slurmdbd on shutdown, and slurmdbd needs MariaDB for that.
-    stop_pid slurmd "$SLURMD_PID"
-    stop_pid slurmctld "$SLURMCTLD_PID"
+    # Each daemon takes 1-2 s to exit, so independent ones stop in parallel.
+    stop_pid slurmd "$SLURMD_PID" &
+    stop_pid slurmctld "$SLURMCTLD_PID" &
+    wait
     stop_pid slurmdbd "$SLURMDBD_PID"
-    stop_pid mariadbd "$DB_PID"
-    stop_pid munged "$MUNGE_PID"
+    stop_pid mariadbd "$DB_PID" &
+    stop_pid munged "$MUNGE_PID" &
+    wait
 }
 
 cmd_status() {

@@ -1,0 +1,293 @@
+"""The HDF5 trial store: one file per trial, appended and flushed every epoch, resumable.
+
+Layout (the public contract; README "The trial file"):
+
+    trials/<trial_id>.h5
+      attrs    trial_id, index, experiment, mode, group | config, seed, status, epochs_done, config (JSON),
+               git_commit, torch_version, numpy_version, h5py_version, hostname, device, slurm_job_id,
+               slurm_array_task_id, started_at, finished_at, wall_seconds, attempts, weights_every
+      metrics/epoch, loss, accuracy, seconds, grad_norm           (E+1,)   row 0 = before training
+      metrics/dist_E, dist_init, norm                             (E+1, L) attr layer_names
+      metrics/phase                                               (E+1,)   CNN only
+      steps/dist_E (S, L), steps/epoch (S,)                       CNN only: every phase-2 step
+      weights/<layer> (K, ...), weights/epochs (K,)               snapshots per the weights policy
+
+Next to it, while the trial runs, ``<trial_id>.state.pt`` holds the latest checkpoint (model, the start
+point of the current phase, the epoch), written atomically; it is removed when the trial completes.
+The file is opened, appended and closed once per epoch, so readers see whole epochs, and a kill
+between epochs cannot damage it. A file damaged by a kill during a write is renamed
+``<trial_id>.h5.damaged-<UTC time>`` and the trial restarts from scratch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .config import CNNTrial, TrialConfig, trial_to_json
+from .cost import snapshot_epochs
+
+METRIC_SERIES = ("epoch", "loss", "accuracy", "seconds", "grad_norm")
+LAYER_SERIES = ("dist_E", "dist_init", "norm")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def open_h5(path: Path, mode: str = "r") -> h5py.File:
+    # HDF5's own file locks fail on many cluster file systems (NFS, Lustre) and block readers of a running
+    # trial; each trial file has a single writer by construction, so they buy nothing here.
+    return h5py.File(path, mode, locking=False)
+
+
+def trial_paths(out_dir: Path, trial_id: str) -> tuple[Path, Path]:
+    folder = Path(out_dir) / "trials"
+    return folder / f"{trial_id}.h5", folder / f"{trial_id}.state.pt"
+
+
+def read_status(path: Path) -> dict:
+    """The attributes of a trial file, or {'status': 'damaged', 'error': ...} if it cannot be read."""
+    try:
+        with open_h5(path) as f:
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+            attrs.setdefault("status", "running")
+            return attrs
+    except Exception as error:  # h5py raises OSError, KeyError or RuntimeError on damaged files
+        return {"status": "damaged", "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+
+
+class TrialFile:
+    """A sink for :func:`pipeline.runner.run_trial` that streams to the trial's HDF5 file."""
+
+    def __init__(self, out_dir: Path, trial: TrialConfig, index: int, force: bool = False, log=print,
+                 checkpoint_every_s: float = 60.0):
+        self.trial, self.index, self.force, self.log = trial, index, force, log
+        self.path, self.state_path = trial_paths(out_dir, trial.trial_id)
+        self.checkpoint_every_s = checkpoint_every_s
+        self._resume: dict | None = None
+        self._latest_state: dict | None = None
+        self._pending_steps: list = []
+        self._last_checkpoint = 0.0
+
+    # -- before the run --------------------------------------------------------------------------------
+    def prepare(self) -> str:
+        """Decide what this run does: 'fresh', 'resume' or 'complete' (nothing to do)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.with_name(self.path.name + ".creating").unlink(missing_ok=True)  # a kill during creation
+        if not self.path.exists():
+            self.state_path.unlink(missing_ok=True)
+            return "fresh"
+        status = read_status(self.path)
+        if status["status"] == "damaged":
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+            os.replace(self.path, aside)
+            self.state_path.unlink(missing_ok=True)
+            self.log(f"{self.trial.trial_id}: unreadable file ({status['error']}) kept as {aside.name}; "
+                     "restarting from scratch")
+            return "fresh"
+        if status["status"] == "complete" and not self.force:
+            return "complete"
+        if self.force:
+            self.log(f"{self.trial.trial_id}: --force: discarding the existing file and rerunning")
+            self.path.unlink()
+            self.state_path.unlink(missing_ok=True)
+            return "fresh"
+        state = self._load_state()
+        if state is None or state["epoch"] > int(status.get("epochs_done", -1)):
+            self.log(f"{self.trial.trial_id}: running file without a usable checkpoint; restarting from scratch")
+            self.path.unlink()
+            self.state_path.unlink(missing_ok=True)
+            return "fresh"
+        self._resume = state
+        self._truncate_after(state["epoch"])
+        self.log(f"{self.trial.trial_id}: resuming after epoch {state['epoch']}")
+        return "resume"
+
+    def _load_state(self) -> dict | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            return torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a checkpoint is replaced atomically, so this is rare: start over
+            self.log(f"{self.trial.trial_id}: checkpoint unreadable ({error}); ignoring it")
+            return None
+
+    def _truncate_after(self, epoch: int) -> None:
+        """Drop rows written after the checkpoint's epoch: they are recomputed, identically."""
+        with open_h5(self.path, "a") as f:
+            keep = epoch + 1
+            for name in f["metrics"]:
+                f["metrics"][name].resize(keep, axis=0)
+            if "weights" in f:
+                kept = int(np.sum(f["weights/epochs"][:] <= epoch))
+                for name in f["weights"]:
+                    f["weights"][name].resize(kept, axis=0)
+            if "steps" in f:
+                kept = int(np.sum(f["steps/epoch"][:] <= epoch))
+                for name in f["steps"]:
+                    f["steps"][name].resize(kept, axis=0)
+            f.attrs["epochs_done"] = epoch
+
+    # -- the sink protocol -----------------------------------------------------------------------------
+    def resume_point(self) -> dict | None:
+        return self._resume
+
+    def begin(self, trial: TrialConfig, layer_names: list[str], device: torch.device, data) -> None:
+        self.layer_names = layer_names
+        self.session_start = time.time()
+        device_name = str(device)
+        if device.type == "cuda":
+            device_name += f" ({torch.cuda.get_device_name(device)})"
+        slurm = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "")),
+                 "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", "")}
+        run_attrs = {"hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
+                     "torch_version": str(torch.__version__), "numpy_version": np.__version__,
+                     "h5py_version": h5py.__version__, "data_source": data.source,
+                     **{k: v for k, v in slurm.items() if v}}
+        if self._resume is None:
+            self._create(run_attrs)
+        else:
+            with open_h5(self.path, "a") as f:
+                f.attrs.update(run_attrs)
+                f.attrs["status"] = "running"
+                f.attrs["attempts"] = int(f.attrs.get("attempts", 1)) + 1
+        with open_h5(self.path) as f:
+            self.prior_wall = float(f.attrs.get("wall_seconds", 0.0))
+        self._last_checkpoint = time.time()
+
+    def _create(self, run_attrs: dict) -> None:
+        trial = self.trial
+        tmp = self.path.with_name(self.path.name + ".creating")
+        L = len(self.layer_names)
+        with open_h5(tmp, "w") as f:
+            is_cnn = isinstance(trial, CNNTrial)
+            f.attrs.update({
+                "trial_id": trial.trial_id, "index": self.index, "experiment": trial.experiment,
+                "mode": trial.phase2_mode if is_cnn else trial.mode, "seed": trial.seed,
+                "status": "running", "epochs_done": -1, "total_epochs": trial.total_epochs,
+                "config": trial_to_json(trial), "started_at": utc_now(), "wall_seconds": 0.0, "attempts": 1,
+                "weights_every": trial.weights_every, "schema_version": 1, **run_attrs,
+            })
+            # "config" is the JSON of the whole trial, so the CNN's configuration name is "cnn_config".
+            if is_cnn:
+                f.attrs["cnn_config"] = trial.config
+            else:
+                f.attrs["group"] = trial.group
+            metrics = f.create_group("metrics")
+            for name in METRIC_SERIES + (("phase",) if is_cnn else ()):
+                dtype = "i8" if name in ("epoch", "phase") else "f8"
+                metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
+            for name in LAYER_SERIES:
+                ds = metrics.create_dataset(name, shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(256, L))
+                ds.attrs["layer_names"] = np.array(self.layer_names, dtype=h5py.string_dtype())
+            if is_cnn:
+                steps = f.create_group("steps")
+                steps.create_dataset("dist_E", shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(1024, L))
+                steps["dist_E"].attrs["layer_names"] = np.array(self.layer_names, dtype=h5py.string_dtype())
+                steps.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+        os.replace(tmp, self.path)
+
+    def _wants_weights(self, epoch: int) -> bool:
+        if not hasattr(self, "_snapshot_epochs"):
+            self._snapshot_epochs = set(snapshot_epochs(self.trial))
+        return epoch in self._snapshot_epochs
+
+    def write_epoch(self, record, model, checkpoint) -> None:
+        with open_h5(self.path, "a") as f:
+            for step_epoch, row in self._pending_steps:
+                _append(f["steps/dist_E"], row)
+                _append(f["steps/epoch"], step_epoch)
+            self._pending_steps = []
+            metrics = f["metrics"]
+            values = {"epoch": record.epoch, "loss": record.loss, "accuracy": record.accuracy,
+                      "seconds": record.seconds, "grad_norm": record.grad_norm, "phase": record.phase,
+                      "dist_E": record.dist_E.double().numpy(), "dist_init": record.dist_init.double().numpy(),
+                      "norm": record.norm.double().numpy()}
+            for name in metrics:
+                _append(metrics[name], values[name])
+            if self._wants_weights(record.epoch):
+                weights = f.require_group("weights")
+                for name, tensor in model.snapshot().items():
+                    array = tensor.cpu().numpy()
+                    if name not in weights:
+                        weights.create_dataset(name, shape=(0, *array.shape), maxshape=(None, *array.shape),
+                                               dtype=array.dtype, chunks=(1, *array.shape))
+                    _append(weights[name], array)
+                if "epochs" not in weights:
+                    weights.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype="i8")
+                _append(weights["epochs"], record.epoch)
+            f.attrs["epochs_done"] = record.epoch
+            f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
+        self.log(_format(self.trial, record))
+        if record.epoch < self.trial.total_epochs:
+            # Captured every epoch (a CPU copy) so that a preemption signal, which may arrive in the
+            # middle of an optimizer step, persists a consistent state: the last completed epoch.
+            self._latest_state = checkpoint()
+            if time.time() - self._last_checkpoint >= self.checkpoint_every_s:
+                self._save_state(self._latest_state)
+
+    def _save_state(self, state: dict) -> None:
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+        self._last_checkpoint = time.time()
+
+    def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
+        # Buffered until the epoch is written: a crash mid-epoch recomputes the epoch's steps anyway.
+        self._pending_steps.append((epoch, dist_E.double().numpy()))
+
+    def finish(self) -> None:
+        with open_h5(self.path, "a") as f:
+            f.attrs["status"] = "complete"
+            f.attrs["finished_at"] = utc_now()
+            f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
+        self.state_path.unlink(missing_ok=True)
+
+    def mark_failed(self, message: str) -> None:
+        """Record the error in the file (status 'failed'); a rerun resumes like a running trial."""
+        if self.path.exists() and read_status(self.path)["status"] != "damaged":
+            with open_h5(self.path, "a") as f:
+                f.attrs["status"] = "failed"
+                f.attrs["last_error"] = message
+        if self._latest_state is not None:
+            self._save_state(self._latest_state)
+
+    def save_latest_state(self) -> None:
+        """On preemption or time-out: persist the last completed epoch, whatever the interval."""
+        if self._latest_state is not None:
+            self._save_state(self._latest_state)
+
+
+def _append(dataset: h5py.Dataset, value) -> None:
+    dataset.resize(dataset.shape[0] + 1, axis=0)
+    dataset[-1] = value
+
+
+def _format(trial: TrialConfig, r) -> str:
+    return (f"{trial.trial_id} epoch {r.epoch}/{trial.total_epochs} loss {r.loss:.4f} acc {r.accuracy:.3f} "
+            f"dist_E {float(r.dist_E.norm()):.3e} travelled {float(r.dist_init.norm()):.3e} {r.seconds:.2f}s")

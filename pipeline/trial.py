@@ -1,0 +1,108 @@
+"""What one array task executes: pick a trial of an expanded grid, run it into its own file.
+
+The output folder holds ``manifest.json`` (the expanded grid with every trial's resolved configuration),
+``trials/<trial_id>.h5`` and ``logs/<trial_id>.log``. A trial writes nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from .config import ConfigError, TrialConfig, make_trial
+from .grid import Grid
+from .store import TrialFile, git_commit, utc_now
+
+MANIFEST = "manifest.json"
+
+
+def manifest_entries(trials: list[TrialConfig]) -> list[dict]:
+    entries = []
+    for index, trial in enumerate(trials):
+        settings = dataclasses.asdict(trial)
+        entries.append({"index": index, "trial_id": trial.trial_id, "experiment": settings.pop("experiment"),
+                        "config": settings})
+    return entries
+
+
+def write_manifest(out_dir: Path, grid: Grid, trials: list[TrialConfig]) -> Path:
+    """Write the manifest, or check that the one already there describes the same trials."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / MANIFEST
+    entries = manifest_entries(trials)
+    if path.exists():
+        existing = json.loads(path.read_text())
+        if existing.get("trials") != entries:
+            raise ConfigError(
+                f"{path} describes a different grid ({existing.get('grid')!r}, {len(existing.get('trials', []))} "
+                f"trials); use another --out, or the same grid and --set values as when it was written"
+            )
+        return path
+    document = {"grid": grid.name, "source": grid.source, "description": grid.description,
+                "overrides": grid.overrides, "launch": grid.launch, "created_at": utc_now(),
+                "git_commit": git_commit(), "num_trials": len(entries), "trials": entries}
+    tmp = path.with_name(f"{MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, path)  # concurrent tasks may race here; each writes the same content atomically
+    return path
+
+
+def read_manifest(out_dir: Path) -> dict:
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        raise ConfigError(f"no {MANIFEST} in {out_dir}: not a results folder of this pipeline")
+    return json.loads(path.read_text())
+
+
+def trials_of_manifest(manifest: dict) -> list[TrialConfig]:
+    return [make_trial(e["experiment"], e["config"]) for e in manifest["trials"]]
+
+
+def select(trials: list[TrialConfig], index: int | None = None, trial_id: str | None = None) -> tuple[int, TrialConfig]:
+    if trial_id is not None:
+        for i, trial in enumerate(trials):
+            if trial.trial_id == trial_id:
+                return i, trial
+        raise ConfigError(f"unknown trial {trial_id!r}; accepted: {trials[0].trial_id} ... {trials[-1].trial_id} "
+                          "(see `pipeline plan`)")
+    if index is None or not 0 <= index < len(trials):
+        raise ConfigError(f"trial index {index} out of range; accepted: 0..{len(trials) - 1}")
+    return index, trials[index]
+
+
+class TrialLog:
+    """Appends progress lines to logs/<trial_id>.log and echoes them to stdout (the job log)."""
+
+    def __init__(self, out_dir: Path, trial_id: str):
+        self.path = Path(out_dir) / "logs" / f"{trial_id}.log"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        with open(self.path, "a") as handle:
+            handle.write(f"{utc_now()} {line}\n")
+
+
+def execute(out_dir: Path, index: int, trial: TrialConfig, force: bool = False,
+            checkpoint_every_s: float = 60.0, on_store=None) -> str:
+    """Run (or resume, or skip) one trial; returns 'complete' if it had already finished, else 'ran'."""
+    from .runner import run_trial
+
+    log = TrialLog(out_dir, trial.trial_id)
+    store = TrialFile(out_dir, trial, index, force=force, log=log, checkpoint_every_s=checkpoint_every_s)
+    if store.prepare() == "complete":
+        log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
+        return "complete"
+    if on_store is not None:
+        on_store(store)  # lets a launcher persist the latest state on preemption
+    try:
+        run_trial(trial, store)
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        log(f"{trial.trial_id}: FAILED: {message}")
+        store.mark_failed(message)
+        raise
+    return "ran"
