@@ -123,15 +123,28 @@ pid_alive() {
 
 pid_of() { tr -dc '0-9' <"$1" 2>/dev/null || true; }
 
-# wait_for <description> <command...>: poll until the command succeeds.
+# wait_for <description> [--alive <name> <pidfile>] <command...>: poll until
+# the command succeeds. With --alive, give up as soon as the daemon has died
+# (after a short grace period for it to fork and write its pid file) instead
+# of sitting out the whole timeout.
 wait_for() {
     local what="$1"; shift
-    local deadline=$((SECONDS + TIMEOUT))
+    local name="" pidfile=""
+    if [[ "${1:-}" == --alive ]]; then
+        name="$2" pidfile="$3"
+        shift 3
+    fi
+    local start=$SECONDS deadline=$((SECONDS + TIMEOUT))
     until "$@" >/dev/null 2>&1; do
         if ((SECONDS >= deadline)); then
+            log "$what: no answer after ${TIMEOUT}s"
             return 1
         fi
-        sleep 0.5
+        if [[ -n "$name" ]] && ((SECONDS - start >= 3)) && ! pid_alive "$name" "$pidfile"; then
+            log "$what: $name exited during startup"
+            return 1
+        fi
+        sleep 0.2
     done
     log "$what: ok"
 }
@@ -251,7 +264,7 @@ ensure_munge() {
         runuser -u munge -- munged </dev/null >>"$LOG_DIR/munged.stdout" 2>&1 \
             || die "munged failed to start" "$LOG_DIR/munged.stdout" "$MUNGE_LOG"
     fi
-    wait_for "munge" munge_ok || die "munge does not answer" "$MUNGE_LOG"
+    wait_for "munge" --alive munged "$MUNGE_PID" munge_ok || die "munge does not answer" "$MUNGE_LOG"
 }
 
 # -------------------------------------------------------------- mariadb -----
@@ -289,7 +302,7 @@ ensure_mariadb() {
                 </dev/null >>"$DB_LOG" 2>&1 &
             disown || true
         fi
-        wait_for "mariadb" db_ok || die "MariaDB did not come up" "$DB_LOG"
+        wait_for "mariadb" --alive mariadbd "$DB_PID" db_ok || die "MariaDB did not come up" "$DB_LOG"
     fi
 
     # The password only has to be shared between MariaDB and slurmdbd.conf,
@@ -476,7 +489,7 @@ ensure_slurmdbd() {
         start_daemon slurmdbd "$SLURMDBD_PID" "$SLURMDBD_LOG"
     fi
     # The first start creates all tables, which takes a few seconds.
-    wait_for "slurmdbd" dbd_ok || die "slurmdbd does not answer" "$SLURMDBD_LOG" "$DB_LOG"
+    wait_for "slurmdbd" --alive slurmdbd "$SLURMDBD_PID" dbd_ok || die "slurmdbd does not answer" "$SLURMDBD_LOG" "$DB_LOG"
 
     # slurmctld must find its cluster in the database to record jobs.
     if ! sacctmgr -n -P list cluster format=Cluster 2>/dev/null | grep -qx "$CLUSTER"; then
@@ -502,7 +515,7 @@ ensure_slurmctld() {
     if ! pid_alive slurmctld "$SLURMCTLD_PID"; then
         start_daemon slurmctld "$SLURMCTLD_PID" "$SLURMCTLD_LOG"
     fi
-    wait_for "slurmctld" slurmctld_ok || die "slurmctld does not answer" "$SLURMCTLD_LOG"
+    wait_for "slurmctld" --alive slurmctld "$SLURMCTLD_PID" slurmctld_ok || die "slurmctld does not answer" "$SLURMCTLD_LOG"
 }
 
 ensure_slurmd() {
@@ -533,6 +546,9 @@ ensure_slurmd() {
         if ((SECONDS >= deadline)); then
             scontrol show node "$NODE" >&2 || true
             die "node $NODE is '${state:-unknown}', not idle, after ${TIMEOUT}s" "$SLURMD_LOG" "$SLURMCTLD_LOG"
+        fi
+        if ((started_at > 0)) && (($(date +%s) - started_at >= 3)) && ! pid_alive slurmd "$SLURMD_PID"; then
+            die "slurmd exited during startup" "$LOG_DIR/slurmd.stdout" "$SLURMD_LOG"
         fi
         sleep 0.2
     done

@@ -1,0 +1,221 @@
+"""Trials of a grid: expansion, the trial file, resume after a kill, damaged files, determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import assert_same_results, read_arrays
+from pipeline.cli import main
+from pipeline.config import ConfigError
+from pipeline.grid import load_grid
+from pipeline.runner import FAULT_VARIABLE, InjectedFault
+from pipeline.store import open_h5, read_status
+from pipeline.trial import execute, select, write_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESUMABLE = ["n=10", "channels=4", "n_samples=200", "epochs=6", "lr=0.05", "groups=rot", "modes=aug",
+             "augment=sampled:3", "seeds=1", "weights_every=2"]
+
+
+def run(out, exp, index, sets=(), force=False, checkpoint_every=0.0):
+    grid = load_grid(exp, dict(s.split("=", 1) for s in sets))
+    trials = grid.trials()
+    write_manifest(out, grid, trials)
+    i, trial = select(trials, index)
+    execute(out, i, trial, force=force, checkpoint_every_s=checkpoint_every, )
+    return out / "trials" / f"{trial.trial_id}.h5"
+
+
+def test_presets_expand_to_the_paper_grids():
+    groups = [t.trial_id for t in load_grid("paper-groups").trials()]
+    assert len(groups) == 360 == len(set(groups))
+    assert groups[0] == "rot-equi-s000" and groups[-1] == "rototrans-nom-s029"
+    cnn = [t.trial_id for t in load_grid("paper-cnn").trials()]
+    assert len(cnn) == 90 == len(set(cnn)) and cnn[12] == "cnn-cross-s012"
+    trial = load_grid("paper-groups").trials()[0]
+    assert (trial.n, trial.channels, trial.n_samples, trial.epochs, trial.lr, trial.augment) == (
+        14, 32, 10000, 50, 5e-5, "sampled:25")
+    assert {t.augment for t in load_grid("paper-groups-orbit").trials()} == {"orbit"}
+    c = load_grid("paper-cnn").trials()[0]
+    assert (c.phase1_epochs, c.phase1_lr, c.phase1_batch, c.phase2_epochs, c.phase2_lr) == (250, 5e-4, 100, 50, 2.5e-4)
+
+
+def test_demo_covers_every_group_mode_and_configuration():
+    trials = load_grid("demo").trials()
+    groups = [t for t in trials if t.experiment == "groups"]
+    cnn = [t for t in trials if t.experiment == "cnn"]
+    for g in ("rot", "trans", "trans1d", "rototrans"):
+        for m in ("equi", "aug", "nom"):
+            assert len([t for t in groups if t.group == g and t.mode == m]) >= 3
+    for c in ("cross", "skew", "nonunitary"):
+        assert len([t for t in cnn if t.config == c]) >= 2
+
+
+def test_plan_reports_ids_storage_and_compute(capsys):
+    assert main(["plan", "--exp", "paper-groups"]) == 0
+    out = capsys.readouterr().out
+    assert "360 trials" in out and "rot-equi-s000" in out and "rototrans-nom-s029" in out
+    assert "per-epoch snapshots (weights_every=1) would need 2.99 TB" in out
+    assert "weights_every=10 -> epochs 0, 10, 20, 30, 40, 50" in out
+    assert "TFLOP" in out or "PFLOP" in out
+
+
+def test_overrides_apply_and_bad_ones_fail_before_anything_runs(tmp_path, capsys):
+    grid = load_grid("smoke", {"groups": "rot,trans", "modes": "nom", "seeds": "0-2", "epochs": "3",
+                               "augment": "orbit", "dtype": "float64", "cnn.phase2_epochs": "4"})
+    trials = grid.trials()
+    assert [t.trial_id for t in trials][:6] == ["rot-nom-s000", "rot-nom-s001", "rot-nom-s002",
+                                                "trans-nom-s000", "trans-nom-s001", "trans-nom-s002"]
+    assert {t.dtype for t in trials} == {"float64"}
+    assert {t.phase2_epochs for t in trials if t.experiment == "cnn"} == {4}
+    for sets, message in [
+        (["colour=red"], "unknown key 'colour' for grid smoke; accepted:"),
+        (["groups=rot,mirror"], "unknown group 'mirror' in groups; accepted: rot, trans, trans1d, rototrans"),
+        (["modes=fast"], "unknown mode 'fast' in modes; accepted: equi, aug, nom"),
+        (["configs=diag"], "unknown config 'diag' in configs; accepted: cross, skew, nonunitary"),
+        (["augment=some"], "unknown augment 'some'; accepted: orbit, sampled:P"),
+        (["lr=fast"], "bad value 'fast' for lr: expected float"),
+        (["seeds=-1"], "bad value '-1' for seeds"),
+        (["dtype=half"], "unknown dtype 'half'; accepted: float32, float64"),
+        (["device=tpu"], "unknown device 'tpu'; accepted: auto, cpu, cuda, cuda:N"),
+        (["mlp.epochs=1"], "unknown section 'mlp' in override 'mlp.epochs'"),
+    ]:
+        argv = ["run-trial", "--exp", "smoke", "--index", "0", "--out", str(tmp_path / "never")]
+        for s in sets:
+            argv += ["--set", s]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (sets, err)
+    assert not (tmp_path / "never").exists()
+
+
+def test_smoke_trial_file_schema(tmp_path):
+    path = run(tmp_path, "smoke", 13)  # cnn-skew-s000
+    with open_h5(path) as f:
+        attrs = dict(f.attrs)
+        for key in ("trial_id", "index", "experiment", "mode", "cnn_config", "seed", "status", "epochs_done",
+                    "config", "git_commit", "torch_version", "numpy_version", "h5py_version", "hostname",
+                    "device", "started_at", "finished_at", "wall_seconds"):
+            assert key in attrs, key
+        assert (attrs["trial_id"], attrs["index"], attrs["experiment"], attrs["status"]) == (
+            "cnn-skew-s000", 13, "cnn", "complete")
+        assert json.loads(attrs["config"])["config"] == "skew"
+        assert attrs["finished_at"].endswith("+00:00") and attrs["wall_seconds"] > 0
+        E = attrs["total_epochs"]
+        for name in ("epoch", "loss", "accuracy", "seconds", "phase"):
+            assert f[f"metrics/{name}"].shape == (E + 1,)
+        for name in ("dist_E", "dist_init", "norm"):
+            assert f[f"metrics/{name}"].shape == (E + 1, 4)
+        assert list(f["metrics/dist_E"].attrs["layer_names"]) == [b"conv1", b"conv2", b"conv3", b"head"] or \
+            list(f["metrics/dist_E"].attrs["layer_names"]) == ["conv1", "conv2", "conv3", "head"]
+        assert list(f["metrics/phase"][()]) == [1, 1, 2]
+        assert f["steps/dist_E"].shape[1] == 4 and f["steps/dist_E"].shape[0] >= 1
+        assert list(f["weights/epochs"][()]) == [0, 1, 2]
+        assert f["weights/conv2"].shape == (3, 3, 2, 3, 3)
+    groups = run(tmp_path, "smoke", 0)  # rot-equi-s000
+    with open_h5(groups) as f:
+        assert f.attrs["group"] == "rot" and f.attrs["mode"] == "equi"
+        assert f["weights/A1"].shape == (3, 2, 2, 36, 36) and "phase" not in f["metrics"]
+    assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == ["cnn-skew-s000.h5", "rot-equi-s000.h5"]
+
+
+def test_complete_trials_are_skipped_unless_forced(tmp_path, capsys):
+    path = run(tmp_path, "smoke", 1)
+    before = path.read_bytes()
+    run(tmp_path, "smoke", 1)
+    assert path.read_bytes() == before
+    assert "already complete; skipped" in capsys.readouterr().out
+    run(tmp_path, "smoke", 1, force=True)
+    with open_h5(path) as f:
+        assert f.attrs["status"] == "complete"
+
+
+def test_same_seed_same_metrics_on_rerun(tmp_path):
+    a = run(tmp_path / "a", "smoke", 4)
+    b = run(tmp_path / "b", "smoke", 4)
+    assert_same_results(a, b)
+
+
+def test_a_trial_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    reference = run(tmp_path / "reference", "smoke", 0, RESUMABLE)
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "pipeline", "run-trial", "--exp", "smoke", "--index", "0", "--out", str(out),
+            "--checkpoint-every", "0"] + [a for s in RESUMABLE for a in ("--set", s)]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = out / "trials" / "rot-aug-s000.h5"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if path.exists() and read_status(path).get("epochs_done", -1) >= 2:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    status = read_status(path)
+    assert status["status"] in ("running", "damaged")
+    if status["status"] == "running":
+        assert 2 <= status["epochs_done"] < 6
+    run(tmp_path / "killed", "smoke", 0, RESUMABLE)
+    assert read_status(path)["status"] == "complete"
+    assert_same_results(reference, path)
+    assert not (out / "trials" / "rot-aug-s000.state.pt").exists()
+
+
+def test_failure_records_the_error_and_a_rerun_resumes_after_the_last_epoch(tmp_path, monkeypatch):
+    reference = run(tmp_path / "reference", "smoke", 0, RESUMABLE)
+    monkeypatch.setenv(FAULT_VARIABLE, "rot-aug-s000@4")
+    with pytest.raises(InjectedFault):
+        run(tmp_path / "faulty", "smoke", 0, RESUMABLE)
+    path = tmp_path / "faulty" / "trials" / "rot-aug-s000.h5"
+    status = read_status(path)
+    assert status["status"] == "failed" and status["epochs_done"] == 3
+    assert "injected fault in rot-aug-s000 at epoch 4" in status["last_error"]
+    monkeypatch.delenv(FAULT_VARIABLE)
+    run(tmp_path / "faulty", "smoke", 0, RESUMABLE)
+    final = read_status(path)
+    assert final["status"] == "complete" and final["attempts"] == 2
+    assert_same_results(reference, path)
+
+
+def test_rows_written_after_the_checkpoint_are_recomputed(tmp_path, monkeypatch):
+    """A kill between the file's append and the checkpoint's write leaves the file ahead of the state."""
+    reference = run(tmp_path / "reference", "smoke", 0, RESUMABLE)
+    out = tmp_path / "lagging"
+    monkeypatch.setenv(FAULT_VARIABLE, "rot-aug-s000@3")
+    with pytest.raises(InjectedFault):
+        run(out, "smoke", 0, RESUMABLE)
+    state = out / "trials" / "rot-aug-s000.state.pt"
+    old_state = state.read_bytes()  # the state after epoch 2
+    monkeypatch.setenv(FAULT_VARIABLE, "rot-aug-s000@5")
+    with pytest.raises(InjectedFault):
+        run(out, "smoke", 0, RESUMABLE)
+    state.write_bytes(old_state)
+    monkeypatch.delenv(FAULT_VARIABLE)
+    run(out, "smoke", 0, RESUMABLE)
+    assert_same_results(reference, out / "trials" / "rot-aug-s000.h5")
+
+
+def test_a_truncated_file_is_kept_aside_and_the_trial_restarts(tmp_path, capsys):
+    path = run(tmp_path, "smoke", 2)
+    reference = read_arrays(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    assert read_status(path)["status"] == "damaged"
+    run(tmp_path, "smoke", 2)
+    kept = [p for p in (tmp_path / "trials").iterdir() if ".damaged-" in p.name]
+    assert len(kept) == 1 and kept[0].read_bytes() == data[: len(data) // 3]
+    assert "unreadable file" in capsys.readouterr().out
+    after = read_arrays(path)
+    assert all(np.array_equal(reference[k], after[k], equal_nan=True) for k in reference)
+
+
+def test_a_different_grid_in_the_same_folder_is_refused(tmp_path):
+    run(tmp_path, "smoke", 0)
+    with pytest.raises(ConfigError, match="describes a different grid"):
+        run(tmp_path, "smoke", 0, ["epochs=5"])
