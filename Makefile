@@ -11,7 +11,7 @@ CLUSTER ?= local
 SET ?=
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
-.PHONY: env test demo train plan
+.PHONY: env test demo train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check
 
 env: $(STAMP)
 
@@ -25,8 +25,32 @@ $(STAMP): pyproject.toml constraints.txt
 test: env
 	$(PY) -m pytest -q
 
+# The main job on this machine, no SLURM needed: the demo grid through submitit's local executor,
+# then its tables, figures and report.
 demo: env
-	$(PY) -m pipeline submit --exp demo --out $(OUT) $(SET_ARGS)
+	$(PY) -m pipeline submit --exp demo --out results/demo --cluster local $(SET_ARGS)
+	$(PY) -m pipeline aggregate --out results/demo
+
+submit: env
+	$(PY) -m pipeline submit --exp $(EXP) --out $(OUT) --cluster $(CLUSTER) $(SET_ARGS) $(if $(WAIT),--wait,)
+
+status: env
+	$(PY) -m pipeline status --out $(OUT)
+
+resubmit: env
+	$(PY) -m pipeline resubmit --out $(OUT) --cluster $(CLUSTER)
+
+cancel: env
+	$(PY) -m pipeline cancel --out $(OUT)
+
+aggregate: env
+	$(PY) -m pipeline aggregate --out $(OUT)
+
+slurm-up:
+	bash slurm/cluster/slurm-local.sh up
+
+slurm-down:
+	bash slurm/cluster/slurm-local.sh down
 
 train: env
 	$(PY) -m pipeline train --group rot --mode aug --augment orbit --epochs 5 --n-samples 1000 --channels 8

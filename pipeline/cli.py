@@ -45,6 +45,78 @@ def _run_trial(args) -> int:
     return 0
 
 
+def _submit_and_report(out: Path, indices: list[int], args, trials_per_task: int) -> int:
+    from .launch.monitor import format_status, gather
+    from .launch.profiles import load_profile
+    from .launch.submission import submit, wait_for
+
+    profile = load_profile(args.cluster)
+    submit(out, indices, profile, trials_per_task=trials_per_task, workers=args.workers)
+    wait = args.wait if args.wait is not None else profile.executor == "local"
+    if not wait:
+        print(f"follow it with: python -m pipeline status --out {out}")
+        return 0
+    wait_for(out)
+    states = gather(out)
+    print(format_status(states, only_unfinished=True))
+    return 1 if any(s.state != "complete" for s in states) else 0
+
+
+def _submit(args) -> int:
+    from .grid import load_grid
+    from .launch.monitor import gather
+    from .trial import write_manifest
+
+    grid = load_grid(args.exp, parse_assignments(args.set))
+    write_manifest(args.out, grid, grid.trials())
+    states = gather(args.out)
+    todo = [s.index for s in states if s.state != "complete" and not s.in_queue]
+    if len(todo) < len(states):
+        print(f"{len(states) - len(todo)} trials already complete or queued are not submitted again")
+    if not todo:
+        print("nothing to submit")
+        return 0
+    per_task = args.trials_per_task or int(grid.launch.get("trials_per_task", 1))
+    return _submit_and_report(args.out, todo, args, per_task)
+
+
+def _status(args) -> int:
+    from .launch.monitor import format_status, gather
+
+    print(format_status(gather(args.out), only_unfinished=args.brief))
+    return 0
+
+
+def _resubmit(args) -> int:
+    from .launch.monitor import gather, needing_resubmission
+    from .trial import read_manifest
+
+    again = needing_resubmission(gather(args.out))
+    if not again:
+        print("nothing to resubmit: every trial is complete, running or queued")
+        return 0
+    for s in again:
+        print(f"resubmitting {s.trial_id} ({s.state}: {s.detail})")
+    per_task = args.trials_per_task or int(read_manifest(args.out).get("launch", {}).get("trials_per_task", 1))
+    return _submit_and_report(args.out, [s.index for s in again], args, per_task)
+
+
+def _cancel(args) -> int:
+    from .launch.monitor import cancel
+
+    cancel(args.out)
+    return 0
+
+
+def _add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="results folder")
+    parser.add_argument("--cluster", default="local", help="cluster profile in slurm/profiles or a .toml file")
+    parser.add_argument("--workers", type=int, help="local executor: trials at a time (default from the core count)")
+    parser.add_argument("--trials-per-task", type=int, help="trials packed into one array task")
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                        help="block until the grid has finished (default: yes locally, no on SLURM)")
+
+
 def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exp", required=True, metavar="NAME_OR_PATH", help="a grid preset in jobs/ or a .toml file")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -85,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")
     run.set_defaults(handler=_run_trial)
+
+    submit = commands.add_parser("submit", help="submit a grid as a job array (SLURM) or run it locally")
+    _add_grid_arguments(submit)
+    _add_launch_arguments(submit)
+    submit.set_defaults(handler=_submit)
+
+    status = commands.add_parser("status", help="state of every trial of a results folder")
+    status.add_argument("--out", required=True, type=Path)
+    status.add_argument("--brief", action="store_true", help="list only trials that are not complete")
+    status.set_defaults(handler=_status)
+
+    resubmit = commands.add_parser("resubmit", help="resubmit missing, failed or stopped trials")
+    _add_launch_arguments(resubmit)
+    resubmit.set_defaults(handler=_resubmit)
+
+    cancel = commands.add_parser("cancel", help="cancel the grid's queued and running tasks")
+    cancel.add_argument("--out", required=True, type=Path)
+    cancel.set_defaults(handler=_cancel)
     return parser
 
 

@@ -3,3 +3,21 @@ import os
 # Tests never reach for the network: the vendored digits are the fixture.
 os.environ.setdefault("PIPELINE_OFFLINE", "1")
 os.environ.setdefault("PIPELINE_DATA_ROOT", "/nonexistent-pipeline-data-root")
+
+
+import shutil
+import subprocess
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The single-node SLURM of `make slurm-up`. Optional on a laptop, mandatory in CI (CI=true)."""
+    ready = shutil.which("sbatch") is not None and subprocess.run(
+        ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30).stdout.strip() not in ("", "down")
+    if not ready:
+        if os.environ.get("CI") == "true":
+            pytest.fail("SLURM is required in CI: .ci/run must start it (bash slurm/cluster/slurm-local.sh up)")
+        pytest.skip("no local SLURM cluster (start one with `make slurm-up`)")
+    return "testcluster"

@@ -44,7 +44,9 @@ readonly DB_PORT="${SLURM_LOCAL_DB_PORT:-3307}"
 
 readonly CLUSTER=localcluster
 readonly PARTITION=debug
-readonly NODE="$(hostname -s)"
+# Minimal images may lack the hostname binary; uname -n is the same name.
+NODE="$(hostname -s 2>/dev/null || uname -n)"
+readonly NODE="${NODE%%.*}"
 
 readonly SLURM_CONF_FILE=/etc/slurm/slurm.conf
 readonly DBD_CONF_FILE=/etc/slurm/slurmdbd.conf
@@ -123,6 +125,24 @@ pid_alive() {
 
 pid_of() { tr -dc '0-9' <"$1" 2>/dev/null || true; }
 
+# detached <cmd...>: run a daemon with stdin from /dev/null and every inherited
+# descriptor above 2 closed (the caller redirects 1 and 2 to a log). Daemons
+# live on after we exit; one holding a pipe the caller (CI harness, make,
+# "$(...)") reads would keep it waiting for EOF forever, and one holding fd 9
+# would keep our lock.
+detached() {
+    (
+        local fd
+        for fd in /proc/self/fd/*; do
+            fd="${fd##*/}"
+            if ((fd > 2)); then
+                eval "exec ${fd}>&-" 2>/dev/null || true
+            fi
+        done
+        exec "$@" </dev/null
+    )
+}
+
 # wait_for <description> [--alive <name> <pidfile>] <command...>: poll until
 # the command succeeds. With --alive, give up as soon as the daemon has died
 # (after a short grace period for it to fork and write its pid file) instead
@@ -181,6 +201,15 @@ require_root() {
     [[ "$(id -u)" -eq 0 ]] || die "must run as root (it installs packages and starts system daemons)"
 }
 
+# Serialize up/down: CI and "make slurm-up" may race, and two concurrent
+# starts would fight over the same pid files and ports.
+take_lock() {
+    local lockfile=/run/lock/slurm-local.lock
+    [[ -d /run/lock ]] || lockfile=/tmp/slurm-local.lock
+    exec 9>"$lockfile"
+    flock -w 600 9 || die "another slurm-local.sh holds $lockfile"
+}
+
 # --------------------------------------------------------------- install ---
 
 pkg_installed() {
@@ -208,23 +237,31 @@ install_packages() {
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
 
+    local apt_log="$LOG_DIR/apt.log"
     local apt_opts=(-y -q --no-install-recommends
         -o DPkg::Lock::Timeout=300
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 
     # `apt-get update` costs time and network, so only run it when the package
     # lists are empty (fresh image) or stale (install fails on a 404).
-    if ! apt-cache show "${missing[0]}" >/dev/null 2>&1 \
-        || [[ -z "$(apt-cache policy "${missing[0]}" 2>/dev/null | awk '/Candidate:/ {print $2}' | grep -v '(none)')" ]]; then
-        log "package lists lack ${missing[0]}; running apt-get update"
-        apt-get update -q -o DPkg::Lock::Timeout=300 >&2
-    fi
-    if ! apt-get install "${apt_opts[@]}" "${missing[@]}" >&2; then
+    # apt's progress output would bury the useful lines of a CI log; it goes
+    # to a file that is shown only if the install fails.
+    local candidate
+    for p in "${missing[@]}"; do
+        candidate="$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ { print $2 }')"
+        if [[ -z "$candidate" || "$candidate" == "(none)" ]]; then
+            log "package lists lack $p; running apt-get update"
+            apt-get update -q -o DPkg::Lock::Timeout=300 >>"$apt_log" 2>&1 || true
+            break
+        fi
+    done
+    if ! apt-get install "${apt_opts[@]}" "${missing[@]}" >>"$apt_log" 2>&1; then
         log "install failed; refreshing package lists and retrying once"
-        apt-get update -q -o DPkg::Lock::Timeout=300 >&2
-        apt-get install "${apt_opts[@]}" "${missing[@]}" >&2 \
-            || die "apt-get install ${missing[*]} failed"
+        apt-get update -q -o DPkg::Lock::Timeout=300 >>"$apt_log" 2>&1 || true
+        apt-get install "${apt_opts[@]}" "${missing[@]}" >>"$apt_log" 2>&1 \
+            || die "apt-get install ${missing[*]} failed" "$apt_log"
     fi
+    log "installed (log: $apt_log)"
 
     if ((added_policy)); then
         rm -f /usr/sbin/policy-rc.d
@@ -261,7 +298,7 @@ ensure_munge() {
         rm -f "$MUNGE_PID"
         # munged refuses to run as root and daemonizes itself; detach its
         # stdio so callers that capture our output (CI) are not kept waiting.
-        runuser -u munge -- munged </dev/null >>"$LOG_DIR/munged.stdout" 2>&1 \
+        detached runuser -u munge -- munged >>"$LOG_DIR/munged.stdout" 2>&1 \
             || die "munged failed to start" "$LOG_DIR/munged.stdout" "$MUNGE_LOG"
     fi
     wait_for "munge" --alive munged "$MUNGE_PID" munge_ok || die "munge does not answer" "$MUNGE_LOG"
@@ -269,7 +306,7 @@ ensure_munge() {
 
 # -------------------------------------------------------------- mariadb -----
 
-db_sql() { mariadb --no-defaults --protocol=socket --socket="$DB_SOCK" -uroot "$@"; }
+db_sql() { mariadb --no-defaults --protocol=socket --socket="$DB_SOCK" -uroot; }
 db_ok() { mariadb-admin --no-defaults --protocol=socket --socket="$DB_SOCK" -uroot ping; }
 
 ensure_mariadb() {
@@ -293,13 +330,13 @@ ensure_mariadb() {
             # datadir of the system instance) out of our private instance.
             # The InnoDB sizes are the ones slurmdbd checks for (it logs an
             # error otherwise); memory is only touched as the tiny DB grows.
-            setsid mariadbd --no-defaults --user=mysql \
+            detached setsid mariadbd --no-defaults --user=mysql \
                 --datadir="$DB_DIR" --socket="$DB_SOCK" --pid-file="$DB_PID" \
                 --port="$DB_PORT" --bind-address=127.0.0.1 \
                 --log-error="$DB_LOG" \
                 --innodb-buffer-pool-size=1G --innodb-lock-wait-timeout=900 \
                 --max-allowed-packet=64M \
-                </dev/null >>"$DB_LOG" 2>&1 &
+                >>"$DB_LOG" 2>&1 &
             disown || true
         fi
         wait_for "mariadb" --alive mariadbd "$DB_PID" db_ok || die "MariaDB did not come up" "$DB_LOG"
@@ -381,9 +418,11 @@ SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=1,default_q
 JobRequeue=1
 MaxArraySize=10001
 MaxJobCount=100000
-# Short timeouts so cancellations/timeouts and job purging do not slow tests.
+# Short timeouts so cancellations and time limits do not slow tests. Finished
+# jobs leave slurmctld's memory (squeue/scontrol) after MinJobAge; sacct keeps
+# them. 30 s still leaves a window to "scontrol requeue" a just-finished task.
 KillWait=2
-MinJobAge=5
+MinJobAge=30
 InactiveLimit=0
 Waittime=0
 SlurmctldTimeout=30
@@ -475,7 +514,7 @@ start_daemon() {
     local name="$1" pidfile="$2" logfile="$3"
     log "starting $name"
     rm -f "$pidfile"
-    "$name" </dev/null >>"$LOG_DIR/$name.stdout" 2>&1 \
+    detached "$name" >>"$LOG_DIR/$name.stdout" 2>&1 \
         || die "$name failed to start" "$LOG_DIR/$name.stdout" "$logfile"
 }
 
@@ -569,6 +608,7 @@ healthy() {
 
 cmd_up() {
     require_root
+    take_lock
     local t0=$EPOCHREALTIME
     # Fast path: nothing to install, configs unchanged, everything answering.
     if command -v slurmctld >/dev/null 2>&1 && healthy; then
@@ -576,8 +616,8 @@ cmd_up() {
         return 0
     fi
 
-    install_packages
     install -d -m 0755 "$BASE" "$STATE_DIR" "$SPOOL_DIR" "$LOG_DIR" "$RUN_DIR" /etc/slurm
+    install_packages
 
     ensure_munge
     ensure_mariadb
@@ -596,6 +636,7 @@ cmd_up() {
 
 cmd_down() {
     require_root
+    take_lock
     # Reverse dependency order: slurmctld flushes pending accounting records
     # to slurmdbd on shutdown, and slurmdbd needs MariaDB for that.
     # Each daemon takes 1-2 s to exit, so independent ones stop in parallel.

@@ -1,0 +1,17 @@
+"""Analysis of a results folder: tidy tables, summary statistics, paper figures and claim verdicts.
+
+    import analysis
+    epochs = analysis.load("OUT")        # one row per trial x epoch x layer (+ "total")
+    result = analysis.aggregate("OUT")   # writes OUT/aggregate/; result.verdict_lines, result.paths
+
+See ``analysis/README.md`` for the tables' columns, the output files and the claims' criteria.
+"""
+
+from .aggregation import AggregateResult, aggregate
+from .claims import (LEAVES_E_MIN_RATIO, MIN_COMPLETE_TRIALS, NOM_MIN_RATIO, ROUNDOFF_THRESHOLD, Verdict,
+                     check_claims)
+from .loading import Results, load, load_steps, load_trials, read_results
+
+__all__ = ["AggregateResult", "aggregate", "load", "load_steps", "load_trials", "read_results", "Results",
+           "Verdict", "check_claims", "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO", "LEAVES_E_MIN_RATIO",
+           "MIN_COMPLETE_TRIALS"]

@@ -1,0 +1,32 @@
+"""``python -m analysis OUT``: aggregate a results folder and print the verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.config import ConfigError
+
+from .aggregation import aggregate
+from .claims import MIN_COMPLETE_TRIALS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    parser.add_argument("out", help="a results folder (with manifest.json and trials/)")
+    parser.add_argument("--min-complete", type=int, default=MIN_COMPLETE_TRIALS, metavar="N",
+                        help=f"complete trials a cell needs for a verdict (default {MIN_COMPLETE_TRIALS})")
+    args = parser.parse_args(argv)
+    try:
+        result = aggregate(args.out, min_complete=args.min_complete)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for line in result.verdict_lines:
+        print(line)
+    print(f"report: {result.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Aggregate a results folder into ``OUT/aggregate/``: tables, figures, summary and report.
+
+Reads the manifest and the trial files (never writes to ``trials/``), and rewrites every output on each
+run, one atomic file replacement at a time, so re-running after more trials finish updates everything
+and a reader never sees a half-written file. Outputs:
+
+    aggregate/epochs.csv     the tidy table of ``analysis.load``
+    aggregate/steps.csv      the CNN's phase-2 per-step dist_E (only if there are steps)
+    aggregate/trials.csv     one row per manifest trial: status, provenance, end points
+    aggregate/summary.csv    per cell: counts by status, median/quartiles of the end points
+    aggregate/summary.md     the same, readable, with every trial that is not complete
+    aggregate/report.md      the claims' verdicts with evidence, criteria, figures, provenance
+    aggregate/figures/       see ``analysis.figures`` (figures of earlier runs no longer made are removed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import replace_atomically, write_text
+from .claims import MIN_COMPLETE_TRIALS, Verdict, check_claims
+from .figures import FigureInfo, make_figures
+from .loading import read_results
+from .report import problem_lines, report_markdown, summary_markdown
+from .summary import summarize, trial_end_points
+
+FOLDER = "aggregate"
+FIGURES = "figures"
+
+
+@dataclass
+class AggregateResult:
+    out_dir: Path
+    paths: list[Path]  # every file written, in order
+    verdicts: list[Verdict]
+    problems: list[str]  # one line per trial that is not complete, and stray files in trials/
+    figures: dict[str, FigureInfo] = field(default_factory=dict)
+    summary: pd.DataFrame | None = None
+
+    @property
+    def verdict_lines(self) -> list[str]:
+        return [v.line for v in self.verdicts]
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / FOLDER / "report.md"
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> Path:
+    return replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+
+
+def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
+    keep = {p.name for p in written}
+    for path in folder.glob("*"):
+        if path.suffix in (".png", ".pdf") and path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_TRIALS) -> AggregateResult:
+    """Read ``out_dir``, write ``out_dir/aggregate/``, return the paths written and the verdicts."""
+    out_dir = Path(out_dir)
+    results = read_results(out_dir)
+    problems = problem_lines(results)
+    complete = int((results.trials["status"] == "complete").sum())
+    log(f"aggregate: {complete} of {len(results.trials)} trials complete in {out_dir}")
+    for line in problems:
+        log(f"aggregate: {line}")
+
+    end_points = trial_end_points(results)
+    summary = summarize(results, end_points)
+    verdicts = check_claims(results.trials, end_points, min_complete)
+
+    folder = out_dir / FOLDER
+    paths = [_write_csv(folder / "epochs.csv", results.epochs)]
+    if not results.steps.empty:
+        paths.append(_write_csv(folder / "steps.csv", results.steps))
+    else:
+        (folder / "steps.csv").unlink(missing_ok=True)  # left by an earlier run of another grid state
+    trials = results.trials.merge(end_points.drop(columns=[c for c in end_points.columns
+                                                            if c in results.trials.columns and c != "trial_id"]),
+                                  on="trial_id", how="left")
+    paths.append(_write_csv(folder / "trials.csv", trials))
+    paths.append(_write_csv(folder / "summary.csv", summary))
+
+    figures = make_figures(results.epochs, results.steps, results.trials, folder / FIGURES)
+    figure_paths = [p for info in figures.values() for p in info.paths]
+    _remove_stale_figures(folder / FIGURES, figure_paths)
+    paths += figure_paths
+
+    paths.append(write_text(folder / "summary.md", summary_markdown(results, summary)))
+    paths.append(write_text(folder / "report.md", report_markdown(results, verdicts, figures, min_complete)))
+    log(f"aggregate: wrote {len(paths)} files under {folder}")
+    return AggregateResult(out_dir, paths, verdicts, problems, figures, summary)

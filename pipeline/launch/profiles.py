@@ -1,0 +1,88 @@
+"""Cluster profiles: where and how to run (partition, GPU request, CPUs, memory, time limits).
+
+A profile is a TOML file in ``slurm/profiles/`` (or any path). Both common GPU request syntaxes are
+supported: ``gpu_syntax = "gres"`` writes ``--gres=gpu:<type>:<n>``, ``"gpus-per-node"`` writes
+``--gpus-per-node=<TYPE>:<n>`` (as on NAISS Alvis).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import ConfigError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
+EXECUTORS = ("slurm", "local")
+GPU_SYNTAXES = ("gres", "gpus-per-node")
+
+
+@dataclass
+class Profile:
+    name: str
+    executor: str
+    description: str = ""
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    gpu_type: str = ""
+    gpus: int = 0
+    gpu_syntax: str = "gres"
+    cpus_per_task: int = 1
+    mem_gb: int = 8
+    array_parallelism: int = 64
+    signal_delay_s: int = 90
+    workers: int = 0
+    setup: list = field(default_factory=list)
+    time_limit_min: dict = field(default_factory=dict)
+    additional: dict = field(default_factory=dict)  # any other sbatch option, e.g. {"reservation": "x"}
+
+    def time_limit(self, experiment: str) -> int:
+        return int(self.time_limit_min.get(experiment, 60))
+
+    def gpu_request(self) -> dict:
+        """The submitit SlurmExecutor parameters that ask for the GPUs."""
+        if self.gpus <= 0:
+            return {}
+        if self.gpu_syntax == "gres":
+            kind = f"{self.gpu_type.lower()}:" if self.gpu_type else ""
+            return {"gres": f"gpu:{kind}{self.gpus}"}
+        kind = f"{self.gpu_type}:" if self.gpu_type else ""
+        return {"gpus_per_node": f"{kind}{self.gpus}"}
+
+    def local_workers(self) -> int:
+        cores = os.cpu_count() or 1
+        return self.workers if self.workers > 0 else max(1, min(cores, 8))
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.exists()):
+        path = PROFILES_DIR / f"{name_or_path}.toml"
+    if not path.exists():
+        raise ConfigError(f"unknown cluster profile {name_or_path!r}; accepted: a .toml file or one of "
+                          f"{', '.join(available_profiles())}")
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"cluster profile {path} is not valid TOML: {error}") from None
+    known = set(Profile.__dataclass_fields__) - {"name"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {path}; accepted: {', '.join(sorted(known))}")
+    profile = Profile(name=path.stem, **values)
+    if profile.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {profile.executor!r} in {path}; accepted: {', '.join(EXECUTORS)}")
+    if profile.gpu_syntax not in GPU_SYNTAXES:
+        raise ConfigError(f"unknown gpu_syntax {profile.gpu_syntax!r} in {path}; accepted: {', '.join(GPU_SYNTAXES)}")
+    bad_experiments = sorted(set(profile.time_limit_min) - {"groups", "cnn"})
+    if bad_experiments:
+        raise ConfigError(f"unknown experiment {bad_experiments[0]!r} in time_limit_min of {path}; accepted: groups, cnn")
+    return profile

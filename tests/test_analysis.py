@@ -1,0 +1,390 @@
+"""The analysis package on trial files written through the project's own store, with known metrics.
+
+One results folder is built and aggregated once per module (figures dominate the cost). Its cells are
+chosen so that every verdict outcome occurs: claims that hold, that do not, and cells with too few
+complete trials; plus a missing, a running, a failed and a damaged trial, and side files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import image as mpimg
+
+import analysis
+from analysis.__main__ import main as analysis_main
+from pipeline.config import make_trial
+from pipeline.runner import EpochRecord
+from pipeline.store import TrialFile
+from pipeline.trial import manifest_entries
+
+GROUP_LAYERS = ["A0", "A1", "A2"]
+CNN_LAYERS = ["conv1", "conv2", "conv3", "head"]
+GROUP_EPOCHS, PHASE1, PHASE2 = 3, 2, 2
+
+
+def groups_trial(group, mode, seed, augment="orbit", dtype="float32"):
+    return make_trial("groups", {"group": group, "mode": mode, "seed": str(seed), "epochs": str(GROUP_EPOCHS),
+                                 "n": "6", "channels": "2", "n_samples": "8", "weights_every": "0",
+                                 "augment": augment, "dtype": dtype})
+
+
+def cnn_trial(config, seed):
+    return make_trial("cnn", {"config": config, "seed": str(seed), "phase1_epochs": str(PHASE1),
+                              "phase2_epochs": str(PHASE2), "cnn_channels": "2,3,3", "n_samples": "8",
+                              "weights_every": "0"})
+
+
+# -- the constructed metrics ------------------------------------------------------------------------------
+# Layer l of a trial with seed s at epoch e: dist_E = base * e * (l+1) * f, dist_init = 0.1 * e * (l+1) * f,
+# norm = 10 + l, f = 1 + s/10. So dist_E / dist_init = 10 * base whatever the epoch, layer or seed.
+# The CNN: phase 1 (epochs <= PHASE1) has dist_E = 0; phase 2 counts e - PHASE1 (the store's reference
+# point is reset when phase 2 starts), norm = 3 + l.
+
+def seed_factor(seed):
+    return 1 + seed / 10
+
+
+def groups_layer_values(base, seed, epoch):
+    f = seed_factor(seed)
+    scale = np.array([l + 1 for l in range(3)], dtype=float) * epoch * f
+    return base * scale, 0.1 * scale, 10.0 + np.arange(3)
+
+
+def cnn_layer_values(base, seed, epoch):
+    f = seed_factor(seed)
+    ladder = np.arange(1, 5, dtype=float) * f
+    if epoch <= PHASE1:
+        return np.zeros(4), 0.1 * epoch * ladder, 3.0 + np.arange(4)
+    return base * (epoch - PHASE1) * ladder, 0.1 * (epoch - PHASE1) * ladder, 3.0 + np.arange(4)
+
+
+def loss_of(seed, epoch):
+    return 2.0 - 0.1 * epoch + 0.01 * seed
+
+
+def accuracy_of(seed, epoch):
+    return 0.1 + 0.1 * epoch + 0.01 * seed
+
+
+def record(epoch, phase, seed, values):
+    dist_E, dist_init, norm = (torch.tensor(v, dtype=torch.float64) for v in values)
+    return EpochRecord(epoch, phase, loss_of(seed, epoch), accuracy_of(seed, epoch), 0.01, 1.0,
+                       dist_E=dist_E, dist_init=dist_init, norm=norm)
+
+
+def write_trial(out, index, trial, base, epochs_written=None, end="complete"):
+    """Write a trial file through TrialFile; end is 'complete', 'running' or 'failed'."""
+    is_cnn = trial.experiment == "cnn"
+    layers = CNN_LAYERS if is_cnn else GROUP_LAYERS
+    store = TrialFile(out, trial, index, log=lambda line: None, checkpoint_every_s=1e9)
+    assert store.prepare() == "fresh"
+    store.begin(trial, layers, torch.device("cpu"), SimpleNamespace(source="test"))
+    model = SimpleNamespace(snapshot=lambda: {name: torch.zeros(2) for name in layers})
+    last = trial.total_epochs if epochs_written is None else epochs_written - 1
+    for epoch in range(last + 1):
+        if is_cnn:
+            values = cnn_layer_values(base, trial.seed, epoch)
+            phase = 2 if epoch > PHASE1 else 1
+            if phase == 2:  # full-batch GD: one step per phase-2 epoch, its dist_E that of the epoch
+                store.write_steps(epoch, torch.tensor(values[0]))
+        else:
+            values, phase = groups_layer_values(base, trial.seed, epoch), 1
+        store.write_epoch(record(epoch, phase, trial.seed, values), model, checkpoint=lambda: {})
+    if end == "complete":
+        store.finish()
+    elif end == "failed":
+        store.mark_failed("RuntimeError: constructed failure")
+
+
+# (trial, base or None for no file, how it ends)
+def planned_trials():
+    plan = []
+    for seed in range(4):
+        plan.append((groups_trial("rot", "equi", seed), None if seed == 3 else 1e-8, "complete"))
+    for seed in range(4):
+        plan.append((groups_trial("rot", "aug", seed), 1e-9, "failed" if seed == 3 else "complete"))
+    for seed in range(4):
+        end = {2: "running", 3: "damaged"}.get(seed, "complete")
+        plan.append((groups_trial("rot", "nom", seed), 0.05, end))
+    for seed in range(2):
+        plan.append((groups_trial("trans", "equi", seed), 1e-3, "complete"))  # far from E: fails
+    for seed in range(2):
+        plan.append((groups_trial("trans", "nom", seed), 1e-3, "complete"))  # ratio 0.01 < 0.05: fails
+    plan.append((groups_trial("trans1d", "equi", 0), 1e-8, "complete"))  # one seed: too few
+    for seed in range(2):
+        plan.append((groups_trial("trans1d", "aug", seed, augment="sampled:2"), 0.01, "complete"))
+    for seed in range(2):
+        plan.append((groups_trial("trans1d", "nom", seed, augment="sampled:2"), 0.05, "complete"))
+    for seed in range(2):  # float64: 1e-8 relative is far above its round-off threshold
+        plan.append((groups_trial("rototrans", "equi", seed, dtype="float64"), 1e-8, "complete"))
+    for config, base in (("cross", 1e-9), ("skew", 0.03), ("nonunitary", 1e-9)):
+        for seed in range(2):
+            plan.append((cnn_trial(config, seed), base, "complete"))
+    return plan
+
+
+def sha256_of_folder(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def build_results_folder(out: Path) -> None:
+    plan = planned_trials()
+    trials = [trial for trial, _, _ in plan]
+    document = {"grid": "constructed", "source": "tests/test_analysis.py", "description": "known metrics",
+                "overrides": {"groups.epochs": "3"}, "created_at": "2026-01-01T00:00:00+00:00",
+                "git_commit": "abc123", "num_trials": len(trials), "trials": manifest_entries(trials)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps(document))
+    for index, (trial, base, end) in enumerate(plan):
+        if base is None:
+            continue
+        if end == "damaged":
+            (out / "trials" / f"{trial.trial_id}.h5").write_bytes(np.random.default_rng(0).bytes(4096))
+        elif end == "complete":
+            write_trial(out, index, trial, base)
+        else:
+            write_trial(out, index, trial, base, epochs_written=2, end=end)
+    (out / "trials" / "rot-nom-s002.h5.damaged-20260101T000000").write_bytes(b"not hdf5")
+
+
+@pytest.fixture(scope="module")
+def aggregated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    build_results_folder(out)
+    before = sha256_of_folder(out / "trials")
+    lines = []
+    result = analysis.aggregate(out, log=lines.append)
+    return SimpleNamespace(out=out, result=result, before=before, log=lines)
+
+
+def verdict(result, subject, claim_start):
+    found = [v for v in result.verdicts if v.subject == subject and v.claim.startswith(claim_start)]
+    assert len(found) == 1, [v.line for v in result.verdicts]
+    return found[0]
+
+
+# -- the tidy tables --------------------------------------------------------------------------------------
+
+def test_epochs_table_holds_the_written_values_and_totals_are_norms_over_layers(aggregated):
+    table = analysis.load(aggregated.out)
+    assert list(table.columns) == ["trial_id", "experiment", "group", "config", "mode", "seed", "status", "epoch",
+                                   "phase", "layer", "dist_E", "dist_init", "norm", "loss", "accuracy", "grad_norm"]
+    run = table[table["trial_id"] == "rot-nom-s001"]
+    assert len(run) == (GROUP_EPOCHS + 1) * 4
+    dist_E, dist_init, norm = groups_layer_values(0.05, 1, 2)
+    at = run[run["epoch"] == 2].set_index("layer")
+    for i, layer in enumerate(GROUP_LAYERS):
+        assert at.loc[layer, "dist_E"] == pytest.approx(dist_E[i], rel=1e-12)
+        assert at.loc[layer, "dist_init"] == pytest.approx(dist_init[i], rel=1e-12)
+        assert at.loc[layer, "norm"] == norm[i]
+    assert at.loc["total", "dist_E"] == pytest.approx(math.sqrt(np.sum(dist_E**2)), rel=1e-12)
+    assert at.loc["total", "dist_init"] == pytest.approx(math.sqrt(np.sum(dist_init**2)), rel=1e-12)
+    assert at.loc["total", "norm"] == pytest.approx(math.sqrt(100 + 121 + 144), rel=1e-12)
+    assert set(at["loss"]) == {pytest.approx(loss_of(1, 2))} and set(at["accuracy"]) == {pytest.approx(accuracy_of(1, 2))}
+    assert set(run["group"]) == {"rot"} and set(run["config"]) == {""} and set(run["phase"]) == {1}
+    assert set(run["status"]) == {"complete"} and set(run["mode"]) == {"nom"} and set(run["seed"]) == {1}
+
+
+def test_cnn_rows_carry_config_phase_and_phase2_distances(aggregated):
+    table = analysis.load(aggregated.out)
+    run = table[(table["trial_id"] == "cnn-skew-s001") & (table["layer"] == "total")].set_index("epoch")
+    assert set(table.loc[table["experiment"] == "cnn", "group"]) == {""}
+    assert set(table.loc[table["trial_id"] == "cnn-skew-s001", "config"]) == {"skew"}
+    assert list(run["phase"]) == [1, 1, 1, 2, 2]
+    dist_E, dist_init, _ = cnn_layer_values(0.03, 1, 4)
+    assert run.loc[4, "dist_E"] == pytest.approx(math.sqrt(np.sum(dist_E**2)), rel=1e-12)
+    assert run.loc[4, "dist_init"] == pytest.approx(math.sqrt(np.sum(dist_init**2)), rel=1e-12)
+    assert run.loc[PHASE1, "dist_E"] == 0.0
+
+
+def test_steps_table_numbers_phase2_steps_with_totals(aggregated):
+    steps = analysis.load_steps(aggregated.out)
+    run = steps[steps["trial_id"] == "cnn-skew-s000"]
+    assert len(run) == PHASE2 * 5
+    totals = run[run["layer"] == "total"]
+    assert list(totals["step"]) == [0, 1] and list(totals["epoch"]) == [3, 4]
+    assert list(totals["step_in_epoch"]) == [0, 0]
+    expected = [math.sqrt(np.sum(cnn_layer_values(0.03, 0, e)[0] ** 2)) for e in (3, 4)]
+    assert list(totals["dist_E"]) == pytest.approx(expected, rel=1e-12)
+    conv2 = run[(run["layer"] == "conv2") & (run["epoch"] == 4)]["dist_E"].item()
+    assert conv2 == pytest.approx(0.03 * 2 * 2)
+
+
+def test_trial_table_reports_every_status(aggregated):
+    trials = analysis.load_trials(aggregated.out).set_index("trial_id")
+    assert trials.loc["rot-equi-s003", "status"] == "missing"
+    assert trials.loc["rot-aug-s003", "status"] == "failed"
+    assert "constructed failure" in trials.loc["rot-aug-s003", "error"]
+    assert trials.loc["rot-nom-s002", "status"] == "running"
+    assert trials.loc["rot-nom-s003", "status"] == "damaged"
+    assert trials.loc["rot-equi-s000", "status"] == "complete" and trials.loc["rot-equi-s000", "device"] == "cpu"
+    assert len(trials) == len(planned_trials())
+
+
+# -- summary statistics -----------------------------------------------------------------------------------
+
+def cell(summary, experiment, setting, mode):
+    column = "group" if experiment == "groups" else "config"
+    rows = summary[(summary["experiment"] == experiment) & (summary[column] == setting) & (summary["mode"] == mode)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_summary_counts_and_quartiles(aggregated):
+    summary = aggregated.result.summary
+    equi = cell(summary, "groups", "rot", "equi")
+    assert (equi["expected"], equi["complete"], equi["missing"]) == (4, 3, 1)
+    aug = cell(summary, "groups", "rot", "aug")
+    assert (aug["expected"], aug["complete"], aug["failed"]) == (4, 3, 1)
+    nom = cell(summary, "groups", "rot", "nom")
+    assert (nom["expected"], nom["complete"], nom["running"], nom["damaged"]) == (4, 2, 1, 1)
+
+    # rot/equi complete seeds 0, 1, 2: final totals scale with f = 1.0, 1.1, 1.2.
+    unit = 1e-8 * GROUP_EPOCHS * math.sqrt(14)
+    assert equi["final_dist_E_median"] == pytest.approx(1.1 * unit, rel=1e-9)
+    assert equi["final_dist_E_q25"] == pytest.approx(1.05 * unit, rel=1e-9)
+    assert equi["final_dist_E_q75"] == pytest.approx(1.15 * unit, rel=1e-9)
+    assert equi["final_dist_E_iqr"] == pytest.approx(0.1 * unit, rel=1e-6)
+    assert equi["final_travelled_median"] == pytest.approx(1.1 * 0.1 * GROUP_EPOCHS * math.sqrt(14), rel=1e-9)
+    assert equi["final_ratio_median"] == pytest.approx(1e-7, rel=1e-9)
+    assert equi["final_loss_median"] == pytest.approx(loss_of(1, GROUP_EPOCHS))
+    assert equi["final_accuracy_iqr"] == pytest.approx(0.01)
+    # rot/nom: seeds 0 and 1 only (2 running, 3 damaged).
+    assert nom["final_dist_E_median"] == pytest.approx(1.05 * 0.05 * GROUP_EPOCHS * math.sqrt(14), rel=1e-9)
+
+    written = (aggregated.out / "aggregate" / "summary.csv").read_text().splitlines()
+    assert len(written) == len(summary) + 1 and "final_dist_E_median" in written[0]
+
+
+# -- verdicts -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("subject,claim,outcome", [
+    ("rot", "Equi stays in E", "holds"),
+    ("rot", "Aug (orbit) stays in E", "holds"),
+    ("rot", "Nom leaves E", "holds"),
+    ("trans", "Equi stays in E", "does not hold"),
+    ("trans", "Nom leaves E", "does not hold"),
+    ("trans1d", "Equi stays in E", "not enough complete trials"),
+    ("trans1d", "Aug (sampled:2) leaves E less than Nom", "holds"),
+    ("trans1d", "Nom leaves E", "holds"),
+    ("rototrans", "Equi stays in E", "does not hold"),  # float64 threshold
+    ("cnn cross (aug)", "phase 1 (Equi) stays in E", "holds"),
+    ("cnn cross (aug)", "Aug stays in E in phase 2", "holds"),
+    ("cnn skew (aug)", "Aug leaves E in phase 2", "holds"),
+    ("cnn nonunitary (aug)", "Aug leaves E in phase 2", "does not hold"),
+])
+def test_verdicts(aggregated, subject, claim, outcome):
+    found = verdict(aggregated.result, subject, claim)
+    assert found.outcome == outcome
+    assert found.line.startswith(f"{subject}: {claim}") and f"— {outcome} (" in found.line
+
+
+def test_verdict_evidence_quotes_the_measured_number_and_threshold(aggregated):
+    rot = verdict(aggregated.result, "rot", "Equi stays in E")
+    norm_total = math.sqrt(100 + 121 + 144)
+    assert f"{1.1 * 1e-8 * GROUP_EPOCHS * math.sqrt(14) / norm_total:.3g}" in rot.evidence
+    assert "1e-05" in rot.evidence and rot.figure == "groups_dist_vs_travelled_log.png"
+    assert "1e-12" in verdict(aggregated.result, "rototrans", "Equi stays in E").evidence
+    assert len(aggregated.result.verdict_lines) == len(aggregated.result.verdicts) == 17
+
+
+def test_minimum_of_complete_trials_is_a_parameter(aggregated):
+    from analysis.loading import read_results
+    from analysis.summary import trial_end_points
+
+    results = read_results(aggregated.out)
+    verdicts = analysis.check_claims(results.trials, trial_end_points(results), min_complete=1)
+    trans1d = [v for v in verdicts if v.subject == "trans1d" and v.claim == "Equi stays in E"][0]
+    assert trans1d.outcome == "holds"
+    strict = analysis.check_claims(results.trials, trial_end_points(results), min_complete=3)
+    assert verdict(SimpleNamespace(verdicts=strict), "rot", "Nom leaves E").outcome == "not enough complete trials"
+
+
+# -- reports, problems and side files ---------------------------------------------------------------------
+
+def test_missing_incomplete_and_damaged_trials_are_listed(aggregated):
+    aggregate = aggregated.out / "aggregate"
+    for document in (aggregate / "summary.md", aggregate / "report.md"):
+        text = document.read_text()
+        assert "rot-equi-s003: missing" in text
+        assert "rot-aug-s003: incomplete (failed)" in text and "constructed failure" in text
+        assert "rot-nom-s002: incomplete (running or interrupted): 1/3 epochs" in text
+        assert "rot-nom-s003: damaged" in text and "skipped" in text
+        assert "rot-nom-s002.h5.damaged-20260101T000000" in text
+    assert any("rot-nom-s003: damaged" in line for line in aggregated.result.problems)
+    assert any("rot-nom-s003" in line for line in aggregated.log)
+    table = analysis.load(aggregated.out)
+    assert "rot-nom-s003" not in set(table["trial_id"])
+    assert set(table.loc[table["trial_id"] == "rot-nom-s002", "status"]) == {"running"}
+
+
+def test_report_has_verdicts_thresholds_figures_and_provenance(aggregated):
+    text = (aggregated.out / "aggregate" / "report.md").read_text()
+    for needle in ("## Verdicts", "**holds**", "**does not hold**", "**not enough complete trials**",
+                   "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO", "LEAVES_E_MIN_RATIO", "MIN_COMPLETE_TRIALS",
+                   "groups_dist_vs_travelled.png", "cnn_phase2_steps.png", "Grid: `constructed`",
+                   "`groups.epochs=3`", "Devices: `cpu`", "CPU ", "claim 1", "claim 3"):
+        assert needle in text, needle
+
+
+def test_aggregation_never_changes_trial_files_and_leaves_no_temporary_files(aggregated):
+    assert sha256_of_folder(aggregated.out / "trials") == aggregated.before
+    written = {p.relative_to(aggregated.out / "aggregate").as_posix() for p in aggregated.result.paths}
+    assert {"epochs.csv", "steps.csv", "trials.csv", "summary.csv", "summary.md", "report.md"} <= written
+    leftovers = [p for p in (aggregated.out / "aggregate").rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+
+
+# -- figures ----------------------------------------------------------------------------------------------
+
+EXPECTED_PANELS = {
+    "groups_dist_vs_travelled": 4, "groups_dist_vs_travelled_log": 4, "groups_dist_vs_travelled_A0": 4,
+    "groups_dist_vs_travelled_A1": 4, "groups_dist_vs_travelled_A2": 4, "groups_training_curves": 8,
+    "cnn_dist_vs_epoch": 6, "cnn_phase2_steps": 3, "cnn_training_curves": 6,
+}
+
+
+def test_figures_are_valid_png_and_pdf_with_one_panel_per_group_or_config(aggregated):
+    figures = aggregated.result.figures
+    assert {name: info.panels for name, info in figures.items()} == EXPECTED_PANELS
+    folder = aggregated.out / "aggregate" / "figures"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.{e}" for n in EXPECTED_PANELS for e in ("png", "pdf"))
+    for name in EXPECTED_PANELS:
+        png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = mpimg.imread(png)
+        assert pixels.shape[1] >= 1500 and pixels.shape[2] in (3, 4)  # 7 inches at 300 dpi
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+# -- re-running ---------------------------------------------------------------------------------------------
+
+def test_rerun_after_more_trials_finish_updates_the_outputs(aggregated, tmp_path):
+    out = tmp_path / "results"
+    shutil.copytree(aggregated.out, out)
+    (out / "aggregate" / "figures" / "stale_figure.png").write_bytes(b"old")
+    index = next(i for i, (t, _, _) in enumerate(planned_trials()) if t.trial_id == "rot-equi-s003")
+    write_trial(out, index, groups_trial("rot", "equi", 3), 1e-8)
+
+    result = analysis.aggregate(out, log=lambda line: None)
+    equi = cell(result.summary, "groups", "rot", "equi")
+    assert (equi["complete"], equi["missing"]) == (4, 0)
+    unit = 1e-8 * GROUP_EPOCHS * math.sqrt(14)
+    assert equi["final_dist_E_median"] == pytest.approx(1.15 * unit, rel=1e-9)  # f = 1.0 ... 1.3
+    assert "rot-equi-s003" not in (out / "aggregate" / "report.md").read_text()
+    assert "rot-equi-s003" in set(analysis.load(out)["trial_id"])
+    assert not (out / "aggregate" / "figures" / "stale_figure.png").exists()
+
+
+def test_command_line_reports_a_folder_without_manifest(tmp_path, capsys):
+    assert analysis_main([str(tmp_path)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
