@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
 
 from pipeline.groups import GROUP_NAMES
 from pipeline.models.cnn import CONFIGS
@@ -128,6 +128,9 @@ def _draw_runs(ax, rows: pd.DataFrame, x: str, y: str, floor: float | None = Non
 
 def _log_axis(ax, floor: float) -> None:
     ax.set_yscale("log")
+    # Spans of ten decades would otherwise carry eighty minor ticks: clutter in print, and slow to lay out.
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.yaxis.set_minor_locator(NullLocator())
     ax.axhline(floor, zorder=1, **FLOOR_LINE)
     ax.set_ylim(bottom=floor / 3)
 

@@ -58,6 +58,7 @@ class PixelGroup:
             raise ValueError(f"grid size n must be an integer >= 2, got {n!r}")
         self.n = n
         self.num_pixels = n * n
+        self._device_tables: dict = {}
         grid = torch.arange(self.num_pixels).reshape(n, n)
         self.sources = torch.stack([self._apply(grid, k).reshape(-1) for k in range(len(self))])
         self._pixel_orbits = _orbit_table(self.sources)
@@ -94,19 +95,33 @@ class PixelGroup:
     def project(self, A: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection of equivariant-type layers (..., N, N) onto E (output pixel first)."""
         self._check_grid(A, "A", trailing=2, flat=True)
-        N = self.num_pixels
-        pairs = self._pair_orbits
-        members = pairs.members.to(A.device)
-        rows, cols = members // N, members % N
-        orbit_means = A[..., rows, cols].mean(dim=-1)  # (..., num_pair_orbits)
-        return orbit_means[..., pairs.orbit_of.to(A.device)].reshape(A.shape)
+        return self._orbit_means(A, self._pair_orbits, self.num_pixels**2)
 
     def project_invariant(self, w: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection of invariant-type weights (..., N) onto maps constant on orbits."""
         self._check_grid(w, "w", trailing=1, flat=True)
-        pixels = self._pixel_orbits
-        orbit_means = w[..., pixels.members.to(w.device)].mean(dim=-1)
-        return orbit_means[..., pixels.orbit_of.to(w.device)]
+        return self._orbit_means(w, self._pixel_orbits, self.num_pixels)
+
+    def _orbit_means(self, values: torch.Tensor, orbits: OrbitTable, size: int) -> torch.Tensor:
+        """Replace every entry by the mean over its orbit (the group average)."""
+        flat = values.reshape(-1, size)
+        members, orbit_of, inverse_sizes = self._tables(orbits, values.device, values.dtype)
+        if values.is_cuda:
+            # A gather has no atomics, so it stays deterministic on the GPU, where it is also fast.
+            means = flat[:, members].mean(dim=-1)
+        else:
+            # One sequential pass is cheaper on a CPU than the (orbits x |G|) gather.
+            means = torch.zeros(flat.shape[0], len(members), dtype=values.dtype).index_add_(1, orbit_of, flat)
+            means *= inverse_sizes
+        return means.index_select(1, orbit_of).reshape(values.shape)
+
+    def _tables(self, orbits: OrbitTable, device: torch.device, dtype: torch.dtype):
+        key = (id(orbits), device, dtype)
+        if key not in self._device_tables:
+            sizes = torch.bincount(orbits.orbit_of, minlength=len(orbits.members))
+            self._device_tables[key] = (orbits.members.to(device), orbits.orbit_of.to(device),
+                                        (1.0 / sizes.to(torch.float64)).to(device=device, dtype=dtype))
+        return self._device_tables[key]
 
     def dist(self, A: torch.Tensor) -> torch.Tensor:
         """dist_E of an equivariant-type layer: the Frobenius norm of its component orthogonal to E."""
