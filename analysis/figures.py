@@ -52,6 +52,7 @@ CONFIG_TITLES = {"cross": "cross\ncompatible, unitary", "skew": "skew\nincompati
 
 # Sizes are those of the saved figure: 7 inches is a full text width, so nothing is scaled down in print.
 FIGURE_WIDTH = 7.0
+NARROW_WIDTH = 4.5  # a single panel: a column-and-a-half figure rather than one stretched panel
 ROW_HEIGHT = 2.3
 DPI = 300
 STYLE = {
@@ -87,7 +88,8 @@ def _grid(count: int, rows_per_item: int = 1) -> tuple[Figure, list[list]]:
         rows, columns = 2, 2
     else:
         rows, columns = rows_per_item, count
-    figure = Figure(figsize=(FIGURE_WIDTH, ROW_HEIGHT * rows + 0.5), layout="constrained")
+    width = FIGURE_WIDTH if columns > 1 else NARROW_WIDTH
+    figure = Figure(figsize=(width, ROW_HEIGHT * rows + 0.5), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     return figure, axes
 
@@ -147,7 +149,10 @@ def _legend(figure: Figure, modes, mode_names: dict, log_floor: bool) -> None:
                 Line2D([], [], color="0.3", label="median over seeds", **MEDIAN_LINE)]
     if log_floor:
         handles.append(Line2D([], [], label="exactly 0 (drawn at the floor)", **FLOOR_LINE))
-    columns = len(handles) if len(handles) <= 5 else math.ceil(len(handles) / 2)
+    if figure.get_figwidth() < FIGURE_WIDTH:
+        columns = 2
+    else:
+        columns = len(handles) if len(handles) <= 5 else math.ceil(len(handles) / 2)
     figure.legend(handles=handles, loc="outside lower center", ncols=columns, frameon=False)
 
 

@@ -166,7 +166,9 @@ def _criteria_section(min_complete: int) -> str:
 
 def report_markdown(results: Results, verdicts: list[claims.Verdict], figures: dict[str, FigureInfo],
                     min_complete: int) -> str:
-    verdict_rows = [[v.subject, v.claim, v.science, f"**{v.outcome}**", v.evidence, f"`{v.figure}`"] for v in verdicts]
+    made = {f"{name}.png" for name in figures}
+    verdict_rows = [[v.subject, v.claim, v.science, f"**{v.outcome}**", v.evidence,
+                     f"`{v.figure}`" if v.figure in made else "–"] for v in verdicts]
     held = sum(v.outcome == claims.HOLDS for v in verdicts)
     failed = sum(v.outcome == claims.FAILS for v in verdicts)
     figure_lines = [f"- `{name}.png` / `.pdf` ({info.panels} panels): {info.caption}" for name, info in figures.items()]

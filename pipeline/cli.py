@@ -27,9 +27,9 @@ def _train(args) -> int:
 
 def _plan(args) -> int:
     from .grid import load_grid
-    from .plan import describe
+    from .plan import describe, measured_throughput
 
-    print(describe(load_grid(args.exp, parse_assignments(args.set))))
+    print(describe(load_grid(args.exp, parse_assignments(args.set)), measured_throughput()))
     return 0
 
 
@@ -108,6 +108,15 @@ def _cancel(args) -> int:
     return 0
 
 
+def _aggregate(args) -> int:
+    from analysis import aggregate
+
+    result = aggregate(args.out)
+    print("\n".join(result.verdict_lines))
+    print(f"report: {result.report}")
+    return 0
+
+
 def _add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="results folder")
     parser.add_argument("--cluster", default="local", help="cluster profile in slurm/profiles or a .toml file")
@@ -175,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel the grid's queued and running tasks")
     cancel.add_argument("--out", required=True, type=Path)
     cancel.set_defaults(handler=_cancel)
+
+    aggregate = commands.add_parser("aggregate", help="tables, figures and the reproduction report of a results folder")
+    aggregate.add_argument("--out", required=True, type=Path)
+    aggregate.set_defaults(handler=_aggregate)
     return parser
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from matplotlib import image as mpimg
@@ -138,12 +138,7 @@ def sha256_of_folder(folder: Path) -> dict:
 
 def build_results_folder(out: Path) -> None:
     plan = planned_trials()
-    trials = [trial for trial, _, _ in plan]
-    document = {"grid": "constructed", "source": "tests/test_analysis.py", "description": "known metrics",
-                "overrides": {"groups.epochs": "3"}, "created_at": "2026-01-01T00:00:00+00:00",
-                "git_commit": "abc123", "num_trials": len(trials), "trials": manifest_entries(trials)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").write_text(json.dumps(document))
+    write_manifest(out, [trial for trial, _, _ in plan])
     for index, (trial, base, end) in enumerate(plan):
         if base is None:
             continue
@@ -369,21 +364,36 @@ def test_figures_are_valid_png_and_pdf_with_one_panel_per_group_or_config(aggreg
 
 # -- re-running ---------------------------------------------------------------------------------------------
 
-def test_rerun_after_more_trials_finish_updates_the_outputs(aggregated, tmp_path):
-    out = tmp_path / "results"
-    shutil.copytree(aggregated.out, out)
-    (out / "aggregate" / "figures" / "stale_figure.png").write_bytes(b"old")
-    index = next(i for i, (t, _, _) in enumerate(planned_trials()) if t.trial_id == "rot-equi-s003")
-    write_trial(out, index, groups_trial("rot", "equi", 3), 1e-8)
+def write_manifest(out: Path, trials) -> None:
+    document = {"grid": "constructed", "source": "tests/test_analysis.py", "description": "known metrics",
+                "overrides": {"groups.epochs": "3"}, "created_at": "2026-01-01T00:00:00+00:00",
+                "git_commit": "abc123", "num_trials": len(trials), "trials": manifest_entries(trials)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps(document))
 
-    result = analysis.aggregate(out, log=lambda line: None)
-    equi = cell(result.summary, "groups", "rot", "equi")
-    assert (equi["complete"], equi["missing"]) == (4, 0)
-    unit = 1e-8 * GROUP_EPOCHS * math.sqrt(14)
-    assert equi["final_dist_E_median"] == pytest.approx(1.15 * unit, rel=1e-9)  # f = 1.0 ... 1.3
-    assert "rot-equi-s003" not in (out / "aggregate" / "report.md").read_text()
-    assert "rot-equi-s003" in set(analysis.load(out)["trial_id"])
-    assert not (out / "aggregate" / "figures" / "stale_figure.png").exists()
+
+def test_rerun_after_more_trials_finish_updates_the_outputs(tmp_path):
+    # A CNN-only grid keeps this second folder's figures (the cost of aggregating) few.
+    out = tmp_path / "results"
+    trials = [cnn_trial("cross", 0), cnn_trial("cross", 1)]
+    write_manifest(out, trials)
+    write_trial(out, 0, trials[0], 1e-9)
+    first = analysis.aggregate(out, log=lambda line: None)
+    assert verdict(first, "cnn cross (aug)", "Aug stays in E").outcome == "not enough complete trials"
+    assert "cnn-cross-s001: missing" in (out / "aggregate" / "report.md").read_text()
+    stale = out / "aggregate" / "figures" / "groups_dist_vs_travelled.png"  # as if from an earlier grid state
+    stale.write_bytes(b"old")
+
+    write_trial(out, 1, trials[1], 1e-9)
+    second = analysis.aggregate(out, log=lambda line: None)
+    assert verdict(second, "cnn cross (aug)", "Aug stays in E").outcome == "holds"
+    row = cell(second.summary, "cnn", "cross", "aug")
+    assert (row["complete"], row["missing"]) == (2, 0)
+    final = [math.sqrt(np.sum(cnn_layer_values(1e-9, seed, PHASE1 + PHASE2)[0] ** 2)) for seed in (0, 1)]
+    assert row["final_dist_E_median"] == pytest.approx(np.mean(final), rel=1e-9)
+    assert "cnn-cross-s001: missing" not in (out / "aggregate" / "report.md").read_text()
+    assert set(pd.read_csv(out / "aggregate" / "epochs.csv")["trial_id"]) == {"cnn-cross-s000", "cnn-cross-s001"}
+    assert not stale.exists()
 
 
 def test_command_line_reports_a_folder_without_manifest(tmp_path, capsys):

@@ -125,22 +125,32 @@ pid_alive() {
 
 pid_of() { tr -dc '0-9' <"$1" 2>/dev/null || true; }
 
-# detached <cmd...>: run a daemon with stdin from /dev/null and every inherited
-# descriptor above 2 closed (the caller redirects 1 and 2 to a log). Daemons
-# live on after we exit; one holding a pipe the caller (CI harness, make,
-# "$(...)") reads would keep it waiting for EOF forever, and one holding fd 9
-# would keep our lock.
+# Daemons outlive this script. One that inherited a pipe the caller reads (CI
+# harness, make, "$(...)") would keep the caller waiting for EOF forever, and
+# one that inherited fd 9 would hold our lock forever. So they get stdin from
+# /dev/null, stdout/stderr as redirected by the caller (a log file), and no
+# other inherited descriptor.
+close_inherited_fds() {
+    local fd
+    for fd in /proc/self/fd/*; do
+        fd="${fd##*/}"
+        if ((fd > 2)); then
+            eval "exec ${fd}>&-" 2>/dev/null || true
+        fi
+    done
+}
+
+# detached <cmd...>: run a self-daemonizing program; returns its exit status.
 detached() {
-    (
-        local fd
-        for fd in /proc/self/fd/*; do
-            fd="${fd##*/}"
-            if ((fd > 2)); then
-                eval "exec ${fd}>&-" 2>/dev/null || true
-            fi
-        done
-        exec "$@" </dev/null
-    )
+    (close_inherited_fds; exec "$@" </dev/null)
+}
+
+# detached_bg <cmd...>: start a program that stays in the foreground, in the
+# background. Exactly one fork, which then execs: a wrapper shell left waiting
+# on the daemon would keep the descriptors open.
+detached_bg() {
+    (close_inherited_fds; exec setsid "$@" </dev/null) &
+    disown || true
 }
 
 # wait_for <description> [--alive <name> <pidfile>] <command...>: poll until
@@ -207,7 +217,7 @@ take_lock() {
     local lockfile=/run/lock/slurm-local.lock
     [[ -d /run/lock ]] || lockfile=/tmp/slurm-local.lock
     exec 9>"$lockfile"
-    flock -w 600 9 || die "another slurm-local.sh holds $lockfile"
+    flock -w 300 9 || die "another slurm-local.sh has held $lockfile for 300s"
 }
 
 # --------------------------------------------------------------- install ---
@@ -330,14 +340,13 @@ ensure_mariadb() {
             # datadir of the system instance) out of our private instance.
             # The InnoDB sizes are the ones slurmdbd checks for (it logs an
             # error otherwise); memory is only touched as the tiny DB grows.
-            detached setsid mariadbd --no-defaults --user=mysql \
+            detached_bg mariadbd --no-defaults --user=mysql \
                 --datadir="$DB_DIR" --socket="$DB_SOCK" --pid-file="$DB_PID" \
                 --port="$DB_PORT" --bind-address=127.0.0.1 \
                 --log-error="$DB_LOG" \
                 --innodb-buffer-pool-size=1G --innodb-lock-wait-timeout=900 \
                 --max-allowed-packet=64M \
-                >>"$DB_LOG" 2>&1 &
-            disown || true
+                >>"$DB_LOG" 2>&1
         fi
         wait_for "mariadb" --alive mariadbd "$DB_PID" db_ok || die "MariaDB did not come up" "$DB_LOG"
     fi

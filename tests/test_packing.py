@@ -1,0 +1,162 @@
+"""Seed packing: k seeds trained together give each seed exactly its unpacked run, to round-off."""
+
+import math
+
+import pytest
+import torch
+
+from pipeline.config import CNNTrial
+from pipeline.models import CONFIGS
+from pipeline.packing import PackedCNN, check_packable, run_packed
+from pipeline.runner import CollectingSink, build_model, load_trial_data, run_trial
+
+SEEDS = (0, 1, 2)
+
+
+def tiny(seed=0, **settings) -> CNNTrial:
+    values = dict(cnn_channels="3,4,4", n_samples=96, data_source="vendored", device="cpu", dtype="float64",
+                  phase1_epochs=2, phase1_batch=32, phase2_epochs=2, chunk_size=100, seed=seed)
+    values.update(settings)
+    return CNNTrial(**values).validate()
+
+
+def unpacked(trials):
+    sinks = [CollectingSink() for _ in trials]
+    for trial, sink in zip(trials, sinks):
+        run_trial(trial, sink)
+    return sinks
+
+
+def packed(trials):
+    sinks = [CollectingSink() for _ in trials]
+    run_packed(trials, sinks)
+    return sinks
+
+
+def assert_close(actual, expected, tol, scale=None, what=""):
+    """|actual - expected| <= tol * max(|expected|, scale): relative, with a floor where a value is round-off
+    of a larger quantity (dist_E of an equivariant layer is ~1e-16 of the layer's norm)."""
+    actual = torch.as_tensor(actual, dtype=torch.float64)
+    expected = torch.as_tensor(expected, dtype=torch.float64)
+    assert actual.shape == expected.shape, what
+    both_nan = actual.isnan() & expected.isnan()
+    bound = tol * torch.maximum(expected.abs(), torch.as_tensor(0.0 if scale is None else scale, dtype=torch.float64))
+    ok = both_nan | ((actual - expected).abs() <= bound)
+    assert bool(ok.all()), f"{what}: {actual} vs {expected} (tol {tol})"
+
+
+def assert_same_run(got: CollectingSink, want: CollectingSink, tol: float) -> None:
+    assert [r.epoch for r in got.records] == [r.epoch for r in want.records]
+    assert [r.phase for r in got.records] == [r.phase for r in want.records]
+    # Layer distances are compared on the scale of the layer (its largest norm over the run).
+    layer_scale = torch.stack([r.norm for r in want.records]).amax(0)
+    for g, w in zip(got.records, want.records):
+        at = f"epoch {w.epoch}"
+        assert_close(g.loss, w.loss, tol, what=f"loss {at}")
+        assert g.accuracy == w.accuracy, f"accuracy {at}"
+        assert math.isnan(g.grad_norm) == math.isnan(w.grad_norm), f"grad_norm {at}"
+        assert_close(g.grad_norm, w.grad_norm, tol, what=f"grad_norm {at}")
+        for name in ("dist_E", "dist_init", "norm"):
+            assert_close(getattr(g, name), getattr(w, name), tol, layer_scale, what=f"{name} {at}")
+    assert len(got.steps) == len(want.steps) > 0
+    for g, w in zip(got.steps, want.steps):
+        assert_close(g, w, tol, layer_scale, what="steps dist_E")
+    for g, w in zip(got.weights, want.weights):
+        assert sorted(g) == sorted(w)
+        for name in w:
+            assert g[name].shape == w[name].shape and g[name].dtype == w[name].dtype
+            assert_close(g[name], w[name], tol, w[name].abs().max(), what=f"weights {name}")
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_packed_seeds_equal_their_unpacked_runs_in_float64(config):
+    trials = [tiny(seed, config=config) for seed in SEEDS]
+    for got, want in zip(packed(trials), unpacked(trials)):
+        assert_same_run(got, want, 1e-12)
+
+
+def test_packed_seeds_equal_their_unpacked_runs_in_float32():
+    trials = [tiny(seed, config="skew", dtype="float32") for seed in SEEDS]
+    for got, want in zip(packed(trials), unpacked(trials)):
+        assert_same_run(got, want, 1e-6)
+
+
+def test_packed_phase2_sgd_and_nom_give_every_seed_its_own_minibatches():
+    trials = [tiny(seed, config="nonunitary", phase2_optimizer="sgd", phase2_batch=64, phase1_epochs=1)
+              for seed in SEEDS]
+    for got, want in zip(packed(trials), unpacked(trials)):
+        assert_same_run(got, want, 1e-12)
+        assert len(got.steps) == 2 * 6  # 96 samples x 4 rotations / batch 64, per epoch
+    trials = [tiny(seed, config="cross", phase2_mode="nom", phase1_epochs=0, chunk_size=7) for seed in SEEDS[:2]]
+    for got, want in zip(packed(trials), unpacked(trials)):
+        assert_same_run(got, want, 1e-12)
+
+
+def test_packed_forward_equals_each_model():
+    trial = tiny()
+    x = load_trial_data(trial, "cpu", torch.float64).images[:10]
+    for config, (_, parametrization) in CONFIGS.items():
+        for name in ("equivariant", parametrization):
+            models = [build_model(tiny(seed, config=config), name) for seed in SEEDS]
+            expected = [model(x) for model in models]
+            per_seed = torch.stack([x.flip(0), x, x.roll(3, 0)])
+            expected_per_seed = [model(xi) for model, xi in zip(models, per_seed)]
+            pack = PackedCNN(models)
+            for got, want in ((pack(x), expected), (pack(per_seed), expected_per_seed)):
+                for i in range(len(SEEDS)):
+                    assert_close(got[i].detach(), want[i].detach(), 1e-12, 1.0, what=f"{config} {name}")
+
+
+class CheckpointingSink(CollectingSink):
+    """Keeps every checkpoint; resumes from a given one."""
+
+    def __init__(self, resume=None):
+        super().__init__()
+        self.resume, self.checkpoints = resume, []
+
+    def resume_point(self):
+        return self.resume
+
+    def write_epoch(self, record, model, checkpoint):
+        super().write_epoch(record, model, checkpoint)
+        self.checkpoints.append(checkpoint())
+
+
+def test_packed_checkpoints_resume_packed_and_unpacked():
+    trials = [tiny(seed, config="nonunitary") for seed in SEEDS[:2]]
+    full = [CheckpointingSink() for _ in trials]
+    run_packed(trials, full)
+    reference = unpacked(trials)
+    at_epoch = trials[0].phase1_epochs + 1  # inside phase 2: the checkpoint holds the unconstrained model
+    points = [sink.checkpoints[at_epoch] for sink in full]
+    assert points[0]["epoch"] == at_epoch and points[0]["parametrization"] == "nonunitary"
+    assert sorted(points[0]["model"]) == sorted(build_model(trials[0], "nonunitary").state_dict())
+
+    resumed = [CheckpointingSink(point) for point in points]
+    run_packed(trials, resumed)  # every sink resumes at the same epoch: packed
+    one = CheckpointingSink(points[0])
+    run_trial(trials[0], one)  # a packed checkpoint resumes unpacked
+    for got in (resumed[0], one):
+        assert [r.epoch for r in got.records] == list(range(at_epoch + 1, trials[0].total_epochs + 1))
+    for got, full_run in zip(resumed + [one], reference + reference[:1]):
+        want = CollectingSink()
+        want.records = full_run.records[at_epoch + 1:]
+        want.weights = full_run.weights[at_epoch + 1:]
+        want.steps = full_run.steps[at_epoch - trials[0].phase1_epochs:]
+        assert_same_run(got, want, 1e-12)
+
+    mixed = [CheckpointingSink(points[0]), CheckpointingSink()]  # resume points differ: one by one
+    run_packed(trials, mixed)
+    assert [r.epoch for r in mixed[0].records][0] == at_epoch + 1
+    assert [r.epoch for r in mixed[1].records][0] == 0
+
+
+def test_trials_that_differ_in_more_than_the_seed_are_refused():
+    with pytest.raises(ValueError, match="phase2_lr"):
+        check_packable([tiny(0), tiny(1, phase2_lr=1e-3)])
+    with pytest.raises(ValueError, match="config"):
+        run_packed([tiny(0), tiny(1, config="skew")], [CollectingSink(), CollectingSink()])
+    with pytest.raises(ValueError, match="distinct seeds"):
+        check_packable([tiny(0), tiny(0)])
+    with pytest.raises(ValueError, match="one sink per trial"):
+        run_packed([tiny(0), tiny(1)], [CollectingSink()])
