@@ -46,6 +46,14 @@ cancel: env
 aggregate: env
 	$(PY) -m pipeline aggregate --out $(OUT)
 
+# Speed and memory, each row beside its reference in one run (not part of `make test`).
+bench: env
+	$(PY) bench/run.py
+
+# On a CUDA machine: smoke grid on the GPU, TF32 check, benchmark rows 1, 3, 4, GPU-hour projections.
+gpu-check: env
+	$(PY) bench/gpu_check.py
+
 slurm-up:
 	bash slurm/cluster/slurm-local.sh up
 

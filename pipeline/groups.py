@@ -102,11 +102,15 @@ class PixelGroup:
         self._check_grid(w, "w", trailing=1, flat=True)
         return self._orbit_means(w, self._pixel_orbits, self.num_pixels)
 
-    def _orbit_means(self, values: torch.Tensor, orbits: OrbitTable, size: int) -> torch.Tensor:
-        """Replace every entry by the mean over its orbit (the group average)."""
+    def _orbit_means(self, values: torch.Tensor, orbits: OrbitTable, size: int, gather: bool | None = None
+                     ) -> torch.Tensor:
+        """Replace every entry by the mean over its orbit (the group average). Two evaluations: a gather
+        of every orbit's |G| images (GPU) or one scatter-add pass (CPU); ``gather`` forces one."""
         flat = values.reshape(-1, size)
         members, orbit_of, inverse_sizes = self._tables(orbits, values.device, values.dtype)
-        if values.is_cuda:
+        if gather is None:
+            gather = values.is_cuda
+        if gather:
             # A gather has no atomics, so it stays deterministic on the GPU, where it is also fast.
             means = flat[:, members].mean(dim=-1)
         else:

@@ -97,42 +97,67 @@ def _atoms(basis: torch.Tensor) -> list[list[tuple[int, int, float]]]:
 
 
 class _ExpandAtoms(torch.autograd.Function):
-    """(S, C, B, H, W) -> (S, C, J, B, H, W): the input convolved (padding 1) with each atom, per channel.
+    """(S, C, B, H, W) -> (S, C, J, B, H', W'): each channel convolved (padding 1) with each atom, and with
+    ``pool`` also 2 x 2 average-pooled (H' = H / 2).
 
-    Written by hand because autograd's own backward of J strided slices allocates and sums a zero-filled
-    input-sized gradient per tap; here each tap adds into one buffer.
+    Pooling is linear and per channel, so it commutes with the channel-mixing product that follows: pooling
+    the C x J atom maps here instead of the layer's output means the full-resolution output of a
+    convolution is never formed, and its product costs a quarter. A pooled atom tap is a stride-2 slice of
+    the input's 2 x 2 box average, so pooling costs one pass over the input whatever the number of atoms.
+    Written by hand because autograd's own backward of strided slices allocates and sums an input-sized
+    zero-filled gradient per tap; here every tap adds into one buffer.
     """
 
     @staticmethod
-    def forward(ctx, x, atoms):
-        ctx.atoms, ctx.shape = atoms, x.shape
+    def forward(ctx, x, atoms, pool: bool):
         S, C, B, H, W = x.shape
-        padded = F.pad(x, (1, 1, 1, 1))
-        out = x.new_empty(S, C, len(atoms), B, H, W)
+        ctx.atoms, ctx.pool, ctx.shape = atoms, pool, x.shape
+        source = F.pad(x, (1, 1, 1, 1))
+        if pool:  # source[..., p, q] = mean of padded[..., p:p+2, q:q+2]
+            source = F.avg_pool2d(source.view(S * C, B, H + 2, W + 2), 2, stride=1).view(S, C, B, H + 1, W + 1)
+        out = x.new_empty(S, C, len(atoms), B, *_out_size(H, W, pool))
         for j, taps in enumerate(atoms):
             target = out[:, :, j]
             values = {v for _, _, v in taps}
             if len(values) == 1:  # orbit atoms share one value: add the shifts, scale once
-                (r, c, _), value = taps[0], values.pop()
-                target.copy_(padded[..., r:r + H, c:c + W])
-                for r, c, _ in taps[1:]:
-                    target.add_(padded[..., r:r + H, c:c + W])
-                if value != 1.0:
-                    target.mul_(value)
+                target.copy_(_tap(source, taps[0], H, W, pool))
+                for tap in taps[1:]:
+                    target.add_(_tap(source, tap, H, W, pool))
+                if taps[0][2] != 1.0:
+                    target.mul_(taps[0][2])
             else:
                 target.zero_()
-                for r, c, v in taps:
-                    target.add_(padded[..., r:r + H, c:c + W], alpha=v)
+                for tap in taps:
+                    target.add_(_tap(source, tap, H, W, pool), alpha=tap[2])
         return out
 
     @staticmethod
     def backward(ctx, grad):
         S, C, B, H, W = ctx.shape
-        padded = grad.new_zeros(S, C, B, H + 2, W + 2)
+        pool = ctx.pool
+        source = grad.new_zeros(S, C, B, H + 2 - pool, W + 2 - pool)
         for j, taps in enumerate(ctx.atoms):
-            for r, c, v in taps:
-                padded[..., r:r + H, c:c + W].add_(grad[:, :, j], alpha=v)
-        return padded[..., 1:H + 1, 1:W + 1], None
+            for tap in taps:
+                _tap(source, tap, H, W, pool).add_(grad[:, :, j], alpha=tap[2])
+        if pool:
+            padded = grad.new_zeros(S, C, B, H + 2, W + 2)
+            for a in (0, 1):
+                for b in (0, 1):
+                    padded[..., a:a + H + 1, b:b + W + 1].add_(source)
+            source = padded.mul_(0.25)
+        return source[..., 1:H + 1, 1:W + 1], None, None
+
+
+def _out_size(H: int, W: int, pool: bool) -> tuple[int, int]:
+    return (H // 2, W // 2) if pool else (H, W)
+
+
+def _tap(source: torch.Tensor, tap, H: int, W: int, pool: bool) -> torch.Tensor:
+    """The view of ``source`` that one kernel pixel (row r, column c) multiplies, for every output pixel."""
+    r, c, _ = tap
+    if pool:
+        return source[..., r:r + H:2, c:c + W:2]
+    return source[..., r:r + H, c:c + W]
 
 
 class PackedCNN:
@@ -194,16 +219,16 @@ class PackedCNN:
         for i in range(3):
             kernel = weights[f"conv{i + 1}"]  # (k, out, in, 3, 3)
             atom_weights = torch.einsum("koiuv,juv->koij", kernel, self.dual_atoms)
-            S, C, B, H, W = h.shape
-            expanded = _ExpandAtoms.apply(h, self.atoms).reshape(S, -1, B * H * W)
             out_channels = atom_weights.shape[1]
+            # Blocks 1 and 2 pool after the convolution; pooling the atom maps instead is the same function.
+            expanded = _ExpandAtoms.apply(h, self.atoms, i < 2)
+            S, B, H, W = expanded.shape[0], *expanded.shape[-3:]
+            expanded = expanded.reshape(S, -1, B * H * W)
             if S == 1 and k > 1:  # one input for all seeds: one product with every seed's weights
-                h = (atom_weights.reshape(k * out_channels, -1) @ expanded[0]).reshape(k, out_channels, B, H, W)
+                h = atom_weights.reshape(k * out_channels, -1) @ expanded[0]
             else:
-                h = torch.bmm(atom_weights.reshape(k, out_channels, -1), expanded).reshape(k, out_channels, B, H, W)
-            if i < 2:
-                h = F.avg_pool2d(h.reshape(k * out_channels, B, H, W), 2).reshape(k, out_channels, B, H // 2, W // 2)
-            h = torch.tanh(h)
+                h = torch.bmm(atom_weights.reshape(k, out_channels, -1), expanded)
+            h = torch.tanh(h.reshape(k, out_channels, B, H, W))
             h = F.layer_norm(h, h.shape[-2:])
         head = weights["head"]  # (k, classes, channels, s, s)
         features = h.transpose(1, 2).reshape(k, h.shape[2], -1)

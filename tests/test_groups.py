@@ -84,6 +84,17 @@ def test_rototranslation_projection_is_rotation_after_translation_average():
     assert torch.allclose(R.project(T.project(A)), T.project(R.project(A)), atol=1e-12)
 
 
+@pytest.mark.parametrize("name", GROUP_NAMES)
+def test_the_gpu_evaluation_of_the_projection_agrees_with_the_cpu_one(name):
+    """The GPU path (a gather over all group elements) is checked here on the CPU."""
+    G = get_group(name, 6)
+    A = torch.randn(3, 2, 36, 36, dtype=torch.float64)
+    w = torch.randn(3, 36, dtype=torch.float64)
+    by_gather = G._orbit_means(A, G._pair_orbits, 36 * 36, gather=True)
+    assert torch.allclose(by_gather, G.project(A), atol=1e-12)
+    assert torch.allclose(G._orbit_means(w, G._pixel_orbits, 36, gather=True), G.project_invariant(w), atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_projection_keeps_dtype(dtype):
     G = get_group("trans", 6)

@@ -1,0 +1,56 @@
+"""`make gpu-check`: one short script for a CUDA machine.
+
+1. The smoke grid on CUDA through the local executor (every group, mode and CNN configuration).
+2. TF32 really off: an Equi run in float32 at paper width stays at float32 round-off on the GPU
+   (dist_E / ||A|| <= 1e-6), and the backend flags say so.
+3. Benchmark rows 1, 3 and 4 on the GPU (bench/run.py --device cuda).
+4. Projected GPU-hours of paper-groups and paper-cnn on T4 and A40, scaling the fraction of float32
+   peak measured here by the cards' published float32 peaks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline import numerics  # noqa: E402
+from pipeline.config import make_trial  # noqa: E402
+from pipeline.grid import load_grid  # noqa: E402
+from pipeline.plan import describe, measured_throughput  # noqa: E402
+from pipeline.runner import CollectingSink, run_trial  # noqa: E402
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("gpu-check: no CUDA device here")
+        return 2
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([python, "-m", "pipeline", "submit", "--exp", "smoke", "--out", out, "--cluster", "local",
+                        "--workers", "2", "--set", "device=cuda"], cwd=ROOT, check=True)
+
+    numerics.configure()
+    assert numerics.tf32_disabled(), "TF32 is enabled after numerics.configure()"
+    sink = CollectingSink()
+    run_trial(make_trial("groups", {"group": "rot", "mode": "equi", "n_samples": "1000", "epochs": "3",
+                                    "lr": "0.005", "device": "cuda", "dtype": "float32"}), sink)
+    worst = max(float(r.dist_E.norm() / r.norm.norm()) for r in sink.records)
+    print(f"TF32 off: Equi float32 on the GPU, max dist_E/||A|| = {worst:.2e} (must be <= 1e-6)")
+    assert worst <= 1e-6
+
+    subprocess.run([python, "bench/run.py", "--device", "cuda", "--rows", "1,3,4"], cwd=ROOT, check=True)
+    for preset in ("paper-groups", "paper-cnn"):
+        print(describe(load_grid(preset), measured_throughput()).split("\n\n")[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
