@@ -29,6 +29,7 @@ from .summary import summarize, trial_end_points
 
 FOLDER = "aggregate"
 FIGURES = "figures"
+LOGGED_PROBLEMS = 10
 
 
 @dataclass
@@ -65,10 +66,14 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     out_dir = Path(out_dir)
     results = read_results(out_dir)
     problems = problem_lines(results)
-    complete = int((results.trials["status"] == "complete").sum())
-    log(f"aggregate: {complete} of {len(results.trials)} trials complete in {out_dir}")
-    for line in problems:
+    counts = results.trials["status"].value_counts()
+    log(f"aggregate: {int(counts.get('complete', 0))} of {len(results.trials)} trials complete in {out_dir}"
+        + "".join(f", {int(n)} {status}" for status, n in counts.items() if status != "complete"))
+    # A large grid in progress has hundreds of missing trials: the report lists them all.
+    for line in problems[:LOGGED_PROBLEMS]:
         log(f"aggregate: {line}")
+    if len(problems) > LOGGED_PROBLEMS:
+        log(f"aggregate: ... and {len(problems) - LOGGED_PROBLEMS} more, listed in {FOLDER}/report.md")
 
     end_points = trial_end_points(results)
     summary = summarize(results, end_points)

@@ -17,7 +17,7 @@ Not testable from these measurements: claim 1 (equivariant stationary points coi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -58,9 +58,6 @@ class Verdict:
     def line(self) -> str:
         return f"{self.subject}: {self.claim} — {self.outcome} ({self.evidence})"
 
-    def as_dict(self) -> dict:
-        return {**asdict(self), "line": self.line}
-
 
 def number(x: float) -> str:
     return "nan" if not np.isfinite(x) else f"{x:.3g}"
@@ -76,6 +73,8 @@ def roundoff_threshold(dtypes) -> float:
 
 
 class ClaimChecker:
+    """Collects verdicts cell by cell; each check reads the complete trials' end points of its cells."""
+
     def __init__(self, trials: pd.DataFrame, end_points: pd.DataFrame, min_complete: int = MIN_COMPLETE_TRIALS):
         self.trials, self.end_points, self.min_complete = trials, end_points, min_complete
         self.verdicts: list[Verdict] = []
@@ -104,15 +103,18 @@ class ClaimChecker:
             outcome = HOLDS if passed else FAILS
         self.verdicts.append(Verdict(experiment, subject, claim, science, criterion, outcome, evidence, figure))
 
-    def stays_in_E(self, experiment, subject, claim, science, members, done, column="max_rel_dist_E", figure=LOG_FIGURE):
+    def stays_in_E(self, experiment, subject, claim, science, members, done, column="max_rel_dist_E",
+                   figure=LOG_FIGURE):
+        """``column``: the per-trial largest dist_E/‖A‖ over the epochs the claim is about."""
         threshold = roundoff_threshold(members["dtype"])
-        label = "max dist_E/‖A‖" if column.startswith("max") else "final dist_E/‖A‖"
-        criterion = f"median over seeds of {label} (totals) ≤ {threshold:g} ({'/'.join(sorted(set(members['dtype'])))})"
+        dtypes = "/".join(sorted(set(members["dtype"])))
+        criterion = f"median over seeds of max dist_E/‖A‖ (totals) ≤ {threshold:g} ({dtypes})"
 
         def judge():
             median = _median(done[column])
             passed = bool(median <= threshold)
-            return passed, f"median {label} = {number(median)} {'≤' if passed else '>'} {threshold:g}, n = {len(done)}"
+            return passed, (f"median max dist_E/‖A‖ = {number(median)} {'≤' if passed else '>'} {threshold:g}, "
+                            f"n = {len(done)}")
 
         self._add(experiment, subject, claim, science, criterion, figure, [(done, "")], judge)
 
@@ -125,9 +127,11 @@ class ClaimChecker:
         def judge():
             ratio, relative = _median(done["final_ratio"]), _median(done["final_rel_dist_E"])
             passed = bool(ratio >= min_ratio) and (not check_roundoff or bool(relative > threshold))
-            evidence = f"median final dist_E/dist_init = {number(ratio)} {'≥' if ratio >= min_ratio else '<'} {min_ratio:g}"
+            evidence = (f"median final dist_E/dist_init = {number(ratio)} "
+                        f"{'≥' if ratio >= min_ratio else '<'} {min_ratio:g}")
             if check_roundoff:
-                evidence += f"; median final dist_E/‖A‖ = {number(relative)} {'>' if relative > threshold else '≤'} {threshold:g}"
+                evidence += (f"; median final dist_E/‖A‖ = {number(relative)} "
+                             f"{'>' if relative > threshold else '≤'} {threshold:g}")
             return passed, evidence + f", n = {len(done)}"
 
         self._add(experiment, subject, claim, science, criterion, figure, [(done, "")], judge)

@@ -45,8 +45,8 @@ from .loading import TOTAL
 MODE_COLOURS = {"equi": "#0072B2", "aug": "#D55E00", "nom": "#009E73"}
 MODE_LINESTYLES = {"equi": "-", "aug": "--", "nom": "-."}
 MODE_NAMES = {"equi": "Equi", "aug": "Aug", "nom": "Nom"}
-GROUP_TITLES = {"rot": r"rot: C$_4$", "trans": r"trans: $\mathbb{Z}_n^2$", "trans1d": r"trans1d: $\mathbb{Z}_n$ along x",
-                "rototrans": r"rototrans: C$_4$ and $\mathbb{Z}_n^2$"}
+GROUP_TITLES = {"rot": r"rot: C$_4$", "trans": r"trans: $\mathbb{Z}_n^2$",
+                "trans1d": r"trans1d: $\mathbb{Z}_n$ along x", "rototrans": r"rototrans: C$_4$ and $\mathbb{Z}_n^2$"}
 CONFIG_TITLES = {"cross": "cross\ncompatible, unitary", "skew": "skew\nincompatible support",
                  "nonunitary": "nonunitary\nnon-orthogonal basis"}
 
@@ -57,7 +57,8 @@ ROW_HEIGHT = 2.3
 DPI = 300
 STYLE = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
-    "legend.fontsize": 8, "figure.titlesize": 9, "figure.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+    "legend.fontsize": 8, "figure.titlesize": 9, "figure.labelsize": 8,
+    "axes.spines.top": False, "axes.spines.right": False,
     "pdf.fonttype": 42,  # TrueType in the PDF: text stays text for journals' checks and editors
 }
 RUN_LINE = {"linewidth": 0.6, "alpha": 0.35}
@@ -134,7 +135,9 @@ def _log_axis(ax, floor: float) -> None:
     ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
     ax.yaxis.set_minor_locator(NullLocator())
     ax.axhline(floor, zorder=1, **FLOOR_LINE)
-    ax.set_ylim(bottom=floor / 3)
+    # Up to the next decade, so that the top of the data always has a labelled tick above it.
+    top = max(ax.dataLim.y1, floor) if np.isfinite(ax.dataLim.y1) else floor
+    ax.set_ylim(floor / 3, 10.0 ** math.ceil(math.log10(top) + 1e-9))
 
 
 def _mark_phase_boundary(ax, epoch: int) -> None:
@@ -312,48 +315,46 @@ def save(figure: Figure, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-def _captions(trials: pd.DataFrame) -> dict:
-    n = {e: int(((trials["experiment"] == e) & (trials["status"] == "complete")).sum()) for e in ("groups", "cnn")}
-    base = {
-        "groups_dist_vs_travelled": "Experiment G: dist_E of all layers (y) against the distance travelled from A⁰ "
-                                    "(x), one panel per group",
-        "groups_dist_vs_travelled_log": "the same with a logarithmic y axis; exact zeros on the dotted floor",
-        "groups_training_curves": "Experiment G: training loss and accuracy against epoch",
-        "cnn_dist_vs_epoch": "Experiment C: dist_E of all layers against epoch, log scale; top the whole run "
-                             "(phase boundary dashed), bottom phase 2",
-        "cnn_phase2_steps": "Experiment C: dist_E after every optimizer step of phase 2 (full-batch GD: one "
-                            "step per epoch, all phase-2 steps; SGD: the first phase-2 epoch)",
-        "cnn_training_curves": "Experiment C: training loss and accuracy against epoch, phase boundary dashed",
-    }
-    return {name: f"{text}; thin lines single seeds, thick lines the median over seeds "
-                  f"({n['cnn' if name.startswith('cnn') else 'groups']} complete trials)"
-            for name, text in base.items()}
-
-
-def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, folder: Path) -> dict[str, FigureInfo]:
+def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame,
+                 folder: Path) -> dict[str, FigureInfo]:
     """Build and save every figure the complete trials support; returns them by name."""
-    builders = {}
-    if not _complete_rows(epochs, trials, "groups").empty:
-        builders["groups_dist_vs_travelled"] = lambda: groups_dist_vs_travelled(epochs, trials)
-        builders["groups_dist_vs_travelled_log"] = lambda: groups_dist_vs_travelled(epochs, trials, log=True)
+    complete = trials[trials["status"] == "complete"]
+    counts = {e: int((complete["experiment"] == e).sum()) for e in ("groups", "cnn")}
+    # name -> (builder, what it shows); the caption adds how to read the lines
+    planned = {}
+    if counts["groups"]:
+        planned["groups_dist_vs_travelled"] = (
+            lambda: groups_dist_vs_travelled(epochs, trials),
+            "Experiment G: dist_E of all layers (y) against the distance travelled from A⁰ (x), one panel per group")
+        planned["groups_dist_vs_travelled_log"] = (
+            lambda: groups_dist_vs_travelled(epochs, trials, log=True),
+            "the same with a logarithmic y axis; exact zeros on the dotted floor")
         layers = _complete_rows(epochs, trials, "groups")["layer"].unique()
         for layer in [layer for layer in layers if layer != TOTAL]:
-            builders[f"groups_dist_vs_travelled_{layer}"] = (
-                lambda layer=layer: groups_dist_vs_travelled(epochs, trials, layer=layer, log=True))
-        builders["groups_training_curves"] = lambda: training_curves(epochs, trials, "groups")
-    if not _complete_rows(epochs, trials, "cnn").empty:
-        builders["cnn_dist_vs_epoch"] = lambda: cnn_dist_vs_epoch(epochs, trials)
-        complete = set(trials.loc[trials["status"] == "complete", "trial_id"])
-        if steps["trial_id"].isin(complete).any():
-            builders["cnn_phase2_steps"] = lambda: cnn_phase2_steps(epochs, steps, trials)
-        builders["cnn_training_curves"] = lambda: training_curves(epochs, trials, "cnn")
+            planned[f"groups_dist_vs_travelled_{layer}"] = (
+                lambda layer=layer: groups_dist_vs_travelled(epochs, trials, layer=layer, log=True),
+                f"Experiment G, layer {layer}: dist_E against distance travelled, log scale")
+        planned["groups_training_curves"] = (lambda: training_curves(epochs, trials, "groups"),
+                                             "Experiment G: training loss and accuracy against epoch")
+    if counts["cnn"]:
+        planned["cnn_dist_vs_epoch"] = (
+            lambda: cnn_dist_vs_epoch(epochs, trials),
+            "Experiment C: dist_E of all layers against epoch, log scale; top the whole run (phase boundary "
+            "dashed), bottom phase 2")
+        if steps["trial_id"].isin(set(complete["trial_id"])).any():
+            planned["cnn_phase2_steps"] = (
+                lambda: cnn_phase2_steps(epochs, steps, trials),
+                "Experiment C: dist_E after every optimizer step of phase 2 (full-batch GD: one step per epoch, "
+                "all phase-2 steps; SGD: the first phase-2 epoch)")
+        planned["cnn_training_curves"] = (
+            lambda: training_curves(epochs, trials, "cnn"),
+            "Experiment C: training loss and accuracy against epoch, phase boundary dashed")
 
-    captions = _captions(trials)
     made = {}
     with rc_context(STYLE):
-        for name, build in builders.items():
+        for name, (build, shows) in planned.items():
             figure = build()
-            caption = captions.get(name) or (f"Experiment G, layer {name.rsplit('_', 1)[1]}: dist_E against "
-                                             "distance travelled, log scale; " + captions["groups_dist_vs_travelled"].split("; ", 1)[1])
+            caption = (f"{shows}; thin lines single seeds, thick lines the median over seeds "
+                       f"({counts['cnn' if name.startswith('cnn') else 'groups']} complete trials)")
             made[name] = FigureInfo(name, len(figure.axes), caption, save(figure, folder, name))
     return made

@@ -45,8 +45,13 @@ def _setting(row) -> str:
 def problem_lines(results: Results) -> list[str]:
     """One line per trial that is not complete, then the other files of trials/ worth knowing about."""
     lines = []
-    for row in results.trials[results.trials["status"] != "complete"].itertuples():
-        progress = f"{max(int(row.epochs_done), 0)}/{int(row.total_epochs)} epochs"
+    # The ones needing attention first: a damaged or failed trial matters more than one not yet run.
+    severity = {status: rank for rank, status in enumerate(("damaged", "inconsistent", "failed", "running", "missing"))}
+    problems = results.trials[results.trials["status"] != "complete"]
+    problems = problems.iloc[problems["status"].map(severity).fillna(len(severity)).argsort(kind="stable")]
+    for row in problems.itertuples():
+        done = int(row.epochs_done)
+        progress = f"{done}/{int(row.total_epochs)} epochs" if done >= 0 else "no epoch written yet"
         detail = {
             "missing": f"missing: no file {row.file}",
             "damaged": f"damaged: unreadable file {row.file} ({row.error}); skipped",
@@ -103,7 +108,8 @@ def provenance(results: Results) -> dict:
     return {
         "grid": results.manifest.get("grid", ""), "source": results.manifest.get("source", ""),
         "description": results.manifest.get("description", ""), "overrides": results.manifest.get("overrides", {}),
-        "created_at": results.manifest.get("created_at", ""), "manifest_git_commit": results.manifest.get("git_commit", ""),
+        "created_at": results.manifest.get("created_at", ""),
+        "manifest_git_commit": results.manifest.get("git_commit", ""),
         "num_trials": int(results.manifest.get("num_trials", len(results.trials))),
         "git_commits": readable["git_commit"].value_counts().to_dict(),
         "devices": readable["device"].value_counts().to_dict(),
@@ -131,12 +137,15 @@ def _provenance_section(info: dict) -> str:
     return "\n".join([
         f"- Grid: `{info['grid']}` ({info['source']}): {info['description']}",
         f"- Overrides: {overrides}",
-        f"- Manifest written {info['created_at']} at commit `{info['manifest_git_commit']}`; {info['num_trials']} trials",
+        f"- Manifest written {info['created_at']} at commit `{info['manifest_git_commit']}`; "
+        f"{info['num_trials']} trials",
         f"- Trial commits: {_counted(info['git_commits'])}",
         f"- Devices: {_counted(info['devices'])}",
         f"- Hosts: {_counted(info['hostnames'])}",
         f"- Wall-clock time of the readable trials (all attempts): GPU {info['gpu_hours']:.3g} h, "
-        f"CPU {info['cpu_hours']:.3g} h; by device: {hours}",
+        f"CPU {info['cpu_hours']:.3g} h; by device: {hours}. Summed over trials from each file's "
+        "`wall_seconds`: seeds trained together in one packed process share their device time, which is then "
+        "counted once per seed.",
     ])
 
 

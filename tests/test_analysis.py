@@ -353,7 +353,8 @@ def test_figures_are_valid_png_and_pdf_with_one_panel_per_group_or_config(aggreg
     figures = aggregated.result.figures
     assert {name: info.panels for name, info in figures.items()} == EXPECTED_PANELS
     folder = aggregated.out / "aggregate" / "figures"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.{e}" for n in EXPECTED_PANELS for e in ("png", "pdf"))
+    expected_files = sorted(f"{name}.{ext}" for name in EXPECTED_PANELS for ext in ("png", "pdf"))
+    assert sorted(p.name for p in folder.iterdir()) == expected_files
     for name in EXPECTED_PANELS:
         png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
