@@ -29,7 +29,7 @@ TOTAL = "total"
 
 TRIAL_COLUMNS = ["index", "trial_id", "experiment", "group", "config", "mode", "seed", "dtype", "augment",
                  "phase1_epochs", "phase2_optimizer", "total_epochs", "status", "epochs_done", "error", "device",
-                 "hostname", "git_commit", "wall_seconds", "started_at", "finished_at", "attempts", "file"]
+                 "hostname", "git_commit", "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file"]
 EPOCH_COLUMNS = ["trial_id", "experiment", "group", "config", "mode", "seed", "status", "epoch", "phase", "layer",
                  "dist_E", "dist_init", "norm", "loss", "accuracy", "grad_norm"]
 STEP_COLUMNS = ["trial_id", "experiment", "config", "mode", "seed", "status", "step", "epoch", "step_in_epoch",
@@ -174,6 +174,7 @@ def read_results(out_dir: Path | str) -> Results:
         for key in ("device", "hostname", "git_commit", "started_at", "finished_at"):
             row[key] = _text(attrs.get(key, ""))
         row["wall_seconds"] = float(attrs.get("wall_seconds", 0.0))
+        row["pack_size"] = int(attrs.get("pack_size", 1))
         row["attempts"] = int(attrs.get("attempts", 0))
         row["epochs_done"] = int(attrs.get("epochs_done", -1))
         if series is not None and row["status"] == "complete" and len(series["epoch"]) != row["total_epochs"] + 1:
@@ -191,6 +192,7 @@ def read_results(out_dir: Path | str) -> Results:
     for column in ("error", "device", "hostname", "git_commit", "started_at", "finished_at", "file"):
         trials[column] = trials[column].fillna("")
     trials["wall_seconds"] = trials["wall_seconds"].fillna(0.0)
+    trials["pack_size"] = trials["pack_size"].fillna(1).astype(int)
     trials["attempts"] = trials["attempts"].fillna(0).astype(int)
     epochs = pd.concat(epoch_tables, ignore_index=True) if epoch_tables else pd.DataFrame(columns=EPOCH_COLUMNS)
     steps = pd.concat(step_tables, ignore_index=True) if step_tables else pd.DataFrame(columns=STEP_COLUMNS)

@@ -104,7 +104,8 @@ def summary_markdown(results: Results, summary: pd.DataFrame) -> str:
 def provenance(results: Results) -> dict:
     readable = results.trials[~results.trials["status"].isin(["missing", "damaged"])]
     kinds = readable["device"].map(_device_kind)
-    hours = (readable["wall_seconds"] / 3600).groupby(kinds).sum().to_dict()
+    # Seeds trained together in one packed process share its wall time: each counts its share.
+    hours = (readable["wall_seconds"] / readable["pack_size"] / 3600).groupby(kinds).sum().to_dict()
     return {
         "grid": results.manifest.get("grid", ""), "source": results.manifest.get("source", ""),
         "description": results.manifest.get("description", ""), "overrides": results.manifest.get("overrides", {}),
@@ -144,8 +145,7 @@ def _provenance_section(info: dict) -> str:
         f"- Hosts: {_counted(info['hostnames'])}",
         f"- Wall-clock time of the readable trials (all attempts): GPU {info['gpu_hours']:.3g} h, "
         f"CPU {info['cpu_hours']:.3g} h; by device: {hours}. Summed over trials from each file's "
-        "`wall_seconds`: seeds trained together in one packed process share their device time, which is then "
-        "counted once per seed.",
+        "`wall_seconds`, divided by `pack_size` for seeds trained together in one packed process.",
     ])
 
 

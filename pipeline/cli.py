@@ -50,8 +50,12 @@ def _submit_and_report(out: Path, indices: list[int], args, trials_per_task: int
     from .launch.profiles import load_profile
     from .launch.submission import submit, wait_for
 
+    from .trial import read_manifest
+
     profile = load_profile(args.cluster)
-    submit(out, indices, profile, trials_per_task=trials_per_task, workers=args.workers)
+    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(
+        read_manifest(out).get("launch", {}).get("pack_seeds", False))
+    submit(out, indices, profile, trials_per_task=trials_per_task, workers=args.workers, pack_seeds=pack_seeds)
     wait = args.wait if args.wait is not None else profile.executor == "local"
     if not wait:
         print(f"follow it with: python -m pipeline status --out {out}")
@@ -121,7 +125,9 @@ def _add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="results folder")
     parser.add_argument("--cluster", default="local", help="cluster profile in slurm/profiles or a .toml file")
     parser.add_argument("--workers", type=int, help="local executor: trials at a time (default from the core count)")
-    parser.add_argument("--trials-per-task", type=int, help="trials packed into one array task")
+    parser.add_argument("--trials-per-task", type=int, help="trials run by one array task (default: the grid's [launch])")
+    parser.add_argument("--pack-seeds", action=argparse.BooleanOptionalAction, default=None,
+                        help="train a task's CNN seeds together (default: the grid's [launch] pack_seeds)")
     parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
                         help="block until the grid has finished (default: yes locally, no on SLURM)")
 

@@ -25,6 +25,7 @@ JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 AXES = {"groups": ("groups", "modes", "seeds"), "cnn": ("configs", "seeds")}
 AXIS_CHOICES = {"groups": GROUP_NAMES, "modes": MODES, "configs": tuple(CONFIGS)}
 GRID_KEYS = {"description", "launch"}
+LAUNCH_KEYS = {"trials_per_task": int, "pack_seeds": bool}
 
 
 @dataclass
@@ -117,6 +118,12 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
     unknown = sorted(set(document) - GRID_KEYS - set(AXES))
     if unknown:
         raise ConfigError(f"unknown section {unknown[0]!r} in {path}; accepted: {', '.join(sorted(GRID_KEYS | set(AXES)))}")
+    launch = dict(document.get("launch", {}))
+    for key, value in launch.items():
+        if key not in LAUNCH_KEYS:
+            raise ConfigError(f"unknown key {key!r} in [launch] of {path}; accepted: {', '.join(sorted(LAUNCH_KEYS))}")
+        if not isinstance(value, LAUNCH_KEYS[key]):
+            raise ConfigError(f"[launch] {key} in {path} must be {LAUNCH_KEYS[key].__name__}, got {value!r}")
     sections = {exp: dict(document[exp]) for exp in AXES if exp in document}
     if not sections:
         raise ConfigError(f"grid {path} has no [groups] or [cnn] section")
@@ -144,8 +151,7 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
     for experiment, section in sections.items():
         for axis in AXES[experiment]:
             section[axis] = _parse_axis(axis, section[axis])
-    grid = Grid(path.stem, str(path), document.get("description", ""), sections, dict(document.get("launch", {})),
-                overrides)
+    grid = Grid(path.stem, str(path), document.get("description", ""), sections, launch, overrides)
     grid.trials()  # every value is checked here, before anything runs
     return grid
 

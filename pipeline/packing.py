@@ -2,23 +2,27 @@
 
 A batch-100 step of the paper's CNN is far too small to keep an accelerator busy, and the 90-trial grid is
 3 configurations x 30 seeds that differ only in the seed. :func:`run_packed` trains the seeds of one
-configuration as one vectorised model and feeds every seed's sink exactly what :func:`pipeline.runner.run_trial`
-would: packing changes how the arithmetic is batched, never which arithmetic is done, so each seed's metrics
-equal its unpacked run to round-off (the kernels reduce in another order, so not bitwise).
+configuration in one process as one packed model and feeds every seed's sink exactly what
+:func:`pipeline.runner.run_trial` would. Every seed computes the same function, gradient and step as its
+unpacked run, with its own minibatches; only the grouping and the order of the sums differ, so each seed's
+metrics equal the unpacked ones to round-off, not bitwise: tests/test_packing.py holds them to 1e-12
+relative in float64 and 1e-6 in float32, except a float32 minibatch gradient norm, whose cancellations make
+the unpacked value itself only about 1e-6 accurate.
 
 How the k models are batched (:class:`PackedCNN`):
 
-* The parameters of the k models are stacked along a leading seed dimension. Each seed keeps a real
+* The parameters of the k models are stacked along a leading seed axis. Each seed keeps a real
   :class:`~pipeline.models.CNN` whose parameters are views into the stack, so measurements, snapshots and
-  checkpoints go through the model's own code and always see the live weights.
-* The per-seed kernels and head weights come from the model's own ``layer_weights`` under ``vmap``.
-* A 3 x 3 convolution whose kernels lie in the span of a few fixed *atoms* (kernels with disjoint supports)
-  is ``sum_j W_j (A_j * x)``: a cheap per-channel shift-and-add for each atom, then one matrix product with
-  K = channels x atoms, batched over the seeds. For the Equi model the atoms are the rotation orbits in the
-  support (2 for cross, 1 for skew), for the unconstrained models the 5 support pixels; a dense 3 x 3
-  convolution spends 9. Activations are laid out (seed, channel, image, row, column) so that the product
-  of one layer is the next layer's input without a transpose, and the input of a full-batch step, the same
-  for every seed, is expanded once and multiplied by all seeds' weights in one product.
+  checkpoints go through the model's own code and always see the live weights; the optimizer step updates
+  all seeds with one operation per parameter.
+* The kernels and head weights come from the model's own ``layer_weights`` (under ``vmap`` for all seeds).
+* The forward pass is the CNN's (blocks 1 and 2 as one stride-2 convolution with the pooled 4 x 4
+  kernel, see :func:`pipeline.models.cnn.pooled_kernel`), with the seeds as convolution groups.
+* ``vectorize=True`` runs the k seeds as grouped convolutions (seeds as groups; an input shared by all
+  seeds, as in full-batch phase 2 and evaluation, is read once): the way to fill a GPU (the default on
+  CUDA; correctness is tested on the CPU, speed has not been measured on a GPU yet). On a CPU a
+  batch of 100 already keeps the cores busy and k seeds' activations only evict each other from cache,
+  so by default the seeds go one after the other through the same code.
 
 Resuming: if no sink has a resume point the seeds run packed from scratch; if every sink resumes from the
 same epoch they resume packed; otherwise (a mix) each trial runs on its own through ``run_trial``, which
@@ -41,7 +45,7 @@ from .config import CNNTrial
 from .data import Dataset
 from .models import CONFIGS
 from .models.base import MeasuredModel
-from .models.cnn import CNN
+from .models.cnn import CNN, pooled_kernel
 from .runner import EpochRecord, _check_fault, _phase_of, build_model, load_trial_data, run_trial
 from .training import Augmentation, RowPlan, _batch, loss_sum, seeded_generator
 
@@ -68,6 +72,28 @@ def check_packable(trials: list[CNNTrial]) -> None:
         raise ValueError(f"packed trials must have distinct seeds, got {seeds}")
 
 
+def pack_key(trial) -> str | None:
+    """Trials with the same key can be packed together (CNN trials equal but for the seed)."""
+    if not isinstance(trial, CNNTrial):
+        return None
+    settings = dataclasses.asdict(trial)
+    settings.pop("seed")
+    return repr(sorted(settings.items()))
+
+
+def packs(items: list[tuple[int, object]], size: int) -> list[list[tuple[int, object]]]:
+    """Split (index, trial) items into units of work: packable trials in packs of at most ``size``, the
+    others alone; in the order of the items' first appearance."""
+    groups: dict = {}
+    for index, trial in items:
+        key = pack_key(trial)
+        groups.setdefault(key if key is not None else ("alone", index), []).append((index, trial))
+    units = []
+    for members in groups.values():
+        units += [members[i : i + max(1, size)] for i in range(0, len(members), max(1, size))]
+    return units
+
+
 class _LayerWeights(nn.Module):
     """``layer_weights()`` as a forward pass, so that ``functional_call`` can evaluate it per seed."""
 
@@ -79,95 +105,50 @@ class _LayerWeights(nn.Module):
         return self.model.layer_weights()
 
 
-def _atoms(basis: torch.Tensor) -> list[list[tuple[int, int, float]]]:
-    """Kernels with pairwise disjoint supports whose span contains every kernel of ``basis``.
+def _convolved(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the forward pass multiplies with, from the seed-first layer weights: blocks 1 and 2 convolve
+    with their pooled kernels."""
+    return {"conv1": pooled_kernel(weights["conv1"]), "conv2": pooled_kernel(weights["conv2"]),
+            "conv3": weights["conv3"], "head": weights["head"]}
 
-    Each atom is its list of (row, column, value) taps. Disjoint supports make the atoms orthogonal, so a
-    kernel's weight on atom j is <kernel, A_j> / <A_j, A_j>, and cheap: each input pixel enters one atom.
+
+def _forward(kernels: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """:meth:`CNN.forward <pipeline.models.cnn.CNN.forward>` for k seeds at once, as grouped convolutions.
+
+    ``kernels`` come from :func:`_convolved`, seed-first; ``x`` is (B, 1, H, W), the same for every seed, or
+    (k, B, 1, H, W). Activations are (B, k x channels, H, W): the seeds are the groups. Returns logits
+    (k, B, classes).
     """
-    nonzero = basis != 0
-    if bool((nonzero.sum(0) <= 1).all()):  # the Equi orbit basis and the one-hot unitary basis
-        kernels = basis
-    else:  # overlapping (non-unitary) basis kernels: fall back to the pixels of the support
-        pixels = nonzero.any(0).nonzero().tolist()
-        kernels = torch.zeros(len(pixels), 3, 3, dtype=basis.dtype)
-        for j, (r, c) in enumerate(pixels):
-            kernels[j, r, c] = 1.0
-    return [[(r, c, float(kernel[r, c])) for r, c in (kernel != 0).nonzero().tolist()] for kernel in kernels]
-
-
-class _ExpandAtoms(torch.autograd.Function):
-    """(S, C, B, H, W) -> (S, C, J, B, H', W'): each channel convolved (padding 1) with each atom, and with
-    ``pool`` also 2 x 2 average-pooled (H' = H / 2).
-
-    Pooling is linear and per channel, so it commutes with the channel-mixing product that follows: pooling
-    the C x J atom maps here instead of the layer's output means the full-resolution output of a
-    convolution is never formed, and its product costs a quarter. A pooled atom tap is a stride-2 slice of
-    the input's 2 x 2 box average, so pooling costs one pass over the input whatever the number of atoms.
-    Written by hand because autograd's own backward of strided slices allocates and sums an input-sized
-    zero-filled gradient per tap; here every tap adds into one buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, x, atoms, pool: bool):
-        S, C, B, H, W = x.shape
-        ctx.atoms, ctx.pool, ctx.shape = atoms, pool, x.shape
-        source = F.pad(x, (1, 1, 1, 1))
-        if pool:  # source[..., p, q] = mean of padded[..., p:p+2, q:q+2]
-            source = F.avg_pool2d(source.view(S * C, B, H + 2, W + 2), 2, stride=1).view(S, C, B, H + 1, W + 1)
-        out = x.new_empty(S, C, len(atoms), B, *_out_size(H, W, pool))
-        for j, taps in enumerate(atoms):
-            target = out[:, :, j]
-            values = {v for _, _, v in taps}
-            if len(values) == 1:  # orbit atoms share one value: add the shifts, scale once
-                target.copy_(_tap(source, taps[0], H, W, pool))
-                for tap in taps[1:]:
-                    target.add_(_tap(source, tap, H, W, pool))
-                if taps[0][2] != 1.0:
-                    target.mul_(taps[0][2])
-            else:
-                target.zero_()
-                for tap in taps:
-                    target.add_(_tap(source, tap, H, W, pool), alpha=tap[2])
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        S, C, B, H, W = ctx.shape
-        pool = ctx.pool
-        source = grad.new_zeros(S, C, B, H + 2 - pool, W + 2 - pool)
-        for j, taps in enumerate(ctx.atoms):
-            for tap in taps:
-                _tap(source, tap, H, W, pool).add_(grad[:, :, j], alpha=tap[2])
-        if pool:
-            padded = grad.new_zeros(S, C, B, H + 2, W + 2)
-            for a in (0, 1):
-                for b in (0, 1):
-                    padded[..., a:a + H + 1, b:b + W + 1].add_(source)
-            source = padded.mul_(0.25)
-        return source[..., 1:H + 1, 1:W + 1], None, None
-
-
-def _out_size(H: int, W: int, pool: bool) -> tuple[int, int]:
-    return (H // 2, W // 2) if pool else (H, W)
-
-
-def _tap(source: torch.Tensor, tap, H: int, W: int, pool: bool) -> torch.Tensor:
-    """The view of ``source`` that one kernel pixel (row r, column c) multiplies, for every output pixel."""
-    r, c, _ = tap
-    if pool:
-        return source[..., r:r + H:2, c:c + W:2]
-    return source[..., r:r + H, c:c + W]
+    k = kernels["head"].shape[0]
+    if x.dim() == 5:
+        h, groups = x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[-2:]), k
+    else:
+        h, groups = x, 1  # one input: every seed's first-layer filters read the same channel
+    for i in range(3):
+        kernel = kernels[f"conv{i + 1}"]  # (k, out, in, size, size)
+        stride = 2 if i < 2 else 1  # blocks 1 and 2: convolution and pooling in one (see models.cnn.pooled_kernel)
+        h = F.conv2d(h, kernel.reshape(-1, *kernel.shape[2:]), stride=stride, padding=1, groups=groups)
+        groups = k
+        h = torch.tanh(h)
+        h = F.layer_norm(h, h.shape[-2:])
+    head = kernels["head"]  # (k, classes, channels, s, s)
+    features = h.reshape(h.shape[0], k, -1).transpose(0, 1)
+    return torch.bmm(features, head.reshape(k, head.shape[1], -1).transpose(1, 2))
 
 
 class PackedCNN:
     """k CNNs of one architecture and parametrisation, their parameters stacked along a leading seed axis.
 
-    ``models[i]`` stays a working CNN for seed i: its parameters are views into ``params``, so anything
-    written for one model (``layer_measurements``, ``snapshot``, ``state_dict``) reads the packed weights.
+    ``models[i]`` stays a working CNN for seed i: its parameters are replaced (in place) by views into
+    ``params``, so anything written for one model (``layer_measurements``, ``snapshot``, ``state_dict``) reads
+    the packed weights. Train through the PackedCNN only: the views do not require gradients.
+
+    ``vectorize``: run the k seeds as one grouped convolution (the default on CUDA, where one seed's step
+    leaves the device idle), or one seed after the other through the same code (the default on CPU, where a
+    batch of 100 already keeps the cores busy and the seeds' activations would crowd each other out of cache).
     """
 
-    def __init__(self, models: list[CNN]):
+    def __init__(self, models: list[CNN], vectorize: bool | None = None):
         template = models[0]
         if type(template).project_gradients_ is not MeasuredModel.project_gradients_:
             # The packed Equi step applies the raw gradient; that is only right for models parametrised in E.
@@ -188,14 +169,8 @@ class PackedCNN:
                 module = model.get_submodule(owner) if owner else model
                 setattr(module, attribute, nn.Parameter(self.params[name].detach()[i], requires_grad=False))
         self._weights = _LayerWeights(template)
-        self.atoms = _atoms(template.convs[0].basis.detach().cpu().to(torch.float64))
-        atom_kernels = torch.zeros(len(self.atoms), 3, 3, dtype=torch.float64)
-        for j, taps in enumerate(self.atoms):
-            for r, c, v in taps:
-                atom_kernels[j, r, c] = v
-        # Dual atoms: <kernel, dual_j> is the kernel's weight on atom j.
-        dual = atom_kernels / atom_kernels.pow(2).sum((1, 2))[:, None, None]
-        self.dual_atoms = dual.to(template.head_coefficients)
+        device = template.head_coefficients.device
+        self.vectorize = device.type == "cuda" if vectorize is None else vectorize
 
     @property
     def k(self) -> int:
@@ -210,29 +185,41 @@ class PackedCNN:
         params = {f"model.{name}": value for name, value in self.params.items()}
         return vmap(lambda p: functional_call(self._weights, p, ()))(params)
 
+    def _seed_inputs(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        return x if x.dim() == 4 else x[seed:seed + 1]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (k, B, classes) for images x: (B, 1, H, W) shared by all seeds, or (k, B, 1, H, W)."""
-        weights = self.layer_weights()
-        k = self.k
-        # (seed or 1, channel, image, row, column); a shared input stays a single copy.
-        h = x[None].transpose(1, 2) if x.dim() == 4 else x.transpose(1, 2)
-        for i in range(3):
-            kernel = weights[f"conv{i + 1}"]  # (k, out, in, 3, 3)
-            atom_weights = torch.einsum("koiuv,juv->koij", kernel, self.dual_atoms)
-            out_channels = atom_weights.shape[1]
-            # Blocks 1 and 2 pool after the convolution; pooling the atom maps instead is the same function.
-            expanded = _ExpandAtoms.apply(h, self.atoms, i < 2)
-            S, B, H, W = expanded.shape[0], *expanded.shape[-3:]
-            expanded = expanded.reshape(S, -1, B * H * W)
-            if S == 1 and k > 1:  # one input for all seeds: one product with every seed's weights
-                h = atom_weights.reshape(k * out_channels, -1) @ expanded[0]
-            else:
-                h = torch.bmm(atom_weights.reshape(k, out_channels, -1), expanded)
-            h = torch.tanh(h.reshape(k, out_channels, B, H, W))
-            h = F.layer_norm(h, h.shape[-2:])
-        head = weights["head"]  # (k, classes, channels, s, s)
-        features = h.transpose(1, 2).reshape(k, h.shape[2], -1)
-        return torch.bmm(features, head.reshape(k, head.shape[1], -1).transpose(1, 2))
+        kernels = _convolved(self.layer_weights())
+        if self.vectorize:
+            return _forward(kernels, x)
+        return torch.cat([_forward({name: v[i:i + 1] for name, v in kernels.items()}, self._seed_inputs(x, i))
+                          for i in range(self.k)])
+
+    def backward_loss(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int) -> None:
+        """Add to .grad the gradient of each seed's MSE loss sum over these rows, divided by ``num_rows``."""
+        kernels = _convolved(self.layer_weights())
+        if self.vectorize:
+            logits = _forward(kernels, x)
+            # Seeds share no parameter, so the gradient of the sum is each seed's own gradient.
+            (sum(loss_sum(logits[i], labels[i], "mse") for i in range(self.k)) / num_rows).backward()
+            return
+        # Seed after seed, each backward while its activations are still in cache, on detached copies of its
+        # kernels; then one backward takes all seeds' kernel gradients to the parameters, so the small ops
+        # that build kernels from coefficients run once per step rather than once per seed.
+        kernel_grads = {name: torch.empty_like(v) for name, v in kernels.items()}
+        for i in range(self.k):
+            leaves = {name: v[i:i + 1].detach().requires_grad_() for name, v in kernels.items()}
+            logits = _forward(leaves, self._seed_inputs(x, i))
+            (loss_sum(logits[0], labels[i], "mse") / num_rows).backward()
+            for name, leaf in leaves.items():
+                kernel_grads[name][i] = leaf.grad[0]
+        torch.autograd.backward(list(kernels.values()), list(kernel_grads.values()))
+
+    def rows_per_forward(self, chunk_size: int) -> int:
+        """Rows of each seed per forward pass, so that the activations alive at once stay those of
+        ``chunk_size`` rows of one trial: chunk_size // k when the seeds run together."""
+        return max(1, chunk_size // self.k) if self.vectorize else chunk_size
 
     def zero_grad(self) -> None:
         for p in self.params.values():
@@ -249,14 +236,6 @@ class PackedCNN:
         return squared.sqrt().tolist()
 
 
-def _backward_mean_loss(packed: PackedCNN, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int) -> None:
-    """Add to .grad the gradient of each seed's loss sum over this chunk, divided by ``num_rows``."""
-    logits = packed(x)
-    # Seeds share no parameter, so the gradient of the sum is each seed's own gradient.
-    total = sum(loss_sum(logits[i], labels[i], "mse") for i in range(packed.k)) / num_rows
-    total.backward()
-
-
 def packed_sgd_epoch(packed: PackedCNN, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float,
                      batch_size: int, generators: list[torch.Generator], on_step=None) -> list[float]:
     """:func:`pipeline.training.sgd_epoch` (MSE loss) for every seed, each with its own generator: its own
@@ -267,10 +246,11 @@ def packed_sgd_epoch(packed: PackedCNN, data: Dataset, mode: str, augmentation: 
     num_rows = plans[0].num_rows
     grad_norms = [0.0] * packed.k
     for start in range(0, num_rows, batch_size):
-        batches = [_batch(template, data, plan, order[start:start + batch_size]) for plan, order in zip(plans, orders)]
+        batches = [_batch(template, data, plan, order[start:start + batch_size])
+                   for plan, order in zip(plans, orders)]
         packed.zero_grad()
         x = torch.stack([x for x, _ in batches])
-        _backward_mean_loss(packed, x, [y for _, y in batches], x.shape[1])
+        packed.backward_loss(x, [y for _, y in batches], x.shape[1])
         grad_norms = packed.descend(lr)
         if on_step is not None:
             on_step()
@@ -280,21 +260,20 @@ def packed_sgd_epoch(packed: PackedCNN, data: Dataset, mode: str, augmentation: 
 def packed_full_batch_epoch(packed: PackedCNN, data: Dataset, mode: str, augmentation: Augmentation | None,
                             lr: float, chunk_size: int) -> list[float]:
     """:func:`pipeline.training.full_batch_epoch` (MSE loss) for every seed. The rows (the orbit, or the
-    plain data) are the same for every seed, so each chunk is read and expanded once for all of them.
+    plain data) are the same for every seed, so each chunk is gathered and rotated once for all of them.
 
-    ``chunk_size`` bounds the rows in flight over all seeds together (each forward holds
-    ``chunk_size // k`` rows of each seed), so packing k seeds needs no more memory than one trial.
-    Returns each seed's gradient norm."""
+    ``chunk_size`` bounds the rows in flight over all seeds together (see :meth:`PackedCNN.rows_per_forward`),
+    so packing k seeds needs no more activation memory than one trial. Returns each seed's gradient norm."""
     template = packed.models[0]
     plan = RowPlan(len(data), mode, augmentation, template.group_order)
     if plan.kind not in ("orbit", "identity"):
         raise ValueError(f"a packed full-batch epoch needs rows that do not depend on the seed, got {plan.kind!r}")
     rows = torch.arange(plan.num_rows)
-    step = max(1, chunk_size // packed.k)
+    step = packed.rows_per_forward(chunk_size)
     packed.zero_grad()
     for start in range(0, plan.num_rows, step):
         x, y = _batch(template, data, plan, rows[start:start + step])
-        _backward_mean_loss(packed, x, [y] * packed.k, plan.num_rows)
+        packed.backward_loss(x, [y] * packed.k, plan.num_rows)
     return packed.descend(lr)
 
 
@@ -302,7 +281,7 @@ def packed_full_batch_epoch(packed: PackedCNN, data: Dataset, mode: str, augment
 def packed_evaluate(packed: PackedCNN, data: Dataset, chunk_size: int) -> list[tuple[float, float]]:
     """:func:`pipeline.training.evaluate` (MSE loss) for every seed: (mean loss, accuracy) per seed."""
     totals, corrects = [0.0] * packed.k, [0] * packed.k
-    step = max(1, chunk_size // packed.k)
+    step = packed.rows_per_forward(chunk_size)
     for start in range(0, len(data), step):
         x, y = data.images[start:start + step], data.labels[start:start + step]
         logits = packed(x)
@@ -323,13 +302,15 @@ def _resume_plan(sinks: list) -> tuple[str, list]:
     return "separate", points
 
 
-def run_packed(trials: list[CNNTrial], sinks: list) -> None:
+def run_packed(trials: list[CNNTrial], sinks: list, vectorize: bool | None = None) -> None:
     """Run CNN trials that differ only in their seed as one packed training, each into its own sink.
 
     Every sink sees the calls ``run_trial`` would make, in the same order per sink: ``resume_point``,
     ``begin``, ``write_epoch`` for epoch 0 (fresh runs) and every trained epoch, ``write_steps`` after
     every phase-2 optimizer step, ``finish``. A record's ``seconds`` is the wall time of the packed epoch
     (all k seeds together). Sinks that resume from different epochs are run one after the other, unpacked.
+    An error in any seed (an injected fault included) stops the whole pack; each sink keeps what it wrote.
+    ``vectorize`` is passed to :class:`PackedCNN` (default: grouped on CUDA, seed after seed on CPU).
     """
     check_packable(trials)
     if len(sinks) != len(trials):
@@ -359,7 +340,7 @@ def run_packed(trials: list[CNNTrial], sinks: list) -> None:
             model.load_state_dict(point["model"])
             models.append(model)
             initials.append({k: v.to(device=device, dtype=dtype) for k, v in point["initial"].items()})
-    packed = PackedCNN(models)
+    packed = PackedCNN(models, vectorize)
     for t, sink in zip(trials, sinks):
         sink.begin(t, list(packed.models[0].layer_weights()), device, data)
 
@@ -394,7 +375,7 @@ def run_packed(trials: list[CNNTrial], sinks: list) -> None:
             _check_fault(t, next_epoch)
         if _phase_of(trial, next_epoch) == 2 and packed.parametrization == "equivariant":
             packed = PackedCNN([model.transferred(CONFIGS[trial.config][1], trial.basis_seed)
-                                for model in packed.models])
+                                for model in packed.models], vectorize)
             initials = [model.snapshot() for model in packed.models]
 
         def on_step():
@@ -408,7 +389,8 @@ def run_packed(trials: list[CNNTrial], sinks: list) -> None:
         sink.finish()
 
 
-def _train_packed_epoch(trials: list[CNNTrial], packed: PackedCNN, data: Dataset, epoch: int, on_step) -> list[float]:
+def _train_packed_epoch(trials: list[CNNTrial], packed: PackedCNN, data: Dataset, epoch: int,
+                        on_step) -> list[float]:
     """:func:`pipeline.runner._train_one_epoch` for the CNN, every seed with its own generator."""
     trial = trials[0]
     generators = [seeded_generator(t.seed, epoch, "data order and augmentation") for t in trials]

@@ -80,18 +80,41 @@ def read_status(path: Path) -> dict:
         return {"status": "damaged", "error": f"{type(error).__name__}: {error}".splitlines()[0]}
 
 
+class CheckpointClock:
+    """Decides, once per epoch, whether the checkpoint is due. Trials packed into one training share a
+    clock, so that they all checkpoint at the same epochs and resume together."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last = time.time()
+        self._decision: tuple[int, bool] | None = None
+
+    def due(self, epoch: int) -> bool:
+        if self._decision is None or self._decision[0] != epoch:
+            now = time.time()
+            due = self.every_s <= 0 or now - self._last >= self.every_s
+            if due:
+                self._last = now
+            self._decision = (epoch, due)
+        return self._decision[1]
+
+
 class TrialFile:
-    """A sink for :func:`pipeline.runner.run_trial` that streams to the trial's HDF5 file."""
+    """A sink for :func:`pipeline.runner.run_trial` that streams to the trial's HDF5 file.
+
+    ``pack_size`` > 1 marks a trial trained together with others in one process (seed packing): its
+    per-epoch ``seconds`` and its ``wall_seconds`` are those of the whole pack.
+    """
 
     def __init__(self, out_dir: Path, trial: TrialConfig, index: int, force: bool = False, log=print,
-                 checkpoint_every_s: float = 60.0):
+                 checkpoint_every_s: float = 60.0, pack_size: int = 1, clock: CheckpointClock | None = None):
         self.trial, self.index, self.force, self.log = trial, index, force, log
         self.path, self.state_path = trial_paths(out_dir, trial.trial_id)
-        self.checkpoint_every_s = checkpoint_every_s
+        self.pack_size = pack_size
+        self.clock = clock or CheckpointClock(checkpoint_every_s)
         self._resume: dict | None = None
         self._latest_state: dict | None = None
         self._pending_steps: list = []
-        self._last_checkpoint = 0.0
 
     # -- before the run --------------------------------------------------------------------------------
     def prepare(self) -> str:
@@ -167,7 +190,7 @@ class TrialFile:
                  "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", "")}
         run_attrs = {"hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
-                     "h5py_version": h5py.__version__, "data_source": data.source,
+                     "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
                      **{k: v for k, v in slurm.items() if v}}
         if self._resume is None:
             self._create(run_attrs)
@@ -178,7 +201,6 @@ class TrialFile:
                 f.attrs["attempts"] = int(f.attrs.get("attempts", 1)) + 1
         with open_h5(self.path) as f:
             self.prior_wall = float(f.attrs.get("wall_seconds", 0.0))
-        self._last_checkpoint = time.time()
 
     def _create(self, run_attrs: dict) -> None:
         trial = self.trial
@@ -248,14 +270,13 @@ class TrialFile:
             # Captured every epoch (a CPU copy) so that a preemption signal, which may arrive in the
             # middle of an optimizer step, persists a consistent state: the last completed epoch.
             self._latest_state = checkpoint()
-            if time.time() - self._last_checkpoint >= self.checkpoint_every_s:
+            if self.clock.due(record.epoch):
                 self._save_state(self._latest_state)
 
     def _save_state(self, state: dict) -> None:
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.state_path)
-        self._last_checkpoint = time.time()
 
     def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
         # Buffered until the epoch is written: a crash mid-epoch recomputes the epoch's steps anyway.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import ConfigError, TrialConfig, make_trial
 from .grid import Grid
-from .store import TrialFile, git_commit, utc_now
+from .store import CheckpointClock, TrialFile, git_commit, utc_now
 
 MANIFEST = "manifest.json"
 
@@ -84,6 +84,47 @@ class TrialLog:
         print(line, flush=True)
         with open(self.path, "a") as handle:
             handle.write(f"{utc_now()} {line}\n")
+
+
+def execute_packed(out_dir: Path, items: list[tuple[int, TrialConfig]], force: bool = False,
+                   checkpoint_every_s: float = 60.0, on_store=None) -> dict[str, str]:
+    """Run CNN trials that differ only in their seed as one packed training (pipeline.packing), each into
+    its own file; complete ones are skipped. Returns trial id -> 'complete' or 'ran'."""
+    from .packing import run_packed
+
+    outcomes, pending = {}, []
+    clock = CheckpointClock(checkpoint_every_s)
+    for index, trial in items:
+        log = TrialLog(out_dir, trial.trial_id)
+        store = TrialFile(out_dir, trial, index, force=force, log=log, pack_size=len(items), clock=clock)
+        if store.prepare() == "complete":
+            log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
+            outcomes[trial.trial_id] = "complete"
+        else:
+            pending.append((trial, store, log))
+    if len(pending) == 1:  # nothing left to pack with
+        trial, store, log = pending[0]
+        index = next(i for i, t in items if t is trial)
+        outcomes[trial.trial_id] = execute(out_dir, index, trial, force=False, checkpoint_every_s=checkpoint_every_s,
+                                           on_store=on_store)
+        return outcomes
+    if not pending:
+        return outcomes
+    for _, store, log in pending:
+        log(f"training packed with {len(pending) - 1} other seed(s): "
+            + ", ".join(t.trial_id for t, _, _ in pending))
+        if on_store is not None:
+            on_store(store)
+    try:
+        run_packed([trial for trial, _, _ in pending], [store for _, store, _ in pending])
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        for trial, store, log in pending:
+            log(f"{trial.trial_id}: FAILED: {message}")
+            store.mark_failed(message)
+        raise
+    outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
+    return outcomes
 
 
 def execute(out_dir: Path, index: int, trial: TrialConfig, force: bool = False,

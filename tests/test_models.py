@@ -92,3 +92,16 @@ def test_nonunitary_basis_is_not_orthogonal_and_is_seeded():
     gram = a @ a.T
     assert torch.allclose(gram.diagonal(), torch.ones(5, dtype=torch.float64))
     assert (gram - torch.diag(gram.diagonal())).abs().max() > 0.05
+
+
+def test_pooled_kernel_convolution_equals_convolution_then_average_pooling():
+    from torch.nn import functional as F
+
+    from pipeline.models.cnn import pooled_kernel
+
+    x = torch.randn(3, 2, 14, 14, dtype=torch.float64)
+    kernel = torch.randn(5, 2, 3, 3, dtype=torch.float64)
+    reference = F.avg_pool2d(F.conv2d(x, kernel, padding=1), 2)
+    fused = F.conv2d(x, pooled_kernel(kernel), stride=2, padding=1)
+    assert fused.shape == reference.shape == (3, 5, 7, 7)
+    assert torch.allclose(fused, reference, atol=1e-12)

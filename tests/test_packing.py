@@ -8,13 +8,14 @@ import torch
 from pipeline.config import CNNTrial
 from pipeline.models import CONFIGS
 from pipeline.packing import PackedCNN, check_packable, run_packed
-from pipeline.runner import CollectingSink, build_model, load_trial_data, run_trial
+from pipeline.runner import FAULT_VARIABLE, CollectingSink, InjectedFault, build_model, load_trial_data, run_trial
 
 SEEDS = (0, 1, 2)
+NUM_SAMPLES = 96
 
 
 def tiny(seed=0, **settings) -> CNNTrial:
-    values = dict(cnn_channels="3,4,4", n_samples=96, data_source="vendored", device="cpu", dtype="float64",
+    values = dict(cnn_channels="3,4,4", n_samples=NUM_SAMPLES, data_source="vendored", device="cpu", dtype="float64",
                   phase1_epochs=2, phase1_batch=32, phase2_epochs=2, chunk_size=100, seed=seed)
     values.update(settings)
     return CNNTrial(**values).validate()
@@ -27,9 +28,9 @@ def unpacked(trials):
     return sinks
 
 
-def packed(trials):
+def packed(trials, vectorize=None):
     sinks = [CollectingSink() for _ in trials]
-    run_packed(trials, sinks)
+    run_packed(trials, sinks, vectorize)
     return sinks
 
 
@@ -40,27 +41,38 @@ def assert_close(actual, expected, tol, scale=None, what=""):
     expected = torch.as_tensor(expected, dtype=torch.float64)
     assert actual.shape == expected.shape, what
     both_nan = actual.isnan() & expected.isnan()
-    bound = tol * torch.maximum(expected.abs(), torch.as_tensor(0.0 if scale is None else scale, dtype=torch.float64))
+    floor = torch.as_tensor(0.0 if scale is None else scale, dtype=torch.float64)
+    bound = tol * torch.maximum(expected.abs(), floor)
     ok = both_nan | ((actual - expected).abs() <= bound)
     assert bool(ok.all()), f"{what}: {actual} vs {expected} (tol {tol})"
 
 
-def assert_same_run(got: CollectingSink, want: CollectingSink, tol: float) -> None:
+def assert_same_run(got: CollectingSink, want: CollectingSink, tol: float, exact: CollectingSink = None) -> None:
+    """``got`` equals ``want`` to ``tol``. ``exact``: the same run in float64, for a float32 ``want``."""
     assert [r.epoch for r in got.records] == [r.epoch for r in want.records]
     assert [r.phase for r in got.records] == [r.phase for r in want.records]
-    # Layer distances are compared on the scale of the layer (its largest norm over the run).
+    # Each series is compared on its own scale, its largest value over the run: the layer distances on the
+    # layer's norm (dist_E in E is round-off of it), the gradient norm on its maximum.
     layer_scale = torch.stack([r.norm for r in want.records]).amax(0)
-    for g, w in zip(got.records, want.records):
+    grad_scale = max((r.grad_norm for r in want.records if not math.isnan(r.grad_norm)), default=0.0)
+    for j, (g, w) in enumerate(zip(got.records, want.records)):
         at = f"epoch {w.epoch}"
         assert_close(g.loss, w.loss, tol, what=f"loss {at}")
-        assert g.accuracy == w.accuracy, f"accuracy {at}"
+        # In float32 two logits within round-off of each other may swap: at most one image changes class.
+        assert abs(g.accuracy - w.accuracy) <= (0 if tol < 1e-9 else 1.01 / NUM_SAMPLES), f"accuracy {at}"
         assert math.isnan(g.grad_norm) == math.isnan(w.grad_norm), f"grad_norm {at}"
-        assert_close(g.grad_norm, w.grad_norm, tol, what=f"grad_norm {at}")
+        # A minibatch gradient sums per-image terms that largely cancel: in float32 the unpacked gradient norm
+        # itself can be ~1e-6 off the exact one, and two float32 implementations may be off in opposite
+        # directions. Allowed on top of tol: twice the unpacked float32 run's own distance from float64.
+        slack = 0.0 if exact is None else 2 * abs(w.grad_norm - exact.records[j].grad_norm)
+        assert abs(g.grad_norm - w.grad_norm) <= tol * grad_scale + slack or math.isnan(w.grad_norm), \
+            f"grad_norm {at}: {g.grad_norm} vs {w.grad_norm} (tol {tol}, slack {slack:.1e})"
         for name in ("dist_E", "dist_init", "norm"):
             assert_close(getattr(g, name), getattr(w, name), tol, layer_scale, what=f"{name} {at}")
     assert len(got.steps) == len(want.steps) > 0
     for g, w in zip(got.steps, want.steps):
         assert_close(g, w, tol, layer_scale, what="steps dist_E")
+    assert len(got.weights) == len(want.weights)
     for g, w in zip(got.weights, want.weights):
         assert sorted(g) == sorted(w)
         for name in w:
@@ -68,31 +80,40 @@ def assert_same_run(got: CollectingSink, want: CollectingSink, tol: float) -> No
             assert_close(g[name], w[name], tol, w[name].abs().max(), what=f"weights {name}")
 
 
+VECTORIZE = pytest.mark.parametrize("vectorize", [False, True], ids=["seed-after-seed", "grouped"])
+
+
+@VECTORIZE
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_packed_seeds_equal_their_unpacked_runs_in_float64(config):
+def test_packed_seeds_equal_their_unpacked_runs_in_float64(config, vectorize):
     trials = [tiny(seed, config=config) for seed in SEEDS]
-    for got, want in zip(packed(trials), unpacked(trials)):
+    for got, want in zip(packed(trials, vectorize), unpacked(trials)):
         assert_same_run(got, want, 1e-12)
 
 
-def test_packed_seeds_equal_their_unpacked_runs_in_float32():
-    trials = [tiny(seed, config="skew", dtype="float32") for seed in SEEDS]
-    for got, want in zip(packed(trials), unpacked(trials)):
-        assert_same_run(got, want, 1e-6)
+@VECTORIZE
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_packed_seeds_equal_their_unpacked_runs_in_float32(config, vectorize):
+    trials = [tiny(seed, config=config, dtype="float32") for seed in SEEDS]
+    exact = unpacked([tiny(seed, config=config) for seed in SEEDS])
+    for got, want, want64 in zip(packed(trials, vectorize), unpacked(trials), exact):
+        assert_same_run(got, want, 1e-6, want64)
 
 
-def test_packed_phase2_sgd_and_nom_give_every_seed_its_own_minibatches():
+@VECTORIZE
+def test_packed_phase2_sgd_and_nom_give_every_seed_its_own_minibatches(vectorize):
     trials = [tiny(seed, config="nonunitary", phase2_optimizer="sgd", phase2_batch=64, phase1_epochs=1)
               for seed in SEEDS]
-    for got, want in zip(packed(trials), unpacked(trials)):
+    for got, want in zip(packed(trials, vectorize), unpacked(trials)):
         assert_same_run(got, want, 1e-12)
         assert len(got.steps) == 2 * 6  # 96 samples x 4 rotations / batch 64, per epoch
     trials = [tiny(seed, config="cross", phase2_mode="nom", phase1_epochs=0, chunk_size=7) for seed in SEEDS[:2]]
-    for got, want in zip(packed(trials), unpacked(trials)):
+    for got, want in zip(packed(trials, vectorize), unpacked(trials)):
         assert_same_run(got, want, 1e-12)
 
 
-def test_packed_forward_equals_each_model():
+@VECTORIZE
+def test_packed_forward_equals_each_model(vectorize):
     trial = tiny()
     x = load_trial_data(trial, "cpu", torch.float64).images[:10]
     for config, (_, parametrization) in CONFIGS.items():
@@ -101,8 +122,9 @@ def test_packed_forward_equals_each_model():
             expected = [model(x) for model in models]
             per_seed = torch.stack([x.flip(0), x, x.roll(3, 0)])
             expected_per_seed = [model(xi) for model, xi in zip(models, per_seed)]
-            pack = PackedCNN(models)
+            pack = PackedCNN(models, vectorize)
             for got, want in ((pack(x), expected), (pack(per_seed), expected_per_seed)):
+                assert got.shape == (len(SEEDS), 10, 10)
                 for i in range(len(SEEDS)):
                     assert_close(got[i].detach(), want[i].detach(), 1e-12, 1.0, what=f"{config} {name}")
 
@@ -127,28 +149,39 @@ def test_packed_checkpoints_resume_packed_and_unpacked():
     full = [CheckpointingSink() for _ in trials]
     run_packed(trials, full)
     reference = unpacked(trials)
-    at_epoch = trials[0].phase1_epochs + 1  # inside phase 2: the checkpoint holds the unconstrained model
-    points = [sink.checkpoints[at_epoch] for sink in full]
-    assert points[0]["epoch"] == at_epoch and points[0]["parametrization"] == "nonunitary"
-    assert sorted(points[0]["model"]) == sorted(build_model(trials[0], "nonunitary").state_dict())
+    phase1 = trials[0].phase1_epochs
+    # Epoch 1 is inside phase 1 (the Equi model), epoch phase1 + 1 inside phase 2 (the unconstrained one).
+    for at_epoch, parametrization in ((1, "equivariant"), (phase1 + 1, "nonunitary")):
+        points = [sink.checkpoints[at_epoch] for sink in full]
+        assert points[0]["epoch"] == at_epoch and points[0]["parametrization"] == parametrization
+        assert sorted(points[0]["model"]) == sorted(build_model(trials[0], parametrization).state_dict())
 
-    resumed = [CheckpointingSink(point) for point in points]
-    run_packed(trials, resumed)  # every sink resumes at the same epoch: packed
-    one = CheckpointingSink(points[0])
-    run_trial(trials[0], one)  # a packed checkpoint resumes unpacked
-    for got in (resumed[0], one):
-        assert [r.epoch for r in got.records] == list(range(at_epoch + 1, trials[0].total_epochs + 1))
-    for got, full_run in zip(resumed + [one], reference + reference[:1]):
-        want = CollectingSink()
-        want.records = full_run.records[at_epoch + 1:]
-        want.weights = full_run.weights[at_epoch + 1:]
-        want.steps = full_run.steps[at_epoch - trials[0].phase1_epochs:]
-        assert_same_run(got, want, 1e-12)
+        resumed = [CheckpointingSink(point) for point in points]
+        run_packed(trials, resumed)  # every sink resumes at the same epoch: packed
+        one = CheckpointingSink(points[0])
+        run_trial(trials[0], one)  # a packed checkpoint resumes unpacked
+        for got, full_run in zip(resumed + [one], reference + reference[:1]):
+            assert [r.epoch for r in got.records] == list(range(at_epoch + 1, trials[0].total_epochs + 1))
+            want = CollectingSink()
+            want.records = full_run.records[at_epoch + 1:]
+            want.weights = full_run.weights[at_epoch + 1:]
+            want.steps = full_run.steps[max(0, at_epoch - phase1):]
+            assert_same_run(got, want, 1e-12)
 
     mixed = [CheckpointingSink(points[0]), CheckpointingSink()]  # resume points differ: one by one
     run_packed(trials, mixed)
-    assert [r.epoch for r in mixed[0].records][0] == at_epoch + 1
+    assert [r.epoch for r in mixed[0].records][0] == phase1 + 2
     assert [r.epoch for r in mixed[1].records][0] == 0
+    assert len(mixed[1].records) == trials[0].total_epochs + 1
+
+
+def test_an_injected_fault_stops_the_pack(monkeypatch):
+    trials = [tiny(seed) for seed in SEEDS[:2]]
+    monkeypatch.setenv(FAULT_VARIABLE, f"{trials[1].trial_id}@2")
+    sinks = [CollectingSink() for _ in trials]
+    with pytest.raises(InjectedFault):
+        run_packed(trials, sinks)
+    assert [[r.epoch for r in sink.records] for sink in sinks] == [[0, 1], [0, 1]]
 
 
 def test_trials_that_differ_in_more_than_the_seed_are_refused():

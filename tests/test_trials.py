@@ -219,3 +219,27 @@ def test_a_different_grid_in_the_same_folder_is_refused(tmp_path):
     run(tmp_path, "smoke", 0)
     with pytest.raises(ConfigError, match="describes a different grid"):
         run(tmp_path, "smoke", 0, ["epochs=5"])
+
+
+def test_seed_packed_cnn_trials_each_write_their_own_complete_file(tmp_path):
+    from pipeline.trial import execute_packed
+
+    sets = {"groups.seeds": "1", "cnn.seeds": "3", "configs": "skew", "dtype": "float64"}
+    grid = load_grid("smoke", sets)
+    trials = grid.trials()
+    write_manifest(tmp_path / "packed", grid, trials)
+    write_manifest(tmp_path / "single", grid, trials)
+    cnn = [(i, t) for i, t in enumerate(trials) if t.experiment == "cnn"]
+    assert len(cnn) == 3
+    outcomes = execute_packed(tmp_path / "packed", cnn, checkpoint_every_s=0)
+    assert outcomes == {t.trial_id: "ran" for _, t in cnn}
+    for index, trial in cnn:
+        execute(tmp_path / "single", index, trial)
+        packed = read_arrays(tmp_path / "packed" / "trials" / f"{trial.trial_id}.h5")
+        single = read_arrays(tmp_path / "single" / "trials" / f"{trial.trial_id}.h5")
+        assert sorted(packed) == sorted(single)
+        for name in packed:
+            assert np.allclose(packed[name], single[name], rtol=1e-10, atol=1e-12, equal_nan=True), name
+        status = read_status(tmp_path / "packed" / "trials" / f"{trial.trial_id}.h5")
+        assert status["status"] == "complete" and status["pack_size"] == 3
+    assert execute_packed(tmp_path / "packed", cnn) == {t.trial_id: "complete" for _, t in cnn}

@@ -16,6 +16,7 @@ from pathlib import Path
 import submitit
 
 from ..config import ConfigError
+from ..packing import pack_key, packs
 from ..store import utc_now
 from ..trial import read_manifest, trials_of_manifest
 from .profiles import Profile
@@ -31,7 +32,27 @@ def packs_of(indices: list[int], trials_per_task: int) -> list[list[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
-def _time_limit(profile: Profile, experiments: list[str]) -> int:
+def task_units(trials, indices: list[int], trials_per_task: int, pack_seeds: bool) -> list[list[int]]:
+    """The trial indices of each task. With seed packing, CNN trials equal but for the seed share a task
+    (and one packed training); the other trials are chunked as they come."""
+    if not pack_seeds:
+        return packs_of(indices, trials_per_task)
+    alone = [i for i in indices if pack_key(trials[i]) is None]
+    packable = [(i, trials[i]) for i in indices if pack_key(trials[i]) is not None]
+    return packs_of(alone, trials_per_task) + [[i for i, _ in unit] for unit in packs(packable, trials_per_task)]
+
+
+# A packed training of k seeds is given the time of ceil(k / PACKED_SEEDS_PER_TRIAL_TIME) single trials:
+# packing is several times faster per seed, and a task that runs out of time is requeued and resumes.
+PACKED_SEEDS_PER_TRIAL_TIME = 4
+
+
+def _time_limit(profile: Profile, experiments: list[str], pack_seeds: bool = False) -> int:
+    cnn = [e for e in experiments if e == "cnn"]
+    if pack_seeds and cnn:
+        others = [e for e in experiments if e != "cnn"]
+        packed = -(-len(cnn) // PACKED_SEEDS_PER_TRIAL_TIME) * profile.time_limit("cnn")
+        return packed + sum(profile.time_limit(e) for e in others)
     return sum(profile.time_limit(e) for e in experiments)
 
 
@@ -53,7 +74,7 @@ def _slurm_executor(out_dir: Path, profile: Profile, name: str, time_min: int) -
 
 
 def submit(out_dir: Path, indices: list[int], profile: Profile, trials_per_task: int = 1,
-           workers: int | None = None, log=print) -> dict:
+           workers: int | None = None, pack_seeds: bool = False, log=print) -> dict:
     """Submit the manifest's trials ``indices``; returns the submission record."""
     out_dir = Path(out_dir).resolve()
     manifest = read_manifest(out_dir)
@@ -62,26 +83,29 @@ def submit(out_dir: Path, indices: list[int], profile: Profile, trials_per_task:
         raise ConfigError("nothing to submit: no trial selected")
     record = {"submitted_at": utc_now(), "hostname": socket.gethostname(), "profile": profile.name,
               "executor": profile.executor, "tasks": []}
+    units = task_units(trials, indices, trials_per_task if profile.executor == "slurm" or pack_seeds else 1,
+                       pack_seeds)
     if profile.executor == "local":
         workers = workers or profile.local_workers()
-        workers = min(workers, len(indices))
-        # One process per worker, each taking every workers-th trial: at most `workers` trials at a time.
-        shares = [indices[w::workers] for w in range(workers)]
+        workers = min(workers, len(units))
+        # One process per worker, each taking every workers-th unit: at most `workers` trainings at a time.
+        shares = [[i for unit in units[w::workers] for i in unit] for w in range(workers)]
         threads = max(1, (os.cpu_count() or 1) // workers)
-        time_min = max(_time_limit(profile, [trials[i].experiment for i in share]) for share in shares)
+        time_min = max(_time_limit(profile, [trials[i].experiment for i in share], pack_seeds) for share in shares)
         executor = submitit.LocalExecutor(folder=out_dir / "submitit" / "local")
         executor.update_parameters(timeout_min=time_min)
-        jobs = [executor.submit(TrialPackTask(out_dir, share, threads)) for share in shares]
+        jobs = [executor.submit(TrialPackTask(out_dir, share, threads, pack_seeds, trials_per_task))
+                for share in shares]
         record["tasks"] = [{"job_id": job.job_id, "indices": share} for job, share in zip(jobs, shares)]
         log(f"started {len(jobs)} local worker process(es) for {len(indices)} trials "
             f"({threads} thread(s) each); logs in {out_dir / 'submitit' / 'local'}")
     else:
-        packs = packs_of(indices, trials_per_task)
-        time_min = max(_time_limit(profile, [trials[i].experiment for i in pack]) for pack in packs)
+        time_min = max(_time_limit(profile, [trials[i].experiment for i in unit], pack_seeds) for unit in units)
         executor = _slurm_executor(out_dir, profile, f"{manifest['grid']}", time_min)
         with executor.batch():
-            jobs = [executor.submit(TrialPackTask(out_dir, pack, profile.cpus_per_task)) for pack in packs]
-        record["tasks"] = [{"job_id": job.job_id, "indices": pack} for job, pack in zip(jobs, packs)]
+            jobs = [executor.submit(TrialPackTask(out_dir, unit, profile.cpus_per_task, pack_seeds, trials_per_task))
+                    for unit in units]
+        record["tasks"] = [{"job_id": job.job_id, "indices": unit} for job, unit in zip(jobs, units)]
         array_id = jobs[0].job_id.split("_")[0]
         log(f"submitted job array {array_id} with {len(jobs)} tasks ({len(indices)} trials, "
             f"{trials_per_task} per task, at most {profile.array_parallelism} at once) on profile {profile.name}")

@@ -74,6 +74,18 @@ def projector_onto(basis: torch.Tensor) -> torch.Tensor:
     return q @ q.T
 
 
+def pooled_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) -> (..., 4, 4): the kernel whose stride-2 convolution equals the 3 x 3 convolution
+    followed by 2 x 2 average pooling. Both are linear with nothing between them, so they compose into one
+    filter (each tap spread over the pooling window, a quarter each): 16 taps at a quarter of the
+    positions instead of 9 at all of them, and the full-resolution map is never formed."""
+    spread = kernel.new_zeros(3, 3, 4, 4)  # [u, v, s, t]: the share of tap (u, v) in pooled tap (s, t)
+    for u in range(3):
+        for v in range(3):
+            spread[u, v, u:u + 2, v:v + 2] = 0.25
+    return (kernel.flatten(-2) @ spread.reshape(9, 16)).reshape(*kernel.shape[:-2], 4, 4)
+
+
 class BasisConv2d(nn.Module):
     def __init__(self, c_in: int, c_out: int, basis: torch.Tensor):
         super().__init__()
@@ -82,9 +94,6 @@ class BasisConv2d(nn.Module):
 
     def kernel(self) -> torch.Tensor:
         return torch.einsum("oib,bkl->oikl", self.coefficients, self.basis)
-
-    def forward(self, x):
-        return F.conv2d(x, self.kernel(), padding=1)
 
 
 class CNN(MeasuredModel):
@@ -191,9 +200,10 @@ class CNN(MeasuredModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for i, conv in enumerate(self.convs):
-            h = conv(h)
-            if i < 2:
-                h = F.avg_pool2d(h, 2)
+            if i < 2:  # convolution, then 2 x 2 average pooling: one stride-2 convolution
+                h = F.conv2d(h, pooled_kernel(conv.kernel()), stride=2, padding=1)
+            else:
+                h = F.conv2d(h, conv.kernel(), padding=1)
             h = torch.tanh(h)
             h = F.layer_norm(h, h.shape[-2:])
         return h.flatten(1) @ self.head_weight().flatten(1).T
