@@ -12,10 +12,12 @@ The reference is one seed through the normal path (``build_model`` + ``sgd_epoch
 rate at which the grid's work gets done, per seed, directly comparable to the unpacked number. Each timing
 is the fastest of ``repeats`` runs after a one-step warm-up, the least disturbed by other load on the machine.
 
-On a CPU the gain comes from the packed forward pass (convolution and pooling fused into one stride-2
-convolution), not from running seeds side by side: compare the k = 1 row. ``vectorize`` picks how the seeds
-are run (see :class:`pipeline.packing.PackedCNN`; default: grouped convolutions on CUDA, seed after seed on
-CPU).
+Both paths compute blocks 1 and 2 as one stride-2 convolution with the pooled kernel
+(:func:`pipeline.models.cnn.pooled_kernel`), so the rows measure what packing adds and nothing else. On a
+CPU a batch of 100 already keeps the cores busy, so the gain is small there; on a GPU a batch-100 step of
+this CNN leaves the device mostly idle and grouped convolutions over k seeds are what fill it.
+``vectorize`` picks how the seeds are run (see :class:`pipeline.packing.PackedCNN`; default: grouped
+convolutions on CUDA, seed after seed on CPU).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import numerics  # noqa: E402
+from timing import synchronize, timed  # noqa: E402
 from pipeline.config import CNNTrial  # noqa: E402
 from pipeline.data import Dataset  # noqa: E402
 from pipeline.packing import PackedCNN, packed_full_batch_epoch, packed_sgd_epoch  # noqa: E402
@@ -38,19 +42,6 @@ from pipeline.training import Augmentation, full_batch_epoch, seeded_generator, 
 
 BATCH = 100
 LR = 1e-6  # small enough that repeated timing runs stay near the initial point
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(function, device: torch.device) -> float:
-    _synchronize(device)
-    start = time.perf_counter()
-    function()
-    _synchronize(device)
-    return time.perf_counter() - start
 
 
 def _head(data: Dataset, n: int) -> Dataset:
@@ -124,7 +115,7 @@ def rows(k_values=(1, 4, 8, 30), n_samples: int = 250, channels: str = "32,64,64
         for _ in range(repeats):
             for k, run in list(runs.items()):
                 try:
-                    best[k] = min(best[k], _timed(run, device))
+                    best[k] = min(best[k], timed(run, device))
                 except RuntimeError as error:
                     if k is None or not _is_out_of_memory(error):
                         raise

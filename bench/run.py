@@ -38,30 +38,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import numerics  # noqa: E402
+from timing import best_of  # noqa: E402
 from pipeline.config import make_trial  # noqa: E402
 from pipeline.cost import epoch_flops, passes_per_epoch  # noqa: E402
 from pipeline.runner import build_model, load_trial_data  # noqa: E402
 from pipeline.training import Augmentation, evaluate, full_batch_epoch, seeded_generator  # noqa: E402
 
 RESULTS = ROOT / "results" / "bench"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_of(function, repeats: int, device: torch.device) -> float:
-    """Fastest of several timed calls after one warm-up: the least disturbed by other load."""
-    function()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def matmul_gflops(device: torch.device, size: int = 4096) -> float:
@@ -140,8 +123,7 @@ def packing(device, quick: bool) -> list[dict]:
 
     kwargs = {"k_values": (1, 4, 8)} if quick else {}
     rows = []
-    for r in cnn_packing.rows(device=str(device), **kwargs) if "device" in cnn_packing.rows.__code__.co_varnames \
-            else cnn_packing.rows(**kwargs):
+    for r in cnn_packing.rows(device=str(device), **kwargs):
         rows.append({"row": "4 cnn packing", "case": f"phase {r['phase']} k={r['k']}",
                      "value": round(r["images_per_s_per_seed"], 1), "unit": "images/s per seed",
                      "reference": round(r["images_per_s_per_seed"] / r["speedup_vs_unpacked"], 1),

@@ -19,6 +19,7 @@ The gathers are deterministic on CPU and CUDA (no atomics), so projections repro
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -95,29 +96,53 @@ class PixelGroup:
     def project(self, A: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection of equivariant-type layers (..., N, N) onto E (output pixel first)."""
         self._check_grid(A, "A", trailing=2, flat=True)
-        return self._orbit_means(A, self._pair_orbits, self.num_pixels**2)
+        flat = self._pixels_first(A, 2)
+        means = self._orbit_means(flat, self._pair_orbits)
+        return self._pixels_last(means.index_select(0, self._pair_orbits.orbit_of.to(A.device)), A, 2)
 
     def project_invariant(self, w: torch.Tensor) -> torch.Tensor:
         """Orthogonal projection of invariant-type weights (..., N) onto maps constant on orbits."""
         self._check_grid(w, "w", trailing=1, flat=True)
-        return self._orbit_means(w, self._pixel_orbits, self.num_pixels)
+        flat = self._pixels_first(w, 1)
+        means = self._orbit_means(flat, self._pixel_orbits)
+        return self._pixels_last(means.index_select(0, self._pixel_orbits.orbit_of.to(w.device)), w, 1)
 
-    def _orbit_means(self, values: torch.Tensor, orbits: OrbitTable, size: int, gather: bool | None = None
-                     ) -> torch.Tensor:
-        """Replace every entry by the mean over its orbit (the group average). Two evaluations: a gather
-        of every orbit's |G| images (GPU) or one scatter-add pass (CPU); ``gather`` forces one."""
-        flat = values.reshape(-1, size)
-        members, orbit_of, inverse_sizes = self._tables(orbits, values.device, values.dtype)
-        if gather is None:
-            gather = values.is_cuda
-        if gather:
-            # A gather has no atomics, so it stays deterministic on the GPU, where it is also fast.
-            means = flat[:, members].mean(dim=-1)
-        else:
-            # One sequential pass is cheaper on a CPU than the (orbits x |G|) gather.
-            means = torch.zeros(flat.shape[0], len(members), dtype=values.dtype).index_add_(1, orbit_of, flat)
-            means *= inverse_sizes
-        return means.index_select(1, orbit_of).reshape(values.shape)
+    def dist(self, A: torch.Tensor) -> torch.Tensor:
+        """dist_E of an equivariant-type layer: the Frobenius norm of its component orthogonal to E."""
+        self._check_grid(A, "A", trailing=2, flat=True)
+        return self._deviation_norm(self._pixels_first(A, 2), self._pair_orbits)
+
+    def dist_invariant(self, w: torch.Tensor) -> torch.Tensor:
+        self._check_grid(w, "w", trailing=1, flat=True)
+        return self._deviation_norm(self._pixels_first(w, 1), self._pixel_orbits)
+
+    # Pixel (pair) indices first and every leading axis flattened into columns: the orbit sums then add
+    # whole contiguous rows, and one copy serves any layout of the input (e.g. a transposed weight view).
+    @staticmethod
+    def _pixels_first(values: torch.Tensor, trailing: int) -> torch.Tensor:
+        axes = tuple(range(values.dim() - trailing, values.dim()))
+        return values.movedim(axes, tuple(range(trailing))).reshape(math.prod(values.shape[-trailing:]), -1)
+
+    @staticmethod
+    def _pixels_last(flat: torch.Tensor, like: torch.Tensor, trailing: int) -> torch.Tensor:
+        shape = (*like.shape[-trailing:], *like.shape[:-trailing])
+        return flat.reshape(shape).movedim(tuple(range(trailing)), tuple(range(like.dim() - trailing, like.dim())))
+
+    def _orbit_means(self, flat: torch.Tensor, orbits: OrbitTable, gather: bool | None = None) -> torch.Tensor:
+        """(points, M) -> (orbits, M): the mean of every column over every orbit (the group average).
+
+        Two evaluations: a gather of each orbit's |G| images (deterministic without atomics; used on the
+        GPU) or one scatter-add pass over contiguous rows (cheaper on a CPU); ``gather`` forces one."""
+        members, orbit_of, inverse_sizes = self._tables(orbits, flat.device, flat.dtype)
+        if flat.is_cuda if gather is None else gather:
+            return flat[members].mean(dim=1)
+        sums = torch.zeros(len(members), flat.shape[1], dtype=flat.dtype).index_add_(0, orbit_of, flat)
+        return sums.mul_(inverse_sizes[:, None])
+
+    def _deviation_norm(self, flat: torch.Tensor, orbits: OrbitTable) -> torch.Tensor:
+        means = self._orbit_means(flat, orbits)
+        flat = flat.clone() if flat._base is not None or not flat.is_contiguous() else flat
+        return torch.linalg.vector_norm(flat.sub_(means.index_select(0, orbits.orbit_of.to(flat.device))))
 
     def _tables(self, orbits: OrbitTable, device: torch.device, dtype: torch.dtype):
         key = (id(orbits), device, dtype)
@@ -126,13 +151,6 @@ class PixelGroup:
             self._device_tables[key] = (orbits.members.to(device), orbits.orbit_of.to(device),
                                         (1.0 / sizes.to(torch.float64)).to(device=device, dtype=dtype))
         return self._device_tables[key]
-
-    def dist(self, A: torch.Tensor) -> torch.Tensor:
-        """dist_E of an equivariant-type layer: the Frobenius norm of its component orthogonal to E."""
-        return torch.linalg.vector_norm(A - self.project(A))
-
-    def dist_invariant(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(w - self.project_invariant(w))
 
     @property
     def num_pair_orbits(self) -> int:

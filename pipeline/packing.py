@@ -46,8 +46,8 @@ from .data import Dataset
 from .models import CONFIGS
 from .models.base import MeasuredModel
 from .models.cnn import CNN, pooled_kernel
-from .runner import EpochRecord, _check_fault, _phase_of, build_model, load_trial_data, run_trial
-from .training import Augmentation, RowPlan, _batch, loss_sum, seeded_generator
+from .runner import EpochRecord, check_fault, phase_of, build_model, load_trial_data, run_trial
+from .training import Augmentation, RowPlan, batch_rows, loss_sum, seeded_generator
 
 __all__ = ["PackedCNN", "check_packable", "packed_evaluate", "packed_full_batch_epoch", "packed_sgd_epoch",
            "run_packed"]
@@ -246,7 +246,7 @@ def packed_sgd_epoch(packed: PackedCNN, data: Dataset, mode: str, augmentation: 
     num_rows = plans[0].num_rows
     grad_norms = [0.0] * packed.k
     for start in range(0, num_rows, batch_size):
-        batches = [_batch(template, data, plan, order[start:start + batch_size])
+        batches = [batch_rows(template, data, plan, order[start:start + batch_size])
                    for plan, order in zip(plans, orders)]
         packed.zero_grad()
         x = torch.stack([x for x, _ in batches])
@@ -272,7 +272,7 @@ def packed_full_batch_epoch(packed: PackedCNN, data: Dataset, mode: str, augment
     step = packed.rows_per_forward(chunk_size)
     packed.zero_grad()
     for start in range(0, plan.num_rows, step):
-        x, y = _batch(template, data, plan, rows[start:start + step])
+        x, y = batch_rows(template, data, plan, rows[start:start + step])
         packed.backward_loss(x, [y] * packed.k, plan.num_rows)
     return packed.descend(lr)
 
@@ -362,7 +362,7 @@ def run_packed(trials: list[CNNTrial], sinks: list, vectorize: bool | None = Non
         seconds = time.perf_counter() - started
         for i, (t, sink) in enumerate(zip(trials, sinks)):
             loss, accuracy = evaluated[i]
-            sink.write_epoch(EpochRecord(epoch, _phase_of(t, epoch), loss, accuracy, seconds, grad_norms[i],
+            sink.write_epoch(EpochRecord(epoch, phase_of(t, epoch), loss, accuracy, seconds, grad_norms[i],
                                          **measured[i]), packed.models[i], checkpoint_of(i))
 
     if how == "fresh":
@@ -372,8 +372,8 @@ def run_packed(trials: list[CNNTrial], sinks: list, vectorize: bool | None = Non
         started = time.perf_counter()
         next_epoch = epoch + 1
         for t in trials:
-            _check_fault(t, next_epoch)
-        if _phase_of(trial, next_epoch) == 2 and packed.parametrization == "equivariant":
+            check_fault(t, next_epoch)
+        if phase_of(trial, next_epoch) == 2 and packed.parametrization == "equivariant":
             packed = PackedCNN([model.transferred(CONFIGS[trial.config][1], trial.basis_seed)
                                 for model in packed.models], vectorize)
             initials = [model.snapshot() for model in packed.models]
@@ -394,7 +394,7 @@ def _train_packed_epoch(trials: list[CNNTrial], packed: PackedCNN, data: Dataset
     """:func:`pipeline.runner._train_one_epoch` for the CNN, every seed with its own generator."""
     trial = trials[0]
     generators = [seeded_generator(t.seed, epoch, "data order and augmentation") for t in trials]
-    if _phase_of(trial, epoch) == 1:
+    if phase_of(trial, epoch) == 1:
         return packed_sgd_epoch(packed, data, "equi", None, trial.phase1_lr, trial.phase1_batch, generators)
     orbit = Augmentation("orbit")
     if trial.phase2_optimizer == "sgd":

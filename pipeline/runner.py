@@ -112,14 +112,14 @@ def build_model(trial: TrialConfig, parametrization: str = "equivariant") -> Mea
     return model
 
 
-def _phase_of(trial: TrialConfig, epoch: int) -> int:
+def phase_of(trial: TrialConfig, epoch: int) -> int:
     return 2 if isinstance(trial, CNNTrial) and epoch > trial.phase1_epochs else 1
 
 
 FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
 
 
-def _check_fault(trial: TrialConfig, epoch: int) -> None:
+def check_fault(trial: TrialConfig, epoch: int) -> None:
     """Test-only: ``PIPELINE_INJECT_FAULT="trial_id@epoch,..."`` makes those trials fail at that epoch.
 
     An environment variable rather than a setting, so that removing the fault does not change the grid.
@@ -136,7 +136,7 @@ def _train_one_epoch(trial, model, data, epoch, on_step) -> float:
         augmentation = Augmentation.parse(trial.augment, trial.aug_batch)
         return full_batch_epoch(model, data, trial.mode, augmentation, trial.lr, trial.loss, trial.chunk_size,
                                 generator)
-    if _phase_of(trial, epoch) == 1:
+    if phase_of(trial, epoch) == 1:
         return sgd_epoch(model, data, "equi", None, trial.phase1_lr, "mse", trial.phase1_batch, generator)
     orbit = Augmentation("orbit")
     if trial.phase2_optimizer == "sgd":
@@ -180,7 +180,7 @@ def run_trial(trial: TrialConfig, sink) -> None:
         loss, accuracy = evaluate(model, data, trial.loss if isinstance(trial, GroupsTrial) else "mse", chunk)
         measured = {k: v.cpu() for k, v in model.layer_measurements(initial).items()}
         seconds = time.perf_counter() - started
-        sink.write_epoch(EpochRecord(epoch, _phase_of(trial, epoch), loss, accuracy, seconds, grad_norm, **measured),
+        sink.write_epoch(EpochRecord(epoch, phase_of(trial, epoch), loss, accuracy, seconds, grad_norm, **measured),
                          model, checkpoint)
 
     if resume is None:
@@ -189,8 +189,8 @@ def run_trial(trial: TrialConfig, sink) -> None:
     while epoch < trial.total_epochs:
         started = time.perf_counter()
         next_epoch = epoch + 1
-        _check_fault(trial, next_epoch)
-        if _phase_of(trial, next_epoch) == 2 and model.parametrization == "equivariant":
+        check_fault(trial, next_epoch)
+        if phase_of(trial, next_epoch) == 2 and model.parametrization == "equivariant":
             model = model.transferred(CONFIGS[trial.config][1], trial.basis_seed)
             initial = model.snapshot()
 

@@ -87,7 +87,7 @@ def loss_sum(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Ten
     raise ValueError(f"unknown loss {loss!r}; accepted: {', '.join(LOSSES)}")
 
 
-def _batch(model: MeasuredModel, data: Dataset, plan: RowPlan, index: torch.Tensor):
+def batch_rows(model: MeasuredModel, data: Dataset, plan: RowPlan, index: torch.Tensor):
     samples, elements = plan.rows(index)
     samples = samples.to(data.images.device)
     x = data.images[samples]
@@ -105,7 +105,7 @@ def accumulate_gradient(model: MeasuredModel, data: Dataset, plan: RowPlan, loss
         rows = torch.arange(plan.num_rows)
     total = 0.0
     for start in range(0, len(rows), chunk_size):
-        x, y = _batch(model, data, plan, rows[start : start + chunk_size])
+        x, y = batch_rows(model, data, plan, rows[start : start + chunk_size])
         chunk_loss = loss_sum(model(x), y, loss) / len(rows)
         chunk_loss.backward()
         total += chunk_loss.item()

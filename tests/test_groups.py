@@ -90,9 +90,23 @@ def test_the_gpu_evaluation_of_the_projection_agrees_with_the_cpu_one(name):
     G = get_group(name, 6)
     A = torch.randn(3, 2, 36, 36, dtype=torch.float64)
     w = torch.randn(3, 36, dtype=torch.float64)
-    by_gather = G._orbit_means(A, G._pair_orbits, 36 * 36, gather=True)
-    assert torch.allclose(by_gather, G.project(A), atol=1e-12)
-    assert torch.allclose(G._orbit_means(w, G._pixel_orbits, 36, gather=True), G.project_invariant(w), atol=1e-12)
+    for values, orbits, trailing in ((A, G._pair_orbits, 2), (w, G._pixel_orbits, 1)):
+        flat = G._pixels_first(values, trailing)
+        assert torch.allclose(G._orbit_means(flat, orbits, gather=True), G._orbit_means(flat, orbits, gather=False),
+                              atol=1e-12)
+
+
+@pytest.mark.parametrize("name", GROUP_NAMES)
+def test_dist_is_the_norm_of_the_component_orthogonal_to_E_and_leaves_its_input_alone(name):
+    G = get_group(name, 6)
+    storage = torch.randn(4 * 36, 3 * 36, dtype=torch.float64)
+    A = storage.view(4, 36, 3, 36).permute(0, 2, 1, 3)  # a transposed view, as the network stores its layers
+    before = storage.clone()
+    assert torch.allclose(G.dist(A), torch.linalg.vector_norm(A - G.project(A)), rtol=1e-12)
+    w = torch.randn(36, dtype=torch.float64)
+    w_before = w.clone()
+    assert torch.allclose(G.dist_invariant(w), torch.linalg.vector_norm(w - G.project_invariant(w)), rtol=1e-12)
+    assert torch.equal(storage, before) and torch.equal(w, w_before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -243,3 +243,12 @@ def test_seed_packed_cnn_trials_each_write_their_own_complete_file(tmp_path):
         status = read_status(tmp_path / "packed" / "trials" / f"{trial.trial_id}.h5")
         assert status["status"] == "complete" and status["pack_size"] == 3
     assert execute_packed(tmp_path / "packed", cnn) == {t.trial_id: "complete" for _, t in cnn}
+
+
+def test_the_cost_model_knows_every_group_order():
+    from pipeline.cost import group_order
+    from pipeline.groups import GROUP_NAMES, get_group
+
+    for name in GROUP_NAMES:
+        trial = load_grid("smoke", {"groups": name}).trials()[0]
+        assert group_order(trial) == len(get_group(name, trial.n))

@@ -31,9 +31,6 @@ class EquivariantTypeLayer(nn.Module):
         N = self.num_pixels
         return t.view(self.c_out, N, self.c_in, N).permute(0, 2, 1, 3)
 
-    def from_pairs(self, pairs: torch.Tensor) -> torch.Tensor:
-        return pairs.permute(0, 2, 1, 3).reshape(self.c_out * self.num_pixels, self.c_in * self.num_pixels)
-
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, C_in*N) -> (B, C_out*N)
         return h @ self.weight.T
 
@@ -103,13 +100,14 @@ class GroupNet(MeasuredModel):
             return self.group.project_invariant(weight)
         return self.group.project(weight)
 
+    def layer_dist(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        return self.group.dist_invariant(weight) if name == "A2" else self.group.dist(weight)
+
     @torch.no_grad()
     def _assign(self, name: str, weight_space: torch.Tensor) -> None:
         layer = self._layers()[name]
-        if name == "A2":
-            layer.weight.copy_(weight_space.reshape(layer.weight.shape))
-        else:
-            layer.weight.copy_(layer.from_pairs(weight_space))
+        view = layer.maps() if name == "A2" else layer.pairs()
+        view.copy_(weight_space)  # through the (C_out, C_in, ...) view straight into the stored layout
 
     @torch.no_grad()
     def load_layer_weights(self, weights: dict[str, torch.Tensor]) -> None:
@@ -121,9 +119,11 @@ class GroupNet(MeasuredModel):
         for name, layer in self._layers().items():
             g = layer.weight.grad
             if name == "A2":
-                g.copy_(self.group.project_invariant(layer.maps(g)).reshape(g.shape))
+                view = layer.maps(g)
+                view.copy_(self.group.project_invariant(view))
             else:
-                g.copy_(layer.from_pairs(self.group.project(layer.pairs(g))))
+                view = layer.pairs(g)
+                view.copy_(self.group.project(view))
 
     def transform_inputs(self, x, elements):
         return self.group.transform_each(x, elements)
