@@ -2,8 +2,10 @@
 LayerNorm and an unconstrained linear head.
 
 An equivariant-type layer holds, for every (out, in) channel pair, a full N x N matrix (N = n*n). It is
-stored as one (C_out*N, C_in*N) matrix, output channel and pixel outermost, so that a layer is a single
-large GEMM on the batch; ``pairs()`` is the (C_out, C_in, N, N) view that the group projections use.
+stored as one (N*C_out, N*C_in) matrix, pixel-major (row i*C_out + o, column j*C_in + c), so that a layer
+is a single large GEMM on the batch, whose activations are laid out pixel-major too; ``pairs()`` is the
+(C_out, C_in, N, N) view that the group projections and the trial files use. Pixel-major storage keeps
+each channel block contiguous when the projections regroup the entries by pixel pair.
 """
 
 from __future__ import annotations
@@ -24,28 +26,28 @@ class EquivariantTypeLayer(nn.Module):
     def __init__(self, c_in: int, c_out: int, num_pixels: int):
         super().__init__()
         self.c_in, self.c_out, self.num_pixels = c_in, c_out, num_pixels
-        self.weight = nn.Parameter(torch.empty(c_out * num_pixels, c_in * num_pixels))
+        self.weight = nn.Parameter(torch.empty(num_pixels * c_out, num_pixels * c_in))
 
     def pairs(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
         t = self.weight if tensor is None else tensor
         N = self.num_pixels
-        return t.view(self.c_out, N, self.c_in, N).permute(0, 2, 1, 3)
+        return t.view(N, self.c_out, N, self.c_in).permute(1, 3, 0, 2)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, C_in*N) -> (B, C_out*N)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, N*C_in) -> (B, N*C_out), pixel-major
         return h @ self.weight.T
 
 
 class InvariantTypeLayer(nn.Module):
-    """Output unit o is sum_c sum_p w[o, c, p] h[c, p]."""
+    """Output unit o is sum_c sum_p w[o, c, p] h[c, p]; stored pixel-major like its input."""
 
     def __init__(self, c_in: int, c_out: int, num_pixels: int):
         super().__init__()
         self.c_in, self.c_out, self.num_pixels = c_in, c_out, num_pixels
-        self.weight = nn.Parameter(torch.empty(c_out, c_in * num_pixels))
+        self.weight = nn.Parameter(torch.empty(c_out, num_pixels * c_in))
 
     def maps(self, tensor: torch.Tensor | None = None) -> torch.Tensor:
         t = self.weight if tensor is None else tensor
-        return t.view(self.c_out, self.c_in, self.num_pixels)
+        return t.view(self.c_out, self.num_pixels, self.c_in).permute(0, 2, 1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.weight.T
@@ -84,7 +86,7 @@ class GroupNet(MeasuredModel):
             sample = torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64) * sigma
             layer.weight.copy_(sample)
         per_pair = torch.randn(C, C, 1, generator=generator, dtype=torch.float64) / math.sqrt(C)
-        self.A2.weight.copy_(per_pair.expand(C, C, self.group.num_pixels).reshape(C, -1))
+        self.A2.maps().copy_(per_pair.expand(C, C, self.group.num_pixels))
         self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator, dtype=torch.float64) * n / C)
         for name, weight in self.layer_weights().items():
             self._assign(name, self.project_layer(name, weight))
@@ -134,7 +136,7 @@ class GroupNet(MeasuredModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 1, n, n) images in [0, 1] -> (B, num_classes) logits."""
-        h = x.reshape(x.shape[0], -1) - 0.5
+        h = x.reshape(x.shape[0], -1) - 0.5  # one input channel: already pixel-major
         h = F.leaky_relu(self.A0(h), 0.01)
         h = F.leaky_relu(self.A1(h), 0.01)
         h = self.A2(h)
