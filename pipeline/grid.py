@@ -11,7 +11,6 @@ Overrides (``--set key=value``) apply to every section that knows the key; ``gro
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +153,3 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
     grid = Grid(path.stem, str(path), document.get("description", ""), sections, launch, overrides)
     grid.trials()  # every value is checked here, before anything runs
     return grid
-
-
-def trial_settings(trial: TrialConfig) -> dict:
-    return dataclasses.asdict(trial)

@@ -161,10 +161,6 @@ class PixelGroup:
         """dim E per channel pair for an equivariant-type layer."""
         return int(self._pair_orbits.members.shape[0])
 
-    @property
-    def num_pixel_orbits(self) -> int:
-        return int(self._pixel_orbits.members.shape[0])
-
     # -- checks --------------------------------------------------------------------------------
     def _check_element(self, k: int) -> None:
         if not 0 <= int(k) < len(self):

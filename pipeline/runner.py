@@ -166,6 +166,8 @@ def run_trial(trial: TrialConfig, sink) -> None:
         model.load_state_dict(resume["model"])
         initial = {k: v.to(device=device, dtype=dtype) for k, v in resume["initial"].items()}
     sink.begin(trial, list(model.layer_weights()), device, data)
+    # The start of the phase never changes within it: one host copy serves every checkpoint.
+    initial_on_host = {k: v.to("cpu", copy=True) for k, v in initial.items()}
 
     def checkpoint():
         return {
@@ -173,7 +175,7 @@ def run_trial(trial: TrialConfig, sink) -> None:
             "parametrization": getattr(model, "parametrization", "equivariant"),
             # Copies, never views: the live parameters keep changing after the checkpoint is taken.
             "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-            "initial": {k: v.to("cpu", copy=True) for k, v in initial.items()},
+            "initial": initial_on_host,
         }
 
     def record(grad_norm: float, started: float) -> None:
@@ -193,6 +195,7 @@ def run_trial(trial: TrialConfig, sink) -> None:
         if phase_of(trial, next_epoch) == 2 and model.parametrization == "equivariant":
             model = model.transferred(CONFIGS[trial.config][1], trial.basis_seed)
             initial = model.snapshot()
+            initial_on_host = {k: v.to("cpu", copy=True) for k, v in initial.items()}
 
         def on_step():
             sink.write_steps(next_epoch, model.layer_measurements(initial)["dist_E"].cpu())
