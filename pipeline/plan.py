@@ -30,10 +30,9 @@ def measured_throughput(table: Path = BENCH_TABLE) -> dict | None:
             measured["device"] = row["device"]
             if row["row"].startswith("1 roofline"):
                 measured.update(gflops=float(row["value"]), fraction=float(row["ratio"]))
-            if row["row"].startswith("4 cnn packing") and row["case"].startswith("phase 1"):
-                best = max(measured.get("cnn_images_per_s", 0.0), float(row["value"]))
-                measured["cnn_images_per_s"] = best
-                measured["cnn_case"] = row["case"] if best == float(row["value"]) else measured.get("cnn_case")
+            is_cnn_phase1 = row["row"].startswith("4 cnn packing") and row["case"].startswith("phase 1")
+            if is_cnn_phase1 and float(row["value"]) > measured.get("cnn_images_per_s", 0.0):
+                measured.update(cnn_images_per_s=float(row["value"]), cnn_case=row["case"])
     return measured or None
 
 

@@ -86,43 +86,56 @@ class TrialLog:
             handle.write(f"{utc_now()} {line}\n")
 
 
+def _prepared(out_dir: Path, index: int, trial: TrialConfig, **store_options):
+    """The trial's log and store, prepared; None if the trial is already complete."""
+    log = TrialLog(out_dir, trial.trial_id)
+    store = TrialFile(out_dir, trial, index, log=log, **store_options)
+    if store.prepare() == "complete":
+        log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
+        return None
+    return log, store
+
+
+def _run_recording_failures(train, entries: list, on_store=None) -> None:
+    """Run ``train`` for prepared (trial, log, store) entries; on an error, every trial records it."""
+    for _, _, store in entries:
+        if on_store is not None:
+            on_store(store)  # lets a launcher persist the latest state on preemption
+    try:
+        train()
+    except Exception as error:
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        for trial, log, store in entries:
+            log(f"{trial.trial_id}: FAILED: {message}")
+            store.mark_failed(message)
+        raise
+
+
 def execute_packed(out_dir: Path, items: list[tuple[int, TrialConfig]], force: bool = False,
                    checkpoint_every_s: float = 60.0, on_store=None) -> dict[str, str]:
     """Run CNN trials that differ only in their seed as one packed training (pipeline.packing), each into
     its own file; complete ones are skipped. Returns trial id -> 'complete' or 'ran'."""
     from .packing import run_packed
+    from .runner import run_trial
 
     outcomes, pending = {}, []
     clock = CheckpointClock(checkpoint_every_s)
     for index, trial in items:
-        log = TrialLog(out_dir, trial.trial_id)
-        store = TrialFile(out_dir, trial, index, force=force, log=log, pack_size=len(items), clock=clock)
-        if store.prepare() == "complete":
-            log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
+        prepared = _prepared(out_dir, index, trial, force=force, clock=clock)
+        if prepared is None:
             outcomes[trial.trial_id] = "complete"
         else:
-            pending.append((trial, store, log))
+            pending.append((trial, *prepared))
+    for _, log, store in pending:
+        store.pack_size = len(pending)  # the seeds actually trained together
+        if len(pending) > 1:
+            log("training packed with " + ", ".join(t.trial_id for t, _, _ in pending))
     if len(pending) == 1:  # nothing left to pack with
-        trial, store, log = pending[0]
-        index = next(i for i, t in items if t is trial)
-        outcomes[trial.trial_id] = execute(out_dir, index, trial, force=False, checkpoint_every_s=checkpoint_every_s,
-                                           on_store=on_store)
-        return outcomes
-    if not pending:
-        return outcomes
-    for _, store, log in pending:
-        log(f"training packed with {len(pending) - 1} other seed(s): "
-            + ", ".join(t.trial_id for t, _, _ in pending))
-        if on_store is not None:
-            on_store(store)
-    try:
-        run_packed([trial for trial, _, _ in pending], [store for _, store, _ in pending])
-    except Exception as error:
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
-        for trial, store, log in pending:
-            log(f"{trial.trial_id}: FAILED: {message}")
-            store.mark_failed(message)
-        raise
+        trial, _, store = pending[0]
+        _run_recording_failures(lambda: run_trial(trial, store), pending, on_store)
+    elif pending:
+        _run_recording_failures(lambda: run_packed([t for t, _, _ in pending], [s for _, _, s in pending]),
+                                pending, on_store)
     outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
     return outcomes
 
@@ -132,18 +145,9 @@ def execute(out_dir: Path, index: int, trial: TrialConfig, force: bool = False,
     """Run (or resume, or skip) one trial; returns 'complete' if it had already finished, else 'ran'."""
     from .runner import run_trial
 
-    log = TrialLog(out_dir, trial.trial_id)
-    store = TrialFile(out_dir, trial, index, force=force, log=log, checkpoint_every_s=checkpoint_every_s)
-    if store.prepare() == "complete":
-        log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
+    prepared = _prepared(out_dir, index, trial, force=force, checkpoint_every_s=checkpoint_every_s)
+    if prepared is None:
         return "complete"
-    if on_store is not None:
-        on_store(store)  # lets a launcher persist the latest state on preemption
-    try:
-        run_trial(trial, store)
-    except Exception as error:
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
-        log(f"{trial.trial_id}: FAILED: {message}")
-        store.mark_failed(message)
-        raise
+    log, store = prepared
+    _run_recording_failures(lambda: run_trial(trial, store), [(trial, log, store)], on_store)
     return "ran"

@@ -83,8 +83,9 @@ def submit(out_dir: Path, indices: list[int], profile: Profile, trials_per_task:
         raise ConfigError("nothing to submit: no trial selected")
     record = {"submitted_at": utc_now(), "hostname": socket.gethostname(), "profile": profile.name,
               "executor": profile.executor, "tasks": []}
-    units = task_units(trials, indices, trials_per_task if profile.executor == "slurm" or pack_seeds else 1,
-                       pack_seeds)
+    # Locally, workers take units round-robin, so plain trials need no chunking; packs still group seeds.
+    unit_size = trials_per_task if profile.executor == "slurm" or pack_seeds else 1
+    units = task_units(trials, indices, unit_size, pack_seeds)
     if profile.executor == "local":
         workers = workers or profile.local_workers()
         workers = min(workers, len(units))
