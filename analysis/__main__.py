@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import ConfigError
+from pipeline.settings import ConfigError
 
 from .aggregation import aggregate
 from .claims import MIN_COMPLETE_TRIALS

@@ -34,9 +34,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
 
-from pipeline.groups import GROUP_NAMES
-from pipeline.models.cnn import CONFIGS
-from pipeline.training import MODES
+from pipeline.experiments.cnn import VARIANTS as CONFIGS
+from pipeline.experiments.groups import GROUP_NAMES
+from pipeline.settings import MODES
 
 from .atomic import replace_atomically
 from .loading import TOTAL

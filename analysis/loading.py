@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.store import open_h5, read_status
-from pipeline.trial import read_manifest
+from pipeline import experiments
+from pipeline.files import open_h5, read_status
+from pipeline.manifest import read_manifest, trial_of
 
 TOTAL = "total"
 
@@ -54,22 +55,20 @@ class Results:
     checkpoint_files: list[str] = field(default_factory=list)  # *.state.pt: trials interrupted or running
 
 
-class UnreadableTrial(Exception):
-    pass
-
-
 def _manifest_row(entry: dict) -> dict:
-    config = entry["config"]
+    trial = trial_of(entry)
+    settings = trial.settings
+    experiment = experiments.of(trial)
     is_cnn = entry["experiment"] == "cnn"
-    phase1 = int(config.get("phase1_epochs", 0)) if is_cnn else 0
-    total = phase1 + int(config.get("phase2_epochs", 0)) if is_cnn else int(config["epochs"])
+    labels = experiment.labels(settings)
     return {
         "index": int(entry["index"]), "trial_id": entry["trial_id"], "experiment": entry["experiment"],
-        "group": "" if is_cnn else config["group"], "config": config["config"] if is_cnn else "",
-        "mode": config["phase2_mode"] if is_cnn else config["mode"], "seed": int(config["seed"]),
-        "dtype": config.get("dtype", "float32"), "augment": "" if is_cnn else config.get("augment", ""),
-        "phase1_epochs": phase1, "phase2_optimizer": config.get("phase2_optimizer", "") if is_cnn else "",
-        "total_epochs": total,
+        "group": "" if is_cnn else labels.cell, "config": labels.cell if is_cnn else "",
+        "mode": labels.mode, "seed": int(settings.seed),
+        "dtype": settings.dtype, "augment": "" if is_cnn else settings.augment,
+        "phase1_epochs": settings.phase1_epochs if is_cnn else 0,
+        "phase2_optimizer": settings.phase2_optimizer if is_cnn else "",
+        "total_epochs": experiment.total_epochs(settings),
     }
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.groups import GROUP_NAMES
-from pipeline.models.cnn import CONFIGS
-from pipeline.training import MODES
+from pipeline.experiments.cnn import VARIANTS as CONFIGS
+from pipeline.experiments.groups import GROUP_NAMES
+from pipeline.settings import MODES
 
 from .loading import TOTAL, Results
 
@@ -105,10 +105,3 @@ def summarize(results: Results, end_points: pd.DataFrame) -> pd.DataFrame:
                         f"{column}_iqr": q75 - q25})
         rows.append(row)
     return cell_order(pd.DataFrame(rows)).reset_index(drop=True)
-
-
-def problem_trials(results: Results) -> pd.DataFrame:
-    """Trials of the manifest that are not complete, each with what is known about why."""
-    columns = ["trial_id", "status", "epochs_done", "total_epochs", "error", "file"]
-    problems = results.trials[results.trials["status"] != "complete"]
-    return problems[columns].reset_index(drop=True)

@@ -7,7 +7,7 @@ than whole epochs:
 * phase 2: one full-batch gradient-descent step over the C4 orbit of ``n_samples`` images (4 x n_samples rows),
   in the unitary (cross) parametrisation, with the pipeline's default chunk_size of 1000 rows.
 
-The reference is one seed through the normal path (``build_model`` + ``sgd_epoch`` / ``full_batch_epoch``).
+The reference is one seed through the normal path (``SingleStepper`` + ``sgd_epoch`` / ``full_batch_epoch``).
 ``images_per_s_per_seed`` for k packed seeds is (images each seed trains on) / (packed wall time / k): the
 rate at which the grid's work gets done, per seed, directly comparable to the unpacked number. Each timing
 is the fastest of ``repeats`` runs after a one-step warm-up, the least disturbed by other load on the machine.
@@ -17,12 +17,12 @@ Both paths compute blocks 1 and 2 as one stride-2 convolution with the pooled ke
 CPU a batch of 100 already keeps the cores busy, so the gain is small there; on a GPU a batch-100 step of
 this CNN leaves the device mostly idle and grouped convolutions over k seeds are what fill it.
 ``vectorize`` picks how the seeds are run (see :class:`pipeline.packing.PackedCNN`; default: grouped
-convolutions on CUDA, seed after seed on CPU).
+convolutions on CUDA, seed after seed on CPU). Both go through the same epochs as a trial
+(``pipeline.training``), with :class:`~pipeline.packing.PackedStepper` instead of the single one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import numerics  # noqa: E402
 from timing import synchronize, timed  # noqa: E402
-from pipeline.config import CNNTrial  # noqa: E402
+from pipeline import experiments  # noqa: E402
 from pipeline.data import Dataset  # noqa: E402
-from pipeline.packing import PackedCNN, packed_full_batch_epoch, packed_sgd_epoch  # noqa: E402
-from pipeline.runner import build_model, load_trial_data  # noqa: E402
-from pipeline.training import Augmentation, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402
+from pipeline.packing import PackedCNN, PackedStepper  # noqa: E402
+from pipeline.settings import Augmentation  # noqa: E402
+from pipeline.training import SingleStepper, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402
 
 BATCH = 100
 LR = 1e-6  # small enough that repeated timing runs stay near the initial point
@@ -58,16 +58,17 @@ def rows(k_values=(1, 4, 8, 30), n_samples: int = 250, channels: str = "32,64,64
     numerics.configure()
     device = numerics.resolve_device(device)
     dtype = torch.float32
-    trial = CNNTrial(cnn_channels=channels, n_samples=max(n_samples, BATCH * phase1_steps), dtype="float32",
-                     device=str(device), data_source="vendored").validate()
-    data = load_trial_data(trial, device, dtype)
+    cnn = experiments.get("cnn")
+    trial = cnn.make_settings({"cnn_channels": channels, "n_samples": max(n_samples, BATCH * phase1_steps),
+                               "dtype": "float32", "device": str(device), "data_source": "vendored"})
+    data = cnn.load_data(trial, device, dtype)
     phase1_data, phase2_data = _head(data, BATCH * phase1_steps), _head(data, n_samples)
     warm_up_data = _head(data, BATCH)  # one step: warms the allocator and kernels without a full run
     orbit = Augmentation("orbit")
     images = {1: BATCH * phase1_steps, 2: 4 * n_samples}
 
     def models(k: int, phase: int):
-        built = [build_model(dataclasses.replace(trial, seed=seed)).to(device=device, dtype=dtype)
+        built = [cnn.build_model(cnn.make_settings({"cnn_channels": channels, "seed": seed})).to(device=device, dtype=dtype)
                  for seed in range(k)]
         return built if phase == 1 else [model.transferred("unitary") for model in built]
 

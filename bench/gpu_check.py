@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import numerics  # noqa: E402
-from pipeline.config import make_trial  # noqa: E402
+from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.grid import load_grid  # noqa: E402
 from pipeline.plan import describe, measured_throughput  # noqa: E402
 from pipeline.runner import CollectingSink, run_trial  # noqa: E402

@@ -2,12 +2,16 @@
 
 Rows
 1. roofline      a full-batch Nom epoch of the paper-width Experiment G network (C=32, n=14, 2,000
-                 samples) in GFLOP/s, against a 4096 x 4096 float32 matmul measured in the same run.
-                 FLOPs are counted analytically (pipeline.cost): 2 per multiply-add of the three big
-                 layers and the head; a training row costs 3 forwards, the epoch's evaluation 1.
+                 samples) as the runner does it (gradient pass, step, dist_E) in GFLOP/s, against a
+                 4096 x 4096 float32 matmul measured in the same run. FLOPs are counted analytically
+                 (pipeline.cost): 2 per multiply-add of the three big layers and the head; a training row
+                 costs 3 forwards (Nom takes its loss from the gradient pass: no evaluation forward).
+1b. trial epoch  a whole Nom epoch at paper size (C=32, n=14, 10,000 samples, float32) as a trial runs it
+                 into its HDF5 file (gradient pass, step, dist_E, the file's append, the checkpoint),
+                 against the gradient step alone (target <= 1.15).
 2. mode overhead Equi and Aug-orbit epochs of every group (C=8, 500 samples) against what Nom costs for
-                 the same number of passes: a Nom epoch (step, evaluation, measurement) plus (passes - 1)
-                 Nom steps. 1.00 means projections and transforms cost nothing.
+                 the same number of passes: a Nom epoch (step and measurement) plus (passes - 1) Nom
+                 steps. 1.00 means projections and transforms cost nothing.
 3. exact aug     rot: an Aug-orbit epoch (4 passes, exact gradient) against an Aug-sampled epoch with
                  the paper's 25 passes.
 4. cnn packing   images/s per seed of the Experiment C CNN, k seeds trained together vs one (bench/cnn_packing.py).
@@ -20,8 +24,10 @@ Writes results/bench/bench.csv (and a timestamped copy); `pipeline plan` reads t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
+import io
 import os
 import resource
 import statistics
@@ -37,12 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline import numerics  # noqa: E402
+from pipeline import experiments, numerics  # noqa: E402
 from timing import best_of  # noqa: E402
-from pipeline.config import make_trial  # noqa: E402
-from pipeline.cost import epoch_flops, passes_per_epoch  # noqa: E402
-from pipeline.runner import build_model, load_trial_data  # noqa: E402
-from pipeline.training import Augmentation, evaluate, full_batch_epoch, seeded_generator  # noqa: E402
+from pipeline.settings import Augmentation  # noqa: E402
+from pipeline.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
 
 RESULTS = ROOT / "results" / "bench"
 
@@ -54,29 +58,39 @@ def matmul_gflops(device: torch.device, size: int = 4096) -> float:
     return 2 * size**3 / seconds / 1e9
 
 
+GROUPS = experiments.get("groups")
+
+
 class EpochTimer:
-    """Times the parts of one runner epoch: the step, the evaluation, the layer measurements."""
+    """Times one Experiment G epoch the way the runner does it, and its gradient step alone."""
 
     def __init__(self, device, **settings):
         self.device = device
-        self.trial = make_trial("groups", {"device": str(device), "data_source": "vendored", "lr": "1e-6",
+        self.trial = GROUPS.make_settings({"device": str(device), "data_source": "vendored", "lr": "1e-6",
                                            **{k: str(v) for k, v in settings.items()}})
-        self.model = build_model(self.trial).to(device=device, dtype=torch.float32)
-        self.data = load_trial_data(self.trial, device, torch.float32)
+        self.model = GROUPS.build_model(self.trial).to(device=device, dtype=torch.float32)
+        self.stepper = SingleStepper(self.model, [0])
+        self.data = GROUPS.load_data(self.trial, device, torch.float32)
         self.initial = self.model.snapshot()
         self.augmentation = Augmentation.parse(self.trial.augment, self.trial.aug_batch)
 
-    def step(self):
-        full_batch_epoch(self.model, self.data, self.trial.mode, self.augmentation, self.trial.lr,
-                         self.trial.loss, self.trial.chunk_size, seeded_generator(0, "bench"))
+    def _epoch(self, hooks: EpochHooks):
+        full_batch_epoch(self.stepper, self.data, self.trial.mode, self.augmentation, self.trial.lr,
+                         self.trial.loss, self.trial.chunk_size, [seeded_generator(0, "bench")], hooks)
 
-    def overhead(self):
-        evaluate(self.model, self.data, self.trial.loss, self.trial.chunk_size)
-        self.model.layer_measurements(self.initial)
+    def step(self):
+        self._epoch(EpochHooks())
 
     def epoch(self):
-        self.step()
-        self.overhead()
+        timer = self
+
+        class Measuring(EpochHooks):
+            def before_update(self, measured):
+                if measured is None:  # rows that are not the plain data: the runner evaluates
+                    timer.stepper.evaluate(timer.data, timer.trial.loss, timer.trial.chunk_size)
+                timer.model.layer_measurements(timer.initial)
+
+        self._epoch(Measuring())
 
     def time(self, part: str, repeats: int) -> float:
         return best_of(getattr(self, part), repeats, self.device)
@@ -86,10 +100,34 @@ def roofline(device, samples: int) -> list[dict]:
     peak = matmul_gflops(device)
     timer = EpochTimer(device, group="rot", mode="nom", channels=32, n=14, n_samples=samples)
     seconds = timer.time("epoch", 2)
-    achieved = epoch_flops(timer.trial) / seconds / 1e9
+    achieved = GROUPS.epoch_flops(timer.trial) / seconds / 1e9
     return [{"row": "1 roofline", "case": f"Nom epoch C=32 n=14 {samples} samples", "value": round(achieved, 1),
              "unit": "GFLOP/s", "reference": round(peak, 1), "ratio": round(achieved / peak, 3), "target": ">= 0.70",
-             "seconds": round(seconds, 3)}]
+             "seconds": round(seconds, 3), "experiment": "groups", "gflops": round(achieved, 1)}]
+
+
+def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
+    """A Nom trial at paper width into its HDF5 file, against the gradient step alone, in one run."""
+    from pipeline.execute import execute
+    from pipeline.files import open_h5, trial_paths
+    from pipeline.experiments import make_trial
+
+    settings = {"group": "rot", "mode": "nom", "channels": 32, "n": 14, "n_samples": samples, "epochs": epochs,
+                "device": str(device), "data_source": "vendored", "lr": "1e-6", "weights_every": 0}
+    step = EpochTimer(device, **{k: v for k, v in settings.items() if k not in ("epochs", "weights_every", "device",
+                                                                            "data_source", "lr")})
+    step_seconds = step.time("step", 2)
+    trial = make_trial("groups", {k: str(v) for k, v in settings.items()})
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        execute(Path(folder), [trial], checkpoint_every_s=60.0)
+        with open_h5(trial_paths(folder, trial.trial_id)[0]) as f:
+            seconds = f["metrics/seconds"][()]
+    # Row e (1 <= e < epochs) is written after the gradient pass of epoch e + 1, so the time between two
+    # rows is one whole epoch; row 0 adds start-up, the last row an evaluation of its own.
+    epoch_seconds = float(statistics.median(seconds[2:-1]))
+    return [{"row": "1b trial epoch", "case": f"Nom trial epoch C=32 n=14 {samples} samples (file, dist_E, checkpoint)",
+             "value": round(epoch_seconds, 3), "unit": "s/epoch", "reference": round(step_seconds, 3),
+             "ratio": round(epoch_seconds / step_seconds, 3), "target": "<= 1.15", "seconds": round(epoch_seconds, 3)}]
 
 
 def mode_overhead(device, samples: int, groups) -> list[dict]:
@@ -102,7 +140,7 @@ def mode_overhead(device, samples: int, groups) -> list[dict]:
         step, nom_epoch = nom.time("step", 15), nom.time("epoch", 15)
         for mode in ("equi", "aug"):
             timer = EpochTimer(device, group=group, mode=mode, augment="orbit", channels=8, n_samples=samples)
-            passes = passes_per_epoch(timer.trial)
+            passes = GROUPS.rows_per_sample(timer.trial)
             seconds = timer.time("epoch", 1 if passes > 50 else 15 if passes == 1 else 3)
             expected = nom_epoch + (passes - 1) * step
             rows.append({"row": "2 mode overhead", "case": f"{group} {mode}{'-orbit' if mode == 'aug' else ''} "
@@ -125,13 +163,18 @@ def packing(device, quick: bool) -> list[dict]:
     import cnn_packing
 
     kwargs = {"k_values": (1, 4, 8)} if quick else {}
+    cnn = experiments.get("cnn")
+    cnn_forward_flops = cnn.forward_flops_per_sample(cnn.make_settings({}))
     rows = []
     for r in cnn_packing.rows(device=str(device), **kwargs):
+        # A training image costs 3 forwards (forward and backward) at the benchmark's paper width.
+        gflops = r["images_per_s_per_seed"] * 3 * cnn_forward_flops / 1e9 if r["phase"] == 1 else ""
         rows.append({"row": "4 cnn packing", "case": f"phase {r['phase']} k={r['k']}",
                      "value": round(r["images_per_s_per_seed"], 1), "unit": "images/s per seed",
                      "reference": round(r["images_per_s_per_seed"] / r["speedup_vs_unpacked"], 1),
                      "ratio": round(r["speedup_vs_unpacked"], 2), "target": ">= 2 at k=8" if r["k"] == 8 else "",
-                     "seconds": ""})
+                     "seconds": "", "experiment": "cnn" if gflops else "",
+                     "gflops": round(gflops, 1) if gflops else ""})
     return rows
 
 
@@ -151,7 +194,7 @@ def peak_memory(device) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rows", default="1,2,3,4,5", help="which rows to measure")
+    parser.add_argument("--rows", default="1,1b,2,3,4,5", help="which rows to measure")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run of the benchmark itself)")
     args = parser.parse_args(argv)
     numerics.configure()
@@ -162,6 +205,8 @@ def main(argv=None) -> int:
     groups = ("rot", "trans1d") if args.quick else ("rot", "trans", "trans1d", "rototrans")
     if "1" in wanted:
         rows += roofline(device, samples_g)
+    if "1b" in wanted:
+        rows += trial_epoch(device, 2000 if args.quick else 10000, 4 if args.quick else 5)
     if "2" in wanted:
         rows += mode_overhead(device, samples_small, groups)
     if "3" in wanted:
@@ -171,6 +216,8 @@ def main(argv=None) -> int:
     if "5" in wanted:
         rows += peak_memory(device)
     for row in rows:
+        row.setdefault("experiment", "")
+        row.setdefault("gflops", "")
         row["device"] = _device_name(device)
         row["threads"] = torch.get_num_threads()
     print(format_table(rows))

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from test_theory import SMALL_CNN, SMALL_GROUPS, train  # noqa: E402
 
-from pipeline.groups import GROUP_NAMES  # noqa: E402
+from pipeline.experiments.groups import GROUP_NAMES  # noqa: E402
 
 
 def ratios(sink) -> tuple[float, float]:
@@ -34,7 +34,7 @@ def main() -> None:
             rel, travelled = ratios(train("groups", **SMALL_GROUPS, group=group, mode=mode, augment=augment, dtype=dtype))
             print(f"{group + ' ' + label + ' (' + dtype + ')':<44} {rel:>15.2e} {travelled:>20.2e}")
     for config in ("cross", "skew", "nonunitary"):
-        rel, travelled = ratios(train("cnn", **SMALL_CNN, config=config))
+        rel, travelled = ratios(train("cnn", **SMALL_CNN, variant=config))
         print(f"{'cnn ' + config + ' phase 2 Aug-orbit (float64)':<44} {rel:>15.2e} {travelled:>20.2e}")
 
 

@@ -6,15 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, make_trial, parse_assignments
-from .data import DataUnavailable
+from .settings import ConfigError, parse_assignments
 
 
 def _train(args) -> int:
+    from .experiments import make_trial
     from .runner import ConsoleSink, run_trial
 
     values = parse_assignments(args.set)
-    named = {"group": args.group, "mode": args.mode, "config": args.config, "seed": args.seed,
+    named = {"group": args.group, "mode": args.mode, "variant": args.variant, "seed": args.seed,
              "epochs": args.epochs, "n_samples": args.n_samples, "channels": args.channels, "lr": args.lr,
              "augment": args.augment, "dtype": args.dtype, "device": args.device}
     for key, value in named.items():
@@ -27,30 +27,30 @@ def _train(args) -> int:
 
 def _plan(args) -> int:
     from .grid import load_grid
-    from .plan import describe, measured_throughput
+    from .plan import describe
 
-    print(describe(load_grid(args.exp, parse_assignments(args.set)), measured_throughput()))
+    print(describe(load_grid(args.exp, parse_assignments(args.set))))
     return 0
 
 
 def _run_trial(args) -> int:
+    from .execute import execute
     from .grid import load_grid
-    from .trial import execute, select, write_manifest
+    from .manifest import select, write_manifest
 
     grid = load_grid(args.exp, parse_assignments(args.set))
     trials = grid.trials()
-    index, trial = select(trials, args.index, args.trial)
-    write_manifest(args.out, grid, trials)
-    execute(args.out, index, trial, force=args.force, checkpoint_every_s=args.checkpoint_every)
+    wanted = select(trials, args.index, args.trial)
+    trial = select(write_manifest(args.out, grid, trials), wanted.index)
+    execute(args.out, [trial], force=args.force, checkpoint_every_s=args.checkpoint_every)
     return 0
 
 
 def _submit_and_report(out: Path, indices: list[int], args, trials_per_task: int) -> int:
-    from .launch.monitor import format_status, gather
+    from .launch.monitor import format_status, gather, wait_for
     from .launch.profiles import load_profile
-    from .launch.submission import submit, wait_for
-
-    from .trial import read_manifest
+    from .launch.submission import submit
+    from .manifest import read_manifest
 
     profile = load_profile(args.cluster)
     pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(
@@ -69,7 +69,7 @@ def _submit_and_report(out: Path, indices: list[int], args, trials_per_task: int
 def _submit(args) -> int:
     from .grid import load_grid
     from .launch.monitor import gather
-    from .trial import write_manifest
+    from .manifest import write_manifest
 
     grid = load_grid(args.exp, parse_assignments(args.set))
     write_manifest(args.out, grid, grid.trials())
@@ -93,7 +93,7 @@ def _status(args) -> int:
 
 def _resubmit(args) -> int:
     from .launch.monitor import gather, needing_resubmission
-    from .trial import read_manifest
+    from .manifest import read_manifest
 
     again = needing_resubmission(gather(args.out))
     if not again:
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--experiment", default="groups", help="groups or cnn")
     train.add_argument("--group", help="rot, trans, trans1d or rototrans (groups)")
     train.add_argument("--mode", help="equi, aug or nom (groups)")
-    train.add_argument("--config", help="cross, skew or nonunitary (cnn)")
+    train.add_argument("--variant", help="cross, skew or nonunitary (cnn)")
     train.add_argument("--seed", type=int)
     train.add_argument("--epochs", type=int)
     train.add_argument("--n-samples", type=int)
@@ -197,10 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    message = text[0] if text else ""
+    if isinstance(error, ConfigError):
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ConfigError, DataUnavailable) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except ConfigError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from .settings import DATA_SOURCES, ConfigError
+
 VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 DEFAULT_ROOT = Path(os.environ.get("PIPELINE_DATA_ROOT", Path.home() / ".cache" / "pipeline-mnist"))
-SOURCES = ("auto", "official", "vendored")
 
 
-class DataUnavailable(RuntimeError):
-    pass
+class DataUnavailable(ConfigError):
+    """No MNIST where a trial may look for it: a problem of the machine's setup, reported as one line."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,8 @@ def load_mnist(
 ) -> Dataset:
     """The first ``n_samples`` digits, resized to size x size (bilinear, antialiased), in [0, 1];
     with ``normalize`` standardised by the loaded set's pixel mean and standard deviation."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown data source {source!r}; accepted: {', '.join(SOURCES)}")
+    if source not in DATA_SOURCES:
+        raise ConfigError(f"unknown data source {source!r}; accepted: {', '.join(DATA_SOURCES)}")
     if download is None:
         download = os.environ.get("PIPELINE_OFFLINE", "0") != "1"
     images, labels, origin = _raw(source, str(root or DEFAULT_ROOT), download)

@@ -1,30 +1,39 @@
 """Experiment grids: declarative TOML files that expand deterministically into ordered trial lists.
 
-A grid file has one section per experiment. In ``[groups]`` the axes are ``groups``, ``modes`` and
-``seeds``; in ``[cnn]`` they are ``configs`` and ``seeds``; every other key is a trial setting
-(``pipeline.config``). ``seeds`` is a count (N -> 0..N-1), a range "a-b" or a list. Trials are ordered
-section by section, then axis by axis in the order above, so index i names the same trial everywhere.
+A grid file has one section per experiment (``[groups]``, ``[cnn]``, ...). Every key of a section is a
+trial setting; a setting given a list of values is an *axis*, and the section expands to every
+combination of its axes: the experiment's labels first (its cell, e.g. the group, then the mode), then the
+other axes in the order they are written, the seed last. ``seeds`` is a count (N -> 0..N-1), a range
+"a-b" or a list. Plural names (``groups``, ``modes``, ``seeds``, ``variants``) are accepted for the axes
+that always had them. Sections expand in the order of the experiment registry, so index i names the same
+trial everywhere.
 
-Overrides (``--set key=value``) apply to every section that knows the key; ``groups.key=...`` or
-``cnn.key=...`` restricts one to a section. Lists are comma-separated.
+Overrides (``--set key=value``) apply to every section that knows the key; ``groups.key=...`` restricts
+one to a section. A comma-separated value makes an axis (``--set lr=1e-4,5e-5``), except for settings
+whose value is a comma-separated list itself (``cnn_channels``; sweep those with a TOML array).
+
+Trial ids are the experiment's labels, then every other axis that distinguishes the trial, then the seed:
+``rot-aug-s007``, ``rot-aug-orbit-s007``, ``cnn-cross-nom-s012``, ``rot-nom-lr0.0001-s000``. A setting
+that does not affect a trial (``augment`` for a Nom trial) is neither swept for it nor in its id, and
+the trial is run once however many values that axis has.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .config import TRIAL_TYPES, ConfigError, TrialConfig, field_types, make_trial
-from .groups import GROUP_NAMES
-from .models.cnn import CONFIGS
-from .training import MODES
+from . import experiments
+from .experiments import Trial
+from .settings import ConfigError, field_types, is_atomic
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
-AXES = {"groups": ("groups", "modes", "seeds"), "cnn": ("configs", "seeds")}
-AXIS_CHOICES = {"groups": GROUP_NAMES, "modes": MODES, "configs": tuple(CONFIGS)}
 GRID_KEYS = {"description", "launch"}
 LAUNCH_KEYS = {"trials_per_task": int, "pack_seeds": bool}
+SEED_NAMES = ("seeds", "seed")
 
 
 @dataclass
@@ -32,30 +41,60 @@ class Grid:
     name: str
     source: str
     description: str
-    sections: dict[str, dict]  # experiment -> axes and settings, overrides applied
-    launch: dict  # launcher hints (e.g. trials_per_task), read by the SLURM launcher
+    sections: dict[str, dict]  # experiment -> {setting: value or list of values}, overrides applied
+    launch: dict  # launcher hints (e.g. trials_per_task), read by the launcher
     overrides: dict[str, str]
 
-    def trials(self) -> list[TrialConfig]:
+    def trials(self) -> list[Trial]:
         trials = []
-        for experiment in ("groups", "cnn"):
-            if experiment not in self.sections:
-                continue
-            section = dict(self.sections[experiment])
-            axes = {axis: section.pop(axis) for axis in AXES[experiment]}
-            seeds = axes.pop("seeds")
-            if experiment == "groups":
-                combos = [{"group": g, "mode": m} for g in axes["groups"] for m in axes["modes"]]
-            else:
-                combos = [{"config": c} for c in axes["configs"]]
-            for combo in combos:
-                for seed in seeds:
-                    trials.append(make_trial(experiment, {**section, **combo, "seed": seed}))
+        for name in experiments.REGISTRY:
+            if name in self.sections:
+                trials += expand_section(experiments.get(name), self.sections[name], start=len(trials))
         ids = [t.trial_id for t in trials]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ConfigError(f"grid {self.name!r} expands to duplicate trial ids, e.g. {duplicates[0]!r}")
         return trials
+
+
+def expand_section(experiment, section: dict, start: int = 0) -> list[Trial]:
+    """Every combination of the section's axes, as trials numbered from ``start``."""
+    section = dict(section)
+    seeds = section.pop("seed", [0])
+    labels = [key for key in (experiment.cell_key, experiment.mode_key) if key in section]
+    others = [key for key in section if key not in labels]
+    axes = [key for key in labels + others if isinstance(section[key], list)]
+    fixed = {key: value for key, value in section.items() if key not in axes}
+    combinations, seen = [], set()
+    for values in itertools.product(*(section[key] for key in axes)):
+        for seed in seeds:
+            settings = experiment.make_settings({**fixed, **dict(zip(axes, values)), "seed": seed})
+            key = repr(settings)
+            if key not in seen:  # axes of settings that do not affect a trial would repeat it
+                seen.add(key)
+                combinations.append(settings)
+    swept = [key for key in axes if key not in labels]
+    trials = []
+    for settings in combinations:
+        ignored = experiment.irrelevant(settings)
+        distinguishing = {key: getattr(settings, key) for key in swept
+                          if key not in ignored and _varies(key, combinations, experiment)}
+        tokens = "".join(f"-{_token(key, value)}" for key, value in distinguishing.items())
+        trial_id = f"{experiment.id_prefix(settings)}{tokens}-s{settings.seed:03d}"
+        trials.append(Trial(start + len(trials), trial_id, settings, distinguishing))
+    return trials
+
+
+def _varies(key: str, combinations: list, experiment) -> bool:
+    return len({getattr(s, key) for s in combinations if key not in experiment.irrelevant(s)}) > 1
+
+
+def _token(key: str, value) -> str:
+    """A swept value as a piece of a trial id: text values alone, numbers after their setting's name."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if not isinstance(value, str):
+        text = f"{key}{text}"
+    return re.sub(r"[^A-Za-z0-9.+-]", "", text)
 
 
 def available_presets() -> list[str]:
@@ -74,6 +113,8 @@ def _grid_path(name_or_path: str) -> Path:
 
 def parse_seeds(value) -> list[int]:
     try:
+        if isinstance(value, bool):
+            raise ValueError
         if isinstance(value, int):
             seeds = list(range(value))
         elif isinstance(value, list):
@@ -92,20 +133,37 @@ def parse_seeds(value) -> list[int]:
     return seeds
 
 
-def _parse_axis(axis: str, value) -> list:
-    if axis == "seeds":
+def _settable(experiment) -> dict[str, str]:
+    """Every name a section of ``experiment`` accepts -> the setting it sets."""
+    names = {name: name for name in field_types(experiment.settings_type)}
+    names.update(experiment.aliases)
+    names.update({alias: "seed" for alias in SEED_NAMES})
+    return names
+
+
+def _as_axis(experiment, key: str, written: str, value):
+    """A section value: a list of values (an axis) or a single value; every axis value is checked on its
+    own, so that an error names the axis it came from."""
+    if key == "seed":
         return parse_seeds(value)
-    items = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
-    for item in items:
-        if item not in AXIS_CHOICES[axis]:
-            raise ConfigError(f"unknown {axis[:-1]} {item!r} in {axis}; accepted: {', '.join(AXIS_CHOICES[axis])}")
-    if not items:
-        raise ConfigError(f"{axis} is empty; accepted: {', '.join(AXIS_CHOICES[axis])}")
-    return items
-
-
-def _settable(experiment: str) -> set[str]:
-    return set(AXES[experiment]) | set(field_types(TRIAL_TYPES[experiment])) - {"seed", "group", "mode", "config"}
+    if isinstance(value, str) and "," in value and not is_atomic(experiment.settings_type, key):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+        if not value:
+            raise ConfigError(f"{written} is empty")
+    if not isinstance(value, list):
+        if written == key:
+            return value
+        value = [value]  # a plural axis name (``modes = "aug"``) names an axis of one value
+    if not value:
+        raise ConfigError(f"{written} is empty; give at least one value")
+    for item in value:
+        try:
+            experiment.make_settings({key: item})
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message.replace("; accepted", f" in {written}; accepted", 1) if "; accepted" in message
+                              else f"{message} (in {written})") from None
+    return list(dict.fromkeys(value))  # a value given twice is one trial, not two
 
 
 def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Grid:
@@ -114,42 +172,48 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         document = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"grid file {path} is not valid TOML: {error}") from None
-    unknown = sorted(set(document) - GRID_KEYS - set(AXES))
+    known_sections = set(experiments.REGISTRY)
+    unknown = sorted(set(document) - GRID_KEYS - known_sections)
     if unknown:
-        raise ConfigError(f"unknown section {unknown[0]!r} in {path}; accepted: {', '.join(sorted(GRID_KEYS | set(AXES)))}")
+        raise ConfigError(f"unknown section {unknown[0]!r} in {path}; accepted: {', '.join(sorted(GRID_KEYS | known_sections))}")
     launch = dict(document.get("launch", {}))
     for key, value in launch.items():
         if key not in LAUNCH_KEYS:
             raise ConfigError(f"unknown key {key!r} in [launch] of {path}; accepted: {', '.join(sorted(LAUNCH_KEYS))}")
-        if not isinstance(value, LAUNCH_KEYS[key]):
-            raise ConfigError(f"[launch] {key} in {path} must be {LAUNCH_KEYS[key].__name__}, got {value!r}")
-    sections = {exp: dict(document[exp]) for exp in AXES if exp in document}
-    if not sections:
-        raise ConfigError(f"grid {path} has no [groups] or [cnn] section")
-    for experiment, section in sections.items():
-        bad = sorted(set(section) - _settable(experiment))
+        if not isinstance(value, LAUNCH_KEYS[key]) or (LAUNCH_KEYS[key] is int and value < 1):
+            raise ConfigError(f"[launch] {key} in {path} must be a positive {LAUNCH_KEYS[key].__name__}, got {value!r}")
+    written_sections = {name: dict(document[name]) for name in experiments.REGISTRY if name in document}
+    if not written_sections:
+        raise ConfigError(f"grid {path} has no experiment section; accepted: {', '.join(f'[{n}]' for n in known_sections)}")
+
+    sections: dict[str, dict] = {}
+    for name, written in written_sections.items():
+        experiment, settable = experiments.get(name), _settable(experiments.get(name))
+        bad = sorted(set(written) - set(settable))
         if bad:
-            raise ConfigError(f"unknown key {bad[0]!r} in [{experiment}] of {path}; accepted: {', '.join(sorted(_settable(experiment)))}")
-        for axis in AXES[experiment]:
-            if axis not in section:
-                raise ConfigError(f"[{experiment}] of {path} needs {axis}")
+            raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {path}; accepted: {', '.join(sorted(settable))}")
+        sections[name] = {settable[key]: (key, value) for key, value in written.items()}
 
     overrides = dict(overrides or {})
     for key, value in overrides.items():
         scope, _, bare = key.rpartition(".")
-        targets = [scope] if scope else list(sections)
         if scope and scope not in sections:
             raise ConfigError(f"unknown section {scope!r} in override {key!r}; this grid has: {', '.join(sections)}")
-        applied = [exp for exp in targets if bare in _settable(exp)]
+        targets = [scope] if scope else list(sections)
+        applied = [name for name in targets if bare in _settable(experiments.get(name))]
         if not applied:
-            accepted = sorted(set().union(*(_settable(exp) for exp in targets)))
+            accepted = sorted(set().union(*(_settable(experiments.get(name)) for name in targets)))
             raise ConfigError(f"unknown key {bare!r} for grid {path.stem}; accepted: {', '.join(accepted)}")
-        for experiment in applied:
-            sections[experiment][bare] = value
+        for name in applied:
+            sections[name][_settable(experiments.get(name))[bare]] = (bare, value)
 
-    for experiment, section in sections.items():
-        for axis in AXES[experiment]:
-            section[axis] = _parse_axis(axis, section[axis])
-    grid = Grid(path.stem, str(path), document.get("description", ""), sections, launch, overrides)
+    resolved = {name: {key: _as_axis(experiments.get(name), key, written, value)
+                       for key, (written, value) in section.items()}
+                for name, section in sections.items()}
+    grid = Grid(path.stem, str(path), document.get("description", ""), resolved, launch, overrides)
     grid.trials()  # every value is checked here, before anything runs
     return grid
+
+
+def settings_names(experiment_name: str) -> list[str]:
+    return [f.name for f in fields(experiments.get(experiment_name).settings_type) if f.init]

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")
-
 
 @dataclass(frozen=True)
 class OrbitTable:
@@ -63,7 +61,11 @@ class PixelGroup:
         grid = torch.arange(self.num_pixels).reshape(n, n)
         self.sources = torch.stack([self._apply(grid, k).reshape(-1) for k in range(len(self))])
         self._pixel_orbits = _orbit_table(self.sources)
-        self._pair_orbits = _orbit_table(
+
+    @functools.cached_property
+    def _pair_orbits(self) -> OrbitTable:
+        # Built on first use: a group that only moves images (e.g. the CNN's inputs) never needs it.
+        return _orbit_table(
             (self.sources[:, :, None] * self.num_pixels + self.sources[:, None, :]).reshape(len(self), -1)
         )
 
@@ -91,6 +93,12 @@ class PixelGroup:
         index = self.sources.to(x.device)[elements.to(x.device)]  # (B, N)
         moved = torch.gather(flat, 2, index[:, None, :].expand_as(flat))
         return moved.reshape(x.shape)
+
+    def orbit_indicators(self) -> torch.Tensor:
+        """(orbits, n, n) float64: the indicator map of every pixel orbit, orbits ordered by their
+        smallest pixel index (a basis of the invariant maps, orthogonal but not normalised)."""
+        one_hot = torch.nn.functional.one_hot(self._pixel_orbits.orbit_of, len(self._pixel_orbits.members))
+        return one_hot.T.to(torch.float64).reshape(-1, self.n, self.n)
 
     # -- projections onto E --------------------------------------------------------------------
     def project(self, A: torch.Tensor) -> torch.Tensor:
@@ -235,5 +243,5 @@ _GROUPS = {cls.name: cls for cls in (Rotations, Translations, ColumnTranslations
 def get_group(name: str, n: int) -> PixelGroup:
     """The group ``name`` (one of rot, trans, trans1d, rototrans) acting on an n x n grid."""
     if name not in _GROUPS:
-        raise ValueError(f"unknown group {name!r}; accepted: {', '.join(GROUP_NAMES)}")
+        raise ValueError(f"unknown group {name!r}; accepted: {', '.join(_GROUPS)}")
     return _GROUPS[name](n)

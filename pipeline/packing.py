@@ -1,9 +1,9 @@
-"""Seed packing: k seeds of one Experiment C configuration trained together in one process.
+"""Seed packing: k seeds of one Experiment C setting trained together in one process.
 
 A batch-100 step of the paper's CNN is far too small to keep an accelerator busy, and the 90-trial grid is
-3 configurations x 30 seeds that differ only in the seed. :func:`run_packed` trains the seeds of one
-configuration in one process as one packed model and feeds every seed's sink exactly what
-:func:`pipeline.runner.run_trial` would. Every seed computes the same function, gradient and step as its
+3 variants x 30 seeds that differ only in the seed. :class:`PackedStepper` trains such seeds as one packed
+model behind the stepper interface of ``pipeline.training``, so the runner's one trial loop and the
+training epochs serve one seed or k alike. Every seed computes the same function, gradient and step as its
 unpacked run, with its own minibatches; only the grouping and the order of the sums differ, so each seed's
 metrics equal the unpacked ones to round-off, not bitwise: tests/test_packing.py holds them to 1e-12
 relative in float64 and 1e-6 in float32, except a float32 minibatch gradient norm, whose cancellations make
@@ -24,74 +24,27 @@ How the k models are batched (:class:`PackedCNN`):
   batch of 100 already keeps the cores busy and k seeds' activations only evict each other from cache,
   so by default the seeds go one after the other through the same code.
 
-Resuming: if no sink has a resume point the seeds run packed from scratch; if every sink resumes from the
-same epoch they resume packed; otherwise (a mix) each trial runs on its own through ``run_trial``, which
-resumes it from its own checkpoint. Checkpoints are in ``run_trial``'s format, so a packed trial can be
-resumed unpacked and vice versa.
+Checkpoints are those of the single-seed runner (one per seed, from its view model), so a packed trial can
+be resumed unpacked and vice versa.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import time
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from . import numerics
-from .config import CNNTrial
 from .data import Dataset
-from .models import CONFIGS
 from .models.base import MeasuredModel
 from .models.cnn import CNN, pooled_kernel
-from .runner import EpochRecord, check_fault, phase_of, build_model, load_trial_data, run_trial
-from .training import Augmentation, RowPlan, batch_rows, loss_sum, seeded_generator
+from .training import correct_count, loss_sum
 
-__all__ = ["PackedCNN", "check_packable", "packed_evaluate", "packed_full_batch_epoch", "packed_sgd_epoch",
-           "run_packed"]
+__all__ = ["PackedCNN", "PackedStepper", "VECTORIZE"]
 
-
-def check_packable(trials: list[CNNTrial]) -> None:
-    """Raise ValueError unless the trials are CNN trials that differ in their seed and nothing else."""
-    if not trials:
-        raise ValueError("nothing to pack: no trials given")
-    for trial in trials:
-        if not isinstance(trial, CNNTrial):
-            raise ValueError(f"only Experiment C (cnn) trials can be packed, got {type(trial).__name__} "
-                             f"{getattr(trial, 'trial_id', '')!r}")
-    reference = dataclasses.asdict(trials[0])
-    for trial in trials[1:]:
-        for name, value in dataclasses.asdict(trial).items():
-            if name != "seed" and value != reference[name]:
-                raise ValueError(f"packed trials must differ only in seed, but {trial.trial_id} has "
-                                 f"{name}={value!r} and {trials[0].trial_id} has {name}={reference[name]!r}")
-    seeds = [trial.seed for trial in trials]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"packed trials must have distinct seeds, got {seeds}")
-
-
-def pack_key(trial) -> str | None:
-    """Trials with the same key can be packed together (CNN trials equal but for the seed)."""
-    if not isinstance(trial, CNNTrial):
-        return None
-    settings = dataclasses.asdict(trial)
-    settings.pop("seed")
-    return repr(sorted(settings.items()))
-
-
-def packs(items: list[tuple[int, object]], size: int) -> list[list[tuple[int, object]]]:
-    """Split (index, trial) items into units of work: packable trials in packs of at most ``size``, the
-    others alone; in the order of the items' first appearance."""
-    groups: dict = {}
-    for index, trial in items:
-        key = pack_key(trial)
-        groups.setdefault(key if key is not None else ("alone", index), []).append((index, trial))
-    units = []
-    for members in groups.values():
-        units += [members[i : i + max(1, size)] for i in range(0, len(members), max(1, size))]
-    return units
+# How packed seeds run when a PackedCNN is not told: None picks grouped convolutions on CUDA and seed after
+# seed on a CPU (see PackedCNN); True or False forces one way (tests check both, benchmarks compare them).
+VECTORIZE: bool | None = None
 
 
 class _LayerWeights(nn.Module):
@@ -170,6 +123,8 @@ class PackedCNN:
                 setattr(module, attribute, nn.Parameter(self.params[name].detach()[i], requires_grad=False))
         self._weights = _LayerWeights(template)
         device = template.head_coefficients.device
+        if vectorize is None:
+            vectorize = VECTORIZE
         self.vectorize = device.type == "cuda" if vectorize is None else vectorize
 
     @property
@@ -196,25 +151,33 @@ class PackedCNN:
         return torch.cat([_forward({name: v[i:i + 1] for name, v in kernels.items()}, self._seed_inputs(x, i))
                           for i in range(self.k)])
 
-    def backward_loss(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int) -> None:
-        """Add to .grad the gradient of each seed's MSE loss sum over these rows, divided by ``num_rows``."""
+    def backward_loss(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str = "mse",
+                      stats: bool = False) -> list[tuple[float, int]] | None:
+        """Add to .grad the gradient of each seed's loss sum over these rows, divided by ``num_rows``; with
+        ``stats``, return each seed's (loss sum, correct predictions) of the rows."""
         kernels = _convolved(self.layer_weights())
         if self.vectorize:
             logits = _forward(kernels, x)
+            sums = [loss_sum(logits[i], labels[i], loss) for i in range(self.k)]
             # Seeds share no parameter, so the gradient of the sum is each seed's own gradient.
-            (sum(loss_sum(logits[i], labels[i], "mse") for i in range(self.k)) / num_rows).backward()
-            return
+            (sum(sums) / num_rows).backward()
+            return [(s.item(), correct_count(logits[i], labels[i])) for i, s in enumerate(sums)] if stats else None
         # Seed after seed, each backward while its activations are still in cache, on detached copies of its
         # kernels; then one backward takes all seeds' kernel gradients to the parameters, so the small ops
         # that build kernels from coefficients run once per step rather than once per seed.
         kernel_grads = {name: torch.empty_like(v) for name, v in kernels.items()}
+        measured = []
         for i in range(self.k):
             leaves = {name: v[i:i + 1].detach().requires_grad_() for name, v in kernels.items()}
             logits = _forward(leaves, self._seed_inputs(x, i))
-            (loss_sum(logits[0], labels[i], "mse") / num_rows).backward()
+            total = loss_sum(logits[0], labels[i], loss)
+            (total / num_rows).backward()
+            if stats:
+                measured.append((total.item(), correct_count(logits[0], labels[i])))
             for name, leaf in leaves.items():
                 kernel_grads[name][i] = leaf.grad[0]
         torch.autograd.backward(list(kernels.values()), list(kernel_grads.values()))
+        return measured if stats else None
 
     def rows_per_forward(self, chunk_size: int) -> int:
         """Rows of each seed per forward pass, so that the activations alive at once stay those of
@@ -236,171 +199,57 @@ class PackedCNN:
         return squared.sqrt().tolist()
 
 
-def packed_sgd_epoch(packed: PackedCNN, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float,
-                     batch_size: int, generators: list[torch.Generator], on_step=None) -> list[float]:
-    """:func:`pipeline.training.sgd_epoch` (MSE loss) for every seed, each with its own generator: its own
-    minibatch order and augmentation. Returns each seed's last gradient norm."""
-    template = packed.models[0]
-    plans = [RowPlan(len(data), mode, augmentation, template.group_order, g) for g in generators]
-    orders = [torch.randperm(plan.num_rows, generator=g) for plan, g in zip(plans, generators)]
-    num_rows = plans[0].num_rows
-    grad_norms = [0.0] * packed.k
-    for start in range(0, num_rows, batch_size):
-        batches = [batch_rows(template, data, plan, order[start:start + batch_size])
-                   for plan, order in zip(plans, orders)]
-        packed.zero_grad()
-        x = torch.stack([x for x, _ in batches])
-        packed.backward_loss(x, [y for _, y in batches], x.shape[1])
-        grad_norms = packed.descend(lr)
-        if on_step is not None:
-            on_step()
-    return grad_norms
+class PackedStepper:
+    """The stepper (``pipeline.training``) of k packed seeds: every call acts on all of them at once."""
 
+    def __init__(self, packed: PackedCNN, seeds: list[int]):
+        if len(seeds) != packed.k:
+            raise ValueError(f"one seed per packed model: {packed.k} models but seeds {seeds}")
+        self.packed = packed
+        self.seeds = list(seeds)
 
-def packed_full_batch_epoch(packed: PackedCNN, data: Dataset, mode: str, augmentation: Augmentation | None,
-                            lr: float, chunk_size: int) -> list[float]:
-    """:func:`pipeline.training.full_batch_epoch` (MSE loss) for every seed. The rows (the orbit, or the
-    plain data) are the same for every seed, so each chunk is gathered and rotated once for all of them.
+    @property
+    def models(self) -> list[CNN]:
+        return self.packed.models
 
-    ``chunk_size`` bounds the rows in flight over all seeds together (see :meth:`PackedCNN.rows_per_forward`),
-    so packing k seeds needs no more activation memory than one trial. Returns each seed's gradient norm."""
-    template = packed.models[0]
-    plan = RowPlan(len(data), mode, augmentation, template.group_order)
-    if plan.kind not in ("orbit", "identity"):
-        raise ValueError(f"a packed full-batch epoch needs rows that do not depend on the seed, got {plan.kind!r}")
-    rows = torch.arange(plan.num_rows)
-    step = packed.rows_per_forward(chunk_size)
-    packed.zero_grad()
-    for start in range(0, plan.num_rows, step):
-        x, y = batch_rows(template, data, plan, rows[start:start + step])
-        packed.backward_loss(x, [y] * packed.k, plan.num_rows)
-    return packed.descend(lr)
+    @property
+    def template(self) -> CNN:
+        return self.packed.models[0]
 
+    def zero_grad(self) -> None:
+        self.packed.zero_grad()
 
-@torch.no_grad()
-def packed_evaluate(packed: PackedCNN, data: Dataset, chunk_size: int) -> list[tuple[float, float]]:
-    """:func:`pipeline.training.evaluate` (MSE loss) for every seed: (mean loss, accuracy) per seed."""
-    totals, corrects = [0.0] * packed.k, [0] * packed.k
-    step = packed.rows_per_forward(chunk_size)
-    for start in range(0, len(data), step):
-        x, y = data.images[start:start + step], data.labels[start:start + step]
-        logits = packed(x)
-        for i in range(packed.k):
-            totals[i] += loss_sum(logits[i], y, "mse").item()
-            corrects[i] += int((logits[i].argmax(1) == y).sum())
-    return [(total / len(data), correct / len(data)) for total, correct in zip(totals, corrects)]
+    def backward(self, x, labels, num_rows, loss, stats=False):
+        return self.packed.backward_loss(x, labels, num_rows, loss, stats)
 
+    def descend(self, lr: float, mode: str, reg: float = 0.0) -> list[float]:
+        # Equi needs no projection here: PackedCNN only packs models parametrised inside E for it.
+        if reg > 0:
+            self._add_regularisation_gradient(reg)
+        return self.packed.descend(lr)
 
-def _resume_plan(sinks: list) -> tuple[str, list]:
-    """'fresh', 'resume' (all sinks at one epoch) or 'separate' (anything else), with the resume points."""
-    points = [sink.resume_point() for sink in sinks]
-    if all(point is None for point in points):
-        return "fresh", points
-    if all(point is not None for point in points) and len({
-            (point["epoch"], point.get("parametrization", "equivariant")) for point in points}) == 1:
-        return "resume", points
-    return "separate", points
+    @torch.no_grad()
+    def _add_regularisation_gradient(self, reg: float) -> None:
+        params = self.packed.params
+        for i, model in enumerate(self.packed.models):
+            theta = {name: params[name].detach()[i] for name in self.packed.names}
+            projected = model.project_parameters(theta)
+            for name in self.packed.names:
+                params[name].grad[i].add_(theta[name] - projected[name], alpha=reg)
 
+    @torch.no_grad()
+    def evaluate(self, data: Dataset, loss: str, chunk_size: int) -> list[tuple[float, float]]:
+        """(mean loss, accuracy) per seed on the untransformed data."""
+        packed = self.packed
+        totals, corrects = [0.0] * packed.k, [0] * packed.k
+        step = packed.rows_per_forward(chunk_size)
+        for start in range(0, len(data), step):
+            x, y = data.images[start:start + step], data.labels[start:start + step]
+            logits = packed(x)
+            for i in range(packed.k):
+                totals[i] += loss_sum(logits[i], y, loss).item()
+                corrects[i] += correct_count(logits[i], y)
+        return [(total / len(data), correct / len(data)) for total, correct in zip(totals, corrects)]
 
-def run_packed(trials: list[CNNTrial], sinks: list, vectorize: bool | None = None) -> None:
-    """Run CNN trials that differ only in their seed as one packed training, each into its own sink.
-
-    Every sink sees the calls ``run_trial`` would make, in the same order per sink: ``resume_point``,
-    ``begin``, ``write_epoch`` for epoch 0 (fresh runs) and every trained epoch, ``write_steps`` after
-    every phase-2 optimizer step, ``finish``. A record's ``seconds`` is the wall time of the packed epoch
-    (all k seeds together). Sinks that resume from different epochs are run one after the other, unpacked.
-    An error in any seed (an injected fault included) stops the whole pack; each sink keeps what it wrote.
-    ``vectorize`` is passed to :class:`PackedCNN` (default: grouped on CUDA, seed after seed on CPU).
-    """
-    check_packable(trials)
-    if len(sinks) != len(trials):
-        raise ValueError(f"one sink per trial: {len(trials)} trials but {len(sinks)} sinks")
-    how, points = _resume_plan(sinks)
-    if how == "separate":
-        for trial, sink in zip(trials, sinks):
-            run_trial(trial, sink)
-        return
-
-    numerics.configure()
-    trial = trials[0]
-    device, dtype = numerics.resolve_device(trial.device), numerics.resolve_dtype(trial.dtype)
-    data = load_trial_data(trial, device, dtype)
-    chunk = trial.chunk_size
-
-    if how == "fresh":
-        models = [build_model(t).to(device=device, dtype=dtype) for t in trials]
-        epoch = 0
-        initials = [model.snapshot() for model in models]
-    else:
-        epoch = points[0]["epoch"]
-        parametrization = points[0].get("parametrization", "equivariant")
-        models, initials = [], []
-        for t, point in zip(trials, points):
-            model = build_model(t, parametrization).to(device=device, dtype=dtype)
-            model.load_state_dict(point["model"])
-            models.append(model)
-            initials.append({k: v.to(device=device, dtype=dtype) for k, v in point["initial"].items()})
-    packed = PackedCNN(models, vectorize)
-    for t, sink in zip(trials, sinks):
-        sink.begin(t, list(packed.models[0].layer_weights()), device, data)
-
-    def checkpoint_of(i: int):
-        def checkpoint():
-            model = packed.models[i]
-            return {
-                "epoch": epoch,
-                "parametrization": model.parametrization,
-                "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-                "initial": {k: v.to("cpu", copy=True) for k, v in initials[i].items()},
-            }
-        return checkpoint
-
-    def record(grad_norms: list[float], started: float) -> None:
-        evaluated = packed_evaluate(packed, data, chunk)
-        measured = [{k: v.cpu() for k, v in model.layer_measurements(initial).items()}
-                    for model, initial in zip(packed.models, initials)]
-        seconds = time.perf_counter() - started
-        for i, (t, sink) in enumerate(zip(trials, sinks)):
-            loss, accuracy = evaluated[i]
-            sink.write_epoch(EpochRecord(epoch, phase_of(t, epoch), loss, accuracy, seconds, grad_norms[i],
-                                         **measured[i]), packed.models[i], checkpoint_of(i))
-
-    if how == "fresh":
-        record([float("nan")] * len(trials), time.perf_counter())
-
-    while epoch < trial.total_epochs:
-        started = time.perf_counter()
-        next_epoch = epoch + 1
-        for t in trials:
-            check_fault(t, next_epoch)
-        if phase_of(trial, next_epoch) == 2 and packed.parametrization == "equivariant":
-            packed = PackedCNN([model.transferred(CONFIGS[trial.config][1], trial.basis_seed)
-                                for model in packed.models], vectorize)
-            initials = [model.snapshot() for model in packed.models]
-
-        def on_step():
-            for i, sink in enumerate(sinks):
-                sink.write_steps(next_epoch, packed.models[i].layer_measurements(initials[i])["dist_E"].cpu())
-
-        grad_norms = _train_packed_epoch(trials, packed, data, next_epoch, on_step)
-        epoch = next_epoch
-        record(grad_norms, started)
-    for sink in sinks:
-        sink.finish()
-
-
-def _train_packed_epoch(trials: list[CNNTrial], packed: PackedCNN, data: Dataset, epoch: int,
-                        on_step) -> list[float]:
-    """:func:`pipeline.runner._train_one_epoch` for the CNN, every seed with its own generator."""
-    trial = trials[0]
-    generators = [seeded_generator(t.seed, epoch, "data order and augmentation") for t in trials]
-    if phase_of(trial, epoch) == 1:
-        return packed_sgd_epoch(packed, data, "equi", None, trial.phase1_lr, trial.phase1_batch, generators)
-    orbit = Augmentation("orbit")
-    if trial.phase2_optimizer == "sgd":
-        return packed_sgd_epoch(packed, data, trial.phase2_mode, orbit, trial.phase2_lr, trial.phase2_batch,
-                                generators, on_step=on_step)
-    # Orbit and plain rows draw nothing from the generator, so the seeds' generators are not needed here.
-    grad_norms = packed_full_batch_epoch(packed, data, trial.phase2_mode, orbit, trial.phase2_lr, trial.chunk_size)
-    on_step()
-    return grad_norms
+    def rows_per_forward(self, chunk_size: int) -> int:
+        return self.packed.rows_per_forward(chunk_size)

@@ -1,29 +1,45 @@
-"""Train one trial from its configuration, top to bottom.
+"""Train trials from their settings, top to bottom: one loop for one seed or k seeds packed together.
 
-The runner knows the science (which model, which phase, which step); a *sink* knows where results go:
-:class:`ConsoleSink` prints one line per epoch, the HDF5 trial store (``pipeline.store``) streams them to
-the trial's file and keeps a rolling checkpoint from which an interrupted trial resumes.
+The runner knows the course of a trial (phases, epochs, what is measured when); the experiment module
+knows the science of one epoch (``pipeline/experiments``); a *sink* knows where results go:
+:class:`ConsoleSink` prints one line per epoch, :class:`CollectingSink` keeps everything in memory, and
+the HDF5 trial store (``pipeline.store``) streams to the trial's file and keeps a rolling checkpoint from
+which an interrupted trial resumes.
+
+Row e of a trial is the state after e epochs. Its loss and accuracy come from the next epoch's gradient
+pass when that pass runs over the untransformed data (Nom, Equi, the identity rows of the exact orbit), so
+measuring a trial costs no forward pass of its own there; otherwise, and for the last row, the runner
+evaluates the model. Either way the numbers are those of the same model on the same data, computed the
+same way.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
 
 import torch
 
-from . import numerics
-from .config import CNNTrial, GroupsTrial, TrialConfig
-from .data import Dataset, load_mnist
-from .groups import get_group
-from .models import CNN, CONFIGS, GroupNet
-from .models.base import MeasuredModel
-from .training import Augmentation, evaluate, full_batch_epoch, seeded_generator, sgd_epoch
+from . import experiments, numerics
+from .experiments import Trial
+from .training import EpochHooks
+
+FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
 
 
 class InjectedFault(RuntimeError):
     """Raised by the test-only fault injection (PIPELINE_INJECT_FAULT)."""
+
+
+class Diverged(RuntimeError):
+    """The loss of a trial became NaN or infinite: training on is pointless, and the run is not complete."""
+
+    def __init__(self, trial_ids: list[str], epoch: int, losses: list[float]):
+        self.trial_ids, self.epoch = trial_ids, epoch
+        values = ", ".join(f"{trial_id} loss {loss}" for trial_id, loss in zip(trial_ids, losses))
+        super().__init__(f"diverged at epoch {epoch} ({values})")
 
 
 @dataclass
@@ -45,15 +61,15 @@ class ConsoleSink:
     def __init__(self, log=print):
         self.log = log
 
-    def begin(self, trial: TrialConfig, layer_names: list[str], device: torch.device, data: Dataset) -> None:
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
         self.layer_names = layer_names
-        self.total = trial.total_epochs
+        self.total = experiments.of(trial).total_epochs(trial.settings)
         self.log(f"{trial.trial_id}: {trial.experiment} on {device}, {len(data)} samples from {data.source}")
 
     def resume_point(self) -> dict | None:
         return None
 
-    def write_epoch(self, record: EpochRecord, model: MeasuredModel, checkpoint) -> None:
+    def write_epoch(self, record: EpochRecord, model, checkpoint) -> None:
         self.log(format_epoch(record, self.layer_names, self.total))
 
     def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
@@ -90,36 +106,7 @@ def format_epoch(r: EpochRecord, layer_names: list[str], total_epochs: int) -> s
     )
 
 
-def load_trial_data(trial: TrialConfig, device, dtype) -> Dataset:
-    if isinstance(trial, GroupsTrial):
-        data = load_mnist(trial.n_samples, size=trial.n, source=trial.data_source)
-    else:
-        data = load_mnist(trial.n_samples, size=trial.image_size, normalize=True, source=trial.data_source)
-    return data.to(device, dtype)
-
-
-def build_model(trial: TrialConfig, parametrization: str = "equivariant") -> MeasuredModel:
-    """The trial's model at its seeded initial point (the same A0 for every mode of a seed)."""
-    generator = seeded_generator(trial.seed, "init")
-    if isinstance(trial, GroupsTrial):
-        activation = None if trial.invariant_activation == "auto" else trial.invariant_activation
-        model = GroupNet(get_group(trial.group, trial.n), trial.channels, invariant_activation=activation)
-    else:
-        support, _ = CONFIGS[trial.config]
-        model = CNN(support, parametrization, trial.channel_widths, trial.image_size, basis_seed=trial.basis_seed)
-    model = model.double()
-    model.initialize(generator)
-    return model
-
-
-def phase_of(trial: TrialConfig, epoch: int) -> int:
-    return 2 if isinstance(trial, CNNTrial) and epoch > trial.phase1_epochs else 1
-
-
-FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
-
-
-def check_fault(trial: TrialConfig, epoch: int) -> None:
+def check_fault(trial: Trial, epoch: int) -> None:
     """Test-only: ``PIPELINE_INJECT_FAULT="trial_id@epoch,..."`` makes those trials fail at that epoch.
 
     An environment variable rather than a setting, so that removing the fault does not change the grid.
@@ -130,77 +117,134 @@ def check_fault(trial: TrialConfig, epoch: int) -> None:
             raise InjectedFault(f"injected fault in {trial.trial_id} at epoch {epoch} ({FAULT_VARIABLE})")
 
 
-def _train_one_epoch(trial, model, data, epoch, on_step) -> float:
-    generator = seeded_generator(trial.seed, epoch, "data order and augmentation")
-    if isinstance(trial, GroupsTrial):
-        augmentation = Augmentation.parse(trial.augment, trial.aug_batch)
-        return full_batch_epoch(model, data, trial.mode, augmentation, trial.lr, trial.loss, trial.chunk_size,
-                                generator)
-    if phase_of(trial, epoch) == 1:
-        return sgd_epoch(model, data, "equi", None, trial.phase1_lr, "mse", trial.phase1_batch, generator)
-    orbit = Augmentation("orbit")
-    if trial.phase2_optimizer == "sgd":
-        return sgd_epoch(model, data, trial.phase2_mode, orbit, trial.phase2_lr, "mse", trial.phase2_batch,
-                         generator, on_step=on_step)
-    grad_norm = full_batch_epoch(model, data, trial.phase2_mode, orbit, trial.phase2_lr, "mse", trial.chunk_size,
-                                 generator)
-    on_step()
-    return grad_norm
+def _resume_plan(sinks: list) -> tuple[str, list]:
+    """'fresh', 'resume' (every sink at one epoch and phase) or 'separate' (anything else)."""
+    points = [sink.resume_point() for sink in sinks]
+    if all(point is None for point in points):
+        return "fresh", points
+    if all(point is not None for point in points) and len({point["epoch"] for point in points}) == 1:
+        return "resume", points
+    return "separate", points
 
 
-def run_trial(trial: TrialConfig, sink) -> None:
+def run_trial(trial: Trial, sink) -> None:
+    """Train one trial into one sink."""
+    run_trials([trial], [sink])
+
+
+def run_trials(trials: list[Trial], sinks: list) -> None:
+    """Train trials that differ only in their seed together (one packed model), each into its own sink;
+    one trial is the common case.
+
+    Every sink sees, in order: ``resume_point``, ``begin``, ``write_epoch`` for every row it does not
+    have yet (row 0 is the start), ``write_steps`` after every optimizer step the experiment records,
+    ``finish``. A packed record's ``seconds`` is the wall time of the whole pack. Sinks that would resume
+    from different epochs are run one after the other. An error in any trial (a fault, a divergence)
+    stops the whole pack; each sink keeps what it wrote.
+    """
+    if len(sinks) != len(trials):
+        raise ValueError(f"one sink per trial: {len(trials)} trials but {len(sinks)} sinks")
+    if len(trials) > 1:
+        experiments.check_packable(trials)
+    how, points = _resume_plan(sinks)
+    if how == "separate":
+        for trial, sink in zip(trials, sinks):
+            run_trials([trial], [sink])
+        return
+
+    experiment = experiments.of(trials[0])
+    settings = trials[0].settings
     numerics.configure()
-    device, dtype = numerics.resolve_device(trial.device), numerics.resolve_dtype(trial.dtype)
-    data = load_trial_data(trial, device, dtype)
-    chunk = trial.chunk_size
+    device = numerics.resolve_device(settings.device)
+    dtype = numerics.resolve_dtype(settings.dtype)
+    data = experiment.load_data(settings, device, dtype)
+    total = experiment.total_epochs(settings)
 
-    resume = sink.resume_point()
-    if resume is None:
-        model = build_model(trial).to(device=device, dtype=dtype)
-        epoch = 0
-        initial = model.snapshot()
+    if how == "fresh":
+        epoch, written = 0, -1
+        phase = 1
+        models = [experiment.build_model(t.settings, phase).to(device=device, dtype=dtype) for t in trials]
+        initials = [model.snapshot() for model in models]
     else:
-        epoch = resume["epoch"]
-        parametrization = resume.get("parametrization", "equivariant")
-        model = build_model(trial, parametrization).to(device=device, dtype=dtype)
-        model.load_state_dict(resume["model"])
-        initial = {k: v.to(device=device, dtype=dtype) for k, v in resume["initial"].items()}
-    sink.begin(trial, list(model.layer_weights()), device, data)
-    # The start of the phase never changes within it: one host copy serves every checkpoint.
-    initial_on_host = {k: v.to("cpu", copy=True) for k, v in initial.items()}
+        epoch = written = points[0]["epoch"]
+        # Checkpoints before phases were recorded held the phase of their epoch's model.
+        phase = points[0].get("phase", experiment.phase_of(settings, epoch))
+        models, initials = [], []
+        for t, point in zip(trials, points):
+            model = experiment.build_model(t.settings, phase).to(device=device, dtype=dtype)
+            model.load_state_dict(point["model"])
+            models.append(model)
+            initials.append({k: v.to(device=device, dtype=dtype) for k, v in point["initial"].items()})
+    stepper = experiment.stepper(models, [t.settings.seed for t in trials])
+    layer_names = list(stepper.template.layer_weights())
+    for trial, sink in zip(trials, sinks):
+        sink.begin(trial, layer_names, device, data)
+    # The start of a phase never changes within it: one host copy serves every checkpoint.
+    initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
+    loss_name = experiment.evaluation_loss(settings)
+    grad_norms = [float("nan")] * len(trials)
+    last_write = time.perf_counter()
 
-    def checkpoint():
-        return {
-            "epoch": epoch,
-            "parametrization": getattr(model, "parametrization", "equivariant"),
-            # Copies, never views: the live parameters keep changing after the checkpoint is taken.
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-            "initial": initial_on_host,
-        }
+    def checkpoint_of(i: int):
+        def checkpoint():
+            return {
+                "epoch": epoch,
+                "phase": phase,
+                # Copies, never views: the live parameters keep changing after the checkpoint is taken.
+                "model": {k: v.detach().to("cpu", copy=True) for k, v in stepper.models[i].state_dict().items()},
+                "initial": initials_on_host[i],
+            }
+        return checkpoint
 
-    def record(grad_norm: float, started: float) -> None:
-        loss, accuracy = evaluate(model, data, trial.loss if isinstance(trial, GroupsTrial) else "mse", chunk)
-        measured = {k: v.cpu() for k, v in model.layer_measurements(initial).items()}
-        seconds = time.perf_counter() - started
-        sink.write_epoch(EpochRecord(epoch, phase_of(trial, epoch), loss, accuracy, seconds, grad_norm, **measured),
-                         model, checkpoint)
+    def write_row(measured: list[tuple[float, float]] | None) -> None:
+        """Record row ``epoch`` (the current state) in every sink, unless the sinks already hold it."""
+        nonlocal written, last_write
+        if epoch <= written:
+            return
+        measured = measured or stepper.evaluate(data, loss_name, settings.chunk_size)
+        layers = [{k: v.cpu() for k, v in model.layer_measurements(initial).items()}
+                  for model, initial in zip(stepper.models, initials)]
+        now = time.perf_counter()
+        seconds, last_write = now - last_write, now
+        for i, sink in enumerate(sinks):
+            loss, accuracy = measured[i]
+            sink.write_epoch(EpochRecord(epoch, phase, loss, accuracy, seconds, grad_norms[i], **layers[i]),
+                             stepper.models[i], checkpoint_of(i))
+        written = epoch
+        diverged = [(t.trial_id, loss) for t, (loss, _) in zip(trials, measured) if not math.isfinite(loss)]
+        if diverged:
+            raise Diverged([d[0] for d in diverged], epoch, [d[1] for d in diverged])
 
-    if resume is None:
-        record(float("nan"), time.perf_counter())
+    class Hooks(EpochHooks):
+        def before_update(self, measured):
+            write_row(measured)
 
-    while epoch < trial.total_epochs:
-        started = time.perf_counter()
-        next_epoch = epoch + 1
-        check_fault(trial, next_epoch)
-        if phase_of(trial, next_epoch) == 2 and model.parametrization == "equivariant":
-            model = model.transferred(CONFIGS[trial.config][1], trial.basis_seed)
-            initial = model.snapshot()
-            initial_on_host = {k: v.to("cpu", copy=True) for k, v in initial.items()}
+        def after_step(self):
+            for i, sink in enumerate(sinks):
+                sink.write_steps(epoch + 1, stepper.models[i].layer_measurements(initials[i])["dist_E"].cpu())
 
-        def on_step():
-            sink.write_steps(next_epoch, model.layer_measurements(initial)["dist_E"].cpu())
-
-        grad_norm = _train_one_epoch(trial, model, data, next_epoch, on_step)
-        epoch = next_epoch
-        record(grad_norm, started)
-    sink.finish()
+    try:
+        while epoch < total:
+            for trial in trials:
+                check_fault(trial, epoch + 1)
+            next_phase = experiment.phase_of(settings, epoch + 1)
+            if next_phase != phase:
+                write_row(None)  # the end of a phase is measured on the model that trained it
+                stepper = experiment.enter_phase(settings, stepper, next_phase)
+                phase = next_phase
+                initials = [model.snapshot() for model in stepper.models]
+                initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
+            grad_norms = experiment.train_epoch(settings, stepper, data, epoch + 1, Hooks())
+            epoch += 1
+        write_row(None)
+    except Exception as error:
+        # A failure inside an epoch leaves the state before it untouched (parameters change in the update
+        # only): record it, so that the file holds every epoch that was done, unless recording is what failed.
+        if epoch > written and not isinstance(error, (OSError, MemoryError, Diverged)):
+            try:
+                write_row(None)
+            except Exception:
+                pass
+        raise
+    for sink in sinks:
+        sink.finish()

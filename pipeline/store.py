@@ -3,13 +3,14 @@
 Layout (the public contract; README "The trial file"):
 
     trials/<trial_id>.h5
-      attrs    trial_id, index, experiment, mode, group | config, seed, status, epochs_done, config (JSON),
-               git_commit, torch_version, numpy_version, h5py_version, hostname, device, slurm_job_id,
+      attrs    trial_id, index, experiment, cell, <cell key> (group | variant), mode, seed, swept (JSON),
+               status, epochs_done, total_epochs, settings (JSON), git_commit, torch_version,
+               numpy_version, h5py_version, hostname, device, data_source, slurm_job_id,
                slurm_array_task_id, started_at, finished_at, wall_seconds, attempts, weights_every
       metrics/epoch, loss, accuracy, seconds, grad_norm           (E+1,)   row 0 = before training
       metrics/dist_E, dist_init, norm                             (E+1, L) attr layer_names
-      metrics/phase                                               (E+1,)   CNN only
-      steps/dist_E (S, L), steps/epoch (S,)                       CNN only: every phase-2 step
+      metrics/phase                                               (E+1,)   experiments with phases
+      steps/dist_E (S, L), steps/epoch (S,)                       experiments that record single steps
       weights/<layer> (K, ...), weights/epochs (K,)               snapshots per the weights policy
 
 Next to it, while the trial runs, ``<trial_id>.state.pt`` holds the latest checkpoint (model, the start
@@ -21,12 +22,11 @@ between epochs cannot damage it. A file damaged by a kill during a write is rena
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import functools
 import json
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -34,50 +34,15 @@ import h5py
 import numpy as np
 import torch
 
-from .config import CNNTrial, TrialConfig, trial_to_json
+from . import experiments
+from .experiments import Trial
 from .cost import snapshot_epochs
+from .files import open_h5, read_status, trial_paths
+from .manifest import git_commit, utc_now
 
 METRIC_SERIES = ("epoch", "loss", "accuracy", "seconds", "grad_norm")
 LAYER_SERIES = ("dist_E", "dist_init", "norm")
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def open_h5(path: Path, mode: str = "r") -> h5py.File:
-    # HDF5's own file locks fail on many cluster file systems (NFS, Lustre) and block readers of a running
-    # trial; each trial file has a single writer by construction, so they buy nothing here.
-    return h5py.File(path, mode, locking=False)
-
-
-def trial_paths(out_dir: Path, trial_id: str) -> tuple[Path, Path]:
-    folder = Path(out_dir) / "trials"
-    return folder / f"{trial_id}.h5", folder / f"{trial_id}.state.pt"
-
-
-def read_status(path: Path) -> dict:
-    """The attributes of a trial file, or {'status': 'damaged', 'error': ...} if it cannot be read."""
-    try:
-        with open_h5(path) as f:
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-            attrs.setdefault("status", "running")
-            return attrs
-    except Exception as error:  # h5py raises OSError, KeyError or RuntimeError on damaged files
-        return {"status": "damaged", "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+SCHEMA_VERSION = 2
 
 
 class CheckpointClock:
@@ -106,9 +71,9 @@ class TrialFile:
     per-epoch ``seconds`` and its ``wall_seconds`` are those of the whole pack.
     """
 
-    def __init__(self, out_dir: Path, trial: TrialConfig, index: int, force: bool = False, log=print,
+    def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log=print,
                  checkpoint_every_s: float = 60.0, pack_size: int = 1, clock: CheckpointClock | None = None):
-        self.trial, self.index, self.force, self.log = trial, index, force, log
+        self.trial, self.force, self.log = trial, force, log
         self.path, self.state_path = trial_paths(out_dir, trial.trial_id)
         self.pack_size = pack_size
         self.clock = clock or CheckpointClock(checkpoint_every_s)
@@ -180,7 +145,7 @@ class TrialFile:
     def resume_point(self) -> dict | None:
         return self._resume
 
-    def begin(self, trial: TrialConfig, layer_names: list[str], device: torch.device, data) -> None:
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
         self.layer_names = layer_names
         self.session_start = time.time()
         device_name = str(device)
@@ -203,47 +168,44 @@ class TrialFile:
             self.prior_wall = float(f.attrs.get("wall_seconds", 0.0))
 
     def _create(self, run_attrs: dict) -> None:
-        trial = self.trial
+        trial, settings = self.trial, self.trial.settings
+        experiment = experiments.of(trial)
+        labels = experiment.labels(settings)
         tmp = self.path.with_name(self.path.name + ".creating")
         L = len(self.layer_names)
+        names = np.array(self.layer_names, dtype=h5py.string_dtype())
         with open_h5(tmp, "w") as f:
-            is_cnn = isinstance(trial, CNNTrial)
             f.attrs.update({
-                "trial_id": trial.trial_id, "index": self.index, "experiment": trial.experiment,
-                "mode": trial.phase2_mode if is_cnn else trial.mode, "seed": trial.seed,
-                "status": "running", "epochs_done": -1, "total_epochs": trial.total_epochs,
-                "config": trial_to_json(trial), "started_at": utc_now(), "wall_seconds": 0.0, "attempts": 1,
-                "weights_every": trial.weights_every, "schema_version": 1, **run_attrs,
+                "trial_id": trial.trial_id, "index": trial.index, "experiment": trial.experiment,
+                "cell": labels.cell, labels.cell_key: labels.cell, "mode": labels.mode, "seed": settings.seed,
+                "swept": json.dumps(trial.swept, sort_keys=True), "status": "running", "epochs_done": -1,
+                "total_epochs": experiment.total_epochs(settings),
+                "settings": json.dumps(dataclasses.asdict(settings), sort_keys=True), "started_at": utc_now(),
+                "wall_seconds": 0.0, "attempts": 1, "weights_every": settings.weights_every,
+                "schema_version": SCHEMA_VERSION, **run_attrs,
             })
-            # "config" is the JSON of the whole trial, so the CNN's configuration name is "cnn_config".
-            if is_cnn:
-                f.attrs["cnn_config"] = trial.config
-            else:
-                f.attrs["group"] = trial.group
             metrics = f.create_group("metrics")
-            for name in METRIC_SERIES + (("phase",) if is_cnn else ()):
+            multi_phase = experiment.first_phase_mode is not None
+            for name in METRIC_SERIES + (("phase",) if multi_phase else ()):
                 dtype = "i8" if name in ("epoch", "phase") else "f8"
                 metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
             for name in LAYER_SERIES:
                 ds = metrics.create_dataset(name, shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(256, L))
-                ds.attrs["layer_names"] = np.array(self.layer_names, dtype=h5py.string_dtype())
-            if is_cnn:
-                steps = f.create_group("steps")
-                steps.create_dataset("dist_E", shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(1024, L))
-                steps["dist_E"].attrs["layer_names"] = np.array(self.layer_names, dtype=h5py.string_dtype())
-                steps.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+                ds.attrs["layer_names"] = names
         os.replace(tmp, self.path)
 
     def _wants_weights(self, epoch: int) -> bool:
         if not hasattr(self, "_snapshot_epochs"):
-            self._snapshot_epochs = set(snapshot_epochs(self.trial))
+            self._snapshot_epochs = set(snapshot_epochs(self.trial.settings))
         return epoch in self._snapshot_epochs
 
     def write_epoch(self, record, model, checkpoint) -> None:
         with open_h5(self.path, "a") as f:
-            for step_epoch, row in self._pending_steps:
-                _append(f["steps/dist_E"], row)
-                _append(f["steps/epoch"], step_epoch)
+            if self._pending_steps:
+                steps = self._steps_group(f)
+                for step_epoch, row in self._pending_steps:
+                    _append(steps["dist_E"], row)
+                    _append(steps["epoch"], step_epoch)
             self._pending_steps = []
             metrics = f["metrics"]
             values = {"epoch": record.epoch, "loss": record.loss, "accuracy": record.accuracy,
@@ -266,12 +228,22 @@ class TrialFile:
             f.attrs["epochs_done"] = record.epoch
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
         self.log(_format(self.trial, record))
-        if record.epoch < self.trial.total_epochs:
+        if record.epoch < experiments.of(self.trial).total_epochs(self.trial.settings):
             # Captured every epoch (a CPU copy) so that a preemption signal, which may arrive in the
             # middle of an optimizer step, persists a consistent state: the last completed epoch.
             self._latest_state = checkpoint()
             if self.clock.due(record.epoch):
                 self._save_state(self._latest_state)
+
+    def _steps_group(self, f: h5py.File) -> h5py.Group:
+        """``steps/``, created at the first optimizer step an experiment records (the CNN's phase 2)."""
+        if "steps" not in f:
+            L = len(self.layer_names)
+            steps = f.create_group("steps")
+            steps.create_dataset("dist_E", shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(1024, L))
+            steps["dist_E"].attrs["layer_names"] = np.array(self.layer_names, dtype=h5py.string_dtype())
+            steps.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+        return f["steps"]
 
     def _save_state(self, state: dict) -> None:
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
@@ -309,6 +281,7 @@ def _append(dataset: h5py.Dataset, value) -> None:
     dataset[-1] = value
 
 
-def _format(trial: TrialConfig, r) -> str:
-    return (f"{trial.trial_id} epoch {r.epoch}/{trial.total_epochs} loss {r.loss:.4f} acc {r.accuracy:.3f} "
+def _format(trial: Trial, r) -> str:
+    total = experiments.of(trial).total_epochs(trial.settings)
+    return (f"{trial.trial_id} epoch {r.epoch}/{total} loss {r.loss:.4f} acc {r.accuracy:.3f} "
             f"dist_E {float(r.dist_E.norm()):.3e} travelled {float(r.dist_init.norm()):.3e} {r.seconds:.2f}s")

@@ -1,10 +1,14 @@
-"""The three training modes (SCIENCE.md section 2) as plain gradient descent on a MeasuredModel.
+"""The three training modes (docs/science.md §2) as plain gradient descent, for one model or k packed ones.
 
 Every objective here is a mean over *rows*, a row being one sample seen through one group element:
 Nom and Equi use each sample once with the identity; Aug-orbit uses every (sample, element) pair;
 Aug-sampled uses P passes, each minibatch of a pass seen through one random element. A ``RowPlan`` maps
 a row number to its (sample, element) lazily, so the 784-element rototranslation orbit of 10,000
 samples costs no memory, and a full-batch gradient is accumulated over memory-sized chunks of rows.
+
+The epochs are written once, against a *stepper*: what holds the model(s) being trained and knows how to
+run a forward-backward pass, take a step and evaluate. :class:`SingleStepper` trains one model; the CNN's
+seed packing (``pipeline.packing``) trains k seeds of one setting together behind the same interface.
 
 Random choices (sampled elements, minibatch order) come from generators seeded by (seed, epoch,
 purpose), so a resumed run draws exactly what an uninterrupted one would.
@@ -13,35 +17,13 @@ purpose), so a resumed run draws exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from .data import Dataset
 from .models.base import MeasuredModel
-
-MODES = ("equi", "aug", "nom")
-LOSSES = ("cross_entropy", "softmax_cross_entropy", "mse")
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    kind: str  # "orbit" or "sampled"
-    passes: int = 0  # sampled only
-    batch_size: int = 25  # sampled only: samples per minibatch sharing one random element
-
-    @classmethod
-    def parse(cls, text: str, batch_size: int = 25) -> "Augmentation":
-        if text == "orbit":
-            return cls("orbit")
-        kind, _, passes = text.partition(":")
-        if kind == "sampled" and passes.isdigit() and int(passes) > 0:
-            return cls("sampled", int(passes), batch_size)
-        raise ValueError(f"unknown augment {text!r}; accepted: orbit, sampled:P (P a positive integer)")
-
-    def __str__(self) -> str:
-        return "orbit" if self.kind == "orbit" else f"sampled:{self.passes}"
+from .settings import LOSSES, Augmentation
 
 
 def seeded_generator(*purpose) -> torch.Generator:
@@ -75,6 +57,16 @@ class RowPlan:
             return samples, self.elements[index // self.num_samples, samples // self.batch_size]
         return samples, torch.zeros_like(index)
 
+    def plain_rows(self, rows_per_forward: int) -> int:
+        """How many leading rows are the untransformed data in whole forward passes: the identity rows of
+        the exact orbit come first, so when they fill whole passes, those passes measure the loss and
+        accuracy of the current point as an evaluation would (0: they do not)."""
+        if self.kind == "identity":
+            return self.num_rows
+        if self.kind == "orbit" and self.num_samples % rows_per_forward == 0:
+            return self.num_samples
+        return 0
+
 
 def loss_sum(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
     if loss == "cross_entropy":
@@ -87,6 +79,10 @@ def loss_sum(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Ten
     raise ValueError(f"unknown loss {loss!r}; accepted: {', '.join(LOSSES)}")
 
 
+def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    return int((logits.argmax(1) == labels).sum())
+
+
 def batch_rows(model: MeasuredModel, data: Dataset, plan: RowPlan, index: torch.Tensor):
     samples, elements = plan.rows(index)
     samples = samples.to(data.images.device)
@@ -96,54 +92,28 @@ def batch_rows(model: MeasuredModel, data: Dataset, plan: RowPlan, index: torch.
     return x, data.labels[samples]
 
 
-def accumulate_gradient(model: MeasuredModel, data: Dataset, plan: RowPlan, loss: str, chunk_size: int,
-                        rows: torch.Tensor | None = None) -> float:
-    """Set .grad to the gradient of the mean loss over ``rows`` (default: all rows of the plan)."""
-    for p in model.parameters():
-        p.grad = None
-    if rows is None:
-        rows = torch.arange(plan.num_rows)
-    total = 0.0
-    for start in range(0, len(rows), chunk_size):
-        x, y = batch_rows(model, data, plan, rows[start : start + chunk_size])
-        chunk_loss = loss_sum(model(x), y, loss) / len(rows)
-        chunk_loss.backward()
-        total += chunk_loss.item()
-    return total
+@torch.no_grad()
+def add_regularisation_gradient_(model: MeasuredModel, reg: float) -> None:
+    """Add the gradient of (reg/2) ||theta - Pi_E theta||^2, reg * (theta - Pi_E theta), to .grad."""
+    named = dict(model.named_parameters())
+    projected = model.project_parameters({name: p.detach() for name, p in named.items()})
+    for name, p in named.items():
+        p.grad.add_(p.detach() - projected[name], alpha=reg)
 
 
 @torch.no_grad()
-def descend(model: MeasuredModel, lr: float, mode: str) -> float:
+def descend(model: MeasuredModel, lr: float, mode: str, reg: float = 0.0) -> float:
     """One gradient step (projected for Equi); returns the norm of the gradient that was applied."""
     if mode == "equi":
         model.project_gradients_()
+    if reg > 0:
+        add_regularisation_gradient_(model, reg)
     squared = 0.0
     for p in model.parameters():
         if p.grad is not None:
             squared += float(p.grad.pow(2).sum())
             p.sub_(p.grad, alpha=lr)
     return squared**0.5
-
-
-def full_batch_epoch(model, data, mode, augmentation, lr, loss, chunk_size, generator) -> float:
-    """One step of gradient descent on the mode's whole objective; returns the gradient norm."""
-    plan = RowPlan(len(data), mode, augmentation, model.group_order, generator)
-    accumulate_gradient(model, data, plan, loss, chunk_size)
-    return descend(model, lr, mode)
-
-
-def sgd_epoch(model, data, mode, augmentation, lr, loss, batch_size, generator, on_step=None) -> float:
-    """One pass of minibatch SGD over the shuffled rows of the mode's objective (for Aug-orbit: the
-    shuffled augmented set). Returns the last step's gradient norm."""
-    plan = RowPlan(len(data), mode, augmentation, model.group_order, generator)
-    order = torch.randperm(plan.num_rows, generator=generator)
-    grad_norm = 0.0
-    for start in range(0, plan.num_rows, batch_size):
-        accumulate_gradient(model, data, plan, loss, chunk_size=batch_size, rows=order[start : start + batch_size])
-        grad_norm = descend(model, lr, mode)
-        if on_step is not None:
-            on_step()
-    return grad_norm
 
 
 @torch.no_grad()
@@ -154,5 +124,116 @@ def evaluate(model: MeasuredModel, data: Dataset, loss: str, chunk_size: int) ->
         x, y = data.images[start : start + chunk_size], data.labels[start : start + chunk_size]
         logits = model(x)
         total += loss_sum(logits, y, loss).item()
-        correct += int((logits.argmax(1) == y).sum())
+        correct += correct_count(logits, y)
     return total / len(data), correct / len(data)
+
+
+class SingleStepper:
+    """Trains one model. ``seeds`` are the trials' seeds (one here), which draw their random rows."""
+
+    def __init__(self, model: MeasuredModel, seeds: list[int]):
+        self.models = [model]
+        self.seeds = list(seeds)
+
+    @property
+    def template(self) -> MeasuredModel:
+        """The model that transforms inputs and knows the group: the same for all packed models."""
+        return self.models[0]
+
+    def zero_grad(self) -> None:
+        for p in self.models[0].parameters():
+            p.grad = None
+
+    def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
+                 stats: bool = False) -> list[tuple[float, int]] | None:
+        """Add to .grad the gradient of the loss summed over these rows, divided by ``num_rows``; with
+        ``stats``, also return the (loss sum, correct predictions) of the rows. ``x``: (B, ...) or, one
+        batch per packed model, (k, B, ...)."""
+        if x.dim() == 5:
+            x = x[0]
+        logits = self.models[0](x)
+        total = loss_sum(logits, labels[0], loss)
+        (total / num_rows).backward()
+        return [(total.item(), correct_count(logits, labels[0]))] if stats else None
+
+    def descend(self, lr: float, mode: str, reg: float = 0.0) -> list[float]:
+        return [descend(self.models[0], lr, mode, reg)]
+
+    def evaluate(self, data: Dataset, loss: str, chunk_size: int) -> list[tuple[float, float]]:
+        return [evaluate(self.models[0], data, loss, chunk_size)]
+
+    def rows_per_forward(self, chunk_size: int) -> int:
+        return chunk_size
+
+
+class EpochHooks:
+    """What the runner wants to hear from inside an epoch.
+
+    ``before_update(measured)`` is called once, before the epoch's first parameter update, with the
+    (mean loss, accuracy) per model at the current point when the gradient pass measured them (its rows
+    were the untransformed data), else None; ``after_step()`` after every optimizer step."""
+
+    def before_update(self, measured: list[tuple[float, float]] | None) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+    def without_steps(self) -> "EpochHooks":
+        """The same hooks, but deaf to single steps: for epochs whose steps an experiment does not record."""
+        return _WithoutSteps(self)
+
+
+class _WithoutSteps(EpochHooks):
+    def __init__(self, hooks: EpochHooks):
+        self.hooks = hooks
+
+    def before_update(self, measured) -> None:
+        self.hooks.before_update(measured)
+
+
+def full_batch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float, loss: str,
+                     chunk_size: int, generators: list[torch.Generator], hooks: EpochHooks = EpochHooks(),
+                     reg: float = 0.0) -> list[float]:
+    """One step of gradient descent on the mode's whole objective; returns each model's gradient norm.
+
+    Packed models share the rows of a full batch, so these must not depend on the seed (orbit or plain)."""
+    plans = [RowPlan(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
+    plan = plans[0]
+    if len(plans) > 1 and plan.kind not in ("orbit", "identity"):
+        raise ValueError(f"a packed full-batch epoch needs rows that do not depend on the seed, got {plan.kind!r}")
+    step = stepper.rows_per_forward(chunk_size)
+    plain = plan.plain_rows(step)
+    rows = torch.arange(plan.num_rows)
+    totals, corrects = [0.0] * len(plans), [0] * len(plans)
+    stepper.zero_grad()
+    for start in range(0, plan.num_rows, step):
+        x, y = batch_rows(stepper.template, data, plan, rows[start : start + step])
+        measured = stepper.backward(x, [y] * len(plans), plan.num_rows, loss, stats=start < plain)
+        for i, (total, correct) in enumerate(measured or []):
+            totals[i] += total
+            corrects[i] += correct
+    samples = len(data)
+    hooks.before_update([(t / samples, c / samples) for t, c in zip(totals, corrects)] if plain else None)
+    return stepper.descend(lr, mode, reg)
+
+
+def sgd_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float, loss: str,
+              batch_size: int, generators: list[torch.Generator], hooks: EpochHooks = EpochHooks(),
+              reg: float = 0.0) -> list[float]:
+    """One pass of minibatch SGD over the shuffled rows of the mode's objective (for Aug-orbit: the
+    shuffled augmented set), each model with its own generator: its own minibatch order and augmentation.
+    Returns each model's last gradient norm."""
+    plans = [RowPlan(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
+    orders = [torch.randperm(plan.num_rows, generator=g) for plan, g in zip(plans, generators)]
+    hooks.before_update(None)  # the point before the epoch is not what any minibatch sees
+    grad_norms = [0.0] * len(plans)
+    for start in range(0, plans[0].num_rows, batch_size):
+        batches = [batch_rows(stepper.template, data, plan, order[start : start + batch_size])
+                   for plan, order in zip(plans, orders)]
+        stepper.zero_grad()
+        x = batches[0][0] if len(batches) == 1 else torch.stack([x for x, _ in batches])
+        stepper.backward(x, [y for _, y in batches], len(batches[0][1]), loss)
+        grad_norms = stepper.descend(lr, mode, reg)
+        hooks.after_step()
+    return grad_norms

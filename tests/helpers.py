@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from pipeline.store import open_h5
+from pipeline.files import open_h5
 
 
 def read_arrays(path) -> dict[str, np.ndarray]:

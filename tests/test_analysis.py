@@ -21,10 +21,12 @@ from matplotlib import image as mpimg
 
 import analysis
 from analysis.__main__ import main as analysis_main
-from pipeline.config import make_trial
+import dataclasses
+
+from pipeline.experiments import make_trial
+from pipeline.manifest import entry_of
 from pipeline.runner import EpochRecord
 from pipeline.store import TrialFile
-from pipeline.trial import manifest_entries
 
 GROUP_LAYERS = ["A0", "A1", "A2"]
 CNN_LAYERS = ["conv1", "conv2", "conv3", "head"]
@@ -38,7 +40,7 @@ def groups_trial(group, mode, seed, augment="orbit", dtype="float32"):
 
 
 def cnn_trial(config, seed):
-    return make_trial("cnn", {"config": config, "seed": str(seed), "phase1_epochs": str(PHASE1),
+    return make_trial("cnn", {"variant": config, "seed": str(seed), "phase1_epochs": str(PHASE1),
                               "phase2_epochs": str(PHASE2), "cnn_channels": "2,3,3", "n_samples": "8",
                               "weights_every": "0"})
 
@@ -85,20 +87,22 @@ def write_trial(out, index, trial, base, epochs_written=None, end="complete"):
     """Write a trial file through TrialFile; end is 'complete', 'running' or 'failed'."""
     is_cnn = trial.experiment == "cnn"
     layers = CNN_LAYERS if is_cnn else GROUP_LAYERS
-    store = TrialFile(out, trial, index, log=lambda line: None, checkpoint_every_s=1e9)
+    trial = dataclasses.replace(trial, index=index)
+    store = TrialFile(out, trial, log=lambda line: None, checkpoint_every_s=1e9)
     assert store.prepare() == "fresh"
     store.begin(trial, layers, torch.device("cpu"), SimpleNamespace(source="test"))
     model = SimpleNamespace(snapshot=lambda: {name: torch.zeros(2) for name in layers})
-    last = trial.total_epochs if epochs_written is None else epochs_written - 1
+    total = (PHASE1 + PHASE2) if is_cnn else GROUP_EPOCHS
+    last = total if epochs_written is None else epochs_written - 1
     for epoch in range(last + 1):
         if is_cnn:
-            values = cnn_layer_values(base, trial.seed, epoch)
+            values = cnn_layer_values(base, trial.settings.seed, epoch)
             phase = 2 if epoch > PHASE1 else 1
             if phase == 2:  # full-batch GD: one step per phase-2 epoch, its dist_E that of the epoch
                 store.write_steps(epoch, torch.tensor(values[0]))
         else:
-            values, phase = groups_layer_values(base, trial.seed, epoch), 1
-        store.write_epoch(record(epoch, phase, trial.seed, values), model, checkpoint=lambda: {})
+            values, phase = groups_layer_values(base, trial.settings.seed, epoch), 1
+        store.write_epoch(record(epoch, phase, trial.settings.seed, values), model, checkpoint=lambda: {})
     if end == "complete":
         store.finish()
     elif end == "failed":
@@ -368,7 +372,8 @@ def test_figures_are_valid_png_and_pdf_with_one_panel_per_group_or_config(aggreg
 def write_manifest(out: Path, trials) -> None:
     document = {"grid": "constructed", "source": "tests/test_analysis.py", "description": "known metrics",
                 "overrides": {"groups.epochs": "3"}, "created_at": "2026-01-01T00:00:00+00:00",
-                "git_commit": "abc123", "num_trials": len(trials), "trials": manifest_entries(trials)}
+                "git_commit": "abc123", "num_trials": len(trials),
+                "trials": [entry_of(dataclasses.replace(t, index=i)) for i, t in enumerate(trials)]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps(document))
 

@@ -20,7 +20,7 @@ def test_train_prints_one_line_per_epoch(capsys):
     (["--mode", "both"], "unknown mode 'both'; accepted: equi, aug, nom"),
     (["--augment", "sampled:x"], "unknown augment 'sampled:x'; accepted: orbit, sampled:P"),
     (["--dtype", "float16"], "unknown dtype 'float16'; accepted: float32, float64"),
-    (["--experiment", "cnn", "--config", "diag"], "unknown config 'diag'; accepted: cross, skew, nonunitary"),
+    (["--experiment", "cnn", "--variant", "diag"], "unknown variant 'diag'; accepted: cross, skew, nonunitary"),
     (["--experiment", "mlp"], "unknown experiment 'mlp'; accepted: groups, cnn"),
     (["--set", "colour=red"], "unknown setting 'colour' for groups; accepted:"),
     (["--set", "epochs=many"], "bad value 'many' for epochs: expected int"),

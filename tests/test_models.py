@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from pipeline.config import make_trial
-from pipeline.groups import GROUP_NAMES, get_group
+from pipeline.experiments import get, make_trial
+from pipeline.experiments.groups import GROUP_NAMES
+from pipeline.groups import get_group
 from pipeline.models import CNN, GroupNet
 from pipeline.models.cnn import equivariant_basis, support_mask
-from pipeline.runner import build_model
 from pipeline.training import seeded_generator
 
 
@@ -35,14 +35,17 @@ def test_group_net_off_E_is_not_invariant():
     assert (model(G.transform(x, 1)) - model(x)).abs().max() > 1e-4
 
 
+build_model = get("groups").build_model
+
+
 def test_same_seed_same_initial_point_for_every_mode():
     weights = []
     for mode in ("equi", "aug", "nom"):
         trial = make_trial("groups", {"group": "trans", "mode": mode, "n": "6", "channels": "3", "seed": "4"})
-        weights.append(build_model(trial).snapshot())
+        weights.append(build_model(trial.settings).snapshot())
     for other in weights[1:]:
         assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])
-    different_seed = build_model(make_trial("groups", {"n": "6", "channels": "3", "seed": "5"})).snapshot()
+    different_seed = build_model(make_trial("groups", {"n": "6", "channels": "3", "seed": "5"}).settings).snapshot()
     assert not torch.equal(weights[0]["A1"], different_seed["A1"])
 
 

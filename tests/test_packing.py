@@ -5,20 +5,22 @@ import math
 import pytest
 import torch
 
-from pipeline.config import CNNTrial
-from pipeline.models import CONFIGS
-from pipeline.packing import PackedCNN, check_packable, run_packed
-from pipeline.runner import FAULT_VARIABLE, CollectingSink, InjectedFault, build_model, load_trial_data, run_trial
+from pipeline import experiments, packing
+from pipeline.experiments import Trial, check_packable, make_trial
+from pipeline.experiments.cnn import VARIANTS
+from pipeline.packing import PackedCNN
+from pipeline.runner import FAULT_VARIABLE, CollectingSink, InjectedFault, run_trial, run_trials
 
 SEEDS = (0, 1, 2)
 NUM_SAMPLES = 96
+CNN = experiments.get("cnn")
 
 
-def tiny(seed=0, **settings) -> CNNTrial:
+def tiny(seed=0, **settings) -> Trial:
     values = dict(cnn_channels="3,4,4", n_samples=NUM_SAMPLES, data_source="vendored", device="cpu", dtype="float64",
                   phase1_epochs=2, phase1_batch=32, phase2_epochs=2, chunk_size=100, seed=seed)
     values.update(settings)
-    return CNNTrial(**values).validate()
+    return make_trial("cnn", values)
 
 
 def unpacked(trials):
@@ -30,7 +32,11 @@ def unpacked(trials):
 
 def packed(trials, vectorize=None):
     sinks = [CollectingSink() for _ in trials]
-    run_packed(trials, sinks, vectorize)
+    previous, packing.VECTORIZE = packing.VECTORIZE, vectorize
+    try:
+        run_trials(trials, sinks)
+    finally:
+        packing.VECTORIZE = previous
     return sinks
 
 
@@ -84,30 +90,30 @@ VECTORIZE = pytest.mark.parametrize("vectorize", [False, True], ids=["seed-after
 
 
 @VECTORIZE
-@pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_packed_seeds_equal_their_unpacked_runs_in_float64(config, vectorize):
-    trials = [tiny(seed, config=config) for seed in SEEDS]
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_packed_seeds_equal_their_unpacked_runs_in_float64(variant, vectorize):
+    trials = [tiny(seed, variant=variant) for seed in SEEDS]
     for got, want in zip(packed(trials, vectorize), unpacked(trials)):
         assert_same_run(got, want, 1e-12)
 
 
 @VECTORIZE
-@pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_packed_seeds_equal_their_unpacked_runs_in_float32(config, vectorize):
-    trials = [tiny(seed, config=config, dtype="float32") for seed in SEEDS]
-    exact = unpacked([tiny(seed, config=config) for seed in SEEDS])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_packed_seeds_equal_their_unpacked_runs_in_float32(variant, vectorize):
+    trials = [tiny(seed, variant=variant, dtype="float32") for seed in SEEDS]
+    exact = unpacked([tiny(seed, variant=variant) for seed in SEEDS])
     for got, want, want64 in zip(packed(trials, vectorize), unpacked(trials), exact):
         assert_same_run(got, want, 1e-6, want64)
 
 
 @VECTORIZE
 def test_packed_phase2_sgd_and_nom_give_every_seed_its_own_minibatches(vectorize):
-    trials = [tiny(seed, config="nonunitary", phase2_optimizer="sgd", phase2_batch=64, phase1_epochs=1)
+    trials = [tiny(seed, variant="nonunitary", phase2_optimizer="sgd", phase2_batch=64, phase1_epochs=1)
               for seed in SEEDS]
     for got, want in zip(packed(trials, vectorize), unpacked(trials)):
         assert_same_run(got, want, 1e-12)
         assert len(got.steps) == 2 * 6  # 96 samples x 4 rotations / batch 64, per epoch
-    trials = [tiny(seed, config="cross", phase2_mode="nom", phase1_epochs=0, chunk_size=7) for seed in SEEDS[:2]]
+    trials = [tiny(seed, variant="cross", phase2_mode="nom", phase1_epochs=0, chunk_size=7) for seed in SEEDS[:2]]
     for got, want in zip(packed(trials, vectorize), unpacked(trials)):
         assert_same_run(got, want, 1e-12)
 
@@ -115,10 +121,10 @@ def test_packed_phase2_sgd_and_nom_give_every_seed_its_own_minibatches(vectorize
 @VECTORIZE
 def test_packed_forward_equals_each_model(vectorize):
     trial = tiny()
-    x = load_trial_data(trial, "cpu", torch.float64).images[:10]
-    for config, (_, parametrization) in CONFIGS.items():
-        for name in ("equivariant", parametrization):
-            models = [build_model(tiny(seed, config=config), name) for seed in SEEDS]
+    x = CNN.load_data(trial.settings, "cpu", torch.float64).images[:10]
+    for variant in VARIANTS:
+        for phase in (1, 2):  # the equivariant parametrisation, then the variant's unconstrained one
+            models = [CNN.build_model(tiny(seed, variant=variant).settings, phase) for seed in SEEDS]
             expected = [model(x) for model in models]
             per_seed = torch.stack([x.flip(0), x, x.roll(3, 0)])
             expected_per_seed = [model(xi) for model, xi in zip(models, per_seed)]
@@ -126,7 +132,7 @@ def test_packed_forward_equals_each_model(vectorize):
             for got, want in ((pack(x), expected), (pack(per_seed), expected_per_seed)):
                 assert got.shape == (len(SEEDS), 10, 10)
                 for i in range(len(SEEDS)):
-                    assert_close(got[i].detach(), want[i].detach(), 1e-12, 1.0, what=f"{config} {name}")
+                    assert_close(got[i].detach(), want[i].detach(), 1e-12, 1.0, what=f"{variant} phase {phase}")
 
 
 class CheckpointingSink(CollectingSink):
@@ -145,23 +151,24 @@ class CheckpointingSink(CollectingSink):
 
 
 def test_packed_checkpoints_resume_packed_and_unpacked():
-    trials = [tiny(seed, config="nonunitary") for seed in SEEDS[:2]]
+    trials = [tiny(seed, variant="nonunitary") for seed in SEEDS[:2]]
     full = [CheckpointingSink() for _ in trials]
-    run_packed(trials, full)
+    run_trials(trials, full)
     reference = unpacked(trials)
-    phase1 = trials[0].phase1_epochs
+    phase1 = trials[0].settings.phase1_epochs
+    total = CNN.total_epochs(trials[0].settings)
     # Epoch 1 is inside phase 1 (the Equi model), epoch phase1 + 1 inside phase 2 (the unconstrained one).
-    for at_epoch, parametrization in ((1, "equivariant"), (phase1 + 1, "nonunitary")):
+    for at_epoch, phase in ((1, 1), (phase1 + 1, 2)):
         points = [sink.checkpoints[at_epoch] for sink in full]
-        assert points[0]["epoch"] == at_epoch and points[0]["parametrization"] == parametrization
-        assert sorted(points[0]["model"]) == sorted(build_model(trials[0], parametrization).state_dict())
+        assert points[0]["epoch"] == at_epoch and points[0]["phase"] == phase
+        assert sorted(points[0]["model"]) == sorted(CNN.build_model(trials[0].settings, phase).state_dict())
 
         resumed = [CheckpointingSink(point) for point in points]
-        run_packed(trials, resumed)  # every sink resumes at the same epoch: packed
+        run_trials(trials, resumed)  # every sink resumes at the same epoch: packed
         one = CheckpointingSink(points[0])
         run_trial(trials[0], one)  # a packed checkpoint resumes unpacked
         for got, full_run in zip(resumed + [one], reference + reference[:1]):
-            assert [r.epoch for r in got.records] == list(range(at_epoch + 1, trials[0].total_epochs + 1))
+            assert [r.epoch for r in got.records] == list(range(at_epoch + 1, total + 1))
             want = CollectingSink()
             want.records = full_run.records[at_epoch + 1:]
             want.weights = full_run.weights[at_epoch + 1:]
@@ -169,10 +176,10 @@ def test_packed_checkpoints_resume_packed_and_unpacked():
             assert_same_run(got, want, 1e-12)
 
     mixed = [CheckpointingSink(points[0]), CheckpointingSink()]  # resume points differ: one by one
-    run_packed(trials, mixed)
+    run_trials(trials, mixed)
     assert [r.epoch for r in mixed[0].records][0] == phase1 + 2
     assert [r.epoch for r in mixed[1].records][0] == 0
-    assert len(mixed[1].records) == trials[0].total_epochs + 1
+    assert len(mixed[1].records) == total + 1
 
 
 def test_an_injected_fault_stops_the_pack(monkeypatch):
@@ -180,16 +187,16 @@ def test_an_injected_fault_stops_the_pack(monkeypatch):
     monkeypatch.setenv(FAULT_VARIABLE, f"{trials[1].trial_id}@2")
     sinks = [CollectingSink() for _ in trials]
     with pytest.raises(InjectedFault):
-        run_packed(trials, sinks)
+        run_trials(trials, sinks)
     assert [[r.epoch for r in sink.records] for sink in sinks] == [[0, 1], [0, 1]]
 
 
 def test_trials_that_differ_in_more_than_the_seed_are_refused():
     with pytest.raises(ValueError, match="phase2_lr"):
         check_packable([tiny(0), tiny(1, phase2_lr=1e-3)])
-    with pytest.raises(ValueError, match="config"):
-        run_packed([tiny(0), tiny(1, config="skew")], [CollectingSink(), CollectingSink()])
+    with pytest.raises(ValueError, match="variant"):
+        run_trials([tiny(0), tiny(1, variant="skew")], [CollectingSink(), CollectingSink()])
     with pytest.raises(ValueError, match="distinct seeds"):
         check_packable([tiny(0), tiny(0)])
     with pytest.raises(ValueError, match="one sink per trial"):
-        run_packed([tiny(0), tiny(1)], [CollectingSink()])
+        run_trials([tiny(0), tiny(1)], [CollectingSink()])

@@ -10,12 +10,13 @@ import torch
 from helpers import assert_same_results
 from pipeline.cli import main
 from pipeline.grid import load_grid
-from pipeline.launch.monitor import gather, slurm_queue
+from pipeline.execute import execute
+from pipeline.files import read_status
+from pipeline.launch.monitor import gather, slurm_queue, wait_for
 from pipeline.launch.profiles import load_profile
-from pipeline.launch.submission import submit, wait_for
+from pipeline.launch.submission import submit
+from pipeline.manifest import write_manifest
 from pipeline.runner import FAULT_VARIABLE
-from pipeline.store import read_status
-from pipeline.trial import execute, select, write_manifest
 
 pytestmark = pytest.mark.slurm
 # About 0.3 s an epoch here: slow enough to interrupt mid-run, short enough for CI.
@@ -76,7 +77,7 @@ def test_a_preempted_task_is_requeued_and_resumes_after_its_last_epoch(slurm_clu
     threads = torch.get_num_threads()
     torch.set_num_threads(load_profile(slurm_cluster).cpus_per_task)  # bitwise equality needs the same threads
     try:
-        execute(reference, 0, trials[0])
+        execute(reference, [trials[0]])
     finally:
         torch.set_num_threads(threads)
 

@@ -7,8 +7,8 @@ large enough to move the weights by O(1).
 import pytest
 import torch
 
-from pipeline.config import make_trial
-from pipeline.groups import GROUP_NAMES
+from pipeline.experiments import make_trial
+from pipeline.experiments.groups import GROUP_NAMES
 from pipeline.runner import CollectingSink, run_trial
 
 SMALL_GROUPS = dict(n="6", channels="4", n_samples="64", epochs="5", lr="0.5", aug_batch="8",
@@ -73,9 +73,9 @@ def test_sampled_augmentation_lies_strictly_between_orbit_and_nom(runs):
     assert sampled > 1e-6  # a Monte-Carlo gradient really leaves E, beyond round-off
 
 
-@pytest.mark.parametrize("config,stays", [("cross", True), ("skew", False), ("nonunitary", False)])
-def test_cnn_phase_2_with_orbit_augmentation(config, stays):
-    sink = train("cnn", **SMALL_CNN, config=config)
+@pytest.mark.parametrize("variant,stays", [("cross", True), ("skew", False), ("nonunitary", False)])
+def test_cnn_phase_2_with_orbit_augmentation(variant, stays):
+    sink = train("cnn", **SMALL_CNN, variant=variant)
     phase2 = [r for r in sink.records if r.phase == 2]
     assert len(phase2) == 3 and len(sink.steps) == 3
     assert float(phase2[-1].dist_init.norm()) > 0.1
@@ -89,5 +89,5 @@ def test_cnn_phase_2_with_orbit_augmentation(config, stays):
 
 
 def test_cnn_phase_2_nominal_leaves_E_even_for_the_compatible_support():
-    sink = train("cnn", **SMALL_CNN, config="cross", phase2_mode="nom")
+    sink = train("cnn", **SMALL_CNN, variant="cross", phase2_mode="nom")
     assert relative_to_travelled(sink) >= 1e-4

@@ -13,11 +13,12 @@ import pytest
 
 from helpers import assert_same_results, read_arrays
 from pipeline.cli import main
-from pipeline.config import ConfigError
+from pipeline.execute import execute
+from pipeline.files import open_h5, read_status
 from pipeline.grid import load_grid
+from pipeline.manifest import select, write_manifest
 from pipeline.runner import FAULT_VARIABLE, InjectedFault
-from pipeline.store import open_h5, read_status
-from pipeline.trial import execute, select, write_manifest
+from pipeline.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESUMABLE = ["n=10", "channels=4", "n_samples=200", "epochs=6", "lr=0.05", "groups=rot", "modes=aug",
@@ -26,10 +27,8 @@ RESUMABLE = ["n=10", "channels=4", "n_samples=200", "epochs=6", "lr=0.05", "grou
 
 def run(out, exp, index, sets=(), force=False, checkpoint_every=0.0):
     grid = load_grid(exp, dict(s.split("=", 1) for s in sets))
-    trials = grid.trials()
-    write_manifest(out, grid, trials)
-    i, trial = select(trials, index)
-    execute(out, i, trial, force=force, checkpoint_every_s=checkpoint_every, )
+    trial = select(write_manifest(out, grid, grid.trials()), index)
+    execute(out, [trial], force=force, checkpoint_every_s=checkpoint_every)
     return out / "trials" / f"{trial.trial_id}.h5"
 
 
@@ -39,11 +38,11 @@ def test_presets_expand_to_the_paper_grids():
     assert groups[0] == "rot-equi-s000" and groups[-1] == "rototrans-nom-s029"
     cnn = [t.trial_id for t in load_grid("paper-cnn").trials()]
     assert len(cnn) == 90 == len(set(cnn)) and cnn[12] == "cnn-cross-s012"
-    trial = load_grid("paper-groups").trials()[0]
+    trial = load_grid("paper-groups").trials()[1].settings  # rot-aug-s001
     assert (trial.n, trial.channels, trial.n_samples, trial.epochs, trial.lr, trial.augment) == (
         14, 32, 10000, 50, 5e-5, "sampled:25")
-    assert {t.augment for t in load_grid("paper-groups-orbit").trials()} == {"orbit"}
-    c = load_grid("paper-cnn").trials()[0]
+    assert {t.settings.augment for t in load_grid("paper-groups-orbit").trials() if t.settings.mode == "aug"} == {"orbit"}
+    c = load_grid("paper-cnn").trials()[0].settings
     assert (c.phase1_epochs, c.phase1_lr, c.phase1_batch, c.phase2_epochs, c.phase2_lr) == (250, 5e-4, 100, 50, 2.5e-4)
 
 
@@ -53,9 +52,9 @@ def test_demo_covers_every_group_mode_and_configuration():
     cnn = [t for t in trials if t.experiment == "cnn"]
     for g in ("rot", "trans", "trans1d", "rototrans"):
         for m in ("equi", "aug", "nom"):
-            assert len([t for t in groups if t.group == g and t.mode == m]) >= 3
+            assert len([t for t in groups if t.settings.group == g and t.settings.mode == m]) >= 3
     for c in ("cross", "skew", "nonunitary"):
-        assert len([t for t in cnn if t.config == c]) >= 2
+        assert len([t for t in cnn if t.settings.variant == c]) >= 2
 
 
 def test_plan_reports_ids_storage_and_compute(capsys):
@@ -73,13 +72,13 @@ def test_overrides_apply_and_bad_ones_fail_before_anything_runs(tmp_path, capsys
     trials = grid.trials()
     assert [t.trial_id for t in trials][:6] == ["rot-nom-s000", "rot-nom-s001", "rot-nom-s002",
                                                 "trans-nom-s000", "trans-nom-s001", "trans-nom-s002"]
-    assert {t.dtype for t in trials} == {"float64"}
-    assert {t.phase2_epochs for t in trials if t.experiment == "cnn"} == {4}
+    assert {t.settings.dtype for t in trials} == {"float64"}
+    assert {t.settings.phase2_epochs for t in trials if t.experiment == "cnn"} == {4}
     for sets, message in [
         (["colour=red"], "unknown key 'colour' for grid smoke; accepted:"),
         (["groups=rot,mirror"], "unknown group 'mirror' in groups; accepted: rot, trans, trans1d, rototrans"),
         (["modes=fast"], "unknown mode 'fast' in modes; accepted: equi, aug, nom"),
-        (["configs=diag"], "unknown config 'diag' in configs; accepted: cross, skew, nonunitary"),
+        (["configs=diag"], "unknown variant 'diag' in configs; accepted: cross, skew, nonunitary"),
         (["augment=some"], "unknown augment 'some'; accepted: orbit, sampled:P"),
         (["lr=fast"], "bad value 'fast' for lr: expected float"),
         (["seeds=-1"], "bad value '-1' for seeds"),
@@ -100,13 +99,13 @@ def test_smoke_trial_file_schema(tmp_path):
     path = run(tmp_path, "smoke", 13)  # cnn-skew-s000
     with open_h5(path) as f:
         attrs = dict(f.attrs)
-        for key in ("trial_id", "index", "experiment", "mode", "cnn_config", "seed", "status", "epochs_done",
-                    "config", "git_commit", "torch_version", "numpy_version", "h5py_version", "hostname",
+        for key in ("trial_id", "index", "experiment", "mode", "cell", "variant", "seed", "status", "epochs_done",
+                    "settings", "git_commit", "torch_version", "numpy_version", "h5py_version", "hostname",
                     "device", "started_at", "finished_at", "wall_seconds"):
             assert key in attrs, key
         assert (attrs["trial_id"], attrs["index"], attrs["experiment"], attrs["status"]) == (
             "cnn-skew-s000", 13, "cnn", "complete")
-        assert json.loads(attrs["config"])["config"] == "skew"
+        assert json.loads(attrs["settings"])["variant"] == "skew" and attrs["cell"] == "skew"
         assert attrs["finished_at"].endswith("+00:00") and attrs["wall_seconds"] > 0
         E = attrs["total_epochs"]
         for name in ("epoch", "loss", "accuracy", "seconds", "phase"):
@@ -217,24 +216,22 @@ def test_a_truncated_file_is_kept_aside_and_the_trial_restarts(tmp_path, capsys)
 
 def test_a_different_grid_in_the_same_folder_is_refused(tmp_path):
     run(tmp_path, "smoke", 0)
-    with pytest.raises(ConfigError, match="describes a different grid"):
+    with pytest.raises(ConfigError, match=r"rot-equi-s000 exists in this folder with other settings \(epochs=2 there, 5 in"):
         run(tmp_path, "smoke", 0, ["epochs=5"])
 
 
 def test_seed_packed_cnn_trials_each_write_their_own_complete_file(tmp_path):
-    from pipeline.trial import execute_packed
-
     sets = {"groups.seeds": "1", "cnn.seeds": "3", "configs": "skew", "dtype": "float64"}
     grid = load_grid("smoke", sets)
     trials = grid.trials()
     write_manifest(tmp_path / "packed", grid, trials)
     write_manifest(tmp_path / "single", grid, trials)
-    cnn = [(i, t) for i, t in enumerate(trials) if t.experiment == "cnn"]
+    cnn = [t for t in trials if t.experiment == "cnn"]
     assert len(cnn) == 3
-    outcomes = execute_packed(tmp_path / "packed", cnn, checkpoint_every_s=0)
-    assert outcomes == {t.trial_id: "ran" for _, t in cnn}
-    for index, trial in cnn:
-        execute(tmp_path / "single", index, trial)
+    outcomes = execute(tmp_path / "packed", cnn, checkpoint_every_s=0)
+    assert outcomes == {t.trial_id: "ran" for t in cnn}
+    for trial in cnn:
+        execute(tmp_path / "single", [trial])
         packed = read_arrays(tmp_path / "packed" / "trials" / f"{trial.trial_id}.h5")
         single = read_arrays(tmp_path / "single" / "trials" / f"{trial.trial_id}.h5")
         assert sorted(packed) == sorted(single)
@@ -242,13 +239,14 @@ def test_seed_packed_cnn_trials_each_write_their_own_complete_file(tmp_path):
             assert np.allclose(packed[name], single[name], rtol=1e-10, atol=1e-12, equal_nan=True), name
         status = read_status(tmp_path / "packed" / "trials" / f"{trial.trial_id}.h5")
         assert status["status"] == "complete" and status["pack_size"] == 3
-    assert execute_packed(tmp_path / "packed", cnn) == {t.trial_id: "complete" for _, t in cnn}
+    assert execute(tmp_path / "packed", cnn) == {t.trial_id: "complete" for t in cnn}
 
 
 def test_the_cost_model_knows_every_group_order():
-    from pipeline.cost import group_order
-    from pipeline.groups import GROUP_NAMES, get_group
+    from pipeline.experiments import get
+    from pipeline.experiments.groups import GROUP_NAMES
+    from pipeline.groups import get_group
 
     for name in GROUP_NAMES:
-        trial = load_grid("smoke", {"groups": name}).trials()[0]
-        assert group_order(trial) == len(get_group(name, trial.n))
+        trial = load_grid("smoke", {"groups": name}).trials()[0].settings
+        assert get("groups").group_order(trial) == len(get_group(name, trial.n))

@@ -13,22 +13,23 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from submitit.core.utils import JobPaths
 
-from ..store import read_status, trial_paths
-from ..trial import read_manifest
-from .submission import read_submissions
+from ..files import read_status, trial_paths
+from ..manifest import labels_of, read_manifest
+from .records import read_submissions
 
 
 @dataclass
 class TrialState:
     index: int
     trial_id: str
-    cell: str  # group or CNN configuration
+    cell: str  # the setting the trial's panel is about: a group, a CNN variant
     mode: str
     state: str
     detail: str
@@ -101,9 +102,9 @@ def gather(out_dir: Path) -> list[TrialState]:
 
     states = []
     for entry in manifest["trials"]:
-        index, trial_id, config = entry["index"], entry["trial_id"], entry["config"]
-        cell = config.get("group") or config.get("config")
-        mode = config.get("mode") or config.get("phase2_mode")
+        index, trial_id = entry["index"], entry["trial_id"]
+        labels = labels_of(entry)
+        cell, mode = labels["cell"], labels["mode"]
         submission, job_id = task_of.get(index, ({}, ""))
         if submission.get("executor") == "slurm":
             queued = queue.get(job_id)
@@ -147,7 +148,7 @@ def format_status(states: list[TrialState], only_unfinished: bool = False) -> st
         lines.append(f"{s.index:>5}  {s.trial_id:<22} {s.state:<9} {s.detail}")
     counts = Counter((s.cell, s.mode, s.state) for s in states)
     cells = list(dict.fromkeys((s.cell, s.mode) for s in states))  # manifest order
-    lines += ["", f"{'group/config':<14} {'mode':<5} " + " ".join(f"{o:>9}" for o in ORDER)]
+    lines += ["", f"{'cell':<14} {'mode':<5} " + " ".join(f"{o:>9}" for o in ORDER)]
     for cell, mode in cells:
         lines.append(f"{cell:<14} {mode:<5} " + " ".join(f"{counts[(cell, mode, o)]:>9}" for o in ORDER))
     totals = Counter(s.state for s in states)
@@ -177,3 +178,18 @@ def cancel(out_dir: Path, log=print) -> list[str]:
         cancelled += live
     log(f"cancelled {len(cancelled)} job(s): {' '.join(cancelled) if cancelled else 'none were queued or running'}")
     return cancelled
+
+
+def wait_for(out_dir: Path, poll_s: float = 2.0) -> None:
+    """Block until no task of the grid is queued or running, showing trials complete."""
+    from tqdm import tqdm
+
+    states = gather(out_dir)
+    with tqdm(total=len(states), desc="trials complete", unit="trial", dynamic_ncols=True) as bar:
+        while True:
+            states = gather(out_dir)
+            bar.n = sum(s.state == "complete" for s in states)
+            bar.refresh()
+            if not any(s.in_queue for s in states):
+                break
+            time.sleep(poll_s)

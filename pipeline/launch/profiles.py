@@ -12,7 +12,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError
+from .. import experiments
+from ..settings import ConfigError
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
 EXECUTORS = ("slurm", "local")
@@ -23,7 +24,6 @@ GPU_SYNTAXES = ("gres", "gpus-per-node")
 class Profile:
     name: str
     executor: str
-    description: str = ""
     partition: str = ""
     account: str = ""
     qos: str = ""
@@ -82,7 +82,8 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"unknown executor {profile.executor!r} in {path}; accepted: {', '.join(EXECUTORS)}")
     if profile.gpu_syntax not in GPU_SYNTAXES:
         raise ConfigError(f"unknown gpu_syntax {profile.gpu_syntax!r} in {path}; accepted: {', '.join(GPU_SYNTAXES)}")
-    bad_experiments = sorted(set(profile.time_limit_min) - {"groups", "cnn"})
+    bad_experiments = sorted(set(profile.time_limit_min) - set(experiments.REGISTRY))
     if bad_experiments:
-        raise ConfigError(f"unknown experiment {bad_experiments[0]!r} in time_limit_min of {path}; accepted: groups, cnn")
+        raise ConfigError(f"unknown experiment {bad_experiments[0]!r} in time_limit_min of {path}; "
+                          f"accepted: {', '.join(experiments.REGISTRY)}")
     return profile

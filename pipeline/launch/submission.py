@@ -6,40 +6,37 @@ which is how ``status``, ``resubmit`` and ``cancel`` find the grid's tasks in th
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import submitit
 
-from ..config import ConfigError
-from ..packing import pack_key, packs
-from ..store import utc_now
-from ..trial import read_manifest, trials_of_manifest
+from ..experiments import packable
+from ..manifest import read_manifest, trials_of_manifest, utc_now
+from ..settings import ConfigError
 from .profiles import Profile
-from .task import TrialPackTask
-
-SUBMISSIONS = "submissions.jsonl"
+from .records import append_record
+from .task import ArrayTask, pack_units
 # Preemptions requeue without limit; time-outs are requeued this often (a long trial spans several).
 MAX_TIMEOUT_REQUEUES = 20
 
 
-def packs_of(indices: list[int], trials_per_task: int) -> list[list[int]]:
-    size = max(1, int(trials_per_task))
+def chunks(indices: list[int], size: int) -> list[list[int]]:
+    size = max(1, int(size))
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
-def task_units(trials, indices: list[int], trials_per_task: int, pack_seeds: bool) -> list[list[int]]:
-    """The trial indices of each task. With seed packing, CNN trials equal but for the seed share a task
-    (and one packed training); the other trials are chunked as they come."""
+def task_indices(trials, indices: list[int], trials_per_task: int, pack_seeds: bool) -> list[list[int]]:
+    """The trial indices of each task. With seed packing, trials equal but for the seed share a task (and
+    one packed training); the other trials are chunked as they come."""
     if not pack_seeds:
-        return packs_of(indices, trials_per_task)
-    alone = [i for i in indices if pack_key(trials[i]) is None]
-    packable = [(i, trials[i]) for i in indices if pack_key(trials[i]) is not None]
-    return packs_of(alone, trials_per_task) + [[i for i, _ in unit] for unit in packs(packable, trials_per_task)]
+        return chunks(indices, trials_per_task)
+    units = pack_units([trials[i] for i in indices], trials_per_task)
+    alone = [unit[0].index for unit in units if len(unit) == 1]
+    packed = [[t.index for t in unit] for unit in units if len(unit) > 1]
+    return chunks(alone, trials_per_task) + packed
 
 
 # A packed training of k seeds is given the time of ceil(k / PACKED_SEEDS_PER_TRIAL_TIME) single trials:
@@ -47,13 +44,11 @@ def task_units(trials, indices: list[int], trials_per_task: int, pack_seeds: boo
 PACKED_SEEDS_PER_TRIAL_TIME = 4
 
 
-def _time_limit(profile: Profile, experiments: list[str], pack_seeds: bool = False) -> int:
-    cnn = [e for e in experiments if e == "cnn"]
-    if pack_seeds and cnn:
-        others = [e for e in experiments if e != "cnn"]
-        packed = -(-len(cnn) // PACKED_SEEDS_PER_TRIAL_TIME) * profile.time_limit("cnn")
-        return packed + sum(profile.time_limit(e) for e in others)
-    return sum(profile.time_limit(e) for e in experiments)
+def _time_limit(profile: Profile, trials: list, pack_seeds: bool = False) -> int:
+    """Minutes for a task that runs ``trials`` one after the other, or packed when they are one pack."""
+    if pack_seeds and len(trials) > 1 and packable(trials):
+        return -(-len(trials) // PACKED_SEEDS_PER_TRIAL_TIME) * profile.time_limit(trials[0].experiment)
+    return sum(profile.time_limit(t.experiment) for t in trials)
 
 
 def _slurm_executor(out_dir: Path, profile: Profile, name: str, time_min: int) -> submitit.SlurmExecutor:
@@ -85,57 +80,32 @@ def submit(out_dir: Path, indices: list[int], profile: Profile, trials_per_task:
               "executor": profile.executor, "tasks": []}
     # Locally, workers take units round-robin, so plain trials need no chunking; packs still group seeds.
     unit_size = trials_per_task if profile.executor == "slurm" or pack_seeds else 1
-    units = task_units(trials, indices, unit_size, pack_seeds)
+    units = task_indices(trials, indices, unit_size, pack_seeds)
     if profile.executor == "local":
         workers = workers or profile.local_workers()
         workers = min(workers, len(units))
         # One process per worker, each taking every workers-th unit: at most `workers` trainings at a time.
         shares = [[i for unit in units[w::workers] for i in unit] for w in range(workers)]
         threads = max(1, (os.cpu_count() or 1) // workers)
-        time_min = max(_time_limit(profile, [trials[i].experiment for i in share], pack_seeds) for share in shares)
+        time_min = max(_time_limit(profile, [trials[i] for i in share], pack_seeds) for share in shares)
         executor = submitit.LocalExecutor(folder=out_dir / "submitit" / "local")
         executor.update_parameters(timeout_min=time_min)
-        jobs = [executor.submit(TrialPackTask(out_dir, share, threads, pack_seeds, trials_per_task))
+        jobs = [executor.submit(ArrayTask(out_dir, share, threads, pack_seeds, trials_per_task))
                 for share in shares]
         record["tasks"] = [{"job_id": job.job_id, "indices": share} for job, share in zip(jobs, shares)]
         log(f"started {len(jobs)} local worker process(es) for {len(indices)} trials "
             f"({threads} thread(s) each); logs in {out_dir / 'submitit' / 'local'}")
     else:
-        time_min = max(_time_limit(profile, [trials[i].experiment for i in unit], pack_seeds) for unit in units)
+        time_min = max(_time_limit(profile, [trials[i] for i in unit], pack_seeds) for unit in units)
         executor = _slurm_executor(out_dir, profile, f"{manifest['grid']}", time_min)
         with executor.batch():
-            jobs = [executor.submit(TrialPackTask(out_dir, unit, profile.cpus_per_task, pack_seeds, trials_per_task))
+            jobs = [executor.submit(ArrayTask(out_dir, unit, profile.cpus_per_task, pack_seeds, trials_per_task))
                     for unit in units]
         record["tasks"] = [{"job_id": job.job_id, "indices": unit} for job, unit in zip(jobs, units)]
         array_id = jobs[0].job_id.split("_")[0]
         log(f"submitted job array {array_id} with {len(jobs)} tasks ({len(indices)} trials, "
             f"{trials_per_task} per task, at most {profile.array_parallelism} at once) on profile {profile.name}")
     record["folder"] = str(executor.folder)
-    with open(out_dir / SUBMISSIONS, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(out_dir, record)
     record["jobs"] = jobs
     return record
-
-
-def read_submissions(out_dir: Path) -> list[dict]:
-    path = Path(out_dir) / SUBMISSIONS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def wait_for(out_dir: Path, poll_s: float = 2.0, log=print) -> None:
-    """Block until no task of the grid is queued or running, showing trials complete."""
-    from tqdm import tqdm
-
-    from .monitor import gather
-
-    states = gather(out_dir)
-    with tqdm(total=len(states), desc="trials complete", unit="trial", dynamic_ncols=True) as bar:
-        while True:
-            states = gather(out_dir)
-            bar.n = sum(s.state == "complete" for s in states)
-            bar.refresh()
-            if not any(s.in_queue for s in states):
-                break
-            time.sleep(poll_s)

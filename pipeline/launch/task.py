@@ -1,7 +1,7 @@
-"""What one array task runs: a pack of trials from the results folder's manifest, in order.
+"""What one array task runs: some trials of the results folder's manifest, in order.
 
 It is checkpointable in submitit's sense: on preemption or time-out, submitit calls ``checkpoint``,
-which persists the running trial's last completed epoch and hands back this same task for requeueing;
+which persists the running trials' last completed epoch and hands back this same task for requeueing;
 the requeued task skips the trials that completed and resumes the interrupted one from its checkpoint.
 """
 
@@ -11,10 +11,24 @@ from pathlib import Path
 
 import submitit
 
+from .. import experiments
+from ..experiments import Trial
 
-class TrialPackTask(submitit.helpers.Checkpointable):
-    """Runs the manifest's trials ``indices`` in order; with ``pack_seeds``, CNN trials that differ only in
-    their seed are trained together (pipeline.packing), at most ``pack_size`` at a time."""
+
+def pack_units(trials: list[Trial], pack_size: int) -> list[list[Trial]]:
+    """Split trials into units of training: trials that differ only in their seed in packs of at most
+    ``pack_size`` (trained together, ``pipeline.packing``), the others alone; in order of first appearance."""
+    groups: dict = {}
+    for trial in trials:
+        key = experiments.of(trial).pack_key(trial.settings)
+        groups.setdefault((trial.experiment, key) if key is not None else ("alone", trial.index), []).append(trial)
+    size = max(1, pack_size)
+    return [members[i : i + size] for members in groups.values() for i in range(0, len(members), size)]
+
+
+class ArrayTask(submitit.helpers.Checkpointable):
+    """Runs the manifest's trials ``indices`` in order; with ``pack_seeds``, trials that differ only in
+    their seed are trained together, at most ``pack_size`` at a time."""
 
     def __init__(self, out_dir: Path, indices: list[int], threads: int = 0, pack_seeds: bool = False,
                  pack_size: int = 1):
@@ -27,24 +41,20 @@ class TrialPackTask(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, str]:
         import torch
 
-        from ..packing import packs
-        from ..trial import execute, execute_packed, read_manifest, trials_of_manifest
+        from ..execute import execute
+        from ..manifest import read_manifest, trials_of_manifest
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         trials = trials_of_manifest(read_manifest(self.out_dir))
-        items = [(index, trials[index]) for index in self.indices]
-        units = packs(items, self.pack_size) if self.pack_seeds else [[item] for item in items]
+        mine = [trials[index] for index in self.indices]
+        units = pack_units(mine, self.pack_size) if self.pack_seeds else [[trial] for trial in mine]
         outcomes, failures = {}, []
         for unit in units:
             try:
-                if len(unit) > 1:
-                    outcomes.update(execute_packed(self.out_dir, unit, on_store=self._remember))
-                else:
-                    index, trial = unit[0]
-                    outcomes[trial.trial_id] = execute(self.out_dir, index, trial, on_store=self._remember)
+                outcomes.update(execute(self.out_dir, unit, on_store=self._remember))
             except Exception as error:  # the other trials of the task still run; the task fails at the end
-                names = ", ".join(trial.trial_id for _, trial in unit)
+                names = ", ".join(trial.trial_id for trial in unit)
                 failures.append(f"{names}: {type(error).__name__}: {error}".splitlines()[0])
             finally:
                 self._stores = []

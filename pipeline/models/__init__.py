@@ -1,5 +1,5 @@
 from .base import MeasuredModel
-from .cnn import CNN, CONFIGS
+from .cnn import CNN
 from .group_net import GroupNet
 
-__all__ = ["CNN", "CONFIGS", "GroupNet", "MeasuredModel"]
+__all__ = ["CNN", "GroupNet", "MeasuredModel"]

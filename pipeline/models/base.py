@@ -14,6 +14,10 @@ from torch import nn
 class MeasuredModel(nn.Module):
     group_name: str = ""
 
+    def initialize(self, generator: torch.Generator) -> None:
+        """Draw the seeded initial point (in E), in float64 so that both dtypes share one start."""
+        raise NotImplementedError
+
     def layer_weights(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

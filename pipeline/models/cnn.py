@@ -16,14 +16,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..groups import get_group
 from .base import MeasuredModel
 
 SUPPORTS = {
     "cross": ((0, 1), (1, 0), (1, 1), (1, 2), (2, 1)),
     "skew": ((0, 0), (0, 1), (1, 0), (1, 2), (2, 1)),
 }
-# configuration -> (kernel support, parametrisation of the unconstrained phase-2 model)
-CONFIGS = {"cross": ("cross", "unitary"), "skew": ("skew", "unitary"), "nonunitary": ("cross", "nonunitary")}
 PARAMETRIZATIONS = ("equivariant", "unitary", "nonunitary")
 LAYER_NAMES = ("conv1", "conv2", "conv3", "head")
 
@@ -37,17 +36,11 @@ def support_mask(support: str) -> torch.Tensor:
     return mask
 
 
-def rotation_orbit_indicators(size: int) -> torch.Tensor:
-    """One indicator map per orbit of the size x size pixels under 90-degree rotations."""
-    labels = torch.arange(size * size).reshape(size, size)
-    canonical = torch.stack([torch.rot90(labels, k) for k in range(4)]).amin(0)
-    return torch.stack([(canonical == v).double() for v in torch.unique(canonical)])
-
-
-def equivariant_basis(support: str, size: int = 3) -> torch.Tensor:
-    """Orthonormal basis of E ∩ L: normalised indicators of the rotation orbits inside the support."""
-    mask = support_mask(support) if size == 3 else torch.ones(size, size, dtype=torch.float64)
-    orbits = [o for o in rotation_orbit_indicators(size) if bool(((o > 0) <= (mask > 0)).all())]
+def equivariant_basis(support: str) -> torch.Tensor:
+    """Orthonormal basis of E ∩ L for 3 x 3 kernels: normalised indicators of the C4 orbits of kernel
+    pixels that lie inside the support."""
+    mask = support_mask(support)
+    orbits = [o for o in get_group("rot", 3).orbit_indicators() if bool(((o > 0) <= (mask > 0)).all())]
     return torch.stack([o / o.norm() for o in orbits])
 
 
@@ -122,7 +115,8 @@ class CNN(MeasuredModel):
         self.map_size = image_size // 4
         self.register_buffer("projector_E_L", projector_onto(equivariant_basis(support)))
         # The head's inputs rotate with the image, so its E is the rotation-invariant weight maps.
-        head_orbits = rotation_orbit_indicators(self.map_size)
+        self.head_group = get_group("rot", self.map_size)
+        head_orbits = self.head_group.orbit_indicators()
         self.register_buffer("head_basis", head_orbits / head_orbits.flatten(1).norm(dim=1)[:, None, None])
         head_size = len(head_orbits) if parametrization == "equivariant" else self.map_size**2
         self.head_coefficients = nn.Parameter(torch.empty(num_classes, channels[2], head_size))
@@ -141,8 +135,8 @@ class CNN(MeasuredModel):
         return weights
 
     def project_layer(self, name: str, weight: torch.Tensor) -> torch.Tensor:
-        if name == "head":
-            return sum(torch.rot90(weight, k, dims=(-2, -1)) for k in range(4)) / 4
+        if name == "head":  # the group average over C4 acting on the weight map
+            return sum(self.head_group.transform(weight, k) for k in range(len(self.head_group))) / len(self.head_group)
         flat = weight.reshape(*weight.shape[:-2], 9)
         return (flat @ self.projector_E_L.to(weight).T).reshape(weight.shape)
 
@@ -162,7 +156,7 @@ class CNN(MeasuredModel):
         )
 
     @torch.no_grad()
-    def load_layer_weights(self, weights: dict[str, torch.Tensor]) -> None:
+    def _load_layer_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Set coefficients so that the kernels equal ``weights`` (they must lie in this model's span)."""
         for i, conv in enumerate(self.convs):
             kernel = weights[f"conv{i + 1}"].to(torch.float64)
@@ -182,16 +176,15 @@ class CNN(MeasuredModel):
         channels = tuple(conv.coefficients.shape[0] for conv in self.convs)
         other = CNN(self.support, parametrization, channels, self.map_size * 4, self.num_classes, basis_seed)
         other = other.to(self.head_coefficients)
-        other.load_layer_weights({k: v.detach() for k, v in self.layer_weights().items()})
+        other._load_layer_weights({k: v.detach() for k, v in self.layer_weights().items()})
         return other
 
     def transform_inputs(self, x, elements):
-        out = x.clone()
-        for k in range(1, 4):
-            chosen = elements == k
-            if bool(chosen.any()):
-                out[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
-        return out
+        return self.input_group.transform_each(x, elements)
+
+    @property
+    def input_group(self):
+        return get_group("rot", self.map_size * 4)
 
     @property
     def group_order(self) -> int:

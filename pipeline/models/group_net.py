@@ -112,11 +112,6 @@ class GroupNet(MeasuredModel):
         view.copy_(weight_space)  # through the (C_out, C_in, ...) view straight into the stored layout
 
     @torch.no_grad()
-    def load_layer_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        for name, w in weights.items():
-            self._assign(name, w.to(self.A0.weight))
-
-    @torch.no_grad()
     def project_gradients_(self) -> None:
         for name, layer in self._layers().items():
             g = layer.weight.grad

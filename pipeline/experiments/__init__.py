@@ -1,0 +1,73 @@
+"""The experiments the pipeline runs, by name.
+
+A new experiment is one module in this package that defines an :class:`~.base.Experiment` (its settings,
+labels, model, data, epoch of training, cost) as ``EXPERIMENT``, plus one line in ``REGISTRY`` below.
+Nothing else in the pipeline or the analysis names an experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..settings import ConfigError, check_choice
+from . import cnn, groups
+from .base import Experiment, Labels, Trial
+
+REGISTRY: dict[str, Experiment] = {
+    "groups": groups.EXPERIMENT,
+    "cnn": cnn.EXPERIMENT,
+}
+
+
+def get(name: str) -> Experiment:
+    check_choice("experiment", name, REGISTRY)
+    return REGISTRY[name]
+
+
+def of(trial_or_settings) -> Experiment:
+    """The experiment of a :class:`Trial` or of a settings object."""
+    settings = getattr(trial_or_settings, "settings", trial_or_settings)
+    return REGISTRY[type(settings).experiment]
+
+
+def make_trial(experiment: str, values: dict, index: int = 0) -> Trial:
+    """A single trial, outside any grid: its id is the experiment's labels and the seed."""
+    settings = get(experiment).make_settings(values)
+    return Trial(index, default_trial_id(settings), settings)
+
+
+def default_trial_id(settings) -> str:
+    return f"{of(settings).id_prefix(settings)}-s{settings.seed:03d}"
+
+
+def check_packable(trials: list[Trial]) -> None:
+    """Raise ValueError unless the trials can train as one packed model: one experiment that packs, equal
+    settings but for the seed, distinct seeds."""
+    if not trials:
+        raise ValueError("nothing to pack: no trials given")
+    first = trials[0]
+    if of(first).pack_key(first.settings) is None:
+        raise ValueError(f"{first.experiment} trials cannot be trained packed ({first.trial_id})")
+    reference = dataclasses.asdict(first.settings)
+    for trial in trials[1:]:
+        if trial.experiment != first.experiment:
+            raise ValueError(f"packed trials must be of one experiment: {first.trial_id}, {trial.trial_id}")
+        for name, value in dataclasses.asdict(trial.settings).items():
+            if name != "seed" and value != reference[name]:
+                raise ValueError(f"packed trials must differ only in seed, but {trial.trial_id} has {name}={value!r} "
+                                 f"and {first.trial_id} has {name}={reference[name]!r}")
+    seeds = [t.settings.seed for t in trials]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"packed trials must have distinct seeds, got {seeds}")
+
+
+def packable(trials: list[Trial]) -> bool:
+    try:
+        check_packable(trials)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["REGISTRY", "ConfigError", "Experiment", "Labels", "Trial", "check_packable", "default_trial_id", "get",
+           "make_trial", "of", "packable"]

@@ -1,0 +1,187 @@
+"""Experiment C (docs/science.md §4): a C4-equivariant CNN, trained as Equi, then moved into an
+unconstrained parametrisation and trained on the C4 orbit (or nominally, for contrast).
+
+A trial's cell is its *variant*: the kernel support and the parametrisation of phase 2. Trials of one
+variant that differ only in their seed can be trained packed in one process (``pipeline.packing``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..settings import (CommonSettings, ConfigError, atomic, check_choice, check_count, check_nonnegative,
+                        check_positive_int, check_rate)
+from .base import Experiment
+
+# variant -> (kernel support, parametrisation of the unconstrained phase-2 model)
+VARIANTS = {"cross": ("cross", "unitary"), "skew": ("skew", "unitary"), "nonunitary": ("cross", "nonunitary")}
+VARIANT_WORDS = {"cross": "compatible, unitary", "skew": "incompatible support", "nonunitary": "non-orthogonal basis"}
+PHASE2_MODES = ("aug", "nom")
+PHASE2_OPTIMIZERS = ("gd", "sgd")  # full-batch gradient descent, or minibatches (the reference script)
+
+
+@dataclass
+class CNNSettings(CommonSettings):
+    experiment: ClassVar[str] = "cnn"
+
+    variant: str = "cross"
+    cnn_channels: str = atomic("32,64,64")
+    image_size: int = 28
+    basis_seed: int = 0
+    phase1_epochs: int = 250
+    phase1_lr: float = 5e-4
+    phase1_batch: int = 100
+    phase2_epochs: int = 50
+    phase2_lr: float = 2.5e-4
+    phase2_optimizer: str = "gd"
+    phase2_batch: int = 100
+    phase2_mode: str = "aug"  # "aug" (the C4 orbit) or "nom" (the contrast extension)
+    reg: float = 0.0  # phase-2 Aug only: gamma of the regulariser (gamma/2) ||A - Pi_E A||^2
+
+    def validate(self) -> None:
+        self.validate_common()
+        check_choice("variant", self.variant, VARIANTS)
+        check_choice("phase2_optimizer", self.phase2_optimizer, PHASE2_OPTIMIZERS)
+        check_choice("phase2_mode", self.phase2_mode, PHASE2_MODES)
+        widths = self.channel_widths
+        if widths is None:
+            raise ConfigError(f"cnn_channels must be three positive integers a,b,c, got {self.cnn_channels!r}")
+        check_positive_int("image_size", self.image_size)
+        if self.image_size % 4:
+            raise ConfigError(f"image_size must be a positive multiple of 4 (two 2x2 poolings), got {self.image_size}")
+        for name in ("phase1_batch", "phase2_batch"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("phase1_epochs", "phase2_epochs", "basis_seed"):
+            check_count(name, getattr(self, name))
+        if self.phase1_epochs + self.phase2_epochs == 0:
+            raise ConfigError("phase1_epochs + phase2_epochs must be at least 1, got 0 and 0")
+        check_rate("phase1_lr", self.phase1_lr)
+        check_rate("phase2_lr", self.phase2_lr)
+        check_nonnegative("reg", self.reg)
+
+    @property
+    def channel_widths(self) -> tuple[int, int, int] | None:
+        try:
+            widths = tuple(int(c) for c in str(self.cnn_channels).split(","))
+        except ValueError:
+            return None
+        return widths if len(widths) == 3 and min(widths) > 0 else None
+
+
+class CNNExperiment(Experiment):
+    name = "cnn"
+    settings_type = CNNSettings
+    cell_key = "variant"
+    mode_key = "phase2_mode"
+    # "configs"/"config" are the names grid files and manifests used before variants had their own word.
+    aliases = {"variants": "variant", "configs": "variant", "config": "variant"}
+    trajectory_x = "epoch"
+    first_phase_mode = "equi"
+
+    def irrelevant(self, settings) -> set[str]:
+        unused = set()
+        if settings.phase2_optimizer == "gd":
+            unused.add("phase2_batch")
+        if settings.phase2_mode != "aug":
+            unused.add("reg")
+        if VARIANTS[settings.variant][1] != "nonunitary":
+            unused.add("basis_seed")
+        return unused
+
+    def id_prefix(self, settings) -> str:
+        return f"cnn-{settings.variant}"
+
+    def describe(self, key, value) -> str:
+        if key == "variant":
+            return f"{value} ({VARIANT_WORDS.get(value, '')})"
+        if key == "phase2_mode":
+            return {"aug": "phase 2 Aug (C4 orbit)", "nom": "phase 2 Nom"}.get(value, str(value))
+        return super().describe(key, value)
+
+    def total_epochs(self, settings) -> int:
+        return settings.phase1_epochs + settings.phase2_epochs
+
+    def phase_of(self, settings, epoch: int) -> int:
+        return 2 if epoch > settings.phase1_epochs else 1
+
+    def phase_ends(self, settings) -> list[int]:
+        return [settings.phase1_epochs] if settings.phase1_epochs and settings.phase2_epochs else []
+
+    def evaluation_loss(self, settings) -> str:
+        return "mse"
+
+    def pack_key(self, settings) -> str:
+        values = dataclasses.asdict(settings)
+        values.pop("seed")
+        return repr(sorted(values.items()))
+
+    # -- torch side ---------------------------------------------------------------------------------------
+    def load_data(self, settings, device, dtype):
+        from ..data import load_mnist
+
+        return load_mnist(settings.n_samples, size=settings.image_size, normalize=True,
+                          source=settings.data_source).to(device, dtype)
+
+    def build_model(self, settings, phase: int = 1):
+        from ..models import CNN
+        from ..training import seeded_generator
+
+        support, free = VARIANTS[settings.variant]
+        parametrization = "equivariant" if phase == 1 else free
+        model = CNN(support, parametrization, settings.channel_widths, settings.image_size,
+                    basis_seed=settings.basis_seed).double()
+        model.initialize(seeded_generator(settings.seed, "init"))
+        return model
+
+    def enter_phase(self, settings, stepper, phase: int):
+        _, free = VARIANTS[settings.variant]
+        return self.stepper([model.transferred(free, settings.basis_seed) for model in stepper.models], stepper.seeds)
+
+    def stepper(self, models: list, seeds: list[int]):
+        from ..packing import PackedCNN, PackedStepper
+        from ..training import SingleStepper
+
+        return SingleStepper(models[0], seeds) if len(models) == 1 else PackedStepper(PackedCNN(models), seeds)
+
+    def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
+        from ..settings import Augmentation
+        from ..training import full_batch_epoch, seeded_generator, sgd_epoch
+
+        generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
+        if self.phase_of(settings, epoch) == 1:
+            # Phase 1 is Equi, in E by construction: its steps are not recorded one by one.
+            return sgd_epoch(stepper, data, "equi", None, settings.phase1_lr, "mse", settings.phase1_batch,
+                             generators, hooks.without_steps())
+        orbit = Augmentation("orbit")
+        if settings.phase2_optimizer == "sgd":
+            return sgd_epoch(stepper, data, settings.phase2_mode, orbit, settings.phase2_lr, "mse",
+                             settings.phase2_batch, generators, hooks, reg=settings.reg)
+        grad_norms = full_batch_epoch(stepper, data, settings.phase2_mode, orbit, settings.phase2_lr, "mse",
+                                      settings.chunk_size, generators, hooks, reg=settings.reg)
+        hooks.after_step()  # full-batch gradient descent: one optimizer step per epoch
+        return grad_norms
+
+    # -- cost ---------------------------------------------------------------------------------------------
+    def forward_flops_per_sample(self, settings) -> int:
+        widths = (1, *settings.channel_widths)
+        size = settings.image_size
+        sizes = (size, size // 2, size // 4)
+        convs = sum(2 * widths[i] * widths[i + 1] * 9 * sizes[i] ** 2 for i in range(3))
+        return convs + 2 * 10 * widths[3] * sizes[2] ** 2
+
+    def rows_per_sample(self, settings, phase: int = 1) -> int:
+        return 4 if phase == 2 and settings.phase2_mode == "aug" else 1
+
+    def separate_evaluation(self, settings, phase: int = 1) -> bool:
+        if phase == 1 or settings.phase2_optimizer == "sgd":
+            return True
+        return settings.phase2_mode == "aug" and settings.n_samples % settings.chunk_size != 0
+
+    def snapshot_values(self, settings) -> int:
+        widths = (1, *settings.channel_widths)
+        return sum(9 * widths[i] * widths[i + 1] for i in range(3)) + 10 * widths[3] * (settings.image_size // 4) ** 2
+
+
+EXPERIMENT = CNNExperiment()

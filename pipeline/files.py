@@ -1,0 +1,92 @@
+"""Reading trial files without torch: paths, attributes, and whether a file's data is what it claims.
+
+``status``, the launcher and the analysis read trial files through this module; only the runner writes
+them (``pipeline.store``). Files are opened read-only and without HDF5 file locks, which fail on many
+cluster file systems and would block readers of a running trial.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+TRIALS = "trials"
+
+
+def open_h5(path: Path, mode: str = "r") -> h5py.File:
+    return h5py.File(path, mode, locking=False)
+
+
+def trial_paths(out_dir: Path, trial_id: str) -> tuple[Path, Path]:
+    """The trial's HDF5 file and its rolling checkpoint."""
+    folder = Path(out_dir) / TRIALS
+    return folder / f"{trial_id}.h5", folder / f"{trial_id}.state.pt"
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def read_status(path: Path) -> dict:
+    """The attributes of a trial file, or {'status': 'damaged', 'error': ...} if it cannot be read."""
+    try:
+        with open_h5(path) as f:
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            attrs.setdefault("status", "running")
+            return attrs
+    except Exception as error:  # h5py raises OSError, KeyError or RuntimeError on damaged files
+        return {"status": "damaged", "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+
+
+def settings_of(attrs: dict) -> dict:
+    """The trial's settings as the file recorded them (files before schema 2 named them ``config``)."""
+    return json.loads(attrs.get("settings", attrs.get("config", "{}")))
+
+
+@dataclass
+class FileState:
+    """What a trial file says and whether its data backs it up."""
+
+    status: str  # complete, running, failed, cancelled, damaged, inconsistent
+    attrs: dict
+    rows: int = 0  # epoch rows every series holds
+    problem: str = ""  # why it is damaged or inconsistent
+
+
+def inspect(path: Path) -> FileState:
+    """Read a file's attributes and check them against its data: a file says ``complete`` only when it
+    holds exactly the rows 0..total_epochs, epochs_done == total_epochs and every series has them all."""
+    attrs = read_status(path)
+    if attrs["status"] == "damaged":
+        return FileState("damaged", attrs, problem=attrs["error"])
+    try:
+        with open_h5(path) as f:
+            lengths = {name: f["metrics"][name].shape[0] for name in f["metrics"]} if "metrics" in f else {}
+            epochs = f["metrics/epoch"][()] if "metrics/epoch" in f else np.zeros(0, dtype=np.int64)
+    except Exception as error:
+        return FileState("damaged", attrs, problem=f"{type(error).__name__}: {error}".splitlines()[0])
+    rows = min(lengths.values()) if lengths else 0
+    status = attrs["status"]
+    if status != "complete":
+        return FileState(status, attrs, rows)
+    total, done = attrs.get("total_epochs"), attrs.get("epochs_done")
+    differences = []
+    if len(set(lengths.values())) > 1:
+        differences.append("series of different lengths (" + ", ".join(f"{k} {v}" for k, v in lengths.items()) + ")")
+    if total is None or rows != int(total) + 1:
+        differences.append(f"{rows} epoch rows for {total} epochs")
+    if done != total:
+        differences.append(f"epochs_done {done} != total_epochs {total}")
+    if rows and not np.array_equal(epochs[:rows], np.arange(rows)):
+        differences.append("epoch numbers out of order")
+    if differences:
+        return FileState("inconsistent", attrs, rows, "marked complete but holds " + "; ".join(differences))
+    return FileState("complete", attrs, rows)

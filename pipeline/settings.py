@@ -1,0 +1,145 @@
+"""Trial settings: the names the pipeline accepts, their checks, and ``key=value`` overrides.
+
+A trial's settings are a flat, JSON-serialisable dataclass (one class per experiment, in
+``pipeline/experiments/``); this module holds what they share. It imports no torch, so that ``plan``,
+``status`` and the launch layer start in a fraction of a second, and every bad value is caught here,
+before anything is submitted, with one line naming the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+DTYPES = ("float32", "float64")
+MODES = ("equi", "aug", "nom")
+LOSSES = ("cross_entropy", "softmax_cross_entropy", "mse")
+DATA_SOURCES = ("auto", "official", "vendored")
+# Both MNIST sources hold the 10,000 digits of the test split (the paper trains on it).
+MNIST_SAMPLES = 10_000
+
+
+class ConfigError(ValueError):
+    """A bad name or value in a configuration, reported as one line."""
+
+
+def check_choice(name: str, value, accepted) -> None:
+    if value not in accepted:
+        raise ConfigError(f"unknown {name} {value!r}; accepted: {', '.join(map(str, accepted))}")
+
+
+def check_positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_count(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def check_rate(name: str, value) -> None:
+    """A learning rate: a finite number > 0 (NaN, infinities and 0 train nothing or diverge)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_nonnegative(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_device(value: str) -> None:
+    """'auto', 'cpu', 'cuda' or 'cuda:N'. Whether CUDA is there is decided where the trial runs."""
+    kind, _, index = str(value).partition(":")
+    valid = value in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit())
+    if not isinstance(value, str) or not valid:
+        raise ConfigError(f"unknown device {value!r}; accepted: auto, cpu, cuda, cuda:N")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """How Aug computes its objective: ``orbit`` (every group element) or ``sampled:P`` (P random passes)."""
+
+    kind: str  # "orbit" or "sampled"
+    passes: int = 0  # sampled only
+    batch_size: int = 25  # sampled only: samples per minibatch sharing one random element
+
+    @classmethod
+    def parse(cls, text: str, batch_size: int = 25) -> "Augmentation":
+        if text == "orbit":
+            return cls("orbit")
+        kind, _, passes = str(text).partition(":")
+        if kind == "sampled" and passes.isdigit() and int(passes) > 0:
+            return cls("sampled", int(passes), batch_size)
+        raise ConfigError(f"unknown augment {text!r}; accepted: orbit, sampled:P (P a positive integer)")
+
+
+@dataclass
+class CommonSettings:
+    """What every trial has, whatever its experiment."""
+
+    seed: int = 0
+    n_samples: int = 10000
+    dtype: str = "float32"
+    device: str = "auto"
+    chunk_size: int = 1000  # rows per forward/backward when accumulating a full-batch gradient
+    data_source: str = "auto"
+    weights_every: int = 1  # weight snapshot every k epochs (0: first and last only)
+
+    def validate_common(self) -> None:
+        check_count("seed", self.seed)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_device(self.device)
+        check_choice("data_source", self.data_source, DATA_SOURCES)
+        check_positive_int("chunk_size", self.chunk_size)
+        check_positive_int("n_samples", self.n_samples)
+        if self.n_samples > MNIST_SAMPLES:
+            raise ConfigError(f"n_samples={self.n_samples} is more than the data holds; accepted: 1..{MNIST_SAMPLES}")
+        check_count("weights_every", self.weights_every)
+
+
+def atomic(default, **metadata):
+    """A setting whose text contains commas (e.g. channel widths "32,64,64"): ``--set`` never splits it
+    into a list of values; sweep it with a TOML array instead."""
+    return field(default=default, metadata={"atomic": True, **metadata})
+
+
+def field_types(cls) -> dict[str, type]:
+    return {f.name: type(f.default) for f in dataclasses.fields(cls) if f.init}
+
+
+def is_atomic(cls, name: str) -> bool:
+    return any(f.name == name and f.metadata.get("atomic") for f in dataclasses.fields(cls))
+
+
+def parse_value(key: str, text, target: type):
+    """Convert an override's text (or a TOML value) to the type of the setting it sets."""
+    if target is float and isinstance(text, int) and not isinstance(text, bool):
+        return float(text)
+    if not isinstance(text, str):
+        if target is str:
+            raise ConfigError(f"bad value {text!r} for {key}: expected text")
+        return text
+    try:
+        if target is bool:
+            return {"true": True, "false": False, "1": True, "0": False}[text.lower()]
+        if target is int:
+            return int(text)
+        if target is float:
+            return float(text)
+    except (ValueError, KeyError):
+        raise ConfigError(f"bad value {text!r} for {key}: expected {target.__name__}") from None
+    return text
+
+
+def parse_assignments(pairs: list[str] | None) -> dict[str, str]:
+    """``["a=1", "b=x,y"]`` -> {"a": "1", "b": "x,y"}; a pair without '=' is an error."""
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad override {pair!r}: expected key=value")
+        result[key.strip()] = value.strip()
+    return result
