@@ -1,17 +1,25 @@
-"""Command line: ``python -m pipeline COMMAND ...`` (also installed as ``pipeline``)."""
+"""Command line: ``python -m pipeline COMMAND ...`` (also installed as ``pipeline``).
+
+Every command reports an error as one line on stderr and exits non-zero (2 for bad input); ``--debug``
+(or PIPELINE_DEBUG=1) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from .settings import ConfigError, parse_assignments
 
+DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
+(TMLR 2025) as grids of trials, on this machine or a SLURM cluster, and aggregate them into tables,
+figures and a report. Start with: make demo. Science: docs/science.md."""
+
 
 def _train(args) -> int:
     from .experiments import make_trial
-    from .runner import ConsoleSink, run_trial
 
     values = parse_assignments(args.set)
     named = {"group": args.group, "mode": args.mode, "variant": args.variant, "seed": args.seed,
@@ -21,8 +29,25 @@ def _train(args) -> int:
         if value is not None:
             values[key] = str(value)
     trial = make_trial(args.experiment, values)
-    run_trial(trial, ConsoleSink(log=lambda line: print(line, flush=True)))
-    return 0
+    if args.out is None:
+        from .runner import ConsoleSink, run_trial
+
+        print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
+        run_trial(trial, ConsoleSink(log=lambda line: print(line, flush=True)))
+        return 0
+    from .execute import execute, install_cancel_handler
+    from .grid import Grid
+    from .manifest import write_manifest
+    from .ownership import guard_folder
+
+    grid = Grid("train", "pipeline train", "one network trained with `pipeline train`", {}, {}, dict(values))
+    lease = guard_folder(args.out)
+    try:
+        (trial,) = write_manifest(args.out, grid, [trial])
+    finally:
+        lease.release()
+    install_cancel_handler()
+    return _report_outcome(execute(args.out, [trial], force=args.force))
 
 
 def _plan(args) -> int:
@@ -33,55 +58,123 @@ def _plan(args) -> int:
     return 0
 
 
+def _report_outcome(outcomes: dict[str, str]) -> int:
+    busy = [f"{trial_id} {outcome}" for trial_id, outcome in outcomes.items() if outcome.startswith("busy")]
+    if busy:
+        print("error: " + "; ".join(busy), file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_trial(args) -> int:
-    from .execute import execute
+    from .execute import execute, install_cancel_handler
     from .grid import load_grid
     from .manifest import select, write_manifest
+    from .ownership import guard_folder
 
     grid = load_grid(args.exp, parse_assignments(args.set))
     trials = grid.trials()
     wanted = select(trials, args.index, args.trial)
-    trial = select(write_manifest(args.out, grid, trials), wanted.index)
-    execute(args.out, [trial], force=args.force, checkpoint_every_s=args.checkpoint_every)
-    return 0
+    lease = guard_folder(args.out)
+    try:
+        resolved = write_manifest(args.out, grid, trials)
+    finally:
+        lease.release()
+    install_cancel_handler()
+    return _report_outcome(execute(args.out, [resolved[trials.index(wanted)]], force=args.force,
+                                   checkpoint_every_s=args.checkpoint_every))
 
 
-def _submit_and_report(out: Path, indices: list[int], args, trials_per_task: int) -> int:
+def _check_workers(args) -> None:
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.trials_per_task is not None and args.trials_per_task < 1:
+        raise ConfigError(f"--trials-per-task must be at least 1, got {args.trials_per_task}")
+
+
+def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) -> int:
+    """Plan and submit ``indices`` (the caller holds the folder guard); returns whether to wait."""
+    from .launch.submission import plan_submission, submit
+
+    per_task = args.trials_per_task or int(launch_hints.get("trials_per_task", 1))
+    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(launch_hints.get("pack_seeds", False))
+    plan = plan_submission(out, indices, profile, per_task, args.workers, pack_seeds)
+    submit(out, plan)
+    return args.wait if args.wait is not None else profile.executor == "local"
+
+
+def _follow(out: Path, wait: bool) -> int:
     from .launch.monitor import format_status, gather, wait_for
-    from .launch.profiles import load_profile
-    from .launch.submission import submit
-    from .manifest import read_manifest
 
-    profile = load_profile(args.cluster)
-    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(
-        read_manifest(out).get("launch", {}).get("pack_seeds", False))
-    submit(out, indices, profile, trials_per_task=trials_per_task, workers=args.workers, pack_seeds=pack_seeds)
-    wait = args.wait if args.wait is not None else profile.executor == "local"
+    follow = f"python -m pipeline status --out {out}"
     if not wait:
-        print(f"follow it with: python -m pipeline status --out {out}")
+        print(f"follow it with: {follow}")
         return 0
-    wait_for(out)
+    try:
+        wait_for(out)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; the grid goes on. Follow it with `{follow}`, stop it with "
+              f"`python -m pipeline cancel --out {out}`", file=sys.stderr)
+        return 130
     states = gather(out)
     print(format_status(states, only_unfinished=True))
     return 1 if any(s.state != "complete" for s in states) else 0
 
 
+def _refuse_unknown(states, force: bool) -> None:
+    unknown = [s for s in states if s.state == "unknown"]
+    if unknown and not force:
+        raise ConfigError(f"squeue did not answer, so {len(unknown)} trial(s) may still be queued or running "
+                          f"(e.g. {unknown[0].trial_id}); submitting them again could run them twice. Retry when "
+                          "SLURM answers, or pass --force")
+
+
 def _submit(args) -> int:
     from .grid import load_grid
     from .launch.monitor import gather
+    from .launch.profiles import load_profile
+    from .launch.submission import manifest_restored_on_failure
     from .manifest import write_manifest
+    from .ownership import guard_folder
 
+    _check_workers(args)
     grid = load_grid(args.exp, parse_assignments(args.set))
-    write_manifest(args.out, grid, grid.trials())
-    states = gather(args.out)
-    todo = [s.index for s in states if s.state != "complete" and not s.in_queue]
-    if len(todo) < len(states):
-        print(f"{len(states) - len(todo)} trials already complete or queued are not submitted again")
-    if not todo:
-        print("nothing to submit")
-        return 0
+    profile = load_profile(args.cluster)
+    if args.dry_run:
+        return _dry_run(args, grid, profile)
+    out = args.out
+    lease = guard_folder(out)
+    try:
+        with manifest_restored_on_failure(out):
+            trials = write_manifest(out, grid, grid.trials())
+            mine = {t.index for t in trials}
+            states = gather(out)
+            _refuse_unknown([s for s in states if s.index in mine], args.force)
+            todo = [s.index for s in states if s.index in mine and s.state not in ("complete", "running", "queued")]
+            if len(todo) < len(mine):
+                print(f"{len(mine) - len(todo)} trials already complete, running or queued are not submitted again")
+            if not todo:
+                print("nothing to submit")
+                return 0
+            wait = _launch(out, todo, args, profile, grid.launch)
+    finally:
+        lease.release()
+    return _follow(out, wait)
+
+
+def _dry_run(args, grid, profile) -> int:
+    from .launch.submission import describe_plan, plan_submission
+    from .manifest import MANIFEST, merge, read_manifest, trials_of_manifest
+
+    trials = grid.trials()
+    if (Path(args.out) / MANIFEST).exists():
+        trials, _ = merge(trials_of_manifest(read_manifest(args.out)), trials)
     per_task = args.trials_per_task or int(grid.launch.get("trials_per_task", 1))
-    return _submit_and_report(args.out, todo, args, per_task)
+    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(grid.launch.get("pack_seeds", False))
+    plan = plan_submission(args.out, [t.index for t in trials], profile, per_task, args.workers, pack_seeds,
+                           trials=trials, name=grid.name)
+    print(describe_plan(args.out, plan))
+    return 0
 
 
 def _status(args) -> int:
@@ -91,18 +184,48 @@ def _status(args) -> int:
     return 0
 
 
+def _last_profile(out: Path, cluster: str | None):
+    """The profile a command acts on: --cluster, else the one of the grid's last submission."""
+    from .launch.profiles import load_profile
+    from .launch.records import read_submissions
+
+    if cluster is not None:
+        return load_profile(cluster)
+    submissions = read_submissions(out)
+    if not submissions:
+        raise ConfigError(f"{out} has no submission to take the cluster profile from; pass --cluster")
+    last = submissions[-1]
+    path = last.get("profile_path", "")
+    return load_profile(path if path and Path(path).exists() else last["profile"])
+
+
 def _resubmit(args) -> int:
     from .launch.monitor import gather, needing_resubmission
     from .manifest import read_manifest
+    from .ownership import guard_folder
 
-    again = needing_resubmission(gather(args.out))
-    if not again:
-        print("nothing to resubmit: every trial is complete, running or queued")
-        return 0
-    for s in again:
-        print(f"resubmitting {s.trial_id} ({s.state}: {s.detail})")
-    per_task = args.trials_per_task or int(read_manifest(args.out).get("launch", {}).get("trials_per_task", 1))
-    return _submit_and_report(args.out, [s.index for s in again], args, per_task)
+    _check_workers(args)
+    out = args.out
+    read_manifest(out)  # a folder without a (readable) grid says so first
+    profile = _last_profile(out, args.cluster)
+    lease = guard_folder(out)
+    try:
+        states = gather(out)
+        _refuse_unknown(states, args.force)
+        again = needing_resubmission(states, include_diverged=args.force)
+        skipped = [s for s in states if s.state == "failed" and s.detail.startswith("Diverged") and s not in again]
+        for s in skipped:
+            print(f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)")
+        if not again:
+            print("nothing to resubmit: every trial is complete, running or queued")
+            return 0
+        for s in again:
+            print(f"resubmitting {s.trial_id} ({s.state}: {s.detail})")
+        print(f"on profile {profile.name}")
+        wait = _launch(out, [s.index for s in again], args, profile, read_manifest(out).get("launch", {}))
+    finally:
+        lease.release()
+    return _follow(out, wait)
 
 
 def _cancel(args) -> int:
@@ -121,48 +244,68 @@ def _aggregate(args) -> int:
     return 0
 
 
-def _add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_launch_arguments(parser: argparse.ArgumentParser, cluster_default: str | None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="results folder")
-    parser.add_argument("--cluster", default="local", help="cluster profile in slurm/profiles or a .toml file")
-    parser.add_argument("--workers", type=int, help="local executor: trials at a time (default from the core count)")
-    parser.add_argument("--trials-per-task", type=int, help="trials run by one array task (default: the grid's [launch])")
+    where = ("default: the profile of the grid's last submission" if cluster_default is None
+             else f"default: {cluster_default}")
+    parser.add_argument("--cluster", default=cluster_default,
+                        help=f"cluster profile in slurm/profiles or a .toml file ({where})")
+    parser.add_argument("--workers", type=int,
+                        help="local executor: trials at a time (default: the core count, at most 8)")
+    parser.add_argument("--trials-per-task", type=int,
+                        help="trials run one after the other by one array task (default: the grid's [launch], else 1)")
     parser.add_argument("--pack-seeds", action=argparse.BooleanOptionalAction, default=None,
-                        help="train a task's CNN seeds together (default: the grid's [launch] pack_seeds)")
+                        help="train a task's trials that differ only in their seed together "
+                             "(default: the grid's [launch] pack_seeds)")
     parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
                         help="block until the grid has finished (default: yes locally, no on SLURM)")
+    parser.add_argument("--force", action="store_true",
+                        help="submit even if the queue cannot be read (and resubmit diverged trials)")
 
 
 def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--exp", required=True, metavar="NAME_OR_PATH", help="a grid preset in jobs/ or a .toml file")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a grid value (repeatable; lists comma-separated)")
+    parser.add_argument("--exp", required=True, metavar="NAME_OR_PATH",
+                        help="a grid preset in jobs/ (e.g. demo, paper-groups) or a .toml file")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help="override a grid value; a,b,c makes an axis (repeatable; default: none)")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="pipeline", description=DESCRIPTION, formatter_class=_Formatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also PIPELINE_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train one network in this process, one line per epoch")
+    def command(name, help, handler):
+        sub = commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train)
     train.add_argument("--experiment", default="groups", help="groups or cnn")
-    train.add_argument("--group", help="rot, trans, trans1d or rototrans (groups)")
-    train.add_argument("--mode", help="equi, aug or nom (groups)")
-    train.add_argument("--variant", help="cross, skew or nonunitary (cnn)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--n-samples", type=int)
-    train.add_argument("--channels", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--augment", help="orbit or sampled:P")
-    train.add_argument("--dtype", help="float32 or float64")
-    train.add_argument("--device", help="auto, cpu, cuda")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any trial setting (repeatable)")
-    train.set_defaults(handler=_train)
+    train.add_argument("--group", help="rot, trans, trans1d or rototrans (groups; default rot)")
+    train.add_argument("--mode", help="equi, aug or nom (groups; default nom)")
+    train.add_argument("--variant", help="cross, skew or nonunitary (cnn; default cross)")
+    train.add_argument("--seed", type=int, help="seed of the initial point and the data order (default 0)")
+    train.add_argument("--epochs", type=int, help="epochs of training (groups; default 50)")
+    train.add_argument("--n-samples", type=int, help="MNIST samples (default 10000)")
+    train.add_argument("--channels", type=int, help="channels of the network (groups; default 32)")
+    train.add_argument("--lr", type=float, help="learning rate (groups; default 5e-5)")
+    train.add_argument("--augment", help="orbit or sampled:P (groups, Aug; default sampled:25)")
+    train.add_argument("--dtype", help="float32 or float64 (default float32)")
+    train.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                       help="any trial setting (repeatable; see pipeline/experiments/)")
+    train.add_argument("--out", type=Path, help="results folder to keep the trial file in (default: none)")
+    train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
 
-    plan = commands.add_parser("plan", help="trials, ids, weight storage and compute of a grid")
+    plan = command("plan", "list a grid's trials with their compute, storage and estimated time", _plan)
     _add_grid_arguments(plan)
-    plan.set_defaults(handler=_plan)
 
-    run = commands.add_parser("run-trial", help="run one trial of a grid (what one array task executes)")
+    run = command("run-trial", "run one trial of a grid in this process (what one array task executes)", _run_trial)
     _add_grid_arguments(run)
     which = run.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="position in the expanded grid")
@@ -171,29 +314,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun a complete trial")
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")
-    run.set_defaults(handler=_run_trial)
 
-    submit = commands.add_parser("submit", help="submit a grid as a job array (SLURM) or run it locally")
+    submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit)
     _add_grid_arguments(submit)
-    _add_launch_arguments(submit)
-    submit.set_defaults(handler=_submit)
+    _add_launch_arguments(submit, "local")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="print the tasks and, for SLURM, the array's sbatch script; submit nothing")
 
-    status = commands.add_parser("status", help="state of every trial of a results folder")
-    status.add_argument("--out", required=True, type=Path)
+    status = command("status", "the state of every trial of a results folder", _status)
+    status.add_argument("--out", required=True, type=Path, help="results folder")
     status.add_argument("--brief", action="store_true", help="list only trials that are not complete")
-    status.set_defaults(handler=_status)
 
-    resubmit = commands.add_parser("resubmit", help="resubmit missing, failed or stopped trials")
-    _add_launch_arguments(resubmit)
-    resubmit.set_defaults(handler=_resubmit)
+    resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials", _resubmit)
+    _add_launch_arguments(resubmit, None)
 
-    cancel = commands.add_parser("cancel", help="cancel the grid's queued and running tasks")
-    cancel.add_argument("--out", required=True, type=Path)
-    cancel.set_defaults(handler=_cancel)
+    cancel = command("cancel", "stop the grid: cancel its SLURM tasks, stop its local processes", _cancel)
+    cancel.add_argument("--out", required=True, type=Path, help="results folder")
 
-    aggregate = commands.add_parser("aggregate", help="tables, figures and the reproduction report of a results folder")
-    aggregate.add_argument("--out", required=True, type=Path)
-    aggregate.set_defaults(handler=_aggregate)
+    aggregate = command("aggregate", "tables, figures and the reproduction report of a results folder", _aggregate)
+    aggregate.add_argument("--out", required=True, type=Path, help="results folder")
     return parser
 
 
@@ -206,9 +345,31 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .execute import Cancelled
+
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PIPELINE_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
-    except ConfigError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 2
+    except Cancelled as cancelled:
+        print(f"stopped: {cancelled}; the trial saved its last epoch and resumes when run again", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``status | head``): nothing more to say, and nothing to say it to.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted; a trial that was training saved its last epoch and resumes when run again",
+              file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        # Errors the pipeline raises on purpose say all there is to say; a traceback helps with the others.
+        expected = isinstance(error, ConfigError) or getattr(error, "reported", False)
+        hint = "" if expected else " (--debug shows the traceback)"
+        print(f"error: {one_line(error)}{hint}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1

@@ -2,16 +2,41 @@
 
 A trial writes ``trials/<trial_id>.h5`` (with its rolling checkpoint ``<trial_id>.state.pt`` while it
 runs) and ``logs/<trial_id>.log``, and nothing else. Complete trials are skipped; interrupted or failed
-ones resume after their last checkpointed epoch.
+ones resume after their last checkpointed epoch. Every trial is run under its lease
+(``pipeline.ownership``): a trial that someone else is training is refused, with a line naming them, and
+the others go on.
+
+Stopping on request: ``pipeline cancel`` sends SIGUSR1 to local training processes (and Ctrl-C interrupts a
+``run-trial``); the running trials then save their last completed epoch, say ``cancelled`` in their files
+and the process stops.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 from . import experiments
 from .experiments import Trial
 from .manifest import utc_now
+from .ownership import Busy, acquire_trial
+
+CANCEL_SIGNAL = signal.SIGUSR1
+
+
+class Cancelled(BaseException):
+    """A request to stop (``pipeline cancel``). A BaseException, like KeyboardInterrupt: no ``except
+    Exception`` on the way up may swallow it."""
+
+
+def _raise_cancelled(signum, frame):
+    raise Cancelled(f"cancelled by request (signal {signal.Signals(signum).name})")
+
+
+def install_cancel_handler() -> None:
+    """Turn the cancel signal into :class:`Cancelled` in this (main) thread."""
+    signal.signal(CANCEL_SIGNAL, _raise_cancelled)
 
 
 class TrialLog:
@@ -19,51 +44,85 @@ class TrialLog:
 
     def __init__(self, out_dir: Path, trial_id: str):
         self.path = Path(out_dir) / "logs" / f"{trial_id}.log"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, line: str) -> None:
         print(line, flush=True)
-        with open(self.path, "a") as handle:
-            handle.write(f"{utc_now()} {line}\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as handle:
+                handle.write(f"{utc_now()} {line}\n")
+        except OSError as error:  # a full disk must not turn a progress line into a failure of its own
+            print(f"(log {self.path} not written: {error})", file=sys.stderr, flush=True)
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = 60.0,
             on_store=None) -> dict[str, str]:
     """Run (or resume, or skip) trials into their files: one trial, or several trained packed (they must
-    differ only in their seed). Returns trial id -> 'complete' (already was) or 'ran'.
+    differ only in their seed). Returns trial id -> 'complete' (it already was), 'ran', or 'busy: <owner>'
+    (someone else holds it; it was not touched).
 
     ``on_store(store)`` is called with every store before training, so that a launcher can persist the
-    latest state on preemption. An error stops every trial of the call; each records it in its file."""
+    latest state on preemption. An error stops every trial of the call; each records it in its file, except
+    where recording is what failed (a full disk) or the trial is no longer this process's."""
     from .runner import run_trials
     from .store import CheckpointClock, TrialFile
 
     if len(trials) > 1:
         experiments.check_packable(trials)
     clock = CheckpointClock(checkpoint_every_s)  # packed trials checkpoint at the same epochs
-    outcomes, pending = {}, []
-    for trial in trials:
-        log = TrialLog(out_dir, trial.trial_id)
-        store = TrialFile(out_dir, trial, force=force, log=log, clock=clock)
-        if store.prepare() == "complete":
-            log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
-            outcomes[trial.trial_id] = "complete"
-        else:
-            pending.append((trial, log, store))
-    if not pending:
-        return outcomes
-    for _, log, store in pending:
-        store.pack_size = len(pending)  # the seeds actually trained together
-        if len(pending) > 1:
-            log("training packed with " + ", ".join(t.trial_id for t, _, _ in pending))
-        if on_store is not None:
-            on_store(store)
+    outcomes, pending, leases = {}, [], []
     try:
-        run_trials([t for t, _, _ in pending], [s for _, _, s in pending])
-    except Exception as error:
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
-        for trial, log, store in pending:
-            log(f"{trial.trial_id}: FAILED: {message}")
-            store.mark_failed(message)
-        raise
-    outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
-    return outcomes
+        for trial in trials:
+            try:
+                lease = acquire_trial(out_dir, trial.trial_id)
+            except Busy as busy:
+                # Nothing of a trial held by someone else is written, not even its log.
+                print(f"{trial.trial_id}: not started: {busy}", flush=True)
+                outcomes[trial.trial_id] = f"busy: {busy}"
+                continue
+            leases.append(lease)
+            log = TrialLog(out_dir, trial.trial_id)
+            store = TrialFile(out_dir, trial, force=force, log=log, clock=clock, lease=lease)
+            if store.prepare() == "complete":
+                log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
+                outcomes[trial.trial_id] = "complete"
+            else:
+                pending.append((trial, log, store))
+        if not pending:
+            return outcomes
+        for _, log, store in pending:
+            store.pack_size = len(pending)  # the seeds actually trained together
+            if len(pending) > 1:
+                log("training packed with " + ", ".join(t.trial_id for t, _, _ in pending))
+            if on_store is not None:
+                on_store(store)
+        try:
+            run_trials([t for t, _, _ in pending], [s for _, _, s in pending])
+        except (Cancelled, KeyboardInterrupt) as error:
+            message = str(error) or "interrupted (Ctrl-C)"
+            for trial, log, store in pending:
+                log(f"{trial.trial_id}: CANCELLED: {message}")
+                store.mark_stopped("cancelled", message, error)
+            raise
+        except Exception as error:
+            from .runner import Diverged
+
+            for trial, log, store in pending:
+                message = _one_line(error)
+                if isinstance(error, Diverged) and trial.trial_id not in error.trial_ids:
+                    message = f"stopped with its pack: {message}"  # it did not diverge itself: a rerun goes on
+                log(f"{trial.trial_id}: FAILED: {message}")
+                store.mark_failed(message, error)
+            raise
+        outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
+        return outcomes
+    finally:
+        for lease in leases:
+            try:
+                lease.release()
+            except OSError:
+                pass  # the lease of a gone owner is taken over by the next one anyway

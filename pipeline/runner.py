@@ -24,6 +24,7 @@ import torch
 
 from . import experiments, numerics
 from .experiments import Trial
+from .ownership import LostOwnership
 from .training import EpochHooks
 
 FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
@@ -35,6 +36,8 @@ class InjectedFault(RuntimeError):
 
 class Diverged(RuntimeError):
     """The loss of a trial became NaN or infinite: training on is pointless, and the run is not complete."""
+
+    reported = True  # its message is the whole story: no traceback hint
 
     def __init__(self, trial_ids: list[str], epoch: int, losses: list[float]):
         self.trial_ids, self.epoch = trial_ids, epoch
@@ -240,7 +243,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
     except Exception as error:
         # A failure inside an epoch leaves the state before it untouched (parameters change in the update
         # only): record it, so that the file holds every epoch that was done, unless recording is what failed.
-        if epoch > written and not isinstance(error, (OSError, MemoryError, Diverged)):
+        if epoch > written and not isinstance(error, (OSError, MemoryError, Diverged, LostOwnership)):
             try:
                 write_row(None)
             except Exception:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import json
 import os
 import socket
@@ -35,14 +36,44 @@ import numpy as np
 import torch
 
 from . import experiments
-from .experiments import Trial
 from .cost import snapshot_epochs
-from .files import open_h5, read_status, trial_paths
+from .experiments import Trial
+from .files import inspect, open_h5, read_status, trial_paths
 from .manifest import git_commit, utc_now
+from .ownership import KEEPER, Lease, LostOwnership, current_job_id
 
+# Free space a write must leave beyond its own size: HDF5 allocates chunks and metadata around the data.
+SPACE_MARGIN_BYTES = 4 * 1024 * 1024
 METRIC_SERIES = ("epoch", "loss", "accuracy", "seconds", "grad_norm")
 LAYER_SERIES = ("dist_E", "dist_init", "norm")
 SCHEMA_VERSION = 2
+
+
+class DiskFull(OSError):
+    """No room for the next write: the trial stops before touching its file, which keeps its last epoch."""
+
+    reported = True  # its message is the whole story: no traceback hint
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an error means the disk or the quota is full, however the library that hit it words it
+    (h5py quotes the errno in text; torch's serializer says only that the write failed)."""
+    if isinstance(error, DiskFull):
+        return True
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return any(words in text for words in ("No space left", "Disk quota exceeded", "errno = 28", "errno = 122"))
+
+
+def check_space(folder: Path, needed: int, what: str) -> None:
+    """Raise DiskFull unless ``needed`` bytes (and a margin) fit under ``folder``. A quota the file system
+    does not report is caught when the write fails instead (see is_disk_full)."""
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    if free < 2 * needed + SPACE_MARGIN_BYTES:
+        raise DiskFull(errno.ENOSPC, f"no space left on device for {what}: {free / 1e6:.1f} MB free under {folder}, "
+                                     f"{needed / 1e6:.1f} MB needed; free some space and resubmit")
 
 
 class CheckpointClock:
@@ -72,8 +103,10 @@ class TrialFile:
     """
 
     def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log=print,
-                 checkpoint_every_s: float = 60.0, pack_size: int = 1, clock: CheckpointClock | None = None):
+                 checkpoint_every_s: float = 60.0, pack_size: int = 1, clock: CheckpointClock | None = None,
+                 lease: Lease | None = None):
         self.trial, self.force, self.log = trial, force, log
+        self.lease = lease  # the caller's proof of ownership: writes stop the moment it is lost
         self.path, self.state_path = trial_paths(out_dir, trial.trial_id)
         self.pack_size = pack_size
         self.clock = clock or CheckpointClock(checkpoint_every_s)
@@ -83,21 +116,24 @@ class TrialFile:
 
     # -- before the run --------------------------------------------------------------------------------
     def prepare(self) -> str:
-        """Decide what this run does: 'fresh', 'resume' or 'complete' (nothing to do)."""
+        """Decide what this run does: 'fresh', 'resume' or 'complete' (nothing to do). Only the owner of
+        the trial's lease calls this: it may delete or truncate the file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.with_name(self.path.name + ".creating").unlink(missing_ok=True)  # a kill during creation
         if not self.path.exists():
             self.state_path.unlink(missing_ok=True)
             return "fresh"
-        status = read_status(self.path)
-        if status["status"] == "damaged":
+        state = inspect(self.path)
+        if state.status in ("damaged", "inconsistent"):
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+            aside = self.path.with_name(f"{self.path.name}.{state.status}-{stamp}")
             os.replace(self.path, aside)
             self.state_path.unlink(missing_ok=True)
-            self.log(f"{self.trial.trial_id}: unreadable file ({status['error']}) kept as {aside.name}; "
+            what = "unreadable" if state.status == "damaged" else "inconsistent"
+            self.log(f"{self.trial.trial_id}: {what} file ({state.problem}) kept as {aside.name}; "
                      "restarting from scratch")
             return "fresh"
+        status = state.attrs
         if status["status"] == "complete" and not self.force:
             return "complete"
         if self.force:
@@ -147,12 +183,14 @@ class TrialFile:
 
     def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
         self.layer_names = layer_names
+        self._guard(0, f"the start of {trial.trial_id}")
         self.session_start = time.time()
         device_name = str(device)
         if device.type == "cuda":
             device_name += f" ({torch.cuda.get_device_name(device)})"
         slurm = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "")),
-                 "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", "")}
+                 "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
+                 "job": current_job_id()}  # which task of the submission log ran this attempt
         run_attrs = {"hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
                      "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
@@ -199,7 +237,18 @@ class TrialFile:
             self._snapshot_epochs = set(snapshot_epochs(self.trial.settings))
         return epoch in self._snapshot_epochs
 
+    def _guard(self, needed: int, what: str) -> None:
+        """Before any write: this process must still own the trial, and the write must fit on the disk."""
+        if self.lease is not None and (self.lease in KEEPER.lost or not self.lease.still_ours()):
+            raise LostOwnership(f"{self.trial.trial_id}: the lease was taken over by another owner; stopping "
+                                "without writing")
+        check_space(self.path.parent, needed, what)
+
     def write_epoch(self, record, model, checkpoint) -> None:
+        snapshot = model.snapshot() if self._wants_weights(record.epoch) else {}
+        row_bytes = 8 * (len(METRIC_SERIES) + 1 + len(LAYER_SERIES) * len(self.layer_names))
+        self._guard(row_bytes + sum(t.numel() * t.element_size() for t in snapshot.values()),
+                    f"epoch {record.epoch} of {self.trial.trial_id}")
         with open_h5(self.path, "a") as f:
             if self._pending_steps:
                 steps = self._steps_group(f)
@@ -214,9 +263,9 @@ class TrialFile:
                       "norm": record.norm.double().numpy()}
             for name in metrics:
                 _append(metrics[name], values[name])
-            if self._wants_weights(record.epoch):
+            if snapshot:
                 weights = f.require_group("weights")
-                for name, tensor in model.snapshot().items():
+                for name, tensor in snapshot.items():
                     array = tensor.cpu().numpy()
                     if name not in weights:
                         weights.create_dataset(name, shape=(0, *array.shape), maxshape=(None, *array.shape),
@@ -246,29 +295,47 @@ class TrialFile:
         return f["steps"]
 
     def _save_state(self, state: dict) -> None:
+        size = sum(t.numel() * t.element_size() for part in ("model", "initial") for t in state[part].values())
+        self._guard(size, f"the checkpoint of {self.trial.trial_id}")
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.state_path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
         # Buffered until the epoch is written: a crash mid-epoch recomputes the epoch's steps anyway.
         self._pending_steps.append((epoch, dist_E.double().numpy()))
 
     def finish(self) -> None:
+        self._guard(0, f"the end of {self.trial.trial_id}")
         with open_h5(self.path, "a") as f:
             f.attrs["status"] = "complete"
             f.attrs["finished_at"] = utc_now()
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
         self.state_path.unlink(missing_ok=True)
 
-    def mark_failed(self, message: str) -> None:
-        """Record the error in the file (status 'failed'); a rerun resumes like a running trial."""
-        if self.path.exists() and read_status(self.path)["status"] != "damaged":
-            with open_h5(self.path, "a") as f:
-                f.attrs["status"] = "failed"
-                f.attrs["last_error"] = message
-        if self._latest_state is not None:
-            self._save_state(self._latest_state)
+    def mark_stopped(self, status: str, message: str, error: BaseException | None = None) -> None:
+        """Record why the trial stopped ('failed' or 'cancelled') and persist its last completed epoch; a
+        rerun resumes from there. Nothing is written where the failure happened: not after a full disk, and
+        not by a process that lost the trial to another owner."""
+        if error is not None and (is_disk_full(error) or isinstance(error, LostOwnership)):
+            return
+        try:
+            if self.path.exists() and read_status(self.path)["status"] not in ("damaged", "complete"):
+                self._guard(0, f"the {status} status of {self.trial.trial_id}")
+                with open_h5(self.path, "a") as f:
+                    f.attrs["status"] = status
+                    f.attrs["last_error"] = message
+            if self._latest_state is not None:
+                self._save_state(self._latest_state)
+        except (OSError, LostOwnership) as failure:
+            if not (is_disk_full(failure) or isinstance(failure, LostOwnership)):
+                raise
+
+    def mark_failed(self, message: str, error: BaseException | None = None) -> None:
+        self.mark_stopped("failed", message, error)
 
     def save_latest_state(self) -> None:
         """On preemption or time-out: persist the last completed epoch, whatever the interval."""

@@ -12,9 +12,10 @@ from pipeline.cli import main
 from pipeline.grid import load_grid
 from pipeline.execute import execute
 from pipeline.files import read_status
-from pipeline.launch.monitor import gather, slurm_queue, wait_for
+from pipeline.launch.monitor import gather, wait_for
 from pipeline.launch.profiles import load_profile
-from pipeline.launch.submission import submit
+from pipeline.launch.submission import plan_submission, submit
+from pipeline.queue import read_slurm_queue
 from pipeline.manifest import write_manifest
 from pipeline.runner import FAULT_VARIABLE
 
@@ -83,7 +84,7 @@ def test_a_preempted_task_is_requeued_and_resumes_after_its_last_epoch(slurm_clu
 
     out = tmp_path / "preempted"
     write_manifest(out, grid, trials)
-    record = submit(out, [0], load_profile(slurm_cluster), log=lambda line: None)
+    record = submit(out, plan_submission(out, [0], load_profile(slurm_cluster)), log=lambda line: None)
     job = record["jobs"][0]
     path = out / "trials" / "rot-aug-s000.h5"
 
@@ -111,11 +112,11 @@ def test_cancel_leaves_nothing_of_the_grid_in_the_queue(slurm_cluster, tmp_path,
             "--trials-per-task", "1"] + sets(SLOW[1:] + ["groups=rot,trans"])
     assert main(argv) == 0
     array_id = capsys.readouterr().out.split("submitted job array ")[1].split()[0]
-    assert any(j.startswith(array_id + "_") for j in slurm_queue())
+    assert any(j.startswith(array_id + "_") for j in read_slurm_queue())
     assert main(["cancel", "--out", str(out)]) == 0
     deadline = time.time() + 60
-    while time.time() < deadline and any(j.startswith(array_id + "_") for j in slurm_queue()):
+    while time.time() < deadline and any(j.startswith(array_id + "_") for j in read_slurm_queue()):
         time.sleep(0.5)
-    assert not any(j.startswith(array_id + "_") for j in slurm_queue())
+    assert not any(j.startswith(array_id + "_") for j in read_slurm_queue())
     squeue = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout
     assert array_id not in squeue

@@ -24,6 +24,7 @@ GPU_SYNTAXES = ("gres", "gpus-per-node")
 class Profile:
     name: str
     executor: str
+    path: str = ""  # the file it was read from: a later resubmit or cancel uses the same one
     partition: str = ""
     account: str = ""
     qos: str = ""
@@ -73,11 +74,14 @@ def load_profile(name_or_path: str) -> Profile:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"cluster profile {path} is not valid TOML: {error}") from None
-    known = set(Profile.__dataclass_fields__) - {"name"}
+    known = set(Profile.__dataclass_fields__) - {"name", "path"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {path}; accepted: {', '.join(sorted(known))}")
-    profile = Profile(name=path.stem, **values)
+    try:
+        profile = Profile(name=path.stem, path=str(path.resolve()), **values)
+    except TypeError as error:
+        raise ConfigError(f"cluster profile {path} is malformed: {error}") from None
     if profile.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {profile.executor!r} in {path}; accepted: {', '.join(EXECUTORS)}")
     if profile.gpu_syntax not in GPU_SYNTAXES:

@@ -13,6 +13,7 @@ import submitit
 
 from .. import experiments
 from ..experiments import Trial
+from ..ownership import Lease, current_job_id, task_lease_path
 
 
 def pack_units(trials: list[Trial], pack_size: int) -> list[list[Trial]]:
@@ -39,9 +40,23 @@ class ArrayTask(submitit.helpers.Checkpointable):
         self._stores: list = []
 
     def __call__(self) -> dict[str, str]:
+        from ..execute import install_cancel_handler
+
+        install_cancel_handler()
+        job_id = current_job_id()
+        # The task's own lease tells status that this process still works through its list, even when its
+        # local controller is gone.
+        lease = Lease.acquire(task_lease_path(self.out_dir, job_id), f"task {job_id}") if job_id else None
+        try:
+            return self._run_units()
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _run_units(self) -> dict[str, str]:
         import torch
 
-        from ..execute import execute
+        from ..execute import Cancelled, execute
         from ..manifest import read_manifest, trials_of_manifest
 
         if self.threads > 0:
@@ -50,9 +65,14 @@ class ArrayTask(submitit.helpers.Checkpointable):
         mine = [trials[index] for index in self.indices]
         units = pack_units(mine, self.pack_size) if self.pack_seeds else [[trial] for trial in mine]
         outcomes, failures = {}, []
-        for unit in units:
+        for position, unit in enumerate(units):
             try:
                 outcomes.update(execute(self.out_dir, unit, on_store=self._remember))
+            except Cancelled:
+                # The running trials saved their last epoch and say so; the rest of the task is not started.
+                outcomes.update({t.trial_id: "cancelled" for u in units[position:] for t in u})
+                print(f"cancelled: {len(units) - position} unit(s) of this task not run", flush=True)
+                return outcomes
             except Exception as error:  # the other trials of the task still run; the task fails at the end
                 names = ", ".join(trial.trial_id for trial in unit)
                 failures.append(f"{names}: {type(error).__name__}: {error}".splitlines()[0])

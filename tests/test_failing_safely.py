@@ -1,0 +1,178 @@
+"""Failing safely: a full disk, a diverging loss, bad values and damaged bookkeeping each give one line,
+and lose nothing that was done."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_same_results
+from pipeline.execute import execute
+from pipeline.files import inspect, read_status
+from pipeline.grid import load_grid
+from pipeline.launch.monitor import gather
+from pipeline.manifest import select, write_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+# About 11 MB of weights a snapshot, one every epoch: a small disk fills within a few epochs.
+HEAVY = ["groups=rot", "modes=nom", "seeds=1", "n=14", "channels=8", "n_samples=200", "epochs=10", "lr=0.005",
+         "weights_every=1", "cnn.seeds=1", "configs=cross"]
+
+
+def sets(values):
+    return [a for v in values for a in ("--set", v)]
+
+
+def cli(*argv, timeout=300):
+    return subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs (root only; mandatory in CI, which runs as root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must be able to mount a tmpfs (runs as root): {result.stderr.decode().strip()}")
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_trial_in_one_line_and_its_file_keeps_its_last_good_epoch(small_disk, tmp_path):
+    out = small_disk / "out"
+    argv = ["run-trial", "--exp", "smoke", "--index", "0", "--out", str(out), "--checkpoint-every", "0", *sets(HEAVY)]
+    full = cli(*argv)
+    assert full.returncode == 1
+    assert full.stderr.count("\n") == 1 and "no space left on device" in full.stderr, full.stderr
+    path = out / "trials" / "rot-nom-s000.h5"
+    state = inspect(path)
+    assert state.status == "running"  # readable, not damaged, and not pretending to be complete
+    done = state.attrs["epochs_done"]
+    assert 1 <= done < 10 and state.rows == done + 1
+    assert not (out / "trials" / "rot-nom-s000.lease").exists()
+    assert [s.state for s in gather(out) if s.trial_id == "rot-nom-s000"] == ["failed"]
+
+    subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+    assert cli(*argv).returncode == 0
+    assert "resuming after epoch" in (out / "logs" / "rot-nom-s000.log").read_text()
+    grid = load_grid("smoke", dict(v.split("=", 1) for v in HEAVY))
+    reference = tmp_path / "reference"
+    execute(reference, [select(write_manifest(reference, grid, grid.trials()), 0)])
+    assert_same_results(reference / "trials" / "rot-nom-s000.h5", path)
+
+
+def test_a_read_only_results_folder_is_one_line(small_disk, tmp_path):
+    written = small_disk / "out"
+    assert cli("submit", "--exp", "smoke", "--out", str(written), *sets(["groups=rot", "modes=nom", "cnn.seeds=1",
+                                                                          "configs=cross"])).returncode == 0
+    out = tmp_path / "read-only"  # the same folder seen through a read-only bind mount (root ignores modes)
+    out.mkdir()
+    subprocess.run(["mount", "--bind", str(written), str(out)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(out)], check=True)
+        _check_read_only(out)
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
+def _check_read_only(out):
+    status = cli("status", "--out", str(out))
+    assert status.returncode == 0 and "complete" in status.stdout
+    again = cli("run-trial", "--exp", "smoke", "--index", "0", "--out", str(out), "--force",
+                *sets(["groups=rot", "modes=nom", "cnn.seeds=1", "configs=cross"]))
+    assert again.returncode != 0 and again.stderr.startswith("error: ") and again.stderr.count("\n") == 1
+    assert "Read-only file system" in again.stderr
+
+
+def test_a_loss_that_diverges_stops_the_trial_as_failed_and_is_listed(tmp_path):
+    out = tmp_path / "out"
+    values = ["groups=rot", "modes=nom", "cnn.seeds=1", "configs=cross", "groups.lr=1e6", "epochs=4"]
+    result = cli("submit", "--exp", "smoke", "--out", str(out), *sets(values))
+    assert result.returncode == 1  # not every trial completed
+    status = read_status(out / "trials" / "rot-nom-s000.h5")
+    assert status["status"] == "failed" and status["last_error"].startswith("Diverged: diverged at epoch 1")
+    state = next(s for s in gather(out) if s.trial_id == "rot-nom-s000")
+    assert state.state == "failed"
+    resubmit = cli("resubmit", "--out", str(out))
+    assert "not resubmitted: rot-nom-s000" in resubmit.stdout and "nothing to resubmit" in resubmit.stdout
+    aggregate = cli("aggregate", "--out", str(out))
+    assert aggregate.returncode == 0
+    report = (out / "aggregate" / "report.md").read_text()
+    assert "rot-nom-s000" in report and "diverged at epoch 1" in report
+
+
+@pytest.mark.parametrize("override,message", [
+    ("lr=nan", "lr must be a finite number > 0, got nan"),
+    ("lr=inf", "lr must be a finite number > 0, got inf"),
+    ("lr=-1", "lr must be a finite number > 0, got -1.0"),
+    ("lr=0", "lr must be a finite number > 0, got 0.0"),
+    ("phase1_lr=nan", "phase1_lr must be a finite number > 0, got nan"),
+    ("phase1_lr=-1", "phase1_lr must be a finite number > 0, got -1.0"),
+    ("phase2_lr=0", "phase2_lr must be a finite number > 0, got 0.0"),
+    ("image_size=0", "image_size must be a positive integer, got 0"),
+    ("image_size=30", "image_size must be a positive multiple of 4"),
+    ("n=1", "n must be an integer >= 2"),
+    ("augment=5", "unknown augment '5'; accepted: orbit, sampled:P"),
+    ("device=5", "unknown device '5'; accepted: auto, cpu, cuda, cuda:N"),
+    ("n_samples=20000", "n_samples=20000 is more than the data holds; accepted: 1..10000"),
+    ("data_source=bogus", "unknown data_source 'bogus'; accepted: auto, official, vendored"),
+    ("reg=-1", "reg must be a finite number >= 0, got -1.0"),
+    ("chunk_size=0", "chunk_size must be a positive integer, got 0"),
+])
+def test_bad_values_fail_in_plan_in_one_line(override, message, capsys):
+    from pipeline.cli import main
+
+    assert main(["plan", "--exp", "smoke", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_bad_worker_counts_fail_before_anything_runs(tmp_path, capsys):
+    from pipeline.cli import main
+
+    for option in (["--workers", "-1"], ["--workers", "0"], ["--trials-per-task", "0"]):
+        assert main(["submit", "--exp", "smoke", "--out", str(tmp_path / "never"), *option]) == 2
+        err = capsys.readouterr().err
+        assert "must be at least 1" in err and err.count("\n") == 1
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_torn_submission_line_is_skipped_with_a_warning_and_a_damaged_manifest_is_one_line(tmp_path):
+    out = tmp_path / "out"
+    assert cli("submit", "--exp", "smoke", "--out", str(out), *sets(["groups=rot", "modes=nom", "cnn.seeds=1",
+                                                                      "configs=cross"])).returncode == 0
+    log = out / "submissions.jsonl"
+    log.write_text(log.read_text() + '{"kind": "submission", "tasks": [{"job_')  # a crash mid-append
+    status = cli("status", "--out", str(out))
+    assert status.returncode == 0 and "all 2 trials complete" not in status.stdout
+    assert "line 2 is not a complete record" in status.stderr and "complete" in status.stdout
+    again = cli("submit", "--exp", "smoke", "--out", str(out), *sets(["groups=rot", "modes=nom", "cnn.seeds=1",
+                                                                      "configs=cross"]))
+    assert again.returncode == 0 and "nothing to submit" in again.stdout
+    from pipeline.launch.records import append_record, read_records
+
+    append_record(out, {"kind": "cancel", "job_ids": []})  # a later record starts on a line of its own
+    assert json.loads(log.read_text().splitlines()[-1])["kind"] == "cancel"
+    assert [r.get("kind") for r in read_records(out, warn=lambda line: None)] == ["submission", "cancel"]
+
+    log.write_text(log.read_text().splitlines()[0] + "\n")  # only the damaged manifest from here on
+    manifest = out / "manifest.json"
+    manifest.write_text(manifest.read_text()[:100])
+    for command in (["status"], ["resubmit"], ["cancel"], ["aggregate"],
+                    ["submit", "--exp", "smoke", "--set", "groups=rot", "--set", "modes=nom"]):
+        result = cli(*command, "--out", str(out))
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.startswith(f"error: {manifest} is damaged") and result.stderr.count("\n") == 1
+
+
+def test_cancel_and_status_on_a_folder_without_a_grid_are_errors(tmp_path):
+    for command in ("status", "cancel", "resubmit"):
+        result = cli(command, "--out", str(tmp_path))
+        assert result.returncode == 2 and "no manifest.json" in result.stderr or "no submission" in result.stderr
