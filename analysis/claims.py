@@ -228,7 +228,8 @@ class ClaimChecker:
             return passed, (f"final {RATIO_WORDS}, median over seeds: {number(mine)} ({_seeds(len(done))}) "
                             f"{'<' if passed else '≥'} {words} {number(theirs)} ({_seeds(len(reference))})")
 
-        return criterion, [(done, claim.cell.mode.capitalize()), (reference, words)], judge
+        mine = experiment_of(experiment).mode_words(claim.cell.mode)
+        return criterion, [(done, mine), (reference, words)], judge
 
 
 def _key(cell: GridCell) -> tuple:

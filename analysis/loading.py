@@ -238,8 +238,9 @@ def _step_table(labels: dict, series: dict) -> pd.DataFrame | None:
     # Steps of one epoch are contiguous in the file (appended in order, truncated whole on resume).
     ordered = np.all(np.diff(epoch) >= 0)
     step_in_epoch = np.arange(steps) - np.searchsorted(epoch, epoch, side="left") if ordered else np.zeros(steps, int)
-    phase_of_epoch = dict(zip(series["epoch"].tolist(), series["phase"].tolist()))
-    phase = np.array([phase_of_epoch.get(int(e), 0) for e in epoch], dtype=np.int64)
+    # Epoch rows are 0, 1, ..., so an epoch's phase is found by its position (0 where none was written).
+    known = (epoch >= 0) & (epoch < len(series["phase"]))
+    phase = np.where(known, series["phase"][np.clip(epoch, 0, max(len(series["phase"]) - 1, 0))], 0)
     table = {
         **labels, "step": np.repeat(np.arange(steps), width), "epoch": np.repeat(epoch, width),
         "phase": np.repeat(phase, width), "step_in_epoch": np.repeat(step_in_epoch, width),

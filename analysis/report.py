@@ -69,7 +69,8 @@ def problem_lines(results: Results) -> list[str]:
             "cancelled": f"incomplete (cancelled): {progress}",
             "inconsistent": f"skipped: {row.error}",
         }.get(row.status, f"{row.status}: {progress}")
-        lines.append(f"{row.trial_id}: {detail}")
+        # Errors may quote the file by its absolute path: the report names files relative to the folder.
+        lines.append(f"{row.trial_id}: {detail}".replace(f"{results.out_dir}/", ""))
     lines += [f"trials/{name}: not in manifest.json; ignored" for name in results.unexpected_files]
     lines += [f"trials/{name}: a damaged file the pipeline set aside before restarting its trial"
               for name in results.set_aside_files]
