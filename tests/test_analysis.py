@@ -695,3 +695,25 @@ def test_folders_of_the_earlier_format_still_aggregate(tmp_path):
     report = (out / "aggregate" / "report.md").read_text()
     assert "not recorded (trial files written before the data source was stored)" in report
     assert "no claim applies: sampled Aug is judged against Nom" in report
+
+
+def test_experiments_declare_which_claim_applies_to_which_cell():
+    from pipeline.experiments import get
+    from pipeline.experiments.base import BELOW_REFERENCE, NO_CLAIM, STAYS_IN_E, GridCell
+
+    def phase2(cells):
+        return [(c.kind, c.claim) for c in get("cnn").claims(cells) if c.phase != 1]
+
+    gd = GridCell("cross", "aug", {}, {"phase2_optimizer": ("gd",), "reg": (0.0,)})
+    assert phase2([gd]) == [(STAYS_IN_E, "Aug stays in E in phase 2 (compatible, unitary)")]
+    # Minibatches of the augmented data are not whole orbits: judged against Nom, as sampled Aug is.
+    sgd = GridCell("cross", "aug", {"phase2_optimizer": "sgd"}, {"phase2_optimizer": ("sgd",), "reg": (0.0,)})
+    nom = GridCell("cross", "nom", {"phase2_optimizer": "sgd"}, {"phase2_optimizer": ("sgd",), "reg": (0.0,)})
+    assert phase2([sgd])[0][0] == NO_CLAIM
+    declared = [c for c in get("cnn").claims([sgd, nom]) if c.cell == sgd and c.phase != 1]
+    assert [c.kind for c in declared] == [BELOW_REFERENCE] and declared[0].reference == nom
+    assert declared[0].subject == "cnn cross (aug, minibatch SGD)"
+    regularised = GridCell("rot", "aug", {}, {"augment": ("orbit",), "reg": (0.5,)})
+    assert [c.kind for c in get("groups").claims([regularised])] == [NO_CLAIM]
+    mixed = GridCell("rot", "aug", {}, {"augment": ("orbit", "sampled:2"), "reg": (0.0,)})
+    assert get("groups").claims([mixed])[0].kind == NO_CLAIM  # sampled runs and no Nom cell to compare with
