@@ -16,9 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="a results folder (with manifest.json and trials/)")
     parser.add_argument("--min-complete", type=int, default=MIN_COMPLETE_TRIALS, metavar="N",
                         help=f"complete trials a cell needs for a verdict (default {MIN_COMPLETE_TRIALS})")
+    parser.add_argument("--no-figures", action="store_true",
+                        help="tables, verdicts and report without drawing figures (seconds on a large grid)")
     args = parser.parse_args(argv)
     try:
-        result = aggregate(args.out, min_complete=args.min_complete)
+        result = aggregate(args.out, min_complete=args.min_complete, figures=not args.no_figures)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

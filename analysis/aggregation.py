@@ -5,11 +5,11 @@ run, one atomic file replacement at a time, so re-running after more trials fini
 and a reader never sees a half-written file. Outputs:
 
     aggregate/epochs.csv     the tidy table of ``analysis.load``
-    aggregate/steps.csv      the CNN's phase-2 per-step dist_E (only if there are steps)
-    aggregate/trials.csv     one row per manifest trial: status, provenance, end points
-    aggregate/summary.csv    per cell: counts by status, median/quartiles of the end points
+    aggregate/steps.csv      dist_E after single optimizer steps (only if some trial records them)
+    aggregate/trials.csv     one row per manifest trial: labels, status, data source, device, end points
+    aggregate/summary.csv    per cell: counts by status, whether it learned, median/quartiles of the end points
     aggregate/summary.md     the same, readable, with every trial that is not complete
-    aggregate/report.md      the claims' verdicts with evidence, criteria, figures, provenance
+    aggregate/report.md      the verdicts with evidence, data and devices, criteria, figures, provenance
     aggregate/figures/       see ``analysis.figures`` (figures of earlier runs no longer made are removed)
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import replace_atomically, write_text
-from .claims import MIN_COMPLETE_TRIALS, Verdict, check_claims
+from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
 from .report import problem_lines, report_markdown, summary_markdown
@@ -40,6 +40,7 @@ class AggregateResult:
     problems: list[str]  # one line per trial that is not complete, and stray files in trials/
     figures: dict[str, FigureInfo] = field(default_factory=dict)
     summary: pd.DataFrame | None = None
+    notes: list[Note] = field(default_factory=list)  # cells about which no claim is judged
 
     @property
     def verdict_lines(self) -> list[str]:
@@ -61,8 +62,11 @@ def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
-def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_TRIALS) -> AggregateResult:
-    """Read ``out_dir``, write ``out_dir/aggregate/``, return the paths written and the verdicts."""
+def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_TRIALS,
+              figures: bool = True) -> AggregateResult:
+    """Read ``out_dir``, write ``out_dir/aggregate/``, return the paths written and the verdicts.
+    ``figures=False`` leaves the figures of an earlier run as they are and reports none: the verdicts of
+    a large grid in seconds."""
     out_dir = Path(out_dir)
     results = read_results(out_dir)
     problems = problem_lines(results)
@@ -77,7 +81,7 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
 
     end_points = trial_end_points(results)
     summary = summarize(results, end_points)
-    verdicts = check_claims(results.trials, end_points, min_complete)
+    assessment = evaluate_claims(results.trials, end_points, min_complete)
 
     folder = out_dir / FOLDER
     paths = [_write_csv(folder / "epochs.csv", results.epochs)]
@@ -85,18 +89,20 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
         paths.append(_write_csv(folder / "steps.csv", results.steps))
     else:
         (folder / "steps.csv").unlink(missing_ok=True)  # left by an earlier run of another grid state
-    trials = results.trials.merge(end_points.drop(columns=[c for c in end_points.columns
-                                                            if c in results.trials.columns and c != "trial_id"]),
-                                  on="trial_id", how="left")
+    # The settings JSON closes each row: a complete record, but long, so after the columns one reads.
+    trials = results.trials.merge(end_points, on="trial_id", how="left")
+    trials = trials[[c for c in trials.columns if c != "settings"] + ["settings"]]
     paths.append(_write_csv(folder / "trials.csv", trials))
     paths.append(_write_csv(folder / "summary.csv", summary))
 
-    figures = make_figures(results.epochs, results.steps, results.trials, folder / FIGURES)
-    figure_paths = [p for info in figures.values() for p in info.paths]
-    _remove_stale_figures(folder / FIGURES, figure_paths)
-    paths += figure_paths
+    made = None
+    if figures:
+        made = make_figures(results.epochs, results.steps, results.trials, folder / FIGURES)
+        figure_paths = [p for info in made.values() for p in info.paths]
+        _remove_stale_figures(folder / FIGURES, figure_paths)
+        paths += figure_paths
 
     paths.append(write_text(folder / "summary.md", summary_markdown(results, summary)))
-    paths.append(write_text(folder / "report.md", report_markdown(results, verdicts, figures, min_complete)))
+    paths.append(write_text(folder / "report.md", report_markdown(results, assessment, summary, made, min_complete)))
     log(f"aggregate: wrote {len(paths)} files under {folder}")
-    return AggregateResult(out_dir, paths, verdicts, problems, figures, summary)
+    return AggregateResult(out_dir, paths, assessment.verdicts, problems, made or {}, summary, assessment.notes)

@@ -1,28 +1,35 @@
-"""The claims of SCIENCE.md section 1 that a grid can test, as measurable criteria with verdicts.
+"""The claims of docs/science.md §1 that trajectories can test, judged as §7 describes.
+
+What is claimed about which cell is declared by each experiment (``Experiment.claims``, as data: a kind,
+the cell, the epochs concerned, a named threshold); this module owns the thresholds and evaluates every
+declaration the same way, whatever the experiment.
 
 Notation, per complete trial, with totals over the measured layers (Frobenius norms of the weight set):
-``rel = dist_E / ||A||`` and ``ratio = dist_E / dist_init`` (dist_E per unit of distance travelled).
-"max rel" is the largest rel over the epochs the claim is about; "final" is the last epoch. Each
-criterion applies to the median over the seeds of a cell.
+``rel = dist_E / ||A||`` (distance from E relative to the weight norm) and ``ratio = dist_E / dist_init``
+(distance from E per unit distance travelled). "max rel" is the largest rel over the epochs concerned;
+"final" is the last epoch. Each criterion applies to the median over the seeds of a cell.
 
 Staying in E is judged relative to ||A||, not to the distance travelled: round-off in dist_E = ||A - Pi_E A||
 is a multiple of machine epsilon times ||A||, so a short training run would make a ratio to the distance
 travelled look large although the point has never left E to working precision. Leaving E is judged
 relative to the distance travelled, which is what "at a rate comparable to the distance travelled" means
 and does not depend on the learning rate or the number of epochs.
-
-Not testable from these measurements: claim 1 (equivariant stationary points coincide) and claim 3
-(stability of stationary points); the report says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .summary import cell_order, quartiles
+from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, GridCell
+
+from . import figure_names
+from .loading import experiment_of
+from .science import cite
+from .summary import CELL, cell_order, quartiles
 
 # Largest dist_E / ||A|| still counted as "in E", by the trial's floating-point type: about 100x the
 # round-off of one projection (float32 eps = 1.2e-7, float64 eps = 2.2e-16) to absorb its growth over
@@ -35,28 +42,48 @@ NOM_MIN_RATIO = 0.05
 LEAVES_E_MIN_RATIO = 1e-4
 # Complete trials needed in every cell a claim reads; with fewer, the verdict is "not enough complete trials".
 MIN_COMPLETE_TRIALS = 2
+# The minimum ratios an experiment's claims may name.
+MIN_RATIOS = {"NOM_MIN_RATIO": NOM_MIN_RATIO, "LEAVES_E_MIN_RATIO": LEAVES_E_MIN_RATIO}
 
 HOLDS, FAILS, TOO_FEW = "holds", "does not hold", "not enough complete trials"
-
-LOG_FIGURE = "groups_dist_vs_travelled_log.png"
-LINEAR_FIGURE = "groups_dist_vs_travelled.png"
-CNN_FIGURE = "cnn_dist_vs_epoch.png"
+REL_WORDS = "distance from E relative to the weight norm (dist_E/‖A‖)"
+RATIO_WORDS = "distance from E per unit distance travelled (dist_E/dist_init)"
 
 
 @dataclass
 class Verdict:
     experiment: str
-    subject: str  # a group (rot, ...) or "cnn <config>"
+    subject: str  # e.g. "rot" or "cnn cross (aug)", as the experiment names the cell
     claim: str
-    science: str  # where the claim comes from in SCIENCE.md
+    science: str  # where docs/science.md states the claim, with the section's anchor
     criterion: str
     outcome: str  # HOLDS, FAILS or TOO_FEW
-    evidence: str
-    figure: str
+    evidence: str  # the measured medians in words, against the threshold
+    figure: str  # the figure file that shows the evidence
+    cell: tuple = ()  # (experiment, cell, mode, swept as JSON): the cell judged, as the summary names it
 
     @property
     def line(self) -> str:
         return f"{self.subject}: {self.claim} — {self.outcome} ({self.evidence})"
+
+
+@dataclass
+class Note:
+    """A cell about which no claim is judged, and why."""
+
+    experiment: str
+    subject: str
+    text: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.subject}: {self.text}"
+
+
+@dataclass
+class Assessment:
+    verdicts: list[Verdict] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
 
 def number(x: float) -> str:
@@ -72,124 +99,150 @@ def roundoff_threshold(dtypes) -> float:
     return max(ROUNDOFF_THRESHOLD.get(str(d), ROUNDOFF_THRESHOLD["float32"]) for d in dtypes)
 
 
+def _seeds(count: int) -> str:
+    return f"{count} seed{'s' if count != 1 else ''}"
+
+
+def grid_cells(trials: pd.DataFrame) -> dict[str, list[tuple[GridCell, pd.DataFrame]]]:
+    """Per experiment, its cells in reading order, each with its manifest trials."""
+    cells: dict[str, list[tuple[GridCell, pd.DataFrame]]] = {}
+    for _, members in cell_order(trials).groupby(CELL, sort=False):
+        first = members.iloc[0]
+        settings = [json.loads(text) for text in members["settings"]]
+        values = {name: tuple(json.loads(v) for v in sorted({json.dumps(s.get(name)) for s in settings}))
+                  for name in settings[0]}
+        cell = GridCell(first["cell"], first["mode"], json.loads(first["swept"]), values)
+        cells.setdefault(first["experiment"], []).append((cell, members))
+    return cells
+
+
 class ClaimChecker:
-    """Collects verdicts cell by cell; each check reads the complete trials' end points of its cells."""
+    """Evaluates the experiments' claims; each reads the complete trials' end points of its cells."""
 
     def __init__(self, trials: pd.DataFrame, end_points: pd.DataFrame, min_complete: int = MIN_COMPLETE_TRIALS):
-        self.trials, self.end_points, self.min_complete = trials, end_points, min_complete
-        self.verdicts: list[Verdict] = []
+        self.end_points, self.min_complete = end_points, min_complete
+        self.cells = grid_cells(trials)
+        self.assessment = Assessment()
 
-    def _cell(self, experiment: str, setting: str, mode: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _members(self, experiment: str, cell: GridCell) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(manifest trials, complete end points) of one cell."""
-        column = "group" if experiment == "groups" else "config"
-        members = self.trials[(self.trials["experiment"] == experiment) & (self.trials[column] == setting)
-                              & (self.trials["mode"] == mode)]
-        done = self.end_points[self.end_points["trial_id"].isin(members["trial_id"])]
-        return members, done
+        for known, members in self.cells.get(experiment, []):
+            if (known.cell, known.mode, known.swept) == (cell.cell, cell.mode, cell.swept):
+                return members, self.end_points[self.end_points["trial_id"].isin(set(members["trial_id"]))]
+        empty = pd.DataFrame(columns=["trial_id", "dtype"])
+        return empty, self.end_points.iloc[0:0]
 
-    def _too_few(self, *cells: pd.DataFrame) -> str | None:
+    def _too_few(self, *cells: tuple[pd.DataFrame, str]) -> str | None:
         short = [f"{label + ': ' if label else ''}{len(done)} complete" for done, label in cells
                  if len(done) < self.min_complete]
         if not short:
             return None
         return f"{', '.join(short)}; need at least {self.min_complete} per cell"
 
-    def _add(self, experiment, subject, claim, science, criterion, figure, cells, judge):
+    def run(self) -> Assessment:
+        for experiment_name, cells in self.cells.items():
+            experiment = experiment_of(experiment_name)
+            declared = experiment.claims([cell for cell, _ in cells])
+            spoken_of = set()
+            for claim in declared:
+                spoken_of.add(_key(claim.cell))
+                if claim.reference is not None:
+                    spoken_of.add(_key(claim.reference))
+                if claim.kind == NO_CLAIM:
+                    self.assessment.notes.append(Note(experiment_name, claim.subject, claim.claim))
+                else:
+                    self.assessment.verdicts.append(self.judge(experiment_name, claim))
+            for cell, _ in cells:
+                if _key(cell) not in spoken_of:
+                    words = experiment.series_words(cell.mode, cell.swept)
+                    self.assessment.notes.append(Note(
+                        experiment_name, f"{experiment.display_title()} {cell.cell} / {words}",
+                        f"no claim applies to cell {cell.cell} / mode {cell.mode}: docs/science.md states none "
+                        "that its trajectories could test"))
+        return self.assessment
+
+    def judge(self, experiment: str, claim: Claim) -> Verdict:
+        members, done = self._members(experiment, claim.cell)
+        science = cite(claim.section, claim.source)
+        figure = figure_names.evidence_figure(experiment_of(experiment), claim.kind)
+        if claim.kind == STAYS_IN_E:
+            criterion, cells, judge = self._stays_in_E(claim, members, done)
+        elif claim.kind == LEAVES_E:
+            criterion, cells, judge = self._leaves_E(claim, members, done)
+        elif claim.kind == BELOW_REFERENCE:
+            criterion, cells, judge = self._below_reference(experiment, claim, done)
+        else:
+            raise ValueError(f"unknown kind of claim {claim.kind!r} declared by {experiment}")
         too_few = self._too_few(*cells)
         if too_few:
             outcome, evidence = TOO_FEW, too_few
         else:
             passed, evidence = judge()
             outcome = HOLDS if passed else FAILS
-        self.verdicts.append(Verdict(experiment, subject, claim, science, criterion, outcome, evidence, figure))
+        return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
+                       (experiment, *_key(claim.cell)))
 
-    def stays_in_E(self, experiment, subject, claim, science, members, done, column="max_rel_dist_E",
-                   figure=LOG_FIGURE):
-        """``column``: the per-trial largest dist_E/‖A‖ over the epochs the claim is about."""
+    def _stays_in_E(self, claim: Claim, members, done):
         threshold = roundoff_threshold(members["dtype"])
         dtypes = "/".join(sorted(set(members["dtype"])))
-        criterion = f"median over seeds of max dist_E/‖A‖ (totals) ≤ {threshold:g} ({dtypes})"
+        column = "max_rel_dist_E" if claim.phase is None else f"max_rel_dist_E_phase{claim.phase}"
+        epochs = "every epoch" if claim.phase is None else f"the epochs of phase {claim.phase}"
+        criterion = (f"median over seeds of the largest dist_E/‖A‖ (all layers) over {epochs} ≤ {threshold:g} "
+                     f"(`ROUNDOFF_THRESHOLD`, {dtypes})")
 
         def judge():
-            median = _median(done[column])
+            median = _median(done[column] if column in done else [])
             passed = bool(median <= threshold)
-            return passed, (f"median max dist_E/‖A‖ = {number(median)} {'≤' if passed else '>'} {threshold:g}, "
-                            f"n = {len(done)}")
+            return passed, (f"largest {REL_WORDS} over {epochs}, median over {_seeds(len(done))}: {number(median)} "
+                            f"{'≤' if passed else '>'} {threshold:g}, the {dtypes} round-off threshold")
 
-        self._add(experiment, subject, claim, science, criterion, figure, [(done, "")], judge)
+        return criterion, [(done, "")], judge
 
-    def leaves_E(self, experiment, subject, claim, science, members, done, min_ratio, figure, check_roundoff):
+    def _leaves_E(self, claim: Claim, members, done):
+        min_ratio = MIN_RATIOS[claim.threshold]
         threshold = roundoff_threshold(members["dtype"])
-        criterion = f"median final dist_E/dist_init ≥ {min_ratio:g}"
-        if check_roundoff:
-            criterion += f" and median final dist_E/‖A‖ > {threshold:g}"
+        criterion = f"median final dist_E/dist_init ≥ {min_ratio:g} (`{claim.threshold}`)"
+        if claim.above_roundoff:
+            criterion += f" and median final dist_E/‖A‖ > {threshold:g} (`ROUNDOFF_THRESHOLD`)"
 
         def judge():
             ratio, relative = _median(done["final_ratio"]), _median(done["final_rel_dist_E"])
-            passed = bool(ratio >= min_ratio) and (not check_roundoff or bool(relative > threshold))
-            evidence = (f"median final dist_E/dist_init = {number(ratio)} "
-                        f"{'≥' if ratio >= min_ratio else '<'} {min_ratio:g}")
-            if check_roundoff:
-                evidence += (f"; median final dist_E/‖A‖ = {number(relative)} "
-                             f"{'>' if relative > threshold else '≤'} {threshold:g}")
-            return passed, evidence + f", n = {len(done)}"
+            passed = bool(ratio >= min_ratio) and (not claim.above_roundoff or bool(relative > threshold))
+            evidence = f"final {RATIO_WORDS}, median over {_seeds(len(done))}: {number(ratio)} " \
+                       f"{'≥' if ratio >= min_ratio else '<'} {min_ratio:g}"
+            if claim.above_roundoff:
+                evidence += (f"; final {REL_WORDS}: {number(relative)} {'>' if relative > threshold else '≤'} "
+                             f"{threshold:g}, the round-off threshold")
+            return passed, evidence
 
-        self._add(experiment, subject, claim, science, criterion, figure, [(done, "")], judge)
+        return criterion, [(done, "")], judge
 
-    def aug_below_nom(self, group, aug_done, nom_done, augment):
-        criterion = "median final dist_E/dist_init of Aug < that of Nom"
+    def _below_reference(self, experiment: str, claim: Claim, done):
+        _, reference = self._members(experiment, claim.reference)
+        words = experiment_of(experiment).series_words(claim.reference.mode, claim.reference.swept)
+        criterion = f"median final dist_E/dist_init of this cell < that of {words}"
 
         def judge():
-            aug, nom = _median(aug_done["final_ratio"]), _median(nom_done["final_ratio"])
-            passed = bool(aug < nom)
-            return passed, (f"median final dist_E/dist_init Aug = {number(aug)} {'<' if passed else '≥'} "
-                            f"Nom = {number(nom)}, n = {len(aug_done)}/{len(nom_done)}")
+            mine, theirs = _median(done["final_ratio"]), _median(reference["final_ratio"])
+            passed = bool(mine < theirs)
+            return passed, (f"final {RATIO_WORDS}, median over seeds: {number(mine)} ({_seeds(len(done))}) "
+                            f"{'<' if passed else '≥'} {words} {number(theirs)} ({_seeds(len(reference))})")
 
-        self._add("groups", group, f"Aug ({augment}) leaves E less than Nom", "§3 expected picture; §1 claims 2, 5",
-                  criterion, LOG_FIGURE, [(aug_done, "Aug"), (nom_done, "Nom")], judge)
+        mine = experiment_of(experiment).mode_words(claim.cell.mode)
+        return criterion, [(done, mine), (reference, words)], judge
 
-    def check_groups(self) -> None:
-        trials = self.trials[self.trials["experiment"] == "groups"]
-        for group in cell_order(trials.drop_duplicates("group"))["group"]:
-            modes = set(trials.loc[trials["group"] == group, "mode"])
-            if "equi" in modes:
-                members, done = self._cell("groups", group, "equi")
-                self.stays_in_E("groups", group, "Equi stays in E", "§2 (Equi)", members, done)
-            if "aug" in modes:
-                members, done = self._cell("groups", group, "aug")
-                augments = sorted(set(members["augment"]))
-                if augments == ["orbit"]:
-                    self.stays_in_E("groups", group, "Aug (orbit) stays in E", "§1 claim 2", members, done)
-                elif "nom" in modes:
-                    self.aug_below_nom(group, done, self._cell("groups", group, "nom")[1], "/".join(augments))
-            if "nom" in modes:
-                members, done = self._cell("groups", group, "nom")
-                self.leaves_E("groups", group, "Nom leaves E at a rate comparable to the distance travelled",
-                              "§1 claim 5", members, done, NOM_MIN_RATIO, LINEAR_FIGURE, check_roundoff=False)
 
-    def check_cnn(self) -> None:
-        trials = cell_order(self.trials[self.trials["experiment"] == "cnn"].drop_duplicates(["config", "mode"]))
-        for config, mode in zip(trials["config"], trials["mode"]):
-            members, done = self._cell("cnn", config, mode)
-            subject = f"cnn {config} ({mode})"
-            self.stays_in_E("cnn", subject, "phase 1 (Equi) stays in E", "§2 (Equi)", members, done,
-                            column="max_rel_dist_E_phase1", figure=CNN_FIGURE)
-            if mode == "nom":
-                self.leaves_E("cnn", subject, "Nom leaves E in phase 2", "§1 claim 5", members, done, NOM_MIN_RATIO,
-                              CNN_FIGURE, check_roundoff=False)
-            elif config == "cross":
-                self.stays_in_E("cnn", subject, "Aug stays in E in phase 2 (compatible, unitary)", "§1 claim 2",
-                                members, done, figure=CNN_FIGURE)
-            else:
-                why = "incompatible support" if config == "skew" else "non-unitary parametrization"
-                self.leaves_E("cnn", subject, f"Aug leaves E in phase 2 ({why})", "§1 claim 4", members, done,
-                              LEAVES_E_MIN_RATIO, CNN_FIGURE, check_roundoff=True)
+def _key(cell: GridCell) -> tuple:
+    return cell.cell, cell.mode, json.dumps(cell.swept, sort_keys=True)
+
+
+def evaluate_claims(trials: pd.DataFrame, end_points: pd.DataFrame,
+                    min_complete: int = MIN_COMPLETE_TRIALS) -> Assessment:
+    """Verdicts for every claim the experiments declare about the manifest's cells, and a note for every
+    cell about which nothing is claimed."""
+    return ClaimChecker(trials, end_points, min_complete).run()
 
 
 def check_claims(trials: pd.DataFrame, end_points: pd.DataFrame,
                  min_complete: int = MIN_COMPLETE_TRIALS) -> list[Verdict]:
-    """Verdicts for every claim the manifest's cells can speak to, groups first."""
-    checker = ClaimChecker(trials, end_points, min_complete)
-    checker.check_groups()
-    checker.check_cnn()
-    return checker.verdicts
+    return evaluate_claims(trials, end_points, min_complete).verdicts

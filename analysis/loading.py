@@ -1,20 +1,28 @@
 """Read a results folder (``manifest.json`` + ``trials/*.h5``) into tidy pandas tables, read-only.
 
-Tables (all columns documented in ``analysis/README.md``):
+Tables (every column is documented in ``analysis/README.md``):
 
-- *trials*: one row per trial of the manifest, whatever became of it. ``status`` is the file's status
-  (``complete``, ``running``, ``failed``), or ``missing`` (no file) or ``damaged`` (unreadable file).
+- *trials*: one row per trial of the manifest, whatever became of it. ``status`` is the file's status as
+  :func:`pipeline.files.inspect` judges it (complete, running, failed, cancelled, damaged, inconsistent),
+  or ``missing`` (no file).
 - *epochs*: one row per trial x epoch x layer, plus a row with ``layer == "total"`` per trial x epoch whose
   dist_E, dist_init and norm are the Euclidean norms over the layers (the Frobenius norms of the whole
-  measured weight set). Groups trials fill ``group`` and leave ``config`` empty; CNN trials the reverse.
-- *steps*: the CNN's phase-2 per-step dist_E, the same layer scheme with a ``total`` row per step.
+  measured weight set).
+- *steps*: dist_E after single optimizer steps, for experiments that record them, with the same layers.
+
+A trial's labels (cell, mode) come from the manifest (``pipeline.manifest.labels_of``, which also reads
+manifests written before labels were stored); its *swept* settings are the manifest's, or, for
+manifests that did not record them, the settings in which trials of one cell and mode differ. The
+``series`` column names, in words, the line a trial belongs to in a figure.
 
 Every readable trial is in *epochs* and *steps*, complete or not; statistics pick complete ones.
-Trial files are only ever opened read-only (``pipeline.store.open_h5``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +31,24 @@ import numpy as np
 import pandas as pd
 
 from pipeline import experiments
-from pipeline.files import open_h5, read_status
-from pipeline.manifest import read_manifest, trial_of
+from pipeline.experiments import Experiment
+from pipeline.files import FileState, inspect, open_h5
+from pipeline.manifest import labels_of, read_manifest, trial_of
+from pipeline.settings import ConfigError
 
 TOTAL = "total"
-
-TRIAL_COLUMNS = ["index", "trial_id", "experiment", "group", "config", "mode", "seed", "dtype", "augment",
-                 "phase1_epochs", "phase2_optimizer", "total_epochs", "status", "epochs_done", "error", "device",
-                 "hostname", "git_commit", "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file"]
-EPOCH_COLUMNS = ["trial_id", "experiment", "group", "config", "mode", "seed", "status", "epoch", "phase", "layer",
-                 "dist_E", "dist_init", "norm", "loss", "accuracy", "grad_norm"]
-STEP_COLUMNS = ["trial_id", "experiment", "config", "mode", "seed", "status", "step", "epoch", "step_in_epoch",
-                "layer", "dist_E"]
+# One column per cell key of the registered experiments ("group", "variant"), filled for the trials of
+# the experiment that uses it and empty ("") for the others.
+CELL_KEYS = list(dict.fromkeys(e.cell_key for e in experiments.REGISTRY.values()))
+LABELS = ["trial_id", "experiment", "cell", *CELL_KEYS, "mode"]
+# Swept settings go between LABELS and AFTER_SWEPT; the rest of each table follows.
+AFTER_SWEPT = ["seed", "series"]
+TRIAL_REST = ["swept", "dtype", "total_epochs", "status", "epochs_done", "error", "data_source", "device", "hostname",
+              "git_commit", "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file", "index",
+              "settings"]
+EPOCH_REST = ["status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "loss", "accuracy", "grad_norm"]
+STEP_REST = ["status", "step", "epoch", "phase", "step_in_epoch", "layer", "dist_E"]
+FIXED_COLUMNS = set(LABELS + AFTER_SWEPT + TRIAL_REST + EPOCH_REST + STEP_REST)
 
 # A reader can catch a trial between the resizes of its once-per-epoch append; a second look after the
 # writer has closed the file tells that apart from real damage.
@@ -50,38 +64,124 @@ class Results:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     steps: pd.DataFrame
+    swept_columns: list[str] = field(default_factory=list)  # in table order
     unexpected_files: list[str] = field(default_factory=list)  # trials/*.h5 not named in the manifest
     set_aside_files: list[str] = field(default_factory=list)  # *.h5.damaged-*: the pipeline restarted those
     checkpoint_files: list[str] = field(default_factory=list)  # *.state.pt: trials interrupted or running
 
 
-def _manifest_row(entry: dict) -> dict:
-    trial = trial_of(entry)
-    settings = trial.settings
-    experiment = experiments.of(trial)
-    is_cnn = entry["experiment"] == "cnn"
-    labels = experiment.labels(settings)
-    return {
-        "index": int(entry["index"]), "trial_id": entry["trial_id"], "experiment": entry["experiment"],
-        "group": "" if is_cnn else labels.cell, "config": labels.cell if is_cnn else "",
-        "mode": labels.mode, "seed": int(settings.seed),
-        "dtype": settings.dtype, "augment": "" if is_cnn else settings.augment,
-        "phase1_epochs": settings.phase1_epochs if is_cnn else 0,
-        "phase2_optimizer": settings.phase2_optimizer if is_cnn else "",
-        "total_epochs": experiment.total_epochs(settings),
-    }
+class UnknownExperiment(Experiment):
+    """Stands in for an experiment this code does not know (a folder written by a newer pipeline), so
+    that its trials are still tabulated, drawn with default styles, and reported as having no claim."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.cell_key = "cell"
+
+
+def experiment_of(name: str) -> Experiment:
+    return experiments.REGISTRY.get(name) or UnknownExperiment(name)
+
+
+def swept_column(setting: str) -> str:
+    """A swept setting's column: its name, unless a table already has a column of that name (``loss``)."""
+    return f"setting_{setting}" if setting in FIXED_COLUMNS else setting
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def _settings_of(entry: dict, experiment: Experiment) -> tuple[dict, set, float]:
+    """(settings, names that do not affect the trial, total epochs) of a manifest entry."""
+    raw = {k: v for k, v in entry.get("settings", entry.get("config", {})).items() if k != "experiment"}
+    if isinstance(experiment, UnknownExperiment):
+        return raw, set(), math.nan
+    try:
+        settings = trial_of(entry).settings
+    except ConfigError:
+        # An old manifest may hold a setting this pipeline no longer has; the rest still describes it.
+        names = {f.name for f in dataclasses.fields(experiment.settings_type)} | set(experiment.aliases)
+        settings = experiment.make_settings({k: v for k, v in raw.items() if k in names})
+    return dataclasses.asdict(settings), experiment.irrelevant(settings), experiment.total_epochs(settings)
+
+
+def _labels(entry: dict, settings: dict, experiment: Experiment) -> dict:
+    if "labels" in entry or isinstance(experiment, UnknownExperiment):
+        return entry.get("labels", {"cell_key": "cell", "cell": "?", "mode": "?"})
+    try:
+        return labels_of(entry)
+    except ConfigError:
+        return {"cell_key": experiment.cell_key, "cell": str(settings.get(experiment.cell_key, "?")),
+                "mode": str(settings.get(experiment.mode_key, "?"))}
+
+
+def _reconstructed_swept(rows: list[dict]) -> None:
+    """Fill ``swept`` of entries whose manifest did not record it: the settings (not labels, not the seed)
+    in which trials of one experiment, cell and mode differ, where they affect the trial."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["_swept"] is None:
+            groups.setdefault((row["experiment"], row["cell"], row["mode"]), []).append(row)
+    for members in groups.values():
+        experiment = members[0]["_experiment"]
+        fixed = {"seed", experiment.cell_key, experiment.mode_key}
+        names = [k for k in members[0]["_settings"] if k not in fixed]
+        varying = [k for k in names
+                   if len({json.dumps(m["_settings"].get(k)) for m in members if k not in m["_irrelevant"]}) > 1]
+        for m in members:
+            m["_swept"] = {k: m["_settings"][k] for k in varying if k not in m["_irrelevant"]}
+
+
+def _manifest_rows(manifest: dict) -> tuple[list[dict], list[str]]:
+    """One row per manifest entry with labels, swept settings and series; and the swept settings' names."""
+    rows = []
+    for entry in manifest["trials"]:
+        experiment = experiment_of(entry["experiment"])
+        settings, irrelevant, total = _settings_of(entry, experiment)
+        labels = _labels(entry, settings, experiment)
+        rows.append({"index": int(entry["index"]), "trial_id": entry["trial_id"], "experiment": entry["experiment"],
+                     "cell": str(labels["cell"]), "mode": str(labels["mode"]), "_cell_key": labels["cell_key"],
+                     "seed": int(settings.get("seed", 0)), "dtype": str(settings.get("dtype", "")),
+                     "total_epochs": total, "settings": json.dumps(settings, sort_keys=True),
+                     "_settings": settings, "_irrelevant": irrelevant, "_experiment": experiment,
+                     "_swept": dict(entry["swept"]) if "swept" in entry else None})
+    _reconstructed_swept(rows)
+    # Every trial of an experiment gets a value for each of its experiment's swept settings that affects
+    # it, so that a folder grown by a second grid (which swept what the first held fixed) reads as one.
+    keys_by_experiment: dict[str, list[str]] = {}
+    for row in rows:
+        keys = keys_by_experiment.setdefault(row["experiment"], [])
+        keys += [k for k in row["_swept"] if k not in keys]
+    swept_names = list(dict.fromkeys(k for keys in keys_by_experiment.values() for k in keys))
+    for row in rows:
+        experiment, settings = row["_experiment"], row["_settings"]
+        swept = {k: settings.get(k, row["_swept"].get(k)) for k in keys_by_experiment[row["experiment"]]
+                 if k not in row["_irrelevant"] and (k in settings or k in row["_swept"])}
+        named = {k: settings[k] for k in experiment.series_settings if k in settings and k not in row["_irrelevant"]}
+        named.update({k: v for k, v in swept.items() if k not in named})
+        row.update({key: "" for key in CELL_KEYS})
+        if row["_cell_key"] in CELL_KEYS:
+            row[row["_cell_key"]] = row["cell"]
+        row.update({swept_column(k): swept.get(k, "") for k in swept_names})
+        row["swept"] = json.dumps(swept, sort_keys=True)
+        row["series"] = experiment.series_words(row["mode"], named)
+    return rows, swept_names
 
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _read_series(path: Path) -> dict:
+def _read_series(path: Path, rows: int) -> dict:
     """Metrics and steps of one trial file, cut to the epochs whose every series was written."""
     with open_h5(path) as f:
         metrics = f["metrics"]
         layers = [_text(name) for name in metrics["dist_E"].attrs["layer_names"]]
-        rows = min(metrics[name].shape[0] for name in metrics)
         series = {name: metrics[name][:rows] for name in metrics}
         if "phase" not in series:
             series["phase"] = np.ones(rows, dtype=np.int64)
@@ -95,63 +195,70 @@ def _read_series(path: Path) -> dict:
     return series
 
 
-def _read_trial(path: Path) -> tuple[dict, dict | None]:
-    """(attributes, series) of a trial file; series is None when the file cannot be read."""
+def _read_trial(path: Path) -> tuple[FileState, dict | None]:
+    """The file's state and its series (None when it cannot be read)."""
     for attempt in range(2):
-        attrs = read_status(path)
-        if attrs["status"] != "damaged":
+        state = inspect(path)
+        if state.status != "damaged":
             try:
-                return attrs, _read_series(path)
+                return state, _read_series(path, state.rows)
             except Exception as error:  # h5py raises several types for truncated or half-written files
-                attrs = {"status": "damaged", "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+                state = FileState("damaged", state.attrs, problem=f"{type(error).__name__}: {error}".splitlines()[0])
         if attempt == 0:
             time.sleep(RETRY_DELAY_S)
-    return attrs, None
+    return state, None
 
 
-def _with_totals(layer_values: dict[str, np.ndarray], layers: list[str]) -> dict[str, np.ndarray]:
+def _with_totals(layer_values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Append a 'total' column to each (rows, L) array: the norm over layers."""
     return {name: np.concatenate([values, np.sqrt(np.sum(values**2, axis=1, keepdims=True))], axis=1)
             for name, values in layer_values.items()}
 
 
-def _epoch_table(row: dict, series: dict) -> pd.DataFrame:
+def _epoch_table(labels: dict, series: dict) -> pd.DataFrame:
     layers = series["layers"] + [TOTAL]
-    values = _with_totals({name: series[name] for name in ("dist_E", "dist_init", "norm")}, series["layers"])
-    epochs = len(series["epoch"])
+    values = _with_totals({name: series[name] for name in ("dist_E", "dist_init", "norm")})
     width = len(layers)
-
-    def per_epoch(name):
-        return np.repeat(series[name], width)
-
     table = {
-        "trial_id": row["trial_id"], "experiment": row["experiment"], "group": row["group"],
-        "config": row["config"], "mode": row["mode"], "seed": row["seed"], "status": row["status"],
-        "epoch": per_epoch("epoch"), "phase": per_epoch("phase"), "layer": np.tile(layers, epochs),
+        **labels, "epoch": np.repeat(series["epoch"], width), "phase": np.repeat(series["phase"], width),
+        "layer": np.tile(layers, len(series["epoch"])),
         **{name: values[name].reshape(-1) for name in ("dist_E", "dist_init", "norm")},
-        "loss": per_epoch("loss"), "accuracy": per_epoch("accuracy"), "grad_norm": per_epoch("grad_norm"),
+        **{name: np.repeat(series[name], width) for name in ("loss", "accuracy", "grad_norm")},
     }
-    return pd.DataFrame(table, columns=EPOCH_COLUMNS)
+    return pd.DataFrame(table)
 
 
-def _step_table(row: dict, series: dict) -> pd.DataFrame | None:
+def _step_table(labels: dict, series: dict) -> pd.DataFrame | None:
     if "step_epoch" not in series or len(series["step_epoch"]) == 0:
         return None
     layers = series["layers"] + [TOTAL]
-    dist_E = _with_totals({"dist_E": series["step_dist_E"]}, series["layers"])["dist_E"]
+    dist_E = _with_totals({"dist_E": series["step_dist_E"]})["dist_E"]
     epoch = series["step_epoch"]
-    steps = len(epoch)
+    steps, width = len(epoch), len(layers)
     # Steps of one epoch are contiguous in the file (appended in order, truncated whole on resume).
-    first_of_epoch = np.searchsorted(epoch, epoch, side="left") if np.all(np.diff(epoch) >= 0) else None
-    step_in_epoch = (np.arange(steps) - first_of_epoch) if first_of_epoch is not None else np.zeros(steps, int)
-    width = len(layers)
+    ordered = np.all(np.diff(epoch) >= 0)
+    step_in_epoch = np.arange(steps) - np.searchsorted(epoch, epoch, side="left") if ordered else np.zeros(steps, int)
+    # Epoch rows are 0, 1, ..., so an epoch's phase is found by its position (0 where none was written).
+    known = (epoch >= 0) & (epoch < len(series["phase"]))
+    phase = np.where(known, series["phase"][np.clip(epoch, 0, max(len(series["phase"]) - 1, 0))], 0)
     table = {
-        "trial_id": row["trial_id"], "experiment": row["experiment"], "config": row["config"], "mode": row["mode"],
-        "seed": row["seed"], "status": row["status"], "step": np.repeat(np.arange(steps), width),
-        "epoch": np.repeat(epoch, width), "step_in_epoch": np.repeat(step_in_epoch, width),
+        **labels, "step": np.repeat(np.arange(steps), width), "epoch": np.repeat(epoch, width),
+        "phase": np.repeat(phase, width), "step_in_epoch": np.repeat(step_in_epoch, width),
         "layer": np.tile(layers, steps), "dist_E": dist_E.reshape(-1),
     }
-    return pd.DataFrame(table, columns=STEP_COLUMNS)
+    return pd.DataFrame(table)
+
+
+def _file_fields(state: FileState) -> dict:
+    attrs = {k: _plain(v) for k, v in state.attrs.items()}
+    fields = {"status": state.status,
+              "error": state.problem or str(attrs.get("last_error", attrs.get("error", ""))),
+              "epochs_done": int(attrs.get("epochs_done", -1)),
+              "wall_seconds": float(attrs.get("wall_seconds", 0.0)), "pack_size": int(attrs.get("pack_size", 1)),
+              "attempts": int(attrs.get("attempts", 0))}
+    for key in ("data_source", "device", "hostname", "git_commit", "started_at", "finished_at"):
+        fields[key] = _text(attrs.get(key, ""))
+    return fields
 
 
 def read_results(out_dir: Path | str) -> Results:
@@ -159,47 +266,47 @@ def read_results(out_dir: Path | str) -> Results:
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     folder = out_dir / "trials"
-    trial_rows, epoch_tables, step_tables = [], [], []
-    for entry in manifest["trials"]:
-        row = _manifest_row(entry)
+    rows, swept_names = _manifest_rows(manifest)
+    swept_columns = [swept_column(k) for k in swept_names]
+    label_columns = LABELS + swept_columns + AFTER_SWEPT
+    epoch_tables, step_tables = [], []
+    for row in rows:
         path = folder / f"{row['trial_id']}.h5"
         row["file"] = str(path.relative_to(out_dir))
         if not path.exists():
             row.update(status="missing", epochs_done=-1)
-            trial_rows.append(row)
             continue
-        attrs, series = _read_trial(path)
-        row.update(status=attrs["status"], error=attrs.get("error", attrs.get("last_error", "")))
-        for key in ("device", "hostname", "git_commit", "started_at", "finished_at"):
-            row[key] = _text(attrs.get(key, ""))
-        row["wall_seconds"] = float(attrs.get("wall_seconds", 0.0))
-        row["pack_size"] = int(attrs.get("pack_size", 1))
-        row["attempts"] = int(attrs.get("attempts", 0))
-        row["epochs_done"] = int(attrs.get("epochs_done", -1))
-        if series is not None and row["status"] == "complete" and len(series["epoch"]) != row["total_epochs"] + 1:
-            row["status"] = "inconsistent"
-            row["error"] = (f"marked complete but holds {len(series['epoch'])} epoch rows, "
-                            f"expected {row['total_epochs'] + 1}")
-        trial_rows.append(row)
+        state, series = _read_trial(path)
+        row.update(_file_fields(state))
+        if math.isnan(row["total_epochs"]) and "total_epochs" in state.attrs:
+            row["total_epochs"] = int(state.attrs["total_epochs"])
         if series is not None:
-            epoch_tables.append(_epoch_table(row, series))
-            step_table = _step_table(row, series)
+            labels = {column: row[column] for column in label_columns} | {"status": row["status"]}
+            epoch_tables.append(_epoch_table(labels, series))
+            step_table = _step_table(labels, series)
             if step_table is not None:
                 step_tables.append(step_table)
 
-    trials = pd.DataFrame(trial_rows).reindex(columns=TRIAL_COLUMNS)
-    for column in ("error", "device", "hostname", "git_commit", "started_at", "finished_at", "file"):
+    trials = pd.DataFrame([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
+    trials = trials.reindex(columns=label_columns + TRIAL_REST)
+    for column in ("error", "data_source", "device", "hostname", "git_commit", "started_at", "finished_at", "file"):
         trials[column] = trials[column].fillna("")
     trials["wall_seconds"] = trials["wall_seconds"].fillna(0.0)
     trials["pack_size"] = trials["pack_size"].fillna(1).astype(int)
     trials["attempts"] = trials["attempts"].fillna(0).astype(int)
-    epochs = pd.concat(epoch_tables, ignore_index=True) if epoch_tables else pd.DataFrame(columns=EPOCH_COLUMNS)
-    steps = pd.concat(step_tables, ignore_index=True) if step_tables else pd.DataFrame(columns=STEP_COLUMNS)
+    for column in ("total_epochs", "epochs_done"):
+        trials[column] = pd.to_numeric(trials[column]).astype("Int64")
+    epoch_columns = label_columns + EPOCH_REST
+    step_columns = label_columns + STEP_REST
+    epochs = (pd.concat(epoch_tables, ignore_index=True)[epoch_columns] if epoch_tables
+              else pd.DataFrame(columns=epoch_columns))
+    steps = (pd.concat(step_tables, ignore_index=True)[step_columns] if step_tables
+             else pd.DataFrame(columns=step_columns))
 
     known = {f"{trial_id}.h5" for trial_id in trials["trial_id"]}
     listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     return Results(
-        out_dir=out_dir, manifest=manifest, trials=trials, epochs=epochs, steps=steps,
+        out_dir=out_dir, manifest=manifest, trials=trials, epochs=epochs, steps=steps, swept_columns=swept_columns,
         unexpected_files=[n for n in listing if n.endswith(".h5") and n not in known],
         set_aside_files=[n for n in listing if ".h5.damaged-" in n],
         checkpoint_files=[n for n in listing if n.endswith(".state.pt")],
@@ -212,10 +319,10 @@ def load(out_dir: Path | str) -> pd.DataFrame:
 
 
 def load_trials(out_dir: Path | str) -> pd.DataFrame:
-    """One row per trial of the manifest, with its status (complete, running, failed, missing, damaged)."""
+    """One row per trial of the manifest, with its status."""
     return read_results(out_dir).trials
 
 
 def load_steps(out_dir: Path | str) -> pd.DataFrame:
-    """The CNN's per-step phase-2 dist_E, one row per trial x step x layer (plus 'total')."""
+    """dist_E after single optimizer steps, one row per trial x step x layer (plus 'total')."""
     return read_results(out_dir).steps

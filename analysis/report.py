@@ -1,7 +1,10 @@
 """Markdown documents of an aggregation: ``summary.md`` (the numbers) and ``report.md`` (the claims).
 
-Both list every trial of the manifest that is not complete, with what is known about it: a grid is
-never reported as if the missing part did not exist.
+The report is meant to be read on its own, away from the code: it cites the paper and the sections of
+``docs/science.md`` (by their path in the pipeline's repository and their anchors), says what data and
+devices the trials used, which cells did not learn, and embeds every figure with its caption. Both
+documents list every trial of the manifest that is not complete: a grid is never reported as if the
+missing part did not exist.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import pandas as pd
 from . import claims
 from .figures import FigureInfo
 from .loading import Results
-from .summary import END_POINTS, STATUSES
+from .provenance import data_sources, devices, provenance
+from .science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
+from .summary import END_POINTS, LEARNING_MIN_FACTOR, STATUSES
+
+WARNING = "⚠"
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
@@ -38,28 +45,32 @@ def _spread(row: pd.Series, column: str) -> str:
     return f"{_number(median)} [{_number(row[f'{column}_q25'])}, {_number(row[f'{column}_q75'])}]"
 
 
-def _setting(row) -> str:
-    return row["group"] if row["experiment"] == "groups" else row["config"]
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def problem_lines(results: Results) -> list[str]:
     """One line per trial that is not complete, then the other files of trials/ worth knowing about."""
     lines = []
     # The ones needing attention first: a damaged or failed trial matters more than one not yet run.
-    severity = {status: rank for rank, status in enumerate(("damaged", "inconsistent", "failed", "running", "missing"))}
+    order = ("damaged", "inconsistent", "failed", "cancelled", "running", "missing")
+    severity = {status: rank for rank, status in enumerate(order)}
     problems = results.trials[results.trials["status"] != "complete"]
     problems = problems.iloc[problems["status"].map(severity).fillna(len(severity)).argsort(kind="stable")]
     for row in problems.itertuples():
-        done = int(row.epochs_done)
-        progress = f"{done}/{int(row.total_epochs)} epochs" if done >= 0 else "no epoch written yet"
+        done = int(row.epochs_done) if pd.notna(row.epochs_done) else -1
+        total = int(row.total_epochs) if pd.notna(row.total_epochs) else "?"
+        progress = f"{done}/{total} epochs" if done >= 0 else "no epoch written yet"
         detail = {
             "missing": f"missing: no file {row.file}",
             "damaged": f"damaged: unreadable file {row.file} ({row.error}); skipped",
             "running": f"incomplete (running or interrupted): {progress}",
             "failed": f"incomplete (failed): {progress}; last error: {row.error or 'not recorded'}",
+            "cancelled": f"incomplete (cancelled): {progress}",
             "inconsistent": f"skipped: {row.error}",
         }.get(row.status, f"{row.status}: {progress}")
-        lines.append(f"{row.trial_id}: {detail}")
+        # Errors may quote the file by its absolute path: the report names files relative to the folder.
+        lines.append(f"{row.trial_id}: {detail}".replace(f"{results.out_dir}/", ""))
     lines += [f"trials/{name}: not in manifest.json; ignored" for name in results.unexpected_files]
     lines += [f"trials/{name}: a damaged file the pipeline set aside before restarting its trial"
               for name in results.set_aside_files]
@@ -81,126 +92,209 @@ def _problems_section(results: Results) -> str:
     return text
 
 
+def _cell_name(row) -> str:
+    return f"{row['cell']}, {row['series']}"
+
+
 def summary_markdown(results: Results, summary: pd.DataFrame) -> str:
-    headers = ["experiment", "group / config", "mode", "complete / expected", "running", "failed", "damaged",
-               "missing", *END_POINTS.values()]
-    rows = [[r["experiment"], _setting(r), r["mode"], f"{r['complete']} / {r['expected']}", r["running"], r["failed"],
-             r["damaged"], r["missing"], *(_spread(r, column) for column in END_POINTS)]
-            for _, r in summary.iterrows()]
+    headers = ["experiment", "cell, series", "complete / expected", "running", "failed", "damaged", "missing",
+               *END_POINTS.values()]
+    rows = [[r["experiment"], _cell_name(r) + (f" {WARNING} did not learn" if r["not_learning"] else ""),
+             f"{r['complete']} / {r['expected']}", r["running"], r["failed"], r["damaged"], r["missing"],
+             *(_spread(r, column) for column in END_POINTS)] for _, r in summary.iterrows()]
     return "\n\n".join([
         f"# Summary: grid `{results.manifest.get('grid', '?')}`",
-        f"Generated {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} from `{results.out_dir}`. "
-        + _trial_counts(results) + ".",
+        f"Generated {_now()} from the results folder `{results.out_dir.name}`. " + _trial_counts(results) + ".",
         "Statistics are over complete trials only, as median [25th percentile, 75th percentile] over seeds "
-        "(the interquartile range is their difference). dist_E and the distance travelled are totals over the "
-        "measured layers (Frobenius norms of the whole weight set). For Experiment C the distance travelled is "
-        "counted from the start of phase 2.",
+        "(the interquartile range is their difference). Distances are totals over the measured layers (Frobenius "
+        "norms of the whole weight set). For a multi-phase experiment the distance travelled is counted from the "
+        f"start of the last phase. {WARNING} marks cells whose median final training accuracy is below "
+        f"{LEARNING_MIN_FACTOR:g} × chance.",
         markdown_table(headers, rows),
         "## Trials that are not complete",
         _problems_section(results),
     ]) + "\n"
 
 
-def provenance(results: Results) -> dict:
-    readable = results.trials[~results.trials["status"].isin(["missing", "damaged"])]
-    kinds = readable["device"].map(_device_kind)
-    # Seeds trained together in one packed process share its wall time: each counts its share.
-    hours = (readable["wall_seconds"] / readable["pack_size"] / 3600).groupby(kinds).sum().to_dict()
-    return {
-        "grid": results.manifest.get("grid", ""), "source": results.manifest.get("source", ""),
-        "description": results.manifest.get("description", ""), "overrides": results.manifest.get("overrides", {}),
-        "created_at": results.manifest.get("created_at", ""),
-        "manifest_git_commit": results.manifest.get("git_commit", ""),
-        "num_trials": int(results.manifest.get("num_trials", len(results.trials))),
-        "git_commits": readable["git_commit"].value_counts().to_dict(),
-        "devices": readable["device"].value_counts().to_dict(),
-        "hostnames": readable["hostname"].value_counts().to_dict(),
-        "hours_by_device": hours,
-        "gpu_hours": float(sum(h for kind, h in hours.items() if kind != "cpu")),
-        "cpu_hours": float(hours.get("cpu", 0.0)),
-    }
+# -- the report ----------------------------------------------------------------------------------------
+
+def _not_learning(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[summary["not_learning"]]
 
 
-def _device_kind(device: str) -> str:
-    """'cuda:0 (NVIDIA A40)' -> 'NVIDIA A40'; 'cpu' -> 'cpu'."""
-    if "(" in device:
-        return device[device.index("(") + 1:device.rindex(")")]
-    return device.split(":")[0] or "unknown"
+def _first_section(results: Results, summary: pd.DataFrame, figures: dict[str, FigureInfo] | None) -> str:
+    sources = data_sources(results)
+    if len(sources) == 1:
+        data = f"- **Data.** Every trial trained on {sources['source'].iloc[0]}."
+    elif len(sources):
+        data = "- **Data.** The trials do not share one data source:\n" + "\n".join(
+            f"  - {row.source}: {row.trials} trials ({row.experiments})" for row in sources.itertuples())
+    else:
+        data = "- **Data.** No trial file could be read yet."
+    lazy = _not_learning(summary)
+    if len(lazy):
+        rows = [[r["experiment"], _cell_name(r), _number(r["final_accuracy_median"]), _number(r["chance_accuracy"]),
+                 r["complete"]] for _, r in lazy.iterrows()]
+        table = markdown_table(["experiment", "cell, series", "median final accuracy", "chance", "complete trials"],
+                               rows)
+        learning = (f"- **{WARNING} Cells that did not learn.** In {len(lazy)} of {len(summary)} cells the median final "
+                    f"training accuracy is below {LEARNING_MIN_FACTOR:g} × chance. Their distances describe networks "
+                    "that have not fitted the data: they test the dynamics near A⁰, not the trained behaviour the "
+                    "paper reports; their verdicts are marked in the table below.\n\n"
+                    + "\n".join("  " + line for line in table.splitlines()))
+    else:
+        learning = (f"- **Learning.** Every cell with complete trials reached a median final training accuracy of at "
+                    f"least {LEARNING_MIN_FACTOR:g} × chance.")
+    incomplete = int((results.trials["status"] != "complete").sum())
+    running = sum(info.running for info in (figures or {}).values())
+    progress = (f"- **Completeness.** {incomplete} of {len(results.trials)} trials are not complete (listed below); "
+                "statistics and verdicts use complete trials only"
+                + ("; figures also draw running trials, dashed up to their last epoch." if running else ".")
+                if incomplete else "- **Completeness.** Every trial of the manifest is complete.")
+    return "\n".join([data, learning, progress])
 
 
-def _counted(mapping: dict) -> str:
-    return ", ".join(f"`{k}` ({v})" for k, v in mapping.items()) or "none recorded"
-
-
-def _provenance_section(info: dict) -> str:
-    overrides = ", ".join(f"`{k}={v}`" for k, v in info["overrides"].items()) or "none"
-    hours = ", ".join(f"{kind}: {h:.3g} h" for kind, h in info["hours_by_device"].items()) or "none"
-    return "\n".join([
-        f"- Grid: `{info['grid']}` ({info['source']}): {info['description']}",
-        f"- Overrides: {overrides}",
-        f"- Manifest written {info['created_at']} at commit `{info['manifest_git_commit']}`; "
-        f"{info['num_trials']} trials",
-        f"- Trial commits: {_counted(info['git_commits'])}",
-        f"- Devices: {_counted(info['devices'])}",
-        f"- Hosts: {_counted(info['hostnames'])}",
-        f"- Wall-clock time of the readable trials (all attempts): GPU {info['gpu_hours']:.3g} h, "
-        f"CPU {info['cpu_hours']:.3g} h; by device: {hours}. Summed over trials from each file's "
-        "`wall_seconds`, divided by `pack_size` for seeds trained together in one packed process.",
-    ])
+def _verdicts_table(verdicts: list[claims.Verdict], figures: dict[str, FigureInfo] | None,
+                    summary: pd.DataFrame) -> str:
+    made = {f"{name}.png" for name in figures} if figures is not None else set()
+    lazy = {(r["experiment"], r["cell"], r["mode"], r["swept"]) for _, r in _not_learning(summary).iterrows()}
+    rows = []
+    for v in verdicts:
+        subject = v.subject + (f" {WARNING} did not learn" if v.cell in lazy else "")
+        figure = (f"[{v.figure}](figures/{v.figure})" if v.figure in made
+                  else f"`{v.figure}` (not drawn in this run)" if figures is None else "–")
+        rows.append([subject, v.claim, v.science, f"**{v.outcome}**", v.evidence, figure])
+    return markdown_table(["subject", "claim", "source", "verdict", "evidence", "figure"], rows)
 
 
 def _criteria_section(min_complete: int) -> str:
     thresholds = ", ".join(f"{dtype}: {value:g}" for dtype, value in claims.ROUNDOFF_THRESHOLD.items())
     return "\n".join([
-        "Per complete trial, with totals over the measured layers: rel = dist_E / ‖A‖ and "
-        "ratio = dist_E / dist_init (dist_init: the distance travelled; for Experiment C from the start of phase 2). "
-        "Every criterion applies to the median over the seeds of a cell (one group or configuration, one mode).",
+        f"As in {cite('7')}. Per complete trial, with totals over the measured layers: the *distance from E "
+        "relative to the weight norm*, rel = dist_E / ‖A‖, and the *distance from E per unit distance "
+        "travelled*, ratio = dist_E / dist_init (dist_init is the distance travelled; for a multi-phase "
+        "experiment, from the start of the current phase). Every criterion applies to the median over the seeds "
+        "of a cell (one experiment, cell, mode and set of swept settings).",
         "",
-        f"- *Stays in E* (Equi; Aug with orbit augmentation; CNN `cross` in phase 2; CNN phase 1): the median of the "
-        f"largest rel over the epochs concerned ≤ `ROUNDOFF_THRESHOLD` ({thresholds}; the trial's dtype). Judged "
-        "relative to ‖A‖ because round-off in ‖A − Π_E A‖ scales with ‖A‖, not with the distance travelled.",
-        f"- *Aug (sampled) leaves E less than Nom*: median final ratio of Aug < that of Nom (same group).",
-        f"- *Nom leaves E at a rate comparable to the distance travelled*: median final ratio ≥ `NOM_MIN_RATIO` "
-        f"= {claims.NOM_MIN_RATIO:g}.",
-        f"- *Aug leaves E* (CNN `skew`, `nonunitary`): median final ratio ≥ `LEAVES_E_MIN_RATIO` = "
-        f"{claims.LEAVES_E_MIN_RATIO:g} and median final rel > `ROUNDOFF_THRESHOLD`, so that round-off is never "
-        "read as leaving E.",
+        f"- *Stays in E*: the median of the largest rel over the epochs concerned (every epoch, or one phase) ≤ "
+        f"`ROUNDOFF_THRESHOLD` ({thresholds}; the trials' dtype). Judged relative to ‖A‖ because round-off in "
+        "‖A − Π_E A‖ scales with ‖A‖, not with the distance travelled.",
+        "- *Leaves E less than a reference cell* (sampled Aug against Nom): median final ratio below the "
+        "reference's.",
+        f"- *Leaves E*: median final ratio ≥ a named minimum, `NOM_MIN_RATIO` = {claims.NOM_MIN_RATIO:g} for Nom "
+        f"(\"at a rate comparable to the distance travelled\") or `LEAVES_E_MIN_RATIO` = "
+        f"{claims.LEAVES_E_MIN_RATIO:g} for Aug without the premises of claim 2, which must also have median "
+        "final rel > `ROUNDOFF_THRESHOLD`, so that round-off is never read as leaving E.",
         f"- A verdict needs at least `MIN_COMPLETE_TRIALS` = {min_complete} complete trials in every cell it reads; "
         "otherwise it is \"not enough complete trials\".",
-        "- Not assessed by this grid: claim 1 (the equivariant stationary points of Equi and Aug coincide) and "
-        "claim 3 (stability can differ): the measurements are trajectories, not stationary points or their "
-        "Hessians.",
+        f"- A cell *did not learn* when its median final training accuracy is below {LEARNING_MIN_FACTOR:g} × chance "
+        "(chance: 1 / number of classes, 0.1 for ten digits). This does not change a verdict; it says how to read it.",
+        f"- Not assessed from trajectories: claim 1 (the equivariant stationary points of Equi and Aug coincide) "
+        f"and claim 3 (their stability can differ), {cite('1')}; they concern stationary points and Hessians, "
+        f"which Experiment S measures ({cite('5')}).",
     ])
 
 
-def report_markdown(results: Results, verdicts: list[claims.Verdict], figures: dict[str, FigureInfo],
-                    min_complete: int) -> str:
-    made = {f"{name}.png" for name in figures}
-    verdict_rows = [[v.subject, v.claim, v.science, f"**{v.outcome}**", v.evidence,
-                     f"`{v.figure}`" if v.figure in made else "–"] for v in verdicts]
+def _data_section(results: Results) -> str:
+    """Trials per data source, from the trial files' ``data_source`` (per trial in ``trials.csv``)."""
+    sources = data_sources(results)
+    if sources.empty:
+        return "No trial file could be read yet."
+    return markdown_table(["data the trials trained on", "trials", "experiments"],
+                          [[row.source, row.trials, row.experiments] for row in sources.itertuples()])
+
+
+def _devices_section(results: Results) -> str:
+    table = devices(results)
+    if table.empty:
+        return "No trial file could be read yet."
+    rows = [[row.kind, row.trials, int(row.complete), f"{row.hours:.3g}"] for row in table.itertuples()]
+    return (markdown_table(["device", "trials", "complete", "wall-clock hours"], rows)
+            + "\n\nHours are summed from each file's `wall_seconds` over all attempts, divided by `pack_size` for "
+              "seeds trained together in one packed process. The device of every trial is the `device` column of "
+              "`trials.csv`.")
+
+
+def _figures_section(figures: dict[str, FigureInfo] | None) -> str:
+    if figures is None:
+        return ("Not drawn in this run (figures were switched off); `figures/` may still hold those of an earlier "
+                "run, which need not match these tables.")
+    if not figures:
+        return "None: no experiment has complete or running trials yet."
+    blocks = []
+    for number, (name, info) in enumerate(figures.items(), 1):
+        blocks.append(f"**Figure {number}: `{name}`** ([PNG](figures/{name}.png), [PDF](figures/{name}.pdf)). "
+                      f"{info.caption}\n\n![Figure {number}: {name}](figures/{name}.png)")
+    return "\n\n".join(blocks)
+
+
+def _provenance_section(info: dict) -> str:
+    def counted(mapping: dict) -> str:
+        return ", ".join(f"`{k}` ({v})" for k, v in mapping.items()) or "none recorded"
+
+    overrides = ", ".join(f"`{k}={v}`" for k, v in info["overrides"].items()) or "none"
+    hours = ", ".join(f"{kind}: {h:.3g} h" for kind, h in info["hours_by_device"].items()) or "none"
+    grown = f"; grown {info['grown']} time(s) by later grids" if info["grown"] else ""
+    return "\n".join([
+        f"- Grid: `{info['grid']}`, from {info['source']}: {info['description']}",
+        f"- Overrides: {overrides}",
+        f"- Manifest written {info['created_at']} at commit `{info['manifest_git_commit']}`; "
+        f"{info['num_trials']} trials{grown}",
+        f"- Trial commits: {counted(info['git_commits'])}",
+        f"- Devices: {counted(info['devices'])}",
+        f"- Hosts: {counted(info['hostnames'])}",
+        f"- Wall-clock time of the readable trials (all attempts): GPU {info['gpu_hours']:.3g} h, "
+        f"CPU {info['cpu_hours']:.3g} h; by device: {hours}.",
+    ])
+
+
+def _references_section() -> str:
+    sections = "\n".join(f"  - §{number} {heading.split('. ', 1)[-1]}: `{section_ref(number)}`"
+                         for number, heading in SECTIONS.items())
+    return "\n".join([
+        f"- {PAPER}",
+        f"- `{SCIENCE}` in the pipeline's repository: the project's account of the science, the claims and how "
+        "they are judged. Sections:",
+        sections,
+    ])
+
+
+def report_markdown(results: Results, assessment: claims.Assessment, summary: pd.DataFrame,
+                    figures: dict[str, FigureInfo] | None, min_complete: int) -> str:
+    """``figures``: the figures drawn, or None when this run drew none."""
+    verdicts = assessment.verdicts
     held = sum(v.outcome == claims.HOLDS for v in verdicts)
     failed = sum(v.outcome == claims.FAILS for v in verdicts)
-    figure_lines = [f"- `{name}.png` / `.pdf` ({info.panels} panels): {info.caption}" for name, info in figures.items()]
-    shown = [name for name in ("groups_dist_vs_travelled", "groups_dist_vs_travelled_log", "cnn_dist_vs_epoch",
-                               "cnn_phase2_steps") if name in figures]
+    notes = "\n".join(f"- {note.line}" for note in assessment.notes) or "None: every cell has a claim."
     sections = [
-        f"# Report: grid `{results.manifest.get('grid', '?')}`",
-        f"Generated {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} from `{results.out_dir}`. "
-        + _trial_counts(results) + ". Statistics and figures use complete trials only; the others are listed below.",
+        f"# Reproduction report: grid `{results.manifest.get('grid', '?')}`",
+        f"This report tests, on the results folder `{results.out_dir.name}`, the claims of *Optimization Dynamics "
+        f"of Equivariant and Augmented Neural Networks* ({PAPER_SHORT}) that training trajectories can test, as "
+        f"the pipeline's account of the science states them: `{SCIENCE}` in the pipeline's repository (paths "
+        f"below are relative to its root; sections are cited with their anchors, e.g. `{section_ref('1')}`). "
+        f"Generated {_now()}. " + _trial_counts(results) + ".",
+        "## Read this first",
+        _first_section(results, summary, figures),
         "## Verdicts",
-        f"{held} hold, {failed} do not hold, {len(verdicts) - held - failed} lack complete trials "
-        "(claims refer to SCIENCE.md).",
-        markdown_table(["subject", "claim", "source", "verdict", "evidence", "figure"], verdict_rows)
-        if verdicts else "No claim applies to the cells of this grid.",
+        f"{held} hold, {failed} do not hold, {len(verdicts) - held - failed} without enough complete trials.",
+        _verdicts_table(verdicts, figures, summary) if verdicts else "No claim applies to the cells of this grid.",
+        "### Cells without a claim",
+        notes,
         "## Criteria",
         _criteria_section(min_complete),
+        "## Data and devices",
+        _data_section(results),
+        _devices_section(results),
         "## Trials that are not complete",
         _problems_section(results),
         "## Figures",
-        "In `figures/`; statistics per cell are in `summary.md` and `summary.csv`.\n\n"
-        + ("\n".join(figure_lines) if figure_lines else "None: no experiment has complete trials yet."),
-        "\n\n".join(f"![{figures[name].caption}](figures/{name}.png)" for name in shown),
+        "In `figures/`, each as PNG (300 dpi) and PDF; statistics per cell are in `summary.md` and `summary.csv`, "
+        "per trial in `trials.csv`.",
+        _figures_section(figures),
         "## Provenance",
         _provenance_section(provenance(results)),
+        "## References",
+        _references_section(),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
+

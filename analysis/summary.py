@@ -1,10 +1,10 @@
 """Per-trial end points and per-cell statistics (median and interquartile range over seeds).
 
-A *cell* is one (experiment, group or config, mode): the seeds of one setting. Statistics use complete
-trials only; the counts say how many of the manifest's trials that is.
+A *cell* is one experiment, cell (group, CNN variant), mode and set of swept values: the seeds of one
+setting. Statistics use complete trials only; the counts say how many of the manifest's trials that is.
 
-For the CNN the distance travelled is measured from the start of phase 2 (the runner resets the
-reference point when phase 2 begins), so its "final travelled" is the phase-2 distance.
+For a multi-phase experiment the distance travelled is measured from the start of the current phase (the
+runner resets its reference point when a phase begins), so its "final travelled" is that of the last phase.
 """
 
 from __future__ import annotations
@@ -12,71 +12,74 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.experiments.cnn import VARIANTS as CONFIGS
-from pipeline.experiments.groups import GROUP_NAMES
+from pipeline import experiments
 from pipeline.settings import MODES
 
-from .loading import TOTAL, Results
+from .loading import CELL_KEYS, TOTAL, Results, experiment_of
 
-CELL = ["experiment", "group", "config", "mode"]
-STATUSES = ("complete", "running", "failed", "inconsistent", "damaged", "missing")
-INCOMPLETE_STATUSES = ("running", "failed")
-# Per-trial end points summarised per cell, in this order.
+CELL = ["experiment", "cell", "mode", "swept"]
+STATUSES = ("complete", "running", "failed", "cancelled", "inconsistent", "damaged", "missing")
+# Per-trial end points summarised per cell, in this order, with what they are in words.
 END_POINTS = {
-    "final_dist_E": "final total dist_E",
-    "final_travelled": "final distance travelled (total dist_init)",
-    "final_ratio": "final dist_E / distance travelled",
-    "final_loss": "final loss",
-    "final_accuracy": "final accuracy",
+    "final_dist_E": "final distance from E (dist_E, all layers)",
+    "final_travelled": "final distance travelled (dist_init, all layers)",
+    "final_ratio": "final distance from E per unit distance travelled",
+    "final_rel_dist_E": "final distance from E relative to the weight norm",
+    "final_loss": "final training loss",
+    "final_accuracy": "final training accuracy",
 }
+# A cell "did not learn" when the median over its seeds of the final training accuracy is below this
+# multiple of chance (1 / number of classes: 0.2 for ten digits). Its distances then describe a network
+# that has not fitted the data, which a reader must know before comparing them with the paper's.
+LEARNING_MIN_FACTOR = 2.0
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def _ratio(numerator, denominator) -> np.ndarray:
+    numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
 def cell_order(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sort rows the way the paper reads: groups by group then mode, then CNN configurations."""
-    rank = {name: i for i, name in enumerate((*GROUP_NAMES, *CONFIGS))}
+    """Rows in the order a reader expects: experiments as registered, cells as each experiment lists
+    them, modes Equi, Aug, Nom; ties (swept values, unknown names) keep their order in the manifest."""
+    experiment_rank = {name: i for i, name in enumerate(experiments.REGISTRY)}
     mode_rank = {name: i for i, name in enumerate(MODES)}
+
+    def cell_rank(row) -> int:
+        names = experiment_of(row["experiment"]).cell_names
+        return names.index(row["cell"]) if row["cell"] in names else len(names)
+
     keys = pd.DataFrame({
-        "experiment": frame["experiment"].map({"groups": 0, "cnn": 1}).fillna(2),
-        "setting": (frame["group"] + frame["config"]).map(rank).fillna(len(rank)),
+        "experiment": frame["experiment"].map(experiment_rank).fillna(len(experiment_rank)),
+        "cell": frame.apply(cell_rank, axis=1) if len(frame) else pd.Series(dtype=float),
         "mode": frame["mode"].map(mode_rank).fillna(len(mode_rank)),
     }, index=frame.index)
-    return frame.loc[keys.sort_values(["experiment", "setting", "mode"], kind="stable").index]
+    return frame.loc[keys.sort_values(["experiment", "cell", "mode"], kind="stable").index]
 
 
 def trial_end_points(results: Results) -> pd.DataFrame:
-    """One row per complete trial: final total dist_E, travelled, their ratio, loss, accuracy, and
-    ``max_rel_dist_E``, the largest dist_E / ||A|| (totals) over the epochs where the claim is about E
-    (every epoch for groups; phase 2 for the CNN, whose phase 1 is Equi by construction)."""
-    complete = set(results.trials.loc[results.trials["status"] == "complete", "trial_id"])
-    totals = results.epochs[(results.epochs["layer"] == TOTAL) & results.epochs["trial_id"].isin(complete)]
-    rows = []
-    info = results.trials.set_index("trial_id")
-    for trial_id, run in totals.groupby("trial_id", sort=False):
-        run = run.sort_values("epoch")
-        final = run.iloc[-1]
-        trial = info.loc[trial_id]
-        measured = run[run["phase"] == 2] if trial["experiment"] == "cnn" else run
-        relative = _ratio(measured["dist_E"].to_numpy(), measured["norm"].to_numpy())
-        phase1 = run[run["phase"] == 1]
-        rows.append({
-            "trial_id": trial_id, **{k: trial[k] for k in ("experiment", "group", "config", "mode", "seed", "dtype",
-                                                           "augment", "phase2_optimizer")},
-            "final_dist_E": final["dist_E"], "final_travelled": final["dist_init"],
-            "final_ratio": _ratio(np.array([final["dist_E"]]), np.array([final["dist_init"]]))[0],
-            "final_rel_dist_E": _ratio(np.array([final["dist_E"]]), np.array([final["norm"]]))[0],
-            "max_rel_dist_E": np.nanmax(relative) if np.isfinite(relative).any() else np.nan,
-            "max_rel_dist_E_phase1": (np.nanmax(_ratio(phase1["dist_E"].to_numpy(), phase1["norm"].to_numpy()))
-                                      if trial["experiment"] == "cnn" and len(phase1) else np.nan),
-            "final_loss": final["loss"], "final_accuracy": final["accuracy"],
-        })
-    columns = ["trial_id", "experiment", "group", "config", "mode", "seed", "dtype", "augment", "phase2_optimizer",
-               *END_POINTS, "final_rel_dist_E", "max_rel_dist_E", "max_rel_dist_E_phase1"]
-    return pd.DataFrame(rows, columns=columns)
+    """One row per complete trial: final dist_E, distance travelled, their ratio, dist_E/‖A‖, loss and
+    accuracy (totals over layers), the largest dist_E/‖A‖ over all epochs (``max_rel_dist_E``) and over
+    the epochs of each phase (``max_rel_dist_E_phase<p>``)."""
+    complete = results.trials.loc[results.trials["status"] == "complete", "trial_id"]
+    totals = results.epochs[(results.epochs["layer"] == TOTAL) & results.epochs["trial_id"].isin(set(complete))]
+    totals = totals.sort_values(["trial_id", "epoch"]).assign(rel=lambda t: _ratio(t["dist_E"], t["norm"]))
+    by_trial = totals.groupby("trial_id", sort=False)
+    final = by_trial.tail(1).set_index("trial_id")  # the last epoch's row, NaNs and all
+    table = pd.DataFrame({
+        "final_dist_E": final["dist_E"], "final_travelled": final["dist_init"],
+        "final_ratio": _ratio(final["dist_E"], final["dist_init"]),
+        "final_rel_dist_E": _ratio(final["dist_E"], final["norm"]),
+        "max_rel_dist_E": by_trial["rel"].max(),
+        "final_loss": final["loss"], "final_accuracy": final["accuracy"],
+    })
+    if not totals.empty:
+        per_phase = totals.groupby(["trial_id", "phase"])["rel"].max().unstack("phase")
+        for phase in per_phase.columns:
+            table[f"max_rel_dist_E_phase{int(phase)}"] = per_phase[phase]
+    table = table.reindex(pd.Index(complete, name="trial_id")).dropna(how="all").reset_index()
+    return table
 
 
 def quartiles(values) -> tuple[float, float, float]:
@@ -89,19 +92,27 @@ def quartiles(values) -> tuple[float, float, float]:
     return float(q25), float(median), float(q75)
 
 
+def chance_accuracy(experiment: str) -> float:
+    return 1.0 / experiment_of(experiment).classes
+
+
 def summarize(results: Results, end_points: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell of the manifest: trial counts by status and median/IQR of each end point."""
+    """One row per cell of the manifest: trial counts by status, whether it learned, and median and
+    quartiles of each end point over its complete trials."""
+    labels = ["experiment", "cell", *CELL_KEYS, "mode", *results.swept_columns, "series", "swept"]
     rows = []
-    for cell, members in results.trials.groupby(CELL, sort=False):
-        row = dict(zip(CELL, cell))
+    for _, members in results.trials.groupby(CELL, sort=False):
+        row = {column: members[column].iloc[0] for column in labels}
         counts = members["status"].value_counts()
         row["expected"] = len(members)
-        for status in STATUSES:
-            row[status] = int(counts.get(status, 0))
-        finished = end_points[end_points["trial_id"].isin(members["trial_id"])]
+        row.update({status: int(counts.get(status, 0)) for status in STATUSES})
+        finished = end_points[end_points["trial_id"].isin(set(members["trial_id"]))]
         for column in (*END_POINTS, "max_rel_dist_E"):
-            q25, median, q75 = quartiles(finished[column])
+            q25, median, q75 = quartiles(finished[column] if column in finished else [])
             row.update({f"{column}_median": median, f"{column}_q25": q25, f"{column}_q75": q75,
                         f"{column}_iqr": q75 - q25})
+        row["chance_accuracy"] = chance_accuracy(row["experiment"])
+        accuracy = row["final_accuracy_median"]
+        row["not_learning"] = bool(np.isfinite(accuracy) and accuracy < LEARNING_MIN_FACTOR * row["chance_accuracy"])
         rows.append(row)
     return cell_order(pd.DataFrame(rows)).reset_index(drop=True)

@@ -2,7 +2,9 @@
 
 One results folder is built and aggregated once per module (figures dominate the cost). Its cells are
 chosen so that every verdict outcome occurs: claims that hold, that do not, and cells with too few
-complete trials; plus a missing, a running, a failed and a damaged trial, and side files.
+complete trials; plus a missing, a running, a failed and a damaged trial, side files, a cell whose
+training does not learn, and a CNN variant trained by SGD (several optimizer steps per epoch). Smaller
+folders test swept settings, unknown modes and the files of earlier schemas without drawing every figure.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ def groups_trial(group, mode, seed, augment="orbit", dtype="float32"):
                                  "augment": augment, "dtype": dtype})
 
 
-def cnn_trial(config, seed):
-    return make_trial("cnn", {"variant": config, "seed": str(seed), "phase1_epochs": str(PHASE1),
+def cnn_trial(variant, seed, **extra):
+    return make_trial("cnn", {"variant": variant, "seed": str(seed), "phase1_epochs": str(PHASE1),
                               "phase2_epochs": str(PHASE2), "cnn_channels": "2,3,3", "n_samples": "8",
-                              "weights_every": "0"})
+                              "weights_every": "0", **extra})
 
 
 # -- the constructed metrics ------------------------------------------------------------------------------
@@ -77,10 +79,23 @@ def accuracy_of(seed, epoch):
     return 0.1 + 0.1 * epoch + 0.01 * seed
 
 
-def record(epoch, phase, seed, values):
+# The trans trials do not learn: their accuracy stays at chance (0.1 for ten classes).
+NOT_LEARNING = {"trans"}
+
+
+def chance_accuracy_of(seed, epoch):
+    return 0.1 + 0.001 * epoch
+
+
+def record(epoch, phase, seed, values, learns=True):
     dist_E, dist_init, norm = (torch.tensor(v, dtype=torch.float64) for v in values)
-    return EpochRecord(epoch, phase, loss_of(seed, epoch), accuracy_of(seed, epoch), 0.01, 1.0,
+    accuracy = accuracy_of(seed, epoch) if learns else chance_accuracy_of(seed, epoch)
+    return EpochRecord(epoch, phase, loss_of(seed, epoch), accuracy, 0.01, 1.0,
                        dist_E=dist_E, dist_init=dist_init, norm=norm)
+
+
+# Where the trial files say their data came from: a machine-local path the report must not repeat.
+DATA_SOURCE = "vendored MNIST digits (/machine/local/checkout/data/mnist)"
 
 
 def write_trial(out, index, trial, base, epochs_written=None, end="complete"):
@@ -90,7 +105,7 @@ def write_trial(out, index, trial, base, epochs_written=None, end="complete"):
     trial = dataclasses.replace(trial, index=index)
     store = TrialFile(out, trial, log=lambda line: None, checkpoint_every_s=1e9)
     assert store.prepare() == "fresh"
-    store.begin(trial, layers, torch.device("cpu"), SimpleNamespace(source="test"))
+    store.begin(trial, layers, torch.device("cpu"), SimpleNamespace(source=DATA_SOURCE))
     model = SimpleNamespace(snapshot=lambda: {name: torch.zeros(2) for name in layers})
     total = (PHASE1 + PHASE2) if is_cnn else GROUP_EPOCHS
     last = total if epochs_written is None else epochs_written - 1
@@ -98,11 +113,16 @@ def write_trial(out, index, trial, base, epochs_written=None, end="complete"):
         if is_cnn:
             values = cnn_layer_values(base, trial.settings.seed, epoch)
             phase = 2 if epoch > PHASE1 else 1
-            if phase == 2:  # full-batch GD: one step per phase-2 epoch, its dist_E that of the epoch
+            if phase == 2 and trial.settings.phase2_optimizer == "sgd":  # two minibatch steps per epoch
+                before = cnn_layer_values(base, trial.settings.seed, epoch - 1)[0]
+                store.write_steps(epoch, torch.tensor((before + values[0]) / 2))
+                store.write_steps(epoch, torch.tensor(values[0]))
+            elif phase == 2:  # full-batch GD: one step per phase-2 epoch, its dist_E that of the epoch
                 store.write_steps(epoch, torch.tensor(values[0]))
         else:
             values, phase = groups_layer_values(base, trial.settings.seed, epoch), 1
-        store.write_epoch(record(epoch, phase, trial.settings.seed, values), model, checkpoint=lambda: {})
+        learns = getattr(trial.settings, "group", None) not in NOT_LEARNING
+        store.write_epoch(record(epoch, phase, trial.settings.seed, values, learns), model, checkpoint=lambda: {})
     if end == "complete":
         store.finish()
     elif end == "failed":
@@ -130,9 +150,11 @@ def planned_trials():
         plan.append((groups_trial("trans1d", "nom", seed, augment="sampled:2"), 0.05, "complete"))
     for seed in range(2):  # float64: 1e-8 relative is far above its round-off threshold
         plan.append((groups_trial("rototrans", "equi", seed, dtype="float64"), 1e-8, "complete"))
-    for config, base in (("cross", 1e-9), ("skew", 0.03), ("nonunitary", 1e-9)):
+    for variant, base in (("cross", 1e-9), ("skew", 0.03)):
         for seed in range(2):
-            plan.append((cnn_trial(config, seed), base, "complete"))
+            plan.append((cnn_trial(variant, seed), base, "complete"))
+    for seed in range(2):  # trained by SGD: its steps say more than its epochs
+        plan.append((cnn_trial("nonunitary", seed, phase2_optimizer="sgd", phase2_batch="4"), 1e-9, "complete"))
     return plan
 
 
@@ -175,8 +197,9 @@ def verdict(result, subject, claim_start):
 
 def test_epochs_table_holds_the_written_values_and_totals_are_norms_over_layers(aggregated):
     table = analysis.load(aggregated.out)
-    assert list(table.columns) == ["trial_id", "experiment", "group", "config", "mode", "seed", "status", "epoch",
-                                   "phase", "layer", "dist_E", "dist_init", "norm", "loss", "accuracy", "grad_norm"]
+    assert list(table.columns) == ["trial_id", "experiment", "cell", "group", "variant", "mode", "seed", "series",
+                                   "status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "loss",
+                                   "accuracy", "grad_norm"]
     run = table[table["trial_id"] == "rot-nom-s001"]
     assert len(run) == (GROUP_EPOCHS + 1) * 4
     dist_E, dist_init, norm = groups_layer_values(0.05, 1, 2)
@@ -190,15 +213,17 @@ def test_epochs_table_holds_the_written_values_and_totals_are_norms_over_layers(
     assert at.loc["total", "norm"] == pytest.approx(math.sqrt(100 + 121 + 144), rel=1e-12)
     assert list(at["loss"]) == pytest.approx([loss_of(1, 2)] * 4)
     assert list(at["accuracy"]) == pytest.approx([accuracy_of(1, 2)] * 4)
-    assert set(run["group"]) == {"rot"} and set(run["config"]) == {""} and set(run["phase"]) == {1}
+    assert set(run["group"]) == {"rot"} and set(run["variant"]) == {""} and set(run["phase"]) == {1}
+    assert set(run["cell"]) == {"rot"} and set(run["series"]) == {"Nom"}
     assert set(run["status"]) == {"complete"} and set(run["mode"]) == {"nom"} and set(run["seed"]) == {1}
 
 
-def test_cnn_rows_carry_config_phase_and_phase2_distances(aggregated):
+def test_cnn_rows_carry_variant_phase_and_phase2_distances(aggregated):
     table = analysis.load(aggregated.out)
     run = table[(table["trial_id"] == "cnn-skew-s001") & (table["layer"] == "total")].set_index("epoch")
     assert set(table.loc[table["experiment"] == "cnn", "group"]) == {""}
-    assert set(table.loc[table["trial_id"] == "cnn-skew-s001", "config"]) == {"skew"}
+    assert set(table.loc[table["trial_id"] == "cnn-skew-s001", "variant"]) == {"skew"}
+    assert set(table.loc[table["trial_id"] == "cnn-skew-s001", "series"]) == {"phase 2 Aug (C4 orbit)"}
     assert list(run["phase"]) == [1, 1, 1, 2, 2]
     dist_E, dist_init, _ = cnn_layer_values(0.03, 1, 4)
     assert run.loc[4, "dist_E"] == pytest.approx(math.sqrt(np.sum(dist_E**2)), rel=1e-12)
@@ -212,7 +237,7 @@ def test_steps_table_numbers_phase2_steps_with_totals(aggregated):
     assert len(run) == PHASE2 * 5
     totals = run[run["layer"] == "total"]
     assert list(totals["step"]) == [0, 1] and list(totals["epoch"]) == [3, 4]
-    assert list(totals["step_in_epoch"]) == [0, 0]
+    assert list(totals["step_in_epoch"]) == [0, 0] and list(totals["phase"]) == [2, 2]
     expected = [math.sqrt(np.sum(cnn_layer_values(0.03, 0, e)[0] ** 2)) for e in (3, 4)]
     assert list(totals["dist_E"]) == pytest.approx(expected, rel=1e-12)
     conv2 = run[(run["layer"] == "conv2") & (run["epoch"] == 4)]["dist_E"].item()
@@ -227,14 +252,18 @@ def test_trial_table_reports_every_status(aggregated):
     assert trials.loc["rot-nom-s002", "status"] == "running"
     assert trials.loc["rot-nom-s003", "status"] == "damaged"
     assert trials.loc["rot-equi-s000", "status"] == "complete" and trials.loc["rot-equi-s000", "device"] == "cpu"
+    assert trials.loc["rot-equi-s000", "data_source"] == DATA_SOURCE
+    assert (trials.loc["cnn-cross-s000", "cell"], trials.loc["cnn-cross-s000", "variant"]) == ("cross", "cross")
     assert len(trials) == len(planned_trials())
+    written = pd.read_csv(aggregated.out / "aggregate" / "trials.csv")
+    assert list(written.columns[:8]) == ["trial_id", "experiment", "cell", "group", "variant", "mode", "seed", "series"]
+    assert {"device", "data_source", "final_ratio", "max_rel_dist_E_phase2"} <= set(written.columns)
 
 
 # -- summary statistics -----------------------------------------------------------------------------------
 
 def cell(summary, experiment, setting, mode):
-    column = "group" if experiment == "groups" else "config"
-    rows = summary[(summary["experiment"] == experiment) & (summary[column] == setting) & (summary["mode"] == mode)]
+    rows = summary[(summary["experiment"] == experiment) & (summary["cell"] == setting) & (summary["mode"] == mode)]
     assert len(rows) == 1
     return rows.iloc[0]
 
@@ -331,9 +360,69 @@ def test_report_has_verdicts_thresholds_figures_and_provenance(aggregated):
     text = (aggregated.out / "aggregate" / "report.md").read_text()
     for needle in ("## Verdicts", "**holds**", "**does not hold**", "**not enough complete trials**",
                    "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO", "LEAVES_E_MIN_RATIO", "MIN_COMPLETE_TRIALS",
-                   "groups_dist_vs_travelled.png", "cnn_phase2_steps.png", "Grid: `constructed`",
+                   "groups_dist_vs_travelled.png", "cnn_steps_log.png", "Grid: `constructed`",
                    "`groups.epochs=3`", "Devices: `cpu`", "CPU ", "claim 1", "claim 3"):
         assert needle in text, needle
+
+
+def test_report_is_self_contained(aggregated):
+    text = (aggregated.out / "aggregate" / "report.md").read_text()
+    assert "SCIENCE.md" not in text
+    assert "docs/science.md#1-the-question" in text and "docs/science.md#7-how-claims-are-judged" in text
+    assert "arXiv:2303.13458" in text and "TMLR" in text and "Nordenfors" in text
+    # Claim sources point into docs/science.md, section and anchor.
+    rot = verdict(aggregated.result, "rot", "Aug (orbit) stays in E")
+    assert rot.science == "§1, claim 2 (`docs/science.md#1-the-question`)"
+    # The data source in words, without the path of the machine that ran the trials, nor this folder's.
+    assert "not the official test split" in text and "/machine/local" not in text
+    assert str(aggregated.out) not in text
+    # Every figure is embedded with its caption.
+    for name, info in aggregated.result.figures.items():
+        assert f"![Figure" in text and f"(figures/{name}.png)" in text and info.caption in text
+    table = analysis.load_trials(aggregated.out)
+    readable = table[~table["status"].isin(["missing", "damaged"])]
+    complete = int((readable["status"] == "complete").sum())
+    assert f"| cpu | {len(readable)} | {complete} |" in text  # the devices table
+
+
+def test_cells_that_did_not_learn_are_flagged(aggregated):
+    summary = aggregated.result.summary.set_index(["experiment", "cell", "mode"])
+    assert summary.loc[("groups", "trans", "nom"), "not_learning"]
+    assert summary.loc[("groups", "trans", "nom"), "chance_accuracy"] == pytest.approx(0.1)
+    assert not summary.loc[("groups", "rot", "nom"), "not_learning"]
+    assert not summary.loc[("cnn", "skew", "aug"), "not_learning"]
+    text = (aggregated.out / "aggregate" / "report.md").read_text()
+    assert "Cells that did not learn" in text and "| groups | trans, Nom | 0.103 | 0.1 | 2 |" in text
+    assert "| trans ⚠ did not learn | Nom leaves E" in text and "| rot | Nom leaves E" in text
+    assert "⚠ did not learn" in (aggregated.out / "aggregate" / "summary.md").read_text()
+
+
+def test_running_trials_are_drawn_dashed_and_said_so(aggregated):
+    figures = aggregated.result.figures
+    # rot-nom-s002 is running (2 of 4 epochs written); the CNN trials are all complete.
+    assert figures["groups_dist_vs_travelled"].running == 1
+    assert figures["groups_dist_vs_travelled"].complete == 19
+    assert "1 running trial, drawn dashed up to their last epoch" in figures["groups_dist_vs_travelled"].caption
+    assert figures["cnn_dist_vs_epoch_log"].running == 0 and "running" not in figures["cnn_dist_vs_epoch_log"].caption
+    text = (aggregated.out / "aggregate" / "report.md").read_text()
+    assert "figures also draw running trials, dashed up to their last epoch" in text
+
+
+def test_no_claim_note_for_a_cell_without_one(aggregated):
+    # Every cell of the constructed grid has a claim; the report says so rather than listing nothing.
+    assert aggregated.result.notes == []
+    assert "None: every cell has a claim." in (aggregated.out / "aggregate" / "report.md").read_text()
+
+
+def test_science_sections_are_headings_of_docs_science_md():
+    from analysis.science import SECTIONS, anchor, section_ref
+
+    headings = [line[3:].strip() for line in (Path(__file__).resolve().parent.parent / "docs" / "science.md")
+                .read_text().splitlines() if line.startswith("## ")]
+    assert set(SECTIONS.values()) <= set(headings)
+    assert anchor("5. Experiment S — stationary points and their stability") == \
+        "5-experiment-s--stationary-points-and-their-stability"
+    assert section_ref("3") == "docs/science.md#3-experiment-g"
 
 
 def test_aggregation_never_changes_trial_files_and_leaves_no_temporary_files(aggregated):
@@ -346,10 +435,13 @@ def test_aggregation_never_changes_trial_files_and_leaves_no_temporary_files(agg
 
 # -- figures ----------------------------------------------------------------------------------------------
 
+# One panel per group or variant (two, loss and accuracy, in the training curves; one per layer in the
+# layers figures); the CNN's dist_E has one row of panels (the phase-2 row repeated the first), and its
+# steps figure exists because one variant was trained by SGD.
 EXPECTED_PANELS = {
-    "groups_dist_vs_travelled": 4, "groups_dist_vs_travelled_log": 4, "groups_dist_vs_travelled_A0": 4,
-    "groups_dist_vs_travelled_A1": 4, "groups_dist_vs_travelled_A2": 4, "groups_training_curves": 8,
-    "cnn_dist_vs_epoch": 6, "cnn_phase2_steps": 3, "cnn_training_curves": 6,
+    "groups_dist_vs_travelled": 4, "groups_dist_vs_travelled_log": 4, "groups_dist_vs_travelled_layers_log": 12,
+    "groups_training_curves": 8, "cnn_dist_vs_epoch_log": 3, "cnn_dist_vs_epoch_layers_log": 12,
+    "cnn_steps_log": 3, "cnn_training_curves": 6,
 }
 
 
@@ -384,10 +476,11 @@ def test_rerun_after_more_trials_finish_updates_the_outputs(tmp_path):
     trials = [cnn_trial("cross", 0), cnn_trial("cross", 1)]
     write_manifest(out, trials)
     write_trial(out, 0, trials[0], 1e-9)
-    first = analysis.aggregate(out, log=lambda line: None)
+    first = analysis.aggregate(out, log=lambda line: None, figures=False)
     assert verdict(first, "cnn cross (aug)", "Aug stays in E").outcome == "not enough complete trials"
     assert "cnn-cross-s001: missing" in (out / "aggregate" / "report.md").read_text()
     stale = out / "aggregate" / "figures" / "groups_dist_vs_travelled.png"  # as if from an earlier grid state
+    stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"old")
 
     write_trial(out, 1, trials[1], 1e-9)
@@ -400,8 +493,227 @@ def test_rerun_after_more_trials_finish_updates_the_outputs(tmp_path):
     assert "cnn-cross-s001: missing" not in (out / "aggregate" / "report.md").read_text()
     assert set(pd.read_csv(out / "aggregate" / "epochs.csv")["trial_id"]) == {"cnn-cross-s000", "cnn-cross-s001"}
     assert not stale.exists()
+    # Full-batch gradient descent takes one step per epoch: a steps figure would repeat the epochs' figure.
+    assert "cnn_dist_vs_epoch_log" in second.figures and "cnn_steps_log" not in second.figures
 
 
 def test_command_line_reports_a_folder_without_manifest(tmp_path, capsys):
     assert analysis_main([str(tmp_path)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+# -- swept settings, unknown modes and experiments, earlier file formats ------------------------------------
+# These folders are aggregated without figures (the costly part); single figures are built in memory.
+
+def swept_trials():
+    """rot Aug with the exact orbit and with sampled passes beside Nom, as a grid sweeping ``augment``
+    expands them; and CNN cross with phase-2 Aug and Nom."""
+    from pipeline.experiments import get
+    from pipeline.grid import expand_section
+
+    section = {"group": "rot", "mode": ["aug", "nom"], "augment": ["orbit", "sampled:2"], "seed": [0, 1],
+               "epochs": GROUP_EPOCHS, "n": 6, "channels": 2, "n_samples": 8, "weights_every": 0}
+    trials = expand_section(get("groups"), section)
+    for seed in range(2):
+        nom = cnn_trial("cross", seed, phase2_mode="nom")
+        trials += [cnn_trial("cross", seed), dataclasses.replace(nom, trial_id=f"cnn-cross-nom-s{seed:03d}")]
+    return trials
+
+
+SWEPT_BASES = {"orbit": 1e-9, "sampled:2": 0.01, "nom": 0.05}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    out = tmp_path_factory.mktemp("swept")
+    trials = swept_trials()
+    write_manifest(out, trials)
+    for index, trial in enumerate(trials):
+        mode = getattr(trial.settings, "mode", getattr(trial.settings, "phase2_mode", ""))
+        base = SWEPT_BASES["nom"] if mode == "nom" else SWEPT_BASES.get(getattr(trial.settings, "augment", ""), 1e-9)
+        write_trial(out, index, trial, base, epochs_written=2 if trial.trial_id == "rot-nom-s001" else None,
+                    end="running" if trial.trial_id == "rot-nom-s001" else "complete")
+    from analysis.loading import read_results
+
+    result = analysis.aggregate(out, log=lambda line: None, figures=False)
+    return SimpleNamespace(out=out, result=result, results=read_results(out))
+
+
+def test_swept_settings_split_the_summary_and_name_the_series(swept):
+    assert [t.trial_id for t in swept_trials()][:3] == ["rot-aug-orbit-s000", "rot-aug-orbit-s001",
+                                                        "rot-aug-sampled2-s000"]
+    summary = swept.result.summary
+    groups = summary[summary["experiment"] == "groups"]
+    assert list(groups["series"]) == ["Aug, exact orbit", "Aug, 2 sampled passes", "Nom"]
+    assert list(groups["augment"]) == ["orbit", "sampled:2", ""]
+    assert list(groups["complete"]) == [2, 2, 1] and list(groups["running"]) == [0, 0, 1]
+    cnn = summary[summary["experiment"] == "cnn"]
+    assert list(cnn["series"]) == ["phase 2 Aug (C4 orbit)", "phase 2 Nom"]
+    epochs = pd.read_csv(swept.out / "aggregate" / "epochs.csv", keep_default_na=False)
+    assert list(epochs.columns[:9]) == ["trial_id", "experiment", "cell", "group", "variant", "mode", "augment",
+                                        "seed", "series"]
+    assert set(epochs.loc[epochs["trial_id"] == "rot-aug-sampled2-s001", "augment"]) == {"sampled:2"}
+    assert verdict(swept.result, "rot", "Aug (orbit) stays in E").outcome == "holds"
+    below = verdict(swept.result, "rot", "Aug (sampled:2) leaves E less than Nom")
+    assert below.outcome == "not enough complete trials" and "Nom: 1 complete" in below.evidence
+
+
+def legend_texts(figure) -> list[str]:
+    return [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+
+
+def test_series_of_one_figure_are_worded_and_styled_apart(swept):
+    from analysis.loading import experiment_of
+    from analysis.trajectories import trajectory_figure
+
+    results = swept.results
+    figure, facts = trajectory_figure(results.epochs, results.trials, experiment_of("groups"), log=True)
+    texts = legend_texts(figure)
+    assert {"Aug, exact orbit", "Aug, 2 sampled passes", "Nom"} <= set(texts)
+    assert not any("sampled:" in text or text in ("aug", "nom") for text in texts)
+    handles = {h.get_label(): h for legend in figure.legends for h in legend.legend_handles}
+    orbit, sampled = handles["Aug, exact orbit"], handles["Aug, 2 sampled passes"]
+    assert orbit.get_color() != sampled.get_color() and orbit.get_linestyle() != sampled.get_linestyle()
+    # Each series has its median drawn: a thick line in its colour, besides the thin lines of its seeds.
+    thick = {line.get_color() for line in figure.axes[0].get_lines() if line.get_linewidth() == orbit.get_linewidth()}
+    assert {orbit.get_color(), sampled.get_color(), handles["Nom"].get_color()} <= thick
+    assert facts.running == 1 and facts.complete == 5 and "running trial (to its last epoch)" in texts
+
+    figure, facts = trajectory_figure(results.epochs, results.trials, experiment_of("cnn"), log=True)
+    texts = legend_texts(figure)
+    assert {"phase 1 Equi", "phase 2 Aug (C4 orbit)", "phase 2 Nom"} <= set(texts)
+    # Phase 1 is Equi in every trial: drawn in Equi's colour up to the boundary, never in a phase-2 colour.
+    equi = handles_by_label(figure)["phase 1 Equi"].get_color()
+    ax = figure.axes[0]
+    in_equi = [line for line in ax.get_lines() if line.get_color() == equi and len(line.get_xdata()) > 1]
+    assert in_equi and max(max(line.get_xdata()) for line in in_equi) == PHASE1
+    later = [line for line in ax.get_lines() if line.get_color() != equi and len(line.get_xdata()) > 1
+             and line.get_linestyle() != ":"]
+    assert later and min(min(line.get_xdata()) for line in later) == PHASE1
+
+
+def handles_by_label(figure) -> dict:
+    return {h.get_label(): h for legend in figure.legends for h in legend.legend_handles}
+
+
+def test_an_unknown_mode_or_experiment_is_drawn_with_a_default_style_and_named(swept):
+    from analysis.loading import experiment_of
+    from analysis.trajectories import trajectory_figure
+
+    results = swept.results
+    trials, epochs = results.trials.copy(), results.epochs.copy()
+    for table in (trials, epochs):
+        mystery = (table["experiment"] == "groups") & (table["mode"] == "nom")
+        table.loc[mystery, ["mode", "series"]] = ["mystery", "mystery"]
+    figure, _ = trajectory_figure(epochs, trials, experiment_of("groups"))
+    assert "mystery" in legend_texts(figure)
+    assessment = analysis.evaluate_claims(trials, pd.DataFrame(columns=["trial_id", "final_ratio"]))
+    assert any("no claim applies to cell rot / mode mystery" in note.line for note in assessment.notes)
+
+    for table in (trials, epochs):
+        table.loc[table["experiment"] == "cnn", "experiment"] = "futuristic"
+    unknown = experiment_of("futuristic")
+    figure, facts = trajectory_figure(epochs, trials, unknown, log=True)
+    assert facts.panels == 1 and "Experiment futuristic" in figure.get_suptitle()
+    assert {"phase 2 Aug (C4 orbit)", "phase 2 Nom"} <= set(legend_texts(figure))
+    notes = analysis.evaluate_claims(trials, pd.DataFrame(columns=["trial_id", "final_ratio"])).notes
+    assert sum("no claim applies to cell cross" in note.line for note in notes) == 2
+
+
+def test_median_follows_the_runs_along_the_distance_travelled():
+    from analysis.medians import median_along_x
+
+    # Three seeds that travel at different speeds: at epoch 1 the median distance travelled is seed a's
+    # (2.0) and the median dist_E seed c's (0.3), a point that no run passes through.
+    runs = {"a": ([0.0, 2.0, 4.0], [0.0, 2.0, 4.0]), "b": ([0.0, 1.0, 2.0], [0.0, 0.1, 0.2]),
+            "c": ([0.0, 3.0, 6.0], [0.0, 0.3, 0.6])}
+    naive = (np.median([x[1] for x, _ in runs.values()]), np.median([y[1] for _, y in runs.values()]))
+    assert naive == (2.0, 0.3)
+    assert all(not np.isclose(np.interp(naive[0], x, y), naive[1]) for x, y in runs.values())
+    x, y = median_along_x([(np.array(rx), np.array(ry)) for rx, ry in runs.values()])
+    assert x[0] == 0.0 and x[-1] == 2.0  # the range every seed covers: b stops at 2
+    for xi, yi in zip(x, y):
+        assert any(np.isclose(np.interp(xi, rx, ry), yi) for rx, ry in runs.values())
+    assert not any(np.isclose(xi, naive[0]) and np.isclose(yi, naive[1]) for xi, yi in zip(x, y))
+
+
+def test_a_run_that_turns_back_is_read_at_its_first_passage():
+    from analysis.medians import first_passage
+
+    x, y = first_passage(np.array([0.0, 1.0, 0.5, 2.0]), np.array([0.0, 1.0, 9.0, 2.0]))
+    assert list(x) == [0.0, 1.0, 2.0] and list(y) == [0.0, 1.0, 2.0]
+
+
+def schema1(out: Path, trials) -> None:
+    """Rewrite a folder written by this pipeline as the pipeline wrote it before labels were stored:
+    manifest entries with the settings under "config" (the CNN's variant under "config" too), trial
+    files with attrs ``config`` (JSON), ``cnn_config`` or ``group``, and no cell, swept or data source."""
+    import h5py
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry, trial in zip(manifest["trials"], trials):
+        settings = dataclasses.asdict(trial.settings)
+        if "variant" in settings:
+            settings["config"] = settings.pop("variant")
+        for key in ("labels", "swept", "settings"):
+            entry.pop(key)
+        entry["config"] = settings
+        with h5py.File(out / "trials" / f"{trial.trial_id}.h5", "a", locking=False) as f:
+            for key in ("cell", "variant", "swept", "settings", "data_source", "pack_size"):
+                if key in f.attrs:
+                    del f.attrs[key]
+            f.attrs["config"] = json.dumps({**settings, "experiment": trial.experiment}, sort_keys=True)
+            f.attrs["schema_version"] = 1
+            if trial.experiment == "cnn":
+                f.attrs["cnn_config"] = settings["config"]
+    manifest.pop("format", None)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_folders_of_the_earlier_format_still_aggregate(tmp_path):
+    out = tmp_path / "old"
+    trials = [groups_trial("rot", "aug", seed) for seed in range(2)] + \
+             [groups_trial("rot", "aug", seed, augment="sampled:2") for seed in (2, 3)] + \
+             [cnn_trial("skew", seed) for seed in range(2)]
+    trials = [dataclasses.replace(t, trial_id=f"{t.trial_id}-{i}") for i, t in enumerate(trials)]
+    write_manifest(out, trials)
+    for index, trial in enumerate(trials):
+        write_trial(out, index, trial, 0.03 if trial.experiment == "cnn" else 1e-9)
+    schema1(out, trials)
+    assert "labels" not in json.loads((out / "manifest.json").read_text())["trials"][0]
+
+    result = analysis.aggregate(out, log=lambda line: None, figures=False)
+    table = analysis.load_trials(out).set_index("trial_id")
+    assert set(table["status"]) == {"complete"}
+    assert table.loc["cnn-skew-s000-4", "variant"] == "skew" and table.loc["cnn-skew-s000-4", "cell"] == "skew"
+    assert table.loc["rot-aug-s000-0", "group"] == "rot" and table.loc["rot-aug-s000-0", "data_source"] == ""
+    # Without a recorded sweep, the setting in which trials of one cell and mode differ is the swept one.
+    assert list(result.summary["series"]) == ["Aug, exact orbit", "Aug, 2 sampled passes", "phase 2 Aug (C4 orbit)"]
+    assert verdict(result, "rot", "Aug (orbit) stays in E").outcome == "holds"
+    assert verdict(result, "cnn skew (aug)", "Aug leaves E in phase 2").outcome == "holds"
+    assert any("sampled Aug is judged against Nom" in note.line for note in result.notes)
+    report = (out / "aggregate" / "report.md").read_text()
+    assert "not recorded (trial files written before the data source was stored)" in report
+    assert "no claim applies: sampled Aug is judged against Nom" in report
+
+
+def test_experiments_declare_which_claim_applies_to_which_cell():
+    from pipeline.experiments import get
+    from pipeline.experiments.base import BELOW_REFERENCE, NO_CLAIM, STAYS_IN_E, GridCell
+
+    def phase2(cells):
+        return [(c.kind, c.claim) for c in get("cnn").claims(cells) if c.phase != 1]
+
+    gd = GridCell("cross", "aug", {}, {"phase2_optimizer": ("gd",), "reg": (0.0,)})
+    assert phase2([gd]) == [(STAYS_IN_E, "Aug stays in E in phase 2 (compatible, unitary)")]
+    # Minibatches of the augmented data are not whole orbits: judged against Nom, as sampled Aug is.
+    sgd = GridCell("cross", "aug", {"phase2_optimizer": "sgd"}, {"phase2_optimizer": ("sgd",), "reg": (0.0,)})
+    nom = GridCell("cross", "nom", {"phase2_optimizer": "sgd"}, {"phase2_optimizer": ("sgd",), "reg": (0.0,)})
+    assert phase2([sgd])[0][0] == NO_CLAIM
+    declared = [c for c in get("cnn").claims([sgd, nom]) if c.cell == sgd and c.phase != 1]
+    assert [c.kind for c in declared] == [BELOW_REFERENCE] and declared[0].reference == nom
+    assert declared[0].subject == "cnn cross (aug, minibatch SGD)"
+    regularised = GridCell("rot", "aug", {}, {"augment": ("orbit",), "reg": (0.5,)})
+    assert [c.kind for c in get("groups").claims([regularised])] == [NO_CLAIM]
+    mixed = GridCell("rot", "aug", {}, {"augment": ("orbit", "sampled:2"), "reg": (0.0,)})
+    assert get("groups").claims([mixed])[0].kind == NO_CLAIM  # sampled runs and no Nom cell to compare with

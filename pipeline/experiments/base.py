@@ -47,6 +47,57 @@ class Labels:
     mode: str
 
 
+# Words for the training modes of docs/science.md §2, as figures and reports name them.
+MODE_WORDS = {"equi": "Equi", "aug": "Aug", "nom": "Nom"}
+
+# The kinds of claim an experiment can declare about its cells (evaluated by ``analysis/claims.py``,
+# which owns the thresholds; see docs/science.md §7).
+STAYS_IN_E = "stays in E"  # median over seeds of the largest dist_E/||A|| over the epochs concerned <= round-off
+LEAVES_E = "leaves E"  # median final dist_E/dist_init >= a named minimum ratio (and optionally rel > round-off)
+BELOW_REFERENCE = "below reference"  # median final dist_E/dist_init below that of a reference cell
+NO_CLAIM = "no claim"  # nothing to judge in this cell, and why
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """A cell of a results folder as the analysis sees it: the seeds of one cell, mode and swept values.
+
+    ``values`` maps every setting to the distinct values its trials have (one value, unless a setting
+    that does not distinguish trials in the manifest still differs), so that claims can read the
+    settings that decide what applies (e.g. ``augment``) without naming them in the manifest's labels.
+    """
+
+    cell: str
+    mode: str
+    swept: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+
+    def value(self, name: str, default=None):
+        """The setting's value if all trials of the cell share it; ``default`` if absent or mixed."""
+        found = self.values.get(name, ())
+        return found[0] if len(found) == 1 else default
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim about one cell, as data: what is claimed, where the science states it, how to judge it.
+
+    ``threshold`` names a constant of ``analysis/claims.py`` (``NOM_MIN_RATIO``, ``LEAVES_E_MIN_RATIO``)
+    rather than holding a number, so that every threshold lives where docs/science.md §7 says it does.
+    """
+
+    kind: str  # STAYS_IN_E, LEAVES_E, BELOW_REFERENCE or NO_CLAIM
+    subject: str  # how verdicts name the cell, e.g. "rot" or "cnn cross (aug)"
+    claim: str  # e.g. "Aug (orbit) stays in E"; for NO_CLAIM, a sentence: what does not apply, and why
+    cell: GridCell
+    section: str = ""  # the section of docs/science.md that states the claim, e.g. "1"
+    source: str = ""  # where in that section, e.g. "claim 2"
+    phase: int | None = None  # STAYS_IN_E: the epochs concerned are this phase's (None: every epoch)
+    threshold: str = ""  # LEAVES_E: the named minimum of dist_E/dist_init
+    above_roundoff: bool = False  # LEAVES_E: also require final dist_E/||A|| above round-off
+    reference: GridCell | None = None  # BELOW_REFERENCE: the cell to stay below
+
+
 class Experiment:
     """The interface an experiment module implements. Defaults fit a single-phase experiment."""
 
@@ -61,6 +112,17 @@ class Experiment:
     trajectory_x: ClassVar[str] = "travelled"
     # The mode the first phase trains in, for figures of multi-phase experiments (None: one phase).
     first_phase_mode: ClassVar[str | None] = None
+
+    # -- what the analysis says about it (docs/science.md §7) ---------------------------------------------
+    # How reports and figures name it, and the section of docs/science.md that describes it.
+    title: ClassVar[str] = ""
+    science_section: ClassVar[str] = ""
+    # Its cells in the order a reader expects them (others follow in the order they appear).
+    cell_names: ClassVar[tuple] = ()
+    # Settings that legends always name when they apply to a trial, swept or not (e.g. how Aug is evaluated).
+    series_settings: ClassVar[tuple] = ()
+    # Classes of its classification task: chance accuracy is 1/classes.
+    classes: ClassVar[int] = 10
 
     # -- settings and labels ---------------------------------------------------------------------------
     def make_settings(self, values: dict) -> CommonSettings:
@@ -94,6 +156,25 @@ class Experiment:
     def describe(self, key: str, value) -> str:
         """A setting's value in words, for legends and reports."""
         return f"{key} {value}"
+
+    def display_title(self) -> str:
+        return self.title or f"Experiment {self.name}"
+
+    def cell_title(self, cell: str) -> str:
+        """A panel's title for a cell (matplotlib mathtext allowed)."""
+        return str(cell)
+
+    def mode_words(self, mode: str) -> str:
+        return MODE_WORDS.get(mode, str(mode))
+
+    def series_words(self, mode: str, settings: dict) -> str:
+        """The legend entry of a line: the mode, then the values of ``settings`` (swept settings and
+        ``series_settings`` that apply to the trial) in words."""
+        return ", ".join([self.mode_words(mode), *(self.describe(key, value) for key, value in settings.items())])
+
+    def claims(self, cells: list[GridCell]) -> list[Claim]:
+        """What docs/science.md claims about these cells; a cell without a claim may be left out."""
+        return []
 
     # -- the course of a trial ---------------------------------------------------------------------------
     def total_epochs(self, settings) -> int:

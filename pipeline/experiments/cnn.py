@@ -13,12 +13,14 @@ from typing import ClassVar
 
 from ..settings import (CommonSettings, ConfigError, atomic, check_choice, check_count, check_nonnegative,
                         check_positive_int, check_rate)
-from .base import Experiment
+from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 # variant -> (kernel support, parametrisation of the unconstrained phase-2 model)
 VARIANTS = {"cross": ("cross", "unitary"), "skew": ("skew", "unitary"), "nonunitary": ("cross", "nonunitary")}
 VARIANT_WORDS = {"cross": "compatible, unitary", "skew": "incompatible support", "nonunitary": "non-orthogonal basis"}
 PHASE2_MODES = ("aug", "nom")
+# Kernel supports that 90° rotations map to themselves: L and E are compatible (docs/science.md §4).
+ROTATION_INVARIANT_SUPPORTS = ("cross",)
 PHASE2_OPTIMIZERS = ("gd", "sgd")  # full-batch gradient descent, or minibatches (the reference script)
 
 
@@ -79,6 +81,9 @@ class CNNExperiment(Experiment):
     aliases = {"variants": "variant", "configs": "variant", "config": "variant"}
     trajectory_x = "epoch"
     first_phase_mode = "equi"
+    title = "Experiment C"
+    science_section = "4"
+    cell_names = tuple(VARIANTS)
 
     def irrelevant(self, settings) -> set[str]:
         unused = set()
@@ -98,7 +103,57 @@ class CNNExperiment(Experiment):
             return f"{value} ({VARIANT_WORDS.get(value, '')})"
         if key == "phase2_mode":
             return {"aug": "phase 2 Aug (C4 orbit)", "nom": "phase 2 Nom"}.get(value, str(value))
+        if key == "phase2_optimizer":
+            return {"gd": "full-batch GD", "sgd": "minibatch SGD"}.get(value, str(value))
         return super().describe(key, value)
+
+    def cell_title(self, cell: str) -> str:
+        return f"{cell}\n{VARIANT_WORDS[cell]}" if cell in VARIANT_WORDS else str(cell)
+
+    def series_words(self, mode: str, settings: dict) -> str:
+        # The mode of a CNN trial is that of its phase 2; phase 1 is always Equi.
+        return ", ".join([self.describe(self.mode_key, mode), *(self.describe(k, v) for k, v in settings.items())])
+
+    def claims(self, cells: list[GridCell]) -> list[Claim]:
+        """docs/science.md §7: phase 1 (Equi) stays in E; in phase 2 Aug stays in E when the support is
+        compatible and the parametrisation unitary, and leaves it otherwise; Nom leaves it."""
+        claims = []
+        for cell in cells:
+            subject = f"cnn {cell.cell} ({', '.join([cell.mode, *(self.describe(k, v) for k, v in cell.swept.items())])})"
+            claims.append(Claim(STAYS_IN_E, subject, "phase 1 (Equi) stays in E", cell, "2", "Equi", phase=1))
+            support, parametrization = VARIANTS.get(cell.cell, (None, None))
+            minibatches = cell.value("phase2_optimizer", "gd") != "gd"
+            if cell.mode == "nom":
+                claims.append(Claim(LEAVES_E, subject, "Nom leaves E in phase 2", cell, "1", "claim 5",
+                                    threshold="NOM_MIN_RATIO"))
+            elif cell.mode != "aug" or support is None:
+                claims.append(Claim(NO_CLAIM, subject, "no phase-2 claim applies: docs/science.md states none about "
+                                    "this phase-2 mode or variant", cell))
+            elif (cell.value("reg", 0.0) or 0.0) > 0:
+                claims.append(Claim(NO_CLAIM, subject, "no phase-2 claim applies: regularised Aug (reg > 0) is pulled "
+                                    "back towards E on purpose; its phase 2 is not what claims 2 and 4 describe", cell))
+            elif support in ROTATION_INVARIANT_SUPPORTS and parametrization == "unitary" and minibatches:
+                # Minibatches of the shuffled orbit are not whole orbits: like sampled Aug (§2) their steps
+                # only estimate the Aug gradient, and claim 2 is judged on exact-orbit runs only (§7).
+                nom = [c for c in cells if c.cell == cell.cell and c.mode == "nom"
+                       and {k: v for k, v in c.swept.items() if k != "reg"} == {k: v for k, v in cell.swept.items()
+                                                                               if k != "reg"}]
+                if nom:
+                    claims.append(Claim(BELOW_REFERENCE, subject, "Aug (minibatch SGD) leaves E less than Nom in "
+                                        "phase 2", cell, "7", "sampled Aug is compared with Nom", reference=nom[0]))
+                else:
+                    claims.append(Claim(NO_CLAIM, subject, "no phase-2 claim applies: minibatch SGD on the augmented "
+                                        "data does not take the exact orbit gradient that claim 2 is about, and this "
+                                        "grid has no phase-2 Nom trials to compare it with", cell))
+            elif support in ROTATION_INVARIANT_SUPPORTS and parametrization == "unitary":
+                claims.append(Claim(STAYS_IN_E, subject, "Aug stays in E in phase 2 (compatible, unitary)", cell,
+                                    "1", "claim 2", phase=2))
+            else:
+                why = ("incompatible support" if support not in ROTATION_INVARIANT_SUPPORTS
+                       else "non-unitary parametrization")
+                claims.append(Claim(LEAVES_E, subject, f"Aug leaves E in phase 2 ({why})", cell, "1", "claim 4",
+                                    threshold="LEAVES_E_MIN_RATIO", above_roundoff=True))
+        return claims
 
     def total_epochs(self, settings) -> int:
         return settings.phase1_epochs + settings.phase2_epochs

@@ -11,12 +11,16 @@ from typing import ClassVar
 
 from ..settings import (LOSSES, MODES, Augmentation, CommonSettings, ConfigError, check_choice, check_nonnegative,
                         check_positive_int, check_rate)
-from .base import Experiment
+from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")
 # |G| on an n x n grid, for the cost model (pipeline.groups builds the groups themselves).
 GROUP_ORDERS = {"rot": lambda n: 4, "trans": lambda n: n * n, "trans1d": lambda n: n, "rototrans": lambda n: 4 * n * n}
 INVARIANT_ACTIVATIONS = ("auto", "tanh", "leaky_relu")
+GROUP_TITLES = {"rot": r"rot: C$_4$", "trans": r"trans: $\mathbb{Z}_n^2$",
+                "trans1d": r"trans1d: $\mathbb{Z}_n$ along x", "rototrans": r"rototrans: C$_4$ and $\mathbb{Z}_n^2$"}
+# Settings that only Aug trials use: a Nom cell to compare Aug with differs from it in nothing else.
+AUG_ONLY_SETTINGS = ("augment", "aug_batch", "reg")
 
 
 @dataclass
@@ -56,6 +60,11 @@ class GroupsExperiment(Experiment):
     cell_key = "group"
     aliases = {"groups": "group", "modes": "mode"}
     trajectory_x = "travelled"
+    title = "Experiment G"
+    science_section = "3"
+    cell_names = GROUP_NAMES
+    # A legend that says "Aug" must say whether it is the exact orbit or sampled passes.
+    series_settings = ("augment",)
 
     def irrelevant(self, settings) -> set[str]:
         if settings.mode != "aug":
@@ -66,7 +75,43 @@ class GroupsExperiment(Experiment):
         if key == "augment":
             augmentation = Augmentation.parse(value)
             return "exact orbit" if augmentation.kind == "orbit" else f"{augmentation.passes} sampled passes"
+        if key == "mode":
+            return self.mode_words(value)
         return super().describe(key, value)
+
+    def cell_title(self, cell: str) -> str:
+        return GROUP_TITLES.get(cell, str(cell))
+
+    def claims(self, cells: list[GridCell]) -> list[Claim]:
+        """docs/science.md §7: Equi and exact-orbit Aug stay in E; sampled Aug leaves it less than Nom;
+        Nom leaves it at a rate comparable to the distance travelled."""
+        claims = []
+        for cell in cells:
+            # The claim's own text names how Aug was evaluated; the subject names the other swept values.
+            others = {k: v for k, v in cell.swept.items() if k != "augment"}
+            subject = cell.cell + (f" ({', '.join(self.describe(k, v) for k, v in others.items())})" if others else "")
+            augments = tuple(str(v) for v in cell.values.get("augment", ()))
+            if cell.mode == "equi":
+                claims.append(Claim(STAYS_IN_E, subject, "Equi stays in E", cell, "2", "Equi"))
+            elif cell.mode == "aug" and (cell.value("reg", 0.0) or 0.0) > 0:
+                claims.append(Claim(NO_CLAIM, subject, "no claim applies: regularised Aug (reg > 0) is pulled back "
+                                    "towards E on purpose; its trajectories are not what claims 2 and 4 describe",
+                                    cell))
+            elif cell.mode == "aug" and augments == ("orbit",):
+                claims.append(Claim(STAYS_IN_E, subject, "Aug (orbit) stays in E", cell, "1", "claim 2"))
+            elif cell.mode == "aug":
+                wanted = {k: v for k, v in cell.swept.items() if k not in AUG_ONLY_SETTINGS}
+                nom = [c for c in cells if c.cell == cell.cell and c.mode == "nom" and c.swept == wanted]
+                if nom:
+                    claims.append(Claim(BELOW_REFERENCE, subject, f"Aug ({'/'.join(augments)}) leaves E less than Nom",
+                                        cell, "3", "expected picture", reference=nom[0]))
+                else:
+                    claims.append(Claim(NO_CLAIM, subject, "no claim applies: sampled Aug is judged against Nom, and "
+                                        "this grid has no Nom trials of the same group and settings", cell))
+            elif cell.mode == "nom":
+                claims.append(Claim(LEAVES_E, subject, "Nom leaves E at a rate comparable to the distance travelled",
+                                    cell, "1", "claim 5", threshold="NOM_MIN_RATIO"))
+        return claims
 
     def total_epochs(self, settings) -> int:
         return settings.epochs

@@ -1,0 +1,121 @@
+"""Training curves (loss and accuracy against epoch) and dist_E after single optimizer steps."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
+from .loading import TOTAL
+from .style import (BAND, CHANCE_LINE, FLOOR_LINE, decade_below, legend, linear_ticks, log_axis, mark_boundary,
+                    panel_grid, reading_handles)
+from .trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
+
+METRICS = {"loss": "training loss", "accuracy": "training accuracy"}
+
+
+def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
+    rows = drawn_rows(epochs, experiment.name)
+    rows = rows[rows["layer"] == TOTAL]
+    cells = ordered_cells(rows, experiment)
+    styles, first_phase = figure_styles(trials, experiment)
+    figure, axes = panel_grid(len(cells), rows_per_item=len(METRICS))
+    complete, running = set(), set()
+    chance = 1.0 / experiment.classes
+    for c, cell in enumerate(cells):
+        panel = rows[rows["cell"] == cell]
+        boundary = phase_boundary(panel)
+        for r, metric in enumerate(METRICS):
+            ax = axes[r][c]
+            drawn = draw_panel(ax, panel, "epoch", metric, styles, first_phase)
+            complete |= drawn.complete
+            running |= drawn.running
+            # The same epochs axis as the trajectory figures, so that the two read side by side.
+            compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
+            if not compressed:
+                linear_ticks(ax, "x", integer=True)
+            if boundary is not None:
+                mark_boundary(ax, boundary)
+        axes[0][c].set_title(experiment.cell_title(cell))
+        axes[1][c].axhline(chance, zorder=1, **CHANCE_LINE)
+        axes[1][c].set_ylim(0, 1)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for r, words in enumerate(METRICS.values()):
+        axes[r][0].set_ylabel(words)
+    figure.suptitle(f"{experiment.display_title()}: loss and accuracy on the (untransformed) training data")
+    facts = FigureFacts(panels=len(figure.axes), complete=len(complete), running=len(running),
+                        compressed=any(ax.get_xscale() == "function" for ax in figure.axes))
+    present = set(rows["series"])
+    handles = ([first_phase.handle()] if first_phase is not None else []) + \
+              [style.handle() for label, style in styles.items() if label in present]
+    reading = reading_handles(bool(running))
+    reading.append(Line2D([], [], label=f"chance accuracy (1/{experiment.classes})", **CHANCE_LINE))
+    legend(figure, handles, reading)
+    return figure, facts
+
+
+def step_rows(epochs: pd.DataFrame, steps: pd.DataFrame, experiment) -> pd.DataFrame:
+    """Per trial, total dist_E against its optimizer steps, numbered from 1, with position 0 the state
+    before the first recorded step (the last epoch before it)."""
+    recorded = drawn_rows(steps, experiment.name)
+    recorded = recorded[recorded["layer"] == TOTAL].sort_values(["trial_id", "step"])
+    if recorded.empty:
+        return recorded.assign(position=pd.Series(dtype=int))
+    recorded = recorded.assign(position=recorded.groupby("trial_id").cumcount() + 1)
+    start_epoch = (recorded.groupby("trial_id")["epoch"].min() - 1).rename("start_epoch")
+    totals = drawn_rows(epochs, experiment.name)
+    totals = totals[totals["layer"] == TOTAL].join(start_epoch, on="trial_id", how="inner")
+    start = totals[totals["epoch"] == totals["start_epoch"]].assign(position=0)
+    columns = ["trial_id", "cell", "series", "mode", "status", "phase", "epoch", "position", "dist_E"]
+    return pd.concat([start[columns], recorded[columns]], ignore_index=True)
+
+
+def steps_add_information(steps: pd.DataFrame, experiment) -> bool:
+    """Whether some trial recorded more than one step in an epoch: with one step per epoch (full-batch
+    gradient descent) the steps repeat the epochs' figure."""
+    recorded = drawn_rows(steps, experiment.name)
+    recorded = recorded[recorded["layer"] == TOTAL]
+    return bool(len(recorded)) and bool((recorded.groupby(["trial_id", "epoch"]).size() > 1).any())
+
+
+def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
+    rows = step_rows(epochs, steps, experiment)
+    cells = ordered_cells(rows, experiment)
+    styles, _ = figure_styles(trials, experiment)
+    figure, axes = panel_grid(len(cells), sharey=True)
+    totals = drawn_rows(epochs, experiment.name)
+    totals = totals[totals["layer"] == TOTAL]
+    tops = {cell: band_tops(totals[totals["cell"] == cell], trials) for cell in cells}
+    positive = rows.loc[rows["dist_E"] > 0, "dist_E"]
+    candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
+    floor = decade_below(min(candidates) if candidates else 1e-10)
+    facts = FigureFacts(panels=len(cells), complete=0, running=0, band=band_words({t for t, _ in tops.values()}))
+    complete, running = set(), set()
+    for ax, cell in zip(axes.flat, cells):
+        panel = rows[rows["cell"] == cell]
+        drawn = draw_panel(ax, panel, "position", "dist_E", styles, order="position", floor=floor)
+        complete |= drawn.complete
+        running |= drawn.running
+        facts.zeros |= drawn.zeros
+        ax.axhspan(floor / 3, tops[cell][1], **BAND)
+        if drawn.zeros:
+            ax.axhline(floor, zorder=1, **FLOOR_LINE)
+        ax.set_title(experiment.cell_title(cell))
+        linear_ticks(ax, "x", integer=True)
+    top = max([float(rows["dist_E"].max())] + [t for _, t in tops.values()])
+    for ax in axes.flat:
+        log_axis(ax, floor / 3, top)
+    phases = sorted(set(rows.loc[rows["position"] > 0, "phase"]))
+    where = f" of phase {phases[0]}" if len(phases) == 1 else ""
+    for ax in axes[-1]:
+        ax.set_xlabel(f"optimizer step{where}")
+    axes[0][0].set_ylabel(DIST_E_LABEL)
+    figure.suptitle(f"{experiment.display_title()}: distance from E after every optimizer step{where}, all layers, "
+                    "log scale")
+    present = set(rows["series"])
+    handles = [style.handle() for label, style in styles.items() if label in present]
+    legend(figure, handles, reading_handles(bool(running), facts.band, facts.zeros))
+    facts.complete, facts.running = len(complete), len(running)
+    return figure, facts

@@ -1,0 +1,40 @@
+"""The names of the figures an experiment gets, shared by the figures and the verdicts that cite them.
+
+Trajectory figures plot dist_E against the experiment's ``trajectory_x``: ``<experiment>_dist_vs_travelled``
+or ``<experiment>_dist_vs_epoch``, with ``_layers`` for a row of panels per layer and ``_log`` for a
+logarithmic dist_E axis. The linear figure is made only where x is the distance travelled: claim 5 is a proportion between
+the two, which a linear plot shows as a straight line; against epochs, distances that differ by orders of
+magnitude are only readable on a log axis.
+"""
+
+from __future__ import annotations
+
+from pipeline.experiments.base import STAYS_IN_E, Experiment
+
+
+def has_linear_trajectory(experiment: Experiment) -> bool:
+    return experiment.trajectory_x == "travelled"
+
+
+def trajectory(experiment: Experiment, log: bool = False) -> str:
+    return f"{experiment.name}_dist_vs_{experiment.trajectory_x}" + ("_log" if log else "")
+
+
+def layers(experiment: Experiment) -> str:
+    """A row of panels per measured layer; always log: layers differ by orders of magnitude."""
+    return f"{experiment.name}_dist_vs_{experiment.trajectory_x}_layers_log"
+
+
+def training_curves(experiment: Experiment) -> str:
+    return f"{experiment.name}_training_curves"
+
+
+def steps(experiment: Experiment) -> str:
+    return f"{experiment.name}_steps_log"
+
+
+def evidence_figure(experiment: Experiment, kind: str) -> str:
+    """Staying in E is a statement about round-off, visible on a log axis only; leaving E is a
+    proportion to the distance travelled, read on the linear figure where there is one."""
+    log = kind == STAYS_IN_E or not has_linear_trajectory(experiment)
+    return trajectory(experiment, log=log) + ".png"

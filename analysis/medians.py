@@ -1,0 +1,59 @@
+"""Medians over seeds that a figure can draw as one line.
+
+Where the x axis is the epoch, every seed has a value at every epoch and the median is taken epoch by
+epoch. Where it is the distance travelled, seeds reach a given distance at different epochs: taking the
+median of x and of y separately at each epoch pairs the x of one seed with the y of another and draws a
+curve no run follows. :func:`median_along_x` instead reads every seed at common values of x and takes the
+median of y there, so that (with an odd number of seeds) each point of the median lies on some run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def first_passage(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points where a run first reaches a new largest x, in order.
+
+    The distance travelled usually grows every step; where a run turns back, the later points repeat
+    distances it had already reached, and keeping the first passage leaves x strictly increasing, as
+    interpolation needs, without inventing points."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    if x.size == 0:
+        return x, y
+    previous_best = np.concatenate([[-np.inf], np.maximum.accumulate(x)[:-1]])
+    record = x > previous_best
+    return x[record], y[record]
+
+
+def median_along_x(runs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The median over runs of y at common values of x, over the range of x that every run covers.
+
+    Each run is interpolated linearly between its own points; the common x values are the runs' own x
+    values inside that range, so the median has a point wherever any run has one. Returns empty arrays
+    when the runs share no range."""
+    paths = [first_passage(x, y) for x, y in runs]
+    paths = [(x, y) for x, y in paths if x.size]
+    if not paths:
+        return np.zeros(0), np.zeros(0)
+    low = max(x[0] for x, _ in paths)
+    high = min(x[-1] for x, _ in paths)
+    if high < low:
+        return np.zeros(0), np.zeros(0)
+    grid = np.unique(np.concatenate([x[(x >= low) & (x <= high)] for x, _ in paths] + [[low, high]]))
+    values = np.stack([np.interp(grid, x, y) for x, y in paths])
+    return grid, np.median(values, axis=0)
+
+
+def median_by_epoch(runs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The median over runs of y at each epoch (x, increasing within a run) that every run has."""
+    runs = [(np.asarray(x), np.asarray(y, dtype=float)) for x, y in runs if len(x)]
+    if not runs:
+        return np.zeros(0), np.zeros(0)
+    common = runs[0][0]
+    for x, _ in runs[1:]:
+        common = np.intersect1d(common, x)
+    values = np.stack([y[np.searchsorted(x, common)] for x, y in runs])
+    return common, np.median(values, axis=0)

@@ -1,0 +1,167 @@
+"""How every figure looks: sizes, fonts, the style of each series, axes, legends and saving.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (the Agg canvas, no pyplot), so nothing
+here touches global matplotlib state or leaks open figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+
+from pipeline.settings import MODES
+
+from .atomic import replace_atomically
+
+# Sizes are those of the saved figure: 7 inches is a full text width, so nothing is scaled down in print.
+FIGURE_WIDTH = 7.0
+NARROW_WIDTH = 4.5  # a single panel: a column-and-a-half figure rather than one stretched panel
+ROW_HEIGHT = 2.3
+SHORT_ROW_HEIGHT = 1.8
+DPI = 300
+STYLE = {
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "legend.fontsize": 8, "figure.titlesize": 9, "figure.labelsize": 8,
+    "axes.spines.top": False, "axes.spines.right": False,
+    "pdf.fonttype": 42,  # TrueType in the PDF: text stays text for journals' checks and editors
+}
+
+# Okabe-Ito colours stay distinct for colour-blind readers. Each mode has its own hues, so that series of
+# one mode (Aug with the exact orbit, Aug with sampled passes) are told apart and still read as that mode;
+# modes the figures do not know get greys.
+MODE_COLOURS = {"equi": ("#0072B2", "#56B4E9"), "aug": ("#D55E00", "#E69F00", "#CC79A7"),
+                "nom": ("#009E73", "#000000")}
+OTHER_COLOURS = ("#666666", "#999999", "#333333")
+# Line styles keep series apart in greyscale: each series of a figure has its own, in legend order.
+DASHES = ["-", (0, (5, 2)), (0, (5, 1.5, 1, 1.5)), (0, (1.5, 1.5)), (0, (8, 2, 1, 2, 1, 2)), (0, (3, 1))]
+
+RUN_LINE = {"linewidth": 0.6, "alpha": 0.35}
+RUNNING_LINE = {"linewidth": 0.9, "alpha": 0.6, "linestyle": (0, (2, 1.5))}
+RUNNING_END = {"marker": "o", "markersize": 2.5, "linestyle": "none", "alpha": 0.8}
+MEDIAN_LINE = {"linewidth": 2.0}
+FLOOR_LINE = {"color": "0.45", "linestyle": ":", "linewidth": 0.8}
+BOUNDARY_LINE = {"color": "0.3", "linestyle": (0, (4, 2)), "linewidth": 0.8}
+BAND = {"color": "0.91", "linewidth": 0, "zorder": 0}
+CHANCE_LINE = {"color": "0.5", "linestyle": (0, (1, 2)), "linewidth": 0.9}
+
+
+@dataclass(frozen=True)
+class SeriesStyle:
+    label: str
+    colour: str
+    dashes: object
+
+    def median_kwargs(self) -> dict:
+        return {"color": self.colour, "linestyle": self.dashes, **MEDIAN_LINE}
+
+    def handle(self) -> Line2D:
+        return Line2D([], [], label=self.label, **self.median_kwargs())
+
+
+def series_styles(series: list[tuple[str, str]]) -> dict[str, SeriesStyle]:
+    """Styles for ``(label, mode)`` pairs in legend order: the k-th series of a mode gets its k-th hue,
+    the i-th series of the figure its i-th line style."""
+    styles, counts = {}, {}
+    for label, mode in series:
+        if label in styles:
+            continue
+        k = counts.get(mode, 0)
+        counts[mode] = k + 1
+        colours = MODE_COLOURS.get(mode, OTHER_COLOURS)
+        styles[label] = SeriesStyle(label, colours[k % len(colours)], DASHES[len(styles) % len(DASHES)])
+    return styles
+
+
+def mode_rank(mode: str) -> int:
+    return MODES.index(mode) if mode in MODES else len(MODES)
+
+
+def panel_grid(count: int, rows_per_item: int = 1, sharey: bool = False) -> tuple[Figure, np.ndarray]:
+    """A figure with ``count`` columns of ``rows_per_item`` panels; four single panels wrap to 2 x 2."""
+    if rows_per_item == 1 and count == 4:
+        rows, columns = 2, 2
+    else:
+        rows, columns = rows_per_item, count
+    width = FIGURE_WIDTH if columns > 1 else NARROW_WIDTH
+    # Figures of many rows (a row per layer) stay within a page.
+    height = ROW_HEIGHT if rows <= 2 else SHORT_ROW_HEIGHT
+    figure = Figure(figsize=(width, height * rows + 0.7), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey="row" if sharey else False)
+    return figure, axes
+
+
+def compact_number(value: float, _position=None) -> str:
+    """A tick label without a shared multiplier: an offset text such as ×10⁻² sits in a corner of the
+    axes where it collides with neighbouring labels, so every label carries its own magnitude."""
+    if value == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(value)) + 1e-12)
+    if -3 <= exponent <= 4:
+        return f"{value:g}"
+    mantissa = value / 10.0**exponent
+    head = "" if math.isclose(mantissa, 1.0) else f"{mantissa:.3g}" + r"\times"
+    return f"${head}10^{{{exponent}}}$"
+
+
+def linear_ticks(ax, axis: str = "x", integer: bool = False) -> None:
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(MaxNLocator(nbins=4, integer=integer))
+    target.set_major_formatter(FuncFormatter(compact_number))
+
+
+def log_axis(ax, bottom: float, top: float) -> None:
+    ax.set_yscale("log")
+    # Spans of ten decades would otherwise carry eighty minor ticks: clutter in print, and slow to lay out.
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.yaxis.set_minor_locator(NullLocator())
+    # Up to the next decade, so that the top of the data always has a labelled tick above it.
+    ax.set_ylim(bottom, 10.0 ** math.ceil(math.log10(max(top, bottom * 10)) + 1e-9))
+
+
+def decade_below(value: float) -> float:
+    return 10.0 ** (math.floor(math.log10(value)) - 1)
+
+
+def mark_boundary(ax, x: float, text: str = " phase 2") -> None:
+    ax.axvline(x, zorder=1, **BOUNDARY_LINE)
+    ax.annotate(text, xy=(x, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", color="0.3")
+
+
+def legend(figure: Figure, series: list, reading: list) -> None:
+    """One legend below the panels: the series in the first column, how to read the lines in the next."""
+    columns = 3 if figure.get_figwidth() >= FIGURE_WIDTH else 2
+    rows = max(len(series), math.ceil(len(reading) / (columns - 1)))
+    blocks = [block for block in [series] + [reading[i * rows:(i + 1) * rows] for i in range(columns - 1)] if block]
+    # Entries fill the legend column by column: blanks keep each block in a column of its own.
+    handles = [h for block in blocks for h in block + [Line2D([], [], linestyle="none", label=" ")
+                                                        for _ in range(rows - len(block))]]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(blocks), frameon=False)
+
+
+def reading_handles(running: bool, band: str | None = None, zeros: bool = False) -> list:
+    """Legend entries that say how to read the lines (the caption says more)."""
+    handles = [Line2D([], [], color="0.3", label="one seed", **RUN_LINE),
+               Line2D([], [], color="0.3", label="median over seeds", **MEDIAN_LINE)]
+    if running:
+        handles.append(Line2D([], [], color="0.3", label="running trial (to its last epoch)",
+                              **{**RUNNING_LINE, "marker": RUNNING_END["marker"], "markersize": 2.5, "markevery": [-1]}))
+    if band:
+        handles.append(Patch(facecolor=BAND["color"], label=band))
+    if zeros:
+        handles.append(Line2D([], [], label="exactly 0 (dotted line)", **FLOOR_LINE))
+    return handles
+
+
+def save(figure: Figure, folder: Path, name: str) -> list[Path]:
+    paths = [replace_atomically(folder / f"{name}.png", lambda tmp: figure.savefig(tmp, format="png", dpi=DPI))]
+    # The first save placed everything; laying out again for the PDF would only repeat that work.
+    figure.set_layout_engine("none")
+    paths.append(replace_atomically(folder / f"{name}.pdf", lambda tmp: figure.savefig(tmp, format="pdf")))
+    return paths

@@ -1,0 +1,167 @@
+"""Trajectory figures: the distance from E against the distance travelled or the epoch, a panel per cell.
+
+Log figures start at the first step: at epoch 0 every run sits at A⁰ ∈ E, where dist_E is zero or
+round-off, and drawing that point would open every curve with a ramp across ten decades. They share
+their y axis, so that round-off in one panel never looks like a departure in another, and shade the
+round-off band: dist_E ≤ ``ROUNDOFF_THRESHOLD`` · ‖A‖, which the verdicts count as "in E".
+
+In an experiment whose x is the epoch and whose first phase is much longer than the later ones (the CNN:
+250 Equi epochs, then 50), the first phase is drawn compressed to a third of the width, so that the
+phase the claims are about is not squeezed into a corner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+
+from .claims import roundoff_threshold
+from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
+from .loading import TOTAL
+from .style import (BAND, FLOOR_LINE, compact_number, decade_below, legend, linear_ticks, log_axis, mark_boundary,
+                    panel_grid, reading_handles)
+
+X_COLUMNS = {"travelled": "dist_init", "epoch": "epoch"}
+X_LABELS = {"travelled": r"distance travelled $\|A - A^0\|_F$", "epoch": "epoch"}
+X_WORDS = {"travelled": "distance travelled", "epoch": "epoch"}
+DIST_E_LABEL = r"dist$_E$ = $\|A - \Pi_E A\|_F$"
+# A first phase longer than the rest is drawn over this share of the panel's width.
+COMPRESSED_SHARE = 1 / 3
+
+
+@dataclass
+class FigureFacts:
+    """What a figure shows beyond its title: for its caption and for tests."""
+
+    panels: int
+    complete: int
+    running: int
+    band: str = ""  # the round-off band's legend text, if drawn
+    zeros: bool = False
+    compressed: bool = False
+
+
+def phase_boundary(panel: pd.DataFrame) -> int | None:
+    """The last epoch of the first phase, if the panel's runs have a later phase."""
+    if not (panel["phase"] > 1).any():
+        return None
+    first = panel.loc[panel["phase"] == 1, "epoch"]
+    return int(first.max()) if not first.empty else None
+
+
+def compress_first_phase(ax, boundary: int, last: int) -> bool:
+    """Draw epochs 0..boundary over COMPRESSED_SHARE of the width when the first phase is the longer."""
+    later = last - boundary
+    if boundary <= 0 or later <= 0 or boundary <= later:
+        return False
+    scale = COMPRESSED_SHARE / (1 - COMPRESSED_SHARE) * later / boundary
+
+    def forward(x):
+        x = np.asarray(x, dtype=float)
+        return np.where(x <= boundary, x * scale, boundary * scale + (x - boundary))
+
+    def inverse(u):
+        u = np.asarray(u, dtype=float)
+        return np.where(u <= boundary * scale, u / scale, u - boundary * scale + boundary)
+
+    ax.set_xscale("function", functions=(forward, inverse))
+    # Not so close to the boundary's own tick that their labels touch.
+    later_ticks = [t for t in MaxNLocator(nbins=3, integer=True).tick_values(boundary, last)
+                   if boundary + later / 4 < t <= last]
+    ax.xaxis.set_major_locator(FixedLocator([0, boundary, *later_ticks]))
+    ax.xaxis.set_major_formatter(FuncFormatter(compact_number))
+    return True
+
+
+def band_tops(rows: pd.DataFrame, trials: pd.DataFrame) -> tuple[float, float]:
+    """(threshold, threshold x median ‖A‖) of a panel's rows: the top of its round-off band."""
+    dtypes = trials.set_index("trial_id")["dtype"].reindex(rows["trial_id"].unique()).dropna()
+    threshold = roundoff_threshold(dtypes)
+    return threshold, threshold * float(np.nanmedian(rows["norm"])) if len(rows) else threshold
+
+
+def band_words(thresholds: set[float]) -> str:
+    if len(thresholds) == 1:
+        return fr"round-off, in E: ≤ {compact_number(thresholds.pop())}·‖A‖"
+    return "round-off, in E (per dtype)"
+
+
+def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, layers: list[str] = (TOTAL,),
+                      log: bool = False) -> tuple[Figure, FigureFacts]:
+    """A column per cell and a row per layer (one row, ``total``, for all layers together)."""
+    rows = drawn_rows(epochs, experiment.name)
+    rows = rows[rows["layer"].isin(layers)]
+    cells = ordered_cells(rows, experiment)
+    styles, first_phase = figure_styles(trials, experiment)
+    x_kind = experiment.trajectory_x if experiment.trajectory_x in X_COLUMNS else "epoch"
+    x = X_COLUMNS[x_kind]
+    figure, axes = panel_grid(len(cells), rows_per_item=len(layers), sharey=log)
+    panels = [(layer, cell, rows[(rows["layer"] == layer) & (rows["cell"] == cell)]) for layer in layers for cell in cells]
+    floor, tops = None, {}
+    if log:
+        tops = {(layer, cell): band_tops(panel, trials) for layer, cell, panel in panels}
+        positive = rows.loc[(rows["dist_E"] > 0) & (rows["epoch"] > 0), "dist_E"]
+        candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
+        floor = decade_below(min(candidates) if candidates else 1e-10)
+    facts = FigureFacts(panels=len(panels), complete=0, running=0)
+    complete, running = set(), set()
+    for ax, (layer, cell, panel) in zip(axes.flat, panels):
+        drawn = draw_panel(ax, panel, x, "dist_E", styles, first_phase, along_x=x_kind == "travelled", floor=floor,
+                           from_first_step=log)
+        complete |= drawn.complete
+        running |= drawn.running
+        facts.zeros |= drawn.zeros
+        boundary = phase_boundary(panel) if x_kind == "epoch" else None
+        compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
+        facts.compressed |= compressed
+        if boundary is not None:
+            mark_boundary(ax, boundary)
+        if not compressed:
+            linear_ticks(ax, "x", integer=x_kind == "epoch")
+        if log:
+            ax.axhspan(floor / 3, tops[layer, cell][1], **BAND)
+            if drawn.zeros:
+                ax.axhline(floor, zorder=1, **FLOOR_LINE)
+        else:
+            linear_ticks(ax, "y")
+            ax.set_ylim(bottom=0)
+            if x_kind == "travelled":
+                ax.set_xlim(left=0)
+    if log:
+        top = max([float(rows["dist_E"].max()) if len(rows) else floor * 10] + [t for _, t in tops.values()])
+        for ax in axes.flat:
+            log_axis(ax, floor / 3, top)
+        facts.band = band_words({threshold for threshold, _ in tops.values()})
+    facts.complete, facts.running = len(complete), len(running)
+    titled = axes[0] if len(layers) > 1 else axes.flat
+    for ax, cell in zip(titled, cells):
+        ax.set_title(experiment.cell_title(cell))
+    # Under narrow panels the notation would run into the neighbours' labels; the caption gives it.
+    x_label = X_LABELS[x_kind] if axes.shape[1] <= 2 else X_WORDS[x_kind]
+    for ax in axes[-1]:
+        ax.set_xlabel(x_label)
+    if x_kind == "epoch":
+        # Every row of a column counts the same epochs: their numbers once, under the bottom row.
+        for ax in axes[:-1].flat:
+            ax.tick_params(axis="x", labelbottom=False)
+    for r, row in enumerate(axes):
+        row[0].set_ylabel(DIST_E_LABEL if len(layers) == 1 else f"{layers[r]}: dist$_E$")
+    which = "all layers" if list(layers) == [TOTAL] else "per layer" if len(layers) > 1 else f"layer {layers[0]}"
+    figure.suptitle(f"{experiment.display_title()}: distance from E against {X_WORDS[x_kind]}, {which}"
+                    + (", log scale" if log else ""))
+    present = set(rows["series"])
+    handles = ([first_phase.handle()] if first_phase is not None else []) + \
+              [style.handle() for label, style in styles.items() if label in present]
+    legend(figure, handles, reading_handles(facts.running > 0, facts.band or None, facts.zeros))
+    return figure, facts
+
+
+def layers_of(epochs: pd.DataFrame, experiment) -> list[str]:
+    """The measured layers of an experiment's drawn trials, in the order the files list them."""
+    rows = drawn_rows(epochs, experiment.name)
+    return [layer for layer in dict.fromkeys(rows["layer"]) if layer != TOTAL]
+
