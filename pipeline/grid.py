@@ -3,7 +3,9 @@
 A grid file has one section per experiment (``[groups]``, ``[cnn]``, ...). Every key of a section is a
 trial setting; a setting given a list of values is an *axis*, and the section expands to every
 combination of its axes: the experiment's labels first (its cell, e.g. the group, then the mode), then the
-other axes in the order they are written, the seed last. ``seeds`` is a count (N -> 0..N-1), a range
+other axes in the order they are written, the seed last. A section written ``[[groups]]`` (several
+tables) expands table by table: an extra arm for some cells only, such as exact-orbit Aug for the cheap
+groups, without the full product. ``seeds`` is a count (N -> 0..N-1), a range
 "a-b" or a list. Plural names (``groups``, ``modes``, ``seeds``, ``variants``) are accepted for the axes
 that always had them. Sections expand in the order of the experiment registry, so index i names the same
 trial everywhere.
@@ -12,7 +14,8 @@ Overrides (``--set key=value``) apply to every section that knows the key; ``gro
 one to a section. A comma-separated value makes an axis (``--set lr=1e-4,5e-5``), except for settings
 whose value is a comma-separated list itself (``cnn_channels``; sweep those with a TOML array).
 
-Trial ids are the experiment's labels, then every other axis that distinguishes the trial, then the seed:
+Trial ids are the experiment's labels, then every other setting that varies across the experiment's trials
+and applies to this one, then the seed:
 ``rot-aug-s007``, ``rot-aug-orbit-s007``, ``cnn-cross-nom-s012``, ``rot-nom-lr0.0001-s000``. A setting
 that does not affect a trial (``augment`` for a Nom trial) is neither swept for it nor in its id, and
 the trial is run once however many values that axis has.
@@ -41,7 +44,9 @@ class Grid:
     name: str
     source: str
     description: str
-    sections: dict[str, dict]  # experiment -> {setting: value or list of values}, overrides applied
+    # experiment -> its tables ({setting: value or list of values}, overrides applied); a section written as
+    # [[name]] has several tables, each expanding on its own (e.g. one group's extra arm), named together
+    sections: dict[str, list[dict]]
     launch: dict  # launcher hints (e.g. trials_per_task), read by the launcher
     overrides: dict[str, str]
 
@@ -49,7 +54,9 @@ class Grid:
         trials = []
         for name in experiments.REGISTRY:
             if name in self.sections:
-                trials += expand_section(experiments.get(name), self.sections[name], start=len(trials))
+                experiment = experiments.get(name)
+                combinations = [s for table in self.sections[name] for s in expand_table(experiment, table)]
+                trials += name_trials(experiment, _unique(combinations), start=len(trials))
         ids = [t.trial_id for t in trials]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -57,28 +64,38 @@ class Grid:
         return trials
 
 
-def expand_section(experiment, section: dict, start: int = 0) -> list[Trial]:
-    """Every combination of the section's axes, as trials numbered from ``start``."""
-    section = dict(section)
-    seeds = section.pop("seed", [0])
-    labels = [key for key in (experiment.cell_key, experiment.mode_key) if key in section]
-    others = [key for key in section if key not in labels]
-    axes = [key for key in labels + others if isinstance(section[key], list)]
-    fixed = {key: value for key, value in section.items() if key not in axes}
-    combinations, seen = [], set()
-    for values in itertools.product(*(section[key] for key in axes)):
-        for seed in seeds:
-            settings = experiment.make_settings({**fixed, **dict(zip(axes, values)), "seed": seed})
-            key = repr(settings)
-            if key not in seen:  # axes of settings that do not affect a trial would repeat it
-                seen.add(key)
-                combinations.append(settings)
-    swept = [key for key in axes if key not in labels]
+def expand_table(experiment, table: dict) -> list:
+    """The settings of every combination of one table's axes, in grid order."""
+    table = dict(table)
+    seeds = table.pop("seed", [0])
+    labels = [key for key in (experiment.cell_key, experiment.mode_key) if key in table]
+    others = [key for key in table if key not in labels]
+    axes = [key for key in labels + others if isinstance(table[key], list)]
+    fixed = {key: value for key, value in table.items() if key not in axes}
+    return [experiment.make_settings({**fixed, **dict(zip(axes, values)), "seed": seed})
+            for values in itertools.product(*(table[key] for key in axes)) for seed in seeds]
+
+
+def _unique(combinations: list) -> list:
+    """Each trial once: axes of settings that do not affect a trial (canonicalised away) would repeat it."""
+    seen, unique = set(), []
+    for settings in combinations:
+        if repr(settings) not in seen:
+            seen.add(repr(settings))
+            unique.append(settings)
+    return unique
+
+
+def name_trials(experiment, combinations: list, start: int = 0) -> list[Trial]:
+    """Trials numbered from ``start``, each id naming the settings in which it differs from the others of
+    its experiment (besides the labels and the seed)."""
+    labels = {experiment.cell_key, experiment.mode_key, "seed"}
+    names = [f.name for f in fields(experiment.settings_type) if f.init and f.name not in labels]
+    swept = [key for key in names if _varies(key, combinations, experiment)]
     trials = []
     for settings in combinations:
         ignored = experiment.irrelevant(settings)
-        distinguishing = {key: getattr(settings, key) for key in swept
-                          if key not in ignored and _varies(key, combinations, experiment)}
+        distinguishing = {key: getattr(settings, key) for key in swept if key not in ignored}
         tokens = "".join(f"-{_token(key, value)}" for key, value in distinguishing.items())
         trial_id = f"{experiment.id_prefix(settings)}{tokens}-s{settings.seed:03d}"
         trials.append(Trial(start + len(trials), trial_id, settings, distinguishing))
@@ -182,17 +199,20 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
             raise ConfigError(f"unknown key {key!r} in [launch] of {path}; accepted: {', '.join(sorted(LAUNCH_KEYS))}")
         if not isinstance(value, LAUNCH_KEYS[key]) or (LAUNCH_KEYS[key] is int and value < 1):
             raise ConfigError(f"[launch] {key} in {path} must be a positive {LAUNCH_KEYS[key].__name__}, got {value!r}")
-    written_sections = {name: dict(document[name]) for name in experiments.REGISTRY if name in document}
+    written_sections = {name: document[name] if isinstance(document[name], list) else [document[name]]
+                        for name in experiments.REGISTRY if name in document}
     if not written_sections:
         raise ConfigError(f"grid {path} has no experiment section; accepted: {', '.join(f'[{n}]' for n in known_sections)}")
 
-    sections: dict[str, dict] = {}
-    for name, written in written_sections.items():
-        experiment, settable = experiments.get(name), _settable(experiments.get(name))
-        bad = sorted(set(written) - set(settable))
-        if bad:
-            raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {path}; accepted: {', '.join(sorted(settable))}")
-        sections[name] = {settable[key]: (key, value) for key, value in written.items()}
+    sections: dict[str, list[dict]] = {}
+    for name, tables in written_sections.items():
+        settable = _settable(experiments.get(name))
+        sections[name] = []
+        for written in tables:
+            bad = sorted(set(written) - set(settable))
+            if bad:
+                raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {path}; accepted: {', '.join(sorted(settable))}")
+            sections[name].append({settable[key]: (key, value) for key, value in written.items()})
 
     overrides = dict(overrides or {})
     for key, value in overrides.items():
@@ -205,15 +225,12 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
             accepted = sorted(set().union(*(_settable(experiments.get(name)) for name in targets)))
             raise ConfigError(f"unknown key {bare!r} for grid {path.stem}; accepted: {', '.join(accepted)}")
         for name in applied:
-            sections[name][_settable(experiments.get(name))[bare]] = (bare, value)
+            for table in sections[name]:
+                table[_settable(experiments.get(name))[bare]] = (bare, value)
 
-    resolved = {name: {key: _as_axis(experiments.get(name), key, written, value)
-                       for key, (written, value) in section.items()}
-                for name, section in sections.items()}
+    resolved = {name: [{key: _as_axis(experiments.get(name), key, written, value)
+                        for key, (written, value) in table.items()} for table in tables]
+                for name, tables in sections.items()}
     grid = Grid(path.stem, str(path), document.get("description", ""), resolved, launch, overrides)
     grid.trials()  # every value is checked here, before anything runs
     return grid
-
-
-def settings_names(experiment_name: str) -> list[str]:
-    return [f.name for f in fields(experiments.get(experiment_name).settings_type) if f.init]

@@ -195,6 +195,7 @@ class TrialFile:
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
                      "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
                      **{k: v for k, v in slurm.items() if v}}
+        self.log(f"{trial.trial_id}: training on {device_name}; data: {data.source}")
         if self._resume is None:
             self._create(run_attrs)
         else:
@@ -295,7 +296,7 @@ class TrialFile:
         return f["steps"]
 
     def _save_state(self, state: dict) -> None:
-        size = sum(t.numel() * t.element_size() for part in ("model", "initial") for t in state[part].values())
+        size = sum(t.numel() * t.element_size() for part in ("model", "initial") for t in state.get(part, {}).values())
         self._guard(size, f"the checkpoint of {self.trial.trial_id}")
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         try:

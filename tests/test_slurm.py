@@ -1,8 +1,12 @@
 """The launcher on a real single-node SLURM cluster (make slurm-up; mandatory in CI)."""
 
 import hashlib
+import json
+import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +24,7 @@ from pipeline.manifest import write_manifest
 from pipeline.runner import FAULT_VARIABLE
 
 pytestmark = pytest.mark.slurm
+ROOT = Path(__file__).resolve().parent.parent
 # About 0.3 s an epoch here: slow enough to interrupt mid-run, short enough for CI.
 SLOW = ["groups=rot", "modes=aug", "seeds=1", "n=14", "channels=8", "n_samples=500", "epochs=30", "lr=0.005",
         "augment=sampled:10", "weights_every=10"]
@@ -120,3 +125,90 @@ def test_cancel_leaves_nothing_of_the_grid_in_the_queue(slurm_cluster, tmp_path,
     assert not any(j.startswith(array_id + "_") for j in read_slurm_queue())
     squeue = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout
     assert array_id not in squeue
+
+
+# -- one owner per trial, truthful status, and commands that cannot hurt (on the real cluster) ---------------
+
+def cli(*argv, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_two_submits_of_one_grid_launch_every_trial_once_on_slurm(slurm_cluster, tmp_path):
+    out = tmp_path / "twice"
+    argv = [sys.executable, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(out), "--cluster",
+            slurm_cluster, "--no-wait", "--trials-per-task", "2"]
+    both = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in both]
+    assert all(p.returncode == 0 for p in both), outputs
+    launched = [i for line in (out / "submissions.jsonl").read_text().splitlines()
+                for task in json.loads(line)["tasks"] for i in task["indices"]]
+    assert sorted(launched) == list(range(15))
+    wait_for(out, poll_s=1.0)
+    assert all(s.state == "complete" for s in gather(out))
+    assert all(read_status(p)["attempts"] == 1 for p in (out / "trials").glob("*.h5"))
+
+
+def test_an_unreadable_queue_is_unknown_and_resubmit_refuses(slurm_cluster, tmp_path):
+    out = tmp_path / "blind"
+    argv = ["submit", "--exp", "smoke", "--out", str(out), "--cluster", slurm_cluster, "--no-wait",
+            "--trials-per-task", "1"] + sets(SLOW[1:] + ["groups=rot,trans,trans1d,rototrans", "epochs=30"])
+    assert cli(*argv).returncode == 0
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Socket timed out' >&2\nexit 1\n")
+    (fake / "squeue").chmod(0o755)
+    blind = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
+    try:
+        status = cli("status", "--out", str(out), env=blind)
+        assert status.returncode == 0 and " unknown " in status.stdout and "squeue did not answer" in status.stdout
+        refused = cli("resubmit", "--out", str(out), env=blind)
+        assert refused.returncode == 2 and "--force" in refused.stderr and refused.stderr.count("\n") == 1
+        assert len((out / "submissions.jsonl").read_text().splitlines()) == 1  # nothing was launched twice
+    finally:
+        assert cli("cancel", "--out", str(out)).returncode == 0
+    states = {s.state for s in gather(out)}
+    assert "unknown" not in states and states <= {"cancelled", "complete", "running"}
+
+
+def test_resubmit_uses_the_profile_of_the_last_submission(slurm_cluster, tmp_path, monkeypatch):
+    out = tmp_path / "again"
+    monkeypatch.setenv(FAULT_VARIABLE, "rot-equi-s000@1")
+    assert cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", slurm_cluster, "--wait").returncode == 1
+    monkeypatch.delenv(FAULT_VARIABLE)
+    result = cli("resubmit", "--out", str(out), "--wait")  # no --cluster: the grid's own profile
+    assert result.returncode == 0, result.stderr
+    assert f"on profile {slurm_cluster}" in result.stdout and "submitted job array" in result.stdout
+    last = json.loads((out / "submissions.jsonl").read_text().splitlines()[-1])
+    assert last["executor"] == "slurm" and last["profile"] == slurm_cluster
+
+
+def test_a_submission_sbatch_rejects_is_one_line_and_leaves_the_folder_as_it_was(slurm_cluster, tmp_path):
+    profile = tmp_path / "wrong.toml"
+    text = (ROOT / "slurm" / "profiles" / f"{slurm_cluster}.toml").read_text()
+    profile.write_text(text.replace('partition = "debug"', 'partition = "no-such-partition"'))
+    out = tmp_path / "rejected"
+    result = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), "--no-wait")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: sbatch rejected the array") and "partition" in result.stderr.lower()
+    assert not (out / "manifest.json").exists() and not (out / "submissions.jsonl").exists()
+    fixed = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", slurm_cluster, "--wait")
+    assert fixed.returncode == 0, fixed.stderr
+
+
+def test_cancelled_trials_say_cancelled_not_failed(slurm_cluster, tmp_path):
+    out = tmp_path / "stopped"
+    argv = ["submit", "--exp", "smoke", "--out", str(out), "--cluster", slurm_cluster, "--no-wait",
+            "--trials-per-task", "1"] + sets(SLOW[1:] + ["groups=rot,trans", "epochs=60"])
+    assert cli(*argv).returncode == 0
+    path = out / "trials" / "rot-aug-s000.h5"
+    deadline = time.time() + 180
+    while time.time() < deadline and (not path.exists() or read_status(path).get("epochs_done", -1) < 2):
+        time.sleep(0.2)
+    assert cli("cancel", "--out", str(out)).returncode == 0
+    deadline = time.time() + 90
+    while time.time() < deadline and any(s.state in ("running", "queued") for s in gather(out)):
+        time.sleep(0.5)
+    states = {s.trial_id: s.state for s in gather(out)}
+    assert states["rot-aug-s000"] == "cancelled" and "failed" not in states.values()

@@ -34,10 +34,11 @@ def run(out, exp, index, sets=(), force=False, checkpoint_every=0.0):
 
 def test_presets_expand_to_the_paper_grids():
     groups = [t.trial_id for t in load_grid("paper-groups").trials()]
-    assert len(groups) == 360 == len(set(groups))
+    assert len(groups) == 480 == len(set(groups))  # Aug both as in the paper (sampled) and exact (orbit)
     assert groups[0] == "rot-equi-s000" and groups[-1] == "rototrans-nom-s029"
+    assert {"rot-aug-sampled25-s000", "rot-aug-orbit-s029"} <= set(groups)
     cnn = [t.trial_id for t in load_grid("paper-cnn").trials()]
-    assert len(cnn) == 90 == len(set(cnn)) and cnn[12] == "cnn-cross-s012"
+    assert len(cnn) == 180 == len(set(cnn)) and cnn[12] == "cnn-cross-s012" and cnn[42] == "cnn-cross-nom-s012"
     trial = load_grid("paper-groups").trials()[1].settings  # rot-aug-s001
     assert (trial.n, trial.channels, trial.n_samples, trial.epochs, trial.lr, trial.augment) == (
         14, 32, 10000, 50, 5e-5, "sampled:25")
@@ -60,8 +61,8 @@ def test_demo_covers_every_group_mode_and_configuration():
 def test_plan_reports_ids_storage_and_compute(capsys):
     assert main(["plan", "--exp", "paper-groups"]) == 0
     out = capsys.readouterr().out
-    assert "360 trials" in out and "rot-equi-s000" in out and "rototrans-nom-s029" in out
-    assert "per-epoch snapshots (weights_every=1) would need 2.99 TB" in out
+    assert "480 trials" in out and "rot-equi-s000" in out and "rototrans-nom-s029" in out
+    assert "per-epoch snapshots (weights_every=1) would need 3.99 TB" in out
     assert "weights_every=10 -> epochs 0, 10, 20, 30, 40, 50" in out
     assert "TFLOP" in out or "PFLOP" in out
 

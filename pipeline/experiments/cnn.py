@@ -96,7 +96,9 @@ class CNNExperiment(Experiment):
         return unused
 
     def id_prefix(self, settings) -> str:
-        return f"cnn-{settings.variant}"
+        # Aug is the paper's phase 2 and keeps the ids it always had; the Nom contrast says so.
+        suffix = "" if settings.phase2_mode == "aug" else f"-{settings.phase2_mode}"
+        return f"cnn-{settings.variant}{suffix}"
 
     def describe(self, key, value) -> str:
         if key == "variant":

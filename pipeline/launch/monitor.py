@@ -153,7 +153,8 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
             states.append(result("failed", f"stopped at {_progress(attrs)}, not queued (killed, timed out or its task "
                                            "ended)" + (f"; sacct: {how}" if how else "") + (f"; log: {last}" if last else "")))
         elif job_id:
-            states.append(result("missing", f"not started; task {job_id} is gone"))
+            last = _last_log_line(record.get("folder", ""), job_id)
+            states.append(result("missing", f"not started; task {job_id} is gone" + (f"; log: {last}" if last else "")))
         else:
             states.append(result("missing", "never submitted"))
     return states

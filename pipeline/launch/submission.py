@@ -179,7 +179,8 @@ def submit(out_dir: Path, plan: Plan, log=print) -> dict:
         executor = submitit.LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
         executor.update_parameters(timeout_min=plan.time_min, signal_delay_s=profile.signal_delay_s)
         with _detached_from_terminal():
-            jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task))
+            jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
+                                                   profile.gpus > 0))
                     for task in plan.tasks]
         record["tasks"] = [{"job_id": job.job_id, "indices": task, "start_ticks": process_start_ticks(int(job.job_id))}
                            for job, task in zip(jobs, plan.tasks)]
@@ -194,7 +195,8 @@ def submit(out_dir: Path, plan: Plan, log=print) -> dict:
         captured = io.StringIO()
         try:
             with contextlib.redirect_stderr(captured), executor.batch():
-                jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task))
+                jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
+                                                  profile.gpus > 0))
                         for task in plan.tasks]
         except Exception as error:
             raise ConfigError(f"sbatch rejected the array on profile {profile.name}: "

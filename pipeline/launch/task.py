@@ -7,6 +7,7 @@ the requeued task skips the trials that completed and resumes the interrupted on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import submitit
@@ -32,17 +33,22 @@ class ArrayTask(submitit.helpers.Checkpointable):
     their seed are trained together, at most ``pack_size`` at a time."""
 
     def __init__(self, out_dir: Path, indices: list[int], threads: int = 0, pack_seeds: bool = False,
-                 pack_size: int = 1):
+                 pack_size: int = 1, require_cuda: bool = False):
         self.out_dir = Path(out_dir)
         self.indices = list(indices)
         self.threads = threads
         self.pack_seeds, self.pack_size = pack_seeds, pack_size
+        self.require_cuda = require_cuda  # the profile requests GPUs: never train on the node's CPU
         self._stores: list = []
 
     def __call__(self) -> dict[str, str]:
+        from .. import numerics
         from ..execute import install_cancel_handler
 
         install_cancel_handler()
+        if self.require_cuda:
+            os.environ[numerics.REQUIRE_CUDA_VARIABLE] = "1"  # every trial of the task checks it, too
+            numerics.check_cuda(f"task of {len(self.indices)} trial(s) on a profile that requests GPUs")
         job_id = current_job_id()
         # The task's own lease tells status that this process still works through its list, even when its
         # local controller is gone.

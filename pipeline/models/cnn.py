@@ -1,4 +1,4 @@
-"""The Experiment C network (SCIENCE.md section 4): a C4-equivariant CNN with 5-pixel kernel supports.
+"""The Experiment C network (docs/science.md §4): a C4-equivariant CNN with 5-pixel kernel supports.
 
 Every kernel is a combination of basis kernels, ``kernel = sum_i c_i B_i``. Three bases:
 

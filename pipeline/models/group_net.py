@@ -1,4 +1,4 @@
-"""The Experiment G network (SCIENCE.md section 3): two equivariant-type layers, one invariant-type layer,
+"""The Experiment G network (docs/science.md §3): two equivariant-type layers, one invariant-type layer,
 LayerNorm and an unconstrained linear head.
 
 An equivariant-type layer holds, for every (out, in) channel pair, a full N x N matrix (N = n*n). It is
@@ -79,7 +79,7 @@ class GroupNet(MeasuredModel):
 
     @torch.no_grad()
     def initialize(self, generator: torch.Generator) -> None:
-        """SCIENCE.md section 3 initialisation, then projection of A0, A1, A2 onto E."""
+        """The initialisation of docs/science.md §3, then projection of A0, A1, A2 onto E."""
         n, C = self.group.n, self.channels
         for layer in (self.A0, self.A1):
             sigma = 1.0 / (n * math.sqrt(layer.c_in))

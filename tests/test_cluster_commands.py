@@ -1,0 +1,114 @@
+"""Commands that cannot hurt: dry runs without SLURM, a device policy that never falls back silently, pipes
+and interrupts that behave."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.files import read_status
+from pipeline.launch.monitor import gather
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW = ["groups=rot", "modes=aug", "seeds=1", "n=14", "channels=8", "n_samples=500", "lr=0.005",
+        "augment=sampled:10", "weights_every=5", "cnn.seeds=1", "configs=cross"]
+
+
+def sets(values):
+    return [a for v in values for a in ("--set", v)]
+
+
+def cli(*argv, timeout=300):
+    return subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("profile,request_line", [("t4", "#SBATCH --gres=gpu:t4:1"),
+                                                  ("a40", "#SBATCH --gpus-per-node=A40:1")])
+def test_a_dry_run_prints_the_array_and_submits_nothing_without_slurm(profile, request_line, tmp_path, capsys,
+                                                                     monkeypatch):
+    import shutil
+    import subprocess as sp
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name in ("sbatch", "squeue", "srun")
+                        else real_which(name, *a, **k))
+    monkeypatch.setattr(sp, "run", lambda *a, **k: pytest.fail(f"a dry run ran {a[0]}"))
+    out = tmp_path / "never"
+    assert main(["submit", "--exp", "paper-groups", "--out", str(out), "--cluster", profile, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "480 trials in 480 task(s)" in printed and "nothing was submitted" in printed
+    for line in (request_line, "#SBATCH --array=0-479%64", "#SBATCH --time=", "#SBATCH --signal=USR2@90",
+                 "# setup", "-m submitit.core._submit"):
+        assert line in printed, line
+    assert not out.exists()
+
+
+def test_device_cuda_on_a_machine_without_cuda_is_one_line(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the line is for machines without it")
+    assert main(["train", "--device", "cuda", "--epochs", "1", "--n-samples", "8", "--channels", "2",
+                 "--set", "n=6"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'cuda' was requested, but no CUDA device is visible") and err.count("\n") == 1
+
+
+def test_a_gpu_profile_never_trains_on_the_cpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal is for GPU tasks that land where there is none")
+    profile = tmp_path / "gpu-here.toml"
+    profile.write_text('executor = "local"\ngpus = 1\nworkers = 1\n')
+    out = tmp_path / "out"
+    result = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), *sets(SLOW + ["epochs=2"]))
+    assert result.returncode == 1
+    assert not list((out / "trials").glob("*.h5")) if (out / "trials").exists() else True  # nothing trained
+    states = gather(out)
+    assert {s.state for s in states} == {"missing"}
+    assert all("profile that requests GPUs, but no CUDA device is visible" in s.detail for s in states)
+
+
+def test_the_device_a_trial_chose_is_logged_recorded_and_shown(tmp_path):
+    out = tmp_path / "out"
+    assert cli("submit", "--exp", "smoke", "--out", str(out), *sets(["groups=rot", "modes=nom", "cnn.seeds=1",
+                                                                      "configs=cross"])).returncode == 0
+    assert "rot-nom-s000: training on cpu; data: vendored" in (out / "logs" / "rot-nom-s000.log").read_text()
+    assert read_status(out / "trials" / "rot-nom-s000.h5")["device"] == "cpu"
+    assert "epochs on cpu" in cli("status", "--out", str(out)).stdout
+
+
+def test_status_into_a_closed_pipe_prints_no_traceback(tmp_path):
+    out = tmp_path / "out"
+    assert cli("submit", "--exp", "smoke", "--out", str(out), *sets(["groups=rot", "modes=nom", "cnn.seeds=1",
+                                                                      "configs=cross"])).returncode == 0
+    piped = subprocess.run(f"{sys.executable} -m pipeline status --out {out} | head -1", shell=True, cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert piped.stdout.startswith("index") and piped.stderr == ""
+
+
+def test_ctrl_c_while_waiting_leaves_the_grid_running_and_says_how_to_follow_it(tmp_path):
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(out), "--workers", "1",
+            "--wait"] + sets(SLOW + ["epochs=40"])
+    # A terminal's Ctrl-C reaches the whole foreground process group: the submit and what it started.
+    waiting = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    path = out / "trials" / "rot-aug-s000.h5"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not path.exists() or read_status(path).get("epochs_done", -1) < 1):
+        time.sleep(0.1)
+    os.killpg(waiting.pid, signal.SIGINT)
+    stdout, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130
+    assert "stopped waiting; the grid goes on" in stderr and f"pipeline status --out {out}" in stderr
+    time.sleep(1.0)
+    assert next(s for s in gather(out) if s.trial_id == "rot-aug-s000").state == "running"
+    assert cli("cancel", "--out", str(out)).returncode == 0
