@@ -104,7 +104,7 @@ class ModelObjective(Objective):
     Both objectives are means over the rows of a training ``RowPlan`` (Nom: every sample once; Aug-orbit:
     every (sample, element) pair), accumulated over chunks of ``chunk_size`` rows as training does, so the
     gradient is the one a training step would apply. A Hessian-vector product differentiates each chunk's
-    gradient·v once more (double backward) and adds the chunks up: memory stays that of a training step.
+    gradient·v once more (double backward) and adds the chunks up, so memory is bounded by one chunk's graph.
     Π_E is the model's ``project_parameters``, the projection in these very coordinates.
     """
 
@@ -182,7 +182,9 @@ class ModelObjective(Objective):
 class LanczosResult:
     values: torch.Tensor  # (m,) Ritz values, ascending
     vectors: torch.Tensor  # (m, dim) unit Ritz vectors, row i belonging to values[i]
-    residuals: torch.Tensor  # (m,) ‖A v_i − values[i] v_i‖: |values[i] − λ| ≤ residual for some eigenvalue λ
+    # (m,) ‖A v_i − values[i] v_i‖, so |values[i] − λ| ≤ residual for some eigenvalue λ. The estimate of
+    # exact arithmetic: for a converged pair it can read 0 where round-off leaves about 1e-16 ‖A‖.
+    residuals: torch.Tensor
     breakdown: bool  # the Krylov space became invariant before the requested number of steps
 
     @property
