@@ -445,6 +445,40 @@ def test_a_random_transversal_perturbation_grows_and_settles_to_the_lowest_rate(
     assert measured_factor(series[:6]) < 0.99 * predicted_factor(LR, -1.0)
 
 
+class Kink(Objective):
+    """R(θ) = |θ_0| + θ_1² with E everything: the minimiser is on a kink, where no gradient vanishes (as
+    on the kinks of a leaky ReLU)."""
+
+    dim = 2
+
+    def __init__(self):
+        self.theta = torch.tensor([0.7, 0.3], dtype=torch.float64)
+
+    def get(self):
+        return self.theta.clone()
+
+    def set(self, theta):
+        self.theta = theta.clone()
+
+    def project_E(self, v):
+        return v
+
+    def _loss_and_grad(self, augmented):
+        t = self.theta
+        return float(t[0].abs() + t[1] ** 2), float("nan"), torch.stack([torch.sign(t[0]), 2 * t[1]])
+
+    def _hvp(self, v, augmented):
+        return torch.stack([torch.zeros_like(v[0]), 2 * v[1]])
+
+
+def test_lbfgs_reports_a_stall_at_a_kink_instead_of_running_to_the_cap():
+    problem = Kink()
+    result = find_stationary_point(problem, tolerance=1e-8, max_iterations=5000, block=10)
+    assert result.stalled and not result.converged
+    assert result.iterations < 100 and result.evaluations < 1000
+    assert abs(float(problem.get()[0])) <= 1e-6  # it did get to the kink
+
+
 # -- a real model ----------------------------------------------------------------------------------
 
 
