@@ -24,6 +24,16 @@ class MeasuredModel(nn.Module):
     def project_layer(self, name: str, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def project_parameters(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Orthogonal projection, in parameter coordinates (keys and shapes of ``named_parameters()``),
+        onto the parameters whose measured layers all lie in E (E ∩ L where that is the constraint).
+
+        Stationary-point analysis works on the flat parameter vector, where Π_E must be the Euclidean
+        projector of *those* coordinates. Models parametrised inside E are their own projection: the
+        same tensors come back.
+        """
+        return dict(tensors)
+
     def project_gradients_(self) -> None:
         """Replace the gradients of the constrained layers by their projections onto E (Equi step).
 

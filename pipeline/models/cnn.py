@@ -140,6 +140,22 @@ class CNN(MeasuredModel):
         flat = weight.reshape(*weight.shape[:-2], 9)
         return (flat @ self.projector_E_L.to(weight).T).reshape(weight.shape)
 
+    def project_parameters(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.parametrization == "equivariant":  # coefficients on a basis of E ∩ L: already inside E
+            return super().project_parameters(tensors)
+        projected = dict(tensors)
+        # Coefficients c whose kernel M c lies in E ∩ L are span(M⁺ Q) (M is injective and E ∩ L lies in its
+        # range). For a non-orthogonal basis this span, not M^T Π_{E∩L} M, is what must be projected onto.
+        for i, conv in enumerate(self.convs):
+            M = conv.basis.to(torch.float64).reshape(len(conv.basis), 9).T
+            Q = equivariant_basis(self.support).to(M).reshape(-1, 9).T
+            name = f"convs.{i}.coefficients"
+            projected[name] = tensors[name] @ projector_onto((torch.linalg.pinv(M) @ Q).T).to(tensors[name])
+        head = tensors["head_coefficients"]  # a plain weight map outside the equivariant parametrisation
+        maps = head.reshape(*head.shape[:2], self.map_size, self.map_size)
+        projected["head_coefficients"] = self.project_layer("head", maps).reshape(head.shape)
+        return projected
+
     @torch.no_grad()
     def initialize(self, generator: torch.Generator) -> None:
         """Kaiming-uniform-like scale in weight space, drawn in float64 so both dtypes share one start."""

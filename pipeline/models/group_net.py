@@ -122,6 +122,21 @@ class GroupNet(MeasuredModel):
                 view = layer.pairs(g)
                 view.copy_(self.group.project(view))
 
+    def project_parameters(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # The stored layouts are permutations of the pairs/maps views, so projecting through the views is
+        # the orthogonal projection of the parameters too. The head's inputs are invariant: it is all E.
+        projected = dict(tensors)
+        for name, layer in self._layers().items():
+            out = tensors[f"{name}.weight"].clone(memory_format=torch.contiguous_format)
+            if name == "A2":
+                view = layer.maps(out)
+                view.copy_(self.group.project_invariant(view))
+            else:
+                view = layer.pairs(out)
+                view.copy_(self.group.project(view))
+            projected[f"{name}.weight"] = out
+        return projected
+
     def transform_inputs(self, x, elements):
         return self.group.transform_each(x, elements)
 

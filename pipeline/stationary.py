@@ -1,0 +1,504 @@
+"""Experiment S (SCIENCE.md section 6): equivariant stationary points and their stability.
+
+Setting. θ is the flat vector of every parameter of a network. A finite group G acts on the inputs by
+pixel permutations, and through them on θ; E is the subspace of equivariant θ, Π_E the orthogonal
+projector onto it *in parameter coordinates* and Π_⊥ = I − Π_E, so dist_E(θ) = ‖Π_⊥ θ‖. R is the mean loss
+on the plain data (the Nom objective); R_aug is the mean over the samples and over every element g of G of
+the loss on ρ(g)x, labels unchanged (exact orbit augmentation).
+
+Why the stationary points are computable. If the admissible layers L are compatible with E and L is
+parametrised by an orthonormal basis, showing the network ρ(g)x is the same as showing it x with the
+weights moved by g⁻¹, an orthogonal map of θ that fixes E pointwise. R_aug is then the group average of
+R(g·θ), and at every θ ∈ E three identities hold, exactly up to round-off:
+
+1. ∇R_aug(θ) = Π_E ∇R(θ), because averaging gᵀ over G is the projection onto the vectors that G fixes.
+   A point of E is stationary for Aug exactly when projected (Equi) gradient descent stops there: the
+   equivariant stationary points of Equi and Aug coincide (claim 1).
+2. H_aug, the Hessian of R_aug, commutes with the action, so it maps E into E and E⊥ into E⊥, and on E it
+   agrees with the Equi Hessian H_E = Π_E ∇²R Π_E. All that Aug adds is the transversal block
+   H_⊥ = Π_⊥ H_aug Π_⊥: a point that is stable for Equi (H_E ⪰ 0) is unstable for Aug when
+   λ_min(H_⊥) < 0 (claim 3).
+3. Linearised about a stationary θ* ∈ E, a step η of Aug gradient descent maps a small δ ∈ E⊥ to
+   (I − η H_⊥) δ. Along the eigenvector of λ_min(H_⊥) dist_E is multiplied by |1 − η λ_min| per step.
+   Adding (γ/2)‖Π_⊥ θ‖² to R_aug (regularised augmentation) adds γ Π_⊥ θ to the gradient and γ to H_⊥ and
+   changes nothing on E; for γ > −λ_min the same perturbation decays, by |1 − η (λ_min + γ)| per step.
+
+For a kernel support that the rotations do not preserve (CNN ``skew``) or a non-orthogonal basis of L
+(CNN ``nonunitary``) the premises fail, and the same measurements show by how much the identities fail.
+
+The module reads top to bottom: the objectives (what is differentiated and how), Lanczos (spectra from
+Hessian-vector products, never a dense Hessian), then the measurements in the order of the experiment:
+the stationary point A*, claim 1, the block structure, the spectra and the perturbation dynamics.
+Everything is meant for float64: the identities are checked at round-off.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .data import Dataset
+from .models.base import MeasuredModel
+from .training import Augmentation, RowPlan, batch_rows, loss_sum
+
+# -- objectives ------------------------------------------------------------------------------------
+
+
+class Objective(ABC):
+    """R (``augmented=False``) and R_aug (``augmented=True``) as functions of a flat vector θ held inside.
+
+    Subclasses provide the unregularised evaluations ``_loss_and_grad`` and ``_hvp``; the regularisation
+    (γ/2)‖Π_⊥ θ‖² of the augmented objective, γ = ``reg``, is added here, once for every objective.
+    Accuracy is on the plain data, NaN where there is none.
+    """
+
+    dim: int
+    reg: float = 0.0
+
+    @abstractmethod
+    def get(self) -> torch.Tensor:
+        """A copy of the current θ."""
+
+    @abstractmethod
+    def set(self, theta: torch.Tensor) -> None:
+        ...
+
+    @abstractmethod
+    def project_E(self, v: torch.Tensor) -> torch.Tensor:
+        ...
+
+    def project_perp(self, v: torch.Tensor) -> torch.Tensor:
+        return v - self.project_E(v)
+
+    @abstractmethod
+    def _loss_and_grad(self, augmented: bool) -> tuple[float, float, torch.Tensor]:
+        ...
+
+    @abstractmethod
+    def _hvp(self, v: torch.Tensor, augmented: bool) -> torch.Tensor:
+        ...
+
+    def loss_and_grad(self, augmented: bool) -> tuple[float, float, torch.Tensor]:
+        """(loss, accuracy, gradient) at the current θ."""
+        loss, accuracy, grad = self._loss_and_grad(augmented)
+        if augmented and self.reg:
+            off = self.project_perp(self.get())
+            loss += 0.5 * self.reg * float(off @ off)
+            grad = grad + self.reg * off
+        return loss, accuracy, grad
+
+    def hvp(self, v: torch.Tensor, augmented: bool) -> torch.Tensor:
+        """The Hessian of the objective at the current θ applied to v."""
+        hv = self._hvp(v, augmented)
+        if augmented and self.reg:
+            hv = hv + self.reg * self.project_perp(v)
+        return hv
+
+
+class ModelObjective(Objective):
+    """R and R_aug of a MeasuredModel on a data set; θ is every parameter, in ``named_parameters`` order.
+
+    Both objectives are means over the rows of a training ``RowPlan`` (Nom: every sample once; Aug-orbit:
+    every (sample, element) pair), accumulated over chunks of ``chunk_size`` rows as training does, so the
+    gradient is the one a training step would apply. A Hessian-vector product differentiates each chunk's
+    gradient·v once more (double backward) and adds the chunks up, so memory is bounded by one chunk's graph.
+    Π_E is the model's ``project_parameters``, the projection in these very coordinates.
+    """
+
+    def __init__(self, model: MeasuredModel, data: Dataset, loss: str, chunk_size: int = 1000, reg: float = 0.0):
+        self.model, self.data, self.loss, self.chunk_size, self.reg = model, data, loss, chunk_size, reg
+        named = list(model.named_parameters())
+        self.names = [name for name, _ in named]
+        self.parameters = [p for _, p in named]
+        self.sizes = [p.numel() for p in self.parameters]
+        self.dim = sum(self.sizes)
+        self.plans = {
+            False: RowPlan(len(data), "nom", None, model.group_order),
+            True: RowPlan(len(data), "aug", Augmentation("orbit"), model.group_order),
+        }
+
+    def _split(self, v: torch.Tensor) -> list[torch.Tensor]:
+        return [part.view_as(p) for part, p in zip(v.split(self.sizes), self.parameters)]
+
+    @staticmethod
+    def _flat(tensors) -> torch.Tensor:
+        return torch.cat([t.reshape(-1) for t in tensors])
+
+    def get(self) -> torch.Tensor:
+        return self._flat([p.detach() for p in self.parameters])
+
+    @torch.no_grad()
+    def set(self, theta: torch.Tensor) -> None:
+        for p, value in zip(self.parameters, self._split(theta)):
+            p.copy_(value)
+
+    def project_E(self, v: torch.Tensor) -> torch.Tensor:
+        projected = self.model.project_parameters(dict(zip(self.names, self._split(v))))
+        return self._flat([projected[name] for name in self.names])
+
+    def _chunks(self, augmented: bool):
+        """(inputs, labels, which rows are plain data, rows in the objective) for every chunk."""
+        plan = self.plans[augmented]
+        rows = torch.arange(plan.num_rows)
+        for start in range(0, plan.num_rows, self.chunk_size):
+            index = rows[start : start + self.chunk_size]
+            x, y = batch_rows(self.model, self.data, plan, index)
+            # Element 0 is the identity, so these rows are the plain data, each sample exactly once.
+            plain = (plan.rows(index)[1] == 0).to(y.device)
+            yield x, y, plain, plan.num_rows
+
+    def _grad(self, output: torch.Tensor, create_graph: bool = False):
+        return torch.autograd.grad(output, self.parameters, create_graph=create_graph, allow_unused=True,
+                                   materialize_grads=True)
+
+    def _loss_and_grad(self, augmented: bool) -> tuple[float, float, torch.Tensor]:
+        loss, correct = 0.0, 0
+        grad = torch.zeros(self.dim, dtype=self.parameters[0].dtype, device=self.parameters[0].device)
+        for x, y, plain, rows in self._chunks(augmented):
+            logits = self.model(x)
+            chunk_loss = loss_sum(logits, y, self.loss) / rows
+            grad += self._flat(self._grad(chunk_loss))
+            loss += chunk_loss.item()
+            correct += int((logits.argmax(1) == y)[plain].sum())
+        return loss, correct / len(self.data), grad
+
+    def _hvp(self, v: torch.Tensor, augmented: bool) -> torch.Tensor:
+        directions = self._split(v)
+        hv = torch.zeros_like(v)
+        for x, y, _, rows in self._chunks(augmented):
+            chunk_loss = loss_sum(self.model(x), y, self.loss) / rows
+            grads = self._grad(chunk_loss, create_graph=True)
+            hv += self._flat(self._grad(sum((g * d).sum() for g, d in zip(grads, directions))))
+        return hv
+
+
+# -- Lanczos ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LanczosResult:
+    values: torch.Tensor  # (m,) Ritz values, ascending
+    vectors: torch.Tensor  # (m, dim) unit Ritz vectors, row i belonging to values[i]
+    # (m,) ‖A v_i − values[i] v_i‖, so |values[i] − λ| ≤ residual for some eigenvalue λ. The estimate of
+    # exact arithmetic: for a converged pair it can read 0 where round-off leaves about 1e-16 ‖A‖.
+    residuals: torch.Tensor
+    breakdown: bool  # the Krylov space became invariant before the requested number of steps
+
+    @property
+    def krylov_dim(self) -> int:
+        return len(self.values)
+
+
+def lanczos(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    steps: int,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    breakdown_tolerance: float = 1e-10,
+) -> LanczosResult:
+    """Ritz pairs of the symmetric operator ``matvec`` on a Krylov space of at most ``steps`` dimensions.
+
+    ``project`` (an orthogonal projector, e.g. Π_⊥) is applied to the start vector and to every product, so
+    the Krylov space stays inside its range and the spectrum is that of the operator restricted there,
+    without the zero eigenvalues of the complement. Every new vector is re-orthogonalised against the whole
+    basis, twice: plain Lanczos loses orthogonality as Ritz values converge and then reports the same
+    eigenvalue again and again, and one classical Gram-Schmidt pass is not enough when the new vector is
+    almost in the span, while two are. The run stops early when the next vector's norm falls below
+    ``breakdown_tolerance`` times the largest coefficient seen: the space is invariant and its Ritz pairs
+    are exact. A single start vector finds one copy of each repeated eigenvalue (repeats are common here:
+    they come from the group's irreducible representations). Memory: ``steps`` vectors of the full size.
+    """
+    project = project or (lambda v: v)
+    steps = min(steps, len(start))
+    q = project(start)
+    q = q / torch.linalg.vector_norm(q)
+    basis = start.new_zeros(steps, len(q))
+    alphas, betas = [], []
+    scale, breakdown = 0.0, False
+    for j in range(steps):
+        basis[j] = q
+        w = project(matvec(q))
+        alpha = torch.dot(q, w)
+        span = basis[: j + 1]
+        for _ in range(2):
+            w = w - span.T @ (span @ w)
+        beta = torch.linalg.vector_norm(w)
+        alphas.append(alpha)
+        betas.append(beta)
+        scale = max(scale, abs(float(alpha)), float(beta))
+        if float(beta) <= breakdown_tolerance * scale:
+            breakdown = j + 1 < steps
+            break
+        q = w / beta
+    m = len(alphas)
+    off_diagonal = torch.stack(betas[: m - 1]) if m > 1 else start.new_zeros(0)
+    T = torch.diag(torch.stack(alphas)) + torch.diag(off_diagonal, 1) + torch.diag(off_diagonal, -1)
+    values, S = torch.linalg.eigh(T)
+    vectors = S.T @ basis[:m]
+    vectors = vectors / torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
+    # A V s − θ V s = β_m (e_m · s) q_{m+1}: the residual needs no extra product.
+    residuals = betas[-1] * S[-1].abs()
+    return LanczosResult(values, vectors, residuals, breakdown)
+
+
+def random_unit(objective: Objective, project: Callable[[torch.Tensor], torch.Tensor],
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random unit vector in the range of ``project`` (drawn on the CPU, so seeded draws reproduce)."""
+    like = objective.get()
+    v = project(torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device))
+    return v / torch.linalg.vector_norm(v)
+
+
+# -- 1. the stationary point A* --------------------------------------------------------------------
+
+
+@dataclass
+class StationaryResult:
+    iterations: int
+    evaluations: int  # gradient evaluations, line searches included
+    start_grad_norm: float  # ‖Π_E ∇R‖ at the start
+    final_grad_norm: float
+    loss: float
+    accuracy: float
+    converged: bool  # ‖Π_E ∇R‖ dropped by the requested factor
+    stalled: bool = False  # L-BFGS stopped making progress even from a fresh start
+    lr: float | None = None  # the step of gradient descent; None for L-BFGS
+
+
+def find_stationary_point(
+    objective: Objective,
+    tolerance: float = 1e-6,
+    max_iterations: int = 1000,
+    method: str = "lbfgs",
+    block: int = 10,
+    on_block: Callable[[int, float, float, float], None] | None = None,
+    lr: float | None = None,
+    history_size: int = 20,
+) -> StationaryResult:
+    """Minimise R over E from the current θ (projected onto E first), leaving θ at the result.
+
+    Every step follows projected gradients Π_E ∇R, so every iterate stays in E; after each ``block`` of
+    iterations θ is projected again, which removes the round-off drift that many steps accumulate. Stops
+    once ‖Π_E ∇R‖ ≤ ``tolerance`` times its start value, or after ``max_iterations``. ``on_block(iteration,
+    loss, accuracy, projected_grad_norm)`` is called at the start and after every block.
+
+    ``method="lbfgs"``: torch's L-BFGS with a strong-Wolfe line search on a flat copy of θ, its own stopping
+    rules switched off. A block that lowers neither the loss nor ‖Π_E ∇R‖ restarts it from steepest descent:
+    a poor quasi-Newton direction can leave the line search no acceptable step, and L-BFGS would then retry
+    the same direction for ever. A second such block in a row ends the search (``stalled``): R is not
+    smooth there (a kink of a piecewise-linear activation), or round-off hides any further progress.
+    ``method="gd"``: gradient descent with step ``lr``, by default 1/λ_max(H_E) from 20 Lanczos steps at
+    the start. Lanczos approaches λ_max from below, so that step is at most slightly longer than 1/λ_max,
+    far from the stability limit 2/λ_max, but the curvature can grow along the way: pass ``lr`` to choose.
+    """
+    if method not in ("lbfgs", "gd"):
+        raise ValueError(f"unknown method {method!r}; accepted: lbfgs, gd")
+    evaluations = 0
+
+    def projected_gradient():
+        nonlocal evaluations
+        evaluations += 1
+        loss, accuracy, grad = objective.loss_and_grad(augmented=False)
+        return loss, accuracy, objective.project_E(grad)
+
+    theta = objective.project_E(objective.get())
+    objective.set(theta)
+    loss, accuracy, grad = projected_gradient()
+    start_norm = norm = float(torch.linalg.vector_norm(grad))
+    if on_block is not None:
+        on_block(0, loss, accuracy, norm)
+
+    if method == "lbfgs":
+        flat = theta.clone()
+
+        def fresh_lbfgs():
+            # max_eval leaves every line search its full 25 evaluations, even in a block's last iteration.
+            return torch.optim.LBFGS([flat], lr=1.0, max_iter=block, max_eval=30 * block, tolerance_grad=0.0,
+                                     tolerance_change=0.0, history_size=history_size,
+                                     line_search_fn="strong_wolfe")
+
+        def closure():
+            objective.set(flat.detach())
+            value, _, g = projected_gradient()
+            flat.grad = g
+            return torch.tensor(value, dtype=flat.dtype)
+
+        optimizer = fresh_lbfgs()
+    elif lr is None:
+        def hessian_E(v):
+            return objective.hvp(objective.project_E(v), augmented=False)
+
+        start = random_unit(objective, objective.project_E, torch.Generator().manual_seed(0))
+        lr = 1.0 / float(lanczos(hessian_E, start, 20, objective.project_E).values[-1])
+
+    iterations, restarted, stalled = 0, False, False
+    while norm > tolerance * start_norm and iterations < max_iterations:
+        count, previous = min(block, max_iterations - iterations), (loss, norm)
+        if method == "lbfgs":
+            optimizer.param_groups[0]["max_iter"] = count
+            before = optimizer.state[flat].get("n_iter", 0)
+            optimizer.step(closure)
+            count = optimizer.state[flat]["n_iter"] - before
+            with torch.no_grad():
+                flat.copy_(objective.project_E(flat))
+            theta = flat.detach().clone()
+        else:
+            for step in range(count):
+                if step:  # the block's first gradient is the one measured after the previous block
+                    _, _, grad = projected_gradient()
+                theta = theta - lr * grad
+                objective.set(theta)
+            theta = objective.project_E(theta)
+        objective.set(theta)
+        iterations += count
+        loss, accuracy, grad = projected_gradient()
+        norm = float(torch.linalg.vector_norm(grad))
+        if on_block is not None:
+            on_block(iterations, loss, accuracy, norm)
+        if method == "lbfgs":
+            if loss < previous[0] or norm < previous[1]:
+                restarted = False
+            elif restarted or count == 0:  # count 0: L-BFGS saw an exactly zero gradient
+                stalled = True
+                break
+            else:
+                optimizer, restarted = fresh_lbfgs(), True
+    return StationaryResult(iterations, evaluations, start_norm, norm, loss, accuracy,
+                            norm <= tolerance * start_norm, stalled, lr)
+
+
+# -- 2. claim 1 ------------------------------------------------------------------------------------
+
+
+def claim1(objective: Objective) -> dict[str, float]:
+    """The identity ∇R_aug = Π_E ∇R at the current θ (in E).
+
+    ``identity_residual`` is relative to ‖∇R_aug‖ as SCIENCE.md states it. At a stationary point both sides
+    vanish and that ratio divides round-off by a small number, so ``identity_residual_vs_plain`` also
+    relates the difference to ‖∇R‖, the scale at which the gradients are computed. ``aug_grad_off_E`` is
+    ‖Π_⊥ ∇R_aug‖: zero by the identity, and what keeps A* from being stationary for Aug when it fails.
+    """
+    _, _, plain = objective.loss_and_grad(augmented=False)
+    _, _, aug = objective.loss_and_grad(augmented=True)
+    projected = objective.project_E(plain)
+    difference = float(torch.linalg.vector_norm(aug - projected))
+    aug_norm, plain_norm = float(torch.linalg.vector_norm(aug)), float(torch.linalg.vector_norm(plain))
+    theta = objective.get()
+    return {
+        "aug_grad_norm": aug_norm,
+        "plain_grad_norm": plain_norm,
+        "projected_grad_norm": float(torch.linalg.vector_norm(projected)),
+        "identity_residual": difference / aug_norm,
+        "identity_residual_vs_plain": difference / plain_norm,
+        "aug_grad_off_E": float(torch.linalg.vector_norm(objective.project_perp(aug))),
+        "dist_E": float(torch.linalg.vector_norm(objective.project_perp(theta)) / torch.linalg.vector_norm(theta)),
+    }
+
+
+# -- 3. block structure of H_aug -------------------------------------------------------------------
+
+
+def block_structure(objective: Objective, generator: torch.Generator | None = None) -> dict[str, float]:
+    """H_aug on one random unit vector of each side, at the current θ (in E); both are round-off when the
+    premises hold.
+
+    ``off_diagonal``: ‖Π_E H_aug v‖ / ‖H_aug v‖ for v ∈ E⊥ (H_aug maps E⊥ into E⊥; by symmetry then E into E).
+    ``E_block``: ‖H_aug u − Π_E H u‖ / ‖H_aug u‖ for u ∈ E (the E-block is the Equi Hessian H_E).
+    """
+    v = random_unit(objective, objective.project_perp, generator)
+    u = random_unit(objective, objective.project_E, generator)
+    hv = objective.hvp(v, augmented=True)
+    hu_aug = objective.hvp(u, augmented=True)
+    hu = objective.hvp(u, augmented=False)
+    norm = torch.linalg.vector_norm
+    return {
+        "off_diagonal": float(norm(objective.project_E(hv)) / norm(hv)),
+        "E_block": float(norm(hu_aug - objective.project_E(hu)) / norm(hu_aug)),
+    }
+
+
+# -- 4. spectra of H_E and H_⊥ ---------------------------------------------------------------------
+
+
+@dataclass
+class Spectrum:
+    """The ends of the spectrum of one block, from one Lanczos run."""
+
+    lowest: torch.Tensor  # (k,) the k lowest Ritz values, ascending
+    lowest_vectors: torch.Tensor  # (k, dim)
+    lowest_residuals: torch.Tensor  # (k,)
+    largest: float
+    largest_vector: torch.Tensor  # (dim,)
+    largest_residual: float
+    krylov_dim: int
+    breakdown: bool
+
+    @classmethod
+    def of(cls, run: LanczosResult, k: int) -> "Spectrum":
+        return cls(run.values[:k], run.vectors[:k], run.residuals[:k], float(run.values[-1]), run.vectors[-1],
+                   float(run.residuals[-1]), run.krylov_dim, run.breakdown)
+
+
+def spectra(objective: Objective, k: int = 3, steps: int = 60,
+            generator: torch.Generator | None = None) -> dict[str, Spectrum]:
+    """``"E"``: H_E = Π_E ∇²R Π_E on E (from R: |G| times cheaper than H_aug, and equal to its E-block when
+    the premises hold); ``"perp"``: H_⊥ = Π_⊥ H_aug Π_⊥ on E⊥, ``reg`` included. At the current θ."""
+    blocks = {"E": (objective.project_E, False), "perp": (objective.project_perp, True)}
+    result = {}
+    for name, (project, augmented) in blocks.items():
+        def restricted(v, project=project, augmented=augmented):
+            return objective.hvp(project(v), augmented)
+
+        run = lanczos(restricted, random_unit(objective, project, generator), steps, project)
+        result[name] = Spectrum.of(run, k)
+    return result
+
+
+# -- 5. perturbation dynamics ----------------------------------------------------------------------
+
+
+def perturbation_run(objective: Objective, direction: torch.Tensor, epsilon: float, lr: float, steps: int,
+                     reg: float = 0.0) -> torch.Tensor:
+    """dist_E = ‖Π_⊥ θ‖ along ``steps`` steps of Aug-orbit gradient descent from θ* + ε u, θ* the current θ.
+
+    u is ``direction`` projected onto E⊥ and normalised (a Ritz vector lies in E⊥ only up to round-off).
+    ``reg`` is the γ of the regularised augmentation for this run, in place of the objective's own.
+    Returns the steps + 1 distances, before the first step and after each; θ* and ``reg`` are restored.
+    """
+    theta_star, saved_reg = objective.get(), objective.reg
+    u = objective.project_perp(direction)
+    u = u / torch.linalg.vector_norm(u)
+    distances = []
+    try:
+        objective.reg = reg
+        theta = theta_star + epsilon * u
+        objective.set(theta)
+        distances.append(torch.linalg.vector_norm(objective.project_perp(theta)))
+        for _ in range(steps):
+            _, _, grad = objective.loss_and_grad(augmented=True)
+            theta = theta - lr * grad
+            objective.set(theta)
+            distances.append(torch.linalg.vector_norm(objective.project_perp(theta)))
+    finally:
+        objective.reg = saved_reg
+        objective.set(theta_star)
+    return torch.stack(distances).cpu().to(torch.float64)
+
+
+def predicted_factor(lr: float, eigenvalue: float, reg: float = 0.0) -> float:
+    """The linearised change of dist_E per step along the eigenvector of ``eigenvalue`` of H_⊥."""
+    return abs(1.0 - lr * (eigenvalue + reg))
+
+
+def measured_factor(series: torch.Tensor, skip: int = 0) -> float:
+    """The geometric mean change per step of a ``perturbation_run`` series after its first ``skip`` steps,
+    (d_K / d_skip)^(1 / (K − skip)). Along an eigenvector every step has the same factor, so this is it;
+    from a random direction the lowest eigenvalue takes over only gradually, and a ``skip`` that leaves
+    out the mixed start measures the rate it settles to."""
+    steps = len(series) - 1 - skip
+    if steps < 1:
+        raise ValueError(f"need at least one step after skip={skip}, got a series of {len(series)}")
+    return float((series[-1] / series[skip]) ** (1.0 / steps))
