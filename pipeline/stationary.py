@@ -1,4 +1,4 @@
-"""Experiment S (SCIENCE.md section 6): equivariant stationary points and their stability.
+"""Experiment S (docs/science.md §5): equivariant stationary points and their stability.
 
 Setting. θ is the flat vector of every parameter of a network. A finite group G acts on the inputs by
 pixel permutations, and through them on θ; E is the subspace of equivariant θ, Π_E the orthogonal
@@ -42,7 +42,8 @@ import torch
 
 from .data import Dataset
 from .models.base import MeasuredModel
-from .training import Augmentation, RowPlan, batch_rows, loss_sum
+from .settings import Augmentation
+from .training import RowPlan, batch_rows, loss_sum
 
 # -- objectives ------------------------------------------------------------------------------------
 
@@ -268,22 +269,14 @@ class StationaryResult:
     lr: float | None = None  # the step of gradient descent; None for L-BFGS
 
 
-def find_stationary_point(
-    objective: Objective,
-    tolerance: float = 1e-6,
-    max_iterations: int = 1000,
-    method: str = "lbfgs",
-    block: int = 10,
-    on_block: Callable[[int, float, float, float], None] | None = None,
-    lr: float | None = None,
-    history_size: int = 20,
-) -> StationaryResult:
-    """Minimise R over E from the current θ (projected onto E first), leaving θ at the result.
+class StationarySearch:
+    """Minimising R over E from the current θ, one block of iterations at a time (so that a trial can record
+    and checkpoint every block, and resume where it stopped: see :meth:`state_dict`).
 
     Every step follows projected gradients Π_E ∇R, so every iterate stays in E; after each ``block`` of
-    iterations θ is projected again, which removes the round-off drift that many steps accumulate. Stops
-    once ‖Π_E ∇R‖ ≤ ``tolerance`` times its start value, or after ``max_iterations``. ``on_block(iteration,
-    loss, accuracy, projected_grad_norm)`` is called at the start and after every block.
+    iterations θ is projected again, which removes the round-off drift that many steps accumulate. The
+    search is ``done`` once ‖Π_E ∇R‖ ≤ ``tolerance`` times its start value (``converged``), or when it
+    stalls.
 
     ``method="lbfgs"``: torch's L-BFGS with a strong-Wolfe line search on a flat copy of θ, its own stopping
     rules switched off. A block that lowers neither the loss nor ‖Π_E ∇R‖ restarts it from steepest descent:
@@ -294,80 +287,133 @@ def find_stationary_point(
     the start. Lanczos approaches λ_max from below, so that step is at most slightly longer than 1/λ_max,
     far from the stability limit 2/λ_max, but the curvature can grow along the way: pass ``lr`` to choose.
     """
-    if method not in ("lbfgs", "gd"):
-        raise ValueError(f"unknown method {method!r}; accepted: lbfgs, gd")
-    evaluations = 0
 
-    def projected_gradient():
-        nonlocal evaluations
-        evaluations += 1
-        loss, accuracy, grad = objective.loss_and_grad(augmented=False)
-        return loss, accuracy, objective.project_E(grad)
+    def __init__(self, objective: Objective, tolerance: float = 1e-6, method: str = "lbfgs", block: int = 10,
+                 lr: float | None = None, history_size: int = 20):
+        if method not in ("lbfgs", "gd"):
+            raise ValueError(f"unknown method {method!r}; accepted: lbfgs, gd")
+        self.objective, self.tolerance, self.method, self.block = objective, tolerance, method, block
+        self.history_size = history_size
+        self.evaluations = self.iterations = 0
+        self.restarted = self.stalled = False
+        self.theta = objective.project_E(objective.get())
+        objective.set(self.theta)
+        self.loss, self.accuracy, self.grad = self._projected_gradient()
+        self.start_norm = self.norm = float(torch.linalg.vector_norm(self.grad))
+        self.flat = self.theta.clone()
+        self.optimizer = self._fresh_lbfgs() if method == "lbfgs" else None
+        if method == "gd" and lr is None:
+            def hessian_E(v):
+                return objective.hvp(objective.project_E(v), augmented=False)
 
-    theta = objective.project_E(objective.get())
-    objective.set(theta)
-    loss, accuracy, grad = projected_gradient()
-    start_norm = norm = float(torch.linalg.vector_norm(grad))
-    if on_block is not None:
-        on_block(0, loss, accuracy, norm)
+            start = random_unit(objective, objective.project_E, torch.Generator().manual_seed(0))
+            lr = 1.0 / float(lanczos(hessian_E, start, 20, objective.project_E).values[-1])
+        self.lr = lr
 
-    if method == "lbfgs":
-        flat = theta.clone()
+    @property
+    def converged(self) -> bool:
+        return self.norm <= self.tolerance * self.start_norm
 
-        def fresh_lbfgs():
-            # max_eval leaves every line search its full 25 evaluations, even in a block's last iteration.
-            return torch.optim.LBFGS([flat], lr=1.0, max_iter=block, max_eval=30 * block, tolerance_grad=0.0,
-                                     tolerance_change=0.0, history_size=history_size,
-                                     line_search_fn="strong_wolfe")
+    @property
+    def done(self) -> bool:
+        return self.converged or self.stalled
 
-        def closure():
-            objective.set(flat.detach())
-            value, _, g = projected_gradient()
-            flat.grad = g
-            return torch.tensor(value, dtype=flat.dtype)
+    def _projected_gradient(self):
+        self.evaluations += 1
+        loss, accuracy, grad = self.objective.loss_and_grad(augmented=False)
+        return loss, accuracy, self.objective.project_E(grad)
 
-        optimizer = fresh_lbfgs()
-    elif lr is None:
-        def hessian_E(v):
-            return objective.hvp(objective.project_E(v), augmented=False)
+    def _fresh_lbfgs(self):
+        # max_eval leaves every line search its full 25 evaluations, even in a block's last iteration.
+        return torch.optim.LBFGS([self.flat], lr=1.0, max_iter=self.block, max_eval=30 * self.block,
+                                 tolerance_grad=0.0, tolerance_change=0.0, history_size=self.history_size,
+                                 line_search_fn="strong_wolfe")
 
-        start = random_unit(objective, objective.project_E, torch.Generator().manual_seed(0))
-        lr = 1.0 / float(lanczos(hessian_E, start, 20, objective.project_E).values[-1])
+    def _closure(self):
+        self.objective.set(self.flat.detach())
+        value, _, g = self._projected_gradient()
+        self.flat.grad = g
+        return torch.tensor(value, dtype=self.flat.dtype)
 
-    iterations, restarted, stalled = 0, False, False
-    while norm > tolerance * start_norm and iterations < max_iterations:
-        count, previous = min(block, max_iterations - iterations), (loss, norm)
-        if method == "lbfgs":
-            optimizer.param_groups[0]["max_iter"] = count
-            before = optimizer.state[flat].get("n_iter", 0)
-            optimizer.step(closure)
-            count = optimizer.state[flat]["n_iter"] - before
+    def step_block(self, count: int | None = None) -> None:
+        """Up to ``count`` (default: ``block``) more iterations; then θ, loss, accuracy and norm are those
+        of the new point."""
+        count = self.block if count is None else count
+        previous = (self.loss, self.norm)
+        if self.method == "lbfgs":
+            self.optimizer.param_groups[0]["max_iter"] = count
+            before = self.optimizer.state[self.flat].get("n_iter", 0)
+            self.optimizer.step(self._closure)
+            count = self.optimizer.state[self.flat]["n_iter"] - before
             with torch.no_grad():
-                flat.copy_(objective.project_E(flat))
-            theta = flat.detach().clone()
+                self.flat.copy_(self.objective.project_E(self.flat))
+            self.theta = self.flat.detach().clone()
         else:
+            grad = self.grad
             for step in range(count):
                 if step:  # the block's first gradient is the one measured after the previous block
-                    _, _, grad = projected_gradient()
-                theta = theta - lr * grad
-                objective.set(theta)
-            theta = objective.project_E(theta)
-        objective.set(theta)
-        iterations += count
-        loss, accuracy, grad = projected_gradient()
-        norm = float(torch.linalg.vector_norm(grad))
-        if on_block is not None:
-            on_block(iterations, loss, accuracy, norm)
-        if method == "lbfgs":
-            if loss < previous[0] or norm < previous[1]:
-                restarted = False
-            elif restarted or count == 0:  # count 0: L-BFGS saw an exactly zero gradient
-                stalled = True
-                break
+                    _, _, grad = self._projected_gradient()
+                self.theta = self.theta - self.lr * grad
+                self.objective.set(self.theta)
+            self.theta = self.objective.project_E(self.theta)
+        self.objective.set(self.theta)
+        self.iterations += count
+        self.loss, self.accuracy, self.grad = self._projected_gradient()
+        self.norm = float(torch.linalg.vector_norm(self.grad))
+        if self.method == "lbfgs":
+            if self.loss < previous[0] or self.norm < previous[1]:
+                self.restarted = False
+            elif self.restarted or count == 0:  # count 0: L-BFGS saw an exactly zero gradient
+                self.stalled = True
             else:
-                optimizer, restarted = fresh_lbfgs(), True
-    return StationaryResult(iterations, evaluations, start_norm, norm, loss, accuracy,
-                            norm <= tolerance * start_norm, stalled, lr)
+                self.optimizer, self.restarted = self._fresh_lbfgs(), True
+
+    def state_dict(self) -> dict:
+        """Everything a resumed search needs to take exactly the steps this one would (θ is the model's)."""
+        return {"flat": self.flat.detach().clone(), "theta": self.theta.clone(), "grad": self.grad.clone(),
+                "loss": self.loss, "accuracy": self.accuracy, "norm": self.norm, "start_norm": self.start_norm,
+                "iterations": self.iterations, "evaluations": self.evaluations, "restarted": self.restarted,
+                "stalled": self.stalled, "lr": self.lr,
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.flat.copy_(state["flat"])
+        self.theta, self.grad = state["theta"].clone(), state["grad"].clone()
+        for name in ("loss", "accuracy", "norm", "start_norm", "iterations", "evaluations", "restarted",
+                     "stalled", "lr"):
+            setattr(self, name, state[name])
+        if state["optimizer"] is not None:
+            self.optimizer = self._fresh_lbfgs()
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.objective.set(self.theta)
+
+    def result(self) -> StationaryResult:
+        return StationaryResult(self.iterations, self.evaluations, self.start_norm, self.norm, self.loss,
+                                self.accuracy, self.converged, self.stalled, self.lr)
+
+
+def find_stationary_point(
+    objective: Objective,
+    tolerance: float = 1e-6,
+    max_iterations: int = 1000,
+    method: str = "lbfgs",
+    block: int = 10,
+    on_block: Callable[[int, float, float, float], None] | None = None,
+    lr: float | None = None,
+    history_size: int = 20,
+) -> StationaryResult:
+    """Minimise R over E from the current θ (projected onto E first), leaving θ at the result: a
+    :class:`StationarySearch` run to its end or to ``max_iterations``. ``on_block(iteration, loss,
+    accuracy, projected_grad_norm)`` is called at the start and after every block."""
+    search = StationarySearch(objective, tolerance, method, block, lr, history_size)
+    if on_block is not None:
+        on_block(0, search.loss, search.accuracy, search.norm)
+    while not search.done and search.iterations < max_iterations:
+        search.step_block(min(block, max_iterations - search.iterations))
+        if on_block is not None:
+            on_block(search.iterations, search.loss, search.accuracy, search.norm)
+    return search.result()
 
 
 # -- 2. claim 1 ------------------------------------------------------------------------------------
@@ -376,7 +422,7 @@ def find_stationary_point(
 def claim1(objective: Objective) -> dict[str, float]:
     """The identity ∇R_aug = Π_E ∇R at the current θ (in E).
 
-    ``identity_residual`` is relative to ‖∇R_aug‖ as SCIENCE.md states it. At a stationary point both sides
+    ``identity_residual`` is relative to ‖∇R_aug‖ as docs/science.md §5 states it. At a stationary point both sides
     vanish and that ratio divides round-off by a small number, so ``identity_residual_vs_plain`` also
     relates the difference to ‖∇R‖, the scale at which the gradients are computed. ``aug_grad_off_E`` is
     ‖Π_⊥ ∇R_aug‖: zero by the identity, and what keeps A* from being stationary for Aug when it fails.

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from pipeline.config import make_trial
+from pipeline import experiments
 from pipeline.data import load_mnist
-from pipeline.groups import GROUP_NAMES
-from pipeline.models import CONFIGS
-from pipeline.runner import build_model
+from pipeline.experiments import make_trial
+from pipeline.experiments.cnn import VARIANTS as CONFIGS
+from pipeline.experiments.groups import GROUP_NAMES
 from pipeline.stationary import (
     ModelObjective,
     Objective,
@@ -33,7 +33,8 @@ from pipeline.training import loss_sum
 def group_objective(group, n=3, channels=2, samples=32, loss="mse", chunk_size=48, seed=0):
     """A GroupNet at its seeded initial point, which is in E. A chunk size that does not divide the rows
     makes the objectives sum several unequal chunks."""
-    model = build_model(make_trial("groups", dict(group=group, n=n, channels=channels, seed=seed)))
+    model = experiments.get("groups").build_model(
+        make_trial("groups", dict(group=group, n=n, channels=channels, seed=seed)).settings)
     data = load_mnist(samples, size=n, source="vendored").to("cpu", torch.float64)
     return ModelObjective(model, data, loss, chunk_size)
 
@@ -44,8 +45,8 @@ def cnn_objective(config, parametrization=None, channels="2,2,2", image_size=12,
 
     Not image_size 8: its final map is 2 x 2, where an invariant head is constant and sums a map that the
     layer norm has centred, so every logit vanishes on E (R is constant there and H_E = 0)."""
-    trial = make_trial("cnn", dict(config=config, cnn_channels=channels, image_size=image_size, seed=0))
-    model = build_model(trial)
+    trial = make_trial("cnn", dict(variant=config, cnn_channels=channels, image_size=image_size, seed=0)).settings
+    model = experiments.get("cnn").build_model(trial)
     parametrization = parametrization or CONFIGS[config][1]
     if parametrization != "equivariant":
         model = model.transferred(parametrization, trial.basis_seed)
