@@ -24,6 +24,7 @@ from .atomic import replace_atomically, write_text
 from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
+from .stationary_points import cell_table, planned_figures
 from .report import problem_lines, report_markdown, summary_markdown
 from .summary import summarize, trial_end_points
 
@@ -80,6 +81,11 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
         log(f"aggregate: ... and {len(problems) - LOGGED_PROBLEMS} more, listed in {FOLDER}/report.md")
 
     end_points = trial_end_points(results)
+    if not results.measurements.empty:
+        # What trials measured at A* (Experiment S) is what its claims are judged on.
+        measured = results.measurements.drop(columns=[c for c in results.measurements.columns
+                                                      if c in end_points.columns and c != "trial_id"])
+        end_points = end_points.merge(measured, on="trial_id", how="left")
     summary = summarize(results, end_points)
     assessment = evaluate_claims(results.trials, end_points, min_complete)
 
@@ -94,10 +100,21 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     trials = trials[[c for c in trials.columns if c != "settings"] + ["settings"]]
     paths.append(_write_csv(folder / "trials.csv", trials))
     paths.append(_write_csv(folder / "summary.csv", summary))
+    for name in ("measurements", "spectra", "perturbations"):
+        table = getattr(results, name)
+        if table.empty:
+            (folder / f"{name}.csv").unlink(missing_ok=True)
+        else:
+            paths.append(_write_csv(folder / f"{name}.csv", table))
+    if not results.measurements.empty:
+        paths.append(_write_csv(folder / "stationary_points.csv", cell_table(results)))
+    else:
+        (folder / "stationary_points.csv").unlink(missing_ok=True)
 
     made = None
     if figures:
-        made = make_figures(results.epochs, results.steps, results.trials, folder / FIGURES)
+        made = make_figures(results.epochs, results.steps, results.trials, folder / FIGURES,
+                            extra=planned_figures(results))
         figure_paths = [p for info in made.values() for p in info.paths]
         _remove_stale_figures(folder / FIGURES, figure_paths)
         paths += figure_paths

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, GridCell
+from pipeline.experiments.base import (ALL_OF, ANY_OF, BELOW_REFERENCE, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, LEAVES_E,
+                                      NO_CLAIM, STABILITY_DIFFERS, STAYS_IN_E, Claim, GridCell)
 
 from . import figure_names
 from .loading import experiment_of
@@ -45,7 +46,24 @@ MIN_COMPLETE_TRIALS = 2
 # The minimum ratios an experiment's claims may name.
 MIN_RATIOS = {"NOM_MIN_RATIO": NOM_MIN_RATIO, "LEAVES_E_MIN_RATIO": LEAVES_E_MIN_RATIO}
 
+# Stationary points (Experiment S, float64). Claim 1's identity holds "to round-off" when the difference
+# ||grad R_aug - Pi_E grad R|| is at most this fraction of ||grad R||, the scale at which both gradients
+# are summed (the sums carry round-off of order 1e-16 of it), at A0 and at A*. Relative to ||grad R_aug||
+# instead, a nearly stationary A* would divide round-off by a small number; the report shows that ratio too.
+IDENTITY_THRESHOLD = 1e-10
+# Where the premises fail (CNN skew, nonunitary) the identity is off "by orders of magnitude": at A0, where
+# the gradients are large, by at least this fraction of ||grad R_aug||.
+IDENTITY_FAILS_MIN = 1e-4
+# Claim 3: H_E counts as positive semi-definite when lambda_min(H_E) >= -SPECTRUM_TOLERANCE * lambda_max (a
+# search stopped short of exact stationarity leaves small negative curvature, and Lanczos resolves the low
+# end only to its residuals), and H_perp as indefinite when lambda_min(H_perp) < -SPECTRUM_TOLERANCE * lambda_max.
+SPECTRUM_TOLERANCE = 1e-3
+# ... and the perturbation along the lowest E-perp eigenvector must grow at the predicted rate: the log of
+# the measured factor per step within this fraction of the log of the predicted one.
+GROWTH_TOLERANCE = 0.10
+
 HOLDS, FAILS, TOO_FEW = "holds", "does not hold", "not enough complete trials"
+DEMONSTRATED, NOT_OBSERVED = "demonstrated", "not observed"
 REL_WORDS = "distance from E relative to the weight norm (dist_E/‖A‖)"
 RATIO_WORDS = "distance from E per unit distance travelled (dist_E/dist_init)"
 
@@ -61,6 +79,7 @@ class Verdict:
     evidence: str  # the measured medians in words, against the threshold
     figure: str  # the figure file that shows the evidence
     cell: tuple = ()  # (experiment, cell, mode, swept as JSON): the cell judged, as the summary names it
+    kind: str = ""  # the kind of claim judged
 
     @property
     def line(self) -> str:
@@ -150,6 +169,8 @@ class ClaimChecker:
                     spoken_of.add(_key(claim.reference))
                 if claim.kind == NO_CLAIM:
                     self.assessment.notes.append(Note(experiment_name, claim.subject, claim.claim))
+                elif claim.kind in (ALL_OF, ANY_OF):
+                    self.assessment.verdicts.append(self.combine(experiment_name, claim))
                 else:
                     self.assessment.verdicts.append(self.judge(experiment_name, claim))
             for cell, _ in cells:
@@ -171,6 +192,12 @@ class ClaimChecker:
             criterion, cells, judge = self._leaves_E(claim, members, done)
         elif claim.kind == BELOW_REFERENCE:
             criterion, cells, judge = self._below_reference(experiment, claim, done)
+        elif claim.kind == IDENTITY_AT_ROUNDOFF:
+            criterion, cells, judge = self._identity_at_roundoff(done)
+        elif claim.kind == IDENTITY_FAILS:
+            criterion, cells, judge = self._identity_fails(done)
+        elif claim.kind == STABILITY_DIFFERS:
+            criterion, cells, judge = self._stability_differs(done)
         else:
             raise ValueError(f"unknown kind of claim {claim.kind!r} declared by {experiment}")
         too_few = self._too_few(*cells)
@@ -178,9 +205,88 @@ class ClaimChecker:
             outcome, evidence = TOO_FEW, too_few
         else:
             passed, evidence = judge()
-            outcome = HOLDS if passed else FAILS
+            if claim.kind == STABILITY_DIFFERS:  # an existence claim: shown, or not seen
+                outcome = DEMONSTRATED if passed else NOT_OBSERVED
+            else:
+                outcome = HOLDS if passed else FAILS
         return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
-                       (experiment, *_key(claim.cell)))
+                       (experiment, *_key(claim.cell)), claim.kind)
+
+    def combine(self, experiment: str, claim: Claim) -> Verdict:
+        """A claim over every cell that carries a claim of kind ``claim.threshold``, from their verdicts."""
+        members = [v for v in self.assessment.verdicts if v.experiment == experiment and v.kind == claim.threshold]
+        judged = [v for v in members if v.outcome != TOO_FEW]
+        science = cite(claim.section, claim.source)
+        figure = figure_names.evidence_figure(experiment_of(experiment), claim.threshold)
+        named = ", ".join(f"{v.subject.rsplit(', ', 1)[-1]}: {v.outcome}" for v in members)
+        if not judged:
+            outcome, evidence = TOO_FEW, f"no network has enough complete trials ({named or 'none'})"
+        elif claim.kind == ALL_OF:
+            held = [v for v in judged if v.outcome == HOLDS]
+            outcome = HOLDS if len(held) == len(members) else FAILS if len(held) < len(judged) else TOO_FEW
+            evidence = f"holds in {len(held)} of {len(members)} networks ({named})"
+        else:
+            shown = [v for v in judged if v.outcome == DEMONSTRATED]
+            outcome = DEMONSTRATED if shown else NOT_OBSERVED
+            evidence = f"shown in {len(shown)} of {len(members)} networks ({named}); the spectra are in the report"
+        criterion = ("holds in every network where it is claimed" if claim.kind == ALL_OF
+                     else "demonstrated in at least one network")
+        return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
+                       (experiment, *_key(claim.cell)), claim.kind)
+
+    def _identity_at_roundoff(self, done):
+        criterion = (f"median over seeds of the larger of ‖∇R_aug − Π_E∇R‖/‖∇R‖ at A⁰ and at A* ≤ "
+                     f"{IDENTITY_THRESHOLD:g} (`IDENTITY_THRESHOLD`)")
+
+        def judge():
+            worst = np.maximum(done["identity_residual_vs_plain"], done["start_identity_residual_vs_plain"])
+            median = _median(worst)
+            passed = bool(median <= IDENTITY_THRESHOLD)
+            return passed, (f"‖∇R_aug − Π_E∇R‖ relative to ‖∇R‖, the larger of A⁰ and A*, median over "
+                            f"{_seeds(len(done))}: {number(median)} {'≤' if passed else '>'} {IDENTITY_THRESHOLD:g}; "
+                            f"relative to ‖∇R_aug‖ at A*: {number(_median(done['identity_residual']))}")
+
+        return criterion, [(done, "")], judge
+
+    def _identity_fails(self, done):
+        criterion = (f"median over seeds of ‖∇R_aug − Π_E∇R‖/‖∇R_aug‖ at A⁰ ≥ {IDENTITY_FAILS_MIN:g} "
+                     "(`IDENTITY_FAILS_MIN`)")
+
+        def judge():
+            median = _median(done["start_identity_residual"])
+            passed = bool(median >= IDENTITY_FAILS_MIN)
+            off = _median(_ratio_of(done["aug_grad_off_E"], done["projected_grad_norm"]))
+            return passed, (f"‖∇R_aug − Π_E∇R‖/‖∇R_aug‖ at A⁰, median over {_seeds(len(done))}: {number(median)} "
+                            f"{'≥' if passed else '<'} {IDENTITY_FAILS_MIN:g}; at A* the part of ∇R_aug off E is "
+                            f"{number(off)} × ‖Π_E∇R‖")
+
+        return criterion, [(done, "")], judge
+
+    def _stability_differs(self, done):
+        criterion = (f"some trial whose search converged (A* stationary to its tolerance) has λ_min(H_E) ≥ "
+                     f"−{SPECTRUM_TOLERANCE:g}·λ_max and λ_min(H_⊥) < "
+                     f"−{SPECTRUM_TOLERANCE:g}·λ_max (`SPECTRUM_TOLERANCE`), with the perturbation along the lowest "
+                     f"E⊥ eigenvector growing at the predicted rate (log-factors within {GROWTH_TOLERANCE:.0%}, "
+                     "`GROWTH_TOLERANCE`)")
+
+        def judge():
+            scale = done["lambda_max"]
+            equi_stable = done["lambda_min_E"] >= -SPECTRUM_TOLERANCE * scale
+            aug_unstable = done["lambda_min_perp"] < -SPECTRUM_TOLERANCE * scale
+            measured, predicted = np.log(done["lowest_measured"]), np.log(done["lowest_predicted"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                grows = (measured > 0) & (np.abs(measured / predicted - 1) <= GROWTH_TOLERANCE)
+            stationary = done["converged"].astype(bool)
+            shown = stationary & equi_stable & aug_unstable & grows
+            return bool(shown.any()), (
+                f"{int(shown.sum())} of {len(done)} trials (searches converged: {int(stationary.sum())}); "
+                f"λ_min(H_E)/λ_max median "
+                f"{number(_median(done['lambda_min_E'] / scale))} (≥ −{SPECTRUM_TOLERANCE:g} in {int(equi_stable.sum())}), "
+                f"λ_min(H_⊥)/λ_max median {number(_median(done['lambda_min_perp'] / scale))} (< −{SPECTRUM_TOLERANCE:g} "
+                f"in {int(aug_unstable.sum())}); dist_E per step along the lowest E⊥ eigenvector: measured "
+                f"{_median(done['lowest_measured']):.6g}, predicted {_median(done['lowest_predicted']):.6g}")
+
+        return criterion, [(done, "")], judge
 
     def _stays_in_E(self, claim: Claim, members, done):
         threshold = roundoff_threshold(members["dtype"])
@@ -230,6 +336,11 @@ class ClaimChecker:
 
         mine = experiment_of(experiment).mode_words(claim.cell.mode)
         return criterion, [(done, mine), (reference, words)], judge
+
+
+def _ratio_of(numerator, denominator):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(numerator, dtype=float) / np.asarray(denominator, dtype=float)
 
 
 def _key(cell: GridCell) -> tuple:

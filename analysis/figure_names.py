@@ -9,7 +9,7 @@ magnitude are only readable on a log axis.
 
 from __future__ import annotations
 
-from pipeline.experiments.base import STAYS_IN_E, Experiment
+from pipeline.experiments.base import IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STAYS_IN_E, Experiment
 
 
 def has_linear_trajectory(experiment: Experiment) -> bool:
@@ -33,8 +33,23 @@ def steps(experiment: Experiment) -> str:
     return f"{experiment.name}_steps_log"
 
 
+def spectra(experiment: Experiment) -> str:
+    """The ends of the spectra of H_E and H_⊥ at A*, a panel per cell (measurements after training)."""
+    return f"{experiment.name}_spectra"
+
+
+def perturbations(experiment: Experiment) -> str:
+    """dist_E along Aug gradient descent from A* + a perturbation off E, plain and regularised."""
+    return f"{experiment.name}_perturbations_log"
+
+
 def evidence_figure(experiment: Experiment, kind: str) -> str:
     """Staying in E is a statement about round-off, visible on a log axis only; leaving E is a
-    proportion to the distance travelled, read on the linear figure where there is one."""
+    proportion to the distance travelled, read on the linear figure where there is one. Claims about
+    stationary points are read on their spectra (the identities of claim 1 are numbers in the report)."""
+    if kind in (IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS):
+        return ""
+    if kind not in (STAYS_IN_E,) and "trajectory" not in experiment.standard_figures:
+        return spectra(experiment) + ".png"
     log = kind == STAYS_IN_E or not has_linear_trajectory(experiment)
     return trajectory(experiment, log=log) + ".png"

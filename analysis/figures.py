@@ -83,27 +83,30 @@ def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> di
         title = experiment.display_title()
         x_words = "the distance travelled from A⁰" if experiment.trajectory_x == "travelled" else "the epoch"
         median = _median_words(experiment)
-        if figure_names.has_linear_trajectory(experiment):
+        wanted = set(experiment.standard_figures)
+        if figure_names.has_linear_trajectory(experiment) and "trajectory" in wanted:
             planned[figure_names.trajectory(experiment)] = (
                 lambda e=experiment: trajectory_figure(epochs, trials, e),
                 f"{title}: distance from E of all layers (y) against {x_words} (x), a panel per cell", median,
                 experiment)
-        planned[figure_names.trajectory(experiment, log=True)] = (
-            lambda e=experiment: trajectory_figure(epochs, trials, e, log=True),
-            f"{title}: distance from E of all layers against {x_words}, log scale from the first step, y axis "
-            "shared by the panels", median, experiment)
+        if "trajectory" in wanted:
+            planned[figure_names.trajectory(experiment, log=True)] = (
+                lambda e=experiment: trajectory_figure(epochs, trials, e, log=True),
+                f"{title}: distance from E of all layers against {x_words}, log scale from the first step, y axis "
+                "shared by the panels", median, experiment)
         layers = layers_of(epochs, experiment)
-        if len(layers) > 1:
+        if len(layers) > 1 and "layers" in wanted:
             planned[figure_names.layers(experiment)] = (
                 lambda e=experiment, layers=layers: trajectory_figure(epochs, trials, e, layers=layers, log=True),
                 f"{title}: distance from E of each measured layer ({', '.join(layers)}: a row each) against {x_words}"
                 + (" of that layer" if experiment.trajectory_x == "travelled" else "")
                 + ", log scale from the first step, y axis shared by all panels", median, experiment)
-        planned[figure_names.training_curves(experiment)] = (
-            lambda e=experiment: training_curves(epochs, trials, e),
-            f"{title}: loss (top) and accuracy (bottom) on the untransformed training data against the epoch",
-            "thick lines: per series, the median over seeds at each epoch", experiment)
-        if steps_add_information(steps, experiment):
+        if "training_curves" in wanted:
+            planned[figure_names.training_curves(experiment)] = (
+                lambda e=experiment: training_curves(epochs, trials, e),
+                f"{title}: loss (top) and accuracy (bottom) on the untransformed training data against the epoch",
+                "thick lines: per series, the median over seeds at each epoch", experiment)
+        if "steps" in wanted and steps_add_information(steps, experiment):
             planned[figure_names.steps(experiment)] = (
                 lambda e=experiment: steps_figure(epochs, steps, trials, e),
                 f"{title}: distance from E of all layers after every optimizer step, log scale; step 0 is the state "
@@ -113,8 +116,10 @@ def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> di
 
 
 def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame,
-                 folder: Path) -> dict[str, FigureInfo]:
-    """Build and save every figure the complete and running trials support; returns them by name."""
+                 folder: Path, extra: dict | None = None) -> dict[str, FigureInfo]:
+    """Build and save every figure the complete and running trials support; returns them by name.
+    ``extra``: name -> (builder returning (figure, panels), caption), figures of measurements made after
+    training (``analysis.stationary_points``)."""
     made = {}
     with rc_context(STYLE):
         for name, (build, shows, median, experiment) in _plan(epochs, steps, trials).items():
@@ -122,4 +127,7 @@ def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
             caption = f"{shows}. {_reading(facts, median, experiment)}"
             made[name] = FigureInfo(name, len(figure.axes), caption, save(figure, folder, name),
                                     facts.complete, facts.running)
+        for name, (build, caption) in (extra or {}).items():
+            figure, panels = build()
+            made[name] = FigureInfo(name, panels, caption + ".", save(figure, folder, name))
     return made

@@ -65,6 +65,11 @@ class Results:
     epochs: pd.DataFrame
     steps: pd.DataFrame
     swept_columns: list[str] = field(default_factory=list)  # in table order
+    # What trials measured once after training (``results/`` of their files; Experiment S): one row per
+    # trial with its scalar measurements, and the long tables of its spectra and perturbation runs.
+    measurements: pd.DataFrame = field(default_factory=pd.DataFrame)
+    spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
+    perturbations: pd.DataFrame = field(default_factory=pd.DataFrame)
     unexpected_files: list[str] = field(default_factory=list)  # trials/*.h5 not named in the manifest
     set_aside_files: list[str] = field(default_factory=list)  # *.h5.damaged-*: the pipeline restarted those
     checkpoint_files: list[str] = field(default_factory=list)  # *.state.pt: trials interrupted or running
@@ -191,8 +196,39 @@ def _read_series(path: Path, rows: int) -> dict:
             kept = step_epochs <= (series["epoch"][-1] if rows else -1)
             series["step_epoch"] = step_epochs[kept]
             series["step_dist_E"] = f["steps/dist_E"][:count][kept]
+        if "results" in f:
+            arrays = {}
+            f["results"].visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                                    if hasattr(obj, "shape") else None)
+            series["results"] = {"attrs": {k: _plain(v) for k, v in f["results"].attrs.items()}, "arrays": arrays}
     series["layers"] = layers
     return series
+
+
+def _result_tables(labels: dict, results: dict) -> tuple[dict, list[dict], list[dict]]:
+    """A trial's measurements after training: its scalars, and the rows of its spectra and perturbations."""
+    arrays = results["arrays"]
+    spectra = []
+    for block in ("E", "perp"):
+        lowest = arrays.get(f"spectrum/{block}/lowest")
+        if lowest is None:
+            continue
+        residuals = arrays.get(f"spectrum/{block}/lowest_residuals", np.full(len(lowest), np.nan))
+        for index, (value, residual) in enumerate(zip(lowest, residuals)):
+            spectra.append({**labels, "block": block, "end": "lowest", "index": index, "value": float(value),
+                            "residual": float(residual)})
+        spectra.append({**labels, "block": block, "end": "largest", "index": 0,
+                        "value": results["attrs"].get(f"lambda_max_{block}", np.nan),
+                        "residual": results["attrs"].get(f"lambda_max_{block}_residual", np.nan)})
+    perturbations = []
+    for name, series in arrays.items():
+        if name.startswith("perturbation/"):
+            run = name.split("/", 1)[1]
+            for step, value in enumerate(series):
+                perturbations.append({**labels, "run": run, "step": step, "dist_E": float(value),
+                                      "predicted_factor": results["attrs"].get(f"{run}_predicted", np.nan),
+                                      "measured_factor": results["attrs"].get(f"{run}_measured", np.nan)})
+    return {**labels, **results["attrs"]}, spectra, perturbations
 
 
 def _read_trial(path: Path) -> tuple[FileState, dict | None]:
@@ -270,6 +306,7 @@ def read_results(out_dir: Path | str) -> Results:
     swept_columns = [swept_column(k) for k in swept_names]
     label_columns = LABELS + swept_columns + AFTER_SWEPT
     epoch_tables, step_tables = [], []
+    measured, spectra, perturbations = [], [], []
     for row in rows:
         path = folder / f"{row['trial_id']}.h5"
         row["file"] = str(path.relative_to(out_dir))
@@ -286,6 +323,11 @@ def read_results(out_dir: Path | str) -> Results:
             step_table = _step_table(labels, series)
             if step_table is not None:
                 step_tables.append(step_table)
+            if "results" in series:
+                scalars, spectrum, runs = _result_tables(labels, series["results"])
+                measured.append(scalars)
+                spectra += spectrum
+                perturbations += runs
 
     trials = pd.DataFrame([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
     trials = trials.reindex(columns=label_columns + TRIAL_REST)
@@ -307,6 +349,7 @@ def read_results(out_dir: Path | str) -> Results:
     listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     return Results(
         out_dir=out_dir, manifest=manifest, trials=trials, epochs=epochs, steps=steps, swept_columns=swept_columns,
+        measurements=pd.DataFrame(measured), spectra=pd.DataFrame(spectra), perturbations=pd.DataFrame(perturbations),
         unexpected_files=[n for n in listing if n.endswith(".h5") and n not in known],
         set_aside_files=[n for n in listing if ".h5.damaged-" in n],
         checkpoint_files=[n for n in listing if n.endswith(".state.pt")],

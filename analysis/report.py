@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import claims
 from .figures import FigureInfo
+from .stationary_points import report_section
 from .loading import Results
 from .provenance import data_sources, devices, provenance
 from .science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
@@ -189,9 +190,16 @@ def _criteria_section(min_complete: int) -> str:
         "otherwise it is \"not enough complete trials\".",
         f"- A cell *did not learn* when its median final training accuracy is below {LEARNING_MIN_FACTOR:g} × chance "
         "(chance: 1 / number of classes, 0.1 for ten digits). This does not change a verdict; it says how to read it.",
-        f"- Not assessed from trajectories: claim 1 (the equivariant stationary points of Equi and Aug coincide) "
-        f"and claim 3 (their stability can differ), {cite('1')}; they concern stationary points and Hessians, "
-        f"which Experiment S measures ({cite('5')}).",
+        f"- Claims 1 and 3 ({cite('1')}) concern stationary points and Hessians, not trajectories; Experiment S "
+        f"measures them ({cite('5')}). *Claim 1* holds in a network when ‖∇R_aug − Π_E∇R‖ ≤ `IDENTITY_THRESHOLD` = "
+        f"{claims.IDENTITY_THRESHOLD:g} × ‖∇R‖ at A⁰ and at A* (median over seeds; relative to ‖∇R‖ because the "
+        "sums carry round-off of that scale, while ‖∇R_aug‖ nearly vanishes at A*), and overall when it holds in "
+        "every network whose premises hold; where they fail it must be off by at least `IDENTITY_FAILS_MIN` = "
+        f"{claims.IDENTITY_FAILS_MIN:g} of ‖∇R_aug‖ at A⁰. *Claim 3* is demonstrated when some trial has "
+        f"λ_min(H_E) ≥ −`SPECTRUM_TOLERANCE`·λ_max and λ_min(H_⊥) < −`SPECTRUM_TOLERANCE`·λ_max "
+        f"({claims.SPECTRUM_TOLERANCE:g}) and the perturbation along the lowest E⊥ eigenvector grows at the "
+        f"predicted rate (log-factors within `GROWTH_TOLERANCE` = {claims.GROWTH_TOLERANCE:.0%}); otherwise it is "
+        "not observed, with the spectra shown either way.",
     ])
 
 
@@ -265,6 +273,10 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
     verdicts = assessment.verdicts
     held = sum(v.outcome == claims.HOLDS for v in verdicts)
     failed = sum(v.outcome == claims.FAILS for v in verdicts)
+    shown = sum(v.outcome == claims.DEMONSTRATED for v in verdicts)
+    unseen = sum(v.outcome == claims.NOT_OBSERVED for v in verdicts)
+    too_few = sum(v.outcome == claims.TOO_FEW for v in verdicts)
+    stationary = report_section(results, figures)
     notes = "\n".join(f"- {note.line}" for note in assessment.notes) or "None: every cell has a claim."
     sections = [
         f"# Reproduction report: grid `{results.manifest.get('grid', '?')}`",
@@ -276,10 +288,14 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
         "## Read this first",
         _first_section(results, summary, figures),
         "## Verdicts",
-        f"{held} hold, {failed} do not hold, {len(verdicts) - held - failed} without enough complete trials.",
+        f"{held} hold, {failed} do not hold"
+        + (f", {shown} demonstrated, {unseen} not observed" if shown or unseen else "")
+        + f", {too_few} without enough complete trials.",
         _verdicts_table(verdicts, figures, summary) if verdicts else "No claim applies to the cells of this grid.",
         "### Cells without a claim",
         notes,
+        "## Stationary points and their stability" if stationary else "",
+        stationary,
         "## Criteria",
         _criteria_section(min_complete),
         "## Data and devices",

@@ -56,6 +56,7 @@ class EpochRecord:
     dist_E: torch.Tensor  # (L,)
     dist_init: torch.Tensor
     norm: torch.Tensor
+    last: bool = False  # the trial's last row (it may come early: a search that converged)
 
 
 class ConsoleSink:
@@ -78,6 +79,13 @@ class ConsoleSink:
     def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
         pass
 
+    def write_results(self, arrays: dict, attrs: dict) -> None:
+        for name in sorted(attrs):
+            self.log(f"  {name} = {attrs[name]}")
+
+    def save_latest_state(self) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -90,6 +98,7 @@ class CollectingSink(ConsoleSink):
         self.records: list[EpochRecord] = []
         self.weights: list[dict[str, torch.Tensor]] = []
         self.steps: list[torch.Tensor] = []
+        self.results: dict = {}
 
     def write_epoch(self, record, model, checkpoint):
         super().write_epoch(record, model, checkpoint)
@@ -98,6 +107,9 @@ class CollectingSink(ConsoleSink):
 
     def write_steps(self, epoch, dist_E):
         self.steps.append(dist_E)
+
+    def write_results(self, arrays, attrs):
+        self.results = {"arrays": arrays, "attrs": attrs}
 
 
 def format_epoch(r: EpochRecord, layer_names: list[str], total_epochs: int) -> str:
@@ -118,6 +130,17 @@ def check_fault(trial: Trial, epoch: int) -> None:
         trial_id, _, at = item.partition("@")
         if trial_id == trial.trial_id and at.isdigit() and int(at) == epoch:
             raise InjectedFault(f"injected fault in {trial.trial_id} at epoch {epoch} ({FAULT_VARIABLE})")
+
+
+def _on_host(value):
+    """A copy of a (nested) state with every tensor on the CPU: checkpoints outlive the live tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_host(v) for v in value)
+    return value
 
 
 def _resume_plan(sinks: list) -> tuple[str, list]:
@@ -178,7 +201,9 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
             model.load_state_dict(point["model"])
             models.append(model)
             initials.append({k: v.to(device=device, dtype=dtype) for k, v in point["initial"].items()})
-    stepper = experiment.stepper(models, [t.settings.seed for t in trials])
+    stepper = experiment.stepper(models, [t.settings.seed for t in trials], settings=settings, data=data)
+    if how == "resume" and points[0].get("stepper") is not None:
+        stepper.load_state_dict(points[0]["stepper"])  # an optimizer with memory (e.g. L-BFGS) goes on as it was
     layer_names = list(stepper.template.layer_weights())
     for trial, sink in zip(trials, sinks):
         sink.begin(trial, layer_names, device, data)
@@ -196,10 +221,11 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
                 # Copies, never views: the live parameters keep changing after the checkpoint is taken.
                 "model": {k: v.detach().to("cpu", copy=True) for k, v in stepper.models[i].state_dict().items()},
                 "initial": initials_on_host[i],
+                "stepper": _on_host(stepper.state_dict()) if hasattr(stepper, "state_dict") else None,
             }
         return checkpoint
 
-    def write_row(measured: list[tuple[float, float]] | None) -> None:
+    def write_row(measured: list[tuple[float, float]] | None, last: bool = False) -> None:
         """Record row ``epoch`` (the current state) in every sink, unless the sinks already hold it."""
         nonlocal written, last_write
         if epoch <= written:
@@ -211,7 +237,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
         seconds, last_write = now - last_write, now
         for i, sink in enumerate(sinks):
             loss, accuracy = measured[i]
-            sink.write_epoch(EpochRecord(epoch, phase, loss, accuracy, seconds, grad_norms[i], **layers[i]),
+            sink.write_epoch(EpochRecord(epoch, phase, loss, accuracy, seconds, grad_norms[i], **layers[i], last=last),
                              stepper.models[i], checkpoint_of(i))
         written = epoch
         diverged = [(t.trial_id, loss) for t, (loss, _) in zip(trials, measured) if not math.isfinite(loss)]
@@ -227,7 +253,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
                 sink.write_steps(epoch + 1, stepper.models[i].layer_measurements(initials[i])["dist_E"].cpu())
 
     try:
-        while epoch < total:
+        while epoch < total and not experiment.finished(settings, stepper):
             for trial in trials:
                 check_fault(trial, epoch + 1)
             next_phase = experiment.phase_of(settings, epoch + 1)
@@ -239,7 +265,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
                 initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
             grad_norms = experiment.train_epoch(settings, stepper, data, epoch + 1, Hooks())
             epoch += 1
-        write_row(None)
+        write_row(None, last=True)
     except Exception as error:
         # A failure inside an epoch leaves the state before it untouched (parameters change in the update
         # only): record it, so that the file holds every epoch that was done, unless recording is what failed.
@@ -249,5 +275,10 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
             except Exception:
                 pass
         raise
+    if experiment.has_final_stage:
+        # Measurements after training take a while: a preemption during them resumes here, not from scratch.
+        for sink in sinks:
+            sink.save_latest_state()
+        experiment.finalize(settings, stepper, data, sinks)
     for sink in sinks:
         sink.finish()

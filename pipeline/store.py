@@ -246,7 +246,8 @@ class TrialFile:
         check_space(self.path.parent, needed, what)
 
     def write_epoch(self, record, model, checkpoint) -> None:
-        snapshot = model.snapshot() if self._wants_weights(record.epoch) else {}
+        # The last row always keeps its weights: a trial that ends early (converged) ends off the policy's grid.
+        snapshot = model.snapshot() if record.last or self._wants_weights(record.epoch) else {}
         row_bytes = 8 * (len(METRIC_SERIES) + 1 + len(LAYER_SERIES) * len(self.layer_names))
         self._guard(row_bytes + sum(t.numel() * t.element_size() for t in snapshot.values()),
                     f"epoch {record.epoch} of {self.trial.trial_id}")
@@ -278,12 +279,11 @@ class TrialFile:
             f.attrs["epochs_done"] = record.epoch
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
         self.log(_format(self.trial, record))
-        if record.epoch < experiments.of(self.trial).total_epochs(self.trial.settings):
-            # Captured every epoch (a CPU copy) so that a preemption signal, which may arrive in the
-            # middle of an optimizer step, persists a consistent state: the last completed epoch.
-            self._latest_state = checkpoint()
-            if self.clock.due(record.epoch):
-                self._save_state(self._latest_state)
+        # Captured every epoch (a CPU copy) so that a preemption signal, which may arrive in the middle of an
+        # optimizer step, persists a consistent state: the last completed epoch.
+        self._latest_state = checkpoint()
+        if not record.last and self.clock.due(record.epoch):
+            self._save_state(self._latest_state)
 
     def _steps_group(self, f: h5py.File) -> h5py.Group:
         """``steps/``, created at the first optimizer step an experiment records (the CNN's phase 2)."""
@@ -309,9 +309,26 @@ class TrialFile:
         # Buffered until the epoch is written: a crash mid-epoch recomputes the epoch's steps anyway.
         self._pending_steps.append((epoch, dist_E.double().numpy()))
 
+    def write_results(self, arrays: dict, attrs: dict) -> None:
+        """What an experiment measures once, after its last epoch (``results/``: its attributes and arrays,
+        names with slashes making subgroups); replaced whole if a resumed run measures it again."""
+        self._guard(sum(np.asarray(a).nbytes for a in arrays.values()), f"the results of {self.trial.trial_id}")
+        with open_h5(self.path, "a") as f:
+            if "results" in f:
+                del f["results"]
+            group = f.create_group("results")
+            group.attrs.update({k: v for k, v in attrs.items() if v is not None})
+            for name, value in arrays.items():
+                value = np.asarray(value)
+                if value.dtype.kind == "U":  # names of parameters and the like: HDF5 keeps text as strings
+                    value = value.astype(object).astype(h5py.string_dtype())
+                group.create_dataset(name, data=value)
+
     def finish(self) -> None:
         self._guard(0, f"the end of {self.trial.trial_id}")
         with open_h5(self.path, "a") as f:
+            # A trial that ends early (a search that converged) ran fewer epochs than it might have.
+            f.attrs["total_epochs"] = min(int(f.attrs["total_epochs"]), int(f.attrs["epochs_done"]))
             f.attrs["status"] = "complete"
             f.attrs["finished_at"] = utc_now()
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start

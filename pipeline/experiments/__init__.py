@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 
 from ..settings import ConfigError, check_choice
-from . import cnn, groups
+from . import cnn, groups, stability
 from .base import Experiment, Labels, Trial
 
 REGISTRY: dict[str, Experiment] = {
     "groups": groups.EXPERIMENT,
     "cnn": cnn.EXPERIMENT,
+    "stability": stability.EXPERIMENT,
 }
 
 

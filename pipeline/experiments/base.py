@@ -56,6 +56,14 @@ STAYS_IN_E = "stays in E"  # median over seeds of the largest dist_E/||A|| over 
 LEAVES_E = "leaves E"  # median final dist_E/dist_init >= a named minimum ratio (and optionally rel > round-off)
 BELOW_REFERENCE = "below reference"  # median final dist_E/dist_init below that of a reference cell
 NO_CLAIM = "no claim"  # nothing to judge in this cell, and why
+# Claims about stationary points (Experiment S), judged on what a trial measured at A* (``results/``).
+IDENTITY_AT_ROUNDOFF = "identity at round-off"  # claim 1: grad R_aug = Pi_E grad R to round-off
+IDENTITY_FAILS = "identity fails"  # the same identity off by orders of magnitude where its premises fail
+STABILITY_DIFFERS = "stability differs"  # claim 3: H_E >= 0 but lambda_min(H_perp) < 0, and the growth shows it
+# Over all the cells of an experiment that carry a claim of the kind named in ``threshold``: it holds in
+# every one (ALL_OF) or is shown by at least one (ANY_OF).
+ALL_OF = "all of"
+ANY_OF = "any of"
 
 
 @dataclass(frozen=True)
@@ -86,14 +94,14 @@ class Claim:
     rather than holding a number, so that every threshold lives where docs/science.md §7 says it does.
     """
 
-    kind: str  # STAYS_IN_E, LEAVES_E, BELOW_REFERENCE or NO_CLAIM
+    kind: str  # one of the kinds above
     subject: str  # how verdicts name the cell, e.g. "rot" or "cnn cross (aug)"
     claim: str  # e.g. "Aug (orbit) stays in E"; for NO_CLAIM, a sentence: what does not apply, and why
     cell: GridCell
     section: str = ""  # the section of docs/science.md that states the claim, e.g. "1"
     source: str = ""  # where in that section, e.g. "claim 2"
     phase: int | None = None  # STAYS_IN_E: the epochs concerned are this phase's (None: every epoch)
-    threshold: str = ""  # LEAVES_E: the named minimum of dist_E/dist_init
+    threshold: str = ""  # LEAVES_E: the named minimum of dist_E/dist_init; ALL_OF/ANY_OF: the kind combined
     above_roundoff: bool = False  # LEAVES_E: also require final dist_E/||A|| above round-off
     reference: GridCell | None = None  # BELOW_REFERENCE: the cell to stay below
 
@@ -123,6 +131,9 @@ class Experiment:
     series_settings: ClassVar[tuple] = ()
     # Classes of its classification task: chance accuracy is 1/classes.
     classes: ClassVar[int] = 10
+    # The figures of trajectories it wants (analysis/figures.py): "trajectory", "layers", "training_curves",
+    # "steps". Measurements after training (``results/``) bring their own figures.
+    standard_figures: ClassVar[tuple] = ("trajectory", "layers", "training_curves", "steps")
 
     # -- settings and labels ---------------------------------------------------------------------------
     def make_settings(self, values: dict) -> CommonSettings:
@@ -205,7 +216,7 @@ class Experiment:
         """The stepper that trains ``phase``, from the one that trained the phase before."""
         return stepper
 
-    def stepper(self, models: list, seeds: list[int]):
+    def stepper(self, models: list, seeds: list[int], settings=None, data=None):
         """What trains the models together: one model alone, or several packed (seeds of one setting)."""
         from ..training import SingleStepper
 
@@ -220,6 +231,16 @@ class Experiment:
     def train_epoch(self, settings, stepper, data, epoch: int, hooks) -> list[float]:
         """One epoch of training; returns the norm of the last gradient applied, per packed model."""
         raise NotImplementedError
+
+    def finished(self, settings, stepper) -> bool:
+        """Whether training may stop before its last epoch (a search that converged)."""
+        return False
+
+    # Measurements made once, after the last epoch (``finalize``), whose results go to ``results/``.
+    has_final_stage: ClassVar[bool] = False
+
+    def finalize(self, settings, stepper, data, sinks) -> None:
+        """Measure the trained model(s) and hand each sink its ``write_results(arrays, attrs)``."""
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings) -> int:

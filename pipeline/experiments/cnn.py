@@ -196,7 +196,7 @@ class CNNExperiment(Experiment):
         _, free = VARIANTS[settings.variant]
         return self.stepper([model.transferred(free, settings.basis_seed) for model in stepper.models], stepper.seeds)
 
-    def stepper(self, models: list, seeds: list[int]):
+    def stepper(self, models: list, seeds: list[int], settings=None, data=None):
         from ..packing import PackedCNN, PackedStepper
         from ..training import SingleStepper
 

@@ -17,6 +17,7 @@ GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")
 # |G| on an n x n grid, for the cost model (pipeline.groups builds the groups themselves).
 GROUP_ORDERS = {"rot": lambda n: 4, "trans": lambda n: n * n, "trans1d": lambda n: n, "rototrans": lambda n: 4 * n * n}
 INVARIANT_ACTIVATIONS = ("auto", "tanh", "leaky_relu")
+HIDDEN_ACTIVATIONS = ("leaky_relu", "tanh")
 GROUP_TITLES = {"rot": r"rot: C$_4$", "trans": r"trans: $\mathbb{Z}_n^2$",
                 "trans1d": r"trans1d: $\mathbb{Z}_n$ along x", "rototrans": r"rototrans: C$_4$ and $\mathbb{Z}_n^2$"}
 # Settings that only Aug trials use: a Nom cell to compare Aug with differs from it in nothing else.
@@ -38,6 +39,7 @@ class GroupsSettings(CommonSettings):
     reg: float = 0.0  # Aug only: gamma of the regulariser (gamma/2) ||A - Pi_E A||^2 (docs/science.md §5)
     loss: str = "cross_entropy"
     invariant_activation: str = "auto"
+    hidden_activation: str = "leaky_relu"  # after A0 and A1 (tanh: a smooth network, for Hessians)
 
     def validate(self) -> None:
         self.validate_common()
@@ -45,6 +47,7 @@ class GroupsSettings(CommonSettings):
         check_choice("mode", self.mode, MODES)
         check_choice("loss", self.loss, LOSSES)
         check_choice("invariant_activation", self.invariant_activation, INVARIANT_ACTIVATIONS)
+        check_choice("hidden_activation", self.hidden_activation, HIDDEN_ACTIVATIONS)
         for name in ("channels", "epochs", "aug_batch"):
             check_positive_int(name, getattr(self, name))
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
@@ -131,7 +134,8 @@ class GroupsExperiment(Experiment):
         from ..training import seeded_generator
 
         activation = None if settings.invariant_activation == "auto" else settings.invariant_activation
-        model = GroupNet(get_group(settings.group, settings.n), settings.channels, invariant_activation=activation)
+        model = GroupNet(get_group(settings.group, settings.n), settings.channels, invariant_activation=activation,
+                         hidden_activation=settings.hidden_activation)
         model = model.double()
         model.initialize(seeded_generator(settings.seed, "init"))
         return model

@@ -60,6 +60,7 @@ class GroupNet(MeasuredModel):
         channels: int = 32,
         num_classes: int = 10,
         invariant_activation: str | None = None,
+        hidden_activation: str = "leaky_relu",
     ):
         super().__init__()
         self.group = group
@@ -76,6 +77,12 @@ class GroupNet(MeasuredModel):
         if invariant_activation not in ("tanh", "leaky_relu"):
             raise ValueError(f"unknown invariant_activation {invariant_activation!r}; accepted: tanh, leaky_relu")
         self.invariant_activation = invariant_activation
+        # After A0 and A1: LeakyReLU as in §3, or tanh for a twice-differentiable loss (Experiment S: a
+        # perturbation that moves pre-activations across LeakyReLU's kink changes the gradient by a jump that
+        # no Hessian describes).
+        if hidden_activation not in ("tanh", "leaky_relu"):
+            raise ValueError(f"unknown hidden_activation {hidden_activation!r}; accepted: tanh, leaky_relu")
+        self.hidden_activation = hidden_activation
 
     @torch.no_grad()
     def initialize(self, generator: torch.Generator) -> None:
@@ -147,8 +154,9 @@ class GroupNet(MeasuredModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 1, n, n) images in [0, 1] -> (B, num_classes) logits."""
         h = x.reshape(x.shape[0], -1) - 0.5  # one input channel: already pixel-major
-        h = F.leaky_relu(self.A0(h), 0.01)
-        h = F.leaky_relu(self.A1(h), 0.01)
+        hidden = torch.tanh if self.hidden_activation == "tanh" else (lambda z: F.leaky_relu(z, 0.01))
+        h = hidden(self.A0(h))
+        h = hidden(self.A1(h))
         h = self.A2(h)
         h = torch.tanh(h) if self.invariant_activation == "tanh" else F.leaky_relu(h, 0.01)
         h = F.layer_norm(h, (self.channels,))

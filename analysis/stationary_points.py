@@ -1,0 +1,243 @@
+"""What trials measured at their stationary point A* (Experiment S, docs/science.md §5): a table per cell,
+the spectra and perturbation figures, and the report's section.
+
+Everything here reads the tables that ``analysis.loading`` builds from the ``results/`` group of trial files
+(``Results.measurements``, ``.spectra``, ``.perturbations``), complete trials only; it names no experiment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from . import claims, figure_names
+from .loading import Results, experiment_of
+from .science import cite
+from .style import FIGURE_WIDTH, ROW_HEIGHT
+from .summary import quartiles
+
+# The perturbation runs, how legends name them and how they are drawn (Okabe-Ito).
+RUNS = {
+    "lowest": ("along the lowest E⊥ eigenvector", "#D55E00", "-"),
+    "random": ("along a random E⊥ direction", "#0072B2", "-"),
+    "lowest_regularised": ("lowest eigenvector, regularised (γ)", "#D55E00", (0, (4, 2))),
+    "random_regularised": ("random direction, regularised (γ)", "#0072B2", (0, (4, 2))),
+}
+BLOCKS = {"E": ("H_E on E (Equi)", "#0072B2"), "perp": ("H_⊥ on E⊥ (what Aug adds)", "#D55E00")}
+
+
+def _complete(results: Results, table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return table
+    done = set(results.trials.loc[results.trials["status"] == "complete", "trial_id"])
+    return table[table["trial_id"].isin(done)]
+
+
+def _median(values) -> float:
+    return quartiles(values)[1]
+
+
+def _cells(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(experiment, cell) in the experiments' reading order."""
+    found = list(dict.fromkeys(zip(table["experiment"], table["cell"])))
+    order = {}
+    for name, cell in found:
+        names = experiment_of(name).cell_names
+        order[(name, cell)] = names.index(cell) if cell in names else len(names)
+    return sorted(found, key=lambda key: (key[0], order[key]))
+
+
+def cell_table(results: Results) -> pd.DataFrame:
+    """Per cell: trials, how the searches ended, claim 1's residuals, the ends of both spectra relative to
+    λ_max, and the measured against predicted change of dist_E per step (medians over seeds)."""
+    done = _complete(results, results.measurements)
+    rows = []
+    for name, cell in _cells(done) if not done.empty else []:
+        part = done[(done["experiment"] == name) & (done["cell"] == cell)]
+        scale = part["lambda_max"]
+        row = {"experiment": name, "cell": cell, "trials": len(part),
+               "premises_hold": bool(part["premises_hold"].all()),
+               "converged": int(part["converged"].astype(bool).sum()),
+               "gradient_drop": _median(part["final_projected_grad_norm"] / part["start_projected_grad_norm"]),
+               "final_loss": _median(part["loss"] if "loss" in part else [np.nan]),
+               "identity_start": _median(part["start_identity_residual"]),
+               "identity_star": _median(part["identity_residual"]),
+               "identity_star_vs_plain": _median(part["identity_residual_vs_plain"]),
+               "aug_grad_off_E_star": _median(part["aug_grad_off_E"] / part["projected_grad_norm"]),
+               "block_off_diagonal": _median(part["block_off_diagonal"]),
+               "lambda_max": _median(scale),
+               "lambda_min_E_rel": _median(part["lambda_min_E"] / scale),
+               "lambda_min_perp_rel": _median(part["lambda_min_perp"] / scale),
+               "lambda_max_perp_rel": _median(part["lambda_max_perp"] / scale),
+               "lambda_min_perp_residual_rel": _median(part["lambda_min_perp_residual"] / scale)}
+        for run in RUNS:
+            row[f"{run}_measured"] = _median(part[f"{run}_measured"])
+            row[f"{run}_predicted"] = _median(part[f"{run}_predicted"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _number(x: float, digits: int = 3) -> str:
+    return "–" if not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def report_section(results: Results, figures: dict | None) -> str:
+    """The report's section on stationary points; empty when no trial measured any."""
+    table = cell_table(results)
+    if table.empty:
+        return ""
+    rows = []
+    for _, r in table.iterrows():
+        rows.append([
+            f"{r['cell']}{'' if r['premises_hold'] else ' (premises fail)'}", f"{r['converged']} of {r['trials']}",
+            _number(r["gradient_drop"]), _number(r["identity_start"]), _number(r["identity_star_vs_plain"]),
+            _number(r["aug_grad_off_E_star"]), _number(r["lambda_min_E_rel"]), _number(r["lambda_min_perp_rel"]),
+            _number(r["lambda_max_perp_rel"]),
+            f"{r['lowest_measured']:.7g} / {r['lowest_predicted']:.7g}",
+            f"{r['lowest_regularised_measured']:.4g} / {r['lowest_regularised_predicted']:.4g}"])
+    from .report import markdown_table
+
+    headers = ["network", "searches converged", "‖Π_E∇R‖ end/start", "claim 1 at A⁰ (rel. ‖∇R_aug‖)",
+               "claim 1 at A* (rel. ‖∇R‖)", "‖Π_⊥∇R_aug‖/‖Π_E∇R‖ at A*", "λ_min(H_E)/λ_max",
+               "λ_min(H_⊥)/λ_max", "λ_max(H_⊥)/λ_max", "dist_E factor per step, measured / predicted",
+               "regularised, measured / predicted"]
+    drawn = [] if figures is None else [name for name in figures if name.endswith(("_spectra", "_perturbations_log"))]
+    parts = [
+        f"Each trial searched for a stationary point A* of R on E from its A⁰ (L-BFGS on projected gradients), "
+        f"then measured there ({cite('5')}). Medians over the complete trials of each network. *Claim 1*: "
+        "‖∇R_aug − Π_E∇R‖, relative to ‖∇R_aug‖ at A⁰ (where gradients are large) and to ‖∇R‖ at A* (where "
+        "both sides nearly vanish); where the premises hold it is round-off, where they fail (CNN `skew`, "
+        "`nonunitary`) it is not, and A* is then not stationary for Aug (‖Π_⊥∇R_aug‖ > 0). *Spectra*: the lowest "
+        "and largest eigenvalues of both blocks by Lanczos, relative to λ_max (the largest of both); claim 3 needs "
+        f"λ_min(H_E) ≥ −{claims.SPECTRUM_TOLERANCE:g} and λ_min(H_⊥) < −{claims.SPECTRUM_TOLERANCE:g} in these "
+        "units. *Dynamics*: Aug gradient descent with step 1/λ_max from A* plus a perturbation off E along the "
+        "lowest E⊥ eigenvector: dist_E changes by the factor |1 − ηλ_min(H_⊥)| per step if the linearisation "
+        "holds, and regularised augmentation (γ chosen above −λ_min(H_⊥)) turns it into a decay.",
+        markdown_table(headers, rows),
+        *(f"![{figures[name].caption}](figures/{name}.png)" for name in drawn),
+    ]
+    return "\n\n".join(parts)
+
+
+# -- figures ----------------------------------------------------------------------------------------------
+
+
+def _grid(count: int, sharey: bool = False):
+    columns = min(count, 4)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(FIGURE_WIDTH, ROW_HEIGHT * rows + 1.0), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=sharey)
+    for ax in np.ravel(axes)[count:]:
+        ax.set_visible(False)
+    # x labels under the lowest panel of each column only: neighbours' labels would run into each other.
+    for index, ax in enumerate(np.ravel(axes)[:count]):
+        ax.label_outer(remove_inner_ticks=False) if sharey else None
+        below = index + columns
+        ax.xaxis.label.set_visible(below >= count)
+    return figure, np.ravel(axes)[:count]
+
+
+def _symlog_ticks(ax, low: float) -> None:
+    """Decades every other one on the symmetric log axis: every decade would crowd the labels."""
+    decades = [10.0 ** k for k in range(0, int(np.floor(np.log10(low))) - 1, -2)]
+    ticks = sorted([-d for d in decades] + [0.0] + decades)
+    ax.set_yticks(ticks, [("−" if t < 0 else "") + (f"1e{int(np.log10(abs(t)))}" if t else "0") if abs(t) != 1
+                          else ("−1" if t < 0 else "1") for t in ticks])
+    ax.minorticks_off()
+
+
+def spectra_figure(results: Results, experiment_name: str):
+    """A panel per cell: the lowest eigenvalues and the largest of H_E and H_⊥, relative to λ_max, on a
+    symmetric log axis; each trial's points side by side, the lowest of H_⊥ ringed; the band is the
+    tolerance within which a value counts as zero."""
+    spectra = _complete(results, results.spectra)
+    measured = _complete(results, results.measurements)
+    spectra = spectra[spectra["experiment"] == experiment_name]
+    cells = [cell for name, cell in _cells(spectra) if name == experiment_name]
+    experiment = experiment_of(experiment_name)
+    figure, axes = _grid(len(cells))
+    tolerance = claims.SPECTRUM_TOLERANCE
+    for ax, cell in zip(axes, cells):
+        part = spectra[spectra["cell"] == cell]
+        scales = measured.set_index("trial_id")["lambda_max"]
+        trial_ids = list(dict.fromkeys(part["trial_id"]))
+        for b, (block, (words, colour)) in enumerate(BLOCKS.items()):
+            for t, trial_id in enumerate(trial_ids):
+                rows = part[(part["trial_id"] == trial_id) & (part["block"] == block)]
+                x = b + 0.5 * (t + 0.5) / max(len(trial_ids), 1) - 0.25
+                values = rows["value"].to_numpy() / scales[trial_id]
+                ax.plot(np.full(len(values), x), values, "o", color=colour, markersize=3, alpha=0.8)
+                if block == "perp":
+                    lowest = rows.loc[rows["end"] == "lowest", "value"].min() / scales[trial_id]
+                    ax.plot([x], [lowest], "o", markersize=7, markerfacecolor="none", markeredgecolor="black",
+                            markeredgewidth=0.8)
+        ax.axhspan(-tolerance, tolerance, color="0.91", linewidth=0, zorder=0)
+        ax.axhline(0, color="0.5", linewidth=0.6)
+        ax.set_yscale("symlog", linthresh=1e-6)
+        _symlog_ticks(ax, 1e-6)
+        ax.set_xticks([0, 1], ["H_E", "H_⊥"])
+        ax.set_xlim(-0.6, 1.6)
+        ax.set_title(cell)
+    axes[0].set_ylabel("eigenvalue / λ_max")
+    handles = [Line2D([], [], marker="o", linestyle="none", color=colour, label=words) for words, colour in BLOCKS.values()]
+    handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="black",
+                          markersize=7, label="lowest of H_⊥"))
+    handles.append(Line2D([], [], color="0.91", linewidth=6, label=f"|λ| ≤ {tolerance:g}·λ_max (SPECTRUM_TOLERANCE)"))
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    figure.suptitle(f"{experiment.display_title()}: the ends of the spectra at A*, relative to λ_max")
+    return figure, len(cells)
+
+
+def perturbations_figure(results: Results, experiment_name: str):
+    """A panel per cell: dist_E / dist_E at the start against the step of Aug gradient descent from A* + a
+    perturbation off E, a thin line per trial and run; the predicted factor per step as a thin black line."""
+    runs = _complete(results, results.perturbations)
+    runs = runs[runs["experiment"] == experiment_name]
+    cells = [cell for name, cell in _cells(runs) if name == experiment_name]
+    experiment = experiment_of(experiment_name)
+    figure, axes = _grid(len(cells))
+    for ax, cell in zip(axes, cells):
+        part = runs[runs["cell"] == cell]
+        for (trial_id, run), series in part.groupby(["trial_id", "run"], sort=False):
+            words, colour, dashes = RUNS.get(run, (run, "0.5", "-"))
+            series = series.sort_values("step")
+            relative = series["dist_E"].to_numpy() / series["dist_E"].iloc[0]
+            ax.plot(series["step"], relative, color=colour, linestyle=dashes, linewidth=0.9, alpha=0.8)
+            if run in ("lowest", "lowest_regularised"):
+                ax.plot(series["step"], series["predicted_factor"].iloc[0] ** series["step"].to_numpy(),
+                        color="black", linewidth=0.5, linestyle=(0, (1, 1)))
+        ax.set_yscale("log")
+        ax.set_title(cell)
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("dist_E / its start")
+    handles = [Line2D([], [], color=colour, linestyle=dashes, label=words) for words, colour, dashes in RUNS.values()]
+    handles.append(Line2D([], [], color="black", linewidth=0.5, linestyle=(0, (1, 1)),
+                          label="predicted per step: |1 − η(λ_min(H_⊥) + γ)|"))
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    figure.suptitle(f"{experiment.display_title()}: a perturbation off E under Aug gradient descent from A*, log scale")
+    return figure, len(cells)
+
+
+def planned_figures(results: Results) -> dict:
+    """name -> (builder returning (figure, panels), caption) for every experiment whose trials measured A*."""
+    measured = _complete(results, results.measurements)
+    planned = {}
+    for name in dict.fromkeys(measured["experiment"]) if not measured.empty else []:
+        experiment = experiment_of(name)
+        title = experiment.display_title()
+        count = int((measured["experiment"] == name).sum())
+        planned[figure_names.spectra(experiment)] = (
+            lambda name=name: spectra_figure(results, name),
+            f"{title}: the lowest eigenvalues and the largest of H_E on E (Equi's Hessian; blue) and of H_⊥ on E⊥ "
+            "(what Aug adds; orange) at each trial's A*, relative to λ_max, symmetric log axis (linear within "
+            f"±1e-6); the lowest of H_⊥ is ringed; the grey band is ±SPECTRUM_TOLERANCE; {count} complete trials")
+        planned[figure_names.perturbations(experiment)] = (
+            lambda name=name: perturbations_figure(results, name),
+            f"{title}: dist_E, relative to its start, along Aug gradient descent (step η = step_factor/λ_max) from "
+            "A* plus ε times a unit vector off E (the lowest E⊥ eigenvector: orange; a random direction: blue), "
+            "plain (solid) and with regularised augmentation (dashed); dotted black: the linearised prediction "
+            "|1 − η(λ_min(H_⊥) + γ)| per step. Where the premises fail (CNN skew, nonunitary) ∇R_aug has a part off E "
+            f"at A*, which moves the point away from E whatever the perturbation; {count} complete trials")
+    return planned

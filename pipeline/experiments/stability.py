@@ -1,0 +1,330 @@
+"""Experiment S (docs/science.md §5): equivariant stationary points, and whether Aug and Equi see them alike.
+
+One trial, one network, one seed, in float64: from the seeded A⁰ ∈ E, find a stationary point A* of R on E
+(L-BFGS on projected gradients, one block of iterations per recorded row, so a trial streams its
+convergence and resumes mid-search); then measure, once, at A*: the identity of claim 1, the block
+structure of the Aug Hessian, the low and high ends of the spectra of H_E (on E) and H_⊥ (on E⊥), and
+the growth of perturbations off E under Aug gradient descent, plain and regularised (``results/`` of the
+trial file). The mathematics is ``pipeline.stationary``.
+
+Networks: the Experiment G network for each group, and the CNN of Experiment C (A* from its equivariant
+parametrisation, then measured in the variant's unconstrained one: ``cross`` meets the premises,
+``skew`` and ``nonunitary`` are where they fail). A trial's cell is its network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..settings import (LOSSES, CommonSettings, ConfigError, atomic, check_choice, check_count, check_positive_int,
+                        check_rate)
+from .base import (ALL_OF, ANY_OF, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STABILITY_DIFFERS, Claim, Experiment,
+                   GridCell, Labels)
+from .cnn import EXPERIMENT as CNN_EXPERIMENT
+from .cnn import VARIANTS
+from .groups import EXPERIMENT as GROUPS_EXPERIMENT
+from .groups import GROUP_NAMES, GROUP_ORDERS
+
+CNN_PREFIX = "cnn-"
+NETWORKS = (*GROUP_NAMES, *(CNN_PREFIX + variant for variant in VARIANTS))
+# Where the premises of claims 1 and 3 (compatible L, unitary parametrisation) hold.
+PREMISES_HOLD = {**{g: True for g in GROUP_NAMES}, "cnn-cross": True, "cnn-skew": False, "cnn-nonunitary": False}
+METHODS = ("lbfgs", "gd")
+ACTIVATIONS = ("tanh", "paper")
+MODE = "at A*"  # one mode: Equi and Aug are both measured at the stationary point
+
+
+@dataclass
+class StabilitySettings(CommonSettings):
+    experiment: ClassVar[str] = "stability"
+
+    network: str = "rot"
+    n_samples: int = 256
+    dtype: str = "float64"  # the identities are checked at round-off
+    weights_every: int = 0  # A⁰ and A* (the last row always keeps its weights)
+    n: int = 7  # Experiment G network: image n x n, channels
+    channels: int = 4
+    # Its activations: "tanh" everywhere (a twice-differentiable loss, which the Hessians of §5 presume), or
+    # "paper" (LeakyReLU as in §3: perturbations that cross its kink change the gradient by jumps).
+    activation: str = "tanh"
+    cnn_channels: str = atomic("4,8,8")  # CNN: widths, image size (>= 12: smaller maps leave no signal on E)
+    image_size: int = 12
+    basis_seed: int = 0
+    loss: str = "mse"  # against one-hot labels: a loss with genuine minimisers
+    method: str = "lbfgs"
+    tolerance: float = 1e-3  # the search stops when ||Pi_E grad R|| has dropped by this factor ...
+    max_iterations: int = 1000  # ... or after this many iterations
+    block: int = 50  # iterations per recorded row
+    eigenpairs: int = 3  # lowest Ritz pairs kept per block (and the largest)
+    lanczos_steps: int = 80
+    epsilon: float = 1e-6  # size of the perturbation off E, relative to ||A*||
+    perturbation_steps: int = 50
+    # Aug gradient descent step: step_factor / lambda_max. Lanczos approaches lambda_max from below, so a step of
+    # 1/lambda_max could pass the stability limit 2/lambda_max where it has not converged: half of it cannot.
+    step_factor: float = 0.5
+    reg_margin: float = 0.05  # regularised run: gamma = max(0, -lambda_min(H_perp)) + reg_margin * lambda_max
+
+    def validate(self) -> None:
+        self.validate_common()
+        check_choice("network", self.network, NETWORKS)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("method", self.method, METHODS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        if self.dtype != "float64":
+            raise ConfigError(f"dtype must be float64 for Experiment S (its identities hold at float64 round-off), "
+                              f"got {self.dtype!r}; accepted: float64")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
+            raise ConfigError(f"n must be an integer >= 2 (images are n x n), got {self.n!r}")
+        for name in ("channels", "max_iterations", "block", "eigenpairs", "perturbation_steps"):
+            check_positive_int(name, getattr(self, name))
+        check_count("basis_seed", self.basis_seed)
+        if self.lanczos_steps <= self.eigenpairs:
+            raise ConfigError(f"lanczos_steps must exceed eigenpairs ({self.eigenpairs}), got {self.lanczos_steps}")
+        CNN_EXPERIMENT.make_settings({"cnn_channels": self.cnn_channels})  # the CNN's own check of the widths
+        if self.image_size < 12 or self.image_size % 4:
+            raise ConfigError(f"image_size must be a multiple of 4 and at least 12 (a 2 x 2 final map leaves every "
+                              f"logit constant on E), got {self.image_size}")
+        for name in ("tolerance", "epsilon", "step_factor"):
+            check_rate(name, getattr(self, name))
+        if self.tolerance >= 1:
+            raise ConfigError(f"tolerance must be below 1 (a factor by which the gradient drops), got {self.tolerance}")
+        if self.step_factor >= 2:
+            raise ConfigError(f"step_factor must be below 2 (beyond, gradient descent is unstable on E), "
+                              f"got {self.step_factor}")
+        if self.reg_margin < 0 or not math.isfinite(self.reg_margin):
+            raise ConfigError(f"reg_margin must be a finite number >= 0, got {self.reg_margin!r}")
+
+    @property
+    def is_cnn(self) -> bool:
+        return self.network.startswith(CNN_PREFIX)
+
+
+class StationaryStepper:
+    """The stepper of a stationary-point search: one model, its objective R, and the resumable search."""
+
+    def __init__(self, model, settings: StabilitySettings, data, seeds: list[int]):
+        from ..stationary import ModelObjective, StationarySearch
+
+        self.models, self.seeds = [model], list(seeds)
+        self.objective = ModelObjective(model, data, settings.loss, settings.chunk_size)
+        self.search = StationarySearch(self.objective, settings.tolerance, settings.method, settings.block)
+
+    @property
+    def template(self):
+        return self.models[0]
+
+    def evaluate(self, data, loss, chunk_size):
+        return [(self.search.loss, self.search.accuracy)]  # R and accuracy at the current point, as measured
+
+    def state_dict(self) -> dict:
+        return self.search.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.search.load_state_dict(state)
+
+
+class StabilityExperiment(Experiment):
+    name = "stability"
+    settings_type = StabilitySettings
+    cell_key = "network"
+    mode_key = "network"  # there is one mode (MODE); labels() says so
+    aliases = {"networks": "network"}
+    trajectory_x = "epoch"
+    has_final_stage = True
+    title = "Experiment S"
+    science_section = "5"
+    cell_names = NETWORKS
+
+    # Its own figures come from what trials measure at A* (analysis/stationary_points.py); of the trajectory
+    # figures only the convergence of the search (loss, accuracy against the block of iterations) says anything.
+    standard_figures = ("training_curves",)
+
+    def labels(self, settings) -> Labels:
+        return Labels(self.cell_key, settings.network, MODE)
+
+    def claims(self, cells: list[GridCell]) -> list[Claim]:
+        """docs/science.md §7: claim 1 at round-off where its premises hold (and failing by orders of magnitude
+        where they do not); claim 3 wherever they hold; then each over all the networks of the grid."""
+        claims = []
+        for cell in cells:
+            subject = f"stationary points, {cell.cell}"
+            if PREMISES_HOLD.get(cell.cell, False):
+                claims.append(Claim(IDENTITY_AT_ROUNDOFF, subject, "∇R_aug = Π_E ∇R at A⁰ and A* (to round-off)",
+                                    cell, "1", "claim 1"))
+                claims.append(Claim(STABILITY_DIFFERS, subject, "A* stable for Equi, unstable for Aug", cell, "1",
+                                    "claim 3"))
+            else:
+                why = "incompatible support" if cell.cell.endswith("skew") else "non-unitary parametrisation"
+                claims.append(Claim(IDENTITY_FAILS, subject, f"the identity of claim 1 fails ({why})", cell, "1",
+                                    "claim 4"))
+        if any(PREMISES_HOLD.get(cell.cell, False) for cell in cells):
+            everywhere = GridCell("every compatible network", MODE)
+            claims.append(Claim(ALL_OF, "Experiment S", "claim 1: the equivariant stationary points of Equi and Aug "
+                                "coincide (the identity holds in every compatible network)", everywhere, "1",
+                                "claim 1", threshold=IDENTITY_AT_ROUNDOFF))
+            claims.append(Claim(ANY_OF, "Experiment S", "claim 3: a stationary point stable for Equi can be unstable "
+                                "for Aug", everywhere, "1", "claim 3", threshold=STABILITY_DIFFERS))
+        return claims
+
+    def id_prefix(self, settings) -> str:
+        return f"stab-{settings.network}"
+
+    def mode_words(self, mode: str) -> str:
+        return "at the stationary point A*" if mode == MODE else super().mode_words(mode)
+
+    def cell_title(self, cell: str) -> str:
+        return GROUPS_EXPERIMENT.cell_title(cell) if cell in GROUP_NAMES else f"CNN {cell[len(CNN_PREFIX):]}"
+
+    def irrelevant(self, settings) -> set[str]:
+        if not settings.is_cnn:
+            return {"cnn_channels", "image_size", "basis_seed"}
+        unused = {"n", "channels", "activation"}  # the CNN has tanh already
+        if VARIANTS[settings.network[len(CNN_PREFIX):]][1] != "nonunitary":
+            unused.add("basis_seed")
+        return unused
+
+    def total_epochs(self, settings) -> int:
+        return -(-settings.max_iterations // settings.block)
+
+    def evaluation_loss(self, settings) -> str:
+        return settings.loss
+
+    # -- the networks, borrowed from the experiments that define them ---------------------------------------
+    def _delegate(self, settings):
+        """The experiment that owns the network, and the settings of its Equi model."""
+        common = {"seed": settings.seed, "n_samples": settings.n_samples, "dtype": settings.dtype,
+                  "device": settings.device, "data_source": settings.data_source, "chunk_size": settings.chunk_size}
+        if settings.is_cnn:
+            return CNN_EXPERIMENT, CNN_EXPERIMENT.make_settings(
+                {**common, "variant": settings.network[len(CNN_PREFIX):], "cnn_channels": settings.cnn_channels,
+                 "image_size": settings.image_size, "basis_seed": settings.basis_seed})
+        return GROUPS_EXPERIMENT, GROUPS_EXPERIMENT.make_settings(
+            {**common, "group": settings.network, "mode": "equi", "n": settings.n, "channels": settings.channels,
+             "loss": settings.loss, **({"hidden_activation": "tanh", "invariant_activation": "tanh"}
+                                       if settings.activation == "tanh" else {})})
+
+    def load_data(self, settings, device, dtype):
+        owner, theirs = self._delegate(settings)
+        return owner.load_data(theirs, device, dtype)
+
+    def build_model(self, settings, phase: int = 1):
+        owner, theirs = self._delegate(settings)
+        return owner.build_model(theirs, 1)  # the Equi model: parametrised in E, or projected onto it
+
+    def stepper(self, models: list, seeds: list[int], settings=None, data=None):
+        if len(models) != 1:
+            raise ValueError("stability trials cannot be trained packed")
+        return StationaryStepper(models[0], settings, data, seeds)
+
+    def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
+        search = stepper.search
+        hooks.before_update([(search.loss, search.accuracy)])
+        search.step_block(min(settings.block, settings.max_iterations - search.iterations))
+        return [search.norm]  # the next row's "gradient": ||Pi_E grad R|| at the point it records
+
+    def finished(self, settings, stepper) -> bool:
+        return stepper.search.done
+
+    # -- the measurements at A* ------------------------------------------------------------------------------
+    def measured_model(self, settings, model):
+        """The model in the coordinates the claims are about: for the CNN, the variant's unconstrained
+        parametrisation (the same function)."""
+        if not settings.is_cnn:
+            return model
+        return model.transferred(VARIANTS[settings.network[len(CNN_PREFIX):]][1], settings.basis_seed)
+
+    def finalize(self, settings, stepper, data, sinks) -> None:
+        from ..training import seeded_generator
+
+        start = self.measured_model(settings, self.build_model(settings).to(device=data.images.device,
+                                                                             dtype=data.images.dtype))
+        arrays, attrs = measure(settings, stepper.search, self.measured_model(settings, stepper.models[0]), start,
+                                data, seeded_generator(settings.seed, "stability measurements"))
+        attrs["premises_hold"] = PREMISES_HOLD[settings.network]
+        for sink in sinks:
+            sink.write_results(arrays, attrs)
+
+    # -- cost ---------------------------------------------------------------------------------------------
+    def forward_flops_per_sample(self, settings) -> int:
+        owner, theirs = self._delegate(settings)
+        return owner.forward_flops_per_sample(theirs)
+
+    def group_order(self, settings) -> int:
+        return 4 if settings.is_cnn else GROUP_ORDERS[settings.network](settings.n)
+
+    def trial_flops(self, settings) -> int:
+        """At most: the search (about 1.3 gradient evaluations an iteration, line searches included), the
+        claim-1 gradients at A⁰ and A*, two Lanczos runs of Hessian-vector products (a product costs about
+        two gradients; H_⊥'s runs over the |G|-fold orbit), four perturbation runs of Aug gradient steps."""
+        forward = self.forward_flops_per_sample(settings) * settings.n_samples
+        gradient, orbit = 3 * forward, self.group_order(settings)
+        search = 1.3 * settings.max_iterations * gradient
+        claims = 2 * 2 * gradient * (1 + orbit)
+        lanczos = settings.lanczos_steps * 2 * gradient * (1 + orbit)
+        perturbations = 4 * settings.perturbation_steps * gradient * orbit
+        return int(search + claims + lanczos + perturbations)
+
+    def snapshot_values(self, settings) -> int:
+        owner, theirs = self._delegate(settings)
+        return owner.snapshot_values(theirs)
+
+
+def measure(settings: StabilitySettings, search, model, start_model, data, generator) -> tuple[dict, dict]:
+    """Everything Experiment S measures once the search has ended: (arrays, attributes) of ``results/``.
+
+    ``model`` is A* and ``start_model`` A⁰, both in the coordinates of the claims. Claim 1 is checked at
+    both: at A* the gradients nearly vanish and the identity's residual is read against the scale of the
+    plain gradient too; A⁰ is a point of E where they do not."""
+    import torch
+
+    from .. import stationary
+
+    objective = stationary.ModelObjective(model, data, settings.loss, settings.chunk_size)
+    start = stationary.ModelObjective(start_model, data, settings.loss, settings.chunk_size)
+    attrs = {"network": settings.network, "converged": search.converged, "stalled": search.stalled,
+             "iterations": search.iterations, "evaluations": search.evaluations,
+             "start_projected_grad_norm": search.start_norm, "final_projected_grad_norm": search.norm,
+             "tolerance": settings.tolerance, "dimension": objective.dim}
+    attrs.update(stationary.claim1(objective))
+    attrs.update({f"start_{k}": v for k, v in stationary.claim1(start).items()})
+    attrs.update({f"block_{k}": v for k, v in stationary.block_structure(objective, generator).items()})
+
+    found = stationary.spectra(objective, settings.eigenpairs, settings.lanczos_steps, generator)
+    arrays = {}
+    for block, spectrum in found.items():
+        arrays[f"spectrum/{block}/lowest"] = spectrum.lowest.cpu().numpy()
+        arrays[f"spectrum/{block}/lowest_residuals"] = spectrum.lowest_residuals.cpu().numpy()
+        # Eigenvectors in float32: they show a direction, not a value (float64 would double the file).
+        vectors = torch.cat([spectrum.lowest_vectors, spectrum.largest_vector[None]])
+        arrays[f"eigenvectors/{block}"] = vectors.to(torch.float32).cpu().numpy()
+        attrs.update({f"lambda_min_{block}": float(spectrum.lowest[0]),
+                      f"lambda_min_{block}_residual": float(spectrum.lowest_residuals[0]),
+                      f"lambda_max_{block}": spectrum.largest, f"lambda_max_{block}_residual": spectrum.largest_residual,
+                      f"krylov_dim_{block}": spectrum.krylov_dim})
+
+    lambda_max = max(found["E"].largest, found["perp"].largest)
+    lambda_min = float(found["perp"].lowest[0])
+    lr = settings.step_factor / lambda_max
+    gamma = max(0.0, -lambda_min) + settings.reg_margin * lambda_max
+    epsilon = settings.epsilon * float(torch.linalg.vector_norm(objective.get()))
+    attrs.update({"lambda_max": lambda_max, "lr": lr, "gamma": gamma, "epsilon_absolute": epsilon})
+    directions = {"lowest": found["perp"].lowest_vectors[0],
+                  "random": stationary.random_unit(objective, objective.project_perp, generator)}
+    steps = settings.perturbation_steps
+    for name, direction in directions.items():
+        for suffix, reg in (("", 0.0), ("_regularised", gamma)):
+            series = stationary.perturbation_run(objective, direction, epsilon, lr, steps, reg)
+            run = name + suffix
+            arrays[f"perturbation/{run}"] = series.numpy()
+            # From a random direction the slowest mode takes over only gradually: its rate is read on the
+            # second half of the run.
+            attrs[f"{run}_measured"] = stationary.measured_factor(series, skip=steps // 2 if name == "random" else 0)
+            attrs[f"{run}_predicted"] = stationary.predicted_factor(lr, lambda_min, reg)
+    arrays["parameters/names"] = objective.names
+    arrays["parameters/sizes"] = objective.sizes
+    return arrays, attrs
+
+
+EXPERIMENT = StabilityExperiment()
