@@ -30,6 +30,7 @@ test: env
 demo: env
 	$(PY) -m pipeline submit --exp demo --out results/demo --cluster local $(SET_ARGS)
 	$(PY) -m pipeline aggregate --out results/demo
+	@echo "report: results/demo/aggregate/report.md"
 
 submit: env
 	$(PY) -m pipeline submit --exp $(EXP) --out $(OUT) --cluster $(CLUSTER) $(SET_ARGS) $(if $(WAIT),--wait,)
@@ -37,8 +38,11 @@ submit: env
 status: env
 	$(PY) -m pipeline status --out $(OUT)
 
+# The grid's own profile unless CLUSTER is given: a bare `make resubmit` must not run trials on the login node.
+CLUSTER_GIVEN := $(if $(filter command line environment,$(origin CLUSTER)),--cluster $(CLUSTER),)
+
 resubmit: env
-	$(PY) -m pipeline resubmit --out $(OUT) --cluster $(CLUSTER)
+	$(PY) -m pipeline resubmit --out $(OUT) $(CLUSTER_GIVEN)
 
 cancel: env
 	$(PY) -m pipeline cancel --out $(OUT)
@@ -50,7 +54,7 @@ aggregate: env
 bench: env
 	$(PY) bench/run.py
 
-# On a CUDA machine: smoke grid on the GPU, TF32 check, benchmark rows 1, 3, 4, GPU-hour projections.
+# On a CUDA machine: smoke grids on the GPU, TF32 check, benchmark rows 1, 1b, 3, 4, GPU-hour projections.
 gpu-check: env
 	$(PY) bench/gpu_check.py
 

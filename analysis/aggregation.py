@@ -83,8 +83,9 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     end_points = trial_end_points(results)
     if not results.measurements.empty:
         # What trials measured at A* (Experiment S) is what its claims are judged on.
+        known = set(end_points.columns) | set(results.trials.columns) | {"status"}
         measured = results.measurements.drop(columns=[c for c in results.measurements.columns
-                                                      if c in end_points.columns and c != "trial_id"])
+                                                      if c in known and c != "trial_id"])
         end_points = end_points.merge(measured, on="trial_id", how="left")
     summary = summarize(results, end_points)
     assessment = evaluate_claims(results.trials, end_points, min_complete)

@@ -212,3 +212,14 @@ def test_cancelled_trials_say_cancelled_not_failed(slurm_cluster, tmp_path):
         time.sleep(0.5)
     states = {s.trial_id: s.state for s in gather(out)}
     assert states["rot-aug-s000"] == "cancelled" and "failed" not in states.values()
+
+
+def test_the_stability_smoke_grid_runs_on_slurm_and_aggregates(slurm_cluster, tmp_path):
+    out = tmp_path / "stability"
+    result = cli("submit", "--exp", "stability-smoke", "--out", str(out), "--cluster", slurm_cluster, "--wait",
+                 "--set", "seeds=2")
+    assert result.returncode == 0, result.stderr
+    aggregated = cli("aggregate", "--out", str(out))
+    assert aggregated.returncode == 0, aggregated.stderr
+    assert "claim 1: the equivariant stationary points of Equi and Aug coincide" in aggregated.stdout
+    assert "claim 3: a stationary point stable for Equi can be unstable for Aug" in aggregated.stdout

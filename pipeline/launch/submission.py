@@ -52,6 +52,19 @@ def task_indices(trials: dict, indices: list[int], trials_per_task: int, pack_se
     return chunks(alone, trials_per_task) + packed
 
 
+def _balanced(units: list[list[int]], workers: int, cost) -> list[list[int]]:
+    """Units of trials shared among ``workers`` local processes (at most that many trainings at a time) so
+    that they finish together: the costliest unit first, each to the least loaded worker (by the analytic
+    cost); each worker then runs its trials in grid order."""
+    loads = [0.0] * workers
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    for unit in sorted(units, key=lambda u: -sum(cost(i) for i in u)):
+        worker = loads.index(min(loads))
+        loads[worker] += sum(cost(i) for i in unit)
+        shares[worker] += unit
+    return [sorted(share) for share in shares if share]
+
+
 def _time_limit(profile: Profile, trials: list, pack_seeds: bool = False) -> int:
     """Minutes for a task that runs ``trials`` one after the other, or packed when they are one pack."""
     if pack_seeds and len(trials) > 1 and experiments.packable(trials):
@@ -120,8 +133,7 @@ def plan_submission(out_dir: Path, indices: list[int], profile: Profile, trials_
     units = task_indices(trials, indices, unit_size, pack_seeds)
     if profile.executor == "local":
         count = min(workers or profile.local_workers(), len(units))
-        # One process per worker, each taking every count-th unit: at most `count` trainings at a time.
-        tasks = [[i for unit in units[w::count] for i in unit] for w in range(count)]
+        tasks = _balanced(units, count, lambda i: trial_flops(trials[i].settings))
         threads = max(1, (os.cpu_count() or 1) // count)
     else:
         tasks, threads = units, profile.cpus_per_task
