@@ -32,7 +32,7 @@ import pandas as pd
 
 from pipeline import experiments
 from pipeline.experiments import Experiment
-from pipeline.files import FileState, inspect, open_h5
+from pipeline.files import FileState, inspect, open_h5, plain
 from pipeline.manifest import labels_of, read_manifest, trial_of
 from pipeline.settings import ConfigError
 
@@ -91,14 +91,6 @@ def experiment_of(name: str) -> Experiment:
 def swept_column(setting: str) -> str:
     """A swept setting's column: its name, unless a table already has a column of that name (``loss``)."""
     return f"setting_{setting}" if setting in FIXED_COLUMNS else setting
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode()
-    return value
 
 
 def _settings_of(entry: dict, experiment: Experiment) -> tuple[dict, set, float]:
@@ -200,7 +192,7 @@ def _read_series(path: Path, rows: int) -> dict:
             arrays = {}
             f["results"].visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
                                     if hasattr(obj, "shape") else None)
-            series["results"] = {"attrs": {k: _plain(v) for k, v in f["results"].attrs.items()}, "arrays": arrays}
+            series["results"] = {"attrs": {k: plain(v) for k, v in f["results"].attrs.items()}, "arrays": arrays}
     series["layers"] = layers
     return series
 
@@ -286,7 +278,7 @@ def _step_table(labels: dict, series: dict) -> pd.DataFrame | None:
 
 
 def _file_fields(state: FileState) -> dict:
-    attrs = {k: _plain(v) for k, v in state.attrs.items()}
+    attrs = {k: plain(v) for k, v in state.attrs.items()}
     fields = {"status": state.status,
               "error": state.problem or str(attrs.get("last_error", attrs.get("error", ""))),
               "epochs_done": int(attrs.get("epochs_done", -1)),

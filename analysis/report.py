@@ -190,7 +190,8 @@ def _criteria_section(min_complete: int) -> str:
         "otherwise it is \"not enough complete trials\".",
         f"- A cell *did not learn* when its median final training accuracy is below {LEARNING_MIN_FACTOR:g} × chance "
         "(chance: 1 / number of classes, 0.1 for ten digits). This does not change a verdict; it says how to read it.",
-        f"- Claims 1 and 3 ({cite('1')}) concern stationary points and Hessians, not trajectories; Experiment S "
+        f"- Two claims concern stationary points and Hessians, not trajectories: claim 1 (the equivariant stationary "
+        f"points of Equi and Aug coincide) and claim 3 (their stability can differ), {cite('1')}; Experiment S "
         f"measures them ({cite('5')}). *Claim 1* holds in a network when ‖∇R_aug − Π_E∇R‖ ≤ `IDENTITY_THRESHOLD` = "
         f"{claims.IDENTITY_THRESHOLD:g} × ‖∇R‖ at A⁰ and at A* (median over seeds; relative to ‖∇R‖ because the "
         "sums carry round-off of that scale, while ‖∇R_aug‖ nearly vanishes at A*), and overall when it holds in "

@@ -27,7 +27,8 @@ def trial_paths(out_dir: Path, trial_id: str) -> tuple[Path, Path]:
     return folder / f"{trial_id}.h5", folder / f"{trial_id}.state.pt"
 
 
-def _plain(value):
+def plain(value):
+    """An HDF5 attribute as a plain Python value (numpy scalars and bytes come back as such)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, bytes):
@@ -39,7 +40,7 @@ def read_status(path: Path) -> dict:
     """The attributes of a trial file, or {'status': 'damaged', 'error': ...} if it cannot be read."""
     try:
         with open_h5(path) as f:
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            attrs = {k: plain(v) for k, v in f.attrs.items()}
             attrs.setdefault("status", "running")
             return attrs
     except Exception as error:  # h5py raises OSError, KeyError or RuntimeError on damaged files

@@ -76,6 +76,11 @@ def expand_table(experiment, table: dict) -> list:
             for values in itertools.product(*(table[key] for key in axes)) for seed in seeds]
 
 
+def expand_section(experiment, table: dict, start: int = 0) -> list[Trial]:
+    """The trials of one table on its own, numbered from ``start``."""
+    return name_trials(experiment, _unique(expand_table(experiment, table)), start)
+
+
 def _unique(combinations: list) -> list:
     """Each trial once: axes of settings that do not affect a trial (canonicalised away) would repeat it."""
     seen, unique = set(), []

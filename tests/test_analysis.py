@@ -197,7 +197,7 @@ def verdict(result, subject, claim_start):
 
 def test_epochs_table_holds_the_written_values_and_totals_are_norms_over_layers(aggregated):
     table = analysis.load(aggregated.out)
-    assert list(table.columns) == ["trial_id", "experiment", "cell", "group", "variant", "mode", "seed", "series",
+    assert list(table.columns) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed", "series",
                                    "status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "loss",
                                    "accuracy", "grad_norm"]
     run = table[table["trial_id"] == "rot-nom-s001"]
@@ -256,7 +256,7 @@ def test_trial_table_reports_every_status(aggregated):
     assert (trials.loc["cnn-cross-s000", "cell"], trials.loc["cnn-cross-s000", "variant"]) == ("cross", "cross")
     assert len(trials) == len(planned_trials())
     written = pd.read_csv(aggregated.out / "aggregate" / "trials.csv")
-    assert list(written.columns[:8]) == ["trial_id", "experiment", "cell", "group", "variant", "mode", "seed", "series"]
+    assert list(written.columns[:9]) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed", "series"]
     assert {"device", "data_source", "final_ratio", "max_rel_dist_E_phase2"} <= set(written.columns)
 
 
@@ -550,7 +550,7 @@ def test_swept_settings_split_the_summary_and_name_the_series(swept):
     cnn = summary[summary["experiment"] == "cnn"]
     assert list(cnn["series"]) == ["phase 2 Aug (C4 orbit)", "phase 2 Nom"]
     epochs = pd.read_csv(swept.out / "aggregate" / "epochs.csv", keep_default_na=False)
-    assert list(epochs.columns[:9]) == ["trial_id", "experiment", "cell", "group", "variant", "mode", "augment",
+    assert list(epochs.columns[:10]) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "augment",
                                         "seed", "series"]
     assert set(epochs.loc[epochs["trial_id"] == "rot-aug-sampled2-s001", "augment"]) == {"sampled:2"}
     assert verdict(swept.result, "rot", "Aug (orbit) stays in E").outcome == "holds"

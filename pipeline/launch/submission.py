@@ -21,6 +21,7 @@ from pathlib import Path
 import submitit
 
 from .. import experiments
+from ..cost import trial_flops
 from ..manifest import MANIFEST, read_manifest, trials_of_manifest, utc_now
 from ..ownership import Owner, process_start_ticks
 from ..settings import ConfigError

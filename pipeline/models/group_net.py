@@ -119,28 +119,28 @@ class GroupNet(MeasuredModel):
         view.copy_(weight_space)  # through the (C_out, C_in, ...) view straight into the stored layout
 
     @torch.no_grad()
+    def _project_stored_(self, name: str, stored: torch.Tensor) -> None:
+        """Project a tensor in a layer's stored layout onto E, in place, through its weight-space view."""
+        layer = self._layers()[name]
+        if name == "A2":
+            view = layer.maps(stored)
+            view.copy_(self.group.project_invariant(view))
+        else:
+            view = layer.pairs(stored)
+            view.copy_(self.group.project(view))
+
+    @torch.no_grad()
     def project_gradients_(self) -> None:
         for name, layer in self._layers().items():
-            g = layer.weight.grad
-            if name == "A2":
-                view = layer.maps(g)
-                view.copy_(self.group.project_invariant(view))
-            else:
-                view = layer.pairs(g)
-                view.copy_(self.group.project(view))
+            self._project_stored_(name, layer.weight.grad)
 
     def project_parameters(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # The stored layouts are permutations of the pairs/maps views, so projecting through the views is
         # the orthogonal projection of the parameters too. The head's inputs are invariant: it is all E.
         projected = dict(tensors)
-        for name, layer in self._layers().items():
+        for name in self._layers():
             out = tensors[f"{name}.weight"].clone(memory_format=torch.contiguous_format)
-            if name == "A2":
-                view = layer.maps(out)
-                view.copy_(self.group.project_invariant(view))
-            else:
-                view = layer.pairs(out)
-                view.copy_(self.group.project(view))
+            self._project_stored_(name, out)
             projected[f"{name}.weight"] = out
         return projected
 
