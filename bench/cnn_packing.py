@@ -77,22 +77,15 @@ def rows(k_values=(1, 4, 8, 30), n_samples: int = 250, channels: str = "32,64,64
 
     def workload(phase: int, k: int | None):
         """A function that runs the phase's work (and one that runs a single step of it, to warm up)."""
-        if k is None:
-            (model,) = models(1, phase)
-            if phase == 1:
-                def run(d=phase1_data):
-                    sgd_epoch(model, d, "equi", None, LR, "mse", BATCH, generators(1)[0])
-            else:
-                def run(d=phase2_data):
-                    full_batch_epoch(model, d, "aug", orbit, LR, "mse", trial.chunk_size, generators(1)[0])
+        seeds = list(range(1 if k is None else k))
+        stepper = SingleStepper(models(1, phase)[0], seeds) if k is None \
+            else PackedStepper(PackedCNN(models(k, phase), vectorize), seeds)
+        if phase == 1:
+            def run(d=phase1_data):
+                sgd_epoch(stepper, d, "equi", None, LR, "mse", BATCH, generators(len(seeds)))
         else:
-            pack = PackedCNN(models(k, phase), vectorize)
-            if phase == 1:
-                def run(d=phase1_data):
-                    packed_sgd_epoch(pack, d, "equi", None, LR, BATCH, generators(k))
-            else:
-                def run(d=phase2_data):
-                    packed_full_batch_epoch(pack, d, "aug", orbit, LR, trial.chunk_size)
+            def run(d=phase2_data):
+                full_batch_epoch(stepper, d, "aug", orbit, LR, "mse", trial.chunk_size, generators(len(seeds)))
         return run, lambda: run(warm_up_data)
 
     results = []
@@ -128,7 +121,7 @@ def rows(k_values=(1, 4, 8, 30), n_samples: int = 250, channels: str = "32,64,64
                 per_seed = images[phase] * k / best[k]
                 results.append({"row": "cnn packing", "phase": phase, "k": k, "images_per_s_per_seed": per_seed,
                                 "speedup_vs_unpacked": per_seed / reference, "unpacked_images_per_s": reference,
-                                "vectorized": device.type == "cuda" if vectorize is None else vectorize})
+                                "vectorize": "per input" if vectorize is None else vectorize})
     return results
 
 

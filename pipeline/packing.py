@@ -19,10 +19,13 @@ How the k models are batched (:class:`PackedCNN`):
 * The forward pass is the CNN's (blocks 1 and 2 as one stride-2 convolution with the pooled 4 x 4
   kernel, see :func:`pipeline.models.cnn.pooled_kernel`), with the seeds as convolution groups.
 * ``vectorize=True`` runs the k seeds as grouped convolutions (seeds as groups; an input shared by all
-  seeds, as in full-batch phase 2 and evaluation, is read once): the way to fill a GPU (the default on
-  CUDA; correctness is tested on the CPU, speed has not been measured on a GPU yet). On a CPU a
+  seeds, as in full-batch phase 2 and evaluation, is read once); ``False`` runs them one after the other
+  through the same code. The default decides per input, from what an H200 measured (``make gpu-check``,
+  bench row 4): on CUDA, each seed's own minibatch of 100 runs grouped (phase 1 at k = 8: 4.1x the
+  per-seed throughput of one seed), but a shared full batch runs seed after seed in chunks of
+  ``chunk_size`` rows, which already fill the device (grouped, phase 2 at k = 8 fell to 0.65x). On a CPU a
   batch of 100 already keeps the cores busy and k seeds' activations only evict each other from cache,
-  so by default the seeds go one after the other through the same code.
+  so there the seeds always go one after the other.
 
 Checkpoints are those of the single-seed runner (one per seed, from its view model), so a packed trial can
 be resumed unpacked and vice versa.
@@ -42,8 +45,8 @@ from .training import correct_count, loss_sum
 
 __all__ = ["PackedCNN", "PackedStepper", "VECTORIZE"]
 
-# How packed seeds run when a PackedCNN is not told: None picks grouped convolutions on CUDA and seed after
-# seed on a CPU (see PackedCNN); True or False forces one way (tests check both, benchmarks compare them).
+# How packed seeds run when a PackedCNN is not told: None decides per input (see PackedCNN); True or False
+# forces one way (tests check both, benchmarks compare them).
 VECTORIZE: bool | None = None
 
 
@@ -96,9 +99,9 @@ class PackedCNN:
     ``params``, so anything written for one model (``layer_measurements``, ``snapshot``, ``state_dict``) reads
     the packed weights. Train through the PackedCNN only: the views do not require gradients.
 
-    ``vectorize``: run the k seeds as one grouped convolution (the default on CUDA, where one seed's step
-    leaves the device idle), or one seed after the other through the same code (the default on CPU, where a
-    batch of 100 already keeps the cores busy and the seeds' activations would crowd each other out of cache).
+    ``vectorize``: run the k seeds as one grouped convolution (True), or one seed after the other through
+    the same code (False); None groups the seeds' own minibatches on CUDA, where one seed's step leaves the
+    device idle, and runs everything else seed after seed (see the module's notes).
     """
 
     def __init__(self, models: list[CNN], vectorize: bool | None = None):
@@ -122,10 +125,13 @@ class PackedCNN:
                 module = model.get_submodule(owner) if owner else model
                 setattr(module, attribute, nn.Parameter(self.params[name].detach()[i], requires_grad=False))
         self._weights = _LayerWeights(template)
-        device = template.head_coefficients.device
-        if vectorize is None:
-            vectorize = VECTORIZE
-        self.vectorize = device.type == "cuda" if vectorize is None else vectorize
+        self.on_cuda = template.head_coefficients.device.type == "cuda"
+        self.vectorize = VECTORIZE if vectorize is None else vectorize
+
+    def _grouped(self, x: torch.Tensor) -> bool:
+        """Whether the seeds run as one grouped convolution on these inputs ((k, B, ...) is one minibatch
+        per seed, (B, ...) a batch they share)."""
+        return self.vectorize if self.vectorize is not None else self.on_cuda and x.dim() == 5
 
     @property
     def k(self) -> int:
@@ -146,7 +152,7 @@ class PackedCNN:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (k, B, classes) for images x: (B, 1, H, W) shared by all seeds, or (k, B, 1, H, W)."""
         kernels = _convolved(self.layer_weights())
-        if self.vectorize:
+        if self._grouped(x):
             return _forward(kernels, x)
         return torch.cat([_forward({name: v[i:i + 1] for name, v in kernels.items()}, self._seed_inputs(x, i))
                           for i in range(self.k)])
@@ -156,7 +162,7 @@ class PackedCNN:
         """Add to .grad the gradient of each seed's loss sum over these rows, divided by ``num_rows``; with
         ``stats``, return each seed's (loss sum, correct predictions) of the rows."""
         kernels = _convolved(self.layer_weights())
-        if self.vectorize:
+        if self._grouped(x):
             logits = _forward(kernels, x)
             sums = [loss_sum(logits[i], labels[i], loss) for i in range(self.k)]
             # Seeds share no parameter, so the gradient of the sum is each seed's own gradient.
@@ -180,8 +186,9 @@ class PackedCNN:
         return measured if stats else None
 
     def rows_per_forward(self, chunk_size: int) -> int:
-        """Rows of each seed per forward pass, so that the activations alive at once stay those of
-        ``chunk_size`` rows of one trial: chunk_size // k when the seeds run together."""
+        """Rows of each seed per forward pass of a batch the seeds share (a full batch, an evaluation), so
+        that the activations alive at once stay those of ``chunk_size`` rows of one trial: chunk_size // k
+        when the seeds run grouped."""
         return max(1, chunk_size // self.k) if self.vectorize else chunk_size
 
     def zero_grad(self) -> None:

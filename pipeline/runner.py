@@ -225,14 +225,28 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
             }
         return checkpoint
 
+    # The layer measurements of the last step, reused while the weights are those it measured: a full-batch
+    # epoch's row measures the very weights that the previous step's record did, and on a GPU measuring
+    # costs about as much as a paper-size gradient step. Every in-place change of a parameter (a step, a
+    # projection, a loaded state) bumps its version counter, and views share their base's counter.
+    latest_measurements, measured_versions = None, None
+
+    def weight_versions() -> tuple:
+        return tuple((id(p), p._version) for model in stepper.models for p in model.parameters())
+
+    def measurements_now() -> list[dict[str, torch.Tensor]]:
+        if latest_measurements is not None and measured_versions == weight_versions():
+            return latest_measurements
+        return [{k: v.cpu() for k, v in model.layer_measurements(initial).items()}
+                for model, initial in zip(stepper.models, initials)]
+
     def write_row(measured: list[tuple[float, float]] | None, last: bool = False) -> None:
         """Record row ``epoch`` (the current state) in every sink, unless the sinks already hold it."""
         nonlocal written, last_write
         if epoch <= written:
             return
         measured = measured or stepper.evaluate(data, loss_name, settings.chunk_size)
-        layers = [{k: v.cpu() for k, v in model.layer_measurements(initial).items()}
-                  for model, initial in zip(stepper.models, initials)]
+        layers = measurements_now()
         now = time.perf_counter()
         seconds, last_write = now - last_write, now
         for i, sink in enumerate(sinks):
@@ -249,8 +263,11 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
             write_row(measured)
 
         def after_step(self):
+            nonlocal latest_measurements, measured_versions
+            latest_measurements, measured_versions = measurements_now(), weight_versions()
+            layers = latest_measurements
             for i, sink in enumerate(sinks):
-                sink.write_steps(epoch + 1, stepper.models[i].layer_measurements(initials[i])["dist_E"].cpu())
+                sink.write_steps(epoch + 1, layers[i]["dist_E"])
 
     try:
         while epoch < total and not experiment.finished(settings, stepper):
@@ -261,6 +278,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
                 write_row(None)  # the end of a phase is measured on the model that trained it
                 stepper = experiment.enter_phase(settings, stepper, next_phase)
                 phase = next_phase
+                latest_measurements = None  # new models, and distances from the phase's own start
                 initials = [model.snapshot() for model in stepper.models]
                 initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
             grad_norms = experiment.train_epoch(settings, stepper, data, epoch + 1, Hooks())

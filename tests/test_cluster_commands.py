@@ -1,6 +1,7 @@
 """Commands that cannot hurt: dry runs without SLURM, a device policy that never falls back silently, pipes
 and interrupts that behave."""
 
+import json
 import os
 import signal
 import subprocess
@@ -112,3 +113,41 @@ def test_ctrl_c_while_waiting_leaves_the_grid_running_and_says_how_to_follow_it(
     time.sleep(1.0)
     assert next(s for s in gather(out) if s.trial_id == "rot-aug-s000").state == "running"
     assert cli("cancel", "--out", str(out)).returncode == 0
+
+
+def test_visible_gpus_come_from_the_environment_or_nvidia_smi(tmp_path):
+    from pipeline.launch.local_gpus import share_out, visible_gpus
+
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == ["2", "3"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "1,-1,2"}) == ["1"]  # CUDA stops at an invalid entry
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-a)'\necho 'GPU 1: NVIDIA H200 (UUID: GPU-b)'\n")
+    smi.chmod(0o755)
+    assert visible_gpus({}, nvidia_smi=str(smi)) == ["0", "1"]
+    broken = tmp_path / "broken-smi"
+    broken.write_text("#!/bin/sh\nexit 9\n")
+    broken.chmod(0o755)
+    assert visible_gpus({}, nvidia_smi=str(broken)) == []
+    assert share_out(["0", "1"], 3, 0) == ["0", "1", "0"]
+    assert share_out(["0", "1", "2", "3"], 2, 2) == ["0,1", "2,3"]
+    assert share_out(["0"], 2, 4) == ["0", "0"]
+    assert share_out([], 2, 1) == [None, None]
+
+
+def test_local_workers_get_the_gpus_of_the_submitting_shell_not_an_empty_list(tmp_path):
+    """Submitit's local executor would give every worker CUDA_VISIBLE_DEVICES="" (seen on an H200): each
+    worker must instead get its share of the GPUs that the submitting shell sees, and say so in its log."""
+    out = tmp_path / "out"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
+    argv = [sys.executable, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(out), "--workers", "2",
+            *sets(["groups=rot", "modes=equi,nom", "epochs=1", "configs=cross"])]
+    dry = subprocess.run([*argv, "--dry-run"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert "GPUs (CUDA_VISIBLE_DEVICES) of the workers: 0, 1" in dry.stdout, dry.stdout + dry.stderr
+    result = subprocess.run([*argv, "--wait"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "on GPU 0, 1" in result.stdout + result.stderr
+    record = [json.loads(line) for line in (out / "submissions.jsonl").read_text().splitlines()][-1]
+    assert sorted(task["cuda_visible_devices"] for task in record["tasks"]) == ["0", "1"]
+    logs = "".join(p.read_text() for p in (out / "submitit" / "local").rglob("*_log.out"))
+    assert "CUDA_VISIBLE_DEVICES=0\n" in logs and "CUDA_VISIBLE_DEVICES=1\n" in logs, logs

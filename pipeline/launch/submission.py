@@ -25,6 +25,7 @@ from ..cost import trial_flops
 from ..manifest import MANIFEST, read_manifest, trials_of_manifest, utc_now
 from ..ownership import Owner, process_start_ticks
 from ..settings import ConfigError
+from .local_gpus import share_out, visible_gpus
 from .profiles import Profile
 from .records import append_record
 from .task import ArrayTask, pack_units
@@ -149,6 +150,9 @@ def describe_plan(out_dir: Path, plan: Plan) -> str:
              f"{len(plan.tasks)} task(s), time limit {plan.time_min} min per task; nothing was submitted"]
     if profile.executor == "local":
         lines.append(f"local worker processes: {len(plan.tasks)}, {plan.threads} thread(s) each")
+        gpus = share_out(visible_gpus(), len(plan.tasks), profile.gpus)
+        lines.append(f"GPUs (CUDA_VISIBLE_DEVICES) of the workers: {', '.join(gpus)}" if gpus and gpus[0] is not None
+                     else "no GPU visible here: the workers train on the CPU")
         return "\n".join(lines)
     lines += [f"array: {len(plan.tasks)} tasks, at most {profile.array_parallelism} at once; "
               f"GPU request: {profile.gpu_request() or 'none'}", "", "sbatch script:", "",
@@ -191,13 +195,16 @@ def submit(out_dir: Path, plan: Plan, log=print) -> dict:
     if profile.executor == "local":
         executor = submitit.LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
         executor.update_parameters(timeout_min=plan.time_min, signal_delay_s=profile.signal_delay_s)
+        gpus = share_out(visible_gpus(), len(plan.tasks), profile.gpus)
         with _detached_from_terminal():
             jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
-                                                   profile.gpus > 0))
-                    for task in plan.tasks]
-        record["tasks"] = [{"job_id": job.job_id, "indices": task, "start_ticks": process_start_ticks(int(job.job_id))}
-                           for job, task in zip(jobs, plan.tasks)]
-        log(f"started {len(jobs)} local worker process(es) for {sum(map(len, plan.tasks))} trials "
+                                              profile.gpus > 0, cuda_devices))
+                    for task, cuda_devices in zip(plan.tasks, gpus)]
+        record["tasks"] = [{"job_id": job.job_id, "indices": task, "start_ticks": process_start_ticks(int(job.job_id)),
+                            "cuda_visible_devices": cuda_devices}
+                           for job, task, cuda_devices in zip(jobs, plan.tasks, gpus)]
+        on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
+        log(f"started {len(jobs)} local worker process(es){on_gpus} for {sum(map(len, plan.tasks))} trials "
             f"({plan.threads} thread(s) each); logs in {out_dir / 'submitit' / 'local'}")
     else:
         if shutil.which("sbatch") is None:

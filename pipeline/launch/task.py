@@ -33,12 +33,14 @@ class ArrayTask(submitit.helpers.Checkpointable):
     their seed are trained together, at most ``pack_size`` at a time."""
 
     def __init__(self, out_dir: Path, indices: list[int], threads: int = 0, pack_seeds: bool = False,
-                 pack_size: int = 1, require_cuda: bool = False):
+                 pack_size: int = 1, require_cuda: bool = False, cuda_devices: str | None = None):
         self.out_dir = Path(out_dir)
         self.indices = list(indices)
         self.threads = threads
         self.pack_seeds, self.pack_size = pack_seeds, pack_size
         self.require_cuda = require_cuda  # the profile requests GPUs: never train on the node's CPU
+        # Locally, the GPUs this worker may use (pipeline.launch.local_gpus); on SLURM, None: SLURM sets them.
+        self.cuda_devices = cuda_devices
         self._stores: list = []
 
     def __call__(self) -> dict[str, str]:
@@ -46,6 +48,11 @@ class ArrayTask(submitit.helpers.Checkpointable):
         from ..execute import install_cancel_handler
 
         install_cancel_handler()
+        if self.cuda_devices is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_devices  # before anything initialises CUDA
+        # The first line of the task's log: which GPUs it was given, where a wrong device starts.
+        print(f"task of {len(self.indices)} trial(s): CUDA_VISIBLE_DEVICES="
+              f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
         if self.require_cuda:
             os.environ[numerics.REQUIRE_CUDA_VARIABLE] = "1"  # every trial of the task checks it, too
             numerics.check_cuda(f"task of {len(self.indices)} trial(s) on a profile that requests GPUs")
