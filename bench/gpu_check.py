@@ -4,9 +4,11 @@
    network), on a profile that requests a GPU, so that the device policy is exercised for real.
 2. TF32 really off: an Equi run in float32 at paper width stays at float32 round-off on the GPU
    (dist_E / ||A|| <= 1e-6), and the backend flags say so.
-3. Benchmark rows 1, 1b, 3 and 4 on the GPU (bench/run.py --device cuda); row 4 decides whether seed
+3. tests/test_packing.py on the GPU (PIPELINE_TEST_DEVICE=cuda: packed seeds equal their unpacked runs
+   under every packing policy) and tests/test_groups.py (its CUDA projection test runs only there).
+4. Benchmark rows 1, 1b, 3 and 4 on the GPU (bench/run.py --device cuda); row 4 decides whether seed
    packing earns its keep (per-seed throughput at k = 8 at least twice a single seed's).
-4. GPU-hours of paper-groups and paper-cnn measured, not estimated: one seed of every cell of each grid
+5. GPU-hours of paper-groups and paper-cnn measured, not estimated: one seed of every cell of each grid
    (for paper-cnn, a whole pack of seeds, as its launch section asks) trains a few epochs of each phase on
    this GPU, and the median epoch time of each phase scales to the preset's epochs and seeds. The
    analytic estimate of `pipeline plan` is printed beside it, with T4 and A40 projections.
@@ -22,6 +24,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--quick", action="store_true", help="small sizes: a rehearsal of the script itself")
-    parser.add_argument("--sections", default="smoke,tf32,bench,hours", help="which sections to run")
+    parser.add_argument("--sections", default="smoke,tf32,tests,bench,hours", help="which sections to run")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu-check: no CUDA device here (rehearse with --device cpu --quick)")
@@ -190,6 +193,11 @@ def main(argv=None) -> int:
         if "tf32" in wanted:
             with section("TF32 off", failed):
                 tf32_stays_off(args.device, args.quick)
+        if "tests" in wanted:
+            with section("the tests that mean most on CUDA (packing's per-input policy, projections)", failed):
+                subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_packing.py",
+                                "tests/test_groups.py"], cwd=ROOT, check=True,
+                               env={**os.environ, "PIPELINE_TEST_DEVICE": args.device})
         if "bench" in wanted:
             with section("benchmark rows 1, 1b, 3, 4", failed):
                 subprocess.run([sys.executable, "bench/run.py", "--device", args.device, "--rows", "1,1b,3,4",

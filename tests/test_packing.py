@@ -1,6 +1,7 @@
 """Seed packing: k seeds trained together give each seed exactly its unpacked run, to round-off."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -12,12 +13,15 @@ from pipeline.packing import PackedCNN
 from pipeline.runner import FAULT_VARIABLE, CollectingSink, InjectedFault, run_trial, run_trials
 
 SEEDS = (0, 1, 2)
+# `make gpu-check` runs this file again with PIPELINE_TEST_DEVICE=cuda: the per-input policy of packing
+# (grouped minibatches, shared full batches seed after seed) only differs from the forced ones on CUDA.
+DEVICE = os.environ.get("PIPELINE_TEST_DEVICE", "cpu")
 NUM_SAMPLES = 96
 CNN = experiments.get("cnn")
 
 
 def tiny(seed=0, **settings) -> Trial:
-    values = dict(cnn_channels="3,4,4", n_samples=NUM_SAMPLES, data_source="vendored", device="cpu", dtype="float64",
+    values = dict(cnn_channels="3,4,4", n_samples=NUM_SAMPLES, data_source="vendored", device=DEVICE, dtype="float64",
                   phase1_epochs=2, phase1_batch=32, phase2_epochs=2, chunk_size=100, seed=seed)
     values.update(settings)
     return make_trial("cnn", values)
@@ -86,7 +90,7 @@ def assert_same_run(got: CollectingSink, want: CollectingSink, tol: float, exact
             assert_close(g[name], w[name], tol, w[name].abs().max(), what=f"weights {name}")
 
 
-VECTORIZE = pytest.mark.parametrize("vectorize", [False, True], ids=["seed-after-seed", "grouped"])
+VECTORIZE = pytest.mark.parametrize("vectorize", [False, True, None], ids=["seed-after-seed", "grouped", "per-input"])
 
 
 @VECTORIZE
@@ -121,10 +125,10 @@ def test_packed_phase2_sgd_and_nom_give_every_seed_its_own_minibatches(vectorize
 @VECTORIZE
 def test_packed_forward_equals_each_model(vectorize):
     trial = tiny()
-    x = CNN.load_data(trial.settings, "cpu", torch.float64).images[:10]
+    x = CNN.load_data(trial.settings, DEVICE, torch.float64).images[:10]
     for variant in VARIANTS:
         for phase in (1, 2):  # the equivariant parametrisation, then the variant's unconstrained one
-            models = [CNN.build_model(tiny(seed, variant=variant).settings, phase) for seed in SEEDS]
+            models = [CNN.build_model(tiny(seed, variant=variant).settings, phase).to(DEVICE) for seed in SEEDS]
             expected = [model(x) for model in models]
             per_seed = torch.stack([x.flip(0), x, x.roll(3, 0)])
             expected_per_seed = [model(xi) for model, xi in zip(models, per_seed)]

@@ -48,8 +48,14 @@ def read_records(out_dir: Path, warn=None) -> list[dict]:
     return records
 
 
+_warned: set[str] = set()
+
+
 def _warn(line: str) -> None:
-    print(line, file=sys.stderr)
+    # One command reads the log several times (submissions, cancellations): say it once.
+    if line not in _warned:
+        _warned.add(line)
+        print(line, file=sys.stderr)
 
 
 def read_submissions(out_dir: Path, warn=None) -> list[dict]:
