@@ -187,6 +187,33 @@ def test_run_trial_of_a_trial_a_task_is_training_refuses_and_leaves_it_alone(tmp
     assert_same_results(expected, path)
 
 
+def test_resubmit_leaves_alone_a_trial_that_run_trial_is_training(tmp_path):
+    """run-trial is recorded in no submission: its lease alone must keep resubmit from launching a second
+    writer, and make status say running."""
+    values = SLOW + ["epochs=25", "cnn.seeds=1", "configs=cross"]
+    out = tmp_path / "out"
+    failing = {**os.environ, "PIPELINE_INJECT_FAULT": "rot-aug-s000@1"}
+    cli("submit", "--exp", "smoke", "--out", str(out), "--workers", "1", "--wait", *sets(values), env=failing)
+    assert state_of(out, "rot-aug-s000").state == "failed"
+    path = out / "trials" / "rot-aug-s000.h5"
+    by_hand = subprocess.Popen([PYTHON, "-m", "pipeline", "run-trial", "--exp", "smoke", "--index", "0", "--out",
+                                str(out), *sets(values)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert wait_until(lambda: epochs_done(path) >= 2)
+        records_before = (out / "submissions.jsonl").read_text().splitlines()
+        again = cli("resubmit", "--out", str(out), "--wait", "--workers", "1")
+        assert again.returncode == 0, again.stderr
+        launched = [i for line in (out / "submissions.jsonl").read_text().splitlines()[len(records_before):]
+                    for task in json.loads(line)["tasks"] for i in task["indices"]]
+        assert 0 not in launched
+        assert state_of(out, "rot-aug-s000").state == "running"
+    finally:
+        assert by_hand.wait(timeout=300) == 0, by_hand.stderr.read()
+    assert state_of(out, "rot-aug-s000").state == "complete"
+    assert read_status(path)["attempts"] == 2  # the failed one, then run-trial's: no third writer
+
+
 def test_two_submits_of_one_grid_launch_every_trial_once(tmp_path):
     expected = tmp_path / "expected"
     assert cli("submit", "--exp", "smoke", "--out", str(expected)).returncode == 0
