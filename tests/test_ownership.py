@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import lease_racer
-from helpers import assert_same_results
+from helpers import assert_same_results, launched_indices, run_at_once
 from pipeline.execute import execute
 from pipeline.files import read_status
 from pipeline.grid import load_grid
@@ -219,14 +219,10 @@ def test_two_submits_of_one_grid_launch_every_trial_once(tmp_path):
     assert cli("submit", "--exp", "smoke", "--out", str(expected)).returncode == 0
     out = tmp_path / "out"
     argv = [PYTHON, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(out)]
-    both = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
-    outputs = [p.communicate(timeout=300) for p in both]
-    assert all(p.returncode == 0 for p in both), outputs
-    launched = [i for line in (out / "submissions.jsonl").read_text().splitlines()
-                for task in json.loads(line)["tasks"] for i in task["indices"]]
-    assert sorted(launched) == list(range(15))  # each trial in exactly one task of one submission
-    assert sum("not submitted again" in stdout for stdout, _ in outputs) == 1
+    outputs = run_at_once(argv, ROOT)
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    assert sorted(launched_indices(out)) == list(range(15))  # each trial in exactly one task of one submission
+    assert sum("not submitted again" in stdout for _, stdout, _ in outputs) == 1
     assert all(s.state == "complete" for s in gather(out))
     for path in sorted((expected / "trials").glob("*.h5")):
         assert read_status(out / "trials" / path.name)["attempts"] == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_same_results
+from helpers import assert_same_results, launched_indices, run_at_once
 from pipeline.cli import main
 from pipeline.grid import load_grid
 from pipeline.execute import execute
@@ -138,13 +138,9 @@ def test_two_submits_of_one_grid_launch_every_trial_once_on_slurm(slurm_cluster,
     out = tmp_path / "twice"
     argv = [sys.executable, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(out), "--cluster",
             slurm_cluster, "--no-wait", "--trials-per-task", "2"]
-    both = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
-    outputs = [p.communicate(timeout=300) for p in both]
-    assert all(p.returncode == 0 for p in both), outputs
-    launched = [i for line in (out / "submissions.jsonl").read_text().splitlines()
-                for task in json.loads(line)["tasks"] for i in task["indices"]]
-    assert sorted(launched) == list(range(15))
+    outputs = run_at_once(argv, ROOT)
+    assert all(code == 0 for code, _, _ in outputs), outputs
+    assert sorted(launched_indices(out)) == list(range(15))
     wait_for(out, poll_s=1.0)
     assert all(s.state == "complete" for s in gather(out))
     assert all(read_status(p)["attempts"] == 1 for p in (out / "trials").glob("*.h5"))
