@@ -251,3 +251,40 @@ def test_the_cost_model_knows_every_group_order():
     for name in GROUP_NAMES:
         trial = load_grid("smoke", {"groups": name}).trials()[0].settings
         assert get("groups").group_order(trial) == len(get_group(name, trial.n))
+
+
+def test_growing_a_grid_runs_only_the_new_trials_and_a_changed_one_is_refused(tmp_path):
+    """More seeds, or another value of an axis, into a folder that holds a grid: the trials that ran keep
+    their files and indices, only the new ones run; a setting that would change a trial that ran is one line
+    naming it, and leaves the folder as it was."""
+    out = tmp_path / "grown"
+    base = ["groups=rot", "modes=aug", "seeds=1", "epochs=2", "configs=cross", "cnn.seeds=1"]
+
+    def submit(values):
+        return subprocess.run([sys.executable, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(out),
+                               "--wait", *[a for v in values for a in ("--set", v)]],
+                              cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300)
+
+    assert submit(base).returncode == 0
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*.h5")}
+    assert sorted(first) == ["cnn-cross-s000.h5", "rot-aug-s000.h5"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    indices = {t["trial_id"]: t["index"] for t in manifest["trials"]}
+
+    grown = submit([v for v in base if not v.startswith("seeds=")] + ["groups.seeds=2", "augment=sampled:2,orbit"])
+    assert grown.returncode == 0, grown.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*.h5")}
+    # The trial that ran keeps its id and its file (augment=sampled:2 is the smoke grid's own value); the new
+    # trials are named with the swept setting.
+    assert after["rot-aug-s000.h5"] == first["rot-aug-s000.h5"]
+    assert after["cnn-cross-s000.h5"] == first["cnn-cross-s000.h5"]
+    assert set(after) - set(first) == {"rot-aug-sampled2-s001.h5", "rot-aug-orbit-s000.h5", "rot-aug-orbit-s001.h5"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {t["trial_id"]: t["index"] for t in manifest["trials"] if t["trial_id"] in indices} == indices
+    assert all(read_status(out / "trials" / name)["attempts"] == 1 for name in after)
+
+    before = (out / "manifest.json").read_bytes()
+    changed = submit([v for v in base if not v.startswith("epochs=")] + ["epochs=3"])
+    assert changed.returncode == 2 and changed.stderr.count("\n") == 1
+    assert "rot-aug-s000 exists in this folder with other settings (epochs=2 there, 3 in" in changed.stderr
+    assert (out / "manifest.json").read_bytes() == before
