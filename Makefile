@@ -54,7 +54,7 @@ aggregate: env
 bench: env
 	$(PY) bench/run.py
 
-# On a CUDA machine: smoke grids on the GPU, TF32 check, benchmark rows 1, 1b, 3, 4, GPU-hour projections.
+# On a CUDA machine: smoke grids on the GPU, TF32 check, packing tests on CUDA, benchmark rows 1, 1b, 3, 4, measured GPU-hours.
 gpu-check: env
 	$(PY) bench/gpu_check.py
 

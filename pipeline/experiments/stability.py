@@ -175,7 +175,8 @@ class StabilityExperiment(Experiment):
         return "at the stationary point A*" if mode == MODE else super().mode_words(mode)
 
     def cell_title(self, cell: str) -> str:
-        return GROUPS_EXPERIMENT.cell_title(cell) if cell in GROUP_NAMES else f"CNN {cell[len(CNN_PREFIX):]}"
+        # Seven networks side by side: the groups' full titles would run into each other.
+        return cell
 
     def irrelevant(self, settings) -> set[str]:
         if not settings.is_cnn:
