@@ -24,7 +24,7 @@ from .atomic import replace_atomically, write_text
 from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
-from .stationary_points import cell_table, planned_figures
+from .stationary_points import cell_table, planned_figures, trial_table
 from .report import problem_lines, report_markdown, summary_markdown
 from .summary import summarize, trial_end_points
 
@@ -107,10 +107,11 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
             (folder / f"{name}.csv").unlink(missing_ok=True)
         else:
             paths.append(_write_csv(folder / f"{name}.csv", table))
-    if not results.measurements.empty:
-        paths.append(_write_csv(folder / "stationary_points.csv", cell_table(results)))
-    else:
-        (folder / "stationary_points.csv").unlink(missing_ok=True)
+    for name, table in (("stationary_points", cell_table), ("stationary_points_trials", trial_table)):
+        if not results.measurements.empty:
+            paths.append(_write_csv(folder / f"{name}.csv", table(results)))
+        else:
+            (folder / f"{name}.csv").unlink(missing_ok=True)
 
     made = None
     if figures:

@@ -9,6 +9,8 @@ runner resets its reference point when a phase begins), so its "final travelled"
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -113,6 +115,8 @@ def summarize(results: Results, end_points: pd.DataFrame) -> pd.DataFrame:
                         f"{column}_iqr": q75 - q25})
         row["chance_accuracy"] = chance_accuracy(row["experiment"])
         accuracy = row["final_accuracy_median"]
-        row["not_learning"] = bool(np.isfinite(accuracy) and accuracy < LEARNING_MIN_FACTOR * row["chance_accuracy"])
+        row["meant_to_learn"] = experiment_of(row["experiment"]).meant_to_learn(json.loads(members["settings"].iloc[0]))
+        row["not_learning"] = bool(row["meant_to_learn"] and np.isfinite(accuracy)
+                                   and accuracy < LEARNING_MIN_FACTOR * row["chance_accuracy"])
         rows.append(row)
     return cell_order(pd.DataFrame(rows)).reset_index(drop=True)

@@ -33,7 +33,9 @@ def _train(args) -> int:
         from .runner import ConsoleSink, run_trial
 
         print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
-        run_trial(trial, ConsoleSink(log=lambda line: print(line, flush=True)))
+        sink = ConsoleSink(log=lambda line: print(line, flush=True))
+        run_trial(trial, sink)
+        _print_results(sink.results)
         return 0
     from .execute import execute, install_cancel_handler
     from .grid import Grid
@@ -47,7 +49,23 @@ def _train(args) -> int:
     finally:
         lease.release()
     install_cancel_handler()
-    return _report_outcome(execute(args.out, [trial], force=args.force))
+    outcome = _report_outcome(execute(args.out, [trial], force=args.force))
+    if outcome == 0:
+        from .files import read_results_attrs, trial_paths
+
+        _print_results(read_results_attrs(trial_paths(args.out, trial.trial_id)[0]))
+    return outcome
+
+
+def _print_results(attrs: dict) -> None:
+    """What a trial measured after training (Experiment S: at A*), in a few lines; nothing for the others."""
+    if not attrs:
+        return
+    from analysis.stationary_points import summary_lines
+
+    print("measured after training:")
+    for line in summary_lines(attrs):
+        print(f"  {line}", flush=True)
 
 
 def _plan(args) -> int:

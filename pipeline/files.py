@@ -91,3 +91,9 @@ def inspect(path: Path) -> FileState:
     if differences:
         return FileState("inconsistent", attrs, rows, "marked complete but holds " + "; ".join(differences))
     return FileState("complete", attrs, rows)
+
+
+def read_results_attrs(path: Path) -> dict:
+    """The attributes of a trial file's ``results/`` (what was measured after training); {} where there are none."""
+    with open_h5(path) as f:
+        return {k: plain(v) for k, v in f["results"].attrs.items()} if "results" in f else {}

@@ -64,6 +64,7 @@ class ConsoleSink:
 
     def __init__(self, log=print):
         self.log = log
+        self.results: dict = {}
 
     def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
         self.layer_names = layer_names
@@ -80,8 +81,7 @@ class ConsoleSink:
         pass
 
     def write_results(self, arrays: dict, attrs: dict) -> None:
-        for name in sorted(attrs):
-            self.log(f"  {name} = {attrs[name]}")
+        self.results = attrs  # kept for whoever ran it (``pipeline train`` prints a summary)
 
     def save_latest_state(self) -> None:
         pass
@@ -98,7 +98,6 @@ class CollectingSink(ConsoleSink):
         self.records: list[EpochRecord] = []
         self.weights: list[dict[str, torch.Tensor]] = []
         self.steps: list[torch.Tensor] = []
-        self.results: dict = {}
 
     def write_epoch(self, record, model, checkpoint):
         super().write_epoch(record, model, checkpoint)

@@ -68,7 +68,14 @@ class RowPlan:
         return 0
 
 
+# A real-valued target rather than a class: the squared error of a one-output model (Experiment S's
+# two-input controls, docs/science.md §5). Not a choice of the classification experiments' ``loss``.
+SQUARED_ERROR = "squared_error"
+
+
 def loss_sum(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
+    if loss == SQUARED_ERROR:
+        return ((logits.squeeze(1) - labels) ** 2).sum()
     if loss == "cross_entropy":
         return F.cross_entropy(logits, labels, reduction="sum")
     if loss == "softmax_cross_entropy":  # the reference code's softmax-then-cross-entropy
@@ -79,7 +86,10 @@ def loss_sum(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Ten
     raise ValueError(f"unknown loss {loss!r}; accepted: {', '.join(LOSSES)}")
 
 
-def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> int:
+def correct_count(logits: torch.Tensor, labels: torch.Tensor, loss: str = "") -> float:
+    """Correctly classified rows; NaN for a regression target, which has no classes to be right about."""
+    if loss == SQUARED_ERROR:
+        return float("nan")
     return int((logits.argmax(1) == labels).sum())
 
 
@@ -124,7 +134,7 @@ def evaluate(model: MeasuredModel, data: Dataset, loss: str, chunk_size: int) ->
         x, y = data.images[start : start + chunk_size], data.labels[start : start + chunk_size]
         logits = model(x)
         total += loss_sum(logits, y, loss).item()
-        correct += correct_count(logits, y)
+        correct += correct_count(logits, y, loss)
     return total / len(data), correct / len(data)
 
 

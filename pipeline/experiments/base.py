@@ -104,6 +104,9 @@ class Claim:
     threshold: str = ""  # LEAVES_E: the named minimum of dist_E/dist_init; ALL_OF/ANY_OF: the kind combined
     above_roundoff: bool = False  # LEAVES_E: also require final dist_E/||A|| above round-off
     reference: GridCell | None = None  # BELOW_REFERENCE: the cell to stay below
+    # A control of a detector (STABILITY_DIFFERS on a model where the answer is known): the verdict it must give.
+    # Controls validate the detector; they are not evidence for the paper's claim and are not combined into it.
+    expected: str = ""
 
 
 class Experiment:
@@ -186,6 +189,15 @@ class Experiment:
     def claims(self, cells: list[GridCell]) -> list[Claim]:
         """What docs/science.md claims about these cells; a cell without a claim may be left out."""
         return []
+
+    def meant_to_learn(self, settings: dict) -> bool:
+        """Whether a trial with these settings is a training run, whose accuracy should end well above chance
+        (the report warns where it does not), rather than a probe of the dynamics near its start."""
+        return True
+
+    def probe_words(self) -> str:
+        """For an experiment whose trials are not all meant to learn: what the others are, in one sentence."""
+        return ""
 
     # -- the course of a trial ---------------------------------------------------------------------------
     def total_epochs(self, settings) -> int:

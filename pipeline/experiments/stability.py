@@ -7,9 +7,11 @@ structure of the Aug Hessian, the low and high ends of the spectra of H_E (on E)
 the growth of perturbations off E under Aug gradient descent, plain and regularised (``results/`` of the
 trial file). The mathematics is ``pipeline.stationary``.
 
-Networks: the Experiment G network for each group, and the CNN of Experiment C (A* from its equivariant
+Networks: the Experiment G network for each group, the CNN of Experiment C (A* from its equivariant
 parametrisation, then measured in the variant's unconstrained one: ``cross`` meets the premises,
-``skew`` and ``nonunitary`` are where they fail). A trial's cell is its network.
+``skew`` and ``nonunitary`` are where they fail), and two controls of the claim-3 detector on two inputs with
+G = Z₂ (``pipeline.models.swap_pair``): ``toy-z2``, where claim 3 holds provably, and ``toy-linear``, a convex
+model where it cannot. A trial's cell is its network.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (LOSSES, CommonSettings, ConfigError, atomic, check_choice, check_count, check_positive_int,
-                        check_rate)
+from ..settings import (LOSSES, CommonSettings, ConfigError, atomic, check_choice, check_count, check_nonnegative,
+                        check_positive_int, check_rate)
 from .base import (ALL_OF, ANY_OF, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STABILITY_DIFFERS, Claim, Experiment,
                    GridCell, Labels)
 from .cnn import EXPERIMENT as CNN_EXPERIMENT
@@ -28,10 +30,16 @@ from .groups import EXPERIMENT as GROUPS_EXPERIMENT
 from .groups import GROUP_NAMES, GROUP_ORDERS
 
 CNN_PREFIX = "cnn-"
-NETWORKS = (*GROUP_NAMES, *(CNN_PREFIX + variant for variant in VARIANTS))
+TOY_PREFIX = "toy-"
+# The controls of the claim-3 detector (docs/science.md §5): what its verdict must be on each.
+DEMONSTRATED_WORD, NOT_OBSERVED_WORD = "demonstrated", "not observed"
+CONTROLS = {"toy-z2": DEMONSTRATED_WORD, "toy-linear": NOT_OBSERVED_WORD}
+NETWORKS = (*GROUP_NAMES, *(CNN_PREFIX + variant for variant in VARIANTS), *CONTROLS)
 # Where the premises of claims 1 and 3 (compatible L, unitary parametrisation) hold.
-PREMISES_HOLD = {**{g: True for g in GROUP_NAMES}, "cnn-cross": True, "cnn-skew": False, "cnn-nonunitary": False}
+PREMISES_HOLD = {**{g: True for g in GROUP_NAMES}, "cnn-cross": True, "cnn-skew": False, "cnn-nonunitary": False,
+                 **{name: True for name in CONTROLS}}
 METHODS = ("lbfgs", "gd")
+REFINEMENTS = ("newton", "none")
 ACTIVATIONS = ("tanh", "paper")
 MODE = "at A*"  # one mode: Equi and Aug are both measured at the stationary point
 
@@ -52,11 +60,20 @@ class StabilitySettings(CommonSettings):
     cnn_channels: str = atomic("4,8,8")  # CNN: widths, image size (>= 12: smaller maps leave no signal on E)
     image_size: int = 12
     basis_seed: int = 0
-    loss: str = "mse"  # against one-hot labels: a loss with genuine minimisers
-    method: str = "lbfgs"
-    tolerance: float = 1e-3  # the search stops when ||Pi_E grad R|| has dropped by this factor ...
-    max_iterations: int = 1000  # ... or after this many iterations
-    block: int = 50  # iterations per recorded row
+    loss: str = "mse"  # against one-hot labels: a loss with genuine minimisers (the controls: squared error)
+    # (weight_decay/2) ||A||^2 added to R (and so to R_aug): G-invariant, part of the objective studied. It shifts
+    # every Hessian eigenvalue by its value and gives R finite minimisers where the data term alone has none.
+    weight_decay: float = 0.0
+    method: str = "lbfgs"  # the first stage of the search
+    tolerance: float = 1e-3  # the first stage ends when ||Pi_E grad R|| has dropped by this factor ...
+    max_iterations: int = 1000  # ... or after this many iterations (or when L-BFGS stalls)
+    block: int = 50  # first-stage iterations per recorded row
+    # The second stage: trust-region Newton on E (one step per recorded row) until ||Pi_E grad R|| has dropped
+    # by gradient_floor from its start, the trust region shrinks to round-off, or newton_iterations steps.
+    refine: str = "newton"
+    newton_iterations: int = 50
+    cg_iterations: int = 200  # Hessian-vector products per Newton step, at most
+    gradient_floor: float = 1e-12
     eigenpairs: int = 3  # lowest Ritz pairs kept per block (and the largest)
     lanczos_steps: int = 80
     epsilon: float = 1e-6  # size of the perturbation off E, relative to ||A*||
@@ -71,14 +88,17 @@ class StabilitySettings(CommonSettings):
         check_choice("network", self.network, NETWORKS)
         check_choice("loss", self.loss, LOSSES)
         check_choice("method", self.method, METHODS)
+        check_choice("refine", self.refine, REFINEMENTS)
         check_choice("activation", self.activation, ACTIVATIONS)
         if self.dtype != "float64":
             raise ConfigError(f"dtype must be float64 for Experiment S (its identities hold at float64 round-off), "
                               f"got {self.dtype!r}; accepted: float64")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
             raise ConfigError(f"n must be an integer >= 2 (images are n x n), got {self.n!r}")
-        for name in ("channels", "max_iterations", "block", "eigenpairs", "perturbation_steps"):
+        for name in ("channels", "max_iterations", "block", "eigenpairs", "perturbation_steps", "cg_iterations"):
             check_positive_int(name, getattr(self, name))
+        check_count("newton_iterations", self.newton_iterations)
+        check_nonnegative("weight_decay", self.weight_decay)
         check_count("basis_seed", self.basis_seed)
         if self.lanczos_steps <= self.eigenpairs:
             raise ConfigError(f"lanczos_steps must exceed eigenpairs ({self.eigenpairs}), got {self.lanczos_steps}")
@@ -86,10 +106,12 @@ class StabilitySettings(CommonSettings):
         if self.image_size < 12 or self.image_size % 4:
             raise ConfigError(f"image_size must be a multiple of 4 and at least 12 (a 2 x 2 final map leaves every "
                               f"logit constant on E), got {self.image_size}")
-        for name in ("tolerance", "epsilon", "step_factor"):
+        for name in ("tolerance", "epsilon", "step_factor", "gradient_floor"):
             check_rate(name, getattr(self, name))
-        if self.tolerance >= 1:
-            raise ConfigError(f"tolerance must be below 1 (a factor by which the gradient drops), got {self.tolerance}")
+        for name in ("tolerance", "gradient_floor"):
+            if getattr(self, name) >= 1:
+                raise ConfigError(f"{name} must be below 1 (a factor by which the gradient drops), "
+                                  f"got {getattr(self, name)}")
         if self.step_factor >= 2:
             raise ConfigError(f"step_factor must be below 2 (beyond, gradient descent is unstable on E), "
                               f"got {self.step_factor}")
@@ -100,6 +122,10 @@ class StabilitySettings(CommonSettings):
     def is_cnn(self) -> bool:
         return self.network.startswith(CNN_PREFIX)
 
+    @property
+    def is_control(self) -> bool:
+        return self.network in CONTROLS
+
 
 class StationaryStepper:
     """The stepper of a stationary-point search: one model, its objective R, and the resumable search."""
@@ -108,8 +134,12 @@ class StationaryStepper:
         from ..stationary import ModelObjective, StationarySearch
 
         self.models, self.seeds = [model], list(seeds)
-        self.objective = ModelObjective(model, data, settings.loss, settings.chunk_size)
-        self.search = StationarySearch(self.objective, settings.tolerance, settings.method, settings.block)
+        self.objective = ModelObjective(model, data, EXPERIMENT.evaluation_loss(settings), settings.chunk_size,
+                                        weight_decay=settings.weight_decay)
+        self.search = StationarySearch(self.objective, settings.tolerance, settings.method, settings.block,
+                                       max_iterations=settings.max_iterations, refine=settings.refine,
+                                       newton_iterations=settings.newton_iterations,
+                                       cg_iterations=settings.cg_iterations, gradient_floor=settings.gradient_floor)
 
     @property
     def template(self):
@@ -145,31 +175,43 @@ class StabilityExperiment(Experiment):
         return Labels(self.cell_key, settings.network, MODE)
 
     def claims(self, cells: list[GridCell]) -> list[Claim]:
-        """docs/science.md §7: claim 1 at round-off where its premises hold (and failing by orders of magnitude
-        where they do not); claim 3 wherever they hold; then each over all the networks of the grid."""
+        """docs/science.md §7: claim 1 at round-off where its premises hold (and Aug's gradient departing from
+        Equi's where they do not); claim 3 wherever they hold; the detector's verdict on its controls; then
+        claims 1 and 3 over all the networks of the grid that are not controls."""
         claims = []
         for cell in cells:
             subject = f"stationary points, {cell.cell}"
-            if PREMISES_HOLD.get(cell.cell, False):
+            if cell.cell in CONTROLS:
+                expected = CONTROLS[cell.cell]
+                why = ("claim 3 holds here provably" if expected == DEMONSTRATED_WORD
+                       else "a convex model: H ⪰ 0 everywhere, so claim 3 cannot hold")
+                claims.append(Claim(STABILITY_DIFFERS, f"detector control, {cell.cell}",
+                                    f"the claim-3 detector says “{expected}” ({why})", cell, "5", "controls",
+                                    expected=expected))
+            elif PREMISES_HOLD.get(cell.cell, False):
                 claims.append(Claim(IDENTITY_AT_ROUNDOFF, subject, "∇R_aug = Π_E ∇R at A⁰ and A* (to round-off)",
                                     cell, "1", "claim 1"))
                 claims.append(Claim(STABILITY_DIFFERS, subject, "A* stable for Equi, unstable for Aug", cell, "1",
                                     "claim 3"))
             else:
                 why = "incompatible support" if cell.cell.endswith("skew") else "non-unitary parametrisation"
-                claims.append(Claim(IDENTITY_FAILS, subject, f"the identity of claim 1 fails ({why})", cell, "1",
-                                    "claim 4"))
-        if any(PREMISES_HOLD.get(cell.cell, False) for cell in cells):
+                claims.append(Claim(IDENTITY_FAILS, subject, f"Aug's gradient departs from Equi's on E ({why})", cell,
+                                    "1", "claim 4"))
+        if any(PREMISES_HOLD.get(cell.cell, False) and cell.cell not in CONTROLS for cell in cells):
             everywhere = GridCell("every compatible network", MODE)
             claims.append(Claim(ALL_OF, "Experiment S", "claim 1: the equivariant stationary points of Equi and Aug "
                                 "coincide (the identity holds in every compatible network)", everywhere, "1",
                                 "claim 1", threshold=IDENTITY_AT_ROUNDOFF))
             claims.append(Claim(ANY_OF, "Experiment S", "claim 3: a stationary point stable for Equi can be unstable "
-                                "for Aug", everywhere, "1", "claim 3", threshold=STABILITY_DIFFERS))
+                                "for Aug (in a network of docs/science.md §3 or §4)", everywhere, "1", "claim 3",
+                                threshold=STABILITY_DIFFERS))
         return claims
 
     def id_prefix(self, settings) -> str:
         return f"stab-{settings.network}"
+
+    def meant_to_learn(self, settings: dict) -> bool:
+        return settings.get("network") not in CONTROLS  # the controls fit real numbers: no accuracy to judge
 
     def mode_words(self, mode: str) -> str:
         return "at the stationary point A*" if mode == MODE else super().mode_words(mode)
@@ -179,17 +221,28 @@ class StabilityExperiment(Experiment):
         return cell
 
     def irrelevant(self, settings) -> set[str]:
+        unused = set()
+        if settings.refine == "none":
+            unused |= {"newton_iterations", "cg_iterations", "gradient_floor"}
+        if settings.is_control:  # two fixed samples and a loss of their own
+            return unused | {"cnn_channels", "image_size", "basis_seed", "n", "channels", "activation", "n_samples",
+                             "loss", "data_source"}
         if not settings.is_cnn:
-            return {"cnn_channels", "image_size", "basis_seed"}
-        unused = {"n", "channels", "activation"}  # the CNN has tanh already
+            return unused | {"cnn_channels", "image_size", "basis_seed"}
+        unused |= {"n", "channels", "activation"}  # the CNN has tanh already
         if VARIANTS[settings.network[len(CNN_PREFIX):]][1] != "nonunitary":
             unused.add("basis_seed")
         return unused
 
     def total_epochs(self, settings) -> int:
-        return -(-settings.max_iterations // settings.block)
+        newton = settings.newton_iterations if settings.refine == "newton" else 0
+        return -(-settings.max_iterations // settings.block) + newton
 
     def evaluation_loss(self, settings) -> str:
+        if settings.is_control:
+            from ..training import SQUARED_ERROR
+
+            return SQUARED_ERROR
         return settings.loss
 
     # -- the networks, borrowed from the experiments that define them ---------------------------------------
@@ -207,10 +260,21 @@ class StabilityExperiment(Experiment):
                                        if settings.activation == "tanh" else {})})
 
     def load_data(self, settings, device, dtype):
+        if settings.is_control:
+            from ..models.swap_pair import swap_pair_data
+
+            return swap_pair_data().to(device, dtype)
         owner, theirs = self._delegate(settings)
         return owner.load_data(theirs, device, dtype)
 
     def build_model(self, settings, phase: int = 1):
+        if settings.is_control:
+            from ..models.swap_pair import SwapPairModel
+            from ..training import seeded_generator
+
+            model = SwapPairModel(settings.network[len(TOY_PREFIX):]).double()
+            model.initialize(seeded_generator(settings.seed, "init"))
+            return model
         owner, theirs = self._delegate(settings)
         return owner.build_model(theirs, 1)  # the Equi model: parametrised in E, or projected onto it
 
@@ -222,7 +286,7 @@ class StabilityExperiment(Experiment):
     def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
         search = stepper.search
         hooks.before_update([(search.loss, search.accuracy)])
-        search.step_block(min(settings.block, settings.max_iterations - search.iterations))
+        search.step_block()
         return [search.norm]  # the next row's "gradient": ||Pi_E grad R|| at the point it records
 
     def finished(self, settings, stepper) -> bool:
@@ -241,57 +305,80 @@ class StabilityExperiment(Experiment):
 
         start = self.measured_model(settings, self.build_model(settings).to(device=data.images.device,
                                                                              dtype=data.images.dtype))
+        log = getattr(sinks[0], "log", print) if sinks else print
         arrays, attrs = measure(settings, stepper.search, self.measured_model(settings, stepper.models[0]), start,
-                                data, seeded_generator(settings.seed, "stability measurements"))
+                                data, seeded_generator(settings.seed, "stability measurements"),
+                                progress=lambda what: log(f"stab-{settings.network}-s{settings.seed:03d} at A*: {what}"))
         attrs["premises_hold"] = PREMISES_HOLD[settings.network]
         for sink in sinks:
             sink.write_results(arrays, attrs)
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings) -> int:
+        if settings.is_control:
+            return 8
         owner, theirs = self._delegate(settings)
         return owner.forward_flops_per_sample(theirs)
 
     def group_order(self, settings) -> int:
+        if settings.is_control:
+            return 2
         return 4 if settings.is_cnn else GROUP_ORDERS[settings.network](settings.n)
 
     def trial_flops(self, settings) -> int:
         """At most: the search (about 1.3 gradient evaluations an iteration, line searches included), the
         claim-1 gradients at A⁰ and A*, two Lanczos runs of Hessian-vector products (a product costs about
         two gradients; H_⊥'s runs over the |G|-fold orbit), four perturbation runs of Aug gradient steps."""
-        forward = self.forward_flops_per_sample(settings) * settings.n_samples
+        samples = 2 if settings.is_control else settings.n_samples
+        forward = self.forward_flops_per_sample(settings) * samples
         gradient, orbit = 3 * forward, self.group_order(settings)
         search = 1.3 * settings.max_iterations * gradient
+        if settings.refine == "newton":  # a product costs about two gradients; a few trials per step
+            search += settings.newton_iterations * (2 * settings.cg_iterations + 3) * gradient
         claims = 2 * 2 * gradient * (1 + orbit)
         lanczos = settings.lanczos_steps * 2 * gradient * (1 + orbit)
         perturbations = 4 * settings.perturbation_steps * gradient * orbit
         return int(search + claims + lanczos + perturbations)
 
     def snapshot_values(self, settings) -> int:
+        if settings.is_control:
+            return 3
         owner, theirs = self._delegate(settings)
         return owner.snapshot_values(theirs)
 
 
-def measure(settings: StabilitySettings, search, model, start_model, data, generator) -> tuple[dict, dict]:
+def measure(settings: StabilitySettings, search, model, start_model, data, generator,
+            progress=lambda what: None) -> tuple[dict, dict]:
     """Everything Experiment S measures once the search has ended: (arrays, attributes) of ``results/``.
 
     ``model`` is A* and ``start_model`` A⁰, both in the coordinates of the claims. Claim 1 is checked at
     both: at A* the gradients nearly vanish and the identity's residual is read against the scale of the
-    plain gradient too; A⁰ is a point of E where they do not."""
+    plain gradient too; A⁰ is a point of E where they do not. The ends of both spectra come with the residuals
+    of their Ritz pairs, which is what certifies a sign (docs/science.md §7); the perturbation runs are
+    anchored at A* (``stationary.perturbation_run``)."""
     import torch
 
     from .. import stationary
 
-    objective = stationary.ModelObjective(model, data, settings.loss, settings.chunk_size)
-    start = stationary.ModelObjective(start_model, data, settings.loss, settings.chunk_size)
+    loss = EXPERIMENT.evaluation_loss(settings)
+    objective = stationary.ModelObjective(model, data, loss, settings.chunk_size, weight_decay=settings.weight_decay)
+    start = stationary.ModelObjective(start_model, data, loss, settings.chunk_size,
+                                      weight_decay=settings.weight_decay)
+    theta = objective.get()
+    orbit = EXPERIMENT.group_order(settings)
+    progress(f"search ended ({search.ended}); claim 1 at A* and A⁰, the block structure")
     attrs = {"network": settings.network, "converged": search.converged, "stalled": search.stalled,
-             "iterations": search.iterations, "evaluations": search.evaluations,
+             "search_end": search.ended, "iterations": search.iterations, "newton_iterations": search.newton_iterations,
+             "evaluations": search.evaluations, "hessian_products": search.hessian_products,
              "start_projected_grad_norm": search.start_norm, "final_projected_grad_norm": search.norm,
-             "tolerance": settings.tolerance, "dimension": objective.dim}
+             "tolerance": settings.tolerance, "weight_decay": settings.weight_decay, "dimension": objective.dim,
+             "theta_norm": float(torch.linalg.vector_norm(theta)), "loss": search.loss, "accuracy": search.accuracy}
     attrs.update(stationary.claim1(objective))
     attrs.update({f"start_{k}": v for k, v in stationary.claim1(start).items()})
     attrs.update({f"block_{k}": v for k, v in stationary.block_structure(objective, generator).items()})
 
+    progress(f"spectra of H_E and H_⊥: two Lanczos runs of up to {settings.lanczos_steps} Hessian-vector products "
+             f"(H_⊥'s over the {orbit}-element orbit)")
     found = stationary.spectra(objective, settings.eigenpairs, settings.lanczos_steps, generator)
     arrays = {}
     for block, spectrum in found.items():
@@ -303,17 +390,18 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
         attrs.update({f"lambda_min_{block}": float(spectrum.lowest[0]),
                       f"lambda_min_{block}_residual": float(spectrum.lowest_residuals[0]),
                       f"lambda_max_{block}": spectrum.largest, f"lambda_max_{block}_residual": spectrum.largest_residual,
-                      f"krylov_dim_{block}": spectrum.krylov_dim})
+                      f"krylov_dim_{block}": spectrum.krylov_dim, f"lanczos_breakdown_{block}": spectrum.breakdown})
 
     lambda_max = max(found["E"].largest, found["perp"].largest)
     lambda_min = float(found["perp"].lowest[0])
     lr = settings.step_factor / lambda_max
     gamma = max(0.0, -lambda_min) + settings.reg_margin * lambda_max
-    epsilon = settings.epsilon * float(torch.linalg.vector_norm(objective.get()))
+    epsilon = settings.epsilon * float(torch.linalg.vector_norm(theta))
     attrs.update({"lambda_max": lambda_max, "lr": lr, "gamma": gamma, "epsilon_absolute": epsilon})
     directions = {"lowest": found["perp"].lowest_vectors[0],
                   "random": stationary.random_unit(objective, objective.project_perp, generator)}
     steps = settings.perturbation_steps
+    progress(f"four perturbation runs of {steps} Aug gradient steps")
     for name, direction in directions.items():
         for suffix, reg in (("", 0.0), ("_regularised", gamma)):
             series = stationary.perturbation_run(objective, direction, epsilon, lr, steps, reg)
