@@ -12,23 +12,24 @@ from .style import (BAND, CHANCE_LINE, FLOOR_LINE, decade_below, legend, linear_
                     panel_grid, reading_handles)
 from .trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
 
-METRICS = {"loss": "training loss", "accuracy": "training accuracy"}
-
-
 def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
     rows = drawn_rows(epochs, experiment.name)
     rows = rows[rows["layer"] == TOTAL]
     cells = ordered_cells(rows, experiment)
     styles, first_phase = figure_styles(trials, experiment)
-    figure, axes = panel_grid(len(cells), rows_per_item=len(METRICS))
+    # A series no trial has (accuracy where the targets are real numbers) gets no row of panels.
+    metrics = {name: words for name, words in experiment.curve_metrics.items() if rows[name].notna().any()}
+    figure, axes = panel_grid(len(cells), rows_per_item=len(metrics))
     complete, running = set(), set()
     chance = 1.0 / experiment.classes
     for c, cell in enumerate(cells):
         panel = rows[rows["cell"] == cell]
         boundary = phase_boundary(panel)
-        for r, metric in enumerate(METRICS):
+        for r, metric in enumerate(metrics):
             ax = axes[r][c]
             drawn = draw_panel(ax, panel, "epoch", metric, styles, first_phase)
+            if metric in experiment.log_curves and (panel[metric] > 0).any():
+                ax.set_yscale("log")
             complete |= drawn.complete
             running |= drawn.running
             # The same epochs axis as the trajectory figures, so that the two read side by side.
@@ -38,13 +39,15 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
             if boundary is not None:
                 mark_boundary(ax, boundary)
         axes[0][c].set_title(experiment.cell_title(cell))
-        axes[1][c].axhline(chance, zorder=1, **CHANCE_LINE)
-        axes[1][c].set_ylim(0, 1)
+        if "accuracy" in metrics:
+            accuracy = axes[list(metrics).index("accuracy")][c]
+            accuracy.axhline(chance, zorder=1, **CHANCE_LINE)
+            accuracy.set_ylim(0, 1)
     for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    for r, words in enumerate(METRICS.values()):
+        ax.set_xlabel(experiment.row_words)
+    for r, words in enumerate(metrics.values()):
         axes[r][0].set_ylabel(words)
-    figure.suptitle(f"{experiment.display_title()}: loss and accuracy on the (untransformed) training data")
+    figure.suptitle(f"{experiment.display_title()}: {experiment.curves_title}")
     facts = FigureFacts(panels=len(figure.axes), complete=len(complete), running=len(running),
                         compressed=any(ax.get_xscale() == "function" for ax in figure.axes))
     present = set(rows["series"])

@@ -104,8 +104,10 @@ def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> di
         if "training_curves" in wanted:
             planned[figure_names.training_curves(experiment)] = (
                 lambda e=experiment: training_curves(epochs, trials, e),
-                f"{title}: loss (top) and accuracy (bottom) on the untransformed training data against the epoch",
-                "thick lines: per series, the median over seeds at each epoch", experiment)
+                f"{title}: " + ", ".join(experiment.curve_metrics.values()) + " (top to bottom) on the untransformed "
+                f"training data against the {experiment.row_words}",
+                f"thick lines: per series, the median over seeds at each {experiment.row_words.split(' (')[0]}",
+                experiment)
         if "steps" in wanted and steps_add_information(steps, experiment):
             planned[figure_names.steps(experiment)] = (
                 lambda e=experiment: steps_figure(epochs, steps, trials, e),

@@ -64,7 +64,7 @@ def _cells_in_words(verdicts: list[Verdict], good: str = HOLDS) -> str:
     return text
 
 
-def _claim1(verdicts: list[Verdict], trials: pd.DataFrame) -> ClaimRow:
+def _claim1(verdicts: list[Verdict], trials: pd.DataFrame, controls: set[str]) -> ClaimRow:
     networks = [v for v in verdicts if v.kind == claims.IDENTITY_AT_ROUNDOFF]
     if not networks:
         return ClaimRow("claim 1", STATEMENTS["claim 1"], NOT_TESTED, "no Experiment S network where its premises "
@@ -72,8 +72,7 @@ def _claim1(verdicts: list[Verdict], trials: pd.DataFrame) -> ClaimRow:
     worst = max((v.value for v in networks if np.isfinite(v.value)), default=float("nan"))
     evidence = (f"the identity ∇R_aug = Π_E∇R holds to {number(worst)} × ‖∇R‖ (worst median over seeds) at A⁰ and "
                 f"A* in {len([v for v in networks if v.outcome == HOLDS])} of {len(networks)} networks")
-    judged = trials[trials["premises_hold"] & ~trials["cell"].isin(_control_cells(verdicts))] \
-        if not trials.empty else trials
+    judged = trials[trials["premises_hold"] & ~trials["cell"].isin(controls)] if not trials.empty else trials
     stationary = int((judged["stationarity"] <= claims.STATIONARITY_TOLERANCE).sum()) if "stationarity" in judged \
         else 0
     caveat = ("the identity is exact at every point of E; that the stationary points coincide also needs points "
@@ -167,7 +166,7 @@ def claim_rows(verdicts: list[Verdict], trials: pd.DataFrame) -> list[ClaimRow]:
                      for name in STATEMENTS}
     controls = [v for v in verdicts if v.expected]
     return [
-        _claim1(cell_verdicts["claim 1"], trials),
+        _claim1(cell_verdicts["claim 1"], trials, _control_cells(verdicts)),
         _trajectory_claim("claim 2", cell_verdicts["claim 2"], "largest median dist_E/‖A‖ over the epochs concerned:",
                           "round-off is judged against the trials' dtype; Experiment G's cells take a few small "
                           "full-batch steps from A⁰"),

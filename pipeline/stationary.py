@@ -312,10 +312,10 @@ class StationarySearch:
     gradients Π_E ∇R, until ‖Π_E ∇R‖ ≤ ``tolerance`` times its start value, a stall, or ``max_iterations``.
     On these networks a first-order search slows to a crawl long before the gradient is small on the scale of
     the curvature whose sign the experiment judges (docs/science.md §5), so it is only the approach.
-    **Newton** (``refine="newton"``): trust-region Newton on E, one accepted step per block, the Newton system
-    H_E p = −Π_E ∇R solved by Steihaug's truncated CG on Hessian-vector products (no dense Hessian), which
-    also follows directions of negative curvature on E to the trust boundary, so that the search leaves
-    saddles of R on E and ends at a minimum (where Equi is stable). Newton converges quadratically near a
+    **Newton** (``refine="newton"``): trust-region Newton on E, one accepted step per block, each trust-region
+    subproblem solved on a Krylov space of Hessian-vector products (``lanczos_trust_region``; no dense
+    Hessian), which uses the directions of negative curvature on E that the space holds, so that the search
+    leaves saddles of R on E and ends at a minimum (where Equi is stable). Newton converges quadratically near a
     minimum, so it runs until ‖Π_E ∇R‖ ≤ ``gradient_floor`` times its start value, the trust radius shrinks to
     round-off of θ (nothing smaller can change θ), or ``newton_iterations``. Every iterate is projected onto E.
 
@@ -468,9 +468,8 @@ class StationarySearch:
             self.radius = 0.1 * max(theta_norm, 1e-3)
         for _ in range(attempts):
             forcing = min(0.5, math.sqrt(self.norm / self.start_norm)) if self.start_norm > 0 else 0.5
-            p, hp, cg_steps, negative = steihaug_cg(self.hessian_E, self.grad, self.radius, self.cg_iterations,
-                                                    forcing)
-            predicted = -float(self.grad @ p + 0.5 * (p @ hp))
+            p, predicted, cg_steps, negative = lanczos_trust_region(self.hessian_E, self.grad, self.radius,
+                                                                    self.cg_iterations, forcing)
             candidate = self.objective.project_E(self.theta + p)
             self.objective.set(candidate)
             loss, accuracy, grad = self._projected_gradient()
@@ -559,50 +558,96 @@ class NewtonStep:
     ratio: float  # actual over predicted decrease of R (NaN when both are below round-off)
     step_norm: float
     radius: float  # the trust radius for the next iteration
-    cg_iterations: int
-    negative_curvature: bool  # CG met a direction of negative curvature on E and stopped at the boundary
+    hessian_products: int
+    negative_curvature: bool  # the Krylov space held a direction of negative curvature of R on E
 
 
-def steihaug_cg(hessian: Callable[[torch.Tensor], torch.Tensor], grad: torch.Tensor, radius: float,
-                max_iterations: int, relative_tolerance: float) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-    """Approximately minimise the model g·p + ½ p·H p over ‖p‖ ≤ radius (Steihaug's truncated CG).
+def lanczos_trust_region(hessian: Callable[[torch.Tensor], torch.Tensor], grad: torch.Tensor, radius: float,
+                         max_iterations: int, relative_tolerance: float) -> tuple[torch.Tensor, float, int, bool]:
+    """Approximately minimise the model m(p) = g·p + ½ p·H p over ‖p‖ ≤ radius, on a Krylov space of H from g.
 
-    Returns (p, H p, iterations, met_negative_curvature). CG from p = 0 increases ‖p‖ monotonically, so the
-    first iterate that would leave the ball, or the first direction of non-positive curvature, ends the run on
-    the boundary; otherwise it stops once the model's gradient g + Hp has fallen by ``relative_tolerance``.
-    H p is accumulated from the products CG takes anyway, so the predicted decrease costs no extra product.
+    The generalised Lanczos trust-region method (Gould, Lucidi, Roma and Toint 1999): Lanczos builds an
+    orthonormal basis Q of the Krylov space with H restricted to it tridiagonal (T), and the subproblem is
+    solved exactly on that space. Unlike truncated CG, which stops at the first direction of negative
+    curvature it happens to meet and otherwise ignores it, the exact solution uses every negative direction
+    the space holds, and Lanczos finds the extreme eigenvalues, the most negative among them, first: that is
+    what takes the search off a saddle of R on E, however weakly curved. The run stops when the model's
+    gradient along the next Lanczos vector, β_j |y_j|, has fallen below ``relative_tolerance`` × ‖g‖ (then
+    the solution is nearly that of the whole space), or after ``max_iterations`` products.
+
+    Returns (p, the model's predicted decrease −m(p), products taken, whether T had a negative eigenvalue).
     """
-    p, hp = torch.zeros_like(grad), torch.zeros_like(grad)
-    if not bool(grad.any()):
-        return p, hp, 0, False
-    r = grad.clone()
-    d = -r
-    r_squared = float(r @ r)
-    stop = relative_tolerance**2 * r_squared
-    for iteration in range(1, max_iterations + 1):
-        hd = hessian(d)
-        curvature = float(d @ hd)
-        if curvature <= 0:
-            tau = _to_boundary(p, d, radius)
-            return p + tau * d, hp + tau * hd, iteration, True
-        alpha = r_squared / curvature
-        if float(torch.linalg.vector_norm(p + alpha * d)) >= radius:
-            tau = _to_boundary(p, d, radius)
-            return p + tau * d, hp + tau * hd, iteration, False
-        p, hp = p + alpha * d, hp + alpha * hd
-        r = r + alpha * hd
-        new_squared = float(r @ r)
-        if new_squared <= stop:
-            return p, hp, iteration, False
-        d = -r + (new_squared / r_squared) * d
-        r_squared = new_squared
-    return p, hp, max_iterations, False
+    norm_g = float(torch.linalg.vector_norm(grad))
+    if norm_g == 0:
+        return torch.zeros_like(grad), 0.0, 0, False
+    basis = grad.new_zeros(min(max_iterations, len(grad)), len(grad))
+    basis[0] = grad / norm_g
+    alphas, betas = [], []
+    y = None
+    for j in range(len(basis)):
+        w = hessian(basis[j])
+        alphas.append(float(basis[j] @ w))
+        span = basis[: j + 1]
+        for _ in range(2):  # full re-orthogonalisation, twice (see ``lanczos``)
+            w = w - span.T @ (span @ w)
+        beta = float(torch.linalg.vector_norm(w))
+        T = _tridiagonal(alphas, betas)
+        y = _trust_region_on(T, norm_g, radius)
+        if beta * abs(float(y[-1])) <= relative_tolerance * norm_g or beta <= 1e-14 * max(map(abs, alphas)) \
+                or j + 1 == len(basis):
+            break
+        betas.append(beta)
+        basis[j + 1] = w / beta
+    count = len(alphas)
+    p = basis[:count].T @ y.to(basis.dtype)
+    predicted = -float(norm_g * y[0] + 0.5 * (y @ (T @ y)))
+    negative = bool(torch.linalg.eigvalsh(T)[0] < 0)
+    return p, predicted, count, negative
 
 
-def _to_boundary(p: torch.Tensor, d: torch.Tensor, radius: float) -> float:
-    """The τ ≥ 0 with ‖p + τ d‖ = radius (p inside the ball)."""
-    dd, pd, pp = float(d @ d), float(p @ d), float(p @ p)
-    return (-pd + math.sqrt(max(pd * pd + dd * (radius * radius - pp), 0.0))) / dd
+def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+    return T
+
+
+def _trust_region_on(T: torch.Tensor, norm_g: float, radius: float) -> torch.Tensor:
+    """argmin over ‖y‖ ≤ radius of norm_g·y₀ + ½ yᵀ T y, exactly (T small and symmetric).
+
+    The solution is y(σ) = −(T + σI)⁻¹ norm_g e₁ with σ ≥ max(0, −λ_min(T)) and σ (‖y‖ − radius) = 0. In the
+    eigenbasis of T, ‖y(σ)‖ falls monotonically in σ, so σ is found by bisection. In the "hard case", where e₁
+    has no component along the lowest eigenvector, the boundary is reached by adding that eigenvector.
+    """
+    values, vectors = torch.linalg.eigh(T)
+    b = norm_g * vectors[0]  # the coefficients of norm_g e₁ in the eigenbasis
+    if values[0] > 0:
+        inside = -(vectors @ (b / values))
+        if float(torch.linalg.vector_norm(inside)) <= radius:
+            return inside
+    low = max(0.0, -float(values[0]))
+
+    def length(sigma: float) -> float:
+        return float(torch.linalg.vector_norm(b / (values + sigma)))
+
+    scale = max(1.0, float(values.abs().max()))
+    if abs(float(b[0])) <= 1e-12 * norm_g and length(low + 1e-14 * scale) < radius:  # the hard case
+        shifted = values[1:] - values[0]
+        y = -(vectors[:, 1:] @ (b[1:] / shifted)) if len(shifted) else torch.zeros_like(b)
+        extra = math.sqrt(max(radius**2 - float(y @ y), 0.0))
+        return y + extra * vectors[:, 0]
+    high = low + float(torch.linalg.vector_norm(b)) / radius + scale
+    low = low + 1e-300
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        if length(middle) > radius:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-15 * high:
+            break
+    return -(vectors @ (b / (values + high)))
 
 
 # -- 2. claim 1 ------------------------------------------------------------------------------------

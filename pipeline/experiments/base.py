@@ -123,6 +123,12 @@ class Experiment:
     trajectory_x: ClassVar[str] = "travelled"
     # The mode the first phase trains in, for figures of multi-phase experiments (None: one phase).
     first_phase_mode: ClassVar[str | None] = None
+    # What a row of its trial files is, in words for axes and captions, and the per-row series its training
+    # curves show (name in ``metrics/`` -> words), drawn on a log axis when named in ``log_curves``.
+    row_words: ClassVar[str] = "epoch"
+    curve_metrics: ClassVar[dict] = {"loss": "training loss", "accuracy": "training accuracy"}
+    curves_title: ClassVar[str] = "loss and accuracy on the (untransformed) training data"
+    log_curves: ClassVar[tuple] = ()
 
     # -- what the analysis says about it (docs/science.md §7) ---------------------------------------------
     # How reports and figures name it, and the section of docs/science.md that describes it.

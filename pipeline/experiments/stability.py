@@ -168,8 +168,14 @@ class StabilityExperiment(Experiment):
     cell_names = NETWORKS
 
     # Its own figures come from what trials measure at A* (analysis/stationary_points.py); of the trajectory
-    # figures only the convergence of the search (loss, accuracy against the block of iterations) says anything.
+    # figures only the convergence of the search says anything. A row is a block of the search, not an epoch;
+    # its grad_norm is ||Pi_E grad R|| at the row's point.
     standard_figures = ("training_curves",)
+    row_words = "search block (first-order blocks, then Newton steps)"
+    curve_metrics = {"loss": "R at the row's point", "grad_norm": "‖Π_E∇R‖ at the row's point",
+                     "accuracy": "training accuracy"}
+    log_curves = ("grad_norm",)
+    curves_title = "the search for A*, block by block, on the (untransformed) training data"
 
     def labels(self, settings) -> Labels:
         return Labels(self.cell_key, settings.network, MODE)
@@ -224,9 +230,9 @@ class StabilityExperiment(Experiment):
         unused = set()
         if settings.refine == "none":
             unused |= {"newton_iterations", "cg_iterations", "gradient_floor"}
-        if settings.is_control:  # two fixed samples and a loss of their own
+        if settings.is_control:  # two fixed samples, a loss of their own, and exactly the objective of §5
             return unused | {"cnn_channels", "image_size", "basis_seed", "n", "channels", "activation", "n_samples",
-                             "loss", "data_source"}
+                             "loss", "data_source", "weight_decay"}
         if not settings.is_cnn:
             return unused | {"cnn_channels", "image_size", "basis_seed"}
         unused |= {"n", "channels", "activation"}  # the CNN has tanh already
