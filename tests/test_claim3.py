@@ -151,3 +151,18 @@ def test_the_control_preset_demonstrates_claim_3_on_toy_z2_and_not_on_the_convex
     report = (tmp_path / "aggregate" / "report.md").read_text()
     assert report.index("## The paper's claims") < report.index("## Read this first")
     assert "demonstrated on the control toy-z2 only" in report
+
+
+def test_train_of_a_stability_trial_says_what_it_is_doing_and_ends_with_its_verdict(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "pipeline", "train", "--experiment", "stability", "--set",
+                          "network=toy-z2", "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert any("at A*: spectra of H_E and H_⊥" in line for line in lines)  # the final stage is not silent
+    tail = lines[lines.index("measured after training:"):]
+    assert any(line.strip().startswith("search: gradient at its floor") for line in tail)
+    assert any(line.strip() == "claim 3: demonstrated" for line in tail)
