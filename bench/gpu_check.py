@@ -43,7 +43,7 @@ from pipeline.execute import execute  # noqa: E402
 from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.files import open_h5, trial_paths  # noqa: E402
 from pipeline.grid import load_grid  # noqa: E402
-from pipeline.plan import FP32_PEAK_TFLOPS, describe, measured_throughput  # noqa: E402
+from pipeline.throughput import FP32_PEAK_TFLOPS, speed, trial_seconds  # noqa: E402
 from pipeline.runner import CollectingSink, run_trial  # noqa: E402
 
 # Epochs each phase trains while measuring: the first epoch of a phase carries start-up and the last row
@@ -163,10 +163,10 @@ def measured_hours(preset: str, device: str, quick: bool, folder: Path) -> None:
     peak = next((p for card, p in MEASURED_CARD_PEAKS.items() if card in name), None)
     if peak is not None:
         print("  scaled by float32 peak (a lower bound there): " + ", ".join(
-            f"{card} {total_seconds / 3600 * peak / card_peak:.1f} GPU-hours" for card, card_peak in FP32_PEAK_TFLOPS.items()))
-    estimate = describe(full, measured_throughput()).split("\n\n")[-1].splitlines()
-    print("  analytic estimate (pipeline plan):\n    " + "\n    ".join(line for line in estimate
-                                                                      if not line.startswith("weights policy")))
+            f"{card} {total_seconds / 3600 * peak / FP32_PEAK_TFLOPS[card][0]:.1f} GPU-hours" for card in ("T4", "A40")))
+    packed = pack > 1
+    estimated = sum(trial_seconds(t.settings, speed("H200", t.experiment, packed).rate) for t in full.trials())
+    print(f"  estimated from pipeline/throughput.py's table for an H200: {estimated / 3600:.2f} GPU-hours")
 
 
 def _device_name(device: str) -> str:

@@ -52,9 +52,11 @@ def _train(args) -> int:
 
 def _plan(args) -> int:
     from .grid import load_grid
+    from .launch.profiles import load_profile
     from .plan import describe
 
-    print(describe(load_grid(args.exp, parse_assignments(args.set))))
+    grid = load_grid(args.exp, parse_assignments(args.set))
+    print(describe(grid, load_profile(args.cluster), list_trials=args.trials))
     return 0
 
 
@@ -96,11 +98,19 @@ def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) ->
     """Plan and submit ``indices`` (the caller holds the folder guard); returns whether to wait."""
     from .launch.submission import plan_submission, submit
 
-    per_task = args.trials_per_task or int(launch_hints.get("trials_per_task", 1))
-    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(launch_hints.get("pack_seeds", False))
+    per_task, pack_seeds = _task_shape(args, launch_hints)
     plan = plan_submission(out, indices, profile, per_task, args.workers, pack_seeds)
+    for warning in plan.warnings:
+        print(warning, file=sys.stderr)
     submit(out, plan)
     return args.wait if args.wait is not None else profile.executor == "local"
+
+
+def _task_shape(args, launch_hints: dict) -> tuple[int | None, bool]:
+    """Trials per task (None: by cost) and seed packing, from the command line, else the grid's [launch]."""
+    per_task = args.trials_per_task or launch_hints.get("trials_per_task")
+    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(launch_hints.get("pack_seeds", False))
+    return (int(per_task) if per_task is not None else None), pack_seeds
 
 
 def _follow(out: Path, wait: bool) -> int:
@@ -169,11 +179,10 @@ def _dry_run(args, grid, profile) -> int:
     trials = grid.trials()
     if (Path(args.out) / MANIFEST).exists():
         trials, _ = merge(trials_of_manifest(read_manifest(args.out)), trials)
-    per_task = args.trials_per_task or int(grid.launch.get("trials_per_task", 1))
-    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(grid.launch.get("pack_seeds", False))
+    per_task, pack_seeds = _task_shape(args, grid.launch)
     plan = plan_submission(args.out, [t.index for t in trials], profile, per_task, args.workers, pack_seeds,
                            trials=trials, name=grid.name)
-    print(describe_plan(args.out, plan))
+    print(describe_plan(args.out, plan, trials))
     return 0
 
 
@@ -253,7 +262,8 @@ def _add_launch_arguments(parser: argparse.ArgumentParser, cluster_default: str 
     parser.add_argument("--workers", type=int,
                         help="local executor: trials at a time (default: the core count, at most 8)")
     parser.add_argument("--trials-per-task", type=int,
-                        help="trials run one after the other by one array task (default: the grid's [launch], else 1)")
+                        help="trials run one after the other by one array task (default: the grid's [launch], "
+                             "else by cost: cheap trials packed into tasks of about the profile's min_task_min)")
     parser.add_argument("--pack-seeds", action=argparse.BooleanOptionalAction, default=None,
                         help="train a task's trials that differ only in their seed together "
                              "(default: the grid's [launch] pack_seeds)")
@@ -302,8 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="results folder to keep the trial file in (default: none)")
     train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
 
-    plan = command("plan", "list a grid's trials with their compute, storage and estimated time", _plan)
+    plan = command("plan", "a grid's trials by cell: compute, estimated time and GPU-hours on a profile, storage, "
+                           "and the job arrays a submission would make", _plan)
     _add_grid_arguments(plan)
+    plan.add_argument("--cluster", default="local",
+                      help="cluster profile whose device the estimates are for (slurm/profiles or a .toml file)")
+    plan.add_argument("--trials", action="store_true", help="list every trial instead of a summary by cell")
 
     run = command("run-trial", "run one trial of a grid in this process (what one array task executes)", _run_trial)
     _add_grid_arguments(run)
