@@ -105,5 +105,6 @@ slurm-down:
 train: env
 	$(PY) -m pipeline train --group rot --mode aug --augment orbit --epochs 5 --n-samples 1000 --channels 8
 
+# A summary by cell: compute, estimated time and GPU-hours on CLUSTER's GPU, storage, the job arrays.
 plan: env
-	$(PY) -m pipeline plan --exp $(EXP) $(SET_ARGS)
+	$(PY) -m pipeline plan --exp $(EXP) --cluster $(CLUSTER) $(SET_ARGS)
