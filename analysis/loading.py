@@ -34,6 +34,7 @@ from pipeline import experiments
 from pipeline.experiments import Experiment
 from pipeline.files import FileState, inspect, open_h5, plain
 from pipeline.manifest import labels_of, read_manifest, trial_of
+from pipeline.progress import iterate
 from pipeline.settings import ConfigError
 
 TOTAL = "total"
@@ -307,7 +308,7 @@ def read_results(out_dir: Path | str) -> Results:
     epoch_tables, step_tables = [], []
     measured, spectra, perturbations = [], [], []
     texts: dict[str, dict[str, list[str]]] = {}
-    for row in rows:
+    for row in iterate(rows, "reading trial files"):
         path = folder / f"{row['trial_id']}.h5"
         row["file"] = str(path.relative_to(out_dir))
         if not path.exists():

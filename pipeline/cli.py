@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .settings import ConfigError, parse_assignments
 
+TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E per layer, distance travelled) as "
+                    "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
 DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
 (TMLR 2025) as grids of trials, on this machine or a SLURM cluster, and aggregate them into tables,
 figures and a report. Start with: make demo. Science: docs/science.md."""
@@ -28,12 +30,24 @@ def _train(args) -> int:
     for key, value in named.items():
         if value is not None:
             values[key] = str(value)
+    _check_tensorboard(args)
     trial = make_trial(args.experiment, values)
     if args.out is None:
         from .runner import ConsoleSink, run_trial
 
         print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
-        run_trial(trial, ConsoleSink(log=lambda line: print(line, flush=True)))
+        sink = ConsoleSink(log=lambda line: print(line, flush=True))
+        if args.tensorboard:
+            from .tensorboard_sink import TensorBoardSink
+
+            folder = Path("tensorboard") / trial.trial_id
+            print(f"live curves: tensorboard --logdir {folder.parent}", flush=True)
+            sink = TensorBoardSink(sink, folder)
+        try:
+            run_trial(trial, sink)
+        finally:
+            if hasattr(sink, "close"):
+                sink.close()
         return 0
     from .execute import execute, install_cancel_handler
     from .grid import Grid
@@ -47,7 +61,9 @@ def _train(args) -> int:
     finally:
         lease.release()
     install_cancel_handler()
-    return _report_outcome(execute(args.out, [trial], force=args.force))
+    if args.tensorboard:
+        print(f"live curves: tensorboard --logdir {Path(args.out) / 'tensorboard'}", flush=True)
+    return _report_outcome(execute(args.out, [trial], force=args.force, tensorboard=args.tensorboard))
 
 
 def _plan(args) -> int:
@@ -74,6 +90,7 @@ def _run_trial(args) -> int:
     from .manifest import select, write_manifest
     from .ownership import guard_folder
 
+    _check_tensorboard(args)
     grid = load_grid(args.exp, parse_assignments(args.set))
     trials = grid.trials()
     wanted = select(trials, args.index, args.trial)
@@ -84,7 +101,7 @@ def _run_trial(args) -> int:
         lease.release()
     install_cancel_handler()
     return _report_outcome(execute(args.out, [resolved[trials.index(wanted)]], force=args.force,
-                                   checkpoint_every_s=args.checkpoint_every))
+                                   checkpoint_every_s=args.checkpoint_every, tensorboard=args.tensorboard))
 
 
 def _check_workers(args) -> None:
@@ -102,8 +119,17 @@ def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) ->
     plan = plan_submission(out, indices, profile, per_task, args.workers, pack_seeds)
     for warning in plan.warnings:
         print(warning, file=sys.stderr)
-    submit(out, plan)
+    submit(out, plan, tensorboard=args.tensorboard)
+    if args.tensorboard:
+        print(f"live curves: tensorboard --logdir {Path(out) / 'tensorboard'}")
     return args.wait if args.wait is not None else profile.executor == "local"
+
+
+def _check_tensorboard(args) -> None:
+    if getattr(args, "tensorboard", False):
+        from .tensorboard_sink import check_available
+
+        check_available()
 
 
 def _task_shape(args, launch_hints: dict) -> tuple[int | None, bool]:
@@ -150,6 +176,7 @@ def _submit(args) -> int:
     _check_workers(args)
     grid = load_grid(args.exp, parse_assignments(args.set))
     profile = load_profile(args.cluster)
+    _check_tensorboard(args)
     if args.dry_run:
         return _dry_run(args, grid, profile)
     out = args.out
@@ -189,8 +216,27 @@ def _dry_run(args, grid, profile) -> int:
 def _status(args) -> int:
     from .launch.monitor import format_status, gather
 
+    if args.watch is not None:
+        from .launch.watch import watch
+
+        if args.watch <= 0:
+            raise ConfigError(f"--watch takes a number of seconds > 0, got {args.watch:g}")
+        try:
+            watch(args.out, args.watch, only_unfinished=args.brief)
+        except KeyboardInterrupt:
+            print("stopped watching; the grid goes on", file=sys.stderr)
+        return 0
     print(format_status(gather(args.out), only_unfinished=args.brief))
     return 0
+
+
+def _logs(args) -> int:
+    from .launch.watch import show_log
+
+    try:
+        return show_log(args.out, args.trial_id, follow=args.follow)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _last_profile(out: Path, cluster: str | None):
@@ -214,6 +260,7 @@ def _resubmit(args) -> int:
     from .ownership import guard_folder
 
     _check_workers(args)
+    _check_tensorboard(args)
     out = args.out
     read_manifest(out)  # a folder without a (readable) grid says so first
     profile = _last_profile(out, args.cluster)
@@ -271,6 +318,7 @@ def _add_launch_arguments(parser: argparse.ArgumentParser, cluster_default: str 
                         help="block until the grid has finished (default: yes locally, no on SLURM)")
     parser.add_argument("--force", action="store_true",
                         help="submit even if the queue cannot be read (and resubmit diverged trials)")
+    parser.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
 
 
 def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
@@ -311,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any trial setting (repeatable; see pipeline/experiments/)")
     train.add_argument("--out", type=Path, help="results folder to keep the trial file in (default: none)")
     train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard curves: OUT/tensorboard/<trial>/ (without --out: ./tensorboard/)")
 
     plan = command("plan", "a grid's trials by cell: compute, estimated time and GPU-hours on a profile, storage, "
                            "and the job arrays a submission would make", _plan)
@@ -328,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun a complete trial")
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")
+    run.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
 
     submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit)
     _add_grid_arguments(submit)
@@ -338,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "the state of every trial of a results folder", _status)
     status.add_argument("--out", required=True, type=Path, help="results folder")
     status.add_argument("--brief", action="store_true", help="list only trials that are not complete")
+    status.add_argument("--watch", nargs="?", type=float, const=10.0, default=None, metavar="SECONDS",
+                        help="redraw every SECONDS (10 if not given) until nothing is queued or running")
+
+    logs = command("logs", "print a trial's log (OUT/logs/TRIAL_ID.log); -f follows it while the trial runs", _logs)
+    logs.add_argument("trial_id", metavar="TRIAL_ID", help="e.g. rot-aug-s007 (see `pipeline status`)")
+    logs.add_argument("--out", required=True, type=Path, help="results folder")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on printing until the trial stops (Ctrl-C)")
 
     resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials", _resubmit)
     _add_launch_arguments(resubmit, None)

@@ -60,14 +60,15 @@ def _one_line(error: BaseException) -> str:
 
 
 def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = 60.0,
-            on_store=None) -> dict[str, str]:
+            on_store=None, tensorboard: bool = False) -> dict[str, str]:
     """Run (or resume, or skip) trials into their files: one trial, or several trained packed (they must
     differ only in their seed). Returns trial id -> 'complete' (it already was), 'ran', or 'busy: <owner>'
     (someone else holds it; it was not touched).
 
     ``on_store(store)`` is called with every store before training, so that a launcher can persist the
     latest state on preemption. An error stops every trial of the call; each records it in its file, except
-    where recording is what failed (a full disk) or the trial is no longer this process's."""
+    where recording is what failed (a full disk) or the trial is no longer this process's. ``tensorboard``
+    also writes each trial's curves to ``OUT/tensorboard/<trial_id>/`` (``pipeline.tensorboard_sink``)."""
     from .runner import run_trials
     from .store import CheckpointClock, TrialFile
 
@@ -100,8 +101,13 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 log("training packed with " + ", ".join(t.trial_id for t, _, _ in pending))
             if on_store is not None:
                 on_store(store)
+        sinks = [s for _, _, s in pending]
+        if tensorboard:
+            from .tensorboard_sink import TensorBoardSink, log_dir
+
+            sinks = [TensorBoardSink(s, log_dir(out_dir, t.trial_id)) for t, _, s in pending]
         try:
-            run_trials([t for t, _, _ in pending], [s for _, _, s in pending])
+            run_trials([t for t, _, _ in pending], sinks)
         except (Cancelled, KeyboardInterrupt) as error:
             message = str(error) or "interrupted (Ctrl-C)"
             for trial, log, store in pending:
@@ -118,6 +124,10 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 log(f"{trial.trial_id}: FAILED: {message}")
                 store.mark_failed(message, error)
             raise
+        finally:
+            for sink in sinks:
+                if hasattr(sink, "close"):
+                    sink.close()
         outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
         return outcomes
     finally:

@@ -252,7 +252,8 @@ def test_a_grid_split_into_several_arrays_is_followed_cancelled_and_resubmitted_
     assert not any(j.split("_")[0] in arrays for j in read_slurm_queue())
     states = {s.state for s in gather(out)}
     assert states <= {"cancelled", "complete"} and "cancelled" in states
-    again = cli("resubmit", "--out", str(out), "--wait")  # the profile of the last submission: two arrays again
+    # The profile of the last submission, whose fixed minutes make two arrays again.
+    again = cli("resubmit", "--out", str(out), "--wait", "--trials-per-task", "1")
     assert again.returncode == 0, again.stderr
     resubmitted = [line.split()[1] for line in again.stdout.splitlines() if line.startswith("resubmitting")]
     kinds = {"cnn" if trial_id.startswith("cnn-") else "groups" for trial_id in resubmitted}

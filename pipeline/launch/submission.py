@@ -214,7 +214,7 @@ def _task_record(job, task: Task) -> dict:
     return entry
 
 
-def submit(out_dir: Path, plan: Plan, log=print) -> dict:
+def submit(out_dir: Path, plan: Plan, log=print, tensorboard: bool = False) -> dict:
     """Launch a planned submission and record it: one line of ``submissions.jsonl`` per job array (locally,
     one for the workers). Returns ``{"records": [...], "jobs": [every submitit job]}``."""
     out_dir = Path(out_dir).resolve()
@@ -228,7 +228,8 @@ def submit(out_dir: Path, plan: Plan, log=print) -> dict:
         executor.update_parameters(timeout_min=array.time_min, signal_delay_s=profile.signal_delay_s)
         gpus = share_out(visible_gpus(), len(array.tasks), profile.gpus)
         with _detached_from_terminal():
-            jobs = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0, cuda_devices))
+            jobs = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0, cuda_devices,
+                                              tensorboard))
                     for task, cuda_devices in zip(array.tasks, gpus)]
         tasks = [{**_task_record(job, task), "start_ticks": process_start_ticks(int(job.job_id)),
                   "cuda_visible_devices": cuda_devices} for job, task, cuda_devices in zip(jobs, array.tasks, gpus)]
@@ -247,7 +248,8 @@ def submit(out_dir: Path, plan: Plan, log=print) -> dict:
             captured = io.StringIO()
             try:
                 with contextlib.redirect_stderr(captured), executor.batch():
-                    launched = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0))
+                    launched = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0,
+                                                          tensorboard=tensorboard))
                                 for task in array.tasks]
             except Exception as error:
                 undone = _cancel_arrays([r["array_id"] for r in records])

@@ -21,8 +21,9 @@ class ArrayTask(submitit.helpers.Checkpointable):
     """Runs units of the manifest's trials in order: each unit one trial, or seeds trained packed."""
 
     def __init__(self, out_dir: Path, units: list[list[int]], threads: int = 0, require_cuda: bool = False,
-                 cuda_devices: str | None = None):
+                 cuda_devices: str | None = None, tensorboard: bool = False):
         self.out_dir = Path(out_dir)
+        self.tensorboard = tensorboard  # also write each trial's curves as TensorBoard events
         self.units = [list(unit) for unit in units]
         self.threads = threads
         self.require_cuda = require_cuda  # the profile requests GPUs: never train on the node's CPU
@@ -82,7 +83,8 @@ class ArrayTask(submitit.helpers.Checkpointable):
         outcomes, failures = {}, []
         for position, unit in enumerate(units):
             try:
-                outcomes.update(execute(self.out_dir, unit, on_store=self._remember))
+                outcomes.update(execute(self.out_dir, unit, on_store=self._remember,
+                                        tensorboard=getattr(self, "tensorboard", False)))
             except Cancelled:
                 # The running trials saved their last epoch and say so; the rest of the task is not started.
                 outcomes.update({t.trial_id: "cancelled" for u in units[position:] for t in u})
