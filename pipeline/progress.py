@@ -76,3 +76,28 @@ def iterate(items, what: str, stream=None, every_s: float = 10.0):
         for item in items:
             yield item
             progress.advance()
+
+
+class StageProgress:
+    """The hook an experiment's ``finalize`` may call as it measures: ``progress(stage, done, total)``,
+    e.g. ``progress("Lanczos on E", 12, 30)``. Each stage's progress goes to the trial's log as lines, at
+    most every ``every_s`` seconds and at the end of the stage (``pipeline.runner`` passes one in when
+    ``finalize`` takes a ``progress`` argument)."""
+
+    def __init__(self, log, prefix: str, every_s: float = 10.0):
+        self.log, self.prefix, self.every_s = log, prefix, every_s
+        self._stage: str | None = None
+        self._progress: Progress | None = None
+
+    def __call__(self, stage: str, done: int, total: int | None = None) -> None:
+        if stage != self._stage:
+            self.close()
+            self._stage = stage
+            self._progress = Progress(f"{self.prefix}: {stage}", total, log=self.log, every_s=self.every_s)
+        progress = self._progress
+        progress.advance(max(0, done - progress.done), total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None

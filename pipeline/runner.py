@@ -15,6 +15,7 @@ same way.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -25,6 +26,7 @@ import torch
 from . import experiments, numerics
 from .experiments import Trial
 from .ownership import LostOwnership
+from .progress import StageProgress
 from .training import EpochHooks
 
 FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
@@ -151,6 +153,23 @@ def _resume_plan(sinks: list) -> tuple[str, list]:
     if all(point is not None for point in points) and len({point["epoch"] for point in points}) == 1:
         return "resume", points
     return "separate", points
+
+
+def _finalize_with_progress(experiment, settings, stepper, data, trials: list[Trial], sinks: list) -> None:
+    """The measurements after training, announced in the trials' logs with their duration. An experiment
+    whose ``finalize`` takes a ``progress`` argument reports its stages through it
+    (``pipeline.progress.StageProgress``: ``progress(stage, done, total)``)."""
+    log = getattr(sinks[0], "log", print)
+    names = ", ".join(t.trial_id for t in trials)
+    log(f"{names}: final stage: measurements after training")
+    started = time.perf_counter()
+    progress = StageProgress(log, f"{names}: final stage")
+    takes_progress = "progress" in inspect.signature(experiment.finalize).parameters
+    try:
+        experiment.finalize(settings, stepper, data, sinks, **({"progress": progress} if takes_progress else {}))
+    finally:
+        progress.close()
+    log(f"{names}: final stage done in {time.perf_counter() - started:.1f} s")
 
 
 def run_trial(trial: Trial, sink) -> None:
@@ -297,6 +316,6 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
         # Measurements after training take a while: a preemption during them resumes here, not from scratch.
         for sink in sinks:
             sink.save_latest_state()
-        experiment.finalize(settings, stepper, data, sinks)
+        _finalize_with_progress(experiment, settings, stepper, data, trials, sinks)
     for sink in sinks:
         sink.finish()

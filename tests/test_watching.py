@@ -103,3 +103,30 @@ def test_aggregation_prints_progress_lines(tmp_path):
     result = cli("aggregate", "--out", str(out))
     assert result.returncode == 0
     assert "reading trial files: 2/2" in result.stderr and "figures:" in result.stderr
+
+
+def test_the_final_stage_is_announced_and_reports_progress_through_its_hook(monkeypatch):
+    from pipeline import experiments
+    from pipeline.experiments import make_trial
+    from pipeline.runner import ConsoleSink, run_trial
+
+    experiment = experiments.get("stability")
+    original = experiment.finalize
+
+    def finalize(settings, stepper, data, sinks, progress=None):
+        for done in range(1, 4):
+            progress("Lanczos on E", done, 3)
+        progress("perturbations", 1, 2)
+        original(settings, stepper, data, sinks)
+
+    monkeypatch.setattr(experiment, "finalize", finalize)
+    lines = []
+    trial = make_trial("stability", {"network": "rot", "n": "4", "channels": "3", "n_samples": "48",
+                                     "max_iterations": "20", "block": "10", "eigenpairs": "2", "lanczos_steps": "8",
+                                     "perturbation_steps": "4", "device": "cpu"})
+    run_trial(trial, ConsoleSink(log=lines.append))
+    stage = [line for line in lines if "final stage" in line]
+    assert stage[0] == "stab-rot-s000: final stage: measurements after training"
+    assert any(line.startswith("stab-rot-s000: final stage: Lanczos on E: 3/3 (100%)") for line in stage)
+    assert any(line.startswith("stab-rot-s000: final stage: perturbations: 1/2 (50%)") for line in stage)
+    assert stage[-1].startswith("stab-rot-s000: final stage done in ")
