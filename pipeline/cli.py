@@ -325,11 +325,29 @@ def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exp", required=True, metavar="NAME_OR_PATH",
                         help="a grid preset in jobs/ (e.g. demo, paper-groups) or a .toml file")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                        help="override a grid value; a,b,c makes an axis (repeatable; default: none)")
+                        help="override a grid value; a,b,c makes an axis (repeatable)")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Appends an option's real default to its help: never "(default: None)" for an option whose default
+    comes from elsewhere (the help says where), nor for flags and empty lists."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings
+                or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: {default})"
+
+
+def _setting_help(experiment: str, name: str, words: str, choices=None) -> str:
+    """Help for an option that sets a trial setting: its choices and the settings' own default."""
+    from . import experiments
+
+    settings = experiments.get(experiment).settings_type()
+    accepted = f"{', '.join(map(str, choices))}; " if choices else ""
+    return f"{words}: {accepted}default {getattr(settings, name)} ({experiment})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,21 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train)
-    train.add_argument("--experiment", default="groups", help="groups or cnn")
-    train.add_argument("--group", help="rot, trans, trans1d or rototrans (groups; default rot)")
-    train.add_argument("--mode", help="equi, aug or nom (groups; default nom)")
-    train.add_argument("--variant", help="cross, skew or nonunitary (cnn; default cross)")
-    train.add_argument("--seed", type=int, help="seed of the initial point and the data order (default 0)")
-    train.add_argument("--epochs", type=int, help="epochs of training (groups; default 50)")
-    train.add_argument("--n-samples", type=int, help="MNIST samples (default 10000)")
-    train.add_argument("--channels", type=int, help="channels of the network (groups; default 32)")
-    train.add_argument("--lr", type=float, help="learning rate (groups; default 5e-5)")
-    train.add_argument("--augment", help="orbit or sampled:P (groups, Aug; default sampled:25)")
-    train.add_argument("--dtype", help="float32 or float64 (default float32)")
-    train.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    from . import experiments
+    from .experiments.cnn import VARIANTS
+    from .experiments.groups import GROUP_NAMES
+    from .settings import DTYPES, MODES
+
+    train.add_argument("--experiment", default="groups", help=f"one of {', '.join(experiments.REGISTRY)}")
+    train.add_argument("--group", help=_setting_help("groups", "group", "the group", GROUP_NAMES))
+    train.add_argument("--mode", help=_setting_help("groups", "mode", "the training mode", MODES))
+    train.add_argument("--variant", help=_setting_help("cnn", "variant", "the CNN variant", tuple(VARIANTS)))
+    train.add_argument("--seed", type=int, help=_setting_help("groups", "seed", "seed of the initial point and the data order"))
+    train.add_argument("--epochs", type=int, help=_setting_help("groups", "epochs", "epochs of training"))
+    train.add_argument("--n-samples", type=int, help=_setting_help("groups", "n_samples", "MNIST samples"))
+    train.add_argument("--channels", type=int, help=_setting_help("groups", "channels", "channels of the network"))
+    train.add_argument("--lr", type=float, help=_setting_help("groups", "lr", "learning rate"))
+    train.add_argument("--augment", help=_setting_help("groups", "augment", "how Aug averages: orbit or sampled:P"))
+    train.add_argument("--dtype", help=_setting_help("groups", "dtype", "floating point type", DTYPES))
+    train.add_argument("--device", help=_setting_help("groups", "device", "where to train: auto, cpu, cuda or cuda:N"))
     train.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                        help="any trial setting (repeatable; see pipeline/experiments/)")
-    train.add_argument("--out", type=Path, help="results folder to keep the trial file in (default: none)")
+    train.add_argument("--out", type=Path, help="results folder to keep the trial file in (without it nothing is saved)")
     train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard curves: OUT/tensorboard/<trial>/ (without --out: ./tensorboard/)")

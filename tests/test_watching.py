@@ -60,7 +60,7 @@ def test_logs_of_an_unknown_trial_suggest_the_close_ones(tmp_path):
     out = tmp_path / "out"
     assert cli("submit", "--exp", "smoke", "--out", str(out), *TINY).returncode == 0
     wrong = cli("logs", "rot-nom-s00", "--out", str(out))
-    assert wrong.returncode == 2 and "did you mean rot-nom-s000" in wrong.stderr and wrong.stderr.count("\n") == 1
+    assert wrong.returncode == 2 and "(did you mean rot-nom-s000" in wrong.stderr and wrong.stderr.count("\n") == 1
 
 
 def test_tensorboard_curves_hold_the_trial_files_values_and_a_resumed_trial_has_each_epoch_once(tmp_path):

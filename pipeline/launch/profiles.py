@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import experiments
-from ..settings import ConfigError
+from ..settings import ConfigError, did_you_mean
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
 EXECUTORS = ("slurm", "local")
@@ -70,7 +70,8 @@ def load_profile(name_or_path: str) -> Profile:
     if not (path.suffix == ".toml" and path.exists()):
         path = PROFILES_DIR / f"{name_or_path}.toml"
     if not path.exists():
-        raise ConfigError(f"unknown cluster profile {name_or_path!r}; accepted: a .toml file or one of "
+        raise ConfigError(f"unknown cluster profile {name_or_path!r}{did_you_mean(name_or_path, available_profiles())}; "
+                          "accepted: a .toml file or one of "
                           f"{', '.join(available_profiles())}")
     try:
         values = tomllib.loads(path.read_text())
@@ -79,7 +80,8 @@ def load_profile(name_or_path: str) -> Profile:
     known = set(Profile.__dataclass_fields__) - {"name", "path"}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {path}; accepted: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {path}{did_you_mean(unknown[0], known)}; "
+                          f"accepted: {', '.join(sorted(known))}")
     try:
         profile = Profile(name=path.stem, path=str(path.resolve()), **values)
     except TypeError as error:

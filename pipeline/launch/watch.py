@@ -55,7 +55,7 @@ def check_trial(out_dir: Path, trial_id: str) -> None:
     known = trial_ids(out_dir)
     if trial_id not in known:
         close = difflib.get_close_matches(trial_id, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; accepted: {known[0]} ... {known[-1]}"
+        hint = f" (did you mean {', '.join(close)}?)" if close else f"; accepted: {known[0]} ... {known[-1]}"
         raise ConfigError(f"unknown trial {trial_id!r} in {out_dir}{hint}")
 
 
