@@ -90,7 +90,7 @@ class TensorBoardSink:
         self.inner.finish()
         self.close()
 
-    def close(self) -> None:
+    def close(self, raise_errors: bool = True) -> None:
         """Flush and close the event file (also after a failure: the curves so far stay readable)."""
         if self._writer is not None:
             self._writer.close()
