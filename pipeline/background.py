@@ -131,7 +131,7 @@ class BackgroundSink:
     def _event(device: torch.device | None):
         if device is not None and device.type == "cuda":
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(device))  # the stream the copies were queued on
             return event
         return None
 
