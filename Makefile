@@ -92,9 +92,15 @@ aggregate: env
 bench: env
 	$(PY) bench/run.py
 
-# On a CUDA machine: smoke grids on the GPU, TF32 check, packing tests on CUDA, benchmark rows 1, 1b, 3, 4, measured GPU-hours.
+# On a CUDA machine, within GPU_CHECK_MIN minutes (a lease is 15 minutes in all, its start included): row 1b
+# with and without the background writer, the smoke grids on the GPU (and the writer's files against direct
+# writes), then paper-lite at the paper's sizes with the minutes left, its aggregate into
+# docs/results/paper-lite/. SECTIONS=tests,tf32,bench,hours runs the other checks (a second lease).
+# `timeout` is the backstop should a section hang: the script itself keeps to its deadline.
+GPU_CHECK_MIN ?= 10
+SECTIONS ?= 1b,smoke,paper-lite
 gpu-check: env
-	$(PY) bench/gpu_check.py
+	timeout $$(( ($(GPU_CHECK_MIN) + 2) * 60 )) $(PY) bench/gpu_check.py --deadline-minutes $(GPU_CHECK_MIN) --sections $(SECTIONS)
 
 slurm-up:
 	bash slurm/cluster/slurm-local.sh up

@@ -41,6 +41,7 @@ class Progress:
         return f"{self.what}: {self.done}{of}{share} {elapsed:.1f} s"
 
     def _emit(self) -> None:
+        self._emitted = self.done
         line = self._line()
         if self.log is not None:
             self.log(line)
@@ -65,7 +66,7 @@ class Progress:
             self._bar.close()
             self._bar = None
             self.stream.write(self._line() + "\n")
-        elif self.done or self.total:
+        elif (self.done or self.total) and getattr(self, "_emitted", None) != self.done:
             self._emit()
 
 
