@@ -362,14 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train)
     from . import experiments
-    from .experiments.cnn import VARIANTS
-    from .experiments.groups import GROUP_NAMES
     from .settings import DTYPES, MODES
+
+    GROUP_NAMES, VARIANTS = experiments.get("groups").cell_names, experiments.get("cnn").cell_names
 
     train.add_argument("--experiment", default="groups", help=f"one of {', '.join(experiments.REGISTRY)}")
     train.add_argument("--group", help=_setting_help("groups", "group", "the group", GROUP_NAMES))
     train.add_argument("--mode", help=_setting_help("groups", "mode", "the training mode", MODES))
-    train.add_argument("--variant", help=_setting_help("cnn", "variant", "the CNN variant", tuple(VARIANTS)))
+    train.add_argument("--variant", help=_setting_help("cnn", "variant", "the CNN variant", VARIANTS))
     train.add_argument("--seed", type=int, help=_setting_help("groups", "seed", "seed of the initial point and the data order"))
     train.add_argument("--epochs", type=int, help=_setting_help("groups", "epochs", "epochs of training"))
     train.add_argument("--n-samples", type=int, help=_setting_help("groups", "n_samples", "MNIST samples"))
