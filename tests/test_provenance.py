@@ -46,8 +46,8 @@ def test_a_trial_file_records_what_it_ran_with(smoke_trial):
     assert json.loads(attrs["data_files"]) == VENDORED_SHA256
     readme = (ROOT / "data" / "mnist" / "README.md").read_text()
     assert all(digest in readme for digest in VENDORED_SHA256.values())
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    assert attrs["git_commit"].startswith(commit)
+    sha = attrs["git_commit"].removesuffix("-dirty")
+    assert len(sha) == 40 and subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=ROOT).returncode == 0
     if attrs["git_commit"].endswith("-dirty"):
         assert attrs["git_diff_sha256"] and attrs["git_diff"].startswith("diff --git")
     else:
