@@ -3,8 +3,37 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PROJECT := equivariance-dynamics
+EXTRAS := test,tensorboard
+
+# Which Python runs every target: PY=... (command line or environment) wins; else the activated virtualenv
+# ($$VIRTUAL_ENV) or conda environment ($$CONDA_PREFIX) when the project is installed in it (a cluster user
+# who ran `conda activate eqdyn` must not get a second, pip-built environment); else .venv, built by
+# `make env`. `make env` says which one it uses. The check runs isolated (-I), so that the checkout's own
+# egg-info in the working directory cannot pass for an installed project.
+has_project = $(shell test -x '$(1)/bin/python' && '$(1)/bin/python' -I -c 'import importlib.metadata as m; m.distribution("$(PROJECT)")' >/dev/null 2>&1 && echo yes)
+ACTIVE_ENV := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
+ACTIVE_NAME := $(if $(VIRTUAL_ENV),the virtualenv $(VIRTUAL_ENV),the conda environment $(CONDA_DEFAULT_ENV) ($(CONDA_PREFIX)))
+ifneq ($(filter command line environment,$(origin PY)),)
+  PY_WHY := PY=$(PY), as given
+else ifneq ($(ACTIVE_ENV),)
+  ifeq ($(call has_project,$(ACTIVE_ENV)),yes)
+    PY := $(ACTIVE_ENV)/bin/python
+    PY_WHY := $(ACTIVE_NAME), which has the project installed
+  else
+    PY := $(VENV)/bin/python
+    # conda's base environment is active for many users without meaning anything: say nothing about it.
+    ifneq ($(if $(VIRTUAL_ENV),,$(CONDA_DEFAULT_ENV)),base)
+      PY_NOTE := note: $(ACTIVE_NAME) is active but does not have the project installed (there: pip install -c constraints.txt -e '.[$(EXTRAS)]'); using $(VENV)
+    endif
+    PY_WHY := $(VENV), the project's own environment
+  endif
+else
+  PY := $(VENV)/bin/python
+  PY_WHY := $(VENV), the project's own environment
+endif
+OWN_VENV := $(if $(filter $(VENV)/bin/python,$(PY)),yes,)
 EXP ?= demo
 OUT ?= results/$(EXP)
 CLUSTER ?= local
@@ -13,13 +42,22 @@ SET_ARGS := $(foreach s,$(SET),--set $(s))
 
 .PHONY: env test demo train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check
 
+ifeq ($(OWN_VENV),yes)
 env: $(STAMP)
+	@echo "interpreter: $(PY) ($(PY_WHY))"
+else
+# Another environment is the user's: nothing is built or installed into it, only checked.
+env:
+	@echo "interpreter: $(PY) ($(PY_WHY)); .venv is not built"
+	@$(PY) -c 'import h5py, submitit, pipeline.cli' || { echo "error: $(PY) cannot import the project and its dependencies; install it there with: $(PY) -m pip install -c constraints.txt -e '.[$(EXTRAS)]'" >&2; exit 2; }
+endif
+	$(if $(PY_NOTE),@echo "$(PY_NOTE)",)
 
 # Reinstall only when the package metadata changes; an existing venv makes this a no-op.
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 test: env
@@ -54,9 +92,15 @@ aggregate: env
 bench: env
 	$(PY) bench/run.py
 
-# On a CUDA machine: smoke grids on the GPU, TF32 check, packing tests on CUDA, benchmark rows 1, 1b, 3, 4, measured GPU-hours.
+# On a CUDA machine, within GPU_CHECK_MIN minutes (a lease is 15 minutes in all, its start included): row 1b
+# with and without the background writer, the smoke grids on the GPU (and the writer's files against direct
+# writes), then paper-lite at the paper's sizes with the minutes left, its aggregate into
+# docs/results/paper-lite/. SECTIONS=tests,tf32,bench,hours runs the other checks (a second lease).
+# `timeout` is the backstop should a section hang: the script itself keeps to its deadline.
+GPU_CHECK_MIN ?= 10
+SECTIONS ?= 1b,smoke,paper-lite
 gpu-check: env
-	$(PY) bench/gpu_check.py
+	timeout $$(( ($(GPU_CHECK_MIN) + 2) * 60 )) $(PY) bench/gpu_check.py --deadline-minutes $(GPU_CHECK_MIN) --sections $(SECTIONS)
 
 slurm-up:
 	bash slurm/cluster/slurm-local.sh up
@@ -67,5 +111,6 @@ slurm-down:
 train: env
 	$(PY) -m pipeline train --group rot --mode aug --augment orbit --epochs 5 --n-samples 1000 --channels 8
 
+# A summary by cell: compute, estimated time and GPU-hours on CLUSTER's GPU, storage, the job arrays.
 plan: env
-	$(PY) -m pipeline plan --exp $(EXP) $(SET_ARGS)
+	$(PY) -m pipeline plan --exp $(EXP) --cluster $(CLUSTER) $(SET_ARGS)

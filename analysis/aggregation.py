@@ -11,6 +11,7 @@ and a reader never sees a half-written file. Outputs:
     aggregate/summary.md     the same, readable, with every trial that is not complete
     aggregate/report.md      the verdicts with evidence, data and devices, criteria, figures, provenance
     aggregate/figures/       see ``analysis.figures`` (figures of earlier runs no longer made are removed)
+    aggregate/provenance/    the installed packages of the trials and the diffs of dirty trees they ran with
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from .atomic import replace_atomically, write_text
 from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
+from .provenance import provenance_files
 from .stationary_points import cell_table, planned_figures, trial_table
 from .report import problem_lines, report_markdown, summary_markdown
 from .summary import summarize, trial_end_points
 
 FOLDER = "aggregate"
 FIGURES = "figures"
+PROVENANCE = "provenance"  # each distinct package list and each diff of a dirty tree that trials recorded
 LOGGED_PROBLEMS = 10
 
 
@@ -121,6 +124,12 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
         _remove_stale_figures(folder / FIGURES, figure_paths)
         paths += figure_paths
 
+    written = provenance_files(results)
+    for name, text in written.items():
+        paths.append(write_text(folder / PROVENANCE / name, text))
+    for stale in (folder / PROVENANCE).glob("*") if (folder / PROVENANCE).is_dir() else []:
+        if stale.name not in written:
+            stale.unlink(missing_ok=True)
     paths.append(write_text(folder / "summary.md", summary_markdown(results, summary)))
     paths.append(write_text(folder / "report.md", report_markdown(results, assessment, summary, made, min_complete)))
     log(f"aggregate: wrote {len(paths)} files under {folder}")

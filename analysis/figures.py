@@ -32,6 +32,7 @@ from .drawing import drawn_rows
 from .loading import experiment_of
 from .style import STYLE, save
 from .trajectories import FigureFacts, layers_of, trajectory_figure
+from pipeline.progress import Progress
 
 
 @dataclass
@@ -123,13 +124,16 @@ def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     ``extra``: name -> (builder returning (figure, panels), caption), figures of measurements made after
     training (``analysis.stationary_points``)."""
     made = {}
-    with rc_context(STYLE):
-        for name, (build, shows, median, experiment) in _plan(epochs, steps, trials).items():
+    planned, extra = _plan(epochs, steps, trials), extra or {}
+    with rc_context(STYLE), Progress("figures", len(planned) + len(extra)) as progress:
+        for name, (build, shows, median, experiment) in planned.items():
             figure, facts = build()
             caption = f"{shows}. {_reading(facts, median, experiment)}"
             made[name] = FigureInfo(name, len(figure.axes), caption, save(figure, folder, name),
                                     facts.complete, facts.running)
-        for name, (build, caption) in (extra or {}).items():
+            progress.advance()
+        for name, (build, caption) in extra.items():
             figure, panels = build()
             made[name] = FigureInfo(name, panels, caption + ".", save(figure, folder, name))
+            progress.advance()
     return made

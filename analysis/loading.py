@@ -34,6 +34,7 @@ from pipeline import experiments
 from pipeline.experiments import Experiment
 from pipeline.files import FileState, inspect, open_h5, plain
 from pipeline.manifest import labels_of, read_manifest, trial_of
+from pipeline.progress import iterate
 from pipeline.settings import ConfigError
 
 TOTAL = "total"
@@ -43,8 +44,13 @@ CELL_KEYS = list(dict.fromkeys(e.cell_key for e in experiments.REGISTRY.values()
 LABELS = ["trial_id", "experiment", "cell", *CELL_KEYS, "mode"]
 # Swept settings go between LABELS and AFTER_SWEPT; the rest of each table follows.
 AFTER_SWEPT = ["seed", "series"]
+# What a trial ran with (pipeline.provenance); the package list and the diff's text are kept aside
+# (Results.texts): they are long and the same for most trials.
+PROVENANCE = ["python_version", "torch_version", "cuda_version", "cudnn_version", "gpu_driver_version", "device_model",
+              "data_files", "git_diff_sha256"]
+PROVENANCE_TEXTS = ("packages", "git_diff")
 TRIAL_REST = ["swept", "dtype", "total_epochs", "status", "epochs_done", "error", "data_source", "device", "hostname",
-              "git_commit", "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file", "index",
+              "git_commit", *PROVENANCE, "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file", "index",
               "settings"]
 EPOCH_REST = ["status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "loss", "accuracy", "grad_norm"]
 STEP_REST = ["status", "step", "epoch", "phase", "step_in_epoch", "layer", "dist_E"]
@@ -73,6 +79,8 @@ class Results:
     unexpected_files: list[str] = field(default_factory=list)  # trials/*.h5 not named in the manifest
     set_aside_files: list[str] = field(default_factory=list)  # *.h5.damaged-*: the pipeline restarted those
     checkpoint_files: list[str] = field(default_factory=list)  # *.state.pt: trials interrupted or running
+    # Long provenance texts (the package list, the diff of a dirty tree) -> the trials that recorded each.
+    texts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 class UnknownExperiment(Experiment):
@@ -284,7 +292,7 @@ def _file_fields(state: FileState) -> dict:
               "epochs_done": int(attrs.get("epochs_done", -1)),
               "wall_seconds": float(attrs.get("wall_seconds", 0.0)), "pack_size": int(attrs.get("pack_size", 1)),
               "attempts": int(attrs.get("attempts", 0))}
-    for key in ("data_source", "device", "hostname", "git_commit", "started_at", "finished_at"):
+    for key in ("data_source", "device", "hostname", "git_commit", "started_at", "finished_at", *PROVENANCE):
         fields[key] = _text(attrs.get(key, ""))
     return fields
 
@@ -299,7 +307,8 @@ def read_results(out_dir: Path | str) -> Results:
     label_columns = LABELS + swept_columns + AFTER_SWEPT
     epoch_tables, step_tables = [], []
     measured, spectra, perturbations = [], [], []
-    for row in rows:
+    texts: dict[str, dict[str, list[str]]] = {}
+    for row in iterate(rows, "reading trial files"):
         path = folder / f"{row['trial_id']}.h5"
         row["file"] = str(path.relative_to(out_dir))
         if not path.exists():
@@ -307,6 +316,10 @@ def read_results(out_dir: Path | str) -> Results:
             continue
         state, series = _read_trial(path)
         row.update(_file_fields(state))
+        for name in PROVENANCE_TEXTS:
+            text = _text(state.attrs.get(name, ""))
+            if text:
+                texts.setdefault(name, {}).setdefault(text, []).append(row["trial_id"])
         if math.isnan(row["total_epochs"]) and "total_epochs" in state.attrs:
             row["total_epochs"] = int(state.attrs["total_epochs"])
         if series is not None:
@@ -323,7 +336,8 @@ def read_results(out_dir: Path | str) -> Results:
 
     trials = pd.DataFrame([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
     trials = trials.reindex(columns=label_columns + TRIAL_REST)
-    for column in ("error", "data_source", "device", "hostname", "git_commit", "started_at", "finished_at", "file"):
+    for column in ("error", "data_source", "device", "hostname", "git_commit", "started_at", "finished_at", "file",
+                   *PROVENANCE):
         trials[column] = trials[column].fillna("")
     trials["wall_seconds"] = trials["wall_seconds"].fillna(0.0)
     trials["pack_size"] = trials["pack_size"].fillna(1).astype(int)
@@ -344,7 +358,7 @@ def read_results(out_dir: Path | str) -> Results:
         measurements=pd.DataFrame(measured), spectra=pd.DataFrame(spectra), perturbations=pd.DataFrame(perturbations),
         unexpected_files=[n for n in listing if n.endswith(".h5") and n not in known],
         set_aside_files=[n for n in listing if ".h5.damaged-" in n],
-        checkpoint_files=[n for n in listing if n.endswith(".state.pt")],
+        checkpoint_files=[n for n in listing if n.endswith(".state.pt")], texts=texts,
     )
 
 

@@ -1,4 +1,6 @@
-"""Where the numbers come from: the data each trial trained on, the devices, commits and hours.
+"""Where the numbers come from: the data each trial trained on, the devices, commits and hours, and what
+each trial ran with (interpreter, torch, CUDA and driver, device model, packages, data checksums, the
+diff of a dirty tree; ``pipeline.provenance`` records them in every trial file).
 
 Trial files record their data source with the path it was read from on the machine that ran them; a
 report names the source in words instead (the official MNIST test split, or the digits vendored in the
@@ -7,6 +9,8 @@ repository), so that it never points at a path outside the repository.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import PurePath
 
@@ -93,3 +97,46 @@ def provenance(results: Results) -> dict:
         "gpu_hours": float(sum(h for kind, h in hours.items() if kind != "cpu")),
         "cpu_hours": float(hours.get("cpu", 0.0)),
     }
+
+
+def _counted_column(trials: pd.DataFrame, column: str) -> dict:
+    if column not in trials:
+        return {}
+    values = trials[column].fillna("").astype(str)
+    return values[values != ""].value_counts().to_dict()
+
+
+def software(results: Results) -> dict:
+    """What the readable trials ran with, each value with the number of trials that recorded it."""
+    trials = readable(results)
+    builds = (trials["torch_version"].fillna("").astype(str) + " / CUDA " + trials["cuda_version"].fillna("").astype(str)
+              .replace("", "none") + " / cuDNN " + trials["cudnn_version"].fillna("").astype(str).replace("", "none")
+              if "torch_version" in trials else pd.Series(dtype=str))
+    data = {}
+    for text, count in _counted_column(trials, "data_files").items():
+        try:
+            for name, digest in json.loads(text).items():
+                data.setdefault(f"{name} sha256 {digest}", 0)
+                data[f"{name} sha256 {digest}"] += count
+        except ValueError:
+            continue
+    return {"python": _counted_column(trials, "python_version"),
+            "torch": builds[builds.str.len() > len(" / CUDA none / cuDNN none")].value_counts().to_dict(),
+            "drivers": _counted_column(trials, "gpu_driver_version"),
+            "models": _counted_column(trials, "device_model"),
+            "data_files": data,
+            "diffs": _counted_column(trials, "git_diff_sha256"),
+            "unrecorded": int((trials.get("python_version", pd.Series("", index=trials.index)).fillna("") == "").sum())}
+
+
+def provenance_files(results: Results) -> dict[str, str]:
+    """Files for ``aggregate/provenance/``: each distinct package list and each diff of a dirty tree, with
+    the trials that recorded it (name -> text)."""
+    files = {}
+    for number, (text, trial_ids) in enumerate(results.texts.get("packages", {}).items(), 1):
+        files[f"packages-{number}.txt"] = f"# installed packages of {len(trial_ids)} trial(s): {', '.join(trial_ids[:5])}" \
+            + (" ..." if len(trial_ids) > 5 else "") + "\n" + text + "\n"
+    for text, trial_ids in results.texts.get("git_diff", {}).items():
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        files[f"diff-{digest}.patch"] = text if text.endswith("\n") else text + "\n"
+    return files

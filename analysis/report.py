@@ -19,7 +19,7 @@ from .figures import FigureInfo
 from .stationary_points import report_section
 from .loading import Results, experiment_of
 from .paper_claims import claim_rows, grouped
-from .provenance import data_sources, devices, provenance
+from .provenance import data_sources, devices, provenance, provenance_files, software
 from .science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
 from .summary import END_POINTS, LEARNING_MIN_FACTOR, STATUSES
 from .tables import markdown_table
@@ -255,7 +255,7 @@ def _figures_section(figures: dict[str, FigureInfo] | None) -> str:
     return "\n\n".join(blocks)
 
 
-def _provenance_section(info: dict) -> str:
+def _provenance_section(info: dict, soft: dict | None = None, files: list[str] | None = None) -> str:
     def counted(mapping: dict) -> str:
         return ", ".join(f"`{k}` ({v})" for k, v in mapping.items()) or "none recorded"
 
@@ -272,7 +272,31 @@ def _provenance_section(info: dict) -> str:
         f"- Hosts: {counted(info['hostnames'])}",
         f"- Wall-clock time of the readable trials (all attempts): GPU {info['gpu_hours']:.3g} h, "
         f"CPU {info['cpu_hours']:.3g} h; by device: {hours}.",
+        *(_software_lines(soft, files or []) if soft is not None else []),
     ])
+
+
+def _software_lines(soft: dict, files: list[str]) -> list[str]:
+    """What the trials ran with (each value with its number of trials), as their files recorded it."""
+    def counted(mapping: dict) -> str:
+        return ", ".join(f"`{k}` ({v})" for k, v in mapping.items()) or "none recorded"
+
+    packages = [f"[{name}](provenance/{name})" for name in files if name.startswith("packages-")]
+    lines = [
+        f"- Python: {counted(soft['python'])}",
+        f"- torch / CUDA / cuDNN: {counted(soft['torch'])}",
+        f"- NVIDIA driver: {counted(soft['drivers'])}",
+        f"- Device models: {counted(soft['models'])}",
+        f"- Data files read (sha256): {counted(soft['data_files'])}",
+        f"- Installed packages: {', '.join(packages) if packages else 'none recorded'}"
+        + (" (the trials ran with different package lists)" if len(packages) > 1 else ""),
+        "- Uncommitted changes: " + (", ".join(f"[`{d}`](provenance/diff-{d[:12]}.patch) ({n} trials)"
+                                            for d, n in soft["diffs"].items())
+                                     if soft["diffs"] else "none (every trial ran committed code)"),
+    ]
+    if soft["unrecorded"]:
+        lines.append(f"- {soft['unrecorded']} trial file(s) written before this provenance was recorded")
+    return lines
 
 
 def _references_section() -> str:
@@ -349,7 +373,7 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
         "per trial in `trials.csv`.",
         _figures_section(figures),
         "## Provenance",
-        _provenance_section(provenance(results)),
+        _provenance_section(provenance(results), software(results), sorted(provenance_files(results))),
         "## References",
         _references_section(),
     ]

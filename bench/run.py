@@ -108,6 +108,7 @@ def roofline(device, samples: int) -> list[dict]:
 
 def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
     """A Nom trial at paper width into its HDF5 file, against the gradient step alone, in one run."""
+    from pipeline.background import VARIABLE
     from pipeline.execute import execute
     from pipeline.files import open_h5, trial_paths
     from pipeline.experiments import make_trial
@@ -118,16 +119,33 @@ def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
                                                                             "data_source", "lr")})
     step_seconds = step.time("step", 2)
     trial = make_trial("groups", {k: str(v) for k, v in settings.items()})
-    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
-        execute(Path(folder), [trial], checkpoint_every_s=60.0)
-        with open_h5(trial_paths(folder, trial.trial_id)[0]) as f:
-            seconds = f["metrics/seconds"][()]
-    # Row e (1 <= e < epochs) is written after the gradient pass of epoch e + 1, so the time between two
-    # rows is one whole epoch; row 0 adds start-up, the last row an evaluation of its own.
-    epoch_seconds = float(statistics.median(seconds[2:-1]))
-    return [{"row": "1b trial epoch", "case": f"Nom trial epoch C=32 n=14 {samples} samples (file, dist_E, checkpoint)",
-             "value": round(epoch_seconds, 3), "unit": "s/epoch", "reference": round(step_seconds, 3),
-             "ratio": round(epoch_seconds / step_seconds, 3), "target": "<= 1.15", "seconds": round(epoch_seconds, 3)}]
+    rows = []
+    # On a GPU the rows are written from a background thread (pipeline.background); the direct writes are
+    # measured beside them, so the gain is a ratio of one run.
+    policies = [("", None), (" direct writes", "0")] if device.type == "cuda" else [("", None)]
+    for label, forced in policies:
+        previous = os.environ.pop(VARIABLE, None)
+        if forced is not None:
+            os.environ[VARIABLE] = forced
+        try:
+            with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+                execute(Path(folder), [trial], checkpoint_every_s=60.0)
+                with open_h5(trial_paths(folder, trial.trial_id)[0]) as f:
+                    seconds = f["metrics/seconds"][()]
+        finally:
+            os.environ.pop(VARIABLE, None)
+            if previous is not None:
+                os.environ[VARIABLE] = previous
+        # Row e (1 <= e < epochs) is written after the gradient pass of epoch e + 1, so the time between two
+        # rows is one whole epoch; row 0 adds start-up, the last row an evaluation of its own.
+        epoch_seconds = float(statistics.median(seconds[2:-1]))
+        target = ("<= 1.30" if device.type == "cuda" else "<= 1.15") if not label else ""
+        rows.append({"row": "1b trial epoch" + label,
+                     "case": f"Nom trial epoch C=32 n=14 {samples} samples (file, dist_E, checkpoint){label}",
+                     "value": round(epoch_seconds, 3), "unit": "s/epoch", "reference": round(step_seconds, 3),
+                     "ratio": round(epoch_seconds / step_seconds, 3), "target": target,
+                     "seconds": round(epoch_seconds, 3)})
+    return rows
 
 
 def mode_overhead(device, samples: int, groups) -> list[dict]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .settings import ConfigError, parse_assignments
 
+TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E per layer, distance travelled) as "
+                    "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
 DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
 (TMLR 2025) as grids of trials, on this machine or a SLURM cluster, and aggregate them into tables,
 figures and a report. Start with: make demo. Science: docs/science.md."""
@@ -28,14 +30,26 @@ def _train(args) -> int:
     for key, value in named.items():
         if value is not None:
             values[key] = str(value)
+    _check_tensorboard(args)
     trial = make_trial(args.experiment, values)
     if args.out is None:
         from .runner import ConsoleSink, run_trial
 
         print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
         sink = ConsoleSink(log=lambda line: print(line, flush=True))
-        run_trial(trial, sink)
-        _print_results(sink.results)
+        console = sink
+        if args.tensorboard:
+            from .tensorboard_sink import TensorBoardSink
+
+            folder = Path("tensorboard") / trial.trial_id
+            print(f"live curves: tensorboard --logdir {folder.parent}", flush=True)
+            sink = TensorBoardSink(sink, folder)
+        try:
+            run_trial(trial, sink)
+        finally:
+            if hasattr(sink, "close"):
+                sink.close()
+        _print_results(console.results)
         return 0
     from .execute import execute, install_cancel_handler
     from .grid import Grid
@@ -49,7 +63,9 @@ def _train(args) -> int:
     finally:
         lease.release()
     install_cancel_handler()
-    outcome = _report_outcome(execute(args.out, [trial], force=args.force))
+    if args.tensorboard:
+        print(f"live curves: tensorboard --logdir {Path(args.out) / 'tensorboard'}", flush=True)
+    outcome = _report_outcome(execute(args.out, [trial], force=args.force, tensorboard=args.tensorboard))
     if outcome == 0:
         from .files import read_results_attrs, trial_paths
 
@@ -70,9 +86,11 @@ def _print_results(attrs: dict) -> None:
 
 def _plan(args) -> int:
     from .grid import load_grid
+    from .launch.profiles import load_profile
     from .plan import describe
 
-    print(describe(load_grid(args.exp, parse_assignments(args.set))))
+    grid = load_grid(args.exp, parse_assignments(args.set))
+    print(describe(grid, load_profile(args.cluster), list_trials=args.trials))
     return 0
 
 
@@ -90,6 +108,7 @@ def _run_trial(args) -> int:
     from .manifest import select, write_manifest
     from .ownership import guard_folder
 
+    _check_tensorboard(args)
     grid = load_grid(args.exp, parse_assignments(args.set))
     trials = grid.trials()
     wanted = select(trials, args.index, args.trial)
@@ -100,7 +119,7 @@ def _run_trial(args) -> int:
         lease.release()
     install_cancel_handler()
     return _report_outcome(execute(args.out, [resolved[trials.index(wanted)]], force=args.force,
-                                   checkpoint_every_s=args.checkpoint_every))
+                                   checkpoint_every_s=args.checkpoint_every, tensorboard=args.tensorboard))
 
 
 def _check_workers(args) -> None:
@@ -114,11 +133,28 @@ def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) ->
     """Plan and submit ``indices`` (the caller holds the folder guard); returns whether to wait."""
     from .launch.submission import plan_submission, submit
 
-    per_task = args.trials_per_task or int(launch_hints.get("trials_per_task", 1))
-    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(launch_hints.get("pack_seeds", False))
+    per_task, pack_seeds = _task_shape(args, launch_hints)
     plan = plan_submission(out, indices, profile, per_task, args.workers, pack_seeds)
-    submit(out, plan)
+    for warning in plan.warnings:
+        print(warning, file=sys.stderr)
+    submit(out, plan, tensorboard=args.tensorboard)
+    if args.tensorboard:
+        print(f"live curves: tensorboard --logdir {Path(out) / 'tensorboard'}")
     return args.wait if args.wait is not None else profile.executor == "local"
+
+
+def _check_tensorboard(args) -> None:
+    if getattr(args, "tensorboard", False):
+        from .tensorboard_sink import check_available
+
+        check_available()
+
+
+def _task_shape(args, launch_hints: dict) -> tuple[int | None, bool]:
+    """Trials per task (None: by cost) and seed packing, from the command line, else the grid's [launch]."""
+    per_task = args.trials_per_task or launch_hints.get("trials_per_task")
+    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(launch_hints.get("pack_seeds", False))
+    return (int(per_task) if per_task is not None else None), pack_seeds
 
 
 def _follow(out: Path, wait: bool) -> int:
@@ -158,6 +194,7 @@ def _submit(args) -> int:
     _check_workers(args)
     grid = load_grid(args.exp, parse_assignments(args.set))
     profile = load_profile(args.cluster)
+    _check_tensorboard(args)
     if args.dry_run:
         return _dry_run(args, grid, profile)
     out = args.out
@@ -187,19 +224,37 @@ def _dry_run(args, grid, profile) -> int:
     trials = grid.trials()
     if (Path(args.out) / MANIFEST).exists():
         trials, _ = merge(trials_of_manifest(read_manifest(args.out)), trials)
-    per_task = args.trials_per_task or int(grid.launch.get("trials_per_task", 1))
-    pack_seeds = args.pack_seeds if args.pack_seeds is not None else bool(grid.launch.get("pack_seeds", False))
+    per_task, pack_seeds = _task_shape(args, grid.launch)
     plan = plan_submission(args.out, [t.index for t in trials], profile, per_task, args.workers, pack_seeds,
                            trials=trials, name=grid.name)
-    print(describe_plan(args.out, plan))
+    print(describe_plan(args.out, plan, trials))
     return 0
 
 
 def _status(args) -> int:
     from .launch.monitor import format_status, gather
 
+    if args.watch is not None:
+        from .launch.watch import watch
+
+        if args.watch <= 0:
+            raise ConfigError(f"--watch takes a number of seconds > 0, got {args.watch:g}")
+        try:
+            watch(args.out, args.watch, only_unfinished=args.brief)
+        except KeyboardInterrupt:
+            print("stopped watching; the grid goes on", file=sys.stderr)
+        return 0
     print(format_status(gather(args.out), only_unfinished=args.brief))
     return 0
+
+
+def _logs(args) -> int:
+    from .launch.watch import show_log
+
+    try:
+        return show_log(args.out, args.trial_id, follow=args.follow)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _last_profile(out: Path, cluster: str | None):
@@ -223,6 +278,7 @@ def _resubmit(args) -> int:
     from .ownership import guard_folder
 
     _check_workers(args)
+    _check_tensorboard(args)
     out = args.out
     read_manifest(out)  # a folder without a (readable) grid says so first
     profile = _last_profile(out, args.cluster)
@@ -271,7 +327,8 @@ def _add_launch_arguments(parser: argparse.ArgumentParser, cluster_default: str 
     parser.add_argument("--workers", type=int,
                         help="local executor: trials at a time (default: the core count, at most 8)")
     parser.add_argument("--trials-per-task", type=int,
-                        help="trials run one after the other by one array task (default: the grid's [launch], else 1)")
+                        help="trials run one after the other by one array task (default: the grid's [launch], "
+                             "else by cost: cheap trials packed into tasks of about the profile's min_task_min)")
     parser.add_argument("--pack-seeds", action=argparse.BooleanOptionalAction, default=None,
                         help="train a task's trials that differ only in their seed together "
                              "(default: the grid's [launch] pack_seeds)")
@@ -279,17 +336,36 @@ def _add_launch_arguments(parser: argparse.ArgumentParser, cluster_default: str 
                         help="block until the grid has finished (default: yes locally, no on SLURM)")
     parser.add_argument("--force", action="store_true",
                         help="submit even if the queue cannot be read (and resubmit diverged trials)")
+    parser.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
 
 
 def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exp", required=True, metavar="NAME_OR_PATH",
                         help="a grid preset in jobs/ (e.g. demo, paper-groups) or a .toml file")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                        help="override a grid value; a,b,c makes an axis (repeatable; default: none)")
+                        help="override a grid value; a,b,c makes an axis (repeatable)")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Appends an option's real default to its help: never "(default: None)" for an option whose default
+    comes from elsewhere (the help says where), nor for flags and empty lists."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings
+                or isinstance(action, argparse._HelpAction)):
+            return text
+        return f"{text} (default: {default})"
+
+
+def _setting_help(experiment: str, name: str, words: str, choices=None) -> str:
+    """Help for an option that sets a trial setting: its choices and the settings' own default."""
+    from . import experiments
+
+    settings = experiments.get(experiment).settings_type()
+    accepted = f"{', '.join(map(str, choices))}; " if choices else ""
+    return f"{words}: {accepted}default {getattr(settings, name)} ({experiment})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,25 +379,36 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train)
-    train.add_argument("--experiment", default="groups", help="groups or cnn")
-    train.add_argument("--group", help="rot, trans, trans1d or rototrans (groups; default rot)")
-    train.add_argument("--mode", help="equi, aug or nom (groups; default nom)")
-    train.add_argument("--variant", help="cross, skew or nonunitary (cnn; default cross)")
-    train.add_argument("--seed", type=int, help="seed of the initial point and the data order (default 0)")
-    train.add_argument("--epochs", type=int, help="epochs of training (groups; default 50)")
-    train.add_argument("--n-samples", type=int, help="MNIST samples (default 10000)")
-    train.add_argument("--channels", type=int, help="channels of the network (groups; default 32)")
-    train.add_argument("--lr", type=float, help="learning rate (groups; default 5e-5)")
-    train.add_argument("--augment", help="orbit or sampled:P (groups, Aug; default sampled:25)")
-    train.add_argument("--dtype", help="float32 or float64 (default float32)")
-    train.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    from . import experiments
+    from .settings import DTYPES, MODES
+
+    GROUP_NAMES, VARIANTS = experiments.get("groups").cell_names, experiments.get("cnn").cell_names
+
+    train.add_argument("--experiment", default="groups", help=f"one of {', '.join(experiments.REGISTRY)}")
+    train.add_argument("--group", help=_setting_help("groups", "group", "the group", GROUP_NAMES))
+    train.add_argument("--mode", help=_setting_help("groups", "mode", "the training mode", MODES))
+    train.add_argument("--variant", help=_setting_help("cnn", "variant", "the CNN variant", VARIANTS))
+    train.add_argument("--seed", type=int, help=_setting_help("groups", "seed", "seed of the initial point and the data order"))
+    train.add_argument("--epochs", type=int, help=_setting_help("groups", "epochs", "epochs of training"))
+    train.add_argument("--n-samples", type=int, help=_setting_help("groups", "n_samples", "MNIST samples"))
+    train.add_argument("--channels", type=int, help=_setting_help("groups", "channels", "channels of the network"))
+    train.add_argument("--lr", type=float, help=_setting_help("groups", "lr", "learning rate"))
+    train.add_argument("--augment", help=_setting_help("groups", "augment", "how Aug averages: orbit or sampled:P"))
+    train.add_argument("--dtype", help=_setting_help("groups", "dtype", "floating point type", DTYPES))
+    train.add_argument("--device", help=_setting_help("groups", "device", "where to train: auto, cpu, cuda or cuda:N"))
     train.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                        help="any trial setting (repeatable; see pipeline/experiments/)")
-    train.add_argument("--out", type=Path, help="results folder to keep the trial file in (default: none)")
+    train.add_argument("--out", type=Path, help="results folder to keep the trial file in (without it nothing is saved)")
     train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard curves: OUT/tensorboard/<trial>/ (without --out: ./tensorboard/)")
 
-    plan = command("plan", "list a grid's trials with their compute, storage and estimated time", _plan)
+    plan = command("plan", "a grid's trials by cell: compute, estimated time and GPU-hours on a profile, storage, "
+                           "and the job arrays a submission would make", _plan)
     _add_grid_arguments(plan)
+    plan.add_argument("--cluster", default="local",
+                      help="cluster profile whose device the estimates are for (slurm/profiles or a .toml file)")
+    plan.add_argument("--trials", action="store_true", help="list every trial instead of a summary by cell")
 
     run = command("run-trial", "run one trial of a grid in this process (what one array task executes)", _run_trial)
     _add_grid_arguments(run)
@@ -332,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun a complete trial")
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")
+    run.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
 
     submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit)
     _add_grid_arguments(submit)
@@ -342,6 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "the state of every trial of a results folder", _status)
     status.add_argument("--out", required=True, type=Path, help="results folder")
     status.add_argument("--brief", action="store_true", help="list only trials that are not complete")
+    status.add_argument("--watch", nargs="?", type=float, const=10.0, default=None, metavar="SECONDS",
+                        help="redraw every SECONDS (10 if not given) until nothing is queued or running")
+
+    logs = command("logs", "print a trial's log (OUT/logs/TRIAL_ID.log); -f follows it while the trial runs", _logs)
+    logs.add_argument("trial_id", metavar="TRIAL_ID", help="e.g. rot-aug-s007 (see `pipeline status`)")
+    logs.add_argument("--out", required=True, type=Path, help="results folder")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on printing until the trial stops (Ctrl-C)")
 
     resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials", _resubmit)
     _add_launch_arguments(resubmit, None)

@@ -35,12 +35,13 @@ class Dataset:
     images: torch.Tensor  # (S, 1, size, size), float32
     labels: torch.Tensor  # (S,), int64
     source: str
+    files: tuple[str, ...] = ()  # the files read: their checksums go into each trial file (pipeline.provenance)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def to(self, device, dtype) -> "Dataset":
-        return Dataset(self.images.to(device=device, dtype=dtype), self.labels.to(device), self.source)
+        return Dataset(self.images.to(device=device, dtype=dtype), self.labels.to(device), self.source, self.files)
 
 
 def _read_idx(path: Path) -> torch.Tensor:
@@ -56,12 +57,13 @@ def _read_idx(path: Path) -> torch.Tensor:
     return data.reshape(shape)
 
 
-def _vendored() -> tuple[torch.Tensor, torch.Tensor, str]:
+def _vendored() -> tuple[torch.Tensor, torch.Tensor, str, tuple[str, ...]]:
     images = VENDORED_DIR / "t10k-images-idx3-ubyte.gz"
     labels = VENDORED_DIR / "t10k-labels-idx1-ubyte.gz"
     if not images.exists() or not labels.exists():
         raise DataUnavailable(f"vendored MNIST missing under {VENDORED_DIR}")
-    return _read_idx(images), _read_idx(labels).long(), f"vendored MNIST digits ({VENDORED_DIR})"
+    return (_read_idx(images), _read_idx(labels).long(), f"vendored MNIST digits ({VENDORED_DIR})",
+            (str(images), str(labels)))
 
 
 def _official_files(root: Path) -> tuple[Path, Path] | None:
@@ -73,7 +75,7 @@ def _official_files(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def _official(root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _official(root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor, str, tuple[str, ...]]:
     files = _official_files(root)
     if files is None and download:
         from torchvision.datasets import MNIST
@@ -86,11 +88,12 @@ def _official(root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor, s
     if files is None:
         raise DataUnavailable(f"official MNIST not under {root}/MNIST/raw (downloads off)")
     images, labels = files
-    return _read_idx(images), _read_idx(labels).long(), f"official MNIST test split ({root})"
+    return (_read_idx(images), _read_idx(labels).long(), f"official MNIST test split ({root})",
+            (str(images), str(labels)))
 
 
 @functools.lru_cache(maxsize=8)
-def _raw(source: str, root: str, download: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _raw(source: str, root: str, download: bool) -> tuple[torch.Tensor, torch.Tensor, str, tuple[str, ...]]:
     attempts = []
     if source in ("auto", "official"):
         try:
@@ -123,7 +126,7 @@ def load_mnist(
         raise ConfigError(f"unknown data source {source!r}; accepted: {', '.join(DATA_SOURCES)}")
     if download is None:
         download = os.environ.get("PIPELINE_OFFLINE", "0") != "1"
-    images, labels, origin = _raw(source, str(root or DEFAULT_ROOT), download)
+    images, labels, origin, files = _raw(source, str(root or DEFAULT_ROOT), download)
     if n_samples is not None:
         if not 1 <= n_samples <= len(labels):
             raise ValueError(f"n_samples={n_samples} out of range; accepted: 1..{len(labels)} ({origin})")
@@ -133,4 +136,4 @@ def load_mnist(
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     if normalize:
         x = (x - x.mean()) / x.std()
-    return Dataset(images=x.contiguous(), labels=labels.clone(), source=origin)
+    return Dataset(images=x.contiguous(), labels=labels.clone(), source=origin, files=files)

@@ -59,15 +59,46 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
+def _sinks(out_dir: Path, pending: list, tensorboard: bool) -> list:
+    """The sinks the runner writes to: each trial's store, with its TensorBoard curves if asked, written from
+    a background thread where that pays (``pipeline.background``: trials on CUDA)."""
+    from . import numerics
+    from .background import BackgroundSink, wanted
+
+    sinks = [store for _, _, store in pending]
+    if tensorboard:
+        from .tensorboard_sink import TensorBoardSink, log_dir
+
+        sinks = [TensorBoardSink(s, log_dir(out_dir, t.trial_id)) for (t, _, _), s in zip(pending, sinks)]
+    try:
+        device = numerics.resolve_device(pending[0][0].settings.device)
+    except Exception:  # an unusable device fails where the trial starts, with its own line
+        return sinks
+    if wanted(device):
+        sinks = [BackgroundSink(s, t.trial_id) for (t, _, _), s in zip(pending, sinks)]
+    return sinks
+
+
+def _close_quietly(sinks: list) -> None:
+    """After a failure: apply what background writers hold (the rows before it), keep the first error."""
+    for sink in sinks:
+        if hasattr(sink, "close"):
+            try:
+                sink.close(raise_errors=False)
+            except Exception:
+                pass
+
+
 def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = 60.0,
-            on_store=None) -> dict[str, str]:
+            on_store=None, tensorboard: bool = False) -> dict[str, str]:
     """Run (or resume, or skip) trials into their files: one trial, or several trained packed (they must
     differ only in their seed). Returns trial id -> 'complete' (it already was), 'ran', or 'busy: <owner>'
     (someone else holds it; it was not touched).
 
     ``on_store(store)`` is called with every store before training, so that a launcher can persist the
     latest state on preemption. An error stops every trial of the call; each records it in its file, except
-    where recording is what failed (a full disk) or the trial is no longer this process's."""
+    where recording is what failed (a full disk) or the trial is no longer this process's. ``tensorboard``
+    also writes each trial's curves to ``OUT/tensorboard/<trial_id>/`` (``pipeline.tensorboard_sink``)."""
     from .runner import run_trials
     from .store import CheckpointClock, TrialFile
 
@@ -94,15 +125,20 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 pending.append((trial, log, store))
         if not pending:
             return outcomes
-        for _, log, store in pending:
+        sinks = _sinks(out_dir, pending, tensorboard)
+        for (_, log, store), sink in zip(pending, sinks):
             store.pack_size = len(pending)  # the seeds actually trained together
             if len(pending) > 1:
                 log("training packed with " + ", ".join(t.trial_id for t, _, _ in pending))
             if on_store is not None:
-                on_store(store)
+                on_store(sink)  # a background writer first applies the rows it holds
         try:
-            run_trials([t for t, _, _ in pending], [s for _, _, s in pending])
+            run_trials([t for t, _, _ in pending], sinks)
+            for sink in sinks:
+                if hasattr(sink, "close"):
+                    sink.close()
         except (Cancelled, KeyboardInterrupt) as error:
+            _close_quietly(sinks)
             message = str(error) or "interrupted (Ctrl-C)"
             for trial, log, store in pending:
                 log(f"{trial.trial_id}: CANCELLED: {message}")
@@ -111,6 +147,7 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
         except Exception as error:
             from .runner import Diverged
 
+            _close_quietly(sinks)
             for trial, log, store in pending:
                 message = _one_line(error)
                 if isinstance(error, Diverged) and trial.trial_id not in error.trial_ids:
@@ -118,6 +155,8 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 log(f"{trial.trial_id}: FAILED: {message}")
                 store.mark_failed(message, error)
             raise
+        finally:
+            _close_quietly(sinks)
         outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
         return outcomes
     finally:

@@ -10,6 +10,9 @@ groups, without the full product. ``seeds`` is a count (N -> 0..N-1), a range
 that always had them. Sections expand in the order of the experiment registry, so index i names the same
 trial everywhere.
 
+A grid may build on another: ``extends = "demo"`` (a preset, or a .toml path relative to the file) takes
+that grid, and this file's keys win (a section that is a table in both is merged key by key).
+
 Overrides (``--set key=value``) apply to every section that knows the key; ``groups.key=...`` restricts
 one to a section. A comma-separated value makes an axis (``--set lr=1e-4,5e-5``), except for settings
 whose value is a comma-separated list itself (``cnn_channels``; sweep those with a TOML array).
@@ -31,10 +34,10 @@ from pathlib import Path
 
 from . import experiments
 from .experiments import Trial
-from .settings import ConfigError, field_types, is_atomic
+from .settings import ConfigError, did_you_mean, field_types, is_atomic
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
-GRID_KEYS = {"description", "launch"}
+GRID_KEYS = {"description", "launch", "extends"}
 LAUNCH_KEYS = {"trials_per_task": int, "pack_seeds": bool}
 SEED_NAMES = ("seeds", "seed")
 
@@ -130,7 +133,8 @@ def _grid_path(name_or_path: str) -> Path:
     preset = JOBS_DIR / f"{name_or_path}.toml"
     if preset.exists():
         return preset
-    raise ConfigError(f"unknown grid {name_or_path!r}; accepted: a .toml file or one of {', '.join(available_presets())}")
+    raise ConfigError(f"unknown grid {name_or_path!r}{did_you_mean(name_or_path, available_presets())}; accepted: "
+                      f"a .toml file or one of {', '.join(available_presets())}")
 
 
 def parse_seeds(value) -> list[int]:
@@ -188,20 +192,50 @@ def _as_axis(experiment, key: str, written: str, value):
     return list(dict.fromkeys(value))  # a value given twice is one trial, not two
 
 
-def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Grid:
-    path = _grid_path(name_or_path)
+def _read_document(path: Path) -> dict:
     try:
-        document = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"grid file {path} is not valid TOML: {error}") from None
+
+
+def _document(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A grid file with what it extends folded in: ``extends = "preset"`` (or a path, relative to the file)
+    reads that grid first; then this file's keys win. A section written as a table in both files is merged
+    key by key; anything else (a value, a ``[[section]]`` list of tables) replaces the base's."""
+    document = _read_document(path)
+    base_name = document.pop("extends", None)
+    if base_name is None:
+        return document
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"extends in {path} must name a grid preset or a .toml file, got {base_name!r}")
+    beside = path.parent / base_name
+    base_path = beside if beside.suffix == ".toml" and beside.exists() else _grid_path(base_name)
+    if base_path.resolve() in {p.resolve() for p in chain + (path,)}:
+        raise ConfigError(f"grid {path} extends itself: {' -> '.join(p.stem for p in chain + (path, base_path))}")
+    merged = dict(_document(base_path, chain + (path,)))
+    for key, value in document.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Grid:
+    path = _grid_path(name_or_path)
+    document = _document(path)
     known_sections = set(experiments.REGISTRY)
     unknown = sorted(set(document) - GRID_KEYS - known_sections)
     if unknown:
-        raise ConfigError(f"unknown section {unknown[0]!r} in {path}; accepted: {', '.join(sorted(GRID_KEYS | known_sections))}")
+        accepted = sorted(GRID_KEYS | known_sections)
+        raise ConfigError(f"unknown section {unknown[0]!r} in {path}{did_you_mean(unknown[0], accepted)}; accepted: "
+                          f"{', '.join(accepted)}")
     launch = dict(document.get("launch", {}))
     for key, value in launch.items():
         if key not in LAUNCH_KEYS:
-            raise ConfigError(f"unknown key {key!r} in [launch] of {path}; accepted: {', '.join(sorted(LAUNCH_KEYS))}")
+            raise ConfigError(f"unknown key {key!r} in [launch] of {path}{did_you_mean(key, LAUNCH_KEYS)}; accepted: "
+                              f"{', '.join(sorted(LAUNCH_KEYS))}")
         if not isinstance(value, LAUNCH_KEYS[key]) or (LAUNCH_KEYS[key] is int and value < 1):
             raise ConfigError(f"[launch] {key} in {path} must be a positive {LAUNCH_KEYS[key].__name__}, got {value!r}")
     written_sections = {name: document[name] if isinstance(document[name], list) else [document[name]]
@@ -216,7 +250,8 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         for written in tables:
             bad = sorted(set(written) - set(settable))
             if bad:
-                raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {path}; accepted: {', '.join(sorted(settable))}")
+                raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {path}{did_you_mean(bad[0], settable)}; "
+                                  f"accepted: {', '.join(sorted(settable))}")
             sections[name].append({settable[key]: (key, value) for key, value in written.items()})
 
     overrides = dict(overrides or {})
@@ -228,7 +263,8 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         applied = [name for name in targets if bare in _settable(experiments.get(name))]
         if not applied:
             accepted = sorted(set().union(*(_settable(experiments.get(name)) for name in targets)))
-            raise ConfigError(f"unknown key {bare!r} for grid {path.stem}; accepted: {', '.join(accepted)}")
+            raise ConfigError(f"unknown key {bare!r} for grid {path.stem}{did_you_mean(bare, accepted)}; accepted: "
+                              f"{', '.join(accepted)}")
         for name in applied:
             for table in sections[name]:
                 table[_settable(experiments.get(name))[bare]] = (bare, value)

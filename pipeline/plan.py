@@ -1,98 +1,111 @@
-"""``pipeline plan``: what a grid will run and store, and about how long it takes, before anything runs.
+"""``pipeline plan``: what a grid will run and store, how long it takes and what it costs, before anything runs.
 
-Wall time is the analytic compute of each trial (``pipeline.cost``) over a throughput in FLOP/s: the
-one ``make bench`` measured on this machine for the experiment when there is one, else a stated default.
+By default a summary by cell (the trials that differ only in their seed): trials, compute per trial, the
+estimated time per trial and the hours on the chosen profile's device, the weight snapshots; totals; and,
+for a SLURM profile, the job arrays that ``submit`` would make (``pipeline.launch.layout``: the same
+decision, from the same code). ``--trials`` lists every trial instead. Estimates come from
+``pipeline.throughput`` and say what they rest on (measured, scaled by float32 peak, or assumed).
 """
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
-from . import experiments
+from . import throughput
 from .cost import format_bytes, format_flops, snapshot_bytes, snapshot_epochs, trial_flops
 from .experiments import Trial
-
-BENCH_TABLE = Path(__file__).resolve().parent.parent / "results" / "bench" / "bench.csv"
-# Published float32 peaks (vendor data sheets), used to scale a measured fraction of peak to other cards.
-FP32_PEAK_TFLOPS = {"T4": 8.1, "A40": 37.4}
-# Before `make bench` has run: a conservative rate for a few CPU cores, so that plan always says something.
-DEFAULT_GFLOPS = 50.0
+from .launch.layout import cell_of
 
 
 def _storage(trials: list[Trial], weights_every: int | None = None) -> int:
     return sum(snapshot_bytes(t.settings) * len(snapshot_epochs(t.settings, weights_every)) for t in trials)
 
 
-def measured_throughput(table: Path = BENCH_TABLE) -> dict[str, dict]:
-    """From the latest ``make bench``: per experiment, the training throughput in GFLOP/s, where it was
-    measured, and (for a roofline measurement) its fraction of the device's float32 matmul peak."""
-    if not table.exists():
-        return {}
-    measured = {}
-    with open(table) as handle:
-        for row in csv.DictReader(handle):
-            name, gflops = row.get("experiment", ""), row.get("gflops", "")
-            if not name or not gflops:
-                continue
-            best = measured.get(name)
-            if best is None or float(gflops) > best["gflops"]:
-                fraction = float(row["ratio"]) if row["row"].startswith("1 roofline") else None
-                measured[name] = {"gflops": float(gflops), "device": row["device"], "case": row["case"],
-                                  "fraction": fraction}
-    return measured
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes >= 90:
+        return f"{minutes / 60:.1f} h"
+    return f"{minutes:.2g} min" if minutes < 10 else f"{minutes:.0f} min"
 
 
-def _estimates(trials: list[Trial], measured: dict[str, dict]) -> list[str]:
-    lines = []
-    for name in experiments.REGISTRY:
-        chosen = [t for t in trials if t.experiment == name]
-        if not chosen:
-            continue
-        flops = sum(trial_flops(t.settings) for t in chosen)
-        rate = measured.get(name)
-        if rate is None:
-            lines.append(f"{name}: about {flops / (DEFAULT_GFLOPS * 1e9) / 3600:.1f} hours at a default "
-                         f"{DEFAULT_GFLOPS:.0f} GFLOP/s (a guess for a few CPU cores: run `make bench` for this "
-                         "machine's measured rate)")
-            continue
-        lines.append(f"{name}: about {flops / (rate['gflops'] * 1e9) / 3600:.1f} hours here, at the "
-                     f"{rate['gflops']:.0f} GFLOP/s that `make bench` measured on {rate['device']} ({rate['case']})")
-        if rate["fraction"] is None:
-            lines.append("  GPU figures come from `make gpu-check` on the GPU itself (small batches do not scale "
-                         "with peak FLOP/s)")
-            continue
-        for card, peak in FP32_PEAK_TFLOPS.items():
-            card_rate = peak * 1e12 * rate["fraction"]
-            lines.append(f"  {card} ({peak} TFLOP/s float32 peak, at the same {rate['fraction']:.0%} of peak): about "
-                         f"{flops / card_rate / 3600:.1f} GPU-hours, {flops / len(chosen) / card_rate / 60:.1f} "
-                         "minutes per trial")
-    return lines
+def _hours(hours: float) -> str:
+    return f"{hours:.1f}" if hours >= 10 else f"{hours:.2g}"
 
 
-def describe(grid, measured: dict[str, dict] | None = None) -> str:
+def describe(grid, profile, per_task: int | None = None, pack_seeds: bool | None = None,
+             list_trials: bool = False) -> str:
+    """The plan of ``grid`` on ``profile`` (a loaded cluster profile)."""
+    from .launch.submission import describe_arrays, plan_submission
+
     trials = grid.trials()
-    lines = [f"grid {grid.name} ({grid.source}): {len(trials)} trials"]
+    if per_task is None and grid.launch.get("trials_per_task") is not None:
+        per_task = int(grid.launch["trials_per_task"])
+    if pack_seeds is None:
+        pack_seeds = bool(grid.launch.get("pack_seeds", False))
+    plan = plan_submission(None, [t.index for t in trials], profile, per_task, None, pack_seeds, trials=trials,
+                           name=grid.name)
+    seconds = {}  # trial index -> its estimated wall time (a packed seed's share of its pack)
+    for array in plan.arrays:
+        for task in array.tasks:
+            for unit in task.units:
+                for index in unit.indices:
+                    seconds[index] = unit.seconds / len(unit.indices)
+    on_gpu = profile.gpus > 0
+    hours_word = f"{'GPU' if on_gpu else 'CPU'}-hours"
+    where = (f"{profile.gpus} x {throughput.gpu_key(profile.gpu_type) or 'GPU'} per task" if on_gpu else "CPU")
+    cells = list(dict.fromkeys(cell_of(t) for t in trials))
+    lines = [f"grid {grid.name} ({grid.source}): {len(trials)} trials in {len(cells)} cells"]
     if grid.description:
         lines.append(f"  {grid.description}")
-    width = max(22, *(len(t.trial_id) for t in trials))
-    lines.append(f"  {'index':>5}  {'trial_id':<{width}} {'compute':>12}  {'snapshots':>9}  {'weights':>9}")
-    for trial in trials:
-        snapshots = snapshot_epochs(trial.settings)
-        lines.append(f"  {trial.index:>5}  {trial.trial_id:<{width}} {format_flops(trial_flops(trial.settings)):>12}  "
-                     f"{len(snapshots):>9}  {format_bytes(snapshot_bytes(trial.settings) * len(snapshots)):>9}")
+    lines += [f"estimates on profile {profile.name} ({profile.executor}, {where}):",
+              *(f"  {line}" for line in plan.estimates), ""]
+    if list_trials:
+        width = max(22, *(len(t.trial_id) for t in trials))
+        lines.append(f"{'index':>5}  {'trial_id':<{width}} {'compute':>12} {'time':>9}  {'snapshots':>9}  {'weights':>9}")
+        for trial in trials:
+            snapshots = snapshot_epochs(trial.settings)
+            lines.append(f"{trial.index:>5}  {trial.trial_id:<{width}} {format_flops(trial_flops(trial.settings)):>12} "
+                         f"{_duration(seconds[trial.index]):>9}  {len(snapshots):>9}  "
+                         f"{format_bytes(snapshot_bytes(trial.settings) * len(snapshots)):>9}")
+    else:
+        width = max(22, *(len(c) for c in cells))
+        lines.append(f"{'cell':<{width}} {'trials':>6} {'compute/trial':>14} {'time/trial':>11} {hours_word:>10} "
+                     f"{'snapshots':>10}")
+        for cell in cells:
+            members = [t for t in trials if cell_of(t) == cell]
+            flops = max(trial_flops(t.settings) for t in members)
+            longest = max(seconds[t.index] for t in members)
+            hours = sum(seconds[t.index] for t in members) / 3600
+            lines.append(f"{cell:<{width}} {len(members):>6} {format_flops(flops):>14} {_duration(longest):>11} "
+                         f"{_hours(hours):>10} {format_bytes(_storage(members)):>10}")
     total_flops = sum(trial_flops(t.settings) for t in trials)
+    total_hours = sum(seconds.values()) / 3600
+    if list_trials:
+        lines.append(f"total: {len(trials)} trials, {format_flops(total_flops)}, {_hours(total_hours)} {hours_word}, "
+                     f"{format_bytes(_storage(trials))} of snapshots")
+    else:
+        lines.append(f"{'total':<{width}} {len(trials):>6} {format_flops(total_flops):>14} {'':>11} "
+                     f"{_hours(total_hours):>10} {format_bytes(_storage(trials)):>10}")
     policies = sorted({t.settings.weights_every for t in trials})
     example = trials[0]
     lines += [
         "",
         f"weights policy: weights_every={','.join(map(str, policies))} -> epochs "
-        f"{_epochs_text(snapshot_epochs(example.settings))} for {example.trial_id}; "
-        f"{format_bytes(_storage(trials))} of weight snapshots in all",
-        f"per-epoch snapshots (weights_every=1) would need {format_bytes(_storage(trials, 1))}",
-        f"compute: {format_flops(total_flops)} in all, {format_flops(total_flops / len(trials))} per trial on average",
+        f"{_epochs_text(snapshot_epochs(example.settings))} for {example.trial_id}; per-epoch snapshots "
+        f"(weights_every=1) would need {format_bytes(_storage(trials, 1))}",
+        f"{hours_word} are training time on one {'GPU' if on_gpu else 'CPU task'} each, start-up not counted",
     ]
-    lines += _estimates(trials, measured if measured is not None else measured_throughput())
+    if profile.executor == "slurm":
+        lines += [f"arrays that `submit --cluster {profile.name}` would make ({len(plan.tasks)} tasks, at most "
+                  f"{profile.array_parallelism} at once):", *describe_arrays(plan, {t.index: t for t in trials}),
+                  *plan.warnings]
+    else:
+        lines.append("on a GPU cluster: add --cluster t4 (or a40, or your site's profile) for its GPU-hours and the "
+                     "job arrays a submission would make")
+    if not list_trials:
+        lines.append("--trials lists every trial")
     return "\n".join(lines)
 
 

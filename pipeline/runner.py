@@ -15,6 +15,7 @@ same way.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -25,6 +26,7 @@ import torch
 from . import experiments, numerics
 from .experiments import Trial
 from .ownership import LostOwnership
+from .progress import StageProgress
 from .training import EpochHooks
 
 FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
@@ -142,6 +144,13 @@ def _on_host(value):
     return value
 
 
+def _in_flight_host_copy(value):
+    """A host copy that a background sink completes and waits for on its own thread."""
+    from .background import host_copy
+
+    return host_copy(value)
+
+
 def _resume_plan(sinks: list) -> tuple[str, list]:
     """'fresh', 'resume' (every sink at one epoch and phase) or 'separate' (anything else)."""
     points = [sink.resume_point() for sink in sinks]
@@ -150,6 +159,23 @@ def _resume_plan(sinks: list) -> tuple[str, list]:
     if all(point is not None for point in points) and len({point["epoch"] for point in points}) == 1:
         return "resume", points
     return "separate", points
+
+
+def _finalize_with_progress(experiment, settings, stepper, data, trials: list[Trial], sinks: list) -> None:
+    """The measurements after training, announced in the trials' logs with their duration. An experiment
+    whose ``finalize`` takes a ``progress`` argument reports its stages through it
+    (``pipeline.progress.StageProgress``: ``progress(stage, done, total)``)."""
+    log = getattr(sinks[0], "log", print)
+    names = ", ".join(t.trial_id for t in trials)
+    log(f"{names}: final stage: measurements after training")
+    started = time.perf_counter()
+    progress = StageProgress(log, f"{names}: final stage")
+    takes_progress = "progress" in inspect.signature(experiment.finalize).parameters
+    try:
+        experiment.finalize(settings, stepper, data, sinks, **({"progress": progress} if takes_progress else {}))
+    finally:
+        progress.close()
+    log(f"{names}: final stage done in {time.perf_counter() - started:.1f} s")
 
 
 def run_trial(trial: Trial, sink) -> None:
@@ -206,6 +232,10 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
     layer_names = list(stepper.template.layer_weights())
     for trial, sink in zip(trials, sinks):
         sink.begin(trial, layer_names, device, data)
+    # Sinks that write from a background thread (pipeline.background) take device tensors and copies that
+    # are still in flight, and wait for them on their own thread: no host synchronisation per row here.
+    deferred = all(getattr(sink, "defers_host_copies", False) for sink in sinks)
+    to_host = _in_flight_host_copy if deferred else _on_host
     # The start of a phase never changes within it: one host copy serves every checkpoint.
     initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
     loss_name = experiment.evaluation_loss(settings)
@@ -218,9 +248,9 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
                 "epoch": epoch,
                 "phase": phase,
                 # Copies, never views: the live parameters keep changing after the checkpoint is taken.
-                "model": {k: v.detach().to("cpu", copy=True) for k, v in stepper.models[i].state_dict().items()},
+                "model": {k: to_host(v) for k, v in stepper.models[i].state_dict().items()},
                 "initial": initials_on_host[i],
-                "stepper": _on_host(stepper.state_dict()) if hasattr(stepper, "state_dict") else None,
+                "stepper": to_host(stepper.state_dict()) if hasattr(stepper, "state_dict") else None,
             }
         return checkpoint
 
@@ -236,8 +266,8 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
     def measurements_now() -> list[dict[str, torch.Tensor]]:
         if latest_measurements is not None and measured_versions == weight_versions():
             return latest_measurements
-        return [{k: v.cpu() for k, v in model.layer_measurements(initial).items()}
-                for model, initial in zip(stepper.models, initials)]
+        measured = [model.layer_measurements(initial) for model, initial in zip(stepper.models, initials)]
+        return measured if deferred else [{k: v.cpu() for k, v in m.items()} for m in measured]
 
     def write_row(measured: list[tuple[float, float]] | None, last: bool = False) -> None:
         """Record row ``epoch`` (the current state) in every sink, unless the sinks already hold it."""
@@ -296,6 +326,6 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
         # Measurements after training take a while: a preemption during them resumes here, not from scratch.
         for sink in sinks:
             sink.save_latest_state()
-        experiment.finalize(settings, stepper, data, sinks)
+        _finalize_with_progress(experiment, settings, stepper, data, trials, sinks)
     for sink in sinks:
         sink.finish()

@@ -24,9 +24,18 @@ class ConfigError(ValueError):
     """A bad name or value in a configuration, reported as one line."""
 
 
+def did_you_mean(value, accepted) -> str:
+    """" (did you mean 'x'?)" for a misspelt name close to accepted ones, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(a) for a in accepted], n=2, cutoff=0.8)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 def check_choice(name: str, value, accepted) -> None:
     if value not in accepted:
-        raise ConfigError(f"unknown {name} {value!r}; accepted: {', '.join(map(str, accepted))}")
+        raise ConfigError(f"unknown {name} {value!r}{did_you_mean(value, accepted)}; accepted: "
+                          f"{', '.join(map(str, accepted))}")
 
 
 def check_positive_int(name: str, value) -> None:

@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 import torch
 
-from . import experiments
+from . import experiments, provenance
 from .cost import snapshot_epochs
 from .experiments import Trial
 from .files import inspect, open_h5, read_status, trial_paths
@@ -191,7 +191,8 @@ class TrialFile:
         slurm = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "")),
                  "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
                  "job": current_job_id()}  # which task of the submission log ran this attempt
-        run_attrs = {"hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
+        run_attrs = {**provenance.run_attrs(device, getattr(data, "files", ())),
+                     "hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
                      "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
                      **{k: v for k, v in slurm.items() if v}}

@@ -35,4 +35,20 @@ def test_gpu_check_rehearses_on_the_cpu():
     check = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--quick", "--sections", "tf32"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "TF32 off: Equi float32 on cpu" in check.stdout and "every section passed" in check.stdout
+    assert "TF32 off: Equi float32 on cpu" in check.stdout and "every section run passed" in check.stdout
+
+
+def test_gpu_check_rehearses_paper_lite_on_the_cpu_and_writes_a_committable_aggregate(tmp_path):
+    out = tmp_path / "paper-lite"
+    check = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--quick", "--sections",
+                            "paper-lite", "--paper-lite-out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=1500)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    assert "every section run passed" in check.stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "summary.md", "summary.csv", "trials.csv", "PROVENANCE.md", "manifest.json", "figures"} <= names
+    assert not list(out.rglob("*.h5"))  # the aggregate, never the trial files
+    report = (out / "report.md").read_text()
+    assert "grid `paper-lite`" in report and "Aug (orbit) stays in E" in report
+    provenance = (out / "PROVENANCE.md").read_text()
+    assert "shrunk for a CPU rehearsal" in provenance and "every trial complete" in provenance

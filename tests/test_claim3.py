@@ -162,7 +162,7 @@ def test_train_of_a_stability_trial_says_what_it_is_doing_and_ends_with_its_verd
                          timeout=300)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert any("at A*: spectra of H_E and H_⊥" in line for line in lines)  # the final stage is not silent
+    assert any("final stage: spectra of H_E and H_⊥" in line for line in lines)  # the final stage is not silent
     tail = lines[lines.index("measured after training:"):]
     assert any(line.strip().startswith("search: gradient at its floor") for line in tail)
     assert any(line.strip() == "claim 3: demonstrated" for line in tail)

@@ -19,7 +19,7 @@ def test_train_prints_one_line_per_epoch(capsys):
     (["--group", "mirror"], "unknown group 'mirror'; accepted: rot, trans, trans1d, rototrans"),
     (["--mode", "both"], "unknown mode 'both'; accepted: equi, aug, nom"),
     (["--augment", "sampled:x"], "unknown augment 'sampled:x'; accepted: orbit, sampled:P"),
-    (["--dtype", "float16"], "unknown dtype 'float16'; accepted: float32, float64"),
+    (["--dtype", "float16"], "unknown dtype 'float16' (did you mean 'float64'?); accepted: float32, float64"),
     (["--experiment", "cnn", "--variant", "diag"], "unknown variant 'diag'; accepted: cross, skew, nonunitary"),
     (["--experiment", "mlp"], "unknown experiment 'mlp'; accepted: groups, cnn"),
     (["--set", "colour=red"], "unknown setting 'colour' for groups; accepted:"),

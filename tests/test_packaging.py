@@ -29,7 +29,7 @@ def project() -> dict:
 
 
 def test_every_dependency_is_pinned_once_and_satisfies_the_projects_bounds():
-    requirements = project()["dependencies"] + project()["optional-dependencies"]["test"]
+    requirements = project()["dependencies"] + [r for extra in project()["optional-dependencies"].values() for r in extra]
     pinned = pins()
     assert {_name(r) for r in requirements} == set(pinned)
     for requirement in requirements:
@@ -50,7 +50,8 @@ def test_the_conda_environment_installs_the_same_pins_with_the_same_python():
     assert python == ["python=3.11"] and set(conda) == {"python=3.11", "pip"}  # every package comes from pip
     assert project()["requires-python"] == ">=3.11"
     pip_lines = [m.group(1).strip() for m in re.finditer(r"^      - (.+)$", dependencies, re.M)]
-    assert pip_lines == ["-c constraints.txt", "-e .[test]"]
+    extras = ",".join(project()["optional-dependencies"])
+    assert pip_lines == ["-c constraints.txt", f"-e .[{extras}]"]
 
 
 def test_the_installed_versions_are_the_pinned_ones():
@@ -67,3 +68,58 @@ def test_the_torch_that_make_env_installs_is_a_cuda_build():
 
 def test_console_script_runs_the_command_line():
     assert project()["scripts"]["pipeline"] == "pipeline.cli:main"
+
+
+# -- which interpreter `make` uses -------------------------------------------------------------------------
+
+def make_dry_run(*targets, **environment):
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PY")}
+    env.update(environment)
+    result = subprocess.run(["make", "-n", *targets], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_uses_an_activated_environment_that_has_the_project_and_builds_no_venv():
+    active = Path(sys.prefix)  # the environment running the tests has the project installed
+    printed = make_dry_run("env", "submit", "EXP=smoke", VIRTUAL_ENV=str(active))
+    assert f"{active}/bin/python -m pipeline submit --exp smoke" in printed
+    assert "-m venv" not in printed and "pip install --quiet" not in printed
+    assert f"interpreter: {active}/bin/python (the virtualenv {active}, which has the project installed)" in printed
+    conda = make_dry_run("status", "OUT=x", CONDA_PREFIX=str(active), CONDA_DEFAULT_ENV="eqdyn")
+    assert f"{active}/bin/python -m pipeline status --out x" in conda
+
+
+def test_make_builds_its_own_venv_when_no_environment_is_active(tmp_path):
+    venv = tmp_path / "v"
+    printed = make_dry_run("env", "test", f"VENV={venv}")
+    assert f"python3 -m venv {venv}" in printed and f"{venv}/bin/python -m pip install" in printed
+    assert f"{venv}/bin/python -m pytest" in printed
+    assert "note:" not in printed
+
+
+def test_make_falls_back_to_its_venv_beside_an_environment_without_the_project(tmp_path):
+    bare = tmp_path / "bare"
+    (bare / "bin").mkdir(parents=True)
+    (bare / "bin" / "python").symlink_to("/usr/bin/python3")  # a Python without the project
+    printed = make_dry_run("env", "plan", VIRTUAL_ENV=str(bare))
+    assert ".venv/bin/python -m pipeline plan" in printed
+    assert f"note: the virtualenv {bare} is active but does not have the project installed" in printed
+    # conda's base environment is active for many users: falling back beside it is not worth a note.
+    quiet = make_dry_run("plan", CONDA_PREFIX=str(bare), CONDA_DEFAULT_ENV="base")
+    assert ".venv/bin/python -m pipeline plan" in quiet and "note:" not in quiet
+
+
+def test_py_overrides_every_environment():
+    printed = make_dry_run("env", "status", "OUT=x", "PY=/opt/other/python", VIRTUAL_ENV=str(Path(sys.prefix)))
+    assert "/opt/other/python -m pipeline status --out x" in printed and "-m venv" not in printed
+    assert "interpreter: /opt/other/python (PY=/opt/other/python, as given)" in printed
+
+
+def test_make_env_installs_every_extra_of_the_project():
+    makefile = (ROOT / "Makefile").read_text()
+    extras = re.search(r"^EXTRAS := (.+)$", makefile, re.M).group(1).split(",")
+    assert extras == list(project()["optional-dependencies"])

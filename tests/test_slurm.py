@@ -219,3 +219,43 @@ def test_the_stability_smoke_grid_runs_on_slurm_and_aggregates(slurm_cluster, tm
     assert aggregated.returncode == 0, aggregated.stderr
     assert "claim 1: the equivariant stationary points of Equi and Aug coincide" in aggregated.stdout
     assert "claim 3: a stationary point stable for Equi can be unstable for Aug" in aggregated.stdout
+
+
+def test_a_grid_split_into_several_arrays_is_followed_cancelled_and_resubmitted_as_one(slurm_cluster, tmp_path):
+    """Time limits by cost make several job arrays of one submission: status, cancel and resubmit treat
+    them as one grid."""
+    profile = tmp_path / "two-limits.toml"
+    profile.write_text((ROOT / "slurm" / "profiles" / f"{slurm_cluster}.toml").read_text()
+                       + "\n[time_limit_min]\ngroups = 10\ncnn = 20\n")
+    out = tmp_path / "split"
+    argv = ["submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), "--trials-per-task", "1"]
+    grid = sets(SLOW[1:] + ["groups=rot,trans", "epochs=60", "configs=cross,skew"])
+    dry = cli(*argv, *grid, "--dry-run")
+    assert "2 array(s), time limits 20, 10 min" in dry.stdout, dry.stdout + dry.stderr
+    submitted = cli(*argv, *grid, "--no-wait")
+    assert submitted.returncode == 0, submitted.stderr
+    records = [json.loads(line) for line in (out / "submissions.jsonl").read_text().splitlines()]
+    assert [r["time_min"] for r in records] == [20, 10] and len({r["array_id"] for r in records}) == 2
+    assert sorted(launched_indices(out)) == list(range(4))
+    arrays = {r["array_id"] for r in records}
+    assert {j.split("_")[0] for j in read_slurm_queue()} >= arrays or any(
+        s.state == "complete" for s in gather(out))
+    status = cli("status", "--out", str(out))
+    assert status.returncode == 0 and "total" in status.stdout
+    followed = gather(out)
+    assert {s.job_id.split("_")[0] for s in followed} == arrays  # every trial followed through its own array
+    assert all(s.state in ("queued", "running", "complete") for s in followed)
+    assert cli("cancel", "--out", str(out)).returncode == 0
+    deadline = time.time() + 90
+    while time.time() < deadline and any(j.split("_")[0] in arrays for j in read_slurm_queue()):
+        time.sleep(0.5)
+    assert not any(j.split("_")[0] in arrays for j in read_slurm_queue())
+    states = {s.state for s in gather(out)}
+    assert states <= {"cancelled", "complete"} and "cancelled" in states
+    # The profile of the last submission, whose fixed minutes make two arrays again.
+    again = cli("resubmit", "--out", str(out), "--wait", "--trials-per-task", "1")
+    assert again.returncode == 0, again.stderr
+    resubmitted = [line.split()[1] for line in again.stdout.splitlines() if line.startswith("resubmitting")]
+    kinds = {"cnn" if trial_id.startswith("cnn-") else "groups" for trial_id in resubmitted}
+    assert resubmitted and again.stdout.count("submitted job array") == len(kinds)  # one array per limit
+    assert all(s.state == "complete" for s in gather(out))

@@ -59,7 +59,7 @@ def test_demo_covers_every_group_mode_and_configuration():
 
 
 def test_plan_reports_ids_storage_and_compute(capsys):
-    assert main(["plan", "--exp", "paper-groups"]) == 0
+    assert main(["plan", "--exp", "paper-groups", "--trials"]) == 0
     out = capsys.readouterr().out
     assert "480 trials" in out and "rot-equi-s000" in out and "rototrans-nom-s029" in out
     assert "per-epoch snapshots (weights_every=1) would need 3.99 TB" in out

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..settings import CommonSettings, ConfigError, field_types, parse_value
+from ..settings import CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ class Experiment:
         values = {self.aliases.get(key, key): value for key, value in values.items()}
         unknown = sorted(set(values) - set(types))
         if unknown:
-            raise ConfigError(f"unknown setting {unknown[0]!r} for {self.name}; accepted: {', '.join(sorted(types))}")
+            raise ConfigError(f"unknown setting {unknown[0]!r} for {self.name}{did_you_mean(unknown[0], types)}; "
+                              f"accepted: {', '.join(sorted(types))}")
         settings = self.settings_type(**{k: parse_value(k, v, types[k]) for k, v in values.items()})
         settings.validate()
         return self.canonical(settings)

@@ -306,15 +306,14 @@ class StabilityExperiment(Experiment):
             return model
         return model.transferred(VARIANTS[settings.network[len(CNN_PREFIX):]][1], settings.basis_seed)
 
-    def finalize(self, settings, stepper, data, sinks) -> None:
+    def finalize(self, settings, stepper, data, sinks, progress=None) -> None:
         from ..training import seeded_generator
 
         start = self.measured_model(settings, self.build_model(settings).to(device=data.images.device,
                                                                              dtype=data.images.dtype))
-        log = getattr(sinks[0], "log", print) if sinks else print
         arrays, attrs = measure(settings, stepper.search, self.measured_model(settings, stepper.models[0]), start,
                                 data, seeded_generator(settings.seed, "stability measurements"),
-                                progress=lambda what: log(f"stab-{settings.network}-s{settings.seed:03d} at A*: {what}"))
+                                progress=progress or (lambda stage, done, total=None: None))
         attrs["premises_hold"] = PREMISES_HOLD[settings.network]
         for sink in sinks:
             sink.write_results(arrays, attrs)
@@ -354,7 +353,7 @@ class StabilityExperiment(Experiment):
 
 
 def measure(settings: StabilitySettings, search, model, start_model, data, generator,
-            progress=lambda what: None) -> tuple[dict, dict]:
+            progress=lambda stage, done, total=None: None) -> tuple[dict, dict]:
     """Everything Experiment S measures once the search has ended: (arrays, attributes) of ``results/``.
 
     ``model`` is A* and ``start_model`` A⁰, both in the coordinates of the claims. Claim 1 is checked at
@@ -372,7 +371,8 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
                                       weight_decay=settings.weight_decay)
     theta = objective.get()
     orbit = EXPERIMENT.group_order(settings)
-    progress(f"search ended ({search.ended}); claim 1 at A* and A⁰, the block structure")
+    identities = f"claim 1 at A* and A⁰ and the block structure (the search ended: {search.ended})"
+    progress(identities, 0, 1)
     attrs = {"network": settings.network, "converged": search.converged, "stalled": search.stalled,
              "search_end": search.ended, "iterations": search.iterations, "newton_iterations": search.newton_iterations,
              "evaluations": search.evaluations, "hessian_products": search.hessian_products,
@@ -383,9 +383,12 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
     attrs.update({f"start_{k}": v for k, v in stationary.claim1(start).items()})
     attrs.update({f"block_{k}": v for k, v in stationary.block_structure(objective, generator).items()})
 
-    progress(f"spectra of H_E and H_⊥: two Lanczos runs of up to {settings.lanczos_steps} Hessian-vector products "
-             f"(H_⊥'s over the {orbit}-element orbit)")
+    progress(identities, 1, 1)
+    lanczos = (f"spectra of H_E and H_⊥ by Lanczos, up to {settings.lanczos_steps} Hessian-vector products each "
+               f"(H_⊥'s over the {orbit}-element orbit)")
+    progress(lanczos, 0, 2)
     found = stationary.spectra(objective, settings.eigenpairs, settings.lanczos_steps, generator)
+    progress(lanczos, 2, 2)
     arrays = {}
     for block, spectrum in found.items():
         arrays[f"spectrum/{block}/lowest"] = spectrum.lowest.cpu().numpy()
@@ -407,10 +410,12 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
     directions = {"lowest": found["perp"].lowest_vectors[0],
                   "random": stationary.random_unit(objective, objective.project_perp, generator)}
     steps = settings.perturbation_steps
-    progress(f"four perturbation runs of {steps} Aug gradient steps")
+    runs = f"perturbation runs of {steps} Aug gradient steps from A*"
+    progress(runs, 0, 4)
     for name, direction in directions.items():
         for suffix, reg in (("", 0.0), ("_regularised", gamma)):
             series = stationary.perturbation_run(objective, direction, epsilon, lr, steps, reg)
+            progress(runs, sum(key.startswith("perturbation/") for key in arrays) + 1, 4)
             run = name + suffix
             arrays[f"perturbation/{run}"] = series.numpy()
             # From a random direction the slowest mode takes over only gradually: its rate is read on the

@@ -1,5 +1,8 @@
 """Cluster profiles: where and how to run (partition, GPU request, CPUs, memory, time limits).
 
+Time limits follow each task's estimated cost (``pipeline.launch.layout``), clamped to the partition's
+maximum ``max_time_min``; ``[time_limit_min]`` (minutes per trial of an experiment) fixes them instead.
+
 A profile is a TOML file in ``slurm/profiles/`` (or any path). Both common GPU request syntaxes are
 supported: ``gpu_syntax = "gres"`` writes ``--gres=gpu:<type>:<n>``, ``"gpus-per-node"`` writes
 ``--gpus-per-node=<TYPE>:<n>`` (as on NAISS Alvis).
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import experiments
-from ..settings import ConfigError
+from ..settings import ConfigError, did_you_mean
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
 EXECUTORS = ("slurm", "local")
@@ -38,11 +41,10 @@ class Profile:
     signal_delay_s: int = 90
     workers: int = 0
     setup: list = field(default_factory=list)
-    time_limit_min: dict = field(default_factory=dict)
+    time_limit_min: dict = field(default_factory=dict)  # experiment -> minutes per trial, instead of estimates
+    max_time_min: int = 1440  # the partition's longest time limit (`sinfo -o "%P %l"`); longer work is requeued
+    min_task_min: int = 10  # cheap trials are packed into tasks of about this many minutes
     additional: dict = field(default_factory=dict)  # any other sbatch option, e.g. {"reservation": "x"}
-
-    def time_limit(self, experiment: str) -> int:
-        return int(self.time_limit_min.get(experiment, 60))
 
     def gpu_request(self) -> dict:
         """The submitit SlurmExecutor parameters that ask for the GPUs."""
@@ -68,7 +70,8 @@ def load_profile(name_or_path: str) -> Profile:
     if not (path.suffix == ".toml" and path.exists()):
         path = PROFILES_DIR / f"{name_or_path}.toml"
     if not path.exists():
-        raise ConfigError(f"unknown cluster profile {name_or_path!r}; accepted: a .toml file or one of "
+        raise ConfigError(f"unknown cluster profile {name_or_path!r}{did_you_mean(name_or_path, available_profiles())}; "
+                          "accepted: a .toml file or one of "
                           f"{', '.join(available_profiles())}")
     try:
         values = tomllib.loads(path.read_text())
@@ -77,7 +80,8 @@ def load_profile(name_or_path: str) -> Profile:
     known = set(Profile.__dataclass_fields__) - {"name", "path"}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {path}; accepted: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {path}{did_you_mean(unknown[0], known)}; "
+                          f"accepted: {', '.join(sorted(known))}")
     try:
         profile = Profile(name=path.stem, path=str(path.resolve()), **values)
     except TypeError as error:
@@ -86,6 +90,14 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"unknown executor {profile.executor!r} in {path}; accepted: {', '.join(EXECUTORS)}")
     if profile.gpu_syntax not in GPU_SYNTAXES:
         raise ConfigError(f"unknown gpu_syntax {profile.gpu_syntax!r} in {path}; accepted: {', '.join(GPU_SYNTAXES)}")
+    for key in ("max_time_min", "min_task_min", "array_parallelism"):
+        value = getattr(profile, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} in cluster profile {path} must be a positive integer (minutes), got {value!r}")
+    for experiment, minutes in profile.time_limit_min.items():
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1:
+            raise ConfigError(f"time_limit_min.{experiment} in cluster profile {path} must be a positive integer "
+                              f"(minutes per trial), got {minutes!r}")
     bad_experiments = sorted(set(profile.time_limit_min) - set(experiments.REGISTRY))
     if bad_experiments:
         raise ConfigError(f"unknown experiment {bad_experiments[0]!r} in time_limit_min of {path}; "

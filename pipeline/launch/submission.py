@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import shlex
 import shutil
@@ -20,64 +21,35 @@ from pathlib import Path
 
 import submitit
 
-from .. import experiments
 from ..cost import trial_flops
 from ..manifest import MANIFEST, read_manifest, trials_of_manifest, utc_now
 from ..ownership import Owner, process_start_ticks
 from ..settings import ConfigError
 from .local_gpus import share_out, visible_gpus
 from .profiles import Profile
+from . import layout
+from .layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Task, Unit
 from .records import append_record
-from .task import ArrayTask, pack_units
+from .task import ArrayTask
 
-# Preemptions requeue without limit; time-outs are requeued this often (a long trial spans several), on
-# SLURM and locally alike.
-MAX_TIMEOUT_REQUEUES = 20
-# A packed training of k seeds is given the time of ceil(k / PACKED_SEEDS_PER_TRIAL_TIME) single trials:
-# packing is several times faster per seed, and a task that runs out of time is requeued and resumes.
-PACKED_SEEDS_PER_TRIAL_TIME = 4
-
-
-def chunks(indices: list[int], size: int) -> list[list[int]]:
-    size = max(1, int(size))
-    return [indices[i : i + size] for i in range(0, len(indices), size)]
-
-
-def task_indices(trials: dict, indices: list[int], trials_per_task: int, pack_seeds: bool) -> list[list[int]]:
-    """The trial indices of each task. With seed packing, trials equal but for the seed share a task (and
-    one packed training); the other trials are chunked as they come."""
-    if not pack_seeds:
-        return chunks(indices, trials_per_task)
-    units = pack_units([trials[i] for i in indices], trials_per_task)
-    alone = [unit[0].index for unit in units if len(unit) == 1]
-    packed = [[t.index for t in unit] for unit in units if len(unit) > 1]
-    return chunks(alone, trials_per_task) + packed
-
-
-def _balanced(units: list[list[int]], workers: int, cost) -> list[list[int]]:
+def _balanced(units: list[list[int]], workers: int, cost) -> list[list[list[int]]]:
     """Units of trials shared among ``workers`` local processes (at most that many trainings at a time) so
     that they finish together: the costliest unit first, each to the least loaded worker (by the analytic
-    cost); each worker then runs its trials in grid order."""
+    cost); each worker then runs its units in grid order."""
     loads = [0.0] * workers
-    shares: list[list[int]] = [[] for _ in range(workers)]
+    shares: list[list[list[int]]] = [[] for _ in range(workers)]
     for unit in sorted(units, key=lambda u: -sum(cost(i) for i in u)):
         worker = loads.index(min(loads))
         loads[worker] += sum(cost(i) for i in unit)
-        shares[worker] += unit
+        shares[worker].append(unit)
     return [sorted(share) for share in shares if share]
 
 
-def _time_limit(profile: Profile, trials: list, pack_seeds: bool = False) -> int:
-    """Minutes for a task that runs ``trials`` one after the other, or packed when they are one pack."""
-    if pack_seeds and len(trials) > 1 and experiments.packable(trials):
-        return -(-len(trials) // PACKED_SEEDS_PER_TRIAL_TIME) * profile.time_limit(trials[0].experiment)
-    return sum(profile.time_limit(t.experiment) for t in trials)
-
-
-def _slurm_parameters(profile: Profile, name: str, time_min: int) -> dict:
+def _slurm_parameters(profile: Profile, name: str, array: ArrayPlan) -> dict:
     """The submitit SlurmExecutor parameters of an array on this profile."""
-    parameters = dict(job_name=name, time=time_min, cpus_per_task=profile.cpus_per_task, mem=f"{profile.mem_gb}GB",
-                      array_parallelism=profile.array_parallelism, signal_delay_s=profile.signal_delay_s,
+    parameters = dict(job_name=name, time=array.time_min, cpus_per_task=profile.cpus_per_task,
+                      mem=f"{profile.mem_gb}GB", array_parallelism=array.parallelism,
+                      signal_delay_s=profile.signal_delay_s,
                       setup=list(profile.setup), **profile.gpu_request())
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(profile, key):
@@ -87,14 +59,14 @@ def _slurm_parameters(profile: Profile, name: str, time_min: int) -> dict:
     return parameters
 
 
-def sbatch_script(out_dir: Path, profile: Profile, name: str, time_min: int, tasks: int) -> str:
-    """The sbatch script submitit would submit for an array of ``tasks`` tasks (needs no SLURM here)."""
+def sbatch_script(out_dir: Path, profile: Profile, name: str, array: ArrayPlan) -> str:
+    """The sbatch script submitit would submit for one array (needs no SLURM here)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = Path(out_dir).resolve() / "submitit" / "%A"
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=tasks,
-                               **_slurm_parameters(profile, name, time_min))
+    return _make_sbatch_string(command=command, folder=folder, map_count=len(array.tasks),
+                               **_slurm_parameters(profile, name, array))
 
 
 def _sbatch_message(error: Exception, captured: str) -> str:
@@ -108,55 +80,101 @@ def _sbatch_message(error: Exception, captured: str) -> str:
 
 @dataclass
 class Plan:
-    """What one submission launches: the tasks (trial indices each) and their time limit."""
+    """What one submission launches: job arrays (on SLURM; locally one, the worker processes) whose tasks
+    run units of trials, with the time limit of each array and how it was estimated."""
 
     profile: Profile
-    tasks: list[list[int]]
-    time_min: int
+    arrays: list[ArrayPlan]
     threads: int
-    pack_seeds: bool
-    trials_per_task: int
     name: str
+    estimates: list[str]  # how each experiment's time was estimated, one line each
+    warnings: list[str]
+
+    @property
+    def tasks(self) -> list[list[int]]:
+        return [task.indices for array in self.arrays for task in array.tasks]
+
+    @property
+    def trials(self) -> int:
+        return sum(map(len, self.tasks))
+
+    def job_name(self, array: ArrayPlan) -> str:
+        return self.name if len(self.arrays) == 1 else f"{self.name}-{array.time_min}m"
 
 
-def plan_submission(out_dir: Path, indices: list[int], profile: Profile, trials_per_task: int = 1,
+def plan_submission(out_dir: Path, indices: list[int], profile: Profile, trials_per_task: int | None = None,
                     workers: int | None = None, pack_seeds: bool = False, trials: list | None = None,
                     name: str | None = None) -> Plan:
-    """The tasks that would run ``indices`` of the folder's manifest (or of ``trials``, for a dry run of a
-    grid not yet written)."""
+    """The arrays and tasks that would run ``indices`` of the folder's manifest (or of ``trials``, for a
+    dry run or a plan of a grid not yet written). ``trials_per_task``: a fixed number of trials per task
+    (the pack size, with ``pack_seeds``); None: tasks by cost (``pipeline.launch.layout``)."""
     if trials is None:
         manifest = read_manifest(out_dir)
         trials, name = trials_of_manifest(manifest), str(manifest.get("grid", "grid"))
     trials = {t.index: t for t in trials}
     if not indices:
         raise ConfigError("nothing to submit: no trial selected")
-    # Locally, workers take units round-robin, so plain trials need no chunking; packs still group seeds.
-    unit_size = trials_per_task if profile.executor == "slurm" or pack_seeds else 1
-    units = task_indices(trials, indices, unit_size, pack_seeds)
+    costing = layout.Costing.of(profile)
+    units = [costing.unit(unit) for unit in layout.units_of(trials, indices, pack_seeds, trials_per_task)]
+    used = list(dict.fromkeys(trials[i].experiment for i in indices))
+    packed = {trials[u.indices[0]].experiment: True for u in units if u.packed}
+    estimates = costing.describe(used, packed)
     if profile.executor == "local":
+        # Workers take units round-robin: plain trials need no chunking; packs still group seeds.
         count = min(workers or profile.local_workers(), len(units))
-        tasks = _balanced(units, count, lambda i: trial_flops(trials[i].settings))
+        by_index = {u.indices[0]: u for u in units}
+        shares = _balanced([u.indices for u in units], count, lambda i: trial_flops(trials[i].settings))
+        tasks = [Task([by_index[unit[0]] for unit in share]) for share in shares]
         threads = max(1, (os.cpu_count() or 1) // count)
-    else:
-        tasks, threads = units, profile.cpus_per_task
-    time_min = max(_time_limit(profile, [trials[i] for i in task], pack_seeds) for task in tasks)
-    return Plan(profile, tasks, time_min, threads, pack_seeds, trials_per_task, name or "grid")
+        time_min = max(math.ceil(task.reserve_s / 60) for task in tasks)
+        return Plan(profile, [ArrayPlan(time_min, tasks, len(tasks))], threads, name or "grid", estimates, [])
+    tasks = layout.tasks_of(units, trials_per_task if not pack_seeds or trials_per_task is None else trials_per_task,
+                            pack_seeds, 60.0 * profile.min_task_min, 60.0 * profile.max_time_min)
+    arrays = layout.arrays_of(tasks, profile.max_time_min, profile.array_parallelism)
+    warnings = layout.over_limit_warnings(arrays, trials, costing.device)
+    return Plan(profile, arrays, profile.cpus_per_task, name or "grid", estimates, warnings)
 
 
-def describe_plan(out_dir: Path, plan: Plan) -> str:
-    """What ``submit --dry-run`` prints: the tasks, and for SLURM the array's sbatch script."""
+def describe_arrays(plan: Plan, trials: dict) -> list[str]:
+    """The array split, one line per array: tasks, time limit, estimate, parallelism, cells."""
+    lines = []
+    for number, array in enumerate(plan.arrays, 1):
+        cells = list(dict.fromkeys(layout.cell_of(trials[i]) for task in array.tasks for i in task.indices))
+        shown = ", ".join(cells[:6]) + (f", ... ({len(cells)} cells)" if len(cells) > 6 else "")
+        per_task = sorted({len(task.indices) for task in array.tasks})
+        sizes = f"{per_task[0]}" if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
+        longest = max(task.seconds for task in array.tasks) / 60
+        hours = f"{array.gpu_hours:.1f} {'GPU' if plan.profile.gpus > 0 else 'task'}-hours"
+        lines.append(f"  array {number}: {len(array.tasks)} task(s) of {sizes} trial(s), --time={array.time_min} "
+                     f"(longest task estimated at {longest:.0f} min), at most {array.parallelism} at once, "
+                     f"{hours}: {shown}")
+    return lines
+
+
+def describe_plan(out_dir: Path, plan: Plan, trials: list) -> str:
+    """What ``submit --dry-run`` prints: the tasks, and for SLURM the arrays and their sbatch scripts."""
     profile = plan.profile
-    lines = [f"dry run on profile {profile.name} ({profile.executor}): {sum(map(len, plan.tasks))} trials in "
-             f"{len(plan.tasks)} task(s), time limit {plan.time_min} min per task; nothing was submitted"]
+    by_index = {t.index: t for t in trials}
+    limits = ", ".join(f"{a.time_min}" for a in plan.arrays)
+    lines = [f"dry run on profile {profile.name} ({profile.executor}): {plan.trials} trials in {len(plan.tasks)} "
+             f"task(s), {len(plan.arrays)} array(s), time limits {limits} min; nothing was submitted",
+             f"interpreter: {sys.executable} (Python {sys.version.split()[0]}): the tasks run it, so it must exist "
+             "at this path on the nodes (after the profile's setup lines)",
+             "estimated time per trial:", *(f"  {line}" for line in plan.estimates)]
     if profile.executor == "local":
         lines.append(f"local worker processes: {len(plan.tasks)}, {plan.threads} thread(s) each")
         gpus = share_out(visible_gpus(), len(plan.tasks), profile.gpus)
         lines.append(f"GPUs (CUDA_VISIBLE_DEVICES) of the workers: {', '.join(gpus)}" if gpus and gpus[0] is not None
                      else "no GPU visible here: the workers train on the CPU")
         return "\n".join(lines)
-    lines += [f"array: {len(plan.tasks)} tasks, at most {profile.array_parallelism} at once; "
-              f"GPU request: {profile.gpu_request() or 'none'}", "", "sbatch script:", "",
-              sbatch_script(out_dir, profile, plan.name, plan.time_min, len(plan.tasks))]
+    lines += ["arrays (the longest first; at most " f"{profile.array_parallelism} tasks of the grid at once):",
+              *describe_arrays(plan, by_index), *plan.warnings,
+              f"GPU request: {profile.gpu_request() or 'none'}", "", "sbatch script of array 1:", "",
+              sbatch_script(out_dir, profile, plan.job_name(plan.arrays[0]), plan.arrays[0])]
+    for number, array in enumerate(plan.arrays[1:], 2):
+        differing = [line for line in sbatch_script(out_dir, profile, plan.job_name(array), array).splitlines()
+                     if line.startswith(("#SBATCH --array", "#SBATCH --job-name", "#SBATCH --time"))]
+        lines.append(f"array {number}: the same script but " + " ".join(differing))
     return "\n".join(lines)
 
 
@@ -185,50 +203,87 @@ def _detached_from_terminal():
             signal.signal(sig, handler)
 
 
-def submit(out_dir: Path, plan: Plan, log=print) -> dict:
-    """Launch a planned submission and record it; returns the record (with the submitit jobs)."""
+def _units(task: Task) -> list[list[int]]:
+    return [list(unit.indices) for unit in task.units]
+
+
+def _task_record(job, task: Task) -> dict:
+    entry = {"job_id": job.job_id, "indices": task.indices}
+    if any(len(unit.indices) > 1 for unit in task.units):
+        entry["units"] = _units(task)  # seeds trained together
+    return entry
+
+
+def submit(out_dir: Path, plan: Plan, log=print, tensorboard: bool = False) -> dict:
+    """Launch a planned submission and record it: one line of ``submissions.jsonl`` per job array (locally,
+    one for the workers). Returns ``{"records": [...], "jobs": [every submitit job]}``."""
     out_dir = Path(out_dir).resolve()
     profile = plan.profile
     me = Owner.this_process()
-    record = {"kind": "submission", "submitted_at": utc_now(), "hostname": me.host, "boot_id": me.boot_id,
-              "profile": profile.name, "profile_path": str(profile.path), "executor": profile.executor, "tasks": []}
+    base = {"kind": "submission", "submitted_at": utc_now(), "hostname": me.host, "boot_id": me.boot_id,
+            "profile": profile.name, "profile_path": str(profile.path), "executor": profile.executor}
     if profile.executor == "local":
+        (array,) = plan.arrays
         executor = submitit.LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        executor.update_parameters(timeout_min=plan.time_min, signal_delay_s=profile.signal_delay_s)
-        gpus = share_out(visible_gpus(), len(plan.tasks), profile.gpus)
+        executor.update_parameters(timeout_min=array.time_min, signal_delay_s=profile.signal_delay_s)
+        gpus = share_out(visible_gpus(), len(array.tasks), profile.gpus)
         with _detached_from_terminal():
-            jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
-                                              profile.gpus > 0, cuda_devices))
-                    for task, cuda_devices in zip(plan.tasks, gpus)]
-        record["tasks"] = [{"job_id": job.job_id, "indices": task, "start_ticks": process_start_ticks(int(job.job_id)),
-                            "cuda_visible_devices": cuda_devices}
-                           for job, task, cuda_devices in zip(jobs, plan.tasks, gpus)]
+            jobs = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0, cuda_devices,
+                                              tensorboard))
+                    for task, cuda_devices in zip(array.tasks, gpus)]
+        tasks = [{**_task_record(job, task), "start_ticks": process_start_ticks(int(job.job_id)),
+                  "cuda_visible_devices": cuda_devices} for job, task, cuda_devices in zip(jobs, array.tasks, gpus)]
+        records = [{**base, "tasks": tasks, "time_min": array.time_min, "folder": str(executor.folder)}]
         on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
-        log(f"started {len(jobs)} local worker process(es){on_gpus} for {sum(map(len, plan.tasks))} trials "
+        log(f"started {len(jobs)} local worker process(es){on_gpus} for {plan.trials} trials "
             f"({plan.threads} thread(s) each); logs in {out_dir / 'submitit' / 'local'}")
     else:
         if shutil.which("sbatch") is None:
             raise ConfigError(f"cluster profile {profile.name!r} needs SLURM, but sbatch is not on this machine; "
                               "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
         executor = submitit.SlurmExecutor(folder=out_dir / "submitit" / "%A", max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        executor.update_parameters(**_slurm_parameters(profile, plan.name, plan.time_min))
-        captured = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(captured), executor.batch():
-                jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
-                                                  profile.gpus > 0))
-                        for task in plan.tasks]
-        except Exception as error:
-            raise ConfigError(f"sbatch rejected the array on profile {profile.name}: "
-                              f"{_sbatch_message(error, captured.getvalue())}") from None
-        record["tasks"] = [{"job_id": job.job_id, "indices": task} for job, task in zip(jobs, plan.tasks)]
-        array_id = jobs[0].job_id.split("_")[0]
-        log(f"submitted job array {array_id} with {len(jobs)} tasks ({sum(map(len, plan.tasks))} trials, "
-            f"{plan.trials_per_task} per task, at most {profile.array_parallelism} at once) on profile {profile.name}")
-    record["folder"] = str(executor.folder)
-    append_record(out_dir, record)
-    record["jobs"] = jobs
-    return record
+        jobs, records = [], []
+        for number, array in enumerate(plan.arrays, 1):
+            executor.update_parameters(**_slurm_parameters(profile, plan.job_name(array), array))
+            captured = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(captured), executor.batch():
+                    launched = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0,
+                                                          tensorboard=tensorboard))
+                                for task in array.tasks]
+            except Exception as error:
+                undone = _cancel_arrays([r["array_id"] for r in records])
+                which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" if len(plan.arrays) > 1 else "the array"
+                raise ConfigError(f"sbatch rejected {which} on profile {profile.name}: "
+                                  f"{_sbatch_message(error, captured.getvalue())}{undone}") from None
+            array_id = launched[0].job_id.split("_")[0]
+            jobs += launched
+            records.append({**base, "tasks": [_task_record(job, task) for job, task in zip(launched, array.tasks)],
+                            "array_id": array_id, "time_min": array.time_min,
+                            "folder": str(executor.folder).replace("%A", array_id)})
+            per_task = sorted({len(task.indices) for task in array.tasks})
+            sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
+            log(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
+                f"trials, {sizes} per task, --time={array.time_min}, at most {array.parallelism} at once) on profile "
+                f"{profile.name}")
+        if len(records) > 1:
+            log(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
+                "stops them all")
+    for record in records:
+        append_record(out_dir, record)
+    return {"records": records, "jobs": jobs}
+
+
+def _cancel_arrays(array_ids: list[str]) -> str:
+    """Undo the arrays of a submission that SLURM then refused in part: the folder stays as it was."""
+    if not array_ids:
+        return ""
+    import subprocess
+
+    result = subprocess.run(["scancel", *array_ids], capture_output=True, text=True)
+    if result.returncode != 0:
+        return f" (the arrays already submitted, {' '.join(array_ids)}, could not be cancelled: scancel them)"
+    return f" (the array(s) already submitted, {' '.join(array_ids)}, were cancelled)"
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""What one array task runs: some trials of the results folder's manifest, in order.
+"""What one array task runs: some trials of the results folder's manifest, in order, as units of training
+that the submission decided (``pipeline.launch.layout``): one trial, or seeds trained packed together.
 
 It is checkpointable in submitit's sense: on preemption or time-out, submitit calls ``checkpoint``,
 which persists the running trials' last completed epoch and hands back this same task for requeueing;
@@ -12,36 +13,34 @@ from pathlib import Path
 
 import submitit
 
-from .. import experiments
-from ..experiments import Trial
 from ..ownership import Lease, current_job_id, task_lease_path
-
-
-def pack_units(trials: list[Trial], pack_size: int) -> list[list[Trial]]:
-    """Split trials into units of training: trials that differ only in their seed in packs of at most
-    ``pack_size`` (trained together, ``pipeline.packing``), the others alone; in order of first appearance."""
-    groups: dict = {}
-    for trial in trials:
-        key = experiments.of(trial).pack_key(trial.settings)
-        groups.setdefault((trial.experiment, key) if key is not None else ("alone", trial.index), []).append(trial)
-    size = max(1, pack_size)
-    return [members[i : i + size] for members in groups.values() for i in range(0, len(members), size)]
+from .layout import pack_units
 
 
 class ArrayTask(submitit.helpers.Checkpointable):
-    """Runs the manifest's trials ``indices`` in order; with ``pack_seeds``, trials that differ only in
-    their seed are trained together, at most ``pack_size`` at a time."""
+    """Runs units of the manifest's trials in order: each unit one trial, or seeds trained packed."""
 
-    def __init__(self, out_dir: Path, indices: list[int], threads: int = 0, pack_seeds: bool = False,
-                 pack_size: int = 1, require_cuda: bool = False, cuda_devices: str | None = None):
+    def __init__(self, out_dir: Path, units: list[list[int]], threads: int = 0, require_cuda: bool = False,
+                 cuda_devices: str | None = None, tensorboard: bool = False):
         self.out_dir = Path(out_dir)
-        self.indices = list(indices)
+        self.tensorboard = tensorboard  # also write each trial's curves as TensorBoard events
+        self.units = [list(unit) for unit in units]
         self.threads = threads
-        self.pack_seeds, self.pack_size = pack_seeds, pack_size
         self.require_cuda = require_cuda  # the profile requests GPUs: never train on the node's CPU
         # Locally, the GPUs this worker may use (pipeline.launch.local_gpus); on SLURM, None: SLURM sets them.
         self.cuda_devices = cuda_devices
         self._stores: list = []
+
+    @property
+    def indices(self) -> list[int]:
+        return [index for unit in self.units for index in unit]
+
+    def __setstate__(self, state: dict) -> None:
+        # A task pickled before units were decided at submission (requeued across an upgrade) packs as it did.
+        self.__dict__.update(state)
+        if "units" not in state:
+            self.units = [[index] for index in state.get("indices", [])]
+            self._legacy_units = (state.get("indices", []), state.get("pack_seeds", False), state.get("pack_size", 1))
 
     def __call__(self) -> dict[str, str]:
         from .. import numerics
@@ -75,12 +74,17 @@ class ArrayTask(submitit.helpers.Checkpointable):
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         trials = trials_of_manifest(read_manifest(self.out_dir))
-        mine = [trials[index] for index in self.indices]
-        units = pack_units(mine, self.pack_size) if self.pack_seeds else [[trial] for trial in mine]
+        if hasattr(self, "_legacy_units"):
+            indices, pack_seeds, pack_size = self._legacy_units
+            mine = [trials[index] for index in indices]
+            units = pack_units(mine, pack_size) if pack_seeds else [[trial] for trial in mine]
+        else:
+            units = [[trials[index] for index in unit] for unit in self.units]
         outcomes, failures = {}, []
         for position, unit in enumerate(units):
             try:
-                outcomes.update(execute(self.out_dir, unit, on_store=self._remember))
+                outcomes.update(execute(self.out_dir, unit, on_store=self._remember,
+                                        tensorboard=getattr(self, "tensorboard", False)))
             except Cancelled:
                 # The running trials saved their last epoch and say so; the rest of the task is not started.
                 outcomes.update({t.trial_id: "cancelled" for u in units[position:] for t in u})
