@@ -21,7 +21,7 @@ DEFAULT_GFLOPS = 50.0
 
 
 def _storage(trials: list[Trial], weights_every: int | None = None) -> int:
-    return sum(snapshot_bytes(t.settings) * len(snapshot_epochs(t.settings, weights_every)) for t in trials)
+    return sum(snapshot_bytes(t.settings, weights_every) for t in trials)
 
 
 def measured_throughput(table: Path = BENCH_TABLE) -> dict[str, dict]:
@@ -80,7 +80,7 @@ def describe(grid, measured: dict[str, dict] | None = None) -> str:
     for trial in trials:
         snapshots = snapshot_epochs(trial.settings)
         lines.append(f"  {trial.index:>5}  {trial.trial_id:<{width}} {format_flops(trial_flops(trial.settings)):>12}  "
-                     f"{len(snapshots):>9}  {format_bytes(snapshot_bytes(trial.settings) * len(snapshots)):>9}")
+                     f"{len(snapshots):>9}  {format_bytes(snapshot_bytes(trial.settings)):>9}")
     total_flops = sum(trial_flops(t.settings) for t in trials)
     policies = sorted({t.settings.weights_every for t in trials})
     example = trials[0]
