@@ -12,6 +12,7 @@ median is taken once over all the panel's runs, which share the first phase seed
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,7 +117,8 @@ def figure_styles(trials: pd.DataFrame, experiment) -> tuple[dict[str, SeriesSty
     every trial of the manifest, so that a series keeps its style while the grid fills up."""
     mine = trials[trials["experiment"] == experiment.name]
     ranked = mine.assign(rank=mine["mode"].map(mode_rank)).sort_values(["rank", "index"], kind="stable")
-    pairs = list(dict.fromkeys(zip(ranked["series"], ranked["mode"])))
+    exact = [experiment.exact_orbit(mode, json.loads(text)) for mode, text in zip(ranked["mode"], ranked["settings"])]
+    pairs = list(dict.fromkeys(zip(ranked["series"], ranked["mode"], exact)))
     first = experiment.first_phase_mode
     if first is None:
         return series_styles(pairs), None

@@ -258,7 +258,6 @@ class TrialFile:
     def write_epoch(self, record, model, checkpoint) -> None:
         # The last row always keeps its weights: a trial that ends early (converged) ends off the policy's grid.
         snapshot = model.snapshot() if record.last or self._wants_weights(record.epoch) else {}
-        layers = model.snapshot_names()[0] if snapshot else []
         row_bytes = 8 * (len(METRIC_SERIES) + 1 + len(LAYER_SERIES) * len(self.layer_names))
         self._guard(row_bytes + sum(t.numel() * t.element_size() for t in snapshot.values()),
                     f"epoch {record.epoch} of {self.trial.trial_id}")
@@ -277,7 +276,7 @@ class TrialFile:
             for name in metrics:
                 _append(metrics[name], values[name])
             if snapshot:
-                self._write_snapshot(f, record, snapshot, layers)
+                self._write_snapshot(f, record, snapshot, self.layer_names)
             f.attrs["epochs_done"] = record.epoch
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
         self.log(_format(self.trial, record))

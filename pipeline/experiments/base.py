@@ -197,6 +197,11 @@ class Experiment:
         """What docs/science.md claims about these cells; a cell without a claim may be left out."""
         return []
 
+    def exact_orbit(self, mode: str, settings: dict) -> bool:
+        """Whether a trial of ``mode`` with these settings (a dict, as files record them) takes Aug steps on
+        whole orbits (exact augmentation), which figures tell apart from sampled Aug at a glance."""
+        return False
+
     # -- the course of a trial ---------------------------------------------------------------------------
     def total_epochs(self, settings) -> int:
         raise NotImplementedError

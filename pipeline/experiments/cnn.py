@@ -122,6 +122,10 @@ class CNNExperiment(Experiment):
     def cell_title(self, cell: str) -> str:
         return f"{cell}\n{VARIANT_WORDS[cell]}" if cell in VARIANT_WORDS else str(cell)
 
+    def exact_orbit(self, mode: str, settings: dict) -> bool:
+        # Full-batch phase 2 sums over the whole C4 orbit; minibatches of the shuffled orbit are not whole orbits.
+        return mode == "aug" and settings.get("phase2_optimizer", "gd") == "gd"
+
     def series_words(self, mode: str, settings: dict) -> str:
         # The mode of a CNN trial is that of its phase 2; phase 1 is always Equi.
         return ", ".join([self.describe(self.mode_key, mode), *(self.describe(k, v) for k, v in settings.items())])

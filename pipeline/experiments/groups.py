@@ -116,6 +116,9 @@ class GroupsExperiment(Experiment):
             return f"batch {value}"
         return super().describe(key, value)
 
+    def exact_orbit(self, mode: str, settings: dict) -> bool:
+        return mode == "aug" and settings.get("augment") == "orbit"
+
     def arm_title(self, value) -> str:
         return "" if value == "gd" else f"{self.display_title()}, {OPTIMIZER_WORDS.get(value, value)}"
 
@@ -129,9 +132,9 @@ class GroupsExperiment(Experiment):
         for cell in cells:
             # The claim's own text names how Aug was evaluated; the subject names the other swept values.
             others = [self.describe(k, v) for k, v in cell.swept.items() if k != "augment"]
-            others += [] if cell.value("optimizer", "gd") == "gd" or "optimizer" in cell.swept else \
-                [self.describe("optimizer", cell.value("optimizer"))]
-            others = [words for words in others if words]
+            if "optimizer" not in cell.swept:  # a grid of one arm: the extension still says what it is
+                others.append(self.describe("optimizer", cell.value("optimizer", "gd")))
+            others = [words for words in others if words]  # the paper's own scheme goes unnamed
             subject = cell.cell + (f" ({', '.join(others)})" if others else "")
             augments = tuple(str(v) for v in cell.values.get("augment", ()))
             if cell.mode == "equi":

@@ -3,6 +3,12 @@
 A model is measured layer by layer in *weight space*: ``layer_weights()`` gives each measured layer as a
 tensor, ``project_layer`` its orthogonal projection onto E (intersected with L where L is not closed
 under the group average). Training and the store only ever talk to models through this interface.
+
+A weight snapshot (``snapshot``) is the whole model: the measured layers in weight space, plus every
+parameter that no measured layer holds whole, under its ``named_parameters()`` name; ``load_snapshot``
+sets every parameter from one, exactly. Where a measured layer is a parameter or a view of all of it
+(``layer_parameters``), that parameter is stored once, as the layer: a model whose parameters are its
+measured layers gets both methods without code of its own.
 """
 
 from __future__ import annotations
