@@ -83,14 +83,20 @@ def _arms(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, exper
     found = []
     for arm in arms:
         ids = {trial_id for trial_id, value in arm_of.items() if value == arm}
-        view = experiment
+        view, words = experiment, experiment.describe(key, arm)
         if arm != own:
             view = copy.copy(experiment)
             view.name, view.title = figure_names.arm_experiment_name(experiment, arm), experiment.arm_title(arm)
+            view.legend_heading = words  # said once above the legend, not in every entry
 
-        def part(table, ids=ids, view=view):
+        def part(table, ids=ids, view=view, words=words):
             rows = table[table["trial_id"].isin(ids)]
-            return rows if view is experiment else rows.assign(experiment=view.name)
+            if view is experiment:
+                return rows
+            rows = rows.assign(experiment=view.name)
+            if words and "series" in rows:
+                rows = rows.assign(series=rows["series"].str.replace(f", {words}", "", regex=False))
+            return rows
 
         found.append((view, part(epochs), part(steps), part(trials)))
     return found
@@ -106,6 +112,9 @@ def _reading(facts: FigureFacts, median: str, experiment) -> str:
                      "weight norm; the verdicts count a trial inside it as in E")
     if facts.zeros:
         parts.append("values exactly 0 are drawn on the dotted line at the bottom")
+    if facts.fewer:
+        parts.append("paler pieces of a median: beyond where a seed stopped, the median of the seeds that got so far "
+                     "(drawn apart, not joined to the median of all)")
     if facts.compressed:
         parts.append("phase 1, longer than phase 2, is drawn compressed to a third of the width")
     trials = f"{facts.complete} complete trial{'s' if facts.complete != 1 else ''}"
@@ -145,8 +154,9 @@ def _plan_one(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.
                 f"{title}: distance from E over the distance travelled from A⁰ (dist_E/‖A − A⁰‖, all layers) "
                 f"against the epoch, log scale, y axis shared by the panels; dash-dotted: {NOM_MIN_RATIO:g} "
                 "(`NOM_MIN_RATIO`), the least ratio at which claim 5 counts Nom as leaving E at a rate comparable "
-                "to the distance travelled", "thick lines: per series, the median over seeds at each epoch; every "
-                "seed has every epoch, so the medians run the whole way", experiment)
+                "to the distance travelled (staying in E is judged on dist_E/‖A‖ instead, as in the log figure: "
+                "round-off over a short distance travelled looks large here)", "thick lines: per series, the median "
+                "over seeds at each epoch; every seed has every epoch, so the medians run the whole way", experiment)
         if "trajectory" in wanted:
             planned[figure_names.trajectory(experiment, log=True)] = (
                 lambda e=experiment: trajectory_figure(epochs, trials, e, log=True),

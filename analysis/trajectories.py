@@ -24,7 +24,7 @@ from .claims import NOM_MIN_RATIO, roundoff_threshold
 from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
 from .loading import TOTAL
 from .style import (BAND, FLOOR_LINE, compact_number, decade_below, legend, linear_ticks, log_axis, mark_boundary,
-                    panel_grid, reading_handles)
+                    panel_grid, reading_handles, title)
 
 X_COLUMNS = {"travelled": "dist_init", "epoch": "epoch"}
 X_LABELS = {"travelled": r"distance travelled $\|A - A^0\|_F$", "epoch": "epoch"}
@@ -46,6 +46,7 @@ class FigureFacts:
     band: str = ""  # the round-off band's legend text, if drawn
     zeros: bool = False
     compressed: bool = False
+    fewer: bool = False  # medians along x drawn where some seeds had stopped
 
 
 def phase_boundary(panel: pd.DataFrame) -> int | None:
@@ -118,6 +119,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
         complete |= drawn.complete
         running |= drawn.running
         facts.zeros |= drawn.zeros
+        facts.fewer |= drawn.fewer
         boundary = phase_boundary(panel) if x_kind == "epoch" else None
         compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
         facts.compressed |= compressed
@@ -154,12 +156,13 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     for r, row in enumerate(axes):
         row[0].set_ylabel(DIST_E_LABEL if len(layers) == 1 else f"{layers[r]}: dist$_E$")
     which = "all layers" if list(layers) == [TOTAL] else "per layer" if len(layers) > 1 else f"layer {layers[0]}"
-    figure.suptitle(f"{experiment.display_title()}: distance from E against {X_WORDS[x_kind]}, {which}"
-                    + (", log scale" if log else ""))
+    title(figure, f"{experiment.display_title()}: distance from E against {X_WORDS[x_kind]}, {which}"
+          + (", log scale" if log else ""))
     present = set(rows["series"])
     handles = ([first_phase.handle()] if first_phase is not None else []) + \
               [style.handle() for label, style in styles.items() if label in present]
-    legend(figure, handles, reading_handles(facts.running > 0, facts.band or None, facts.zeros))
+    legend(figure, handles, reading_handles(facts.running > 0, facts.band or None, facts.zeros, facts.fewer),
+           experiment.legend_heading)
     return figure, facts
 
 
@@ -202,13 +205,13 @@ def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tupl
         ax.set_xlabel("epoch")
     for row in axes:
         row[0].set_ylabel(RATIO_LABEL)
-    figure.suptitle(f"{experiment.display_title()}: distance from E over distance travelled, against epoch, "
-                    "all layers, log scale")
+    title(figure, f"{experiment.display_title()}: distance from E over distance travelled, against epoch, all "
+          "layers, log scale")
     facts.complete, facts.running = len(complete), len(running)
     present = set(rows["series"])
     handles = ([first_phase.handle()] if first_phase is not None else []) + \
               [style.handle() for label, style in styles.items() if label in present]
     reading = reading_handles(bool(running), None, facts.zeros)
     reading.append(Line2D([], [], label=f"claim 5: Nom at least {NOM_MIN_RATIO:g}", **THRESHOLD_LINE))
-    legend(figure, handles, reading)
+    legend(figure, handles, reading, experiment.legend_heading)
     return figure, facts

@@ -134,6 +134,8 @@ class Experiment:
     # (learning rate, epochs) without those renaming every trial: ids name another setting only where it
     # varies within an arm, and ``id_prefix`` names the arm. Figures draw each arm apart (``arm_title``).
     arm_key: ClassVar[str | None] = None
+    # What every series of a figure shares and its legend says once, above them (set for an arm's figures).
+    legend_heading: ClassVar[str] = ""
     # Classes of its classification task: chance accuracy is 1/classes.
     classes: ClassVar[int] = 10
     # The figures of trajectories it wants (analysis/figures.py): "trajectory", "layers", "training_curves",
