@@ -59,9 +59,8 @@ def _median_words(experiment) -> str:
     if experiment.trajectory_x == "travelled":
         return ("thick lines: per series, the median over seeds of dist_E taken at common values of the distance "
                 "travelled (each seed interpolated linearly between its epochs), so that the line follows the runs; "
-                "at each distance the median is over the seeds that reach it, and it is drawn over the range that "
-                "most seeds (more than half) cover, so that it may step where a seed stops; the ratio figure "
-                "shows every seed over every epoch")
+                "at each distance the median is over the seeds that reach it, drawn over the range that more than "
+                "half of the seeds cover (the ratio figure shows every seed over every epoch)")
     return "thick lines: per series, the median over seeds at each epoch"
 
 

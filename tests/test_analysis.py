@@ -820,3 +820,29 @@ def test_a_verdict_on_an_extension_cell_can_cite_the_extension_figure():
     assert evidence_figure(groups, STAYS_IN_E, sgd) == "groups_sgd_dist_vs_travelled_log.png"
     assert evidence_figure(groups, LEAVES_E, gd) == evidence_figure(groups, LEAVES_E) == "groups_dist_vs_travelled.png"
     assert evidence_figure(get("cnn"), STAYS_IN_E, gd) == "cnn_dist_vs_epoch_log.png"
+
+
+def test_where_a_seed_stops_the_median_of_the_others_is_drawn_apart_and_paler():
+    """No vertical stroke joins the median of three seeds to that of the two that go on: it is a new line,
+    at a lower alpha, starting where the short seed stopped."""
+    from matplotlib.figure import Figure
+
+    from analysis.drawing import draw_panel
+    from analysis.style import FEWER_SEEDS, SeriesStyle
+
+    rows = []
+    for seed, (reach, slope) in enumerate([(0.2, 3.0), (1.0, 1.0), (1.2, 0.2)]):
+        for epoch, x in enumerate(np.linspace(0, reach, 6)):
+            rows.append({"trial_id": f"t{seed}", "series": "Nom", "mode": "nom", "status": "complete", "phase": 1,
+                         "epoch": epoch, "dist_init": x, "dist_E": slope * x})
+    ax = Figure().subplots()
+    facts = draw_panel(ax, pd.DataFrame(rows), "dist_init", "dist_E", {"Nom": SeriesStyle("Nom", "#009E73", "-")},
+                       along_x=True)
+    medians = [line for line in ax.get_lines() if line.get_linewidth() == 2.0]
+    assert facts.fewer and len(medians) == 2
+    whole, fewer = medians
+    assert whole.get_alpha() is None and fewer.get_alpha() == FEWER_SEEDS["alpha"]
+    assert max(whole.get_xdata()) == pytest.approx(0.2) and min(fewer.get_xdata()) == pytest.approx(0.2)
+    assert max(fewer.get_xdata()) == pytest.approx(1.0)  # where only one seed is left, no median
+    # All three: the middle slope (1.0); past 0.2 the mean of 1.0 and 0.2: the median changes seeds, not course.
+    assert np.allclose(whole.get_ydata(), whole.get_xdata()) and np.allclose(fewer.get_ydata(), 0.6 * fewer.get_xdata())
