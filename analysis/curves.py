@@ -9,7 +9,7 @@ from matplotlib.lines import Line2D
 from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
 from .loading import TOTAL
 from .style import (BAND, CHANCE_LINE, FLOOR_LINE, decade_below, legend, linear_ticks, log_axis, mark_boundary,
-                    panel_grid, reading_handles)
+                    panel_grid, reading_handles, title)
 from .trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
 
 def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
@@ -47,7 +47,7 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
         ax.set_xlabel(experiment.row_words)
     for r, words in enumerate(metrics.values()):
         axes[r][0].set_ylabel(words)
-    figure.suptitle(f"{experiment.display_title()}: {experiment.curves_title}")
+    title(figure, f"{experiment.display_title()}: {experiment.curves_title}")
     facts = FigureFacts(panels=len(figure.axes), complete=len(complete), running=len(running),
                         compressed=any(ax.get_xscale() == "function" for ax in figure.axes))
     present = set(rows["series"])
@@ -55,7 +55,7 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
               [style.handle() for label, style in styles.items() if label in present]
     reading = reading_handles(bool(running))
     reading.append(Line2D([], [], label=f"chance accuracy (1/{experiment.classes})", **CHANCE_LINE))
-    legend(figure, handles, reading)
+    legend(figure, handles, reading, experiment.legend_heading)
     return figure, facts
 
 
@@ -115,10 +115,10 @@ def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     for ax in axes[-1]:
         ax.set_xlabel(f"optimizer step{where}")
     axes[0][0].set_ylabel(DIST_E_LABEL)
-    figure.suptitle(f"{experiment.display_title()}: distance from E after every optimizer step{where}, all layers, "
-                    "log scale")
+    title(figure, f"{experiment.display_title()}: distance from E after every optimizer step{where}, all layers, "
+          "log scale")
     present = set(rows["series"])
     handles = [style.handle() for label, style in styles.items() if label in present]
-    legend(figure, handles, reading_handles(bool(running), facts.band, facts.zeros))
+    legend(figure, handles, reading_handles(bool(running), facts.band, facts.zeros), experiment.legend_heading)
     facts.complete, facts.running = len(complete), len(running)
     return figure, facts

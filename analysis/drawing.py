@@ -12,13 +12,14 @@ median is taken once over all the panel's runs, which share the first phase seed
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .medians import median_along_x, median_by_epoch
-from .style import RUN_LINE, RUNNING_END, RUNNING_LINE, SeriesStyle, mode_rank, series_styles
+from .medians import median_along_x_counted, median_by_epoch
+from .style import FEWER_SEEDS, RUN_LINE, RUNNING_END, RUNNING_LINE, SeriesStyle, mode_rank, series_styles
 
 COMPLETE, RUNNING = "complete", "running"
 DRAWN_STATUSES = (COMPLETE, RUNNING)
@@ -29,6 +30,7 @@ class PanelFacts:
     running: set = field(default_factory=set)  # trial ids drawn as running
     complete: set = field(default_factory=set)
     zeros: bool = False  # exact zeros were drawn on the floor of a log axis
+    fewer: bool = False  # a median along x was drawn where some seeds had stopped (paler)
 
 
 def _segments(run: pd.DataFrame, first_phase: bool) -> list[tuple[bool, pd.DataFrame]]:
@@ -89,12 +91,21 @@ def draw_panel(ax, rows: pd.DataFrame, x: str, y: str, styles: dict[str, SeriesS
     start = min(first_steps) if from_first_step and first_steps else -np.inf
     for (in_first_phase, label), runs in medians.items():
         style = first_phase if in_first_phase else styles[label]
-        mx, my = median_along_x(runs) if along_x else median_by_epoch(runs)
+        if along_x:
+            mx, my, counts = median_along_x_counted(runs)
+        else:
+            mx, my = median_by_epoch(runs)
+            counts = np.full(len(mx), len(runs))
         kept = mx >= start
-        mx, my = mx[kept], my[kept]
+        mx, my, counts = mx[kept], my[kept], counts[kept]
         if floor is not None:
             my = np.where(my > 0, my, floor)
-        ax.plot(mx, my, zorder=3, **style.median_kwargs())
+        # A piece per set of seeds: where a seed stops, the median of the others is drawn apart, paler.
+        breaks = np.flatnonzero(np.diff(counts)) + 1
+        for piece_x, piece_y, piece_counts in zip(np.split(mx, breaks), np.split(my, breaks), np.split(counts, breaks)):
+            fewer = bool(len(piece_counts)) and piece_counts[0] < len(runs)
+            facts.fewer |= fewer
+            ax.plot(piece_x, piece_y, zorder=3, **style.median_kwargs(), **(FEWER_SEEDS if fewer else {}))
     return facts
 
 
@@ -116,7 +127,8 @@ def figure_styles(trials: pd.DataFrame, experiment) -> tuple[dict[str, SeriesSty
     every trial of the manifest, so that a series keeps its style while the grid fills up."""
     mine = trials[trials["experiment"] == experiment.name]
     ranked = mine.assign(rank=mine["mode"].map(mode_rank)).sort_values(["rank", "index"], kind="stable")
-    pairs = list(dict.fromkeys(zip(ranked["series"], ranked["mode"])))
+    exact = [experiment.exact_orbit(mode, json.loads(text)) for mode, text in zip(ranked["mode"], ranked["settings"])]
+    pairs = list(dict.fromkeys(zip(ranked["series"], ranked["mode"], exact)))
     first = experiment.first_phase_mode
     if first is None:
         return series_styles(pairs), None

@@ -12,12 +12,25 @@ from __future__ import annotations
 from pipeline.experiments.base import IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STAYS_IN_E, Experiment
 
 
+def arm_experiment_name(experiment: Experiment, arm) -> str:
+    """The name an arm's figures go by: the experiment's own for its own arm (``Experiment.arm_key`` at its
+    default), else ``<experiment>_<arm>`` (``groups_sgd``)."""
+    if experiment.arm_key is None or arm == getattr(experiment.settings_type(), experiment.arm_key):
+        return experiment.name
+    return f"{experiment.name}_{arm}"
+
+
 def has_linear_trajectory(experiment: Experiment) -> bool:
     return experiment.trajectory_x == "travelled"
 
 
 def trajectory(experiment: Experiment, log: bool = False) -> str:
     return f"{experiment.name}_dist_vs_{experiment.trajectory_x}" + ("_log" if log else "")
+
+
+def ratio(experiment: Experiment) -> str:
+    """dist_E over the distance travelled against the epoch (log): made where x is the distance travelled."""
+    return f"{experiment.name}_ratio_vs_epoch_log"
 
 
 def layers(experiment: Experiment) -> str:
@@ -43,13 +56,19 @@ def perturbations(experiment: Experiment) -> str:
     return f"{experiment.name}_perturbations_log"
 
 
-def evidence_figure(experiment: Experiment, kind: str) -> str:
+def evidence_figure(experiment: Experiment, kind: str, cell=None) -> str:
     """Staying in E is a statement about round-off, visible on a log axis only; leaving E is a
     proportion to the distance travelled, read on the linear figure where there is one. Claims about
-    stationary points are read on their spectra (the identities of claim 1 are numbers in the report)."""
+    stationary points are read on their spectra (the identities of claim 1 are numbers in the report).
+    ``cell`` (a GridCell): the figure of the cell's arm, where the experiment has arms."""
     if kind in (IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS):
         return ""
     if kind not in (STAYS_IN_E,) and "trajectory" not in experiment.standard_figures:
         return spectra(experiment) + ".png"
     log = kind == STAYS_IN_E or not has_linear_trajectory(experiment)
-    return trajectory(experiment, log=log) + ".png"
+    name = trajectory(experiment, log=log)
+    if cell is not None and experiment.arm_key is not None:
+        own = getattr(experiment.settings_type(), experiment.arm_key)
+        arm = arm_experiment_name(experiment, cell.value(experiment.arm_key, own))
+        name = arm + name[len(experiment.name):]
+    return name + ".png"

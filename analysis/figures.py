@@ -7,17 +7,27 @@ Per experiment with complete or running trials (names from ``analysis.figure_nam
 - ``<experiment>_dist_vs_<x>_log``: the same, or against the epoch, with a log dist_E axis, starting at the
   first step, a shared y axis and the round-off band shaded.
 - ``<experiment>_dist_vs_<x>_layers_log``: the same with a row of panels per measured layer.
+- ``<experiment>_ratio_vs_epoch_log`` (where x is the distance travelled): dist_E over the distance
+  travelled against the epoch, log scale: an axis every seed shares, so medians run the whole way.
 - ``<experiment>_training_curves``: loss and accuracy against epoch, chance accuracy dotted.
 - ``<experiment>_steps_log``: dist_E after every optimizer step, made only where some epoch has more than
   one step (with one step per epoch it would repeat the epochs' figure).
 
 Every figure draws a series per mode and swept values side by side (e.g. Aug with the exact orbit beside
-Aug with sampled passes), a thin line per seed and a thick median per series; running trials dashed up to
-their last epoch, outside the medians. Modes the figures do not know get grey styles and their own words.
+Aug with sampled passes, in their own hues, the exact orbit with circles), a thin line per seed and a thick
+median per series; running trials dashed up to their last epoch, outside the medians. Modes the figures do
+not know get grey styles and their own words.
+
+An experiment with arms (``Experiment.arm_key``: Experiment G's minibatch-SGD extension beside the paper's
+full-batch GD) gets each arm's figures apart: its own arm under the names above, every other arm under
+``<experiment>_<arm>_...`` (``groups_sgd_dist_vs_travelled``), titled by ``arm_title``, so that runs that
+travel ten times farther never squeeze the paper's into a corner.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +40,9 @@ from . import figure_names
 from .curves import steps_add_information, steps_figure, training_curves
 from .drawing import drawn_rows
 from .loading import experiment_of
+from .claims import NOM_MIN_RATIO
 from .style import STYLE, save
-from .trajectories import FigureFacts, layers_of, trajectory_figure
+from .trajectories import FigureFacts, layers_of, ratio_figure, trajectory_figure
 from pipeline.progress import Progress
 
 
@@ -48,9 +59,47 @@ class FigureInfo:
 def _median_words(experiment) -> str:
     if experiment.trajectory_x == "travelled":
         return ("thick lines: per series, the median over seeds of dist_E taken at common values of the distance "
-                "travelled (each seed interpolated linearly between its epochs), over the range every seed covers, "
-                "so that the line follows the runs")
+                "travelled (each seed interpolated linearly between its epochs), so that the line follows the runs; "
+                "at each distance the median is over the seeds that reach it, drawn over the range that more than "
+                "half of the seeds cover (the ratio figure shows every seed over every epoch)")
     return "thick lines: per series, the median over seeds at each epoch"
+
+
+def _arms(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, experiment) -> list[tuple]:
+    """(experiment or a view of one arm, its epochs, steps, trials) per arm of the experiment's trials.
+
+    The experiment's own arm keeps the experiment (its figures keep their names); another arm gets a copy of
+    the experiment named ``<experiment>_<arm>`` and titled ``arm_title``, its tables relabelled to that name,
+    so that the figure builders see it as an experiment of its own."""
+    key = experiment.arm_key
+    mine = trials[trials["experiment"] == experiment.name]
+    if key is None or mine.empty:
+        return [(experiment, epochs, steps, trials)]
+    own = getattr(experiment.settings_type(), key)
+    arm_of = {trial_id: json.loads(text).get(key, own) for trial_id, text in zip(mine["trial_id"], mine["settings"])}
+    arms = sorted(dict.fromkeys(arm_of.values()), key=lambda arm: arm != own)
+    if arms == [own]:
+        return [(experiment, epochs, steps, trials)]
+    found = []
+    for arm in arms:
+        ids = {trial_id for trial_id, value in arm_of.items() if value == arm}
+        view, words = experiment, experiment.describe(key, arm)
+        if arm != own:
+            view = copy.copy(experiment)
+            view.name, view.title = figure_names.arm_experiment_name(experiment, arm), experiment.arm_title(arm)
+            view.legend_heading = words  # said once above the legend, not in every entry
+
+        def part(table, ids=ids, view=view, words=words):
+            rows = table[table["trial_id"].isin(ids)]
+            if view is experiment:
+                return rows
+            rows = rows.assign(experiment=view.name)
+            if words and "series" in rows:
+                rows = rows.assign(series=rows["series"].str.replace(f", {words}", "", regex=False))
+            return rows
+
+        found.append((view, part(epochs), part(steps), part(trials)))
+    return found
 
 
 def _reading(facts: FigureFacts, median: str, experiment) -> str:
@@ -63,6 +112,9 @@ def _reading(facts: FigureFacts, median: str, experiment) -> str:
                      "weight norm; the verdicts count a trial inside it as in E")
     if facts.zeros:
         parts.append("values exactly 0 are drawn on the dotted line at the bottom")
+    if facts.fewer:
+        parts.append("paler pieces of a median: beyond where a seed stopped, the median of the seeds that got so far "
+                     "(drawn apart, not joined to the median of all)")
     if facts.compressed:
         parts.append("phase 1, longer than phase 2, is drawn compressed to a third of the width")
     trials = f"{facts.complete} complete trial{'s' if facts.complete != 1 else ''}"
@@ -78,9 +130,15 @@ def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> di
     planned = {}
     names = list(experiments.REGISTRY) + [n for n in dict.fromkeys(trials["experiment"]) if n not in experiments.REGISTRY]
     for name in names:
-        experiment = experiment_of(name)
-        if drawn_rows(epochs, name).empty:
-            continue
+        for experiment, arm_epochs, arm_steps, arm_trials in _arms(epochs, steps, trials, experiment_of(name)):
+            planned.update(_plan_one(experiment, arm_epochs, arm_steps, arm_trials))
+    return planned
+
+
+def _plan_one(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
+    """The figures of one experiment (or of one arm of it)."""
+    planned = {}
+    if not drawn_rows(epochs, experiment.name).empty:
         title = experiment.display_title()
         x_words = "the distance travelled from A⁰" if experiment.trajectory_x == "travelled" else "the epoch"
         median = _median_words(experiment)
@@ -90,6 +148,15 @@ def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> di
                 lambda e=experiment: trajectory_figure(epochs, trials, e),
                 f"{title}: distance from E of all layers (y) against {x_words} (x), a panel per cell", median,
                 experiment)
+        if figure_names.has_linear_trajectory(experiment) and "trajectory" in wanted:
+            planned[figure_names.ratio(experiment)] = (
+                lambda e=experiment: ratio_figure(epochs, trials, e),
+                f"{title}: distance from E over the distance travelled from A⁰ (dist_E/‖A − A⁰‖, all layers) "
+                f"against the epoch, log scale, y axis shared by the panels; dash-dotted: {NOM_MIN_RATIO:g} "
+                "(`NOM_MIN_RATIO`), the least ratio at which claim 5 counts Nom as leaving E at a rate comparable "
+                "to the distance travelled (staying in E is judged on dist_E/‖A‖ instead, as in the log figure: "
+                "round-off over a short distance travelled looks large here)", "thick lines: per series, the median "
+                "over seeds at each epoch; every seed has every epoch, so the medians run the whole way", experiment)
         if "trajectory" in wanted:
             planned[figure_names.trajectory(experiment, log=True)] = (
                 lambda e=experiment: trajectory_figure(epochs, trials, e, log=True),

@@ -7,6 +7,7 @@ here touches global matplotlib state or leaks open figures.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +35,13 @@ STYLE = {
 }
 
 # Okabe-Ito colours stay distinct for colour-blind readers. Each mode has its own hues, so that series of
-# one mode (Aug with the exact orbit, Aug with sampled passes) are told apart and still read as that mode;
-# modes the figures do not know get greys.
-MODE_COLOURS = {"equi": ("#0072B2", "#56B4E9"), "aug": ("#D55E00", "#E69F00", "#CC79A7"),
-                "nom": ("#009E73", "#000000")}
+# one mode are told apart and still read as that mode; modes the figures do not know get greys. Aug over
+# the whole orbit (exact) and Aug with sampled group elements behave differently (the first stays in E), so
+# they are told apart at a glance: the exact orbit in reddish purple with a circle on its median line,
+# sampled Aug in vermillion and orange without.
+MODE_COLOURS = {"equi": ("#0072B2", "#56B4E9"), "aug": ("#D55E00", "#E69F00"), "nom": ("#009E73", "#000000")}
+EXACT_AUG_COLOURS = ("#CC79A7", "#882255")
+EXACT_AUG_MARKER = "o"
 OTHER_COLOURS = ("#666666", "#999999", "#333333")
 # Line styles keep series apart in greyscale: each series of a figure has its own, in legend order.
 DASHES = ["-", (0, (5, 2)), (0, (5, 1.5, 1, 1.5)), (0, (1.5, 1.5)), (0, (8, 2, 1, 2, 1, 2)), (0, (3, 1))]
@@ -46,6 +50,10 @@ RUN_LINE = {"linewidth": 0.6, "alpha": 0.35}
 RUNNING_LINE = {"linewidth": 0.9, "alpha": 0.6, "linestyle": (0, (2, 1.5))}
 RUNNING_END = {"marker": "o", "markersize": 2.5, "linestyle": "none", "alpha": 0.8}
 MEDIAN_LINE = {"linewidth": 2.0}
+# A median of fewer seeds than the series has (more than half: the others stopped short of that distance).
+FEWER_SEEDS = {"alpha": 0.45}
+# Markers on a median line: about one every tenth of its drawn length, whatever its number of points.
+MEDIAN_MARKERS = {"markersize": 4.0, "markevery": 0.1, "markeredgewidth": 0.8, "markeredgecolor": "white"}
 FLOOR_LINE = {"color": "0.45", "linestyle": ":", "linewidth": 0.8}
 BOUNDARY_LINE = {"color": "0.3", "linestyle": (0, (4, 2)), "linewidth": 0.8}
 BAND = {"color": "0.91", "linewidth": 0, "zorder": 0}
@@ -57,25 +65,32 @@ class SeriesStyle:
     label: str
     colour: str
     dashes: object
+    marker: str | None = None  # on the median line (Aug over the exact orbit)
 
     def median_kwargs(self) -> dict:
-        return {"color": self.colour, "linestyle": self.dashes, **MEDIAN_LINE}
+        markers = {"marker": self.marker, **MEDIAN_MARKERS} if self.marker else {}
+        return {"color": self.colour, "linestyle": self.dashes, **MEDIAN_LINE, **markers}
 
     def handle(self) -> Line2D:
-        return Line2D([], [], label=self.label, **self.median_kwargs())
+        kwargs = self.median_kwargs()
+        kwargs.pop("markevery", None)  # a legend's short line carries one marker
+        return Line2D([], [], label=self.label, **kwargs)
 
 
-def series_styles(series: list[tuple[str, str]]) -> dict[str, SeriesStyle]:
-    """Styles for ``(label, mode)`` pairs in legend order: the k-th series of a mode gets its k-th hue,
-    the i-th series of the figure its i-th line style."""
+def series_styles(series: list[tuple]) -> dict[str, SeriesStyle]:
+    """Styles for ``(label, mode)`` or ``(label, mode, exact orbit)`` in legend order: the k-th series of a
+    mode gets its k-th hue (exact-orbit Aug its own hues and a marker), the i-th series of the figure its
+    i-th line style."""
     styles, counts = {}, {}
-    for label, mode in series:
+    for label, mode, *rest in series:
         if label in styles:
             continue
-        k = counts.get(mode, 0)
-        counts[mode] = k + 1
-        colours = MODE_COLOURS.get(mode, OTHER_COLOURS)
-        styles[label] = SeriesStyle(label, colours[k % len(colours)], DASHES[len(styles) % len(DASHES)])
+        exact = bool(rest and rest[0]) and mode == "aug"
+        k = counts.get((mode, exact), 0)
+        counts[(mode, exact)] = k + 1
+        colours = EXACT_AUG_COLOURS if exact else MODE_COLOURS.get(mode, OTHER_COLOURS)
+        styles[label] = SeriesStyle(label, colours[k % len(colours)], DASHES[len(styles) % len(DASHES)],
+                                    EXACT_AUG_MARKER if exact else None)
     return styles
 
 
@@ -90,8 +105,11 @@ def panel_grid(count: int, rows_per_item: int = 1, sharey: bool = False) -> tupl
     else:
         rows, columns = rows_per_item, count
     width = FIGURE_WIDTH if columns > 1 else NARROW_WIDTH
-    # Figures of many rows (a row per layer) stay within a page.
+    # Figures of many rows (a row per layer) stay within a page; a single panel gets the height that a wrapped
+    # title and a full legend would otherwise take from it.
     height = ROW_HEIGHT if rows <= 2 else SHORT_ROW_HEIGHT
+    if rows == 1 and columns == 1:
+        height *= 1.4
     figure = Figure(figsize=(width, height * rows + 0.7), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False, sharey="row" if sharey else False)
     return figure, axes
@@ -134,21 +152,32 @@ def mark_boundary(ax, x: float, text: str = " phase 2") -> None:
     ax.annotate(text, xy=(x, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", color="0.3")
 
 
-def legend(figure: Figure, series: list, reading: list) -> None:
-    """One legend below the panels: the series in the first column, how to read the lines in the next."""
+def title(figure: Figure, text: str) -> None:
+    """The figure's title, wrapped to its width (a single panel is narrow; its title may not be)."""
+    characters = int(figure.get_figwidth() * 72 / (0.56 * STYLE["figure.titlesize"]))
+    figure.suptitle(textwrap.fill(text, width=characters))
+
+
+def legend(figure: Figure, series: list, reading: list, heading: str = "") -> None:
+    """One legend below the panels: the series in the first column, how to read the lines in the next;
+    ``heading``, what every series of the figure shares (an extension arm), above them."""
     columns = 3 if figure.get_figwidth() >= FIGURE_WIDTH else 2
     rows = max(len(series), math.ceil(len(reading) / (columns - 1)))
     blocks = [block for block in [series] + [reading[i * rows:(i + 1) * rows] for i in range(columns - 1)] if block]
     # Entries fill the legend column by column: blanks keep each block in a column of its own.
     handles = [h for block in blocks for h in block + [Line2D([], [], linestyle="none", label=" ")
                                                         for _ in range(rows - len(block))]]
-    figure.legend(handles=handles, loc="outside lower center", ncols=len(blocks), frameon=False)
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(blocks), frameon=False,
+                  title=heading or None, title_fontsize=STYLE["legend.fontsize"])
 
 
-def reading_handles(running: bool, band: str | None = None, zeros: bool = False) -> list:
+def reading_handles(running: bool, band: str | None = None, zeros: bool = False, fewer: bool = False) -> list:
     """Legend entries that say how to read the lines (the caption says more)."""
     handles = [Line2D([], [], color="0.3", label="one seed", **RUN_LINE),
                Line2D([], [], color="0.3", label="median over seeds", **MEDIAN_LINE)]
+    if fewer:
+        handles.append(Line2D([], [], color="0.3", label="median of the seeds that got so far", **MEDIAN_LINE,
+                              **FEWER_SEEDS))
     if running:
         handles.append(Line2D([], [], color="0.3", label="running trial (to its last epoch)",
                               **{**RUNNING_LINE, "marker": RUNNING_END["marker"], "markersize": 2.5, "markevery": [-1]}))

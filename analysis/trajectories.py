@@ -17,18 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
-from .claims import roundoff_threshold
+from .claims import NOM_MIN_RATIO, roundoff_threshold
 from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
 from .loading import TOTAL
 from .style import (BAND, FLOOR_LINE, compact_number, decade_below, legend, linear_ticks, log_axis, mark_boundary,
-                    panel_grid, reading_handles)
+                    panel_grid, reading_handles, title)
 
 X_COLUMNS = {"travelled": "dist_init", "epoch": "epoch"}
 X_LABELS = {"travelled": r"distance travelled $\|A - A^0\|_F$", "epoch": "epoch"}
 X_WORDS = {"travelled": "distance travelled", "epoch": "epoch"}
 DIST_E_LABEL = r"dist$_E$ = $\|A - \Pi_E A\|_F$"
+RATIO_LABEL = r"dist$_E$ / $\|A - A^0\|_F$"
+THRESHOLD_LINE = {"color": "0.35", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 0.9}
 # A first phase longer than the rest is drawn over this share of the panel's width.
 COMPRESSED_SHARE = 1 / 3
 
@@ -43,6 +46,7 @@ class FigureFacts:
     band: str = ""  # the round-off band's legend text, if drawn
     zeros: bool = False
     compressed: bool = False
+    fewer: bool = False  # medians along x drawn where some seeds had stopped
 
 
 def phase_boundary(panel: pd.DataFrame) -> int | None:
@@ -115,6 +119,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
         complete |= drawn.complete
         running |= drawn.running
         facts.zeros |= drawn.zeros
+        facts.fewer |= drawn.fewer
         boundary = phase_boundary(panel) if x_kind == "epoch" else None
         compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
         facts.compressed |= compressed
@@ -151,12 +156,13 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     for r, row in enumerate(axes):
         row[0].set_ylabel(DIST_E_LABEL if len(layers) == 1 else f"{layers[r]}: dist$_E$")
     which = "all layers" if list(layers) == [TOTAL] else "per layer" if len(layers) > 1 else f"layer {layers[0]}"
-    figure.suptitle(f"{experiment.display_title()}: distance from E against {X_WORDS[x_kind]}, {which}"
-                    + (", log scale" if log else ""))
+    title(figure, f"{experiment.display_title()}: distance from E against {X_WORDS[x_kind]}, {which}"
+          + (", log scale" if log else ""))
     present = set(rows["series"])
     handles = ([first_phase.handle()] if first_phase is not None else []) + \
               [style.handle() for label, style in styles.items() if label in present]
-    legend(figure, handles, reading_handles(facts.running > 0, facts.band or None, facts.zeros))
+    legend(figure, handles, reading_handles(facts.running > 0, facts.band or None, facts.zeros, facts.fewer),
+           experiment.legend_heading)
     return figure, facts
 
 
@@ -165,3 +171,47 @@ def layers_of(epochs: pd.DataFrame, experiment) -> list[str]:
     rows = drawn_rows(epochs, experiment.name)
     return [layer for layer in dict.fromkeys(rows["layer"]) if layer != TOTAL]
 
+
+
+def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
+    """dist_E over the distance travelled from A⁰ (all layers) against the epoch, a panel per cell, log scale,
+    shared y axis. Every seed has every epoch, so its medians run the whole way, however far each seed went;
+    the ratio is what claim 5 judges Nom by, and its threshold is drawn."""
+    rows = drawn_rows(epochs, experiment.name)
+    rows = rows[(rows["layer"] == TOTAL) & (rows["epoch"] > 0)]
+    moved = rows["dist_init"] > 0
+    rows = rows.assign(ratio=(rows["dist_E"] / rows["dist_init"].where(moved)).fillna(0.0))
+    cells = ordered_cells(rows, experiment)
+    styles, first_phase = figure_styles(trials, experiment)
+    figure, axes = panel_grid(len(cells), sharey=True)
+    positive = rows.loc[rows["ratio"] > 0, "ratio"]
+    floor = decade_below(min([float(positive.min())] if len(positive) else [NOM_MIN_RATIO]))
+    facts = FigureFacts(panels=len(cells), complete=0, running=0)
+    complete, running = set(), set()
+    for ax, cell in zip(axes.flat, cells):
+        drawn = draw_panel(ax, rows[rows["cell"] == cell], "epoch", "ratio", styles, first_phase, floor=floor)
+        complete |= drawn.complete
+        running |= drawn.running
+        facts.zeros |= drawn.zeros
+        ax.axhline(NOM_MIN_RATIO, zorder=1, **THRESHOLD_LINE)
+        if drawn.zeros:
+            ax.axhline(floor, zorder=1, **FLOOR_LINE)
+        linear_ticks(ax, "x", integer=True)
+        ax.set_title(experiment.cell_title(cell))
+    top = max([float(rows["ratio"].max()) if len(rows) else 1.0, 1.0])
+    for ax in axes.flat:
+        log_axis(ax, floor / 3, top)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for row in axes:
+        row[0].set_ylabel(RATIO_LABEL)
+    title(figure, f"{experiment.display_title()}: distance from E over distance travelled, against epoch, all "
+          "layers, log scale")
+    facts.complete, facts.running = len(complete), len(running)
+    present = set(rows["series"])
+    handles = ([first_phase.handle()] if first_phase is not None else []) + \
+              [style.handle() for label, style in styles.items() if label in present]
+    reading = reading_handles(bool(running), None, facts.zeros)
+    reading.append(Line2D([], [], label=f"claim 5: Nom at least {NOM_MIN_RATIO:g}", **THRESHOLD_LINE))
+    legend(figure, handles, reading, experiment.legend_heading)
+    return figure, facts

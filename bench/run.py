@@ -71,7 +71,7 @@ class EpochTimer:
         self.model = GROUPS.build_model(self.trial).to(device=device, dtype=torch.float32)
         self.stepper = SingleStepper(self.model, [0])
         self.data = GROUPS.load_data(self.trial, device, torch.float32)
-        self.initial = self.model.snapshot()
+        self.initial = self.model.layer_snapshot()
         self.augmentation = Augmentation.parse(self.trial.augment, self.trial.aug_batch)
 
     def _epoch(self, hooks: EpochHooks):

@@ -1,3 +1,15 @@
 """Optimization dynamics of equivariant and augmented networks: groups, models, training, trials."""
 
 __version__ = "0.1.0"
+
+
+def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device="cpu"):
+    """The model of a trial file at one of its weight snapshots (see :func:`pipeline.reload.load_model`).
+
+    Imported on call, so that ``import pipeline`` (configuration, ``plan``, the launcher) stays free of torch."""
+    from .reload import load_model as load
+
+    return load(path, snapshot, epoch=epoch, device=device)
+
+
+__all__ = ["load_model"]

@@ -16,8 +16,12 @@ def trial_flops(settings) -> int:
     return experiments.of(settings).trial_flops(settings)
 
 
-def snapshot_bytes(settings) -> int:
-    return experiments.of(settings).snapshot_values(settings) * DTYPE_BYTES[settings.dtype]
+def snapshot_bytes(settings, weights_every: int | None = None) -> int:
+    """Bytes of all the weight snapshots a trial keeps (a phase's snapshots hold its own model)."""
+    experiment = experiments.of(settings)
+    values = sum(experiment.snapshot_values(settings, experiment.phase_of(settings, epoch))
+                 for epoch in snapshot_epochs(settings, weights_every))
+    return values * DTYPE_BYTES[settings.dtype]
 
 
 def snapshot_epochs(settings, weights_every: int | None = None) -> list[int]:

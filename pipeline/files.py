@@ -15,6 +15,14 @@ import h5py
 import numpy as np
 
 TRIALS = "trials"
+# weights/phase<p>/: the parameters of phase p's model that no measured layer holds (schema 3).
+PHASE_GROUP = "phase"
+# The first schema whose weight snapshots hold the whole model, so that a model can be rebuilt from them.
+WHOLE_MODEL_SCHEMA = 3
+
+
+class SnapshotError(ValueError):
+    """A weight snapshot that cannot be read or rebuilt into a model, said in one line."""
 
 
 def open_h5(path: Path, mode: str = "r") -> h5py.File:
@@ -97,3 +105,70 @@ def read_results_attrs(path: Path) -> dict:
     """The attributes of a trial file's ``results/`` (what was measured after training); {} where there are none."""
     with open_h5(path) as f:
         return {k: plain(v) for k, v in f["results"].attrs.items()} if "results" in f else {}
+
+
+def weight_rows_through(weights: h5py.Group, epoch: int) -> dict[str, int]:
+    """{dataset path under ``weights/``: rows that hold snapshots of epochs <= ``epoch``} (for truncation)."""
+    epochs = weights["epochs"][()]
+    kept = epochs <= epoch
+    phases = weights["phase"][()] if "phase" in weights else np.ones_like(epochs)
+    rows = {}
+    for name, item in weights.items():
+        if isinstance(item, h5py.Group):  # phase<p>/: a row per snapshot of phase p
+            p = int(name[len(PHASE_GROUP):])
+            rows.update({f"{name}/{child}": int(np.sum(kept & (phases == p))) for child in item})
+        else:
+            rows[name] = int(np.sum(kept))
+    return rows
+
+
+@dataclass
+class Snapshot:
+    """One weight snapshot of a trial file, as arrays: what ``MeasuredModel.load_snapshot`` takes."""
+
+    index: int  # its row in weights/epochs (from 0)
+    epoch: int
+    phase: int
+    arrays: dict  # name -> np.ndarray: measured layers and the other parameters of the phase's model
+
+
+def read_snapshot(path: Path, snapshot: int = -1, epoch: int | None = None) -> tuple[dict, Snapshot]:
+    """(file attributes, snapshot) of snapshot number ``snapshot`` (negative counts from the last) or, if
+    given, of epoch ``epoch``. Raises SnapshotError, in one line, where the file cannot give one."""
+    attrs = read_status(path)
+    if attrs["status"] == "damaged":
+        raise SnapshotError(f"{path}: unreadable trial file ({attrs['error']})")
+    schema = int(attrs.get("schema_version", 1))
+    if schema < WHOLE_MODEL_SCHEMA:
+        raise SnapshotError(f"{path}: schema_version {schema} predates whole-model snapshots (schema "
+                            f"{WHOLE_MODEL_SCHEMA}): its weights hold the measured layers only, so no model can be "
+                            "rebuilt from it; rerun the trial (--force) to store whole models")
+    with open_h5(path) as f:
+        if "weights" not in f or "epochs" not in f["weights"] or not len(f["weights/epochs"]):
+            raise SnapshotError(f"{path}: no weight snapshot stored yet")
+        weights = f["weights"]
+        epochs = weights["epochs"][()]
+        phases = weights["phase"][()]
+        stored = ", ".join(str(int(e)) for e in epochs)
+        if epoch is not None:
+            found = np.flatnonzero(epochs == epoch)
+            if not found.size:
+                raise SnapshotError(f"{path}: no snapshot of epoch {epoch}; stored epochs: {stored}")
+            index = int(found[-1])
+        else:
+            if isinstance(snapshot, bool) or not isinstance(snapshot, (int, np.integer)) or \
+                    not -len(epochs) <= snapshot < len(epochs):
+                raise SnapshotError(f"{path}: snapshot {snapshot!r} out of range: {len(epochs)} stored (from 0, or "
+                                    f"negative from the last), of epochs {stored}")
+            index = int(snapshot) % len(epochs)
+        phase = int(phases[index])
+        arrays = {_text(name): weights[_text(name)][index] for name in weights.attrs["layer_names"]}
+        group = f"{PHASE_GROUP}{phase}"
+        if group in weights:
+            row = int(np.sum(phases[:index] == phase))
+            arrays.update({name: dataset[row] for name, dataset in weights[group].items()})
+        return attrs, Snapshot(index, int(epochs[index]), phase, arrays)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

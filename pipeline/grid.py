@@ -21,7 +21,10 @@ Trial ids are the experiment's labels, then every other setting that varies acro
 and applies to this one, then the seed:
 ``rot-aug-s007``, ``rot-aug-orbit-s007``, ``cnn-cross-nom-s012``, ``rot-nom-lr0.0001-s000``. A setting
 that does not affect a trial (``augment`` for a Nom trial) is neither swept for it nor in its id, and
-the trial is run once however many values that axis has.
+the trial is run once however many values that axis has. In an experiment with arms (``arm_key``:
+Experiment G's full-batch GD and its minibatch-SGD extension), the id prefix names the arm and another
+setting counts as swept only where it varies within an arm: ``rot-nom-s000`` and ``rot-nom-sgd-s000``
+although the two arms differ in learning rate and epochs.
 """
 
 from __future__ import annotations
@@ -99,12 +102,18 @@ def name_trials(experiment, combinations: list, start: int = 0) -> list[Trial]:
     its experiment (besides the labels and the seed)."""
     labels = {experiment.cell_key, experiment.mode_key, "seed"}
     names = [f.name for f in fields(experiment.settings_type) if f.init and f.name not in labels]
-    swept = [key for key in names if _varies(key, combinations, experiment)]
+    arm = experiment.arm_key
+    arms = {}
+    for settings in combinations:
+        arms.setdefault(getattr(settings, arm) if arm else None, []).append(settings)
+    swept = [key for key in names if key == arm and len(arms) > 1
+             or key != arm and any(_varies(key, members, experiment) for members in arms.values())]
     trials = []
     for settings in combinations:
         ignored = experiment.irrelevant(settings)
         distinguishing = {key: getattr(settings, key) for key in swept if key not in ignored}
-        tokens = "".join(f"-{_token(key, value)}" for key, value in distinguishing.items())
+        # The arm is named by the id prefix (the experiment's own arm keeps its ids).
+        tokens = "".join(f"-{_token(key, value)}" for key, value in distinguishing.items() if key != arm)
         trial_id = f"{experiment.id_prefix(settings)}{tokens}-s{settings.seed:03d}"
         trials.append(Trial(start + len(trials), trial_id, settings, distinguishing))
     return trials

@@ -16,7 +16,7 @@ from .launch.layout import cell_of
 
 
 def _storage(trials: list[Trial], weights_every: int | None = None) -> int:
-    return sum(snapshot_bytes(t.settings) * len(snapshot_epochs(t.settings, weights_every)) for t in trials)
+    return sum(snapshot_bytes(t.settings, weights_every) for t in trials)
 
 
 def _duration(seconds: float) -> str:
@@ -68,7 +68,7 @@ def describe(grid, profile, per_task: int | None = None, pack_seeds: bool | None
             snapshots = snapshot_epochs(trial.settings)
             lines.append(f"{trial.index:>5}  {trial.trial_id:<{width}} {format_flops(trial_flops(trial.settings)):>12} "
                          f"{_duration(seconds[trial.index]):>9}  {len(snapshots):>9}  "
-                         f"{format_bytes(snapshot_bytes(trial.settings) * len(snapshots)):>9}")
+                         f"{format_bytes(snapshot_bytes(trial.settings)):>9}")
     else:
         width = max(22, *(len(c) for c in cells))
         lines.append(f"{'cell':<{width}} {'trials':>6} {'compute/trial':>14} {'time/trial':>11} {hours_word:>10} "

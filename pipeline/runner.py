@@ -215,7 +215,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
         epoch, written = 0, -1
         phase = 1
         models = [experiment.build_model(t.settings, phase).to(device=device, dtype=dtype) for t in trials]
-        initials = [model.snapshot() for model in models]
+        initials = [model.layer_snapshot() for model in models]
     else:
         epoch = written = points[0]["epoch"]
         # Checkpoints before phases were recorded held the phase of their epoch's model.
@@ -308,7 +308,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
                 stepper = experiment.enter_phase(settings, stepper, next_phase)
                 phase = next_phase
                 latest_measurements = None  # new models, and distances from the phase's own start
-                initials = [model.snapshot() for model in stepper.models]
+                initials = [model.layer_snapshot() for model in stepper.models]
                 initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
             grad_norms = experiment.train_epoch(settings, stepper, data, epoch + 1, Hooks())
             epoch += 1

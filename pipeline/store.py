@@ -11,7 +11,10 @@ Layout (the public contract; README "The trial file"):
       metrics/dist_E, dist_init, norm                             (E+1, L) attr layer_names
       metrics/phase                                               (E+1,)   experiments with phases
       steps/dist_E (S, L), steps/epoch (S,)                       experiments that record single steps
-      weights/<layer> (K, ...), weights/epochs (K,)               snapshots per the weights policy
+      weights/epochs (K,), weights/phase (K,)                     the epoch and phase of each snapshot
+      weights/<layer> (K, ...)                                    measured layers, weight space, every snapshot
+      weights/phase<p>/<parameter> (K_p, ...)                     the other parameters of phase p's model, a row
+                                                                  per snapshot of that phase (schema 3)
 
 Next to it, while the trial runs, ``<trial_id>.state.pt`` holds the latest checkpoint (model, the start
 point of the current phase, the epoch), written atomically; it is removed when the trial completes.
@@ -38,7 +41,7 @@ import torch
 from . import experiments, provenance
 from .cost import snapshot_epochs
 from .experiments import Trial
-from .files import inspect, open_h5, read_status, trial_paths
+from .files import PHASE_GROUP, inspect, open_h5, read_status, trial_paths, weight_rows_through
 from .manifest import git_commit, utc_now
 from .ownership import KEEPER, Lease, LostOwnership, current_job_id
 
@@ -46,7 +49,7 @@ from .ownership import KEEPER, Lease, LostOwnership, current_job_id
 SPACE_MARGIN_BYTES = 4 * 1024 * 1024
 METRIC_SERIES = ("epoch", "loss", "accuracy", "seconds", "grad_norm")
 LAYER_SERIES = ("dist_E", "dist_init", "norm")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: snapshots hold the whole model (weights/phase<p>/, weights/phase)
 
 
 class DiskFull(OSError):
@@ -136,6 +139,13 @@ class TrialFile:
         status = state.attrs
         if status["status"] == "complete" and not self.force:
             return "complete"
+        if not self.force and int(status.get("schema_version", 1)) < SCHEMA_VERSION:
+            # Its snapshots so far hold the measured layers only; appending whole models would mix two layouts.
+            self.log(f"{self.trial.trial_id}: unfinished file of schema {status.get('schema_version', 1)} (before "
+                     f"whole-model snapshots); restarting from scratch")
+            self.path.unlink()
+            self.state_path.unlink(missing_ok=True)
+            return "fresh"
         if self.force:
             self.log(f"{self.trial.trial_id}: --force: discarding the existing file and rerunning")
             self.path.unlink()
@@ -168,9 +178,9 @@ class TrialFile:
             for name in f["metrics"]:
                 f["metrics"][name].resize(keep, axis=0)
             if "weights" in f:
-                kept = int(np.sum(f["weights/epochs"][:] <= epoch))
-                for name in f["weights"]:
-                    f["weights"][name].resize(kept, axis=0)
+                kept_rows = weight_rows_through(f["weights"], epoch)
+                for name, rows in kept_rows.items():
+                    f["weights"][name].resize(rows, axis=0)
             if "steps" in f:
                 kept = int(np.sum(f["steps/epoch"][:] <= epoch))
                 for name in f["steps"]:
@@ -267,16 +277,7 @@ class TrialFile:
             for name in metrics:
                 _append(metrics[name], values[name])
             if snapshot:
-                weights = f.require_group("weights")
-                for name, tensor in snapshot.items():
-                    array = tensor.cpu().numpy()
-                    if name not in weights:
-                        weights.create_dataset(name, shape=(0, *array.shape), maxshape=(None, *array.shape),
-                                               dtype=array.dtype, chunks=(1, *array.shape))
-                    _append(weights[name], array)
-                if "epochs" not in weights:
-                    weights.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype="i8")
-                _append(weights["epochs"], record.epoch)
+                self._write_snapshot(f, record, snapshot, self.layer_names)
             f.attrs["epochs_done"] = record.epoch
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
         self.log(_format(self.trial, record))
@@ -285,6 +286,27 @@ class TrialFile:
         self._latest_state = checkpoint()
         if not record.last and self.clock.due(record.epoch):
             self._save_state(self._latest_state)
+
+    @staticmethod
+    def _write_snapshot(f: h5py.File, record, snapshot: dict, layers: list[str]) -> None:
+        """Append one snapshot: its measured layers to ``weights/<layer>``, its other parameters to
+        ``weights/phase<p>/<name>`` (a phase's model may be parametrised differently from another's: the CNN's
+        coefficients have other shapes in phase 2), its epoch and phase to ``weights/epochs`` and ``phase``."""
+        weights = f.require_group("weights")
+        if "epochs" not in weights:
+            weights.attrs["layer_names"] = np.array(layers, dtype=h5py.string_dtype())
+            for name in ("epochs", "phase"):
+                weights.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i8")
+        parameters = weights.require_group(f"{PHASE_GROUP}{record.phase}")
+        for name, tensor in snapshot.items():
+            array = tensor.cpu().numpy()
+            group = weights if name in layers else parameters
+            if name not in group:
+                group.create_dataset(name, shape=(0, *array.shape), maxshape=(None, *array.shape),
+                                     dtype=array.dtype, chunks=(1, *array.shape))
+            _append(group[name], array)
+        _append(weights["epochs"], record.epoch)
+        _append(weights["phase"], record.phase)
 
     def _steps_group(self, f: h5py.File) -> h5py.Group:
         """``steps/``, created at the first optimizer step an experiment records (the CNN's phase 2)."""

@@ -247,3 +247,47 @@ def sgd_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | No
         grad_norms = stepper.descend(lr, mode, reg)
         hooks.after_step()
     return grad_norms
+
+
+def minibatch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float, loss: str,
+                    batch_size: int, chunk_size: int, generators: list[torch.Generator],
+                    hooks: EpochHooks = EpochHooks(), reg: float = 0.0) -> list[float]:
+    """One epoch of minibatch SGD over shuffled *samples* (Experiment G's extension); returns the last
+    gradient norm.
+
+    Each pass shuffles the samples into minibatches of ``batch_size`` and takes a step on each. Nom and
+    Equi see the samples as they are (Equi's steps projected onto E); sampled Aug sees each minibatch through
+    one random group element, for ``passes`` passes an epoch (the paper's sampling scheme); orbit Aug sees
+    each minibatch through every element, in chunks of ``chunk_size`` rows, so that each step is the exact
+    Aug gradient of its samples. One model only: packed seeds would each need their own minibatches."""
+    if len(generators) != 1:
+        raise ValueError(f"minibatch epochs train one model, got {len(generators)}")
+    generator = generators[0]
+    model = stepper.template
+    kind = "identity" if mode != "aug" else augmentation.kind
+    order = model.group_order
+    passes = augmentation.passes if kind == "sampled" else 1
+    hooks.before_update(None)  # the point before the epoch is not what any minibatch sees
+    grad_norms = [0.0]
+    for _ in range(passes):
+        shuffled = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(data), batch_size):
+            samples = shuffled[start:start + batch_size]
+            if kind == "orbit":  # sample-major within each element: (element 0: every sample), (element 1: ...)
+                elements = torch.arange(order).repeat_interleave(len(samples))
+                samples = samples.repeat(order)
+            elif kind == "sampled":
+                elements = torch.randint(order, (1,), generator=generator).expand(len(samples))
+            else:
+                elements = torch.zeros(len(samples), dtype=torch.long)
+            stepper.zero_grad()
+            for first in range(0, len(samples), chunk_size):
+                rows = samples[first:first + chunk_size].to(data.images.device)
+                x = data.images[rows]
+                chosen = elements[first:first + chunk_size]
+                if bool((chosen != 0).any()):
+                    x = model.transform_inputs(x, chosen.to(x.device))
+                stepper.backward(x, [data.labels[rows]], len(samples), loss)
+            grad_norms = stepper.descend(lr, mode, reg)
+            hooks.after_step()
+    return grad_norms

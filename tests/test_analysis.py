@@ -443,7 +443,8 @@ def test_aggregation_never_changes_trial_files_and_leaves_no_temporary_files(agg
 # layers figures); the CNN's dist_E has one row of panels (the phase-2 row repeated the first), and its
 # steps figure exists because one variant was trained by SGD.
 EXPECTED_PANELS = {
-    "groups_dist_vs_travelled": 4, "groups_dist_vs_travelled_log": 4, "groups_dist_vs_travelled_layers_log": 12,
+    "groups_dist_vs_travelled": 4, "groups_ratio_vs_epoch_log": 4, "groups_dist_vs_travelled_log": 4,
+    "groups_dist_vs_travelled_layers_log": 12,
     "groups_training_curves": 8, "cnn_dist_vs_epoch_log": 3, "cnn_dist_vs_epoch_layers_log": 12,
     "cnn_steps_log": 3, "cnn_training_curves": 6,
 }
@@ -596,6 +597,76 @@ def test_series_of_one_figure_are_worded_and_styled_apart(swept):
     assert later and min(min(line.get_xdata()) for line in later) == PHASE1
 
 
+def test_exact_orbit_and_sampled_aug_are_told_apart_at_a_glance(swept):
+    """Not by a neighbouring hue alone: exact-orbit Aug has its own colour family and circles on its median,
+    in the panels and in the legend; the legend words say which is which."""
+    from analysis.loading import experiment_of
+    from analysis.style import EXACT_AUG_COLOURS, EXACT_AUG_MARKER, MODE_COLOURS
+    from analysis.trajectories import trajectory_figure
+
+    figure, _ = trajectory_figure(swept.results.epochs, swept.results.trials, experiment_of("groups"))
+    handles = handles_by_label(figure)
+    orbit, sampled = handles["Aug, exact orbit"], handles["Aug, 2 sampled passes"]
+    assert orbit.get_color() in EXACT_AUG_COLOURS and sampled.get_color() in MODE_COLOURS["aug"]
+    assert orbit.get_marker() == EXACT_AUG_MARKER and sampled.get_marker() in ("None", "", None)
+    medians = [line for line in figure.axes[0].get_lines() if line.get_color() == orbit.get_color()
+               and line.get_linewidth() == orbit.get_linewidth()]
+    assert medians and all(line.get_marker() == EXACT_AUG_MARKER for line in medians)
+    # The CNN's phase-2 Aug is full-batch gradient descent on the whole C4 orbit: exact, and drawn so.
+    figure, _ = trajectory_figure(swept.results.epochs, swept.results.trials, experiment_of("cnn"), log=True)
+    assert handles_by_label(figure)["phase 2 Aug (C4 orbit)"].get_marker() == EXACT_AUG_MARKER
+
+
+def test_the_ratio_figure_gives_every_seed_every_epoch_and_claim_5s_threshold(swept):
+    from analysis.claims import NOM_MIN_RATIO
+    from analysis.loading import experiment_of
+    from analysis.trajectories import ratio_figure
+
+    figure, facts = ratio_figure(swept.results.epochs, swept.results.trials, experiment_of("groups"))
+    assert facts.panels == 1 and figure.axes[0].get_yscale() == "log" and facts.complete == 5
+    nom = handles_by_label(figure)["Nom"]
+    thick = [line for line in figure.axes[0].get_lines() if line.get_color() == nom.get_color()
+             and line.get_linewidth() == nom.get_linewidth()]
+    # The constructed runs have dist_E / dist_init = 10 * base at every epoch: Nom's median is 0.5 throughout,
+    # drawn from the first step to the last epoch of its complete seed.
+    assert len(thick) == 1 and list(thick[0].get_xdata()) == list(range(1, GROUP_EPOCHS + 1))
+    assert np.allclose(thick[0].get_ydata(), 10 * SWEPT_BASES["nom"])
+    assert any(np.allclose(line.get_ydata(), NOM_MIN_RATIO) for line in figure.axes[0].get_lines())
+    assert f"claim 5: Nom at least {NOM_MIN_RATIO:g}" in legend_texts(figure)
+
+
+def test_an_extension_arm_gets_figures_of_its_own_named_and_titled_as_such(tmp_path):
+    """Experiment G's minibatch-SGD arm travels far farther than the paper's full-batch steps: its trials are
+    drawn in figures of their own (groups_sgd_*), titled as the extension, and never in the paper's."""
+    from analysis.figures import _plan
+
+    paper = [groups_trial("rot", mode, seed) for mode in ("equi", "nom") for seed in range(2)]
+    extension = [make_trial("groups", {"group": "rot", "mode": mode, "seed": str(seed), "optimizer": "sgd",
+                                       "epochs": str(GROUP_EPOCHS), "n": "6", "channels": "2", "n_samples": "8",
+                                       "batch_size": "4", "weights_every": "0"}) for mode in ("equi", "nom")
+                 for seed in range(2)]
+    trials = paper + extension
+    write_manifest(tmp_path, trials)
+    for index, trial in enumerate(trials):
+        write_trial(tmp_path, index, trial, 1e-9 if trial.settings.mode == "equi" else 0.05)
+    from analysis.loading import read_results
+
+    results = read_results(tmp_path)
+    planned = _plan(results.epochs, results.steps, results.trials)
+    assert {"groups_dist_vs_travelled", "groups_sgd_dist_vs_travelled", "groups_sgd_ratio_vs_epoch_log",
+            "groups_sgd_training_curves"} <= set(planned)
+    for name, extension_figure in (("groups_dist_vs_travelled", False), ("groups_sgd_dist_vs_travelled", True)):
+        build, shows, _, _ = planned[name]
+        figure, facts = build()
+        assert facts.complete == 4
+        # Every series of the extension's figure is the extension: its legend says so once, above the entries.
+        assert "Nom" in legend_texts(figure) and not any("SGD" in text for text in legend_texts(figure))
+        heading = figure.legends[0].get_title().get_text()
+        assert heading == ("extension: minibatch SGD" if extension_figure else "")
+        assert ("extension: minibatch SGD" in figure.get_suptitle()) == extension_figure
+        assert shows.startswith("Experiment G, extension: minibatch SGD:" if extension_figure else "Experiment G:")
+
+
 def handles_by_label(figure) -> dict:
     return {h.get_label(): h for legend in figure.legends for h in legend.legend_handles}
 
@@ -635,10 +706,28 @@ def test_median_follows_the_runs_along_the_distance_travelled():
     assert naive == (2.0, 0.3)
     assert all(not np.isclose(np.interp(naive[0], x, y), naive[1]) for x, y in runs.values())
     x, y = median_along_x([(np.array(rx), np.array(ry)) for rx, ry in runs.values()])
-    assert x[0] == 0.0 and x[-1] == 2.0  # the range every seed covers: b stops at 2
+    assert x[0] == 0.0 and x[-1] == 4.0  # the range most seeds cover: b stops at 2, a at 4, c goes on alone
     for xi, yi in zip(x, y):
-        assert any(np.isclose(np.interp(xi, rx, ry), yi) for rx, ry in runs.values())
+        covering = [(rx, ry) for rx, ry in runs.values() if rx[-1] >= xi]
+        if len(covering) == 3:  # where every seed is, each point of the median lies on one of them
+            assert any(np.isclose(np.interp(xi, rx, ry), yi) for rx, ry in covering)
+        else:  # past b's end, the median of a and c
+            assert len(covering) == 2 and np.isclose(yi, np.mean([np.interp(xi, rx, ry) for rx, ry in covering]))
     assert not any(np.isclose(xi, naive[0]) and np.isclose(yi, naive[1]) for xi, yi in zip(x, y))
+
+
+def test_a_seed_that_travels_little_does_not_cut_the_median_short():
+    """The demo's rot Equi: one seed travelled under a tenth of the others. The median goes on over the
+    range most seeds cover (more than half); it needs a quorum, so a single seed never carries it alone."""
+    from analysis.medians import median_along_x
+
+    far = [(np.linspace(0, 0.37, 21), np.linspace(0, 0.01, 21) * k) for k in (1.0, 2.0)]
+    near = (np.linspace(0, 0.035, 21), np.linspace(0, 0.02, 21))
+    x, y = median_along_x([near, *far])
+    assert x[-1] == pytest.approx(0.37) and len(x) > 21
+    x, _ = median_along_x([near, far[0], (np.linspace(0, 0.2, 21), np.linspace(0, 1, 21))])
+    assert x[-1] == pytest.approx(0.2)  # beyond 0.2 only one seed is left: no median there
+    assert median_along_x([])[0].size == 0
 
 
 def test_a_run_that_turns_back_is_read_at_its_first_passage():
@@ -721,3 +810,43 @@ def test_experiments_declare_which_claim_applies_to_which_cell():
     assert [c.kind for c in get("groups").claims([regularised])] == [NO_CLAIM]
     mixed = GridCell("rot", "aug", {}, {"augment": ("orbit", "sampled:2"), "reg": (0.0,)})
     assert get("groups").claims([mixed])[0].kind == NO_CLAIM  # sampled runs and no Nom cell to compare with
+
+
+def test_a_verdict_on_an_extension_cell_can_cite_the_extension_figure():
+    from analysis.figure_names import evidence_figure
+    from pipeline.experiments import get
+    from pipeline.experiments.base import LEAVES_E, STAYS_IN_E, GridCell
+
+    groups = get("groups")
+    sgd = GridCell("rot", "nom", {"optimizer": "sgd"}, {"optimizer": ("sgd",)})
+    gd = GridCell("rot", "nom", {}, {"optimizer": ("gd",)})
+    assert evidence_figure(groups, LEAVES_E, sgd) == "groups_sgd_dist_vs_travelled.png"
+    assert evidence_figure(groups, STAYS_IN_E, sgd) == "groups_sgd_dist_vs_travelled_log.png"
+    assert evidence_figure(groups, LEAVES_E, gd) == evidence_figure(groups, LEAVES_E) == "groups_dist_vs_travelled.png"
+    assert evidence_figure(get("cnn"), STAYS_IN_E, gd) == "cnn_dist_vs_epoch_log.png"
+
+
+def test_where_a_seed_stops_the_median_of_the_others_is_drawn_apart_and_paler():
+    """No vertical stroke joins the median of three seeds to that of the two that go on: it is a new line,
+    at a lower alpha, starting where the short seed stopped."""
+    from matplotlib.figure import Figure
+
+    from analysis.drawing import draw_panel
+    from analysis.style import FEWER_SEEDS, SeriesStyle
+
+    rows = []
+    for seed, (reach, slope) in enumerate([(0.2, 3.0), (1.0, 1.0), (1.2, 0.2)]):
+        for epoch, x in enumerate(np.linspace(0, reach, 6)):
+            rows.append({"trial_id": f"t{seed}", "series": "Nom", "mode": "nom", "status": "complete", "phase": 1,
+                         "epoch": epoch, "dist_init": x, "dist_E": slope * x})
+    ax = Figure().subplots()
+    facts = draw_panel(ax, pd.DataFrame(rows), "dist_init", "dist_E", {"Nom": SeriesStyle("Nom", "#009E73", "-")},
+                       along_x=True)
+    medians = [line for line in ax.get_lines() if line.get_linewidth() == 2.0]
+    assert facts.fewer and len(medians) == 2
+    whole, fewer = medians
+    assert whole.get_alpha() is None and fewer.get_alpha() == FEWER_SEEDS["alpha"]
+    assert max(whole.get_xdata()) == pytest.approx(0.2) and min(fewer.get_xdata()) == pytest.approx(0.2)
+    assert max(fewer.get_xdata()) == pytest.approx(1.0)  # where only one seed is left, no median
+    # All three: the middle slope (1.0); past 0.2 the mean of 1.0 and 0.2: the median changes seeds, not course.
+    assert np.allclose(whole.get_ydata(), whole.get_xdata()) and np.allclose(fewer.get_ydata(), 0.6 * fewer.get_xdata())

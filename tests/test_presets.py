@@ -54,7 +54,7 @@ def test_the_demo_takes_experiment_s_from_the_stability_preset_unchanged():
     assert "extends" in (ROOT / "jobs" / "demo.toml").read_text()
     from_demo = [(t.trial_id, dataclasses.asdict(t.settings)) for t in demo.trials() if t.experiment == "stability"]
     assert from_demo == [(t.trial_id, dataclasses.asdict(t.settings)) for t in stability.trials()]
-    assert len(demo.trials()) == 69 and demo.launch == {"trials_per_task": 2, "pack_seeds": True}
+    assert len(demo.trials()) == 81 and demo.launch == {"trials_per_task": 2, "pack_seeds": True}
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -66,7 +66,7 @@ def test_no_module_imports_itself_through_others():
             visit(node, [])
 
 
-@pytest.mark.parametrize("module", ["pipeline.launch.monitor", "pipeline.launch.submission", "pipeline.plan",
+@pytest.mark.parametrize("module", ["pipeline", "pipeline.launch.monitor", "pipeline.launch.submission", "pipeline.plan",
                                     "pipeline.cli", "pipeline.grid", "pipeline.manifest"])
 def test_the_configuration_and_launch_layer_do_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"

@@ -138,6 +138,13 @@ class Experiment:
     cell_names: ClassVar[tuple] = ()
     # Settings that legends always name when they apply to a trial, swept or not (e.g. how Aug is evaluated).
     series_settings: ClassVar[tuple] = ()
+    # A setting that splits the experiment's trials into arms run side by side, such as the paper's scheme
+    # and an extension (Experiment G: full-batch GD, or minibatch SGD). Arms may differ in other settings
+    # (learning rate, epochs) without those renaming every trial: ids name another setting only where it
+    # varies within an arm, and ``id_prefix`` names the arm. Figures draw each arm apart (``arm_title``).
+    arm_key: ClassVar[str | None] = None
+    # What every series of a figure shares and its legend says once, above them (set for an arm's figures).
+    legend_heading: ClassVar[str] = ""
     # Classes of its classification task: chance accuracy is 1/classes.
     classes: ClassVar[int] = 10
     # The figures of trajectories it wants (analysis/figures.py): "trajectory", "layers", "training_curves",
@@ -181,6 +188,10 @@ class Experiment:
     def display_title(self) -> str:
         return self.title or f"Experiment {self.name}"
 
+    def arm_title(self, value) -> str:
+        """How figures title the arm ``value`` of ``arm_key``; "" for the experiment's own (untitled) arm."""
+        return ""
+
     def cell_title(self, cell: str) -> str:
         """A panel's title for a cell (matplotlib mathtext allowed)."""
         return str(cell)
@@ -191,7 +202,8 @@ class Experiment:
     def series_words(self, mode: str, settings: dict) -> str:
         """The legend entry of a line: the mode, then the values of ``settings`` (swept settings and
         ``series_settings`` that apply to the trial) in words."""
-        return ", ".join([self.mode_words(mode), *(self.describe(key, value) for key, value in settings.items())])
+        words = [self.mode_words(mode), *(self.describe(key, value) for key, value in settings.items())]
+        return ", ".join(word for word in words if word)  # a value that needs no words (the paper's own) has none
 
     def claims(self, cells: list[GridCell]) -> list[Claim]:
         """What docs/science.md claims about these cells; a cell without a claim may be left out."""
@@ -205,6 +217,11 @@ class Experiment:
     def probe_words(self) -> str:
         """For an experiment whose trials are not all meant to learn: what the others are, in one sentence."""
         return ""
+
+    def exact_orbit(self, mode: str, settings: dict) -> bool:
+        """Whether a trial of ``mode`` with these settings (a dict, as files record them) takes Aug steps on
+        whole orbits (exact augmentation), which figures tell apart from sampled Aug at a glance."""
+        return False
 
     # -- the course of a trial ---------------------------------------------------------------------------
     def total_epochs(self, settings) -> int:
@@ -287,6 +304,7 @@ class Experiment:
             total += self.epoch_flops(settings, self.phase_of(settings, epoch))
         return total
 
-    def snapshot_values(self, settings) -> int:
-        """Numbers in one snapshot of the measured layers."""
+    def snapshot_values(self, settings, phase: int = 1) -> int:
+        """Numbers in one weight snapshot of ``phase``'s model: its measured layers and the parameters that
+        they do not hold (``MeasuredModel.snapshot``)."""
         raise NotImplementedError

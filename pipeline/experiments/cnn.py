@@ -21,7 +21,17 @@ VARIANT_WORDS = {"cross": "compatible, unitary", "skew": "incompatible support",
 PHASE2_MODES = ("aug", "nom")
 # Kernel supports that 90° rotations map to themselves: L and E are compatible (docs/science.md §4).
 ROTATION_INVARIANT_SUPPORTS = ("cross",)
-PHASE2_OPTIMIZERS = ("gd", "sgd")  # full-batch gradient descent, or minibatches (the reference script)
+PHASE2_OPTIMIZERS = ("gd", "sgd")
+# Coefficients per kernel (for the storage of snapshots; tests/test_models.py checks them against the models):
+# the C4 orbits of 3 x 3 pixels inside each support (cross: the centre and the four edges; skew: the edges),
+# and the support's own pixels for the unconstrained bases.
+EQUIVARIANT_BASIS_SIZES = {"cross": 2, "skew": 1}
+SUPPORT_SIZE = 5
+
+
+def head_orbits(settings) -> int:
+    """C4 orbits of the final s x s map: the coefficients of the equivariant head per (class, channel)."""
+    return -(-(settings.image_size // 4) ** 2 // 4)  # full-batch gradient descent, or minibatches (the reference script)
 
 
 @dataclass
@@ -111,6 +121,10 @@ class CNNExperiment(Experiment):
 
     def cell_title(self, cell: str) -> str:
         return f"{cell}\n{VARIANT_WORDS[cell]}" if cell in VARIANT_WORDS else str(cell)
+
+    def exact_orbit(self, mode: str, settings: dict) -> bool:
+        # Full-batch phase 2 sums over the whole C4 orbit; minibatches of the shuffled orbit are not whole orbits.
+        return mode == "aug" and settings.get("phase2_optimizer", "gd") == "gd"
 
     def series_words(self, mode: str, settings: dict) -> str:
         # The mode of a CNN trial is that of its phase 2; phase 1 is always Equi.
@@ -236,9 +250,16 @@ class CNNExperiment(Experiment):
             return True
         return settings.phase2_mode == "aug" and settings.n_samples % settings.chunk_size != 0
 
-    def snapshot_values(self, settings) -> int:
+    def snapshot_values(self, settings, phase: int = 1) -> int:
         widths = (1, *settings.channel_widths)
-        return sum(9 * widths[i] * widths[i + 1] for i in range(3)) + 10 * widths[3] * (settings.image_size // 4) ** 2
+        pairs = sum(widths[i] * widths[i + 1] for i in range(3))
+        head = 10 * widths[3] * (settings.image_size // 4) ** 2
+        support, free = VARIANTS[settings.variant]
+        # Kernels and head map in weight space, and the coefficients of the phase's parametrisation (a free
+        # phase-2 head is its weight map itself, stored once).
+        if phase == 1:
+            return 9 * pairs + head + EQUIVARIANT_BASIS_SIZES[support] * pairs + 10 * widths[3] * head_orbits(settings)
+        return 9 * pairs + head + SUPPORT_SIZE * pairs
 
 
 EXPERIMENT = CNNExperiment()

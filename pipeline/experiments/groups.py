@@ -2,6 +2,13 @@
 
 Full-batch gradient descent from a seeded equivariant point A⁰, one step per epoch; Aug either over the
 whole orbit (exact) or with P sampled passes. A trial's cell is its group.
+
+An extension, not in the paper (``optimizer = "sgd"``): minibatch SGD over shuffled samples, so that the
+network actually learns while the claims are watched. Equi projects every step onto E; sampled Aug sees
+each minibatch through one random group element (P passes an epoch, the paper's sampling scheme); orbit
+Aug sees each minibatch through every element, so that every step is the exact Aug gradient of its
+samples. The extension is its own arm: its trials are named ``<group>-<mode>-sgd-...``, its legends say
+"extension", and its figures are drawn apart from the paper's.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ GROUP_TITLES = {"rot": r"rot: C$_4$", "trans": r"trans: $\mathbb{Z}_n^2$",
                 "trans1d": r"trans1d: $\mathbb{Z}_n$ along x", "rototrans": r"rototrans: C$_4$ and $\mathbb{Z}_n^2$"}
 # Settings that only Aug trials use: a Nom cell to compare Aug with differs from it in nothing else.
 AUG_ONLY_SETTINGS = ("augment", "aug_batch", "reg")
+# Full-batch gradient descent (the paper's Experiment G), or minibatch SGD (an extension that trains).
+OPTIMIZERS = ("gd", "sgd")
+OPTIMIZER_WORDS = {"gd": "", "sgd": "extension: minibatch SGD"}  # the paper's own scheme goes unnamed
 
 
 @dataclass
@@ -40,6 +50,8 @@ class GroupsSettings(CommonSettings):
     loss: str = "cross_entropy"
     invariant_activation: str = "auto"
     hidden_activation: str = "leaky_relu"  # after A0 and A1 (tanh: a smooth network, for Hessians)
+    optimizer: str = "gd"  # "gd": one full-batch step an epoch (the paper); "sgd": minibatches (an extension)
+    batch_size: int = 50  # sgd only: samples per minibatch
 
     def validate(self) -> None:
         self.validate_common()
@@ -48,8 +60,13 @@ class GroupsSettings(CommonSettings):
         check_choice("loss", self.loss, LOSSES)
         check_choice("invariant_activation", self.invariant_activation, INVARIANT_ACTIVATIONS)
         check_choice("hidden_activation", self.hidden_activation, HIDDEN_ACTIVATIONS)
-        for name in ("channels", "epochs", "aug_batch"):
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("channels", "epochs", "aug_batch", "batch_size"):
             check_positive_int(name, getattr(self, name))
+        if self.optimizer == "sgd" and self.batch_size > self.n_samples:
+            raise ConfigError(f"batch_size {self.batch_size} is more than n_samples {self.n_samples}: a minibatch "
+                              f"would be the whole data; accepted: 1..{self.n_samples}, or optimizer=gd for "
+                              "full-batch steps")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
             raise ConfigError(f"n must be an integer >= 2 (images are n x n), got {self.n!r}")
         check_rate("lr", self.lr)
@@ -66,21 +83,44 @@ class GroupsExperiment(Experiment):
     title = "Experiment G"
     science_section = "3"
     cell_names = GROUP_NAMES
-    # A legend that says "Aug" must say whether it is the exact orbit or sampled passes.
-    series_settings = ("augment",)
+    # A legend that says "Aug" must say whether it is the exact orbit or sampled passes, and every legend of
+    # the minibatch-SGD arm that it is the extension.
+    series_settings = ("augment", "optimizer")
+    arm_key = "optimizer"
 
     def irrelevant(self, settings) -> set[str]:
+        unused = set()
         if settings.mode != "aug":
-            return {"augment", "aug_batch", "reg"}
-        return {"aug_batch"} if settings.augment == "orbit" else set()
+            unused |= {"augment", "aug_batch", "reg"}
+        elif settings.augment == "orbit" or settings.optimizer == "sgd":
+            unused.add("aug_batch")  # SGD draws one element per minibatch of batch_size
+        if settings.optimizer == "gd":
+            unused.add("batch_size")
+        return unused
+
+    def id_prefix(self, settings) -> str:
+        # The paper's arm keeps the ids it always had; the extension says so.
+        return f"{settings.group}-{settings.mode}" + ("" if settings.optimizer == "gd" else f"-{settings.optimizer}")
 
     def describe(self, key, value) -> str:
         if key == "augment":
             augmentation = Augmentation.parse(value)
-            return "exact orbit" if augmentation.kind == "orbit" else f"{augmentation.passes} sampled passes"
+            if augmentation.kind == "orbit":
+                return "exact orbit"
+            return f"{augmentation.passes} sampled pass{'es' if augmentation.passes != 1 else ''}"
         if key == "mode":
             return self.mode_words(value)
+        if key == "optimizer":
+            return OPTIMIZER_WORDS.get(value, str(value))
+        if key == "batch_size":
+            return f"batch {value}"
         return super().describe(key, value)
+
+    def exact_orbit(self, mode: str, settings: dict) -> bool:
+        return mode == "aug" and settings.get("augment") == "orbit"
+
+    def arm_title(self, value) -> str:
+        return "" if value == "gd" else f"{self.display_title()}, {OPTIMIZER_WORDS.get(value, value)}"
 
     def cell_title(self, cell: str) -> str:
         return GROUP_TITLES.get(cell, str(cell))
@@ -91,8 +131,11 @@ class GroupsExperiment(Experiment):
         claims = []
         for cell in cells:
             # The claim's own text names how Aug was evaluated; the subject names the other swept values.
-            others = {k: v for k, v in cell.swept.items() if k != "augment"}
-            subject = cell.cell + (f" ({', '.join(self.describe(k, v) for k, v in others.items())})" if others else "")
+            others = [self.describe(k, v) for k, v in cell.swept.items() if k != "augment"]
+            if "optimizer" not in cell.swept:  # a grid of one arm: the extension still says what it is
+                others.append(self.describe("optimizer", cell.value("optimizer", "gd")))
+            others = [words for words in others if words]  # the paper's own scheme goes unnamed
+            subject = cell.cell + (f" ({', '.join(others)})" if others else "")
             augments = tuple(str(v) for v in cell.values.get("augment", ()))
             if cell.mode == "equi":
                 claims.append(Claim(STAYS_IN_E, subject, "Equi stays in E", cell, "2", "Equi"))
@@ -155,6 +198,13 @@ class GroupsExperiment(Experiment):
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         augmentation = Augmentation.parse(settings.augment, settings.aug_batch)
+        if settings.optimizer == "sgd":
+            from ..training import minibatch_epoch
+
+            # Many steps an epoch: recording each would cost a measurement of every layer per step.
+            return minibatch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
+                                   settings.batch_size, settings.chunk_size, generators, hooks.without_steps(),
+                                   reg=settings.reg)
         return full_batch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
                                 settings.chunk_size, generators, hooks, reg=settings.reg)
 
@@ -170,14 +220,16 @@ class GroupsExperiment(Experiment):
         return self.group_order(settings) if augmentation.kind == "orbit" else augmentation.passes
 
     def separate_evaluation(self, settings, phase: int = 1) -> bool:
+        if settings.optimizer == "sgd":
+            return True  # no gradient pass sees the point an epoch starts from whole
         if settings.mode != "aug":
             return False
         # The orbit's first |data| rows are the plain data: whole chunks of them give the loss for free.
         return settings.augment != "orbit" or settings.n_samples % settings.chunk_size != 0
 
-    def snapshot_values(self, settings) -> int:
+    def snapshot_values(self, settings, phase: int = 1) -> int:
         N, C = settings.n**2, settings.channels
-        return C * N * N + C * C * N * N + C * C * N
+        return C * N * N + C * C * N * N + C * C * N + 10 * C  # A0, A1, A2 and the head
 
 
 EXPERIMENT = GroupsExperiment()

@@ -345,11 +345,11 @@ class StabilityExperiment(Experiment):
         perturbations = 4 * settings.perturbation_steps * gradient * orbit
         return int(search + claims + lanczos + perturbations)
 
-    def snapshot_values(self, settings) -> int:
+    def snapshot_values(self, settings, phase: int = 1) -> int:
         if settings.is_control:
             return 3
         owner, theirs = self._delegate(settings)
-        return owner.snapshot_values(theirs)
+        return owner.snapshot_values(theirs, 1)  # the Equi model's, whose search it is
 
 
 def measure(settings: StabilitySettings, search, model, start_model, data, generator,
