@@ -152,3 +152,13 @@ def test_the_claims_apply_to_the_extension_as_to_the_paper_arm():
     assert by_cell["nom", None, "gd"].subject == "rot"
     alone = GridCell("rot", "equi", {}, sgd)  # a grid of the extension only: nothing swept, still named
     assert get("groups").claims([alone])[0].subject == "rot (extension: minibatch SGD)"
+
+
+def test_only_the_sgd_arm_of_experiment_g_is_meant_to_learn():
+    from pipeline.experiments import get
+
+    groups = get("groups")
+    # The paper's full-batch cells probe the dynamics near A⁰: the report says so rather than "did not learn".
+    assert not groups.meant_to_learn({"optimizer": "gd"}) and not groups.meant_to_learn({})
+    assert groups.meant_to_learn({"optimizer": "sgd"})
+    assert "probes the dynamics near the equivariant start" in groups.probe_words()

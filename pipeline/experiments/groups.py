@@ -164,13 +164,14 @@ class GroupsExperiment(Experiment):
 
     def meant_to_learn(self, settings: dict) -> bool:
         # The paper's Experiment G takes a few small full-batch steps from A⁰: it measures how the modes move away
-        # from E, not what a trained network does.
-        return False
+        # from E, not what a trained network does. The minibatch-SGD extension is a training run.
+        return settings.get("optimizer", "gd") == "sgd"
 
     def probe_words(self) -> str:
         return ("As in the paper (full-batch gradient descent, 50 steps at learning rate 5e-5 in its public code), "
                 "Experiment G probes the dynamics near the equivariant start A⁰ under small full-batch steps; it is "
-                "not a training run, and its accuracy stays near chance by design.")
+                "not a training run, and its accuracy stays near chance by design (the minibatch-SGD extension "
+                "arm, where a grid has one, is the training run).")
 
     def group_order(self, settings) -> int:
         return GROUP_ORDERS[settings.group](settings.n)
