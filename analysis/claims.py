@@ -203,7 +203,7 @@ class ClaimChecker:
     def judge(self, experiment: str, claim: Claim) -> Verdict:
         members, done = self._members(experiment, claim.cell)
         science = cite(claim.section, claim.source)
-        figure = figure_names.evidence_figure(experiment_of(experiment), claim.kind)
+        figure = figure_names.evidence_figure(experiment_of(experiment), claim.kind, claim.cell)
         if claim.kind == STAYS_IN_E:
             criterion, cells, judge = self._stays_in_E(claim, members, done)
         elif claim.kind == LEAVES_E:
@@ -237,7 +237,7 @@ class ClaimChecker:
                    if v.experiment == experiment and v.kind == claim.threshold and not v.expected]
         judged = [v for v in members if v.outcome != TOO_FEW]
         science = cite(claim.section, claim.source)
-        figure = figure_names.evidence_figure(experiment_of(experiment), claim.threshold)
+        figure = figure_names.evidence_figure(experiment_of(experiment), claim.threshold, claim.cell)
         named = ", ".join(f"{v.subject.rsplit(', ', 1)[-1]}: {v.outcome}" for v in members)
         if not judged:
             outcome, evidence = TOO_FEW, f"no network has enough complete trials ({named or 'none'})"

@@ -43,6 +43,9 @@ CASES = {
     "cnn nonunitary float64": ("cnn", {**SMALL_CNN, "variant": "nonunitary", "dtype": "float64"}),
     "stability rot": ("stability", {**SMALL_S, "network": "rot"}),
     "stability cnn-cross": ("stability", {**SMALL_S, "network": "cnn-cross"}),
+    "stability rot weight decay": ("stability", {**SMALL_S, "network": "rot", "weight_decay": "0.01"}),
+    "stability toy-z2": ("stability", {"network": "toy-z2", "max_iterations": "20", "block": "5",
+                                       "newton_iterations": "2"}),
 }
 # Reloaded and recorded losses come from the same parameters through the same arithmetic, up to the order of
 # sums (the loss of an epoch can come from its gradient pass); "to round-off" in each dtype.
@@ -70,8 +73,11 @@ def run_recorded(out, experiment, values):
 
 
 def recorded_loss(trial, model, data):
+    """The loss as the file records it: for Experiment S that is R with its weight decay (λ/2)‖θ‖²."""
     experiment = experiments.of(trial)
-    return evaluate(model, data, experiment.evaluation_loss(trial.settings), trial.settings.chunk_size)[0]
+    loss = evaluate(model, data, experiment.evaluation_loss(trial.settings), trial.settings.chunk_size)[0]
+    decay = getattr(trial.settings, "weight_decay", 0.0)
+    return loss + 0.5 * decay * sum(float((p.detach() ** 2).sum()) for p in model.parameters())
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -245,7 +251,8 @@ def test_the_experiment_g_snapshot_adds_only_the_head_to_the_layers_it_stored_be
     ("groups", SMALL_G), ("groups", {**SMALL_G, "group": "rototrans", "channels": "5"}),
     ("cnn", {**SMALL_CNN, "variant": "cross"}), ("cnn", {**SMALL_CNN, "variant": "skew", "image_size": "20"}),
     ("cnn", {**SMALL_CNN, "variant": "nonunitary"}),
-    ("stability", {**SMALL_S, "network": "trans"}), ("stability", {**SMALL_S, "network": "cnn-skew"})])
+    ("stability", {**SMALL_S, "network": "trans"}), ("stability", {**SMALL_S, "network": "cnn-skew"}),
+    ("stability", {"network": "toy-z2"}), ("stability", {"network": "toy-linear"})])
 def test_the_cost_model_counts_the_values_of_every_snapshot(experiment_name, values):
     experiment = experiments.get(experiment_name)
     settings = make_trial(experiment_name, values).settings

@@ -347,7 +347,7 @@ class StabilityExperiment(Experiment):
 
     def snapshot_values(self, settings, phase: int = 1) -> int:
         if settings.is_control:
-            return 3
+            return 3 if settings.network == "toy-z2" else 2  # (a, w1, w2) or (w1, w2)
         owner, theirs = self._delegate(settings)
         return owner.snapshot_values(theirs, 1)  # the Equi model's, whose search it is
 
