@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (LOSSES, CommonSettings, ConfigError, atomic, check_choice, check_count, check_positive_int,
-                        check_rate)
+from ..settings import (LOSSES, MAX_CHANNELS, MAX_EPOCHS, CommonSettings, ConfigError, atomic, check_at_most,
+                        check_choice, check_count, check_image_side, check_positive_int, check_rate)
 from .base import (ALL_OF, ANY_OF, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STABILITY_DIFFERS, Claim, Experiment,
                    GridCell, Labels)
 from .cnn import EXPERIMENT as CNN_EXPERIMENT
@@ -79,6 +79,13 @@ class StabilitySettings(CommonSettings):
             raise ConfigError(f"n must be an integer >= 2 (images are n x n), got {self.n!r}")
         for name in ("channels", "max_iterations", "block", "eigenpairs", "perturbation_steps"):
             check_positive_int(name, getattr(self, name))
+        check_image_side("n", self.n)
+        check_image_side("image_size", self.image_size)
+        check_at_most("channels", self.channels, MAX_CHANNELS, "channels of a layer")
+        check_at_most("max_iterations", self.max_iterations, MAX_EPOCHS * self.block,
+                      f"{MAX_EPOCHS} rows of {self.block} iterations")
+        for name in ("lanczos_steps", "perturbation_steps"):
+            check_at_most(name, getattr(self, name), MAX_EPOCHS, "steps of one measurement")
         check_count("basis_seed", self.basis_seed)
         if self.lanczos_steps <= self.eigenpairs:
             raise ConfigError(f"lanczos_steps must exceed eigenpairs ({self.eigenpairs}), got {self.lanczos_steps}")

@@ -4,13 +4,23 @@ One line per event: a submission (when, from which host, on which profile, the j
 of each task, and for local tasks the identity of their process) or a cancellation (which jobs). The
 latest submission of a trial is the one that counts. A line cut short by a crash mid-append is the only
 damage an append-only log can take: it is skipped with a warning, never a reason to stop.
+
+Nothing is launched unrecorded: a submission first appends a ``launching`` line (which also proves the
+log writable), then launches, then appends the submission with its job ids (:func:`launching`). A
+``launching`` line without its submission (a crash or a full disk between the two) makes its trials
+``unknown``, never ``missing``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import uuid
 from pathlib import Path
+
+from ..settings import ConfigError, quoted
 
 SUBMISSIONS = "submissions.jsonl"
 
@@ -26,6 +36,35 @@ def append_record(out_dir: Path, record: dict) -> None:
             if handle.read(1) != "\n":
                 text = "\n" + text
         handle.write(text + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())  # a launch follows: the line must be there whatever happens next
+
+
+@contextlib.contextmanager
+def launching(out_dir: Path, record: dict, indices: list[list[int]]):
+    """Record a submission around its launch: the ``launching`` line (the trial indices of each task)
+    before, so that if it cannot be written nothing is launched; the submission after. Yields the
+    record, whose ``tasks`` the caller fills in. A launch refused before anything started (a ConfigError,
+    e.g. sbatch rejecting the array) takes its ``launching`` line back; any other failure leaves it, and
+    the trials it may have launched say ``unknown``."""
+    path = Path(out_dir) / SUBMISSIONS
+    record["id"] = uuid.uuid4().hex
+    size_before = path.stat().st_size if path.exists() else None
+    append_record(out_dir, {**{k: v for k, v in record.items() if k != "tasks"}, "kind": "launching",
+                            "indices": indices})
+    size_after = path.stat().st_size
+    try:
+        yield record
+    except ConfigError:
+        if path.stat().st_size == size_after:  # nothing was appended since: take the line back
+            if size_before is None:
+                path.unlink()
+            else:
+                os.truncate(path, size_before)
+        else:
+            append_record(out_dir, {"kind": "not launched", "id": record["id"]})
+        raise
+    append_record(out_dir, record)
 
 
 def read_records(out_dir: Path, warn=None) -> list[dict]:
@@ -41,7 +80,7 @@ def read_records(out_dir: Path, warn=None) -> list[dict]:
             if not isinstance(record, dict):
                 raise ValueError("not an object")
         except ValueError:
-            (warn or _warn)(f"warning: {path} line {number} is not a complete record (a write cut short?); "
+            (warn or _warn)(f"warning: {quoted(path)} line {number} is not a complete record (a write cut short?); "
                             "ignored")
             continue
         records.append(record)
@@ -59,7 +98,19 @@ def _warn(line: str) -> None:
 
 
 def read_submissions(out_dir: Path, warn=None) -> list[dict]:
-    return [r for r in read_records(out_dir, warn) if r.get("kind", "submission") == "submission"]
+    """Submissions in the order they were made. A launch that was begun but never recorded with its job
+    ids comes as a submission with ``unconfirmed`` set and tasks without job ids."""
+    records = read_records(out_dir, warn)
+    settled = {r.get("id") for r in records if r.get("kind", "submission") in ("submission", "not launched")}
+    submissions = []
+    for record in records:
+        kind = record.get("kind", "submission")
+        if kind == "submission":
+            submissions.append(record)
+        elif kind == "launching" and record.get("id") not in settled:
+            tasks = [{"job_id": "", "indices": indices} for indices in record.get("indices", [])]
+            submissions.append({**record, "kind": "submission", "unconfirmed": True, "tasks": tasks})
+    return submissions
 
 
 def cancelled_jobs(out_dir: Path, warn=None) -> dict[str, str]:

@@ -24,10 +24,11 @@ from .. import experiments
 from ..cost import trial_flops
 from ..manifest import MANIFEST, read_manifest, trials_of_manifest, utc_now
 from ..ownership import Owner, process_start_ticks
-from ..settings import ConfigError
+from ..settings import ConfigError, quoted
+from .local_controller import LocalExecutor
 from .local_gpus import share_out, visible_gpus
 from .profiles import Profile
-from .records import append_record
+from .records import launching
 from .task import ArrayTask, pack_units
 
 # Preemptions requeue without limit; time-outs are requeued this often (a long trial spans several), on
@@ -185,50 +186,81 @@ def _detached_from_terminal():
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Between the launch and its record, Ctrl-C (and a hang-up or a polite kill) waits: the record is
+    written first, then the signal takes effect."""
+    caught: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
 def submit(out_dir: Path, plan: Plan, log=print) -> dict:
-    """Launch a planned submission and record it; returns the record (with the submitit jobs)."""
+    """Launch a planned submission and record it; returns the record (with the submitit jobs). The launch
+    is recorded before it starts and completed after (``records.launching``); nothing is printed before."""
     out_dir = Path(out_dir).resolve()
     profile = plan.profile
     me = Owner.this_process()
     record = {"kind": "submission", "submitted_at": utc_now(), "hostname": me.host, "boot_id": me.boot_id,
-              "profile": profile.name, "profile_path": str(profile.path), "executor": profile.executor, "tasks": []}
-    if profile.executor == "local":
-        executor = submitit.LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        executor.update_parameters(timeout_min=plan.time_min, signal_delay_s=profile.signal_delay_s)
-        gpus = share_out(visible_gpus(), len(plan.tasks), profile.gpus)
-        with _detached_from_terminal():
-            jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
-                                              profile.gpus > 0, cuda_devices))
-                    for task, cuda_devices in zip(plan.tasks, gpus)]
-        record["tasks"] = [{"job_id": job.job_id, "indices": task, "start_ticks": process_start_ticks(int(job.job_id)),
-                            "cuda_visible_devices": cuda_devices}
-                           for job, task, cuda_devices in zip(jobs, plan.tasks, gpus)]
-        on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
-        log(f"started {len(jobs)} local worker process(es){on_gpus} for {sum(map(len, plan.tasks))} trials "
-            f"({plan.threads} thread(s) each); logs in {out_dir / 'submitit' / 'local'}")
-    else:
-        if shutil.which("sbatch") is None:
-            raise ConfigError(f"cluster profile {profile.name!r} needs SLURM, but sbatch is not on this machine; "
-                              "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
-        executor = submitit.SlurmExecutor(folder=out_dir / "submitit" / "%A", max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        executor.update_parameters(**_slurm_parameters(profile, plan.name, plan.time_min))
-        captured = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(captured), executor.batch():
-                jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
-                                                  profile.gpus > 0))
-                        for task in plan.tasks]
-        except Exception as error:
-            raise ConfigError(f"sbatch rejected the array on profile {profile.name}: "
-                              f"{_sbatch_message(error, captured.getvalue())}") from None
-        record["tasks"] = [{"job_id": job.job_id, "indices": task} for job, task in zip(jobs, plan.tasks)]
-        array_id = jobs[0].job_id.split("_")[0]
-        log(f"submitted job array {array_id} with {len(jobs)} tasks ({sum(map(len, plan.tasks))} trials, "
-            f"{plan.trials_per_task} per task, at most {profile.array_parallelism} at once) on profile {profile.name}")
-    record["folder"] = str(executor.folder)
-    append_record(out_dir, record)
+              "pid_ns": me.pid_ns, "profile": profile.name, "profile_path": str(profile.path),
+              "executor": profile.executor, "tasks": []}
+    if profile.executor != "local" and shutil.which("sbatch") is None:
+        raise ConfigError(f"cluster profile {profile.name!r} needs SLURM, but sbatch is not on this machine; "
+                          "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
+    with _interrupts_deferred(), launching(out_dir, record, plan.tasks):
+        if profile.executor == "local":
+            jobs, message = _launch_local(out_dir, plan, record)
+        else:
+            jobs, message = _launch_slurm(out_dir, plan, record)
+    log(message)
     record["jobs"] = jobs
     return record
+
+
+def _launch_local(out_dir: Path, plan: Plan, record: dict) -> tuple[list, str]:
+    profile = plan.profile
+    executor = LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    executor.update_parameters(timeout_min=plan.time_min, signal_delay_s=profile.signal_delay_s)
+    gpus = share_out(visible_gpus(), len(plan.tasks), profile.gpus)
+    with _detached_from_terminal():
+        jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
+                                          profile.gpus > 0, cuda_devices))
+                for task, cuda_devices in zip(plan.tasks, gpus)]
+    record["tasks"] = [{"job_id": job.job_id, "indices": task, "start_ticks": process_start_ticks(int(job.job_id)),
+                        "cuda_visible_devices": cuda_devices}
+                       for job, task, cuda_devices in zip(jobs, plan.tasks, gpus)]
+    record["folder"] = str(executor.folder)
+    on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
+    return jobs, (f"started {len(jobs)} local worker process(es){on_gpus} for {sum(map(len, plan.tasks))} trials "
+                  f"({plan.threads} thread(s) each); logs in {quoted(out_dir / 'submitit' / 'local')}")
+
+
+def _launch_slurm(out_dir: Path, plan: Plan, record: dict) -> tuple[list, str]:
+    profile = plan.profile
+    executor = submitit.SlurmExecutor(folder=out_dir / "submitit" / "%A", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    executor.update_parameters(**_slurm_parameters(profile, plan.name, plan.time_min))
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), executor.batch():
+            jobs = [executor.submit(ArrayTask(out_dir, task, plan.threads, plan.pack_seeds, plan.trials_per_task,
+                                              profile.gpus > 0))
+                    for task in plan.tasks]
+    except Exception as error:
+        raise ConfigError(f"sbatch rejected the array on profile {profile.name}: "
+                          f"{_sbatch_message(error, captured.getvalue())}") from None
+    record["tasks"] = [{"job_id": job.job_id, "indices": task} for job, task in zip(jobs, plan.tasks)]
+    record["folder"] = str(executor.folder)
+    array_id = jobs[0].job_id.split("_")[0]
+    return jobs, (f"submitted job array {array_id} with {len(jobs)} tasks ({sum(map(len, plan.tasks))} trials, "
+                  f"{plan.trials_per_task} per task, at most {profile.array_parallelism} at once) on profile "
+                  f"{profile.name}")
 
 
 @contextlib.contextmanager
