@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.settings import quoted
+
 from .atomic import replace_atomically, write_text
 from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
@@ -75,7 +77,7 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     results = read_results(out_dir)
     problems = problem_lines(results)
     counts = results.trials["status"].value_counts()
-    log(f"aggregate: {int(counts.get('complete', 0))} of {len(results.trials)} trials complete in {out_dir}"
+    log(f"aggregate: {int(counts.get('complete', 0))} of {len(results.trials)} trials complete in {quoted(out_dir)}"
         + "".join(f", {int(n)} {status}" for status, n in counts.items() if status != "complete"))
     # A large grid in progress has hundreds of missing trials: the report lists them all.
     for line in problems[:LOGGED_PROBLEMS]:
@@ -132,5 +134,5 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
             stale.unlink(missing_ok=True)
     paths.append(write_text(folder / "summary.md", summary_markdown(results, summary)))
     paths.append(write_text(folder / "report.md", report_markdown(results, assessment, summary, made, min_complete)))
-    log(f"aggregate: wrote {len(paths)} files under {folder}")
+    log(f"aggregate: wrote {len(paths)} files under {quoted(folder)}")
     return AggregateResult(out_dir, paths, assessment.verdicts, problems, made or {}, summary, assessment.notes)

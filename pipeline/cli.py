@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .settings import ConfigError, parse_assignments
+from .settings import ConfigError, parse_assignments, quoted
 
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E per layer, distance travelled) as "
                     "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
@@ -102,24 +102,60 @@ def _report_outcome(outcomes: dict[str, str]) -> int:
     return 0
 
 
+def _grid_of(manifest: dict) -> str:
+    count = len(manifest["trials"])
+    return f"the {count} trial(s) of grid {manifest.get('grid', '?')}"
+
+
 def _run_trial(args) -> int:
+    """One trial of a results folder. With a folder that has a grid, the trial comes from its manifest;
+    ``--exp``/``--set`` must then name trials it has, unless ``--grow`` adds them."""
     from .execute import execute, install_cancel_handler
     from .grid import load_grid
-    from .manifest import select, write_manifest
+    from .manifest import MANIFEST, merge, read_manifest, select, trials_of_manifest, write_manifest
     from .ownership import guard_folder
 
     _check_tensorboard(args)
-    grid = load_grid(args.exp, parse_assignments(args.set))
-    trials = grid.trials()
-    wanted = select(trials, args.index, args.trial)
-    lease = guard_folder(args.out)
-    try:
-        resolved = write_manifest(args.out, grid, trials)
-    finally:
-        lease.release()
+    out = args.out
+    manifest = read_manifest(out) if (out / MANIFEST).exists() else None
+    if args.exp is None:
+        if args.set:
+            raise ConfigError("--set needs --exp (the grid it changes); without either, run-trial takes the trial "
+                              f"from {quoted(out / MANIFEST)}")
+        if manifest is None:
+            raise ConfigError(f"{quoted(out)} has no {MANIFEST}: give --exp (and any --set) for the trial's grid")
+        folder_trials = trials_of_manifest(manifest)
+        wanted, added, grid = select(folder_trials, args.index, args.trial), [], None
+    else:
+        grid = load_grid(args.exp, parse_assignments(args.set))
+        trials = grid.trials()
+        chosen = select(trials, args.index, args.trial)
+        if manifest is None:
+            wanted, added = chosen, trials
+        else:
+            resolved, added = merge(trials_of_manifest(manifest), trials)
+            wanted = resolved[trials.index(chosen)]
+            if added and not args.grow:
+                what = f"grid {grid.name}" + (f" with --set {' '.join(args.set)}" if args.set else "")
+                raise ConfigError(f"{what} is not the grid of {quoted(out)}: it would add {len(added)} trial(s) to "
+                                  f"{_grid_of(manifest)}; run-trial takes the trial from the folder's manifest (drop "
+                                  "--exp and --set), or pass --grow to add them")
+    if args.dry_run:
+        lines = [f"would run trial {wanted.trial_id} (index {wanted.index}) in {quoted(out)}"]
+        if added and manifest is not None:
+            lines.append(f"adds {len(added)} trial(s) to {_grid_of(manifest)}")
+        print("\n".join(lines + ["nothing was run"]))
+        return 0
+    if added:
+        lease = guard_folder(out)
+        try:
+            resolved = write_manifest(out, grid, grid.trials())
+        finally:
+            lease.release()
+        wanted = next(t for t in resolved if t.trial_id == wanted.trial_id)
     install_cancel_handler()
-    return _report_outcome(execute(args.out, [resolved[trials.index(wanted)]], force=args.force,
-                                   checkpoint_every_s=args.checkpoint_every, tensorboard=args.tensorboard))
+    return _report_outcome(execute(out, [wanted], force=args.force, checkpoint_every_s=args.checkpoint_every,
+                                   tensorboard=args.tensorboard))
 
 
 def _check_workers(args) -> None:
@@ -129,18 +165,21 @@ def _check_workers(args) -> None:
         raise ConfigError(f"--trials-per-task must be at least 1, got {args.trials_per_task}")
 
 
-def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) -> int:
-    """Plan and submit ``indices`` (the caller holds the folder guard); returns whether to wait."""
+def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) -> tuple[bool, str]:
+    """Plan and submit ``indices`` (the caller holds the folder guard); returns whether to wait, and the
+    launch's line. The caller prints it, with what it has to say, once the launch is recorded and the
+    folder's guard released: a reader that goes away (``| head``) then stops nothing half-way."""
     from .launch.submission import plan_submission, submit
 
     per_task, pack_seeds = _task_shape(args, launch_hints)
     plan = plan_submission(out, indices, profile, per_task, args.workers, pack_seeds)
     for warning in plan.warnings:
         print(warning, file=sys.stderr)
-    submit(out, plan, tensorboard=args.tensorboard)
+    said: list[str] = []
+    submit(out, plan, log=said.append, tensorboard=args.tensorboard)
     if args.tensorboard:
-        print(f"live curves: tensorboard --logdir {Path(out) / 'tensorboard'}")
-    return args.wait if args.wait is not None else profile.executor == "local"
+        said.append(f"live curves: tensorboard --logdir {quoted(Path(out) / 'tensorboard')}")
+    return (args.wait if args.wait is not None else profile.executor == "local"), "\n".join(said)
 
 
 def _check_tensorboard(args) -> None:
@@ -160,7 +199,7 @@ def _task_shape(args, launch_hints: dict) -> tuple[int | None, bool]:
 def _follow(out: Path, wait: bool) -> int:
     from .launch.monitor import format_status, gather, wait_for
 
-    follow = f"python -m pipeline status --out {out}"
+    follow = f"python -m pipeline status --out {quoted(out)}"
     if not wait:
         print(f"follow it with: {follow}")
         return 0
@@ -168,7 +207,7 @@ def _follow(out: Path, wait: bool) -> int:
         wait_for(out)
     except KeyboardInterrupt:
         print(f"\nstopped waiting; the grid goes on. Follow it with `{follow}`, stop it with "
-              f"`python -m pipeline cancel --out {out}`", file=sys.stderr)
+              f"`python -m pipeline cancel --out {quoted(out)}`", file=sys.stderr)
         return 130
     states = gather(out)
     print(format_status(states, only_unfinished=True))
@@ -206,14 +245,17 @@ def _submit(args) -> int:
             states = gather(out)
             _refuse_unknown([s for s in states if s.index in mine], args.force)
             todo = [s.index for s in states if s.index in mine and s.state not in ("complete", "running", "queued")]
+            said = []
             if len(todo) < len(mine):
-                print(f"{len(mine) - len(todo)} trials already complete, running or queued are not submitted again")
+                said.append(f"{len(mine) - len(todo)} trials already complete, running or queued are not submitted "
+                            "again")
             if not todo:
-                print("nothing to submit")
+                print("\n".join(said + ["nothing to submit"]))
                 return 0
-            wait = _launch(out, todo, args, profile, grid.launch)
+            wait, launched = _launch(out, todo, args, profile, grid.launch)
     finally:
         lease.release()
+    print("\n".join(said + [launched]), flush=True)
     return _follow(out, wait)
 
 
@@ -222,12 +264,16 @@ def _dry_run(args, grid, profile) -> int:
     from .manifest import MANIFEST, merge, read_manifest, trials_of_manifest
 
     trials = grid.trials()
+    growing = ""
     if (Path(args.out) / MANIFEST).exists():
-        trials, _ = merge(trials_of_manifest(read_manifest(args.out)), trials)
+        manifest = read_manifest(args.out)
+        trials, added = merge(trials_of_manifest(manifest), trials)
+        if added:
+            growing = f"adds {len(added)} trial(s) to {_grid_of(manifest)} in {quoted(args.out)}"
     per_task, pack_seeds = _task_shape(args, grid.launch)
     plan = plan_submission(args.out, [t.index for t in trials], profile, per_task, args.workers, pack_seeds,
                            trials=trials, name=grid.name)
-    print(describe_plan(args.out, plan, trials))
+    print("\n".join(([growing] if growing else []) + [describe_plan(args.out, plan, trials)]))
     return 0
 
 
@@ -266,7 +312,7 @@ def _last_profile(out: Path, cluster: str | None):
         return load_profile(cluster)
     submissions = read_submissions(out)
     if not submissions:
-        raise ConfigError(f"{out} has no submission to take the cluster profile from; pass --cluster")
+        raise ConfigError(f"{quoted(out)} has no submission to take the cluster profile from; pass --cluster")
     last = submissions[-1]
     path = last.get("profile_path", "")
     return load_profile(path if path and Path(path).exists() else last["profile"])
@@ -288,17 +334,17 @@ def _resubmit(args) -> int:
         _refuse_unknown(states, args.force)
         again = needing_resubmission(states, include_diverged=args.force)
         skipped = [s for s in states if s.state == "failed" and s.detail.startswith("Diverged") and s not in again]
-        for s in skipped:
-            print(f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)")
+        said = [f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)"
+                for s in skipped]
         if not again:
-            print("nothing to resubmit: every trial is complete, running or queued")
+            print("\n".join(said + ["nothing to resubmit: every trial is complete, running or queued"]))
             return 0
-        for s in again:
-            print(f"resubmitting {s.trial_id} ({s.state}: {s.detail})")
-        print(f"on profile {profile.name}")
-        wait = _launch(out, [s.index for s in again], args, profile, read_manifest(out).get("launch", {}))
+        said += [f"resubmitting {s.trial_id} ({s.state}: {s.detail})" for s in again]
+        said.append(f"on profile {profile.name}")
+        wait, launched = _launch(out, [s.index for s in again], args, profile, read_manifest(out).get("launch", {}))
     finally:
         lease.release()
+    print("\n".join(said + [launched]), flush=True)
     return _follow(out, wait)
 
 
@@ -410,12 +456,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cluster profile whose device the estimates are for (slurm/profiles or a .toml file)")
     plan.add_argument("--trials", action="store_true", help="list every trial instead of a summary by cell")
 
-    run = command("run-trial", "run one trial of a grid in this process (what one array task executes)", _run_trial)
-    _add_grid_arguments(run)
+    run = command("run-trial", "run one trial of a results folder in this process (what one array task executes)",
+                  _run_trial)
+    run.add_argument("--exp", metavar="NAME_OR_PATH",
+                     help="the trial's grid (default: the folder's own, from its manifest.json; needed for a new "
+                          "folder)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                     help="override a value of --exp's grid (repeatable; default: none)")
     which = run.add_mutually_exclusive_group(required=True)
-    which.add_argument("--index", type=int, help="position in the expanded grid")
+    which.add_argument("--index", type=int, help="position in the folder's grid (with --exp: in that grid)")
     which.add_argument("--trial", metavar="ID", help="trial id, e.g. rot-aug-s007")
     run.add_argument("--out", required=True, type=Path, help="results folder")
+    run.add_argument("--grow", action="store_true",
+                     help="let --exp/--set add trials the folder's grid does not have (default: refused)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="say which trial would run, and what it would add; run nothing")
     run.add_argument("--force", action="store_true", help="rerun a complete trial")
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")

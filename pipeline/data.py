@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .settings import DATA_SOURCES, ConfigError
+from .settings import DATA_SOURCES, ConfigError, quoted
 
 VENDORED_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
 DEFAULT_ROOT = Path(os.environ.get("PIPELINE_DATA_ROOT", Path.home() / ".cache" / "pipeline-mnist"))
@@ -50,7 +50,7 @@ def _read_idx(path: Path) -> torch.Tensor:
         raw = handle.read()
     magic = int.from_bytes(raw[:4], "big")
     if magic >> 8 != 0x08:
-        raise DataUnavailable(f"{path} is not an unsigned-byte IDX file (magic {magic:#010x})")
+        raise DataUnavailable(f"{quoted(path)} is not an unsigned-byte IDX file (magic {magic:#010x})")
     ndim = magic & 0xFF
     shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8)
@@ -83,10 +83,10 @@ def _official(root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor, s
         try:
             MNIST(str(root), train=False, download=True)
         except Exception as error:  # URLError, RuntimeError or HTTPError depending on the failure
-            raise DataUnavailable(f"official MNIST not under {root} and not downloadable ({error})") from error
+            raise DataUnavailable(f"official MNIST not under {quoted(root)} and not downloadable ({error})") from error
         files = _official_files(root)
     if files is None:
-        raise DataUnavailable(f"official MNIST not under {root}/MNIST/raw (downloads off)")
+        raise DataUnavailable(f"official MNIST not under {quoted(Path(root) / 'MNIST' / 'raw')} (downloads off)")
     images, labels = files
     return (_read_idx(images), _read_idx(labels).long(), f"official MNIST test split ({root})",
             (str(images), str(labels)))

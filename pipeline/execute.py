@@ -6,37 +6,29 @@ ones resume after their last checkpointed epoch. Every trial is run under its le
 (``pipeline.ownership``): a trial that someone else is training is refused, with a line naming them, and
 the others go on.
 
-Stopping on request: ``pipeline cancel`` sends SIGUSR1 to local training processes (and Ctrl-C interrupts a
-``run-trial``); the running trials then save their last completed epoch, say ``cancelled`` in their files
-and the process stops.
+Stopping on request (``pipeline.stopping``): ``pipeline cancel`` sends SIGUSR1 to local training processes
+(and Ctrl-C interrupts a ``run-trial``); at the next seam of training the running trials save their last
+completed epoch, say ``cancelled`` in their files and the process stops. On preemption or at the time
+limit they save it and stay ``running`` for the requeued task to resume.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
-from . import experiments
+from . import experiments, stopping
 from .experiments import Trial
 from .manifest import utc_now
 from .ownership import Busy, acquire_trial
-
-CANCEL_SIGNAL = signal.SIGUSR1
-
-
-class Cancelled(BaseException):
-    """A request to stop (``pipeline cancel``). A BaseException, like KeyboardInterrupt: no ``except
-    Exception`` on the way up may swallow it."""
-
-
-def _raise_cancelled(signum, frame):
-    raise Cancelled(f"cancelled by request (signal {signal.Signals(signum).name})")
+from .settings import quoted
+from .stopping import Cancelled
 
 
 def install_cancel_handler() -> None:
-    """Turn the cancel signal into :class:`Cancelled` in this (main) thread."""
-    signal.signal(CANCEL_SIGNAL, _raise_cancelled)
+    """Note stop requests (the cancel signal, Ctrl-C) in this process, for training to act on at its next
+    seam (``pipeline.stopping``)."""
+    stopping.install(interrupt=True)
 
 
 class TrialLog:
@@ -52,7 +44,7 @@ class TrialLog:
             with open(self.path, "a") as handle:
                 handle.write(f"{utc_now()} {line}\n")
         except OSError as error:  # a full disk must not turn a progress line into a failure of its own
-            print(f"(log {self.path} not written: {error})", file=sys.stderr, flush=True)
+            print(f"(log {quoted(self.path)} not written: {error})", file=sys.stderr, flush=True)
 
 
 def _one_line(error: BaseException) -> str:
@@ -104,8 +96,9 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
 
     if len(trials) > 1:
         experiments.check_packable(trials)
+    stopping.check()  # a request that came between two units of a task: start no other
     clock = CheckpointClock(checkpoint_every_s)  # packed trials checkpoint at the same epochs
-    outcomes, pending, leases = {}, [], []
+    outcomes, pending, leases, stores = {}, [], [], []
     try:
         for trial in trials:
             try:
@@ -118,6 +111,7 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
             leases.append(lease)
             log = TrialLog(out_dir, trial.trial_id)
             store = TrialFile(out_dir, trial, force=force, log=log, clock=clock, lease=lease)
+            stores.append(store)
             if store.prepare() == "complete":
                 log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
                 outcomes[trial.trial_id] = "complete"
@@ -137,6 +131,14 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
             for sink in sinks:
                 if hasattr(sink, "close"):
                     sink.close()
+        except stopping.Requeue:
+            # Preempted or at the time limit: the last completed epoch is kept and the file stays "running",
+            # for the requeued task to resume (a background writer first applies the rows it holds).
+            _close_quietly(sinks)
+            for trial, log, store in pending:
+                log(f"{trial.trial_id}: preempted or at the time limit: saving the last epoch for the requeued task")
+                store.save_latest_state()
+            raise
         except (Cancelled, KeyboardInterrupt) as error:
             _close_quietly(sinks)
             message = str(error) or "interrupted (Ctrl-C)"
@@ -160,6 +162,11 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
         outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
         return outcomes
     finally:
+        for store in stores:
+            try:
+                store.close()
+            except OSError:
+                pass  # a journal left behind is checked, and removed, by the next owner
         for lease in leases:
             try:
                 lease.release()

@@ -72,7 +72,9 @@ class FileState:
 
 def inspect(path: Path) -> FileState:
     """Read a file's attributes and check them against its data: a file says ``complete`` only when it
-    holds exactly the rows 0..total_epochs, epochs_done == total_epochs and every series has them all."""
+    holds exactly the rows 0..total_epochs, epochs_done == total_epochs, every series has them all, the
+    weight snapshots are those of its policy (the last row's included), the single steps cover the epochs
+    of the phase that records them, and an experiment that measures after training has its results."""
     attrs = read_status(path)
     if attrs["status"] == "damaged":
         return FileState("damaged", attrs, problem=attrs["error"])
@@ -80,12 +82,12 @@ def inspect(path: Path) -> FileState:
         with open_h5(path) as f:
             lengths = {name: f["metrics"][name].shape[0] for name in f["metrics"]} if "metrics" in f else {}
             epochs = f["metrics/epoch"][()] if "metrics/epoch" in f else np.zeros(0, dtype=np.int64)
+            if attrs["status"] != "complete":
+                return FileState(attrs["status"], attrs, min(lengths.values()) if lengths else 0)
+            extra = _snapshot_and_step_differences(f, attrs)
     except Exception as error:
         return FileState("damaged", attrs, problem=f"{type(error).__name__}: {error}".splitlines()[0])
     rows = min(lengths.values()) if lengths else 0
-    status = attrs["status"]
-    if status != "complete":
-        return FileState(status, attrs, rows)
     total, done = attrs.get("total_epochs"), attrs.get("epochs_done")
     differences = []
     if len(set(lengths.values())) > 1:
@@ -96,6 +98,7 @@ def inspect(path: Path) -> FileState:
         differences.append(f"epochs_done {done} != total_epochs {total}")
     if rows and not np.array_equal(epochs[:rows], np.arange(rows)):
         differences.append("epoch numbers out of order")
+    differences += extra
     if differences:
         return FileState("inconsistent", attrs, rows, "marked complete but holds " + "; ".join(differences))
     return FileState("complete", attrs, rows)
@@ -172,3 +175,69 @@ def read_snapshot(path: Path, snapshot: int = -1, epoch: int | None = None) -> t
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _expected_snapshots(attrs: dict, total: int) -> list[int] | None:
+    """The epochs whose weights a complete file holds (its policy up to its last epoch, and that one), or
+    None if its settings cannot be read (a file of another version)."""
+    from . import experiments
+    from .cost import snapshot_epochs
+
+    try:
+        settings = experiments.get(attrs["experiment"]).make_settings(
+            {k: v for k, v in settings_of(attrs).items() if k != "experiment"})
+        policy = snapshot_epochs(settings)
+    except Exception:
+        return None
+    return sorted({e for e in policy if e <= total} | {total})
+
+
+def _snapshot_and_step_differences(f: h5py.File, attrs: dict) -> list[str]:
+    differences = []
+    total = int(attrs.get("total_epochs", -1))
+    if "weights" in f:
+        snapshots = f["weights/epochs"][()] if "weights/epochs" in f else np.zeros(0, dtype=np.int64)
+        held = weight_rows_through(f["weights"], int(snapshots.max())) if len(snapshots) else {}
+        short = [(name, rows) for name, rows in held.items() if f["weights"][name].shape[0] != rows]
+        if short:
+            name, rows = short[0]
+            differences.append(f"weights/{name} holds {f['weights'][name].shape[0]} snapshots where weights/epochs "
+                               f"and weights/phase say {rows}")
+        expected = _expected_snapshots(attrs, total)
+        if expected is not None and list(snapshots) != expected:
+            missing = sorted(set(expected) - set(snapshots.tolist()))
+            differences.append(f"weight snapshots of epochs {_listed(snapshots.tolist())} where the policy keeps "
+                               f"{_listed(expected)}" + (f" (missing {_listed(missing)})" if missing else ""))
+    elif total >= 0:
+        differences.append("no weight snapshots (the last row always keeps its weights)")
+    if "steps" in f:
+        step_epochs = f["steps/epoch"][()]
+        if f["steps/dist_E"].shape[0] != len(step_epochs):
+            differences.append(f"{f['steps/dist_E'].shape[0]} steps of dist_E for {len(step_epochs)} step epochs")
+        elif len(step_epochs):
+            # The steps cover every epoch of the phase that records them, the same number in each.
+            phases = f["metrics/phase"][()] if "metrics/phase" in f else None
+            first = int(step_epochs[0])
+            if phases is not None and first < len(phases):
+                wanted = [e for e in range(1, total + 1) if e < len(phases) and phases[e] == phases[first]]
+            else:
+                wanted = list(range(first, total + 1))
+            counts = np.bincount(step_epochs.astype(np.int64), minlength=total + 2)
+            recorded = [e for e in range(len(counts)) if counts[e]]
+            if recorded != wanted or len({int(counts[e]) for e in wanted}) > 1:
+                differences.append(f"single steps recorded in epochs {_listed(recorded)} (counts "
+                                   f"{_listed(sorted({int(counts[e]) for e in recorded}))}) where the phase runs "
+                                   f"epochs {_listed(wanted)}")
+    from . import experiments
+
+    experiment = experiments.REGISTRY.get(attrs.get("experiment", ""))
+    if experiment is not None and experiment.has_final_stage and "results" not in f:
+        differences.append("no results/ (measured after training)")
+    return differences
+
+
+def _listed(values: list[int]) -> str:
+    values = [int(v) for v in values]
+    if len(values) > 6:
+        return f"{values[0]}, {values[1]}, ..., {values[-1]} ({len(values)})"
+    return ", ".join(map(str, values)) or "none"

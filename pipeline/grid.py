@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import experiments
 from .experiments import Trial
-from .settings import ConfigError, did_you_mean, field_types, is_atomic
+from .settings import MAX_SEEDS, ConfigError, did_you_mean, field_types, is_atomic, quoted
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 GRID_KEYS = {"description", "launch", "extends"}
@@ -151,21 +151,29 @@ def parse_seeds(value) -> list[int]:
         if isinstance(value, bool):
             raise ValueError
         if isinstance(value, int):
-            seeds = list(range(value))
+            seeds = _seed_range(value, 0, value)
         elif isinstance(value, list):
             seeds = [int(v) for v in value]
         elif "-" in str(value) and "," not in str(value):
             first, last = (int(v) for v in str(value).split("-"))
-            seeds = list(range(first, last + 1))
+            seeds = _seed_range(value, first, last + 1)
         elif "," in str(value):
             seeds = [int(v) for v in str(value).split(",")]
         else:
-            seeds = list(range(int(value)))
+            seeds = _seed_range(value, 0, int(value))
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"bad value {value!r} for seeds; accepted: a count N, a range a-b or a list a,b,c") from None
     if not seeds or min(seeds) < 0:
         raise ConfigError(f"bad value {value!r} for seeds; accepted: a count N, a range a-b or a list a,b,c")
     return seeds
+
+
+def _seed_range(value, start: int, stop: int) -> list[int]:
+    if stop - start > MAX_SEEDS:
+        raise ConfigError(f"seeds={value} is {stop - start} seeds; accepted: at most {MAX_SEEDS} in one section")
+    return list(range(start, stop))
 
 
 def _settable(experiment) -> dict[str, str]:
@@ -205,7 +213,7 @@ def _read_document(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"grid file {path} is not valid TOML: {error}") from None
+        raise ConfigError(f"grid file {quoted(path)} is not valid TOML: {error}") from None
 
 
 def _document(path: Path, chain: tuple[Path, ...] = ()) -> dict:
@@ -217,11 +225,11 @@ def _document(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if base_name is None:
         return document
     if not isinstance(base_name, str) or not base_name:
-        raise ConfigError(f"extends in {path} must name a grid preset or a .toml file, got {base_name!r}")
+        raise ConfigError(f"extends in {quoted(path)} must name a grid preset or a .toml file, got {base_name!r}")
     beside = path.parent / base_name
     base_path = beside if beside.suffix == ".toml" and beside.exists() else _grid_path(base_name)
     if base_path.resolve() in {p.resolve() for p in chain + (path,)}:
-        raise ConfigError(f"grid {path} extends itself: {' -> '.join(p.stem for p in chain + (path, base_path))}")
+        raise ConfigError(f"grid {quoted(path)} extends itself: {' -> '.join(p.stem for p in chain + (path, base_path))}")
     merged = dict(_document(base_path, chain + (path,)))
     for key, value in document.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -238,19 +246,21 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
     unknown = sorted(set(document) - GRID_KEYS - known_sections)
     if unknown:
         accepted = sorted(GRID_KEYS | known_sections)
-        raise ConfigError(f"unknown section {unknown[0]!r} in {path}{did_you_mean(unknown[0], accepted)}; accepted: "
+        raise ConfigError(f"unknown section {unknown[0]!r} in {quoted(path)}{did_you_mean(unknown[0], accepted)}; accepted: "
                           f"{', '.join(accepted)}")
     launch = dict(document.get("launch", {}))
     for key, value in launch.items():
         if key not in LAUNCH_KEYS:
-            raise ConfigError(f"unknown key {key!r} in [launch] of {path}{did_you_mean(key, LAUNCH_KEYS)}; accepted: "
+            raise ConfigError(f"unknown key {key!r} in [launch] of {quoted(path)}{did_you_mean(key, LAUNCH_KEYS)}; accepted: "
                               f"{', '.join(sorted(LAUNCH_KEYS))}")
         if not isinstance(value, LAUNCH_KEYS[key]) or (LAUNCH_KEYS[key] is int and value < 1):
-            raise ConfigError(f"[launch] {key} in {path} must be a positive {LAUNCH_KEYS[key].__name__}, got {value!r}")
+            raise ConfigError(f"[launch] {key} in {quoted(path)} must be a positive {LAUNCH_KEYS[key].__name__}, "
+                              f"got {value!r}")
     written_sections = {name: document[name] if isinstance(document[name], list) else [document[name]]
                         for name in experiments.REGISTRY if name in document}
     if not written_sections:
-        raise ConfigError(f"grid {path} has no experiment section; accepted: {', '.join(f'[{n}]' for n in known_sections)}")
+        raise ConfigError(f"grid {quoted(path)} has no experiment section; accepted: "
+                          f"{', '.join(f'[{n}]' for n in known_sections)}")
 
     sections: dict[str, list[dict]] = {}
     for name, tables in written_sections.items():
@@ -259,7 +269,7 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         for written in tables:
             bad = sorted(set(written) - set(settable))
             if bad:
-                raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {path}{did_you_mean(bad[0], settable)}; "
+                raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {quoted(path)}{did_you_mean(bad[0], settable)}; "
                                   f"accepted: {', '.join(sorted(settable))}")
             sections[name].append({settable[key]: (key, value) for key, value in written.items()})
 

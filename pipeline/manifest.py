@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import experiments
 from .experiments import Trial
-from .settings import ConfigError
+from .settings import ConfigError, quoted
 
 MANIFEST = "manifest.json"
 FORMAT = 2
@@ -69,14 +69,14 @@ def labels_of(entry: dict) -> dict:
 def read_manifest(out_dir: Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.exists():
-        raise ConfigError(f"no {MANIFEST} in {out_dir}: not a results folder of this pipeline")
+        raise ConfigError(f"no {MANIFEST} in {quoted(out_dir)}: not a results folder of this pipeline")
     try:
         document = json.loads(path.read_text())
         if not isinstance(document.get("trials"), list):
             raise ValueError("no list of trials")
     except (ValueError, OSError) as error:
-        raise ConfigError(f"{path} is damaged ({type(error).__name__}: {error}); restore it, or submit the grid "
-                          "again into a new folder") from None
+        raise ConfigError(f"{quoted(path)} is damaged ({type(error).__name__}: {error}); restore it, or submit the "
+                          "grid again into a new folder") from None
     return document
 
 

@@ -1,18 +1,24 @@
 """One owner per trial (and per folder's submission): leases that are safe on cluster file systems.
 
 Whatever trains a trial first takes its *lease*, ``trials/<trial_id>.lease``: a small JSON file naming the
-owner (host and boot, process id and start time, which together survive PID reuse; the SLURM job and
-array task when there is one) and a heartbeat that a thread of the owner renews every
-:data:`HEARTBEAT_S` seconds. A second writer, whoever starts it, finds the lease and refuses the trial,
-naming the owner. Only the owner ever creates, truncates or deletes the trial's file.
+owner (host and boot, PID namespace, process id and start time, which together survive PID reuse and
+containers; the SLURM job and array task when there is one) and a heartbeat that a thread of the owner
+renews every :func:`heartbeat_s` seconds. A second writer, whoever starts it, finds the lease and refuses
+the trial, naming the owner. Only the owner ever creates, replaces or deletes the trial's file.
 
 Taking a lease is atomic on NFS and Lustre, where POSIX locks may not be: the lease is written complete
 to a private temporary file, then hard-linked to its name, which fails if the name exists (an exclusive
-create that never exposes a half-written lease). A lease whose owner is provably gone (same host, and its
-process is dead or is another process with the same number; the same SLURM array task, requeued; SLURM
-no longer runs its job) or whose heartbeat is older than :data:`STALE_AFTER_S` is taken over without a
-person deleting anything: one breaker at a time removes it (if it is still the lease judged dead), then
-takers race for the name as for a free lease, and exactly one wins.
+create that never exposes a half-written lease).
+
+Whether a lease's owner still lives is *proven* where it can be: on this machine and in this PID
+namespace by its process (the PID and its start time); on SLURM by the queue (a job RUNNING or SUSPENDED
+lives, a job SLURM no longer runs does not, and a task finding its own job id is its own requeued self).
+A heartbeat recent by the owner's clock is taken as life too (erring that way only delays a takeover).
+Anything else (another host without an answer from SLURM, another PID namespace, a lease that cannot be
+read) is *unproven*, and is never judged from the owner's clock: the taker watches the lease, on its own
+clock, and takes it over only if it does not change for :func:`stale_after_s` seconds (at least three
+heartbeats). The dead lease is then removed by one breaker at a time (if it is still the lease judged
+dead), and takers race for the name as for a free lease: exactly one wins.
 
 The same mechanism guards a results folder while ``submit`` or ``resubmit`` decides what to launch and
 records it (``OUT/.submit.lease``), so two concurrent submissions cannot both launch a trial.
@@ -20,7 +26,9 @@ records it (``OUT/.submit.lease``), so two concurrent submissions cannot both la
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import socket
 import sys
@@ -31,13 +39,45 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import queue
+from .settings import ConfigError, quoted
 
-HEARTBEAT_S = 30.0
-# A lease whose heartbeat is older than this is stale whoever holds it: a node that died without a trace
-# (another host, SLURM unreadable) would otherwise block its trials forever. Ten heartbeats of slack.
-STALE_AFTER_S = float(os.environ.get("PIPELINE_LEASE_STALE_S", 10 * HEARTBEAT_S))
+HEARTBEAT_VARIABLE = "PIPELINE_LEASE_HEARTBEAT_S"
+STALE_VARIABLE = "PIPELINE_LEASE_STALE_S"
+DEFAULT_HEARTBEAT_S = 30.0
 LEASE_SUFFIX = ".lease"
 FOLDER_GUARD = ".submit.lease"
+# A breaker holds its guard for milliseconds; one that was killed holding it costs the next at most this.
+BREAK_GUARD_WAIT_S = 3.0
+
+
+def _seconds(variable: str, default: float) -> float:
+    text = os.environ.get(variable, "")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{variable}={text!r} is not a number of seconds > 0")
+    return value
+
+
+def heartbeat_s() -> float:
+    """How often an owner renews its leases (``PIPELINE_LEASE_HEARTBEAT_S``, default 30 s)."""
+    return _seconds(HEARTBEAT_VARIABLE, DEFAULT_HEARTBEAT_S)
+
+
+def stale_after_s() -> float:
+    """How long an unproven lease must be seen not to change before it is taken over
+    (``PIPELINE_LEASE_STALE_S``, default ten heartbeats). Below three heartbeats a healthy owner whose
+    beat is late once or twice (a slow file system) would be taken over: refused."""
+    beat = heartbeat_s()
+    stale = _seconds(STALE_VARIABLE, 10 * beat)
+    if stale < 3 * beat * (1 - 1e-9):  # three heartbeats exactly is allowed, whatever the rounding
+        raise ConfigError(f"{STALE_VARIABLE}={stale:g} is below three heartbeats ({HEARTBEAT_VARIABLE}={beat:g} s): a "
+                          f"live owner would be taken over; accepted: at least {3 * beat:g}")
+    return stale
 
 
 class Busy(RuntimeError):
@@ -59,6 +99,14 @@ class LostOwnership(RuntimeError):
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace ("pid:[4026531836]"): a PID means something only inside its own."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
 
@@ -90,52 +138,106 @@ class Owner:
     acquired_at: float = 0.0
     heartbeat_at: float = 0.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    pid_ns: str = ""  # "" in leases written before namespaces were recorded: unknown
 
     @classmethod
     def this_process(cls) -> "Owner":
         now = time.time()
         return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), _slurm_task(),
-                   " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now)
+                   " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace())
+
+    def same_machine(self, other: "Owner") -> bool:
+        return self.host == other.host and self.boot_id == other.boot_id
+
+    def same_processes(self, other: "Owner") -> bool:
+        """Whether this owner's PID means the same process to ``other`` (same machine, same namespace)."""
+        return self.same_machine(other) and bool(self.pid_ns) and self.pid_ns == other.pid_ns
 
     def describe(self) -> str:
-        where = f"pid {self.pid} on {self.host}" + (f" (SLURM job {self.slurm_job})" if self.slurm_job else "")
+        me = Owner.this_process()
+        namespace = " (another PID namespace)" if self.same_machine(me) and not self.same_processes(me) else ""
+        job = f" (SLURM job {self.slurm_job})" if self.slurm_job else ""
+        where = f"pid {self.pid} on {self.host}{namespace}{job}"
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.acquired_at))
         return f"{where} since {since}, last heartbeat {max(0.0, time.time() - self.heartbeat_at):.0f} s ago"
 
     def state(self, job_states="read") -> str:
-        """'alive', 'gone' (provably) or 'stale' (another host's heartbeat older than STALE_AFTER_S).
+        """'alive', 'gone' (provably) or 'unproven' (only watching the lease can tell).
 
-        On this host the process itself is the proof either way; elsewhere SLURM may prove a job gone,
-        and a heartbeat that stopped long ago is taken as death. ``job_states``: the SLURM queue (job id
-        -> state) if the caller has read it, None if it could not be read, "read" to read it here."""
+        ``job_states``: the SLURM queue: "read" to read it if needed, a :class:`queue.QueueView` (read
+        when first needed), a dict (job id -> state) someone read, or None if it could not be read."""
         me = Owner.this_process()
-        if self.host == me.host and self.boot_id == me.boot_id:
+        if self.host == me.host and self.boot_id and self.boot_id != me.boot_id:
+            return "gone"  # the machine rebooted since
+        if self.same_processes(me):
             if self.pid == me.pid and self.start_ticks == me.start_ticks:
                 return "alive"
             return "alive" if process_start_ticks(self.pid) == self.start_ticks else "gone"
-        if self.host == me.host:
-            return "gone"  # the machine rebooted since
+        # Another host or another PID namespace: its PID proves nothing here, either way.
         if self.slurm_job:
             if self.slurm_job == me.slurm_job:
                 return "gone"  # SLURM runs one incarnation of a task at a time: this is its requeued self
-            states = queue.read_slurm_queue() if job_states == "read" else job_states
-            if states is not None and states.get(self.slurm_job) not in queue.ACTIVE_STATES:
-                return "gone"
-        if time.time() - self.heartbeat_at > STALE_AFTER_S:
-            return "stale"
-        return "alive"
+            states = queue.view(job_states).states()
+            if states is not None:
+                return "alive" if states.get(self.slurm_job) in queue.ACTIVE_STATES else "gone"
+        if abs(time.time() - self.heartbeat_at) < stale_after_s():
+            return "alive"  # recent by its own clock: waiting errs on the safe side
+        return "unproven"
 
 
-def read_owner(path: Path) -> Owner | None:
-    """The owner recorded in a lease file; None if there is none (a lease is never half-written)."""
+class UnreadableLease:
+    """A lease file that is there but cannot be read (empty, cut short, not ours): it blocks no one for ever.
+    Nobody can prove its owner alive or dead, so it is watched like any unproven lease."""
+
+    def __init__(self, raw: str, problem: str):
+        self.raw, self.problem = raw, problem
+        self.token = "unreadable-" + hashlib.sha256(raw.encode(errors="replace")).hexdigest()[:16]
+        self.pid, self.host, self.boot_id, self.pid_ns, self.start_ticks = -1, "?", "", "", None
+        self.slurm_job = ""
+
+    def describe(self) -> str:
+        return f"an unreadable lease ({self.problem})"
+
+    def state(self, job_states="read") -> str:
+        return "unproven"
+
+    def same_machine(self, other) -> bool:
+        return False
+
+    def same_processes(self, other) -> bool:
+        return False
+
+
+def read_owner(path: Path) -> Owner | UnreadableLease | None:
+    """The owner recorded in a lease file; None if there is none (a lease is never half-written, but a
+    crashed node, a full disk or a person can leave one empty or garbled: :class:`UnreadableLease`)."""
     try:
-        values = json.loads(Path(path).read_text())
-        return Owner(**values)
+        raw = Path(path).read_bytes().decode(errors="replace")
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError, OSError):
-        # Unreadable yet present: treat as a dead owner so that it can be taken over, never as no lease.
-        return Owner(host="?", boot_id="?", pid=-1, start_ticks=None, heartbeat_at=0.0)
+    except OSError as error:
+        return UnreadableLease("", f"{type(error).__name__}: {error}")
+    try:
+        values = json.loads(raw)
+        owner = Owner(**values)
+    except (ValueError, TypeError) as error:
+        problem = "empty file" if not raw.strip() else f"not a lease: {type(error).__name__}"
+        return UnreadableLease(raw, problem)
+    owner.raw = raw  # what the file held, byte for byte: a lease is removed only if it still holds this
+    return owner
+
+
+def _raw_of(holder) -> str:
+    return getattr(holder, "raw", "")
+
+
+def _read_raw(path: Path) -> str | None:
+    try:
+        return Path(path).read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
 
 
 def _write_private(path: Path, owner: Owner) -> Path:
@@ -156,6 +258,26 @@ def _link_exclusively(source: Path, target: Path) -> bool:
         return os.stat(source).st_nlink == 2
 
 
+def watch_unchanged(path: Path, raw: str, period_s: float) -> str:
+    """Watch the file at ``path`` on this process's own clock: 'changed' (someone renews or replaced it),
+    'gone' (released) or 'unchanged' (not a byte moved for ``period_s`` seconds)."""
+    deadline = time.monotonic() + period_s
+    poll = max(0.05, min(1.0, heartbeat_s() / 4))
+    while True:
+        now = _read_raw(path)
+        if now is None:
+            return "gone"
+        if now != raw:
+            return "changed"
+        if time.monotonic() >= deadline:
+            return "unchanged"
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 class Lease:
     """A held lease; renew() keeps it alive, release() gives it up (only if it is still ours)."""
 
@@ -163,14 +285,17 @@ class Lease:
         self.path, self.owner, self.what = Path(path), owner, what
 
     @classmethod
-    def acquire(cls, path: Path, what: str, job_states="read") -> "Lease":
-        """Take the lease at ``path`` or raise :class:`Busy` naming its live owner."""
+    def acquire(cls, path: Path, what: str, job_states="read", note=_note) -> "Lease":
+        """Take the lease at ``path`` or raise :class:`Busy` naming its live owner. An unproven lease is
+        watched for the stale period first (``note`` says so, and says when it is broken)."""
         path = Path(path)
+        stale = stale_after_s()  # a bad setting is refused before anything is touched
         path.parent.mkdir(parents=True, exist_ok=True)
+        jobs = queue.view(job_states)
         owner = Owner.this_process()
         tmp = _write_private(path, owner)
         try:
-            for _ in range(5):  # each round either takes the lease or removes a dead owner's
+            for _ in range(8):  # each round either takes the lease or removes a dead owner's
                 if _link_exclusively(tmp, path):
                     lease = cls(path, owner, what)
                     KEEPER.hold(lease)
@@ -182,8 +307,19 @@ class Lease:
                     lease = cls(path, owner, what)
                     KEEPER.hold(lease)
                     return lease
-                if holder.state(job_states) == "alive":
+                verdict = holder.state(jobs)
+                if verdict == "alive":
                     raise Busy(what, holder)
+                if verdict == "unproven":
+                    note(f"{what}: its lease ({holder.describe()}) cannot be proven alive or dead from here; "
+                         f"watching it for {stale:g} s ({STALE_VARIABLE}) before taking it over")
+                    seen = watch_unchanged(path, _raw_of(holder), stale)
+                    if seen == "changed":
+                        raise Busy(what, read_owner(path) or holder)
+                    if seen == "gone":
+                        continue
+                    note(f"{what}: took over its lease ({holder.describe()}), unchanged for {stale:g} s: "
+                         f"{quoted(path)}")
                 _break(path, holder)
             raise Busy(what, read_owner(path) or owner)
         finally:
@@ -210,34 +346,62 @@ class Lease:
             self.path.unlink(missing_ok=True)
 
 
-# A breaker that died mid-break leaves its guard behind; after this long it no longer counts.
-BREAK_GUARD_TIMEOUT_S = 60.0
+def _remove_if_same(path: Path, raw: str, token: str) -> bool:
+    """Remove the file at ``path`` if it still holds ``raw``; True if it did. The file is first moved
+    aside under a private name, so that a file someone put there meanwhile is put back, not deleted."""
+    aside = path.with_name(f".{path.name}.{token}.removed")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    try:
+        if _read_raw(aside) == raw:
+            return True
+        try:
+            os.link(aside, path)  # not the one judged: put it back (unless the name is taken again)
+        except FileExistsError:
+            pass
+        return False
+    finally:
+        aside.unlink(missing_ok=True)
 
 
-def _break(path: Path, holder: Owner) -> None:
+def _break(path: Path, holder) -> None:
     """Remove the lease of a dead or stale owner, one breaker at a time.
 
     Breakers take a guard beside the lease (the same exclusive link) and, holding it, remove the lease only
     if it is still the one they judged dead. Without the guard, a breaker that read the dead lease could
-    remove the fresh lease another taker had just made, and two takers would both believe they own it."""
+    remove the fresh lease another taker had just made, and two takers would both believe they own it. A
+    guard left by a breaker that was killed holding it is removed after a short wait."""
     guard = path.with_name(path.name + ".breaking")
-    tmp = _write_private(guard, Owner.this_process())
+    me = Owner.this_process()
+    tmp = _write_private(guard, me)
     try:
         if not _link_exclusively(tmp, guard):
-            try:
-                if time.time() - guard.stat().st_mtime > BREAK_GUARD_TIMEOUT_S:
-                    guard.unlink(missing_ok=True)
-            except FileNotFoundError:
-                pass
-            return
+            _clear_leftover_guard(guard, me)
+            return  # the caller's next round tries again
         try:
-            current = read_owner(path)
-            if current is not None and current.token == holder.token:
-                path.unlink(missing_ok=True)
+            _remove_if_same(path, _raw_of(holder), me.token)
         finally:
-            guard.unlink(missing_ok=True)
+            if _read_raw(guard) == _read_raw(tmp):
+                guard.unlink(missing_ok=True)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _clear_leftover_guard(guard: Path, me: Owner) -> None:
+    """Wait for another breaker's guard to go; one that stays (its breaker was killed) is removed."""
+    raw = _read_raw(guard)
+    if raw is None:
+        return
+    breaker = read_owner(guard)
+    if breaker is not None and not isinstance(breaker, UnreadableLease) and breaker.same_processes(me) \
+            and process_start_ticks(breaker.pid) != breaker.start_ticks:
+        seen = "unchanged"  # its breaker is provably gone
+    else:
+        seen = watch_unchanged(guard, raw, BREAK_GUARD_WAIT_S)
+    if seen == "unchanged":
+        _remove_if_same(guard, raw, me.token)
 
 
 class _Keeper:
@@ -263,7 +427,10 @@ class _Keeper:
 
     def _run(self) -> None:
         while True:
-            time.sleep(HEARTBEAT_S)
+            try:
+                time.sleep(heartbeat_s())
+            except ConfigError:
+                time.sleep(DEFAULT_HEARTBEAT_S)  # refused where leases are taken; the beat goes on
             with self.lock:
                 held = list(self.leases.values())
             for lease in held:
@@ -298,11 +465,12 @@ def current_job_id() -> str:
 
 
 def guard_folder(out_dir: Path, wait_s: float = 120.0, poll_s: float = 0.5) -> Lease:
-    """Hold the folder's submission guard, waiting up to ``wait_s`` for another submission to finish."""
+    """Hold the folder's submission guard, waiting up to ``wait_s`` for another submission to finish (and
+    the stale period for a guard that nobody can be proven to hold)."""
     deadline = time.time() + wait_s
     while True:
         try:
-            return Lease.acquire(Path(out_dir) / FOLDER_GUARD, f"the submission guard of {out_dir}")
+            return Lease.acquire(Path(out_dir) / FOLDER_GUARD, f"the submission guard of {quoted(out_dir)}")
         except Busy:
             if time.time() >= deadline:
                 raise

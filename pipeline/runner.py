@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import experiments, numerics
+from . import experiments, numerics, stopping
 from .experiments import Trial
 from .ownership import LostOwnership
 from .progress import StageProgress
@@ -300,6 +300,7 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
 
     try:
         while epoch < total and not experiment.finished(settings, stepper):
+            stopping.check()  # a stop request (cancel, preemption) is acted on here, between epochs...
             for trial in trials:
                 check_fault(trial, epoch + 1)
             next_phase = experiment.phase_of(settings, epoch + 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 from dataclasses import dataclass, field
 
 DTYPES = ("float32", "float64")
@@ -18,6 +19,13 @@ LOSSES = ("cross_entropy", "softmax_cross_entropy", "mse")
 DATA_SOURCES = ("auto", "official", "vendored")
 # Both MNIST sources hold the 10,000 digits of the test split (the paper trains on it).
 MNIST_SAMPLES = 10_000
+# Bounds on sizes, checked before anything runs (``plan`` included): beyond them a trial fits no machine,
+# and a slip of the keyboard (epochs=100000000) would exhaust memory or hang while merely planning.
+MAX_EPOCHS = 100_000  # rows of one trial (the paper's longest has 300)
+MAX_IMAGE_SIDE = 28  # the MNIST digits are 28 x 28: a larger side would only upsample them
+MAX_CHANNELS = 4096  # channels of one layer (the paper's widest has 64)
+MAX_WEIGHTS = 1_000_000_000  # values of one weight snapshot, 4 GB in float32 (the paper's largest: 41 million)
+MAX_SEEDS = 100_000  # seeds of one grid section
 
 
 class ConfigError(ValueError):
@@ -30,6 +38,12 @@ def did_you_mean(value, accepted) -> str:
 
     close = difflib.get_close_matches(str(value), [str(a) for a in accepted], n=2, cutoff=0.8)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def quoted(path) -> str:
+    """A path as messages print it: as the shell would need it (a path with spaces or quotes stays one
+    word that can be pasted back into a command)."""
+    return shlex.quote(str(path))
 
 
 def check_choice(name: str, value, accepted) -> None:
@@ -46,6 +60,17 @@ def check_positive_int(name: str, value) -> None:
 def check_count(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def check_at_most(name: str, value: int, limit: int, what: str) -> None:
+    """A size within its bound (what the bound is about, for the message)."""
+    if value > limit:
+        raise ConfigError(f"{name}={value} is too large ({what}); accepted: at most {limit}")
+
+
+def check_image_side(name: str, value) -> None:
+    check_at_most(name, value, MAX_IMAGE_SIDE, f"images are resized from the {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} MNIST "
+                                               "digits")
 
 
 def check_rate(name: str, value) -> None:

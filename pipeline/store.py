@@ -18,13 +18,17 @@ Layout (the public contract; README "The trial file"):
 
 Next to it, while the trial runs, ``<trial_id>.state.pt`` holds the latest checkpoint (model, the start
 point of the current phase, the epoch), written atomically; it is removed when the trial completes.
-The file is opened, appended and closed once per epoch, so readers see whole epochs, and a kill
-between epochs cannot damage it. A file damaged by a kill during a write is renamed
-``<trial_id>.h5.damaged-<UTC time>`` and the trial restarts from scratch.
+The file is opened, appended and closed once per epoch, so readers see whole epochs. Every write is
+all-or-nothing (``pipeline.journal``): a full disk or quota, a kill or a frozen process in the middle of
+one leaves the file at its last complete epoch, and the rerun resumes from there. A run never writes a
+file it found in place: it works on a consistent copy and renames that into place, so that a previous
+writer that wakes up later writes only into an orphaned inode. A file that is damaged all the same (a
+node that lost its page cache) is renamed ``<trial_id>.h5.damaged-<UTC time>`` and the trial restarts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import errno
@@ -32,21 +36,26 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
-from . import experiments, provenance
+from . import experiments, journal, provenance
 from .cost import snapshot_epochs
 from .experiments import Trial
 from .files import PHASE_GROUP, inspect, open_h5, read_status, trial_paths, weight_rows_through
 from .manifest import git_commit, utc_now
 from .ownership import KEEPER, Lease, LostOwnership, current_job_id
+from .settings import quoted
 
 # Free space a write must leave beyond its own size: HDF5 allocates chunks and metadata around the data.
 SPACE_MARGIN_BYTES = 4 * 1024 * 1024
+# "0" turns the free-space check off, as a quota that df does not show would: the tests of full disks
+# use it to reach the writes themselves, which must then fail without damage.
+SPACE_CHECK_VARIABLE = "PIPELINE_FREE_SPACE_CHECK"
 METRIC_SERIES = ("epoch", "loss", "accuracy", "seconds", "grad_norm")
 LAYER_SERIES = ("dist_E", "dist_init", "norm")
 SCHEMA_VERSION = 3  # 3: snapshots hold the whole model (weights/phase<p>/, weights/phase)
@@ -71,12 +80,14 @@ def is_disk_full(error: BaseException) -> bool:
 
 def check_space(folder: Path, needed: int, what: str) -> None:
     """Raise DiskFull unless ``needed`` bytes (and a margin) fit under ``folder``. A quota the file system
-    does not report is caught when the write fails instead (see is_disk_full)."""
+    does not report is caught when the write fails instead (see is_disk_full), which loses nothing either."""
+    if os.environ.get(SPACE_CHECK_VARIABLE, "1") == "0":
+        return
     stats = os.statvfs(folder)
     free = stats.f_bavail * stats.f_frsize
     if free < 2 * needed + SPACE_MARGIN_BYTES:
-        raise DiskFull(errno.ENOSPC, f"no space left on device for {what}: {free / 1e6:.1f} MB free under {folder}, "
-                                     f"{needed / 1e6:.1f} MB needed; free some space and resubmit")
+        raise DiskFull(errno.ENOSPC, f"no space left on device for {what}: {free / 1e6:.1f} MB free under "
+                                     f"{quoted(folder)}, {needed / 1e6:.1f} MB needed; free some space and resubmit")
 
 
 class CheckpointClock:
@@ -116,17 +127,41 @@ class TrialFile:
         self._resume: dict | None = None
         self._latest_state: dict | None = None
         self._pending_steps: list = []
+        # This writer's own names for its temporary files: two writers never share one.
+        self.token = lease.owner.token if lease is not None else uuid.uuid4().hex
+        self._inode: int | None = None  # the file this writer installed at self.path, the only one it writes
+
+    def _private(self, path: Path) -> Path:
+        return path.with_name(f".{path.name}.{self.token}.tmp")
 
     # -- before the run --------------------------------------------------------------------------------
     def prepare(self) -> str:
         """Decide what this run does: 'fresh', 'resume' or 'complete' (nothing to do). Only the owner of
-        the trial's lease calls this: it may delete or truncate the file."""
+        the trial's lease calls this. The file found in place is never written: a resumed run works on a
+        consistent copy (the file as of its last complete epoch) and renames it into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.with_name(self.path.name + ".creating").unlink(missing_ok=True)  # a kill during creation
+        self._remove_others_temporaries()
+        if self.force and self.path.exists():
+            self.log(f"{self.trial.trial_id}: --force: discarding the existing file and rerunning")
+            self._discard()
+            return "fresh"
         if not self.path.exists():
             self.state_path.unlink(missing_ok=True)
             return "fresh"
-        state = inspect(self.path)
+        if self._settled_complete():
+            return "complete"
+        work = self._private(self.path)
+        try:
+            try:
+                journal.consistent_copy(self.path, work)
+            except OSError as error:
+                raise self._disk_full(error, f"the copy of {self.trial.trial_id} it resumes from") from error
+            return self._prepare_from(work)
+        finally:
+            work.unlink(missing_ok=True)
+
+    def _prepare_from(self, work: Path) -> str:
+        state = inspect(work)
         if state.status in ("damaged", "inconsistent"):
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
             aside = self.path.with_name(f"{self.path.name}.{state.status}-{stamp}")
@@ -137,30 +172,62 @@ class TrialFile:
                      "restarting from scratch")
             return "fresh"
         status = state.attrs
-        if status["status"] == "complete" and not self.force:
+        if status["status"] == "complete":
             return "complete"
-        if not self.force and int(status.get("schema_version", 1)) < SCHEMA_VERSION:
+        if int(status.get("schema_version", 1)) < SCHEMA_VERSION:
             # Its snapshots so far hold the measured layers only; appending whole models would mix two layouts.
             self.log(f"{self.trial.trial_id}: unfinished file of schema {status.get('schema_version', 1)} (before "
                      f"whole-model snapshots); restarting from scratch")
-            self.path.unlink()
-            self.state_path.unlink(missing_ok=True)
+            self._discard()
             return "fresh"
-        if self.force:
-            self.log(f"{self.trial.trial_id}: --force: discarding the existing file and rerunning")
-            self.path.unlink()
-            self.state_path.unlink(missing_ok=True)
-            return "fresh"
-        state = self._load_state()
-        if state is None or state["epoch"] > int(status.get("epochs_done", -1)):
+        checkpoint = self._load_state()
+        if checkpoint is None or checkpoint["epoch"] > int(status.get("epochs_done", -1)):
             self.log(f"{self.trial.trial_id}: running file without a usable checkpoint; restarting from scratch")
-            self.path.unlink()
-            self.state_path.unlink(missing_ok=True)
+            self._discard()
             return "fresh"
-        self._resume = state
-        self._truncate_after(state["epoch"])
-        self.log(f"{self.trial.trial_id}: resuming after epoch {state['epoch']}")
+        try:
+            self._truncate_after(work, checkpoint["epoch"])
+        except OSError as error:
+            raise self._disk_full(error, f"the copy of {self.trial.trial_id} it resumes from") from error
+        self._install(work)
+        self._resume = checkpoint
+        self.log(f"{self.trial.trial_id}: resuming after epoch {checkpoint['epoch']}")
         return "resume"
+
+    def _settled_complete(self) -> bool:
+        """Whether the file in place is complete and no commit of it is half-applied (a cheap look: a
+        complete trial is skipped without copying it)."""
+        header = journal.read_header(journal.journal_path(self.path))
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+        if header is not None and header.inode == inode and header.state != journal.IDLE:
+            return False
+        return inspect(self.path).status == "complete"
+
+    def _remove_others_temporaries(self) -> None:
+        """Temporary files of earlier writers of this trial (this writer holds the lease now): a writer that
+        stopped before renaming its copy or checkpoint into place finds its name gone when it wakes."""
+        folder = self.path.parent
+        for name in (self.path.name, self.state_path.name, journal.journal_path(self.path).name):
+            for leftover in folder.glob(f".{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+        for old_style in (self.path.name + ".creating", self.state_path.name + ".tmp"):
+            (folder / old_style).unlink(missing_ok=True)
+
+    def _discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        journal.journal_path(self.path).unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
+
+    def _install(self, work: Path) -> None:
+        """Rename this writer's finished private file into place: from here on it is the trial's file."""
+        self._check_owner()
+        inode = os.stat(work).st_ino
+        os.replace(work, self.path)
+        self._inode = inode
+        journal.start_journal(self.path, self.token)
 
     def _load_state(self) -> dict | None:
         if not self.state_path.exists():
@@ -171,9 +238,11 @@ class TrialFile:
             self.log(f"{self.trial.trial_id}: checkpoint unreadable ({error}); ignoring it")
             return None
 
-    def _truncate_after(self, epoch: int) -> None:
-        """Drop rows written after the checkpoint's epoch: they are recomputed, identically."""
-        with open_h5(self.path, "a") as f:
+    @staticmethod
+    def _truncate_after(path: Path, epoch: int) -> None:
+        """Drop rows written after the checkpoint's epoch: they are recomputed, identically. Only ever on
+        this writer's private copy."""
+        with open_h5(path, "a") as f:
             keep = epoch + 1
             for name in f["metrics"]:
                 f["metrics"][name].resize(keep, axis=0)
@@ -185,7 +254,34 @@ class TrialFile:
                 kept = int(np.sum(f["steps/epoch"][:] <= epoch))
                 for name in f["steps"]:
                     f["steps"][name].resize(kept, axis=0)
+            if "results" in f:
+                del f["results"]  # measured after the last epoch: measured again
             f.attrs["epochs_done"] = epoch
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def _check_owner(self) -> None:
+        if self.lease is not None and (self.lease in KEEPER.lost or not self.lease.still_ours()):
+            raise LostOwnership(f"{self.trial.trial_id}: the lease was taken over by another owner; stopping "
+                                "without writing")
+
+    def _disk_full(self, error: OSError, what: str) -> OSError:
+        if not is_disk_full(error):
+            return error
+        return DiskFull(errno.ENOSPC, f"no space left on device (or quota exceeded) for {what} under "
+                                      f"{quoted(self.path.parent)}: the file keeps its last complete epoch; free "
+                                      "some space and resubmit")
+
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        """One all-or-nothing write to the trial file (``pipeline.journal``); the ownership of the trial and
+        the identity of the file are checked after the file is opened."""
+        try:
+            with journal.transaction(self.path, self._inode, self._check_owner) as f:
+                yield f
+        except journal.FileReplaced as replaced:
+            raise LostOwnership(f"{self.trial.trial_id}: {replaced}; stopping without writing") from None
+        except OSError as error:
+            raise self._disk_full(error, what) from error
 
     # -- the sink protocol -----------------------------------------------------------------------------
     def resume_point(self) -> dict | None:
@@ -210,7 +306,7 @@ class TrialFile:
         if self._resume is None:
             self._create(run_attrs)
         else:
-            with open_h5(self.path, "a") as f:
+            with self._writing(f"the start of {trial.trial_id}") as f:
                 f.attrs.update(run_attrs)
                 f.attrs["status"] = "running"
                 f.attrs["attempts"] = int(f.attrs.get("attempts", 1)) + 1
@@ -221,28 +317,33 @@ class TrialFile:
         trial, settings = self.trial, self.trial.settings
         experiment = experiments.of(trial)
         labels = experiment.labels(settings)
-        tmp = self.path.with_name(self.path.name + ".creating")
+        tmp = self._private(self.path)
         L = len(self.layer_names)
         names = np.array(self.layer_names, dtype=h5py.string_dtype())
-        with open_h5(tmp, "w") as f:
-            f.attrs.update({
-                "trial_id": trial.trial_id, "index": trial.index, "experiment": trial.experiment,
-                "cell": labels.cell, labels.cell_key: labels.cell, "mode": labels.mode, "seed": settings.seed,
-                "swept": json.dumps(trial.swept, sort_keys=True), "status": "running", "epochs_done": -1,
-                "total_epochs": experiment.total_epochs(settings),
-                "settings": json.dumps(dataclasses.asdict(settings), sort_keys=True), "started_at": utc_now(),
-                "wall_seconds": 0.0, "attempts": 1, "weights_every": settings.weights_every,
-                "schema_version": SCHEMA_VERSION, **run_attrs,
-            })
-            metrics = f.create_group("metrics")
-            multi_phase = experiment.first_phase_mode is not None
-            for name in METRIC_SERIES + (("phase",) if multi_phase else ()):
-                dtype = "i8" if name in ("epoch", "phase") else "f8"
-                metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
-            for name in LAYER_SERIES:
-                ds = metrics.create_dataset(name, shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(256, L))
-                ds.attrs["layer_names"] = names
-        os.replace(tmp, self.path)
+        try:
+            with open_h5(tmp, "w") as f:
+                f.attrs.update({
+                    "trial_id": trial.trial_id, "index": trial.index, "experiment": trial.experiment,
+                    "cell": labels.cell, labels.cell_key: labels.cell, "mode": labels.mode, "seed": settings.seed,
+                    "swept": json.dumps(trial.swept, sort_keys=True), "status": "running", "epochs_done": -1,
+                    "total_epochs": experiment.total_epochs(settings),
+                    "settings": json.dumps(dataclasses.asdict(settings), sort_keys=True), "started_at": utc_now(),
+                    "wall_seconds": 0.0, "attempts": 1, "weights_every": settings.weights_every,
+                    "schema_version": SCHEMA_VERSION, **run_attrs,
+                })
+                metrics = f.create_group("metrics")
+                multi_phase = experiment.first_phase_mode is not None
+                for name in METRIC_SERIES + (("phase",) if multi_phase else ()):
+                    dtype = "i8" if name in ("epoch", "phase") else "f8"
+                    metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
+                for name in LAYER_SERIES:
+                    ds = metrics.create_dataset(name, shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(256, L))
+                    ds.attrs["layer_names"] = names
+            self._install(tmp)
+        except OSError as error:
+            raise self._disk_full(error, f"the start of {trial.trial_id}") from error
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _wants_weights(self, epoch: int) -> bool:
         if not hasattr(self, "_snapshot_epochs"):
@@ -250,25 +351,23 @@ class TrialFile:
         return epoch in self._snapshot_epochs
 
     def _guard(self, needed: int, what: str) -> None:
-        """Before any write: this process must still own the trial, and the write must fit on the disk."""
-        if self.lease is not None and (self.lease in KEEPER.lost or not self.lease.still_ours()):
-            raise LostOwnership(f"{self.trial.trial_id}: the lease was taken over by another owner; stopping "
-                                "without writing")
+        """Before any write: this process must still own the trial, and the write must fit on the disk (a
+        quota that the check cannot see fails the write itself, which loses nothing either)."""
+        self._check_owner()
         check_space(self.path.parent, needed, what)
 
     def write_epoch(self, record, model, checkpoint) -> None:
         # The last row always keeps its weights: a trial that ends early (converged) ends off the policy's grid.
         snapshot = model.snapshot() if record.last or self._wants_weights(record.epoch) else {}
         row_bytes = 8 * (len(METRIC_SERIES) + 1 + len(LAYER_SERIES) * len(self.layer_names))
-        self._guard(row_bytes + sum(t.numel() * t.element_size() for t in snapshot.values()),
-                    f"epoch {record.epoch} of {self.trial.trial_id}")
-        with open_h5(self.path, "a") as f:
+        what = f"epoch {record.epoch} of {self.trial.trial_id}"
+        self._guard(row_bytes + sum(t.numel() * t.element_size() for t in snapshot.values()), what)
+        with self._writing(what) as f:
             if self._pending_steps:
                 steps = self._steps_group(f)
                 for step_epoch, row in self._pending_steps:
                     _append(steps["dist_E"], row)
                     _append(steps["epoch"], step_epoch)
-            self._pending_steps = []
             metrics = f["metrics"]
             values = {"epoch": record.epoch, "loss": record.loss, "accuracy": record.accuracy,
                       "seconds": record.seconds, "grad_norm": record.grad_norm, "phase": record.phase,
@@ -280,12 +379,13 @@ class TrialFile:
                 self._write_snapshot(f, record, snapshot, self.layer_names)
             f.attrs["epochs_done"] = record.epoch
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
-        self.log(_format(self.trial, record))
+        self._pending_steps = []  # written: a failed write keeps them for the epoch's next attempt
         # Captured every epoch (a CPU copy) so that a preemption signal, which may arrive in the middle of an
         # optimizer step, persists a consistent state: the last completed epoch.
         self._latest_state = checkpoint()
         if not record.last and self.clock.due(record.epoch):
             self._save_state(self._latest_state)
+        self.log(_format(self.trial, record))  # reported once it is in the file (and checkpointed, when due)
 
     @staticmethod
     def _write_snapshot(f: h5py.File, record, snapshot: dict, layers: list[str]) -> None:
@@ -319,12 +419,27 @@ class TrialFile:
         return f["steps"]
 
     def _save_state(self, state: dict) -> None:
+        """Write the checkpoint to this writer's own temporary name, then rename it into place (if the trial
+        is still this writer's). A failed write leaves the previous checkpoint as it was."""
         size = sum(t.numel() * t.element_size() for part in ("model", "initial") for t in state.get(part, {}).values())
-        self._guard(size, f"the checkpoint of {self.trial.trial_id}")
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        what = f"the checkpoint of {self.trial.trial_id}"
+        self._guard(size, what)
+        tmp = self._private(self.state_path)
         try:
-            torch.save(state, tmp)
+            with open(tmp, "wb") as handle:
+                sink = _WriteErrors(handle)
+                try:
+                    torch.save(state, sink)
+                except RuntimeError as error:
+                    # torch's serializer reports a failed write as "unexpected pos": keep the errno it lost.
+                    raise (sink.error or error) from error
+            self._check_owner()
             os.replace(tmp, self.state_path)
+        except FileNotFoundError:
+            self._check_owner()  # a new owner removed this writer's temporary file: the trial is no longer its
+            raise
+        except OSError as error:
+            raise self._disk_full(error, what) from error
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -335,8 +450,9 @@ class TrialFile:
     def write_results(self, arrays: dict, attrs: dict) -> None:
         """What an experiment measures once, after its last epoch (``results/``: its attributes and arrays,
         names with slashes making subgroups); replaced whole if a resumed run measures it again."""
-        self._guard(sum(np.asarray(a).nbytes for a in arrays.values()), f"the results of {self.trial.trial_id}")
-        with open_h5(self.path, "a") as f:
+        what = f"the results of {self.trial.trial_id}"
+        self._guard(sum(np.asarray(a).nbytes for a in arrays.values()), what)
+        with self._writing(what) as f:
             if "results" in f:
                 del f["results"]
             group = f.create_group("results")
@@ -348,13 +464,15 @@ class TrialFile:
                 group.create_dataset(name, data=value)
 
     def finish(self) -> None:
-        self._guard(0, f"the end of {self.trial.trial_id}")
-        with open_h5(self.path, "a") as f:
+        what = f"the end of {self.trial.trial_id}"
+        self._guard(0, what)
+        with self._writing(what) as f:
             # A trial that ends early (a search that converged) ran fewer epochs than it might have.
             f.attrs["total_epochs"] = min(int(f.attrs["total_epochs"]), int(f.attrs["epochs_done"]))
             f.attrs["status"] = "complete"
             f.attrs["finished_at"] = utc_now()
             f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
+        self._check_owner()
         self.state_path.unlink(missing_ok=True)
 
     def mark_stopped(self, status: str, message: str, error: BaseException | None = None) -> None:
@@ -364,9 +482,9 @@ class TrialFile:
         if error is not None and (is_disk_full(error) or isinstance(error, LostOwnership)):
             return
         try:
-            if self.path.exists() and read_status(self.path)["status"] not in ("damaged", "complete"):
+            if self._inode is not None and read_status(self.path)["status"] not in ("damaged", "complete"):
                 self._guard(0, f"the {status} status of {self.trial.trial_id}")
-                with open_h5(self.path, "a") as f:
+                with self._writing(f"the {status} status of {self.trial.trial_id}") as f:
                     f.attrs["status"] = status
                     f.attrs["last_error"] = message
             if self._latest_state is not None:
@@ -382,6 +500,29 @@ class TrialFile:
         """On preemption or time-out: persist the last completed epoch, whatever the interval."""
         if self._latest_state is not None:
             self._save_state(self._latest_state)
+
+    def close(self) -> None:
+        """The run is over (whichever way): its journal goes, unless a commit of it needs undoing."""
+        if self._inode is not None:
+            journal.remove_journal(self.path, self._inode)
+
+
+class _WriteErrors:
+    """A binary file for torch.save that remembers the OSError of a failed write (torch replaces it with a
+    RuntimeError that has no errno), so that a full disk is reported as one."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _append(dataset: h5py.Dataset, value) -> None:

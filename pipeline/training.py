@@ -21,6 +21,7 @@ import hashlib
 import torch
 from torch.nn import functional as F
 
+from . import stopping
 from .data import Dataset
 from .models.base import MeasuredModel
 from .settings import LOSSES, Augmentation
@@ -218,6 +219,7 @@ def full_batch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentati
     totals, corrects = [0.0] * len(plans), [0] * len(plans)
     stepper.zero_grad()
     for start in range(0, plan.num_rows, step):
+        stopping.check()  # ...or between chunks of a long epoch: the epoch is redone on resumption
         x, y = batch_rows(stepper.template, data, plan, rows[start : start + step])
         measured = stepper.backward(x, [y] * len(plans), plan.num_rows, loss, stats=start < plain)
         for i, (total, correct) in enumerate(measured or []):
@@ -239,6 +241,7 @@ def sgd_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | No
     hooks.before_update(None)  # the point before the epoch is not what any minibatch sees
     grad_norms = [0.0] * len(plans)
     for start in range(0, plans[0].num_rows, batch_size):
+        stopping.check()  # ...or between optimizer steps: the epoch is redone on resumption
         batches = [batch_rows(stepper.template, data, plan, order[start : start + batch_size])
                    for plan, order in zip(plans, orders)]
         stepper.zero_grad()

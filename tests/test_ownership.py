@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -117,20 +118,109 @@ def test_a_dead_or_recycled_owner_is_taken_over_without_anyone_deleting_anything
         sleeper.kill()
 
 
-def test_another_hosts_lease_is_kept_while_its_heartbeat_is_fresh_and_taken_when_stale(tmp_path):
+def test_another_hosts_lease_is_kept_while_its_heartbeat_is_fresh_and_taken_when_stale(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_LEASE_HEARTBEAT_S", "1")
+    monkeypatch.setenv("PIPELINE_LEASE_STALE_S", "3")
     path = tmp_path / "t.lease"
     fresh = foreign_owner(1, ticks=1, host="node-17", heartbeat_at=time.time())
     plant_lease(path, fresh)
     with pytest.raises(Busy, match="on node-17"):
         Lease.acquire(path, "trial t")
+    # An old heartbeat by the owner's clock proves nothing: the taker watches the lease on its own clock, and
+    # takes it over only once it has not changed for the stale period.
+    notes = []
     plant_lease(path, fresh | {"heartbeat_at": time.time() - 3600})
-    Lease.acquire(path, "trial t").release()
-    # On SLURM, a job that the queue no longer holds is gone, whatever its heartbeat says.
+    started = time.monotonic()
+    Lease.acquire(path, "trial t", note=notes.append).release()
+    assert time.monotonic() - started >= 3
+    assert "cannot be proven alive or dead from here; watching it for 3 s" in notes[0]
+    assert "took over its lease (pid 1 on node-17" in notes[1]
+    # On SLURM, a job that the queue no longer holds is gone, whatever its heartbeat says...
     plant_lease(path, fresh | {"slurm_job": "77_3"})
     Lease.acquire(path, "trial t", job_states={"78_0": "RUNNING"}).release()
-    plant_lease(path, fresh | {"slurm_job": "77_3"})
-    with pytest.raises(Busy):
-        Lease.acquire(path, "trial t", job_states={"77_3": "RUNNING"})
+    # ... and a job it runs, or holds suspended, lives, however old its heartbeat.
+    for state in ("RUNNING", "SUSPENDED"):
+        plant_lease(path, fresh | {"slurm_job": "77_3", "heartbeat_at": time.time() - 400})
+        with pytest.raises(Busy):
+            Lease.acquire(path, "trial t", job_states={"77_3": state})
+
+
+def test_a_live_owner_whose_clock_is_ten_minutes_off_is_not_taken_over(tmp_path, monkeypatch):
+    """Its heartbeats look 600 s old by the taker's clock, but they keep coming: the lease changes."""
+    monkeypatch.setenv("PIPELINE_LEASE_HEARTBEAT_S", "0.5")
+    monkeypatch.setenv("PIPELINE_LEASE_STALE_S", "2")
+    path = tmp_path / "t.lease"
+    skewed = foreign_owner(1, ticks=1, host="node-17")
+    stop = threading.Event()
+
+    def renew():
+        while not stop.is_set():
+            plant_lease(path, skewed | {"heartbeat_at": time.time() - 600})
+            stop.wait(0.5)
+
+    beating = threading.Thread(target=renew)
+    beating.start()
+    try:
+        time.sleep(0.1)
+        with pytest.raises(Busy, match="on node-17"):
+            Lease.acquire(path, "trial t", note=lambda line: None)
+    finally:
+        stop.set()
+        beating.join()
+    assert read_owner(path).token == skewed["token"]
+
+
+@pytest.mark.parametrize("content", ["", '{"host": "node', "not json at all"])
+def test_an_empty_or_garbled_lease_is_broken_after_the_stale_period_with_a_note(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("PIPELINE_LEASE_HEARTBEAT_S", "0.5")
+    monkeypatch.setenv("PIPELINE_LEASE_STALE_S", "1.5")
+    path = tmp_path / "t.lease"
+    path.write_text(content)
+    notes = []
+    lease = Lease.acquire(path, "trial t", note=notes.append)
+    assert read_owner(path).token == lease.owner.token
+    lease.release()
+    assert len(notes) == 2 and all(line.count("\n") == 0 for line in notes)
+    assert "an unreadable lease" in notes[0] and "1970" not in notes[0] and "pid -1" not in notes[0]
+    assert "took over its lease (an unreadable lease" in notes[1]
+
+
+def test_an_empty_folder_guard_does_not_block_resubmit_for_ever(tmp_path):
+    out = tmp_path / "out"
+    assert cli("submit", "--exp", "smoke", "--out", str(out), *sets(["groups=rot", "modes=nom", "cnn.seeds=1",
+                                                                      "configs=cross"])).returncode == 0
+    (out / ".submit.lease").write_text("")  # as a crashed node can leave it
+    fast = {**os.environ, "PIPELINE_LEASE_HEARTBEAT_S": "1", "PIPELINE_LEASE_STALE_S": "3"}
+    started = time.monotonic()
+    again = cli("resubmit", "--out", str(out), env=fast)
+    assert again.returncode == 0, again.stderr
+    assert time.monotonic() - started < 60
+    assert "nothing to resubmit" in again.stdout
+    assert "an unreadable lease (empty file)" in again.stderr and "took over its lease" in again.stderr
+    assert not (out / ".submit.lease").exists()
+
+
+def test_a_leftover_breaking_guard_costs_only_a_short_wait(tmp_path):
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    path = tmp_path / "t.lease"
+    plant_lease(path, foreign_owner(finished.pid, ticks=12345))  # a dead owner on this machine
+    for breaker in (foreign_owner(finished.pid, ticks=12345),  # left by a breaker killed here: provably gone
+                    foreign_owner(1, ticks=1, host="node-17")):  # left by one on another node
+        (tmp_path / "t.lease.breaking").write_text(json.dumps(breaker))
+        started = time.monotonic()
+        Lease.acquire(path, "trial t").release()
+        assert time.monotonic() - started < 15
+        plant_lease(path, foreign_owner(finished.pid, ticks=12345))
+
+
+def test_stale_limits_below_three_heartbeats_are_refused_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PIPELINE_LEASE_STALE_S": "10"}  # the default heartbeat is 30 s
+    result = cli("run-trial", "--exp", "smoke", "--index", "0", "--out", str(out), env=env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "PIPELINE_LEASE_STALE_S=10 is below three heartbeats" in result.stderr and "at least 90" in result.stderr
+    assert not (out / "trials").exists()
 
 
 def test_of_many_takers_of_a_dead_lease_exactly_one_wins(tmp_path):

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..settings import CommonSettings, ConfigError, did_you_mean, field_types, parse_value
+from ..settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,8 @@ class Experiment:
     legend_heading: ClassVar[str] = ""
     # Classes of its classification task: chance accuracy is 1/classes.
     classes: ClassVar[int] = 10
+    # The settings that size its model, named when a model would be too large.
+    size_settings: ClassVar[tuple] = ("n", "channels", "cnn_channels", "image_size")
     # The figures of trajectories it wants (analysis/figures.py): "trajectory", "layers", "training_curves",
     # "steps". Measurements after training (``results/``) bring their own figures.
     standard_figures: ClassVar[tuple] = ("trajectory", "layers", "training_curves", "steps")
@@ -162,6 +164,12 @@ class Experiment:
                               f"accepted: {', '.join(sorted(types))}")
         settings = self.settings_type(**{k: parse_value(k, v, types[k]) for k, v in values.items()})
         settings.validate()
+        weights = self.snapshot_values(settings)
+        if weights > MAX_WEIGHTS:
+            sizes = ", ".join(f"{name}={getattr(settings, name)}" for name in self.size_settings
+                              if hasattr(settings, name))
+            raise ConfigError(f"a model of {weights:.3g} weights ({sizes}) is too large; accepted: at most "
+                              f"{MAX_WEIGHTS:.0e} weights ({MAX_WEIGHTS * 4 / 1e9:.0f} GB in float32)")
         return self.canonical(settings)
 
     def canonical(self, settings):

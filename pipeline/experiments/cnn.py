@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (CommonSettings, ConfigError, atomic, check_choice, check_count, check_nonnegative,
-                        check_positive_int, check_rate)
+from ..settings import (MAX_CHANNELS, MAX_EPOCHS, CommonSettings, ConfigError, atomic, check_choice, check_count,
+                        check_image_side, check_nonnegative, check_positive_int, check_rate)
 from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 # variant -> (kernel support, parametrisation of the unconstrained phase-2 model)
@@ -60,6 +60,9 @@ class CNNSettings(CommonSettings):
         widths = self.channel_widths
         if widths is None:
             raise ConfigError(f"cnn_channels must be three positive integers a,b,c, got {self.cnn_channels!r}")
+        if max(widths) > MAX_CHANNELS:
+            raise ConfigError(f"cnn_channels={self.cnn_channels} is too large (channels of a layer); accepted: "
+                              f"widths of at most {MAX_CHANNELS}")
         check_positive_int("image_size", self.image_size)
         if self.image_size % 4:
             raise ConfigError(f"image_size must be a positive multiple of 4 (two 2x2 poolings), got {self.image_size}")
@@ -69,6 +72,10 @@ class CNNSettings(CommonSettings):
             check_count(name, getattr(self, name))
         if self.phase1_epochs + self.phase2_epochs == 0:
             raise ConfigError("phase1_epochs + phase2_epochs must be at least 1, got 0 and 0")
+        check_image_side("image_size", self.image_size)
+        if self.phase1_epochs + self.phase2_epochs > MAX_EPOCHS:
+            raise ConfigError(f"phase1_epochs={self.phase1_epochs} and phase2_epochs={self.phase2_epochs} are too many "
+                              f"epochs for one trial; accepted: at most {MAX_EPOCHS} in all")
         check_rate("phase1_lr", self.phase1_lr)
         check_rate("phase2_lr", self.phase2_lr)
         check_nonnegative("reg", self.reg)

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (LOSSES, MODES, Augmentation, CommonSettings, ConfigError, check_choice, check_nonnegative,
-                        check_positive_int, check_rate)
+from ..settings import (LOSSES, MAX_CHANNELS, MAX_EPOCHS, MODES, Augmentation, CommonSettings, ConfigError,
+                        check_at_most, check_choice, check_image_side, check_nonnegative, check_positive_int,
+                        check_rate)
 from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")
@@ -69,6 +70,9 @@ class GroupsSettings(CommonSettings):
                               "full-batch steps")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
             raise ConfigError(f"n must be an integer >= 2 (images are n x n), got {self.n!r}")
+        check_image_side("n", self.n)
+        check_at_most("channels", self.channels, MAX_CHANNELS, "channels of a layer")
+        check_at_most("epochs", self.epochs, MAX_EPOCHS, "epochs of one trial")
         check_rate("lr", self.lr)
         check_nonnegative("reg", self.reg)
         Augmentation.parse(self.augment)

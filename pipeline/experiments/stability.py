@@ -20,8 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (LOSSES, CommonSettings, ConfigError, atomic, check_choice, check_count, check_nonnegative,
-                        check_positive_int, check_rate)
+from ..settings import (LOSSES, MAX_CHANNELS, MAX_EPOCHS, CommonSettings, ConfigError, atomic, check_at_most,
+                        check_choice, check_count, check_image_side, check_nonnegative, check_positive_int,
+                        check_rate)
 from .base import (ALL_OF, ANY_OF, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STABILITY_DIFFERS, Claim, Experiment,
                    GridCell, Labels)
 from .cnn import EXPERIMENT as CNN_EXPERIMENT
@@ -99,6 +100,15 @@ class StabilitySettings(CommonSettings):
             check_positive_int(name, getattr(self, name))
         check_count("newton_iterations", self.newton_iterations)
         check_nonnegative("weight_decay", self.weight_decay)
+        check_image_side("n", self.n)
+        check_image_side("image_size", self.image_size)
+        check_at_most("channels", self.channels, MAX_CHANNELS, "channels of a layer")
+        check_at_most("max_iterations", self.max_iterations, MAX_EPOCHS * self.block,
+                      f"{MAX_EPOCHS} rows of {self.block} iterations")
+        for name in ("lanczos_steps", "perturbation_steps"):
+            check_at_most(name, getattr(self, name), MAX_EPOCHS, "steps of one measurement")
+        check_at_most("newton_iterations", self.newton_iterations, MAX_EPOCHS, "Newton steps of one search")
+        check_at_most("cg_iterations", self.cg_iterations, MAX_EPOCHS, "Hessian-vector products of one step")
         check_count("basis_seed", self.basis_seed)
         if self.lanczos_steps <= self.eigenpairs:
             raise ConfigError(f"lanczos_steps must exceed eigenpairs ({self.eigenpairs}), got {self.lanczos_steps}")

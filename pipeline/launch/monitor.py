@@ -12,14 +12,14 @@ States:
 - ``unknown``: what happens to it depends on a queue that could not be read (squeue did not answer). Never
   read as empty: ``resubmit`` refuses while any trial is unknown.
 
-Local tasks are followed by their process identity (host, boot, PID and start time), never by a PID
-alone, so a recycled PID neither keeps a trial "queued" nor is ever signalled.
+Local tasks are followed by their process identity (host, boot, PID namespace, PID and start time), never
+by a PID alone, so a recycled PID neither keeps a trial "queued" nor is ever signalled; a record without
+that identity (an older format) or from where its process cannot be seen says "unknown".
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -29,11 +29,11 @@ from pathlib import Path
 from submitit.core.utils import JobPaths
 
 from .. import queue
-from ..execute import CANCEL_SIGNAL
 from ..files import inspect, trial_paths
 from ..manifest import labels_of, read_manifest, utc_now
 from ..ownership import LEASE_SUFFIX, Owner, process_start_ticks, read_owner, task_lease_path, trial_lease_path
 from ..settings import ConfigError
+from ..stopping import CANCEL_SIGNAL
 from .records import append_record, cancelled_jobs, read_submissions
 
 ORDER = ("complete", "running", "queued", "failed", "cancelled", "missing", "inconsistent", "unknown")
@@ -51,29 +51,48 @@ class TrialState:
     job_id: str = ""
 
 
-def local_process_alive(record: dict, task: dict) -> bool:
-    """Whether a local task's controller is still the process that was started (host, boot, start time)."""
+def local_process_alive(record: dict, task: dict) -> bool | None:
+    """Whether a local task's controller is still the process that was started: True or False where its
+    identity (host, boot, PID namespace, start time) proves it, None where it cannot be told (a record
+    without that identity whose PID exists, or a process started where this one cannot see)."""
     pid = str(task.get("job_id", ""))
-    if record.get("hostname") != socket.gethostname() or not pid.isdigit():
+    me = Owner.this_process()
+    if not pid.isdigit():
         return False
-    if record.get("boot_id") and record["boot_id"] != Owner.this_process().boot_id:
-        return False
+    if record.get("hostname") != me.host:
+        return None  # another machine's processes cannot be seen from here
+    if record.get("boot_id") and record["boot_id"] != me.boot_id:
+        return False  # the machine rebooted since
+    if record.get("pid_ns") and record["pid_ns"] != me.pid_ns:
+        return None  # another PID namespace (a container): its PIDs mean nothing here
     ticks = process_start_ticks(int(pid))
-    # Records written before start times were kept cannot prove identity: alive only if the PID exists.
-    return ticks is not None and task.get("start_ticks", ticks) == ticks
+    if ticks is None:
+        return False
+    if not record.get("boot_id") or task.get("start_ticks") is None:
+        return None  # an older record: a live process with its PID may be anyone's
+    return task["start_ticks"] == ticks
 
 
-def _task_state(out_dir: Path, record: dict, task: dict, slurm: dict | None) -> tuple[bool | None, str]:
-    """(True/False/None for unknown, words) for one task: will it still run its trials?"""
+def _task_state(out_dir: Path, record: dict, task: dict, slurm) -> tuple[bool | None, str]:
+    """(True, False or None for unknown; words, or for unknown why) for one task: will it still run its
+    trials?"""
     job_id = task["job_id"]
+    if record.get("unconfirmed"):
+        return None, (f"a submission at {record.get('submitted_at', '?')} was interrupted before its job ids were "
+                      "recorded: its tasks may be queued or running")
     owner = read_owner(task_lease_path(out_dir, job_id))
     if owner is not None and owner.state(slurm) == "alive":
         return True, "running"
     if record.get("executor") == "local":
-        return (True, "starting") if local_process_alive(record, task) else (False, "")
-    if slurm is None:
-        return None, ""
-    state = slurm.get(job_id)
+        alive = local_process_alive(record, task)
+        if alive is None:
+            return None, (f"task {job_id} was started on {record.get('hostname', '?')} where its process cannot be "
+                          "told from another (a record without its start time, another machine or PID namespace)")
+        return (True, "starting") if alive else (False, "")
+    states = slurm.states()
+    if states is None:
+        return None, f"squeue did not answer: job {job_id} may still be queued or running"
+    state = states.get(job_id)
     return (state is not None), (state or "").lower()
 
 
@@ -99,8 +118,10 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
             for index in task["indices"]:
                 task_of[index] = (record, task)
     cancelled = cancelled_jobs(out_dir, warn)
-    slurm = queue.read_slurm_queue() if any(r.get("executor") == "slurm" for r in submissions) else {}
-    task_states: dict[str, tuple[bool | None, str]] = {}
+    # Read once, and only if a task or a lease needs it: a run-trial inside a SLURM job of another node holds
+    # a lease that only the queue can vouch for, even in a folder without SLURM submissions.
+    slurm = queue.QueueView()
+    task_states: dict[tuple, tuple[bool | None, str]] = {}
     accounting = None
 
     states = []
@@ -109,14 +130,16 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
         labels = labels_of(entry)
         record, task = task_of.get(index, ({}, {}))
         job_id = task.get("job_id", "")
-        if job_id and job_id not in task_states:
-            task_states[job_id] = _task_state(out_dir, record, task, slurm)
-        live, words = task_states.get(job_id, (False, ""))
+        key = (record.get("id", ""), job_id)
+        if task and key not in task_states:
+            task_states[key] = _task_state(out_dir, record, task, slurm)
+        live, words = task_states.get(key, (False, ""))
         was_cancelled = job_id in cancelled
         path, _ = trial_paths(out_dir, trial_id)
         file = inspect(path) if path.exists() else None
         attrs = file.attrs if file is not None else {}
         owner = read_owner(trial_lease_path(out_dir, trial_id))
+        held = owner.state(slurm) if owner is not None else None
         handled = bool(job_id) and str(attrs.get("job", "")) == job_id  # this task already ran its attempt
 
         def result(state: str, detail: str, in_queue: bool = False) -> TrialState:
@@ -124,22 +147,27 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
 
         if file is not None and file.status == "complete":
             states.append(result("complete", f"{_progress(attrs)} on {attrs.get('device', '?')}"))
-        elif file is not None and file.status == "inconsistent":
-            states.append(result("inconsistent", file.problem))
-        elif owner is not None and owner.state(slurm) == "alive":
+        elif held == "alive":
             progress = _progress(attrs) if file is not None else "starting"
             states.append(result("running", f"{progress} on {attrs.get('device', '?')}, by {owner.describe()}",
                                  in_queue=True))
-        elif live and not was_cancelled and not (handled and file.status in ("failed", "cancelled")):
+        elif held == "unproven":
+            states.append(result("unknown", f"held by {owner.describe()}, which cannot be proven alive or dead from "
+                                            "here; a run that needs it watches it for the stale period first",
+                                 in_queue=True))
+        elif live and not was_cancelled and not (handled and file.status in ("failed", "cancelled", "inconsistent")):
             where = ("waiting in the queue" if words == "pending" else
                      "its task is running other trials first" if words in ("running", "starting") else words)
-            resume = f"; resumes after epoch {attrs.get('epochs_done')}" if file is not None and file.status != "damaged" else ""
+            resume = (f"; resumes after epoch {attrs.get('epochs_done')}" if file is not None and
+                      file.status in ("running", "failed", "cancelled") else "")
             states.append(result("queued", f"job {job_id}: {where}{resume}", in_queue=True))
+        elif file is not None and file.status == "inconsistent":
+            states.append(result("inconsistent", file.problem))
         elif was_cancelled or (file is not None and file.status == "cancelled"):
             at = f" at {_progress(attrs)}" if file is not None else " before it started"
             states.append(result("cancelled", f"cancelled{at}" + (f" (job {job_id})" if job_id else "")))
         elif live is None:
-            states.append(result("unknown", f"squeue did not answer: job {job_id} may still be queued or running"))
+            states.append(result("unknown", words))
         elif file is not None and file.status == "failed":
             states.append(result("failed", str(attrs.get("last_error", "failed"))))
         elif file is not None and file.status == "damaged":
@@ -147,7 +175,7 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
         elif file is not None:
             if accounting is None:
                 accounting = queue.read_accounting([t["job_id"] for r in submissions if r.get("executor") == "slurm"
-                                                    for t in r["tasks"]])
+                                                    for t in r["tasks"] if t["job_id"]])
             how = accounting.get(job_id, "")
             last = _last_log_line(record.get("folder", ""), job_id) if job_id else ""
             states.append(result("failed", f"stopped at {_progress(attrs)}, not queued (killed, timed out or its task "
@@ -178,8 +206,8 @@ def format_status(states: list[TrialState], only_unfinished: bool = False) -> st
 
 def needing_resubmission(states: list[TrialState], include_diverged: bool = False) -> list[TrialState]:
     """Trials that nothing will complete: missing, failed (not those that diverged, which would diverge
-    again, unless asked), cancelled."""
-    return [s for s in states if s.state in ("failed", "missing", "cancelled") and not s.in_queue
+    again, unless asked), cancelled, and inconsistent (a rerun sets the file aside and runs it again)."""
+    return [s for s in states if s.state in ("failed", "missing", "cancelled", "inconsistent") and not s.in_queue
             and (include_diverged or not s.detail.startswith("Diverged"))]
 
 
@@ -206,53 +234,94 @@ def _signal_if_ours(pid: int, ticks: int | None) -> bool:
         return False
 
 
+# How long cancel waits for SLURM tasks to save their last epoch before it kills what is left.
+CANCEL_GRACE_S = float(os.environ.get("PIPELINE_CANCEL_GRACE_S", 120))
+# Tasks in these states run the training process: they are asked to save and stop; the others just go.
+RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING")
+
+
 def cancel(out_dir: Path, log=print) -> list[str]:
-    """Stop the grid: cancel its SLURM tasks, and ask its local training processes to save their last epoch
-    and stop. Returns the job ids cancelled; records them so that status says "cancelled"."""
+    """Stop the grid: ask its running tasks (local processes, and SLURM tasks through ``scancel --signal``)
+    to save their last epoch and stop, and cancel the rest. Returns the job ids cancelled; records them
+    first, so that status says "cancelled"."""
     out_dir = Path(out_dir)
     read_manifest(out_dir)  # a folder without a grid is an error, as for status
     submissions = read_submissions(out_dir)
-    slurm = queue.read_slurm_queue() if any(r.get("executor") == "slurm" for r in submissions) else {}
+    slurm = queue.QueueView()
     me = Owner.this_process()
-    cancelled, slurm_live = [], []
+    cancelled, slurm_live, unconfirmed = [], {}, []
     targets: dict[int, int | None] = {}  # local processes to stop: pid -> start time (their identity)
     for record in submissions:
+        if record.get("unconfirmed"):
+            unconfirmed.append(record)
+            continue
         for task in record["tasks"]:
             job_id = task["job_id"]
             if record.get("executor") == "slurm":
-                if slurm is None:
+                states = slurm.states()
+                if states is None:
                     raise ConfigError("squeue did not answer, so which tasks of this grid are queued is unknown; "
                                       "nothing was cancelled: retry when SLURM answers")
-                if job_id in slurm:
-                    slurm_live.append(job_id)
+                if job_id in states:
+                    slurm_live[job_id] = states[job_id]
                 continue
-            if local_process_alive(record, task):
+            if local_process_alive(record, task) is True:  # only a process proven to be the one started
                 targets.update({child: process_start_ticks(child) for child in _children(int(job_id))})
                 cancelled.append(job_id)
             owner = read_owner(task_lease_path(out_dir, job_id))  # a task whose controller was killed
-            if owner is not None and owner.host == me.host and owner.boot_id == me.boot_id:
+            if owner is not None and owner.same_processes(me):
                 targets[owner.pid] = owner.start_ticks
                 if job_id not in cancelled and owner.state(slurm) == "alive":
                     cancelled.append(job_id)
-    # Whatever trains a trial of this folder on this host is part of the grid, a run-trial included.
+    # Whatever trains a trial of this folder here is part of the grid, a run-trial included.
     for lease in (out_dir / "trials").glob(f"*{LEASE_SUFFIX}"):
         owner = read_owner(lease)
-        if owner is not None and owner.host == me.host and owner.boot_id == me.boot_id and owner.pid != me.pid:
+        if owner is not None and owner.same_processes(me) and owner.pid != me.pid:
             targets[owner.pid] = owner.start_ticks
-    signalled = sum(_signal_if_ours(pid, ticks) for pid, ticks in targets.items())
-    if slurm_live:
-        arrays = sorted({j.split("_")[0] for j in slurm_live})
-        result = subprocess.run(["scancel", *arrays], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise ConfigError(f"scancel failed: {' '.join(result.stderr.split())}")
-        cancelled += slurm_live
+    cancelled += list(slurm_live)
     if cancelled:
         append_record(out_dir, {"kind": "cancel", "cancelled_at": utc_now(), "hostname": me.host,
                                 "job_ids": cancelled})
+    signalled = sum(_signal_if_ours(pid, ticks) for pid, ticks in targets.items())
     if signalled:
         log(f"asked {signalled} local training process(es) to save their last epoch and stop")
+    if slurm_live:
+        _cancel_slurm(slurm_live, log)
+    for record in unconfirmed:
+        log(f"a submission at {record.get('submitted_at', '?')} was interrupted before its job ids were recorded: "
+            "any of its tasks that started are not known here (look for them with squeue)")
     log(f"cancelled {len(cancelled)} task(s): {' '.join(cancelled) if cancelled else 'none were queued or running'}")
     return cancelled
+
+
+def _scancel(arguments: list[str]) -> None:
+    result = subprocess.run(["scancel", *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ConfigError(f"scancel failed: {' '.join(result.stderr.split())}")
+
+
+def _cancel_slurm(live: dict[str, str], log) -> None:
+    """Cancel the waiting tasks at once (so that none starts meanwhile); send the running ones the cancel
+    signal, which reaches the training process on whichever node (it saves its last epoch, says
+    ``cancelled`` in its file and ends); kill whatever is still there after CANCEL_GRACE_S."""
+    running = [job for job, state in live.items() if state in RUNNING_STATES]
+    waiting = [job for job in live if job not in running]
+    if waiting:
+        _scancel(waiting)
+    if not running:
+        return
+    _scancel([f"--signal={CANCEL_SIGNAL.name.removeprefix('SIG')}", *running])
+    log(f"asked {len(running)} running SLURM task(s) to save their last epoch and stop")
+    deadline = time.time() + CANCEL_GRACE_S
+    left = running
+    while left and time.time() < deadline:
+        time.sleep(1.0)
+        states = queue.read_slurm_queue()
+        if states is not None:
+            left = [job for job in left if job in states]
+    if left:
+        log(f"{len(left)} task(s) did not stop within {CANCEL_GRACE_S:.0f} s of the signal: cancelling them outright")
+        _scancel(left)
 
 
 def wait_for(out_dir: Path, poll_s: float = 2.0) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import experiments
-from ..settings import ConfigError, did_you_mean
+from ..settings import ConfigError, did_you_mean, quoted
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
 EXECUTORS = ("slurm", "local")
@@ -76,30 +76,30 @@ def load_profile(name_or_path: str) -> Profile:
     try:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"cluster profile {path} is not valid TOML: {error}") from None
+        raise ConfigError(f"cluster profile {quoted(path)} is not valid TOML: {error}") from None
     known = set(Profile.__dataclass_fields__) - {"name", "path"}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {path}{did_you_mean(unknown[0], known)}; "
+        raise ConfigError(f"unknown key {unknown[0]!r} in cluster profile {quoted(path)}{did_you_mean(unknown[0], known)}; "
                           f"accepted: {', '.join(sorted(known))}")
     try:
         profile = Profile(name=path.stem, path=str(path.resolve()), **values)
     except TypeError as error:
-        raise ConfigError(f"cluster profile {path} is malformed: {error}") from None
+        raise ConfigError(f"cluster profile {quoted(path)} is malformed: {error}") from None
     if profile.executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {profile.executor!r} in {path}; accepted: {', '.join(EXECUTORS)}")
+        raise ConfigError(f"unknown executor {profile.executor!r} in {quoted(path)}; accepted: {', '.join(EXECUTORS)}")
     if profile.gpu_syntax not in GPU_SYNTAXES:
-        raise ConfigError(f"unknown gpu_syntax {profile.gpu_syntax!r} in {path}; accepted: {', '.join(GPU_SYNTAXES)}")
+        raise ConfigError(f"unknown gpu_syntax {profile.gpu_syntax!r} in {quoted(path)}; accepted: {', '.join(GPU_SYNTAXES)}")
     for key in ("max_time_min", "min_task_min", "array_parallelism"):
         value = getattr(profile, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key} in cluster profile {path} must be a positive integer (minutes), got {value!r}")
+            raise ConfigError(f"{key} in cluster profile {quoted(path)} must be a positive integer (minutes), got {value!r}")
     for experiment, minutes in profile.time_limit_min.items():
         if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1:
-            raise ConfigError(f"time_limit_min.{experiment} in cluster profile {path} must be a positive integer "
+            raise ConfigError(f"time_limit_min.{experiment} in cluster profile {quoted(path)} must be a positive integer "
                               f"(minutes per trial), got {minutes!r}")
     bad_experiments = sorted(set(profile.time_limit_min) - set(experiments.REGISTRY))
     if bad_experiments:
-        raise ConfigError(f"unknown experiment {bad_experiments[0]!r} in time_limit_min of {path}; "
+        raise ConfigError(f"unknown experiment {bad_experiments[0]!r} in time_limit_min of {quoted(path)}; "
                           f"accepted: {', '.join(experiments.REGISTRY)}")
     return profile

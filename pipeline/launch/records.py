@@ -4,28 +4,73 @@ One line per event: a submission (when, from which host, on which profile, the j
 of each task, and for local tasks the identity of their process) or a cancellation (which jobs). The
 latest submission of a trial is the one that counts. A line cut short by a crash mid-append is the only
 damage an append-only log can take: it is skipped with a warning, never a reason to stop.
+
+Nothing is launched unrecorded: a submission first appends a ``launching`` line (which also proves the
+log writable), then launches, then appends the submission with its job ids (:func:`launching`). A
+``launching`` line without its submission (a crash or a full disk between the two) makes its trials
+``unknown``, never ``missing``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import uuid
 from pathlib import Path
+
+from ..settings import ConfigError, quoted
 
 SUBMISSIONS = "submissions.jsonl"
 
 
 def append_record(out_dir: Path, record: dict) -> None:
+    append_records(out_dir, [record])
+
+
+def append_records(out_dir: Path, records: list[dict]) -> None:
+    """Append lines, in one write made durable before returning (a launch follows, or has just happened)."""
     path = Path(out_dir) / SUBMISSIONS
-    text = json.dumps(record)
+    text = "".join(json.dumps(record) + "\n" for record in records)
     with open(path, "a+") as handle:
-        # After a torn line, start on a fresh one so that this record stays readable.
+        # After a torn line, start on a fresh one so that these records stay readable.
         handle.seek(0, 2)
         if handle.tell() > 0:
             handle.seek(handle.tell() - 1)
             if handle.read(1) != "\n":
                 text = "\n" + text
-        handle.write(text + "\n")
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def launching(out_dir: Path, base: dict, indices: list[list[int]]):
+    """Record a submission around its launch: the ``launching`` line (the trial indices of each task)
+    before, so that if it cannot be written nothing is launched; after, the submission's records (one per
+    job array), which the caller appends to the list this yields, written together in one durable write.
+    Every line carries the launch's ``id``. A launch refused before anything started (a ConfigError, e.g.
+    sbatch rejecting an array) takes its ``launching`` line back; any other failure leaves it, and the
+    trials it may have launched say ``unknown``."""
+    path = Path(out_dir) / SUBMISSIONS
+    launch_id = uuid.uuid4().hex
+    size_before = path.stat().st_size if path.exists() else None
+    append_record(out_dir, {**base, "kind": "launching", "id": launch_id, "indices": indices})
+    size_after = path.stat().st_size
+    records: list[dict] = []
+    try:
+        yield records
+    except ConfigError:
+        if path.stat().st_size == size_after:  # nothing was appended since: take the line back
+            if size_before is None:
+                path.unlink()
+            else:
+                os.truncate(path, size_before)
+        else:
+            append_record(out_dir, {"kind": "not launched", "id": launch_id})
+        raise
+    append_records(out_dir, [{**record, "id": launch_id} for record in records])
 
 
 def read_records(out_dir: Path, warn=None) -> list[dict]:
@@ -41,7 +86,7 @@ def read_records(out_dir: Path, warn=None) -> list[dict]:
             if not isinstance(record, dict):
                 raise ValueError("not an object")
         except ValueError:
-            (warn or _warn)(f"warning: {path} line {number} is not a complete record (a write cut short?); "
+            (warn or _warn)(f"warning: {quoted(path)} line {number} is not a complete record (a write cut short?); "
                             "ignored")
             continue
         records.append(record)
@@ -59,7 +104,19 @@ def _warn(line: str) -> None:
 
 
 def read_submissions(out_dir: Path, warn=None) -> list[dict]:
-    return [r for r in read_records(out_dir, warn) if r.get("kind", "submission") == "submission"]
+    """Submissions in the order they were made. A launch that was begun but never recorded with its job
+    ids comes as a submission with ``unconfirmed`` set and tasks without job ids."""
+    records = read_records(out_dir, warn)
+    settled = {r.get("id") for r in records if r.get("kind", "submission") in ("submission", "not launched")}
+    submissions = []
+    for record in records:
+        kind = record.get("kind", "submission")
+        if kind == "submission":
+            submissions.append(record)
+        elif kind == "launching" and record.get("id") not in settled:
+            tasks = [{"job_id": "", "indices": indices} for indices in record.get("indices", [])]
+            submissions.append({**record, "kind": "submission", "unconfirmed": True, "tasks": tasks})
+    return submissions
 
 
 def cancelled_jobs(out_dir: Path, warn=None) -> dict[str, str]:

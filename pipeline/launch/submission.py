@@ -24,12 +24,13 @@ import submitit
 from ..cost import trial_flops
 from ..manifest import MANIFEST, read_manifest, trials_of_manifest, utc_now
 from ..ownership import Owner, process_start_ticks
-from ..settings import ConfigError
+from ..settings import ConfigError, quoted
+from .local_controller import LocalExecutor
 from .local_gpus import share_out, visible_gpus
 from .profiles import Profile
 from . import layout
 from .layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Task, Unit
-from .records import append_record
+from .records import launching
 from .task import ArrayTask
 
 def _balanced(units: list[list[int]], workers: int, cost) -> list[list[list[int]]]:
@@ -214,64 +215,100 @@ def _task_record(job, task: Task) -> dict:
     return entry
 
 
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Between the launch and its record, Ctrl-C (and a hang-up or a polite kill) waits: the record is
+    written first, then the signal takes effect."""
+    caught: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
 def submit(out_dir: Path, plan: Plan, log=print, tensorboard: bool = False) -> dict:
     """Launch a planned submission and record it: one line of ``submissions.jsonl`` per job array (locally,
-    one for the workers). Returns ``{"records": [...], "jobs": [every submitit job]}``."""
+    one for the workers). The launch is recorded before it starts and completed after
+    (``records.launching``), and nothing is said (``log``) before the record is written. Returns
+    ``{"records": [...], "jobs": [every submitit job]}``."""
     out_dir = Path(out_dir).resolve()
     profile = plan.profile
     me = Owner.this_process()
     base = {"kind": "submission", "submitted_at": utc_now(), "hostname": me.host, "boot_id": me.boot_id,
-            "profile": profile.name, "profile_path": str(profile.path), "executor": profile.executor}
-    if profile.executor == "local":
-        (array,) = plan.arrays
-        executor = submitit.LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        executor.update_parameters(timeout_min=array.time_min, signal_delay_s=profile.signal_delay_s)
-        gpus = share_out(visible_gpus(), len(array.tasks), profile.gpus)
-        with _detached_from_terminal():
-            jobs = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0, cuda_devices,
-                                              tensorboard))
-                    for task, cuda_devices in zip(array.tasks, gpus)]
-        tasks = [{**_task_record(job, task), "start_ticks": process_start_ticks(int(job.job_id)),
-                  "cuda_visible_devices": cuda_devices} for job, task, cuda_devices in zip(jobs, array.tasks, gpus)]
-        records = [{**base, "tasks": tasks, "time_min": array.time_min, "folder": str(executor.folder)}]
-        on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
-        log(f"started {len(jobs)} local worker process(es){on_gpus} for {plan.trials} trials "
-            f"({plan.threads} thread(s) each); logs in {out_dir / 'submitit' / 'local'}")
-    else:
-        if shutil.which("sbatch") is None:
-            raise ConfigError(f"cluster profile {profile.name!r} needs SLURM, but sbatch is not on this machine; "
-                              "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
-        executor = submitit.SlurmExecutor(folder=out_dir / "submitit" / "%A", max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        jobs, records = [], []
-        for number, array in enumerate(plan.arrays, 1):
-            executor.update_parameters(**_slurm_parameters(profile, plan.job_name(array), array))
-            captured = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(captured), executor.batch():
-                    launched = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0,
-                                                          tensorboard=tensorboard))
-                                for task in array.tasks]
-            except Exception as error:
-                undone = _cancel_arrays([r["array_id"] for r in records])
-                which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" if len(plan.arrays) > 1 else "the array"
-                raise ConfigError(f"sbatch rejected {which} on profile {profile.name}: "
-                                  f"{_sbatch_message(error, captured.getvalue())}{undone}") from None
-            array_id = launched[0].job_id.split("_")[0]
-            jobs += launched
-            records.append({**base, "tasks": [_task_record(job, task) for job, task in zip(launched, array.tasks)],
-                            "array_id": array_id, "time_min": array.time_min,
-                            "folder": str(executor.folder).replace("%A", array_id)})
-            per_task = sorted({len(task.indices) for task in array.tasks})
-            sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
-            log(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
-                f"trials, {sizes} per task, --time={array.time_min}, at most {array.parallelism} at once) on profile "
-                f"{profile.name}")
-        if len(records) > 1:
-            log(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
-                "stops them all")
-    for record in records:
-        append_record(out_dir, record)
+            "pid_ns": me.pid_ns, "profile": profile.name, "profile_path": str(profile.path),
+            "executor": profile.executor}
+    if profile.executor != "local" and shutil.which("sbatch") is None:
+        raise ConfigError(f"cluster profile {profile.name!r} needs SLURM, but sbatch is not on this machine; "
+                          "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
+    said: list[str] = []
+    every_task = [task.indices for array in plan.arrays for task in array.tasks]
+    with _interrupts_deferred(), launching(out_dir, base, every_task) as records:
+        launch = _launch_local if profile.executor == "local" else _launch_slurm
+        jobs = launch(out_dir, plan, base, records, said.append, tensorboard)
+    for line in said:
+        log(line)
     return {"records": records, "jobs": jobs}
+
+
+def _launch_local(out_dir: Path, plan: Plan, base: dict, records: list, say, tensorboard: bool) -> list:
+    profile = plan.profile
+    (array,) = plan.arrays
+    executor = LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    executor.update_parameters(timeout_min=array.time_min, signal_delay_s=profile.signal_delay_s)
+    gpus = share_out(visible_gpus(), len(array.tasks), profile.gpus)
+    with _detached_from_terminal():
+        jobs = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0, cuda_devices,
+                                          tensorboard))
+                for task, cuda_devices in zip(array.tasks, gpus)]
+    tasks = [{**_task_record(job, task), "start_ticks": process_start_ticks(int(job.job_id)),
+              "cuda_visible_devices": cuda_devices} for job, task, cuda_devices in zip(jobs, array.tasks, gpus)]
+    records.append({**base, "tasks": tasks, "time_min": array.time_min, "folder": str(executor.folder)})
+    on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
+    say(f"started {len(jobs)} local worker process(es){on_gpus} for {plan.trials} trials "
+        f"({plan.threads} thread(s) each); logs in {quoted(out_dir / 'submitit' / 'local')}")
+    return jobs
+
+
+def _launch_slurm(out_dir: Path, plan: Plan, base: dict, records: list, say, tensorboard: bool) -> list:
+    """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
+    cancelled, and the refusal (a ConfigError) takes the submission's ``launching`` line back: the folder
+    stays as it was."""
+    profile = plan.profile
+    executor = submitit.SlurmExecutor(folder=out_dir / "submitit" / "%A", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    jobs: list = []
+    for number, array in enumerate(plan.arrays, 1):
+        executor.update_parameters(**_slurm_parameters(profile, plan.job_name(array), array))
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(captured), executor.batch():
+                launched = [executor.submit(ArrayTask(out_dir, _units(task), plan.threads, profile.gpus > 0,
+                                                      tensorboard=tensorboard))
+                            for task in array.tasks]
+        except Exception as error:
+            undone = _cancel_arrays([r["array_id"] for r in records])
+            which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" if len(plan.arrays) > 1 \
+                else "the array"
+            raise ConfigError(f"sbatch rejected {which} on profile {profile.name}: "
+                              f"{_sbatch_message(error, captured.getvalue())}{undone}") from None
+        array_id = launched[0].job_id.split("_")[0]
+        jobs += launched
+        records.append({**base, "tasks": [_task_record(job, task) for job, task in zip(launched, array.tasks)],
+                        "array_id": array_id, "time_min": array.time_min,
+                        "folder": str(executor.folder).replace("%A", array_id)})
+        per_task = sorted({len(task.indices) for task in array.tasks})
+        sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
+        say(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
+            f"trials, {sizes} per task, --time={array.time_min}, at most {array.parallelism} at once) on profile "
+            f"{profile.name}")
+    if len(records) > 1:
+        say(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
+            "stops them all")
+    return jobs
 
 
 def _cancel_arrays(array_ids: list[str]) -> str:

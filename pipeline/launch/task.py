@@ -1,18 +1,24 @@
 """What one array task runs: some trials of the results folder's manifest, in order, as units of training
 that the submission decided (``pipeline.launch.layout``): one trial, or seeds trained packed together.
 
-It is checkpointable in submitit's sense: on preemption or time-out, submitit calls ``checkpoint``,
-which persists the running trials' last completed epoch and hands back this same task for requeueing;
-the requeued task skips the trials that completed and resumes the interrupted one from its checkpoint.
+It is checkpointable in submitit's sense: on preemption or time-out SLURM (or submitit's local
+controller) sends submitit's signal. Submitit's own handler would checkpoint and requeue from inside the
+signal handler, wherever training happens to be; the task instead only notes the signal
+(``pipeline.stopping``), and at the next seam of training the running trials save their last completed
+epoch, after which the task hands over to submitit's handler, which calls ``checkpoint`` (handing back this
+same task) and requeues it. The requeued task skips the trials that completed and resumes the
+interrupted one from its checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import submitit
 
+from .. import stopping
 from ..ownership import Lease, current_job_id, task_lease_path
 from .layout import pack_units
 
@@ -44,9 +50,12 @@ class ArrayTask(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, str]:
         from .. import numerics
-        from ..execute import install_cancel_handler
 
-        install_cancel_handler()
+        # Submitit installed its preemption handler before calling the task: keep it to call it later,
+        # outside any signal handler, once the trials have saved their last epoch.
+        requeue_signal = submitit.JobEnvironment._usr_sig()
+        submitit_handler = signal.getsignal(requeue_signal)
+        stopping.install(requeue_signal=requeue_signal if callable(submitit_handler) else None)
         if self.cuda_devices is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_devices  # before anything initialises CUDA
         # The first line of the task's log: which GPUs it was given, where a wrong device starts.
@@ -61,6 +70,13 @@ class ArrayTask(submitit.helpers.Checkpointable):
         lease = Lease.acquire(task_lease_path(self.out_dir, job_id), f"task {job_id}") if job_id else None
         try:
             return self._run_units()
+        except stopping.Requeue as request:
+            print(f"{request}: the trials saved their last epoch; requeueing the task", flush=True)
+            if lease is not None:
+                lease.release()
+                lease = None
+            submitit_handler(request.signum, None)  # checkpoint() and requeue; it exits the process
+            raise
         finally:
             if lease is not None:
                 lease.release()
@@ -68,8 +84,9 @@ class ArrayTask(submitit.helpers.Checkpointable):
     def _run_units(self) -> dict[str, str]:
         import torch
 
-        from ..execute import Cancelled, execute
+        from ..execute import execute
         from ..manifest import read_manifest, trials_of_manifest
+        from ..stopping import Cancelled
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
