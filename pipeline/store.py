@@ -501,8 +501,10 @@ class TrialFile:
         if self._latest_state is not None:
             self._save_state(self._latest_state)
 
-    def close(self) -> None:
-        """The run is over (whichever way): its journal goes, unless a commit of it needs undoing."""
+    def release(self) -> None:
+        """The run is over (whichever way): its journal goes, unless a commit of it needs undoing. Not a sink's
+        ``close`` (which wrappers pass on after a failure): the file is released last, after its status is
+        recorded."""
         if self._inode is not None:
             journal.remove_journal(self.path, self._inode)
 

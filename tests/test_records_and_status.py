@@ -80,11 +80,12 @@ def test_ctrl_c_between_the_launch_and_its_record_leaves_the_record(tmp_path, mo
     grid = load_grid("smoke", dict(v.split("=", 1) for v in SMALL))
     write_manifest(out, grid, grid.trials())
 
-    def launch_then_ctrl_c(out_dir, plan, record):
+    def launch_then_ctrl_c(out_dir, plan, base, records, say, tensorboard):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the workers started
         time.sleep(0.2)
-        record["tasks"] = [{"job_id": "4242", "indices": [0, 1], "start_ticks": 1}]
-        return [], "started 1 local worker process(es)"
+        records.append({**base, "tasks": [{"job_id": "4242", "indices": [0, 1], "start_ticks": 1}]})
+        say("started 1 local worker process(es)")
+        return []
 
     monkeypatch.setattr(submission, "_launch_local", launch_then_ctrl_c)
     printed = []
@@ -190,7 +191,8 @@ def test_resubmit_reruns_an_inconsistent_trial(tmp_path):
     assert state_of(out, "rot-nom-s000").state == "inconsistent"
     again = cli("resubmit", "--out", str(out), "--wait")
     assert again.returncode == 0, again.stderr
-    assert "resubmitting rot-nom-s000 (inconsistent: marked complete but holds weight snapshots" in again.stdout
+    said = next(line for line in again.stdout.splitlines() if line.startswith("resubmitting rot-nom-s000"))
+    assert "(inconsistent: marked complete but holds weights/" in said and "snapshots" in said, said
     assert [s.state for s in gather(out)] == ["complete", "complete"]
     assert len(list((out / "trials").glob("rot-nom-s000.h5.inconsistent-*"))) == 1
 
