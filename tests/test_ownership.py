@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import lease_racer
-from helpers import assert_same_results, launched_indices, run_at_once
+from helpers import assert_same_results, epochs_done, launched_indices, reference_run, run_at_once, wait_until
 from pipeline.execute import execute
 from pipeline.files import read_status
 from pipeline.grid import load_grid
@@ -41,33 +40,6 @@ def sets(values):
 def cli(*argv, env=None, timeout=300):
     return subprocess.run([PYTHON, "-m", "pipeline", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env=env)
-
-
-def reference(tmp_path, values, index=0, threads=None):
-    """The uninterrupted run of one trial, in this process, with the given number of threads."""
-    grid = load_grid("smoke", dict(v.split("=", 1) for v in values))
-    out = tmp_path / "reference"
-    trial = select(write_manifest(out, grid, grid.trials()), index)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or previous)
-    try:
-        execute(out, [trial])
-    finally:
-        torch.set_num_threads(previous)
-    return out / "trials" / f"{trial.trial_id}.h5"
-
-
-def wait_until(condition, timeout=120, poll=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(poll)
-    return False
-
-
-def epochs_done(path):
-    return read_status(path).get("epochs_done", -1) if path.exists() else -1
 
 
 def state_of(out, trial_id):
@@ -242,7 +214,7 @@ def test_of_many_takers_of_a_dead_lease_exactly_one_wins(tmp_path):
 
 def test_two_run_trials_of_one_trial_train_it_once(tmp_path):
     values = SLOW + ["epochs=12"]
-    expected = reference(tmp_path, values)
+    expected = reference_run(tmp_path / "reference", values)
     out = tmp_path / "out"
     argv = [PYTHON, "-m", "pipeline", "run-trial", "--exp", "smoke", "--index", "0", "--out", str(out)] + sets(values)
     first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -262,7 +234,7 @@ def test_two_run_trials_of_one_trial_train_it_once(tmp_path):
 
 def test_run_trial_of_a_trial_a_task_is_training_refuses_and_leaves_it_alone(tmp_path):
     values = SLOW + ["epochs=25"]
-    expected = reference(tmp_path, values, threads=os.cpu_count())
+    expected = reference_run(tmp_path / "reference", values, threads=os.cpu_count())
     out = tmp_path / "out"
     assert cli("submit", "--exp", "smoke", "--out", str(out), "--workers", "1", "--no-wait",
                *sets(values + ["cnn.seeds=1", "configs=cross"])).returncode == 0
@@ -359,7 +331,7 @@ def test_cancel_stops_local_training_which_says_so_and_resumes_to_the_uninterrup
     again = cli("resubmit", "--out", str(out), "--wait", "--workers", "1")  # bitwise needs the same threads
     assert again.returncode == 0, again.stderr
     assert "resuming after epoch" in (out / "logs" / "rot-aug-s000.log").read_text()
-    expected = reference(tmp_path, values + ["groups=rot"], threads=os.cpu_count())
+    expected = reference_run(tmp_path / "reference", values + ["groups=rot"], threads=os.cpu_count())
     assert_same_results(expected, first)
 
 
@@ -398,7 +370,7 @@ def test_a_trial_that_fails_first_in_its_task_shows_failed_while_the_task_goes_o
 def test_a_file_that_says_complete_with_other_data_is_inconsistent_and_is_rerun(tmp_path):
     from pipeline.files import open_h5
 
-    path = reference(tmp_path, SLOW + ["epochs=3"])
+    path = reference_run(tmp_path / "reference", SLOW + ["epochs=3"])
     out = path.parent.parent
     with open_h5(path, "a") as f:  # as a second writer once left it: an extra row past the end
         for name in f["metrics"]:
