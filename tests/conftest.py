@@ -21,3 +21,20 @@ def slurm_cluster():
             pytest.fail("SLURM is required in CI: .ci/run must start it (bash slurm/cluster/slurm-local.sh up)")
         pytest.skip("no local SLURM cluster (start one with `make slurm-up`)")
     return "testcluster"
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """A command run in this process (``main(["train", ...])``) installs the pipeline's stop-request handlers
+    for good, as a command's process should; here they would outlive the test, and a later test's Ctrl-C
+    would be noted for a seam that never comes instead of raised. Each test gets the handlers it found."""
+    import signal
+
+    from pipeline import stopping
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    stopping._requests.clear()

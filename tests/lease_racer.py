@@ -6,7 +6,7 @@ from pathlib import Path
 from pipeline.ownership import Busy, Lease
 
 
-def race(path: str, start: float, hold_s: float, results) -> None:
+def race(path: str, start: float, everyone_tried, results) -> None:
     while time.time() < start:
         pass
     try:
@@ -15,5 +15,7 @@ def race(path: str, start: float, hold_s: float, results) -> None:
         results.put("busy")
         return
     results.put("won")
-    time.sleep(hold_s)  # long after every racer has tried
+    # Held until every racer has tried, however late a loaded machine started it: a lease released earlier
+    # would rightly be won again.
+    everyone_tried.wait(300)
     lease.release()

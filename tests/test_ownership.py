@@ -200,13 +200,18 @@ def test_of_many_takers_of_a_dead_lease_exactly_one_wins(tmp_path):
     plant_lease(path, foreign_owner(999999, ticks=1))
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
+    everyone_tried = context.Event()
     start = time.time() + 6
-    racers = [context.Process(target=lease_racer.race, args=(str(path), start, 4.0, results)) for _ in range(6)]
+    racers = [context.Process(target=lease_racer.race, args=(str(path), start, everyone_tried, results))
+              for _ in range(6)]
     for racer in racers:
         racer.start()
-    for racer in racers:
-        racer.join(60)
-    outcomes = sorted(results.get(timeout=5) for _ in racers)
+    try:
+        outcomes = sorted(results.get(timeout=300) for _ in racers)
+    finally:
+        everyone_tried.set()
+        for racer in racers:
+            racer.join(60)
     assert outcomes == ["busy"] * 5 + ["won"]
 
 
