@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .settings import ConfigError, parse_assignments, quoted
 
-TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E per layer, distance travelled) as "
+TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
+                    "per layer) as "
                     "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
 DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
 (TMLR 2025) as grids of trials, on this machine or a SLURM cluster, and aggregate them into tables,

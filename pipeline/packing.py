@@ -207,7 +207,9 @@ class PackedCNN:
 
 
 class PackedStepper:
-    """The stepper (``pipeline.training``) of k packed seeds: every call acts on all of them at once."""
+    """The :class:`~pipeline.training.GradientStepper` of k packed seeds: every call acts on all of them at once."""
+
+    resumable = False  # plain gradient steps: the models are the whole state
 
     def __init__(self, packed: PackedCNN, seeds: list[int]):
         if len(seeds) != packed.k:
@@ -260,3 +262,9 @@ class PackedStepper:
 
     def rows_per_forward(self, chunk_size: int) -> int:
         return self.packed.rows_per_forward(chunk_size)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -2,8 +2,9 @@
 
 ``--tensorboard`` (on ``submit``, ``resubmit``, ``run-trial`` and ``train``) wraps each trial's sink
 (``pipeline.runner``) in :class:`TensorBoardSink`, which passes every call on unchanged and also writes
-per epoch: ``loss``, ``accuracy``, ``grad_norm``, ``dist_E/<layer>`` and ``dist_E/total``,
-``travelled/<layer>`` and ``travelled/total`` (distance from the start of the phase), and ``seconds``.
+per epoch every series that ``pipeline.schema`` gives a TensorBoard tag: ``loss``, ``accuracy``,
+``grad_norm``, ``seconds``, and per layer and in total ``dist_E/<layer>``, ``travelled/<layer>`` (distance
+from the start of the phase) and ``step_perp/<layer>`` (the part of the epoch's step off E).
 Follow a grid with ``tensorboard --logdir OUT/tensorboard`` (each trial is a run). A resumed trial drops
 the events after its checkpoint and writes them again, so its curves are those of an uninterrupted run.
 The HDF5 file stays the record; the events are for watching.
@@ -17,6 +18,7 @@ import importlib.util
 import time
 from pathlib import Path
 
+from . import schema
 from .settings import ConfigError
 
 FOLDER = "tensorboard"
@@ -63,15 +65,18 @@ class TensorBoardSink:
     def write_epoch(self, record, model, checkpoint) -> None:
         self.inner.write_epoch(record, model, checkpoint)
         writer, step = self._writer, int(record.epoch)
-        for name in ("loss", "accuracy", "grad_norm", "seconds"):
-            value = float(getattr(record, name))
-            if value == value:  # grad_norm is NaN at row 0
-                writer.add_scalar(name, value, step)
-        for series, values in (("dist_E", record.dist_E), ("travelled", record.dist_init)):
-            values = [float(v) for v in values]
-            writer.add_scalar(f"{series}/total", sum(v * v for v in values) ** 0.5, step)
-            for layer, value in zip(self.layer_names, values):
-                writer.add_scalar(f"{series}/{layer}", value, step)
+        for series in schema.EPOCH_SERIES:
+            if series.tensorboard is None or series.name not in record.values:
+                continue
+            if series.per_layer:
+                values = [float(v) for v in record.values[series.name]]
+                writer.add_scalar(f"{series.tensorboard}/total", sum(v * v for v in values) ** 0.5, step)
+                for layer, value in zip(self.layer_names, values):
+                    writer.add_scalar(f"{series.tensorboard}/{layer}", value, step)
+            else:
+                value = float(record.values[series.name])
+                if value == value:  # grad_norm is NaN at row 0
+                    writer.add_scalar(series.tensorboard, value, step)
         now = time.monotonic()
         if now - self._flushed >= FLUSH_EVERY_S or record.last:
             writer.flush()

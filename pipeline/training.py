@@ -17,6 +17,7 @@ purpose), so a resumed run draws exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol
 
 import torch
 from torch.nn import functional as F
@@ -139,8 +140,56 @@ def evaluate(model: MeasuredModel, data: Dataset, loss: str, chunk_size: int) ->
     return total / len(data), correct / len(data)
 
 
+class Stepper(Protocol):
+    """What trains the models of a run together (one model, or k seeds packed), as the runner sees it."""
+
+    models: list  # one MeasuredModel per trial, whose weights are the live ones
+    seeds: list[int]
+    # Whether it has a state of its own that a checkpoint keeps (an optimizer's memory: L-BFGS).
+    resumable: bool
+
+    @property
+    def template(self) -> MeasuredModel:
+        """The model that transforms inputs and knows the group: the same for all packed models."""
+        ...
+
+    def evaluate(self, data: Dataset, loss: str, chunk_size: int) -> list[tuple[float, float]]:
+        """(mean loss, accuracy) per model on the untransformed data."""
+        ...
+
+    def state_dict(self) -> dict:
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        ...
+
+
+class GradientStepper(Stepper, Protocol):
+    """A stepper that the epochs of this module drive: forward-backward passes, then a step."""
+
+    def zero_grad(self) -> None:
+        ...
+
+    def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
+                 stats: bool = False) -> list[tuple[float, int]] | None:
+        """Add to .grad the gradient of the loss summed over these rows, divided by ``num_rows``; with
+        ``stats``, also return the (loss sum, correct predictions) of the rows per model. ``x``: (B, ...)
+        shared by every model, or one batch per model, (k, B, ...)."""
+        ...
+
+    def descend(self, lr: float, mode: str, reg: float = 0.0) -> list[float]:
+        """One step per model (projected for Equi); each model's norm of the gradient applied."""
+        ...
+
+    def rows_per_forward(self, chunk_size: int) -> int:
+        ...
+
+
 class SingleStepper:
-    """Trains one model. ``seeds`` are the trials' seeds (one here), which draw their random rows."""
+    """Trains one model (a :class:`GradientStepper`). ``seeds`` are the trials' seeds (one here), which draw
+    their random rows."""
+
+    resumable = False  # plain gradient steps: the model is the whole state
 
     def __init__(self, model: MeasuredModel, seeds: list[int]):
         self.models = [model]
@@ -148,7 +197,6 @@ class SingleStepper:
 
     @property
     def template(self) -> MeasuredModel:
-        """The model that transforms inputs and knows the group: the same for all packed models."""
         return self.models[0]
 
     def zero_grad(self) -> None:
@@ -157,11 +205,6 @@ class SingleStepper:
 
     def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
                  stats: bool = False) -> list[tuple[float, int]] | None:
-        """Add to .grad the gradient of the loss summed over these rows, divided by ``num_rows``; with
-        ``stats``, also return the (loss sum, correct predictions) of the rows. ``x``: (B, ...) or, one
-        batch per packed model, (k, B, ...)."""
-        if x.dim() == 5:
-            x = x[0]
         logits = self.models[0](x)
         total = loss_sum(logits, labels[0], loss)
         (total / num_rows).backward()
@@ -175,6 +218,12 @@ class SingleStepper:
 
     def rows_per_forward(self, chunk_size: int) -> int:
         return chunk_size
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class EpochHooks:

@@ -91,8 +91,9 @@ def chance_accuracy_of(seed, epoch):
 def record(epoch, phase, seed, values, learns=True):
     dist_E, dist_init, norm = (torch.tensor(v, dtype=torch.float64) for v in values)
     accuracy = accuracy_of(seed, epoch) if learns else chance_accuracy_of(seed, epoch)
-    return EpochRecord(epoch, phase, loss_of(seed, epoch), accuracy, 0.01, 1.0,
-                       dist_E=dist_E, dist_init=dist_init, norm=norm)
+    return EpochRecord(epoch, phase, {"loss": loss_of(seed, epoch), "accuracy": accuracy, "seconds": 0.01,
+                                      "grad_norm": 1.0, "dist_E": dist_E, "dist_init": dist_init, "norm": norm,
+                                      "step_perp": torch.zeros_like(dist_E)})
 
 
 # Where the trial files say their data came from: a machine-local path the report must not repeat.

@@ -21,7 +21,7 @@ from pipeline.launch.profiles import load_profile
 from pipeline.launch.submission import plan_submission, submit
 from pipeline.queue import read_slurm_queue
 from pipeline.manifest import write_manifest
-from pipeline.runner import FAULT_VARIABLE
+from pipeline.faults import FAULT_VARIABLE
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ from pipeline.files import SnapshotError, open_h5
 from pipeline.grid import load_grid
 from pipeline.manifest import write_manifest
 from pipeline.models.base import MeasuredModel
-from pipeline.runner import FAULT_VARIABLE, InjectedFault, run_trial
+from pipeline.faults import FAULT_VARIABLE, InjectedFault
+from pipeline.runner import run_trial
 from pipeline.store import TrialFile
 from pipeline.training import evaluate
 

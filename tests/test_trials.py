@@ -17,7 +17,7 @@ from pipeline.execute import execute
 from pipeline.files import open_h5, read_status
 from pipeline.grid import load_grid
 from pipeline.manifest import select, write_manifest
-from pipeline.runner import FAULT_VARIABLE, InjectedFault
+from pipeline.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.files import open_h5, read_status
-from pipeline.runner import FAULT_VARIABLE
+from pipeline.faults import FAULT_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "groups=rot", "--set", "modes=nom", "--set", "cnn.seeds=1", "--set", "configs=cross"]

@@ -272,8 +272,9 @@ class Experiment:
         """Trials with one key can be trained packed in one process; None: never packed."""
         return None
 
-    def train_epoch(self, settings, stepper, data, epoch: int, hooks) -> list[float]:
-        """One epoch of training; returns the norm of the last gradient applied, per packed model."""
+    def train_epoch(self, settings, stepper, data, epoch: int, hooks) -> dict[str, list[float]]:
+        """One epoch of training; returns what it measured, per series of ``pipeline.schema`` and packed model:
+        ``{"grad_norm": [norm of the last gradient applied, per model]}``."""
         raise NotImplementedError
 
     def finished(self, settings, stepper) -> bool:

@@ -198,20 +198,20 @@ class GroupsExperiment(Experiment):
         model.initialize(seeded_generator(settings.seed, "init"))
         return model
 
-    def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
-        from ..training import full_batch_epoch, seeded_generator
+    def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
+        from ..training import full_batch_epoch, minibatch_epoch, seeded_generator
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         augmentation = Augmentation.parse(settings.augment, settings.aug_batch)
         if settings.optimizer == "sgd":
-            from ..training import minibatch_epoch
-
             # Many steps an epoch: recording each would cost a measurement of every layer per step.
-            return minibatch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
-                                   settings.batch_size, settings.chunk_size, generators, hooks.without_steps(),
-                                   reg=settings.reg)
-        return full_batch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
-                                settings.chunk_size, generators, hooks, reg=settings.reg)
+            grad_norms = minibatch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
+                                         settings.batch_size, settings.chunk_size, generators, hooks.without_steps(),
+                                         reg=settings.reg)
+        else:
+            grad_norms = full_batch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
+                                          settings.chunk_size, generators, hooks, reg=settings.reg)
+        return {"grad_norm": grad_norms}
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings) -> int:

@@ -138,7 +138,10 @@ class StabilitySettings(CommonSettings):
 
 
 class StationaryStepper:
-    """The stepper of a stationary-point search: one model, its objective R, and the resumable search."""
+    """The stepper (``pipeline.training.Stepper``) of a stationary-point search: one model, its objective R,
+    and the search, whose state (the L-BFGS memory, the trust radius) checkpoints keep."""
+
+    resumable = True
 
     def __init__(self, model, settings: StabilitySettings, data, seeds: list[int]):
         from ..stationary import ModelObjective, StationarySearch
@@ -299,11 +302,12 @@ class StabilityExperiment(Experiment):
             raise ValueError("stability trials cannot be trained packed")
         return StationaryStepper(models[0], settings, data, seeds)
 
-    def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
+    def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
+        """One block of the search (a row is a search block, not an epoch)."""
         search = stepper.search
         hooks.before_update([(search.loss, search.accuracy)])
         search.step_block()
-        return [search.norm]  # the next row's "gradient": ||Pi_E grad R|| at the point it records
+        return {"grad_norm": [search.norm]}  # the next row's "gradient": ||Pi_E grad R|| at the point it records
 
     def finished(self, settings, stepper) -> bool:
         return stepper.search.done
