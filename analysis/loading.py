@@ -33,6 +33,7 @@ import pandas as pd
 from pipeline import experiments, schema
 from pipeline.experiments import Experiment
 from pipeline.files import FileState, inspect, open_h5, plain
+from pipeline.folder import CHECKPOINT_SUFFIX, TRIAL_SUFFIX, ResultsFolder, is_set_aside_damaged
 from pipeline.manifest import labels_of, read_manifest, trial_of
 from pipeline.progress import iterate
 from pipeline.settings import ConfigError
@@ -313,7 +314,8 @@ def read_results(out_dir: Path | str) -> Results:
     """Read the manifest and every trial file of ``out_dir``; never writes anything."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    folder = out_dir / "trials"
+    where = ResultsFolder(out_dir)
+    folder = where.trials
     rows, swept_names = _manifest_rows(manifest)
     swept_columns = [swept_column(k) for k in swept_names]
     label_columns = LABELS + swept_columns + AFTER_SWEPT
@@ -321,8 +323,8 @@ def read_results(out_dir: Path | str) -> Results:
     measured, spectra, perturbations = [], [], []
     texts: dict[str, dict[str, list[str]]] = {}
     for row in iterate(rows, "reading trial files"):
-        path = folder / f"{row['trial_id']}.h5"
-        row["file"] = str(path.relative_to(out_dir))
+        path = where.trial_file(row["trial_id"])
+        row["file"] = where.relative(path)
         if not path.exists():
             row.update(status="missing", epochs_done=-1)
             continue
@@ -363,14 +365,14 @@ def read_results(out_dir: Path | str) -> Results:
     steps = (pd.concat(step_tables, ignore_index=True)[step_columns] if step_tables
              else pd.DataFrame(columns=step_columns))
 
-    known = {f"{trial_id}.h5" for trial_id in trials["trial_id"]}
+    known = {where.trial_file(trial_id).name for trial_id in trials["trial_id"]}
     listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     return Results(
         out_dir=out_dir, manifest=manifest, trials=trials, epochs=epochs, steps=steps, swept_columns=swept_columns,
         measurements=pd.DataFrame(measured), spectra=pd.DataFrame(spectra), perturbations=pd.DataFrame(perturbations),
-        unexpected_files=[n for n in listing if n.endswith(".h5") and n not in known],
-        set_aside_files=[n for n in listing if ".h5.damaged-" in n],
-        checkpoint_files=[n for n in listing if n.endswith(".state.pt")], texts=texts,
+        unexpected_files=[n for n in listing if n.endswith(TRIAL_SUFFIX) and n not in known],
+        set_aside_files=[n for n in listing if is_set_aside_damaged(n)],
+        checkpoint_files=[n for n in listing if n.endswith(CHECKPOINT_SUFFIX)], texts=texts,
     )
 
 

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from .folder import ResultsFolder, local_tensorboard
 from .settings import ConfigError, parse_assignments, quoted
 
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
@@ -42,7 +43,7 @@ def _train(args) -> int:
         if args.tensorboard:
             from .tensorboard_sink import TensorBoardSink
 
-            folder = Path("tensorboard") / trial.trial_id
+            folder = local_tensorboard(trial.trial_id)
             print(f"live curves: tensorboard --logdir {folder.parent}", flush=True)
             sink = TensorBoardSink(sink, folder)
         try:
@@ -65,7 +66,7 @@ def _train(args) -> int:
         lease.release()
     install_cancel_handler()
     if args.tensorboard:
-        print(f"live curves: tensorboard --logdir {Path(args.out) / 'tensorboard'}", flush=True)
+        print(f"live curves: tensorboard --logdir {ResultsFolder(args.out).tensorboard}", flush=True)
     outcome = _report_outcome(execute(args.out, [trial], force=args.force, tensorboard=args.tensorboard))
     if outcome == 0:
         from .files import read_results_attrs, trial_paths
@@ -118,11 +119,11 @@ def _run_trial(args) -> int:
 
     _check_tensorboard(args)
     out = args.out
-    manifest = read_manifest(out) if (out / MANIFEST).exists() else None
+    manifest = read_manifest(out) if ResultsFolder(out).manifest.exists() else None
     if args.exp is None:
         if args.set:
             raise ConfigError("--set needs --exp (the grid it changes); without either, run-trial takes the trial "
-                              f"from {quoted(out / MANIFEST)}")
+                              f"from {quoted(ResultsFolder(out).manifest)}")
         if manifest is None:
             raise ConfigError(f"{quoted(out)} has no {MANIFEST}: give --exp (and any --set) for the trial's grid")
         folder_trials = trials_of_manifest(manifest)
@@ -179,7 +180,7 @@ def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) ->
     said: list[str] = []
     submit(out, plan, log=said.append, tensorboard=args.tensorboard)
     if args.tensorboard:
-        said.append(f"live curves: tensorboard --logdir {quoted(Path(out) / 'tensorboard')}")
+        said.append(f"live curves: tensorboard --logdir {quoted(ResultsFolder(out).tensorboard)}")
     return (args.wait if args.wait is not None else profile.executor == "local"), "\n".join(said)
 
 
@@ -266,7 +267,7 @@ def _dry_run(args, grid, profile) -> int:
 
     trials = grid.trials()
     growing = ""
-    if (Path(args.out) / MANIFEST).exists():
+    if ResultsFolder(args.out).manifest.exists():
         manifest = read_manifest(args.out)
         trials, added = merge(trials_of_manifest(manifest), trials)
         if added:

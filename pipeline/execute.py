@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import experiments, stopping
 from .experiments import Trial
+from .folder import ResultsFolder
 from .manifest import utc_now
 from .ownership import Busy, acquire_trial
 from .settings import quoted
@@ -35,7 +36,7 @@ class TrialLog:
     """Appends progress lines to logs/<trial_id>.log and echoes them to stdout (the job log)."""
 
     def __init__(self, out_dir: Path, trial_id: str):
-        self.path = Path(out_dir) / "logs" / f"{trial_id}.log"
+        self.path = ResultsFolder.of(out_dir).trial_log(trial_id)
 
     def __call__(self, line: str) -> None:
         print(line, flush=True)
@@ -59,9 +60,10 @@ def _sinks(out_dir: Path, pending: list, tensorboard: bool) -> list:
 
     sinks = [store for _, _, store in pending]
     if tensorboard:
-        from .tensorboard_sink import TensorBoardSink, log_dir
+        from .tensorboard_sink import TensorBoardSink
 
-        sinks = [TensorBoardSink(s, log_dir(out_dir, t.trial_id)) for (t, _, _), s in zip(pending, sinks)]
+        folder = ResultsFolder.of(out_dir)
+        sinks = [TensorBoardSink(s, folder.tensorboard_run(t.trial_id)) for (t, _, _), s in zip(pending, sinks)]
     try:
         device = numerics.resolve_device(pending[0][0].settings.device)
     except Exception:  # an unusable device fails where the trial starts, with its own line

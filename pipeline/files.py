@@ -14,10 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .folder import ResultsFolder
 from .schema import (METRICS, PHASE_GROUP, RESULTS, ROW_EPOCH, ROW_PHASE, SNAPSHOT_EPOCHS, SNAPSHOT_PHASE, STEP_DIST_E,
                      STEP_EPOCH, STEPS, WEIGHTS, WHOLE_MODEL_SCHEMA)
 
-TRIALS = "trials"
 
 
 class SnapshotError(ValueError):
@@ -28,10 +28,10 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
     return h5py.File(path, mode, locking=False)
 
 
-def trial_paths(out_dir: Path, trial_id: str) -> tuple[Path, Path]:
+def trial_paths(out_dir: Path | ResultsFolder, trial_id: str) -> tuple[Path, Path]:
     """The trial's HDF5 file and its rolling checkpoint."""
-    folder = Path(out_dir) / TRIALS
-    return folder / f"{trial_id}.h5", folder / f"{trial_id}.state.pt"
+    folder = ResultsFolder.of(out_dir)
+    return folder.trial_file(trial_id), folder.checkpoint(trial_id)
 
 
 def plain(value):

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import h5py
 
-JOURNAL_SUFFIX = ".journal"
+from .folder import journal_of
 IDLE, APPLYING = 0, 1
 _MAGIC = b"PLJRNL01"
 # magic, state, seq, inode, device, size (committed end: before the transaction while applying, after it
@@ -95,7 +95,7 @@ class Header:
 
 
 def journal_path(path: Path) -> Path:
-    return Path(path).with_name(Path(path).name + JOURNAL_SUFFIX)
+    return journal_of(Path(path))
 
 
 def _pack(header: Header) -> bytes:

@@ -17,11 +17,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from . import experiments
+from . import experiments, folder
 from .experiments import Trial
+from .folder import ResultsFolder
 from .settings import ConfigError, quoted
 
-MANIFEST = "manifest.json"
+MANIFEST = folder.MANIFEST  # its name, for messages
 FORMAT = 2
 
 
@@ -67,7 +68,7 @@ def labels_of(entry: dict) -> dict:
 
 
 def read_manifest(out_dir: Path) -> dict:
-    path = Path(out_dir) / MANIFEST
+    path = ResultsFolder.of(out_dir).manifest
     if not path.exists():
         raise ConfigError(f"no {MANIFEST} in {quoted(out_dir)}: not a results folder of this pipeline")
     try:
@@ -124,7 +125,7 @@ def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
     where processes may race."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / MANIFEST
+    path = ResultsFolder.of(out_dir).manifest
     record = {"name": grid.name, "source": grid.source, "description": grid.description,
               "overrides": grid.overrides, "launch": grid.launch, "written_at": utc_now(),
               "git_commit": git_commit()}

@@ -39,13 +39,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import queue
+from .folder import LEASE_SUFFIX, ResultsFolder
 from .settings import ConfigError, quoted
 
 HEARTBEAT_VARIABLE = "PIPELINE_LEASE_HEARTBEAT_S"
 STALE_VARIABLE = "PIPELINE_LEASE_STALE_S"
 DEFAULT_HEARTBEAT_S = 30.0
-LEASE_SUFFIX = ".lease"
-FOLDER_GUARD = ".submit.lease"
 # A breaker holds its guard for milliseconds; one that was killed holding it costs the next at most this.
 BREAK_GUARD_WAIT_S = 3.0
 
@@ -447,7 +446,7 @@ KEEPER = _Keeper()
 
 
 def trial_lease_path(out_dir: Path, trial_id: str) -> Path:
-    return Path(out_dir) / "trials" / f"{trial_id}{LEASE_SUFFIX}"
+    return ResultsFolder.of(out_dir).trial_lease(trial_id)
 
 
 def acquire_trial(out_dir: Path, trial_id: str) -> Lease:
@@ -455,7 +454,7 @@ def acquire_trial(out_dir: Path, trial_id: str) -> Lease:
 
 
 def task_lease_path(out_dir: Path, job_id: str) -> Path:
-    return Path(out_dir) / "submitit" / "leases" / f"{job_id}{LEASE_SUFFIX}"
+    return ResultsFolder.of(out_dir).task_lease(job_id)
 
 
 def current_job_id() -> str:
@@ -470,7 +469,7 @@ def guard_folder(out_dir: Path, wait_s: float = 120.0, poll_s: float = 0.5) -> L
     deadline = time.time() + wait_s
     while True:
         try:
-            return Lease.acquire(Path(out_dir) / FOLDER_GUARD, f"the submission guard of {quoted(out_dir)}")
+            return Lease.acquire(ResultsFolder.of(out_dir).submit_guard, f"the submission guard of {quoted(out_dir)}")
         except Busy:
             if time.time() >= deadline:
                 raise

@@ -47,6 +47,7 @@ from . import experiments, journal, provenance, schema
 from .cost import snapshot_epochs
 from .experiments import Trial
 from .files import inspect, open_h5, read_status, trial_paths, weight_rows_through
+from .folder import set_aside
 from .manifest import git_commit, utc_now
 from .ownership import KEEPER, Lease, LostOwnership, current_job_id
 from .settings import quoted
@@ -164,7 +165,7 @@ class TrialFile:
         state = inspect(work)
         if state.status in ("damaged", "inconsistent"):
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            aside = self.path.with_name(f"{self.path.name}.{state.status}-{stamp}")
+            aside = set_aside(self.path, state.status, stamp)
             os.replace(self.path, aside)
             self.state_path.unlink(missing_ok=True)
             what = "unreadable" if state.status == "damaged" else "inconsistent"
@@ -504,10 +505,17 @@ class TrialFile:
         if self._latest_state is not None:
             self._save_state(self._latest_state)
 
-    def close(self) -> None:
-        """The run is over (whichever way): its journal goes, unless a commit of it needs undoing."""
-        if self._inode is not None:
+    def close(self, raise_errors: bool = True) -> None:
+        """The run is over (whichever way): its journal goes, unless a commit of it needs undoing. Like every
+        sink's ``close``, it takes ``raise_errors`` (False after a failure elsewhere: a journal left behind is
+        checked, and removed, by the next owner)."""
+        if self._inode is None:
+            return
+        try:
             journal.remove_journal(self.path, self._inode)
+        except OSError:
+            if raise_errors:
+                raise
 
 
 class _WriteErrors:

@@ -21,7 +21,6 @@ from pathlib import Path
 from . import schema
 from .settings import ConfigError
 
-FOLDER = "tensorboard"
 FLUSH_EVERY_S = 5.0  # live enough to watch, without a file sync per fast epoch
 
 
@@ -30,10 +29,6 @@ def check_available() -> None:
     if importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package, which is not installed in this environment; "
                           "install the project's extra: pip install -c constraints.txt -e '.[tensorboard]'")
-
-
-def log_dir(out_dir: Path, trial_id: str) -> Path:
-    return Path(out_dir) / FOLDER / trial_id
 
 
 class TensorBoardSink:

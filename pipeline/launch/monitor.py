@@ -31,7 +31,8 @@ from submitit.core.utils import JobPaths
 from .. import queue
 from ..files import inspect, trial_paths
 from ..manifest import labels_of, read_manifest, utc_now
-from ..ownership import LEASE_SUFFIX, Owner, process_start_ticks, read_owner, task_lease_path, trial_lease_path
+from ..folder import ResultsFolder
+from ..ownership import Owner, process_start_ticks, read_owner, task_lease_path, trial_lease_path
 from ..settings import ConfigError
 from ..stopping import CANCEL_SIGNAL
 from .records import append_record, cancelled_jobs, read_submissions
@@ -274,7 +275,7 @@ def cancel(out_dir: Path, log=print) -> list[str]:
                 if job_id not in cancelled and owner.state(slurm) == "alive":
                     cancelled.append(job_id)
     # Whatever trains a trial of this folder here is part of the grid, a run-trial included.
-    for lease in (out_dir / "trials").glob(f"*{LEASE_SUFFIX}"):
+    for lease in ResultsFolder.of(out_dir).trial_leases():
         owner = read_owner(lease)
         if owner is not None and owner.same_processes(me) and owner.pid != me.pid:
             targets[owner.pid] = owner.start_ticks

@@ -20,9 +20,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from ..folder import ResultsFolder
 from ..settings import ConfigError, quoted
 
-SUBMISSIONS = "submissions.jsonl"
 
 
 def append_record(out_dir: Path, record: dict) -> None:
@@ -31,7 +31,7 @@ def append_record(out_dir: Path, record: dict) -> None:
 
 def append_records(out_dir: Path, records: list[dict]) -> None:
     """Append lines, in one write made durable before returning (a launch follows, or has just happened)."""
-    path = Path(out_dir) / SUBMISSIONS
+    path = ResultsFolder.of(out_dir).submissions
     text = "".join(json.dumps(record) + "\n" for record in records)
     with open(path, "a+") as handle:
         # After a torn line, start on a fresh one so that these records stay readable.
@@ -53,7 +53,7 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
     Every line carries the launch's ``id``. A launch refused before anything started (a ConfigError, e.g.
     sbatch rejecting an array) takes its ``launching`` line back; any other failure leaves it, and the
     trials it may have launched say ``unknown``."""
-    path = Path(out_dir) / SUBMISSIONS
+    path = ResultsFolder.of(out_dir).submissions
     launch_id = uuid.uuid4().hex
     size_before = path.stat().st_size if path.exists() else None
     append_record(out_dir, {**base, "kind": "launching", "id": launch_id, "indices": indices})
@@ -74,7 +74,7 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
 
 
 def read_records(out_dir: Path, warn=None) -> list[dict]:
-    path = Path(out_dir) / SUBMISSIONS
+    path = ResultsFolder.of(out_dir).submissions
     if not path.exists():
         return []
     records = []

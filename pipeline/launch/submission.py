@@ -22,7 +22,8 @@ from pathlib import Path
 import submitit
 
 from ..cost import trial_flops
-from ..manifest import MANIFEST, read_manifest, trials_of_manifest, utc_now
+from ..folder import ResultsFolder
+from ..manifest import read_manifest, trials_of_manifest, utc_now
 from ..ownership import Owner, process_start_ticks
 from ..settings import ConfigError, quoted
 from .local_controller import LocalExecutor
@@ -64,7 +65,7 @@ def sbatch_script(out_dir: Path, profile: Profile, name: str, array: ArrayPlan) 
     """The sbatch script submitit would submit for one array (needs no SLURM here)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = Path(out_dir).resolve() / "submitit" / "%A"
+    folder = ResultsFolder(Path(out_dir).resolve()).array_jobs()
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=len(array.tasks),
                                **_slurm_parameters(profile, name, array))
@@ -258,7 +259,7 @@ def submit(out_dir: Path, plan: Plan, log=print, tensorboard: bool = False) -> d
 def _launch_local(out_dir: Path, plan: Plan, base: dict, records: list, say, tensorboard: bool) -> list:
     profile = plan.profile
     (array,) = plan.arrays
-    executor = LocalExecutor(folder=out_dir / "submitit" / "local", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    executor = LocalExecutor(folder=ResultsFolder(out_dir).local_jobs, max_num_timeout=MAX_TIMEOUT_REQUEUES)
     executor.update_parameters(timeout_min=array.time_min, signal_delay_s=profile.signal_delay_s)
     gpus = share_out(visible_gpus(), len(array.tasks), profile.gpus)
     with _detached_from_terminal():
@@ -270,7 +271,7 @@ def _launch_local(out_dir: Path, plan: Plan, base: dict, records: list, say, ten
     records.append({**base, "tasks": tasks, "time_min": array.time_min, "folder": str(executor.folder)})
     on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
     say(f"started {len(jobs)} local worker process(es){on_gpus} for {plan.trials} trials "
-        f"({plan.threads} thread(s) each); logs in {quoted(out_dir / 'submitit' / 'local')}")
+        f"({plan.threads} thread(s) each); logs in {quoted(ResultsFolder(out_dir).local_jobs)}")
     return jobs
 
 
@@ -279,7 +280,7 @@ def _launch_slurm(out_dir: Path, plan: Plan, base: dict, records: list, say, ten
     cancelled, and the refusal (a ConfigError) takes the submission's ``launching`` line back: the folder
     stays as it was."""
     profile = plan.profile
-    executor = submitit.SlurmExecutor(folder=out_dir / "submitit" / "%A", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    executor = submitit.SlurmExecutor(folder=ResultsFolder(out_dir).array_jobs(), max_num_timeout=MAX_TIMEOUT_REQUEUES)
     jobs: list = []
     for number, array in enumerate(plan.arrays, 1):
         executor.update_parameters(**_slurm_parameters(profile, plan.job_name(array), array))
@@ -299,7 +300,7 @@ def _launch_slurm(out_dir: Path, plan: Plan, base: dict, records: list, say, ten
         jobs += launched
         records.append({**base, "tasks": [_task_record(job, task) for job, task in zip(launched, array.tasks)],
                         "array_id": array_id, "time_min": array.time_min,
-                        "folder": str(executor.folder).replace("%A", array_id)})
+                        "folder": str(ResultsFolder(out_dir).array_jobs(array_id))})
         per_task = sorted({len(task.indices) for task in array.tasks})
         sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
         say(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
@@ -327,7 +328,7 @@ def _cancel_arrays(array_ids: list[str]) -> str:
 def manifest_restored_on_failure(out_dir: Path):
     """Undo a manifest written for a submission that then failed, so that the corrected submission is not
     blocked by a grid that never ran."""
-    path = Path(out_dir) / MANIFEST
+    path = ResultsFolder.of(out_dir).manifest
     before = path.read_bytes() if path.exists() else None
     try:
         yield
