@@ -166,7 +166,7 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
     finally:
         for store in stores:
             try:
-                store.close()
+                store.release()
             except OSError:
                 pass  # a journal left behind is checked, and removed, by the next owner
         for lease in leases:

@@ -505,17 +505,12 @@ class TrialFile:
         if self._latest_state is not None:
             self._save_state(self._latest_state)
 
-    def close(self, raise_errors: bool = True) -> None:
-        """The run is over (whichever way): its journal goes, unless a commit of it needs undoing. Like every
-        sink's ``close``, it takes ``raise_errors`` (False after a failure elsewhere: a journal left behind is
-        checked, and removed, by the next owner)."""
-        if self._inode is None:
-            return
-        try:
+    def release(self) -> None:
+        """The run is over (whichever way): its journal goes, unless a commit of it needs undoing. Not a sink's
+        ``close`` (which wrappers pass on after a failure): the file is released last, after its status is
+        recorded."""
+        if self._inode is not None:
             journal.remove_journal(self.path, self._inode)
-        except OSError:
-            if raise_errors:
-                raise
 
 
 class _WriteErrors:
