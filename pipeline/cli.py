@@ -181,7 +181,9 @@ def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) ->
     submit(out, plan, log=said.append, tensorboard=args.tensorboard)
     if args.tensorboard:
         said.append(f"live curves: tensorboard --logdir {quoted(ResultsFolder(out).tensorboard)}")
-    return (args.wait if args.wait is not None else profile.executor == "local"), "\n".join(said)
+    from .launch.backends import backend_of
+
+    return (args.wait if args.wait is not None else backend_of(profile).waits), "\n".join(said)
 
 
 def _check_tensorboard(args) -> None:

@@ -38,8 +38,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import queue
 from .folder import LEASE_SUFFIX, ResultsFolder
+from .launch.backends import slurm_queue as queue
+from .launch.backends.identity import current_job_id, slurm_task
 from .settings import ConfigError, quoted
 
 HEARTBEAT_VARIABLE = "PIPELINE_LEASE_HEARTBEAT_S"
@@ -120,12 +121,6 @@ def process_start_ticks(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])
 
 
-def _slurm_task() -> str:
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
-    task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
-    return f"{job}_{task}" if job and task else job
-
-
 @dataclass
 class Owner:
     host: str
@@ -142,7 +137,7 @@ class Owner:
     @classmethod
     def this_process(cls) -> "Owner":
         now = time.time()
-        return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), _slurm_task(),
+        return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), slurm_task(),
                    " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace())
 
     def same_machine(self, other: "Owner") -> bool:
@@ -455,12 +450,6 @@ def acquire_trial(out_dir: Path, trial_id: str) -> Lease:
 
 def task_lease_path(out_dir: Path, job_id: str) -> Path:
     return ResultsFolder.of(out_dir).task_lease(job_id)
-
-
-def current_job_id() -> str:
-    """The id the submission log knows this process's task by: SLURM's "array_task", or for submitit's
-    local executor its controller's process id; "" outside a task."""
-    return _slurm_task() or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")
 
 
 def guard_folder(out_dir: Path, wait_s: float = 120.0, poll_s: float = 0.5) -> Lease:

@@ -49,7 +49,8 @@ from .experiments import Trial
 from .files import inspect, open_h5, read_status, trial_paths, weight_rows_through
 from .folder import set_aside
 from .manifest import git_commit, utc_now
-from .ownership import KEEPER, Lease, LostOwnership, current_job_id
+from .launch.backends import identity
+from .ownership import KEEPER, Lease, LostOwnership
 from .settings import quoted
 
 # Free space a write must leave beyond its own size: HDF5 allocates chunks and metadata around the data.
@@ -296,14 +297,11 @@ class TrialFile:
         device_name = str(device)
         if device.type == "cuda":
             device_name += f" ({torch.cuda.get_device_name(device)})"
-        slurm = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "")),
-                 "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
-                 "job": current_job_id()}  # which task of the submission log ran this attempt
         run_attrs = {**provenance.run_attrs(device, getattr(data, "files", ())),
                      "hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
                      "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
-                     **{k: v for k, v in slurm.items() if v}}
+                     **identity.provenance()}  # which task of the submission log ran this attempt
         self.log(f"{trial.trial_id}: training on {device_name}; data: {data.source}")
         if self._resume is None:
             self._create(run_attrs)

@@ -19,7 +19,7 @@ from pipeline.files import read_status
 from pipeline.launch.monitor import gather, wait_for
 from pipeline.launch.profiles import load_profile
 from pipeline.launch.submission import plan_submission, submit
-from pipeline.queue import read_slurm_queue
+from pipeline.launch.backends.slurm_queue import read_slurm_queue
 from pipeline.manifest import write_manifest
 from pipeline.faults import FAULT_VARIABLE
 

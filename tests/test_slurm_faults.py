@@ -15,7 +15,7 @@ from pipeline.grid import load_grid
 from pipeline.launch.monitor import gather, wait_for
 from pipeline.launch.profiles import load_profile
 from pipeline.manifest import write_manifest
-from pipeline.queue import read_slurm_queue
+from pipeline.launch.backends.slurm_queue import read_slurm_queue
 
 pytestmark = pytest.mark.slurm
 

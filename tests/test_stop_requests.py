@@ -97,7 +97,7 @@ def test_local_time_outs_requeue_as_often_as_promised(tmp_path, monkeypatch):
     from requeue_counter import WaitsForever, runs
 
     from pipeline.launch.local_controller import LocalExecutor
-    from pipeline.launch.submission import MAX_TIMEOUT_REQUEUES
+    from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES
 
     monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     counter = str(tmp_path / "runs")

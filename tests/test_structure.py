@@ -166,3 +166,31 @@ def test_every_configured_group_is_implemented():
 
     for name in GROUP_NAMES:
         assert get_group(name, 4).name == name
+
+
+def _executor_branches(tree: ast.AST) -> list[int]:
+    """Lines that compare a launcher kind: ``x.executor == ...``, ``record.get("executor") != ...``,
+    ``record["executor"] in ...``."""
+    def names_executor(node) -> bool:
+        if isinstance(node, ast.Attribute) and node.attr == "executor":
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            return bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value == "executor"
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            return node.slice.value == "executor"
+        return False
+
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Compare) and any(names_executor(n) for n in [node.left, *node.comparators])]
+
+
+def test_no_branch_on_the_launcher_kind_outside_the_backends():
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in MODULES.items()
+                 if not name.startswith("pipeline.launch.backends") and name != "pipeline.launch.profiles"
+                 for line in _executor_branches(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_branch_check_would_see_one():
+    tree = ast.parse('if profile.executor == "local": pass\nx = record.get("executor") != "slurm"\n')
+    assert _executor_branches(tree) == [1, 2]

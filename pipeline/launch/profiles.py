@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import experiments
+from .backends import BACKENDS
 from ..settings import ConfigError, did_you_mean, quoted
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
-EXECUTORS = ("slurm", "local")
+EXECUTORS = tuple(BACKENDS)  # a profile's executor names its launch backend
 GPU_SYNTAXES = ("gres", "gpus-per-node")
 
 

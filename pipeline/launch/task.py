@@ -19,7 +19,8 @@ from pathlib import Path
 import submitit
 
 from .. import stopping
-from ..ownership import Lease, current_job_id, task_lease_path
+from ..ownership import Lease, task_lease_path
+from .backends.identity import current_job_id
 from .layout import pack_units
 
 
