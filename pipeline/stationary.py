@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import stopping
 from .data import Dataset
 from .models.base import MeasuredModel
 from .settings import Augmentation
@@ -382,6 +383,9 @@ class StationarySearch:
                                  line_search_fn="strong_wolfe")
 
     def _closure(self):
+        # A stop request (cancel, preemption) is acted on between evaluations: the block is redone from the
+        # checkpoint of the row before it, where the search's state was saved whole.
+        stopping.check()
         self.objective.set(self.flat.detach())
         value, _, g = self._projected_gradient()
         self.flat.grad = g
@@ -457,6 +461,7 @@ class StationarySearch:
 
     def hessian_E(self, v: torch.Tensor) -> torch.Tensor:
         """H_E v = Π_E ∇²R Π_E v at the current θ."""
+        stopping.check()  # between products, as between evaluations (see _closure)
         self.hessian_products += 1
         objective = self.objective
         return objective.project_E(objective.hvp(objective.project_E(v), augmented=False))

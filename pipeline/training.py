@@ -324,6 +324,7 @@ def minibatch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentatio
     for _ in range(passes):
         shuffled = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), batch_size):
+            stopping.check()  # ...or between optimizer steps: the epoch is redone on resumption
             samples = shuffled[start:start + batch_size]
             if kind == "orbit":  # sample-major within each element: (element 0: every sample), (element 1: ...)
                 elements = torch.arange(order).repeat_interleave(len(samples))

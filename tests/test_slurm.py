@@ -235,7 +235,9 @@ def test_a_grid_split_into_several_arrays_is_followed_cancelled_and_resubmitted_
     assert "2 array(s), time limits 20, 10 min" in dry.stdout, dry.stdout + dry.stderr
     submitted = cli(*argv, *grid, "--no-wait")
     assert submitted.returncode == 0, submitted.stderr
-    records = [json.loads(line) for line in (out / "submissions.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "submissions.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in lines] == ["launching", "submission", "submission"]  # one launch, every array
+    records = lines[1:]
     assert [r["time_min"] for r in records] == [20, 10] and len({r["array_id"] for r in records}) == 2
     assert sorted(launched_indices(out)) == list(range(4))
     arrays = {r["array_id"] for r in records}

@@ -1,13 +1,17 @@
 """Signals that are never lost: the cancel signal at any moment of a trial stops it at the next seam of
-training, having saved its last epoch; preemption and time-outs requeue a task as often as promised."""
+training, having saved its last epoch; preemption requeues a task that resumes, and time-outs requeue it as
+often as promised."""
 
 import os
 import random
+import re
 import signal
 import threading
 from pathlib import Path
 
-from helpers import SLOW, assert_same_results, cli, reference_run, sets, wait_until
+import h5py
+
+from helpers import SLOW, assert_same_results, cli, epochs_done, reference_run, sets, wait_until
 from pipeline import stopping
 from pipeline.execute import execute
 from pipeline.files import inspect
@@ -17,41 +21,59 @@ from pipeline.manifest import select, write_manifest
 TESTS = Path(__file__).resolve().parent
 # About 0.05 s an epoch: many epochs, and many moments to be interrupted at, in a few seconds.
 QUICK = ["groups=rot", "modes=aug", "seeds=1", "n=6", "channels=4", "n_samples=200", "lr=0.005", "augment=sampled:4",
-         "weights_every=3", "epochs=40", "cnn.seeds=1", "configs=cross"]
+         "weights_every=3", "epochs=60", "cnn.seeds=1", "configs=cross"]
 
 
 def test_the_cancel_signal_at_random_moments_is_never_lost(tmp_path, capfd):
-    """Each round trains (or resumes) the trial while a timer sends this process the cancel signal at a
-    random moment, in whatever it is doing then: copying the file, writing an epoch, a checkpoint, renewing
-    its lease. The round must end cancelled, with the file saying so at its last epoch, unless the signal
-    came after the last seam and the trial completed; in the end the trial equals an uninterrupted run."""
+    """Each round trains (or resumes) the trial while a thread sends this process the cancel signal at a
+    random moment, in whatever it is doing then: taking the lease, copying the file, training, writing an
+    epoch or a checkpoint, renewing its lease. A signal sent while a seam of training was still ahead must
+    end the round cancelled, the file saying so at its last epoch; in the end the trial equals an
+    uninterrupted run. (With the old handler, which raised from inside the signal, a signal that landed in
+    h5py's cleanup was printed as "Exception ignored" and lost, and the trial trained on.)"""
     expected = reference_run(tmp_path / "reference", QUICK)
+    with h5py.File(expected, "r", locking=False) as f:
+        total = int(f.attrs["total_epochs"])
     out = tmp_path / "out"
     grid = load_grid("smoke", dict(v.split("=", 1) for v in QUICK))
     trial = select(write_manifest(out, grid, grid.trials()), 0)
     path = out / "trials" / f"{trial.trial_id}.h5"
+    log = out / "logs" / f"{trial.trial_id}.log"
     previous = signal.getsignal(stopping.CANCEL_SIGNAL)
     stopping.install()
     rng = random.Random(17)
     cancelled = 0
+    # A row is written during the next epoch's gradient pass: while the file shows epoch k, training may
+    # be as far as the end of epoch k + 2. Up to total - 3, a seam is certainly still ahead.
+    last_with_a_seam = total - 3
     try:
         for _ in range(300):
-            fired = threading.Event()
+            start = logged_epoch(log)
+            round_over, fired_at = threading.Event(), []
 
-            def fire():
-                fired.set()
+            # Progress first, then a moment within an epoch (one takes 0.01 to 0.3 s): the log's epoch lines
+            # are read, not the file, which a reader may catch mid-commit.
+            def fire(target=min(start + rng.randint(0, 3), last_with_a_seam), extra_s=rng.uniform(0.0, 0.03)):
+                while logged_epoch(log) < target:
+                    if round_over.wait(0.002):
+                        return
+                if round_over.wait(extra_s):
+                    return
+                fired_at.append(logged_epoch(log))  # what the file held when the signal was sent
                 os.kill(os.getpid(), stopping.CANCEL_SIGNAL)
 
-            timer = threading.Timer(rng.uniform(0.0, 1.5), fire)
-            timer.start()
+            sender = threading.Thread(target=fire) if start < last_with_a_seam else None
+            if sender is not None:
+                sender.start()
             try:
                 execute(out, [trial], checkpoint_every_s=0)
                 outcome = "ran"
             except stopping.Cancelled:
                 outcome = "cancelled"
             finally:
-                timer.cancel()
-                timer.join()
+                round_over.set()
+                if sender is not None:
+                    sender.join()
             state = inspect(path) if path.exists() else None
             if outcome == "cancelled":
                 cancelled += 1
@@ -59,7 +81,8 @@ def test_the_cancel_signal_at_random_moments_is_never_lost(tmp_path, capfd):
                     assert state.status in ("cancelled", "running"), state.status  # running: stopped before it began
                     assert state.rows == state.attrs["epochs_done"] + 1
             else:
-                assert state is not None and state.status == "complete", "a cancel signal was lost"
+                assert not fired_at or fired_at[0] > last_with_a_seam, f"a cancel signal sent at epoch {fired_at[0]} was lost"
+                assert state is not None and state.status == "complete"
                 break
             stopping._requests.clear()  # one that came after the round ended belongs to no round
     finally:
@@ -71,20 +94,36 @@ def test_the_cancel_signal_at_random_moments_is_never_lost(tmp_path, capfd):
     assert "Exception ignored" not in capfd.readouterr().err
 
 
-def test_a_local_time_out_saves_requeues_and_resumes_to_the_uninterrupted_result(tmp_path):
-    """The local time limit (a minute) signals the task 45 s early, at 15 s: the task notes it, the trial
-    saves its last epoch at the next seam, and submitit's local controller starts the task again, which
-    resumes; the trial ends as an uninterrupted run."""
-    values = SLOW + ["epochs=20"]
+def logged_epoch(log: Path) -> int:
+    """The last epoch a trial's log reports written (-1 before any)."""
+    if not log.exists():
+        return -1
+    found = re.findall(r" epoch (\d+)/\d+ ", log.read_text())
+    return int(found[-1]) if found else -1
+
+
+def test_a_preempted_local_task_saves_at_a_seam_requeues_and_resumes_to_the_uninterrupted_result(tmp_path):
+    """Submitit's preemption signal (what SLURM sends before a time limit or a preemption) reaches the local
+    task in the middle of training: the task notes it, the trial saves its last epoch at the next seam, and
+    submitit's own handler then requeues the task, which resumes; the trial ends as an uninterrupted run."""
+    import json
+
+    import submitit
+
+    from pipeline.launch.monitor import _children
+    from pipeline.ownership import process_start_ticks
+
+    values = SLOW + ["epochs=30"]
     expected = reference_run(tmp_path / "reference", values, threads=os.cpu_count())
-    profile = tmp_path / "short.toml"
-    profile.write_text('executor = "local"\nworkers = 1\nsignal_delay_s = 45\n\n[time_limit_min]\ngroups = 1\n'
-                       'cnn = 1\n')
     out = tmp_path / "out"
-    result = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), "--wait", "--workers", "1",
-                 *sets(values))
+    result = cli("submit", "--exp", "smoke", "--out", str(out), "--no-wait", "--workers", "1", *sets(values))
     assert result.returncode == 0, result.stderr
+    controller = int(json.loads((out / "submissions.jsonl").read_text().splitlines()[-1])["tasks"][0]["job_id"])
     path = out / "trials" / "rot-aug-s000.h5"
+    assert wait_until(lambda: epochs_done(path) >= 3, timeout=300)
+    (task,) = _children(controller)
+    os.kill(task, submitit.JobEnvironment._usr_sig())
+    assert wait_until(lambda: process_start_ticks(controller) is None, timeout=600)  # requeued, resumed, done
     assert inspect(path).status == "complete"
     log = (out / "logs" / "rot-aug-s000.log").read_text()
     assert "preempted or at the time limit: saving the last epoch" in log and "resuming after epoch" in log
