@@ -30,8 +30,8 @@ from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
 from .provenance import provenance_files
-from .stationary_points import cell_table, planned_figures, trial_table
 from .report import problem_lines, report_markdown, summary_markdown
+from .stationary_points import cell_table, planned_figures, trial_table
 from .summary import summarize, trial_end_points
 
 LOGGED_PROBLEMS = 10
@@ -82,7 +82,8 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     for line in problems[:LOGGED_PROBLEMS]:
         log(f"aggregate: {line}")
     if len(problems) > LOGGED_PROBLEMS:
-        log(f"aggregate: ... and {len(problems) - LOGGED_PROBLEMS} more, listed in {folder_names.AGGREGATE}/{folder_names.REPORT}")
+        log(f"aggregate: ... and {len(problems) - LOGGED_PROBLEMS} more, listed in "
+            f"{folder_names.AGGREGATE}/{folder_names.REPORT}")
 
     end_points = trial_end_points(results)
     if not results.measurements.empty:

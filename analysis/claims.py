@@ -24,8 +24,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.experiments.base import (ALL_OF, ANY_OF, BELOW_REFERENCE, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, LEAVES_E,
-                                      NO_CLAIM, STABILITY_DIFFERS, STAYS_IN_E, Claim, GridCell)
+from pipeline.experiments.base import (
+    ALL_OF,
+    ANY_OF,
+    BELOW_REFERENCE,
+    IDENTITY_AT_ROUNDOFF,
+    IDENTITY_FAILS,
+    LEAVES_E,
+    NO_CLAIM,
+    STABILITY_DIFFERS,
+    STAYS_IN_E,
+    Claim,
+    GridCell,
+)
 
 from . import figure_names
 from .loading import experiment_of
@@ -344,6 +355,7 @@ class ClaimChecker:
         return criterion, [(done, "")], judge
 
     def _below_reference(self, experiment: str, claim: Claim, done):
+        assert claim.reference is not None, "a below-reference claim names the cell it stays below"
         _, reference = self._members(experiment, claim.reference)
         words = experiment_of(experiment).series_words(claim.reference.mode, claim.reference.swept)
         criterion = f"median final dist_E/dist_init of this cell < that of {words}"

@@ -35,15 +35,15 @@ import pandas as pd
 from matplotlib import rc_context
 
 from pipeline import experiments
+from pipeline.progress import Progress
 
 from . import figure_names
+from .claims import NOM_MIN_RATIO
 from .curves import steps_add_information, steps_figure, training_curves
 from .drawing import drawn_rows
 from .loading import experiment_of
-from .claims import NOM_MIN_RATIO
 from .style import STYLE, save
 from .trajectories import FigureFacts, layers_of, ratio_figure, trajectory_figure
-from pipeline.progress import Progress
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> di
 
 def _plan_one(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
     """The figures of one experiment (or of one arm of it)."""
-    planned = {}
+    planned: dict[str, tuple] = {}
     if not drawn_rows(epochs, experiment.name).empty:
         title = experiment.display_title()
         x_words = "the distance travelled from A⁰" if experiment.trajectory_x == "travelled" else "the epoch"
@@ -192,7 +192,8 @@ def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     training (``analysis.stationary_points``)."""
     made = {}
     planned, extra = _plan(epochs, steps, trials), extra or {}
-    with rc_context(STYLE), Progress("figures", len(planned) + len(extra)) as progress:
+    # matplotlib's stubs take only literal rc keys; STYLE's are checked by rc_context itself when applied.
+    with rc_context(STYLE), Progress("figures", len(planned) + len(extra)) as progress:  # type: ignore[arg-type]
         for name, (build, shows, median, experiment) in planned.items():
             figure, facts = build()
             caption = f"{shows}. {_reading(facts, median, experiment)}"

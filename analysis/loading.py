@@ -51,8 +51,8 @@ PROVENANCE = ["python_version", "torch_version", "cuda_version", "cudnn_version"
               "data_files", "git_diff_sha256"]
 PROVENANCE_TEXTS = ("packages", "git_diff")
 TRIAL_REST = ["swept", "dtype", "total_epochs", "status", "epochs_done", "error", "data_source", "device", "hostname",
-              "git_commit", *PROVENANCE, "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file", "index",
-              "settings"]
+              "git_commit", *PROVENANCE, "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file",
+              "index", "settings"]
 # The epochs table: a row per trial x epoch x layer, every series of the trial-file schema that it shows (per-layer
 # series layer by layer, scalars repeated over the layers).
 EPOCH_LAYER_SERIES = [s.name for s in schema.EPOCH_SERIES if s.in_epochs_table and s.per_layer]
@@ -90,15 +90,15 @@ class Results:
 
 class UnknownExperiment(Experiment):
     """Stands in for an experiment this code does not know (a folder written by a newer pipeline), so
-    that its trials are still tabulated, drawn with default styles, and reported as having no claim."""
+    that its trials are still tabulated, drawn with default styles, and reported as having no claim. A
+    subclass per name (``experiment_of``): an experiment's name is a property of its class."""
 
-    def __init__(self, name: str):
-        self.name = name
-        self.cell_key = "cell"
+    cell_key = "cell"
 
 
 def experiment_of(name: str) -> Experiment:
-    return experiments.REGISTRY.get(name) or UnknownExperiment(name)
+    known = experiments.REGISTRY.get(name)
+    return known if known is not None else type(f"Unknown({name})", (UnknownExperiment,), {"name": name})()
 
 
 def swept_column(setting: str) -> str:
@@ -208,7 +208,7 @@ def _read_series(path: Path, rows: int) -> dict:
             series["step_epoch"] = step_epochs[kept]
             series["step_dist_E"] = steps[schema.STEP_DIST_E][:count][kept]
         if schema.RESULTS in f:
-            arrays = {}
+            arrays: dict[str, np.ndarray] = {}
             f[schema.RESULTS].visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
                                          if hasattr(obj, "shape") else None)
             series[schema.RESULTS] = {"attrs": {k: plain(v) for k, v in f[schema.RESULTS].attrs.items()},

@@ -18,11 +18,11 @@ from pipeline import folder
 
 from . import claims
 from .figures import FigureInfo
-from .stationary_points import report_section
 from .loading import Results, experiment_of
 from .paper_claims import claim_rows, grouped
 from .provenance import data_sources, devices, provenance, provenance_files, software
 from .science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
+from .stationary_points import report_section
 from .summary import END_POINTS, LEARNING_MIN_FACTOR, STATUSES
 from .tables import markdown_table
 
@@ -42,7 +42,7 @@ def _spread(row: pd.Series, column: str) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def problem_lines(results: Results) -> list[str]:

@@ -32,9 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import numerics  # noqa: E402
-from timing import synchronize, timed  # noqa: E402
-from pipeline import experiments  # noqa: E402
+from timing import timed  # noqa: E402
+
+from pipeline import (
+    experiments,  # noqa: E402
+    numerics,  # noqa: E402
+)
 from pipeline.data import Dataset  # noqa: E402
 from pipeline.packing import PackedCNN, PackedStepper  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .folder import ResultsFolder, local_tensorboard
 from .settings import ConfigError, parse_assignments, quoted
@@ -38,7 +39,7 @@ def _train(args) -> int:
         from .runner import ConsoleSink, run_trial
 
         print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
-        sink = ConsoleSink(log=lambda line: print(line, flush=True))
+        sink: Any = ConsoleSink(log=lambda line: print(line, flush=True))  # or wrapped, below
         console = sink
         if args.tensorboard:
             from .tensorboard_sink import TensorBoardSink
@@ -149,6 +150,7 @@ def _run_trial(args) -> int:
         print("\n".join(lines + ["nothing was run"]))
         return 0
     if added:
+        assert grid is not None  # trials are added only from a grid given on the command line
         lease = guard_folder(out)
         try:
             resolved = write_manifest(out, grid, grid.trials())
@@ -265,7 +267,7 @@ def _submit(args) -> int:
 
 def _dry_run(args, grid, profile) -> int:
     from .launch.submission import describe_plan, plan_submission
-    from .manifest import MANIFEST, merge, read_manifest, trials_of_manifest
+    from .manifest import merge, read_manifest, trials_of_manifest
 
     trials = grid.trials()
     growing = ""
@@ -438,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--group", help=_setting_help("groups", "group", "the group", GROUP_NAMES))
     train.add_argument("--mode", help=_setting_help("groups", "mode", "the training mode", MODES))
     train.add_argument("--variant", help=_setting_help("cnn", "variant", "the CNN variant", VARIANTS))
-    train.add_argument("--seed", type=int, help=_setting_help("groups", "seed", "seed of the initial point and the data order"))
+    train.add_argument("--seed", type=int,
+                       help=_setting_help("groups", "seed", "seed of the initial point and the data order"))
     train.add_argument("--epochs", type=int, help=_setting_help("groups", "epochs", "epochs of training"))
     train.add_argument("--n-samples", type=int, help=_setting_help("groups", "n_samples", "MNIST samples"))
     train.add_argument("--channels", type=int, help=_setting_help("groups", "channels", "channels of the network"))

@@ -15,9 +15,20 @@ import h5py
 import numpy as np
 
 from .folder import ResultsFolder
-from .schema import (METRICS, PHASE_GROUP, RESULTS, ROW_EPOCH, ROW_PHASE, SNAPSHOT_EPOCHS, SNAPSHOT_PHASE, STEP_DIST_E,
-                     STEP_EPOCH, STEPS, WEIGHTS, WHOLE_MODEL_SCHEMA)
-
+from .schema import (
+    METRICS,
+    PHASE_GROUP,
+    RESULTS,
+    ROW_EPOCH,
+    ROW_PHASE,
+    SNAPSHOT_EPOCHS,
+    SNAPSHOT_PHASE,
+    STEP_DIST_E,
+    STEP_EPOCH,
+    STEPS,
+    WEIGHTS,
+    WHOLE_MODEL_SCHEMA,
+)
 
 
 class SnapshotError(ValueError):

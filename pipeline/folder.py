@@ -54,7 +54,7 @@ class ResultsFolder:
         object.__setattr__(self, "root", Path(root))
 
     @classmethod
-    def of(cls, folder: "ResultsFolder | Path | str") -> "ResultsFolder":
+    def of(cls, folder: ResultsFolder | Path | str) -> ResultsFolder:
         return folder if isinstance(folder, ResultsFolder) else cls(folder)
 
     # -- the grid and its launches ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ FORMAT = 2
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,7 +53,8 @@ def entry_of(trial: Trial) -> dict:
 
 def trial_of(entry: dict) -> Trial:
     """A manifest entry as a Trial; entries written before labels existed (settings under "config") too."""
-    values = {k: v for k, v in entry.get("settings", entry.get("config")).items() if k != "experiment"}
+    recorded = entry["settings"] if "settings" in entry else entry["config"]
+    values = {k: v for k, v in recorded.items() if k != "experiment"}
     settings = experiments.get(entry["experiment"]).make_settings(values)
     return Trial(int(entry["index"]), entry["trial_id"], settings, dict(entry.get("swept", {})))
 
@@ -109,8 +110,9 @@ def merge(existing: list[Trial], wanted: list[Trial]) -> tuple[list[Trial], list
             continue
         if trial.trial_id in by_id:
             other = by_id[trial.trial_id]
-            raise ConfigError(f"trial {trial.trial_id} exists in this folder with other settings "
-                              f"({_first_difference(other.settings, trial.settings) if other.experiment == trial.experiment else 'another experiment'}); "
+            difference = (_first_difference(other.settings, trial.settings) if other.experiment == trial.experiment
+                          else "another experiment")
+            raise ConfigError(f"trial {trial.trial_id} exists in this folder with other settings ({difference}); "
                               "use another --out, or the settings it was run with")
         new = dataclasses.replace(trial, index=next_index)
         next_index += 1

@@ -38,9 +38,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .folder import LEASE_SUFFIX, ResultsFolder
+from .folder import ResultsFolder
 from .launch.backends import slurm_queue as queue
-from .launch.backends.identity import current_job_id, slurm_task
+from .launch.backends.identity import slurm_task
 from .settings import ConfigError, quoted
 
 HEARTBEAT_VARIABLE = "PIPELINE_LEASE_HEARTBEAT_S"
@@ -85,7 +85,7 @@ class Busy(RuntimeError):
 
     reported = True  # its message is the whole story: no traceback hint
 
-    def __init__(self, what: str, owner: "Owner"):
+    def __init__(self, what: str, owner: Owner | UnreadableLease):
         self.owner = owner
         super().__init__(f"{what} is held by {owner.describe()}")
 
@@ -133,17 +133,20 @@ class Owner:
     heartbeat_at: float = 0.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     pid_ns: str = ""  # "" in leases written before namespaces were recorded: unknown
+    # What the lease file held, byte for byte, when read (a lease is removed only if it still holds this);
+    # not part of the lease itself.
+    raw: str = field(default="", compare=False, repr=False)
 
     @classmethod
-    def this_process(cls) -> "Owner":
+    def this_process(cls) -> Owner:
         now = time.time()
         return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), slurm_task(),
                    " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace())
 
-    def same_machine(self, other: "Owner") -> bool:
+    def same_machine(self, other: Owner) -> bool:
         return self.host == other.host and self.boot_id == other.boot_id
 
-    def same_processes(self, other: "Owner") -> bool:
+    def same_processes(self, other: Owner) -> bool:
         """Whether this owner's PID means the same process to ``other`` (same machine, same namespace)."""
         return self.same_machine(other) and bool(self.pid_ns) and self.pid_ns == other.pid_ns
 
@@ -217,12 +220,8 @@ def read_owner(path: Path) -> Owner | UnreadableLease | None:
     except (ValueError, TypeError) as error:
         problem = "empty file" if not raw.strip() else f"not a lease: {type(error).__name__}"
         return UnreadableLease(raw, problem)
-    owner.raw = raw  # what the file held, byte for byte: a lease is removed only if it still holds this
+    owner.raw = raw
     return owner
-
-
-def _raw_of(holder) -> str:
-    return getattr(holder, "raw", "")
 
 
 def _read_raw(path: Path) -> str | None:
@@ -236,7 +235,7 @@ def _read_raw(path: Path) -> str | None:
 
 def _write_private(path: Path, owner: Owner) -> Path:
     tmp = path.with_name(f".{path.name}.{owner.token}.tmp")
-    tmp.write_text(json.dumps(asdict(owner)))
+    tmp.write_text(json.dumps({k: v for k, v in asdict(owner).items() if k != "raw"}))
     return tmp
 
 
@@ -279,7 +278,7 @@ class Lease:
         self.path, self.owner, self.what = Path(path), owner, what
 
     @classmethod
-    def acquire(cls, path: Path, what: str, job_states="read", note=_note) -> "Lease":
+    def acquire(cls, path: Path, what: str, job_states="read", note=_note) -> Lease:
         """Take the lease at ``path`` or raise :class:`Busy` naming its live owner. An unproven lease is
         watched for the stale period first (``note`` says so, and says when it is broken)."""
         path = Path(path)
@@ -307,7 +306,7 @@ class Lease:
                 if verdict == "unproven":
                     note(f"{what}: its lease ({holder.describe()}) cannot be proven alive or dead from here; "
                          f"watching it for {stale:g} s ({STALE_VARIABLE}) before taking it over")
-                    seen = watch_unchanged(path, _raw_of(holder), stale)
+                    seen = watch_unchanged(path, holder.raw, stale)
                     if seen == "changed":
                         raise Busy(what, read_owner(path) or holder)
                     if seen == "gone":
@@ -375,7 +374,7 @@ def _break(path: Path, holder) -> None:
             _clear_leftover_guard(guard, me)
             return  # the caller's next round tries again
         try:
-            _remove_if_same(path, _raw_of(holder), me.token)
+            _remove_if_same(path, holder.raw, me.token)
         finally:
             if _read_raw(guard) == _read_raw(tmp):
                 guard.unlink(missing_ok=True)

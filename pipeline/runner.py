@@ -58,7 +58,7 @@ class EpochRecord:
             return values[name]
         raise AttributeError(f"{type(self).__name__} has no series {name!r}")
 
-    def with_values(self, changed: dict) -> "EpochRecord":
+    def with_values(self, changed: dict) -> EpochRecord:
         return dataclasses.replace(self, values={**self.values, **changed})
 
 

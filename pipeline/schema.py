@@ -77,7 +77,8 @@ EPOCH_SERIES: tuple[Series, ...] = (
     Series("dist_init", "‖A − A⁰‖_F per layer: the distance from the start of the current phase", per_layer=True,
            console="travelled", tensorboard="travelled"),
     Series("norm", "‖A‖_F per layer", per_layer=True),
-    Series("step_perp", "‖Π_⊥(A_e − A_(e−1))‖_F per layer: the part of the epoch's step off E (0 at row 0)", per_layer=True, tensorboard="step_perp"),
+    Series("step_perp", "‖Π_⊥(A_e − A_(e−1))‖_F per layer: the part of the epoch's step off E (0 at row 0)",
+           per_layer=True, tensorboard="step_perp"),
 )
 SERIES: dict[str, Series] = {s.name: s for s in EPOCH_SERIES}
 # The values a row carries besides its epoch and phase (EpochRecord.values).

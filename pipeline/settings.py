@@ -12,6 +12,7 @@ import dataclasses
 import math
 import shlex
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 DTYPES = ("float32", "float64")
 MODES = ("equi", "aug", "nom")
@@ -101,7 +102,7 @@ class Augmentation:
     batch_size: int = 25  # sampled only: samples per minibatch sharing one random element
 
     @classmethod
-    def parse(cls, text: str, batch_size: int = 25) -> "Augmentation":
+    def parse(cls, text: str, batch_size: int = 25) -> Augmentation:
         if text == "orbit":
             return cls("orbit")
         kind, _, passes = str(text).partition(":")
@@ -114,6 +115,7 @@ class Augmentation:
 class CommonSettings:
     """What every trial has, whatever its experiment."""
 
+    experiment: ClassVar[str]  # each experiment's settings class names it
     seed: int = 0
     n_samples: int = 10000
     dtype: str = "float32"

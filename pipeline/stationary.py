@@ -174,7 +174,8 @@ class ModelObjective(Objective):
                                    materialize_grads=True)
 
     def _loss_and_grad(self, augmented: bool) -> tuple[float, float, torch.Tensor]:
-        loss, correct = 0.0, 0
+        loss = 0.0
+        correct: float = 0  # NaN where there are no classes (a regression)
         grad = torch.zeros(self.dim, dtype=self.parameters[0].dtype, device=self.parameters[0].device)
         for x, y, plain, rows in self._chunks(augmented):
             logits = self.model(x)
@@ -344,13 +345,14 @@ class StationarySearch:
         self.gradient_floor = gradient_floor
         self.evaluations = self.iterations = self.newton_iterations = self.hessian_products = 0
         self.restarted = self.stalled = False
-        self.stage, self.ended, self.radius = "first order", "", None
+        self.stage, self.ended = "first order", ""
+        self.radius: float | None = None  # the trust region's, once Newton steps begin
         self.theta = objective.project_E(objective.get())
         objective.set(self.theta)
         self.loss, self.accuracy, self.grad = self._projected_gradient()
         self.start_norm = self.norm = float(torch.linalg.vector_norm(self.grad))
         self.flat = self.theta.clone()
-        self.optimizer = self._fresh_lbfgs() if method == "lbfgs" else None
+        self.optimizer: torch.optim.LBFGS | None = self._fresh_lbfgs() if method == "lbfgs" else None
         if method == "gd" and lr is None:
             def hessian_E(v):
                 return objective.hvp(objective.project_E(v), augmented=False)
@@ -376,7 +378,7 @@ class StationarySearch:
         loss, accuracy, grad = self.objective.loss_and_grad(augmented=False)
         return loss, accuracy, self.objective.project_E(grad)
 
-    def _fresh_lbfgs(self):
+    def _fresh_lbfgs(self) -> torch.optim.LBFGS:
         # max_eval leaves every line search its full 25 evaluations, even in a block's last iteration.
         return torch.optim.LBFGS([self.flat], lr=1.0, max_iter=self.block, max_eval=30 * self.block,
                                  tolerance_grad=0.0, tolerance_change=0.0, history_size=self.history_size,
@@ -432,6 +434,7 @@ class StationarySearch:
     def _first_order_block(self, count: int) -> None:
         previous = (self.loss, self.norm)
         if self.method == "lbfgs":
+            assert self.optimizer is not None, "an L-BFGS search has its optimizer from the start"
             self.optimizer.param_groups[0]["max_iter"] = count
             before = self.optimizer.state[self.flat].get("n_iter", 0)
             self.optimizer.step(self._closure)
@@ -587,8 +590,9 @@ def lanczos_trust_region(hessian: Callable[[torch.Tensor], torch.Tensor], grad: 
         return torch.zeros_like(grad), 0.0, 0, False
     basis = grad.new_zeros(min(max_iterations, len(grad)), len(grad))
     basis[0] = grad / norm_g
-    alphas, betas = [], []
-    y = None
+    alphas: list[float] = []
+    betas: list[float] = []
+    y: torch.Tensor | None = None
     for j in range(len(basis)):
         w = hessian(basis[j])
         alphas.append(float(basis[j] @ w))
@@ -604,6 +608,7 @@ def lanczos_trust_region(hessian: Callable[[torch.Tensor], torch.Tensor], grad: 
         betas.append(beta)
         basis[j + 1] = w / beta
     count = len(alphas)
+    assert y is not None  # the loop ran at least once: the basis has a row
     p = basis[:count].T @ y.to(basis.dtype)
     predicted = -float(norm_g * y[0] + 0.5 * (y @ (T @ y)))
     negative = bool(torch.linalg.eigvalsh(T)[0] < 0)
@@ -729,7 +734,7 @@ class Spectrum:
     breakdown: bool
 
     @classmethod
-    def of(cls, run: LanczosResult, k: int) -> "Spectrum":
+    def of(cls, run: LanczosResult, k: int) -> Spectrum:
         return cls(run.values[:k], run.vectors[:k], run.residuals[:k], float(run.values[-1]), run.vectors[-1],
                    float(run.residuals[-1]), run.krylov_dim, run.breakdown)
 

@@ -38,6 +38,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import h5py
 import numpy as np
@@ -48,8 +49,8 @@ from .cost import snapshot_epochs
 from .experiments import Trial
 from .files import inspect, open_h5, read_status, trial_paths, weight_rows_through
 from .folder import set_aside
-from .manifest import git_commit, utc_now
 from .launch.backends import identity
+from .manifest import git_commit, utc_now
 from .ownership import KEEPER, Lease, LostOwnership
 from .settings import quoted
 
@@ -165,7 +166,7 @@ class TrialFile:
     def _prepare_from(self, work: Path) -> str:
         state = inspect(work)
         if state.status in ("damaged", "inconsistent"):
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
             aside = set_aside(self.path, state.status, stamp)
             os.replace(self.path, aside)
             self.state_path.unlink(missing_ok=True)
@@ -431,7 +432,7 @@ class TrialFile:
             with open(tmp, "wb") as handle:
                 sink = _WriteErrors(handle)
                 try:
-                    torch.save(state, sink)
+                    torch.save(state, cast(BinaryIO, sink))  # a file object, as torch.save takes
                 except RuntimeError as error:
                     # torch's serializer reports a failed write as "unexpected pos": keep the errno it lost.
                     raise (sink.error or error) from error

@@ -17,8 +17,12 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import schema
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 from .settings import ConfigError
 
 FLUSH_EVERY_S = 5.0  # live enough to watch, without a file sync per fast epoch
@@ -37,7 +41,7 @@ class TensorBoardSink:
     def __init__(self, inner, directory: Path):
         self.inner = inner
         self.directory = Path(directory)
-        self._writer = None
+        self._writer: SummaryWriter | None = None
         self._flushed = 0.0
 
     def __getattr__(self, name):  # anything else the runner or a caller asks of the sink
@@ -60,6 +64,7 @@ class TensorBoardSink:
     def write_epoch(self, record, model, checkpoint) -> None:
         self.inner.write_epoch(record, model, checkpoint)
         writer, step = self._writer, int(record.epoch)
+        assert writer is not None, "begin() opens the event file"
         for series in schema.EPOCH_SERIES:
             if series.tensorboard is None or series.name not in record.values:
                 continue

@@ -34,16 +34,26 @@ def seeded_generator(*purpose) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
+def applied_augmentation(mode: str, augmentation: Augmentation | None) -> Augmentation | None:
+    """The augmentation an epoch of ``mode`` applies: Aug's own; none for Equi and Nom."""
+    if mode != "aug":
+        return None
+    if augmentation is None:
+        raise ValueError("an Aug epoch needs its augmentation")
+    return augmentation
+
+
 class RowPlan:
     """Which (sample, group element) each row of one epoch's objective is."""
 
     def __init__(self, num_samples: int, mode: str, augmentation: Augmentation | None, group_order: int,
                  generator: torch.Generator | None = None):
         self.num_samples = num_samples
-        self.kind = "identity" if mode != "aug" else augmentation.kind
+        augmentation = applied_augmentation(mode, augmentation)
+        self.kind = augmentation.kind if augmentation is not None else "identity"
         if self.kind == "orbit":
             self.num_rows = num_samples * group_order
-        elif self.kind == "sampled":
+        elif augmentation is not None and self.kind == "sampled":
             self.batch_size = augmentation.batch_size
             batches_per_pass = -(-num_samples // self.batch_size)
             self.elements = torch.randint(group_order, (augmentation.passes, batches_per_pass), generator=generator)
@@ -110,6 +120,7 @@ def add_regularisation_gradient_(model: MeasuredModel, reg: float) -> None:
     named = dict(model.named_parameters())
     projected = model.project_parameters({name: p.detach() for name, p in named.items()})
     for name, p in named.items():
+        assert p.grad is not None, "the regulariser's gradient is added to a backward pass's"
         p.grad.add_(p.detach() - projected[name], alpha=reg)
 
 
@@ -131,7 +142,8 @@ def descend(model: MeasuredModel, lr: float, mode: str, reg: float = 0.0) -> flo
 @torch.no_grad()
 def evaluate(model: MeasuredModel, data: Dataset, loss: str, chunk_size: int) -> tuple[float, float]:
     """Mean loss and accuracy on the untransformed data."""
-    total, correct = 0.0, 0
+    total = 0.0
+    correct: float = 0  # NaN where there are no classes (a regression)
     for start in range(0, len(data), chunk_size):
         x, y = data.images[start : start + chunk_size], data.labels[start : start + chunk_size]
         logits = model(x)
@@ -171,7 +183,7 @@ class GradientStepper(Stepper, Protocol):
         ...
 
     def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
-                 stats: bool = False) -> list[tuple[float, int]] | None:
+                 stats: bool = False) -> list[tuple[float, float]] | None:
         """Add to .grad the gradient of the loss summed over these rows, divided by ``num_rows``; with
         ``stats``, also return the (loss sum, correct predictions) of the rows per model. ``x``: (B, ...)
         shared by every model, or one batch per model, (k, B, ...)."""
@@ -204,7 +216,7 @@ class SingleStepper:
             p.grad = None
 
     def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
-                 stats: bool = False) -> list[tuple[float, int]] | None:
+                 stats: bool = False) -> list[tuple[float, float]] | None:
         logits = self.models[0](x)
         total = loss_sum(logits, labels[0], loss)
         (total / num_rows).backward()
@@ -239,7 +251,7 @@ class EpochHooks:
     def after_step(self) -> None:
         pass
 
-    def without_steps(self) -> "EpochHooks":
+    def without_steps(self) -> EpochHooks:
         """The same hooks, but deaf to single steps: for epochs whose steps an experiment does not record."""
         return _WithoutSteps(self)
 
@@ -316,9 +328,10 @@ def minibatch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentatio
         raise ValueError(f"minibatch epochs train one model, got {len(generators)}")
     generator = generators[0]
     model = stepper.template
-    kind = "identity" if mode != "aug" else augmentation.kind
+    applied = applied_augmentation(mode, augmentation)
+    kind = applied.kind if applied is not None else "identity"
     order = model.group_order
-    passes = augmentation.passes if kind == "sampled" else 1
+    passes = applied.passes if applied is not None and kind == "sampled" else 1
     hooks.before_update(None)  # the point before the epoch is not what any minibatch sees
     grad_norms = [0.0]
     for _ in range(passes):

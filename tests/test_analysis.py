@@ -9,6 +9,7 @@ folders test swept settings, unknown modes and the files of earlier schemas with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,8 +24,6 @@ from matplotlib import image as mpimg
 
 import analysis
 from analysis.__main__ import main as analysis_main
-import dataclasses
-
 from pipeline.experiments import make_trial
 from pipeline.manifest import entry_of
 from pipeline.runner import EpochRecord
@@ -59,7 +58,7 @@ def seed_factor(seed):
 
 def groups_layer_values(base, seed, epoch):
     f = seed_factor(seed)
-    scale = np.array([l + 1 for l in range(3)], dtype=float) * epoch * f
+    scale = np.array([layer + 1 for layer in range(3)], dtype=float) * epoch * f
     return base * scale, 0.1 * scale, 10.0 + np.arange(3)
 
 
@@ -258,7 +257,8 @@ def test_trial_table_reports_every_status(aggregated):
     assert (trials.loc["cnn-cross-s000", "cell"], trials.loc["cnn-cross-s000", "variant"]) == ("cross", "cross")
     assert len(trials) == len(planned_trials())
     written = pd.read_csv(aggregated.out / "aggregate" / "trials.csv")
-    assert list(written.columns[:9]) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed", "series"]
+    assert list(written.columns[:9]) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed",
+                                         "series"]
     assert {"device", "data_source", "final_ratio", "max_rel_dist_E_phase2"} <= set(written.columns)
 
 
@@ -360,7 +360,8 @@ def test_missing_incomplete_and_damaged_trials_are_listed(aggregated):
 
 def test_report_has_verdicts_thresholds_figures_and_provenance(aggregated):
     text = (aggregated.out / "aggregate" / "report.md").read_text()
-    for needle in ("## The paper's claims", "## The claims, cell by cell", "**holds**", "**does not hold**", "**not enough complete trials**",
+    for needle in ("## The paper's claims", "## The claims, cell by cell", "**holds**", "**does not hold**",
+                   "**not enough complete trials**",
                    "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO", "LEAVES_E_MIN_RATIO", "MIN_COMPLETE_TRIALS",
                    "groups_dist_vs_travelled.png", "cnn_steps_log.png", "Grid: `constructed`",
                    "`groups.epochs=3`", "Devices: `cpu`", "CPU ", "claim 1", "claim 3"):
@@ -380,7 +381,7 @@ def test_report_is_self_contained(aggregated):
     assert str(aggregated.out) not in text
     # Every figure is embedded with its caption.
     for name, info in aggregated.result.figures.items():
-        assert f"![Figure" in text and f"(figures/{name}.png)" in text and info.caption in text
+        assert "![Figure" in text and f"(figures/{name}.png)" in text and info.caption in text
     table = analysis.load_trials(aggregated.out)
     readable = table[~table["status"].isin(["missing", "damaged"])]
     complete = int((readable["status"] == "complete").sum())

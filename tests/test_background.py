@@ -5,8 +5,8 @@ import threading
 import time
 
 import pytest
-
 from helpers import assert_same_results
+
 from pipeline import background, store
 from pipeline.background import BackgroundSink
 from pipeline.cli import main
@@ -97,10 +97,10 @@ def test_the_rows_match_a_direct_run_and_a_checkpoint_waits_for_pending_rows():
         def snapshot(self):
             return {}
 
-    from pipeline.runner import EpochRecord
     import torch
 
     from pipeline.data import load_mnist
+    from pipeline.runner import EpochRecord
 
     sink.begin(make_trial("groups", TRIAL), ["A0"], torch.device("cpu"), load_mnist(8, size=6))
     for epoch in range(3):

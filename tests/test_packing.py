@@ -9,8 +9,8 @@ import torch
 from pipeline import experiments, packing
 from pipeline.experiments import Trial, check_packable, make_trial
 from pipeline.experiments.cnn import VARIANTS
-from pipeline.packing import PackedCNN
 from pipeline.faults import FAULT_VARIABLE, InjectedFault
+from pipeline.packing import PackedCNN
 from pipeline.runner import CollectingSink, run_trial, run_trials
 
 SEEDS = (0, 1, 2)

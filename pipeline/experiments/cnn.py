@@ -11,8 +11,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (MAX_CHANNELS, MAX_EPOCHS, CommonSettings, ConfigError, atomic, check_choice, check_count,
-                        check_image_side, check_nonnegative, check_positive_int, check_rate)
+from ..settings import (
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    CommonSettings,
+    ConfigError,
+    atomic,
+    check_choice,
+    check_count,
+    check_image_side,
+    check_nonnegative,
+    check_positive_int,
+    check_rate,
+)
 from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 # variant -> (kernel support, parametrisation of the unconstrained phase-2 model)

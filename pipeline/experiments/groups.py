@@ -16,9 +16,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (LOSSES, MAX_CHANNELS, MAX_EPOCHS, MODES, Augmentation, CommonSettings, ConfigError,
-                        check_at_most, check_choice, check_image_side, check_nonnegative, check_positive_int,
-                        check_rate)
+from ..settings import (
+    LOSSES,
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    MODES,
+    Augmentation,
+    CommonSettings,
+    ConfigError,
+    check_at_most,
+    check_choice,
+    check_image_side,
+    check_nonnegative,
+    check_positive_int,
+    check_rate,
+)
 from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")

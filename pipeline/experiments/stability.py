@@ -18,13 +18,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..settings import (LOSSES, MAX_CHANNELS, MAX_EPOCHS, CommonSettings, ConfigError, atomic, check_at_most,
-                        check_choice, check_count, check_image_side, check_nonnegative, check_positive_int,
-                        check_rate)
-from .base import (ALL_OF, ANY_OF, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STABILITY_DIFFERS, Claim, Experiment,
-                   GridCell, Labels)
+from ..settings import (
+    LOSSES,
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    CommonSettings,
+    ConfigError,
+    atomic,
+    check_at_most,
+    check_choice,
+    check_count,
+    check_image_side,
+    check_nonnegative,
+    check_positive_int,
+    check_rate,
+)
+from .base import (
+    ALL_OF,
+    ANY_OF,
+    IDENTITY_AT_ROUNDOFF,
+    IDENTITY_FAILS,
+    STABILITY_DIFFERS,
+    Claim,
+    Experiment,
+    GridCell,
+    Labels,
+)
 from .cnn import EXPERIMENT as CNN_EXPERIMENT
 from .cnn import VARIANTS
 from .groups import EXPERIMENT as GROUPS_EXPERIMENT
@@ -403,7 +424,7 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
     progress(lanczos, 0, 2)
     found = stationary.spectra(objective, settings.eigenpairs, settings.lanczos_steps, generator)
     progress(lanczos, 2, 2)
-    arrays = {}
+    arrays: dict[str, Any] = {}  # tensors, and the parameters' names
     for block, spectrum in found.items():
         arrays[f"spectrum/{block}/lowest"] = spectrum.lowest.cpu().numpy()
         arrays[f"spectrum/{block}/lowest_residuals"] = spectrum.lowest_residuals.cpu().numpy()

@@ -129,7 +129,7 @@ class Costing:
     speeds: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, profile) -> "Costing":
+    def of(cls, profile) -> Costing:
         device = throughput.gpu_key(profile.gpu_type) if profile.gpus > 0 else "cpu"
         if profile.gpus > 0 and not profile.gpu_type:
             device = "unknown GPU"
@@ -268,7 +268,7 @@ def over_limit_warnings(arrays: list[ArrayPlan], trials: dict[int, Trial], devic
         for task in array.over_limit:
             for unit in task.units:
                 cells.setdefault(cell_of(trials[unit.indices[0]]), []).append((task, unit))
-        for cell, members in cells.items():
+        for members in cells.values():
             ids = [trials[i].trial_id for _, unit in members for i in unit.indices]
             longest = max(task.seconds for task, _ in members) / 60
             requeues = math.ceil(longest / array.time_min) - 1

@@ -22,6 +22,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..files import inspect, trial_paths
@@ -30,7 +31,7 @@ from ..manifest import labels_of, read_manifest, utc_now
 from ..ownership import Owner, process_start_ticks, read_owner, task_lease_path, trial_lease_path
 from ..stopping import CANCEL_SIGNAL
 from .backends import backend_of_record
-from .backends.base import Cancellation
+from .backends.base import Backend, Cancellation
 from .backends.slurm import last_log_line
 from .backends.slurm_queue import QueueView
 from .records import append_record, cancelled_jobs, read_submissions
@@ -48,6 +49,11 @@ class TrialState:
     detail: str
     in_queue: bool  # a live task will still run it (or runs it now)
     job_id: str = ""
+
+
+def _state_of(index: int, trial_id: str, cell: str, mode: str, job_id: str, state: str, detail: str,
+              in_queue: bool = False) -> TrialState:
+    return TrialState(index, trial_id, cell, mode, state, detail, in_queue, job_id)
 
 
 def _task_state(out_dir: Path, record: dict, task: dict, slurm) -> tuple[bool | None, str]:
@@ -101,20 +107,20 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
         held = owner.state(slurm) if owner is not None else None
         handled = bool(job_id) and str(attrs.get("job", "")) == job_id  # this task already ran its attempt
 
-        def result(state: str, detail: str, in_queue: bool = False) -> TrialState:
-            return TrialState(index, trial_id, labels["cell"], labels["mode"], state, detail, in_queue, job_id)
+        result = partial(_state_of, index, trial_id, labels["cell"], labels["mode"], job_id)
 
         if file is not None and file.status == "complete":
             states.append(result("complete", f"{_progress(attrs)} on {attrs.get('device', '?')}"))
-        elif held == "alive":
+        elif held == "alive" and owner is not None:
             progress = _progress(attrs) if file is not None else "starting"
             states.append(result("running", f"{progress} on {attrs.get('device', '?')}, by {owner.describe()}",
                                  in_queue=True))
-        elif held == "unproven":
+        elif held == "unproven" and owner is not None:
             states.append(result("unknown", f"held by {owner.describe()}, which cannot be proven alive or dead from "
                                             "here; a run that needs it watches it for the stale period first",
                                  in_queue=True))
-        elif live and not was_cancelled and not (handled and file.status in ("failed", "cancelled", "inconsistent")):
+        elif live and not was_cancelled and not (handled and file is not None
+                                                 and file.status in ("failed", "cancelled", "inconsistent")):
             where = ("waiting in the queue" if words == "pending" else
                      "its task is running other trials first" if words in ("running", "starting") else words)
             resume = (f"; resumes after epoch {attrs.get('epochs_done')}" if file is not None and
@@ -137,7 +143,8 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
             how = accounting.get(job_id, "")
             last = last_log_line(record.get("folder", ""), job_id) if job_id else ""
             states.append(result("failed", f"stopped at {_progress(attrs)}, not queued (killed, timed out or its task "
-                                           "ended)" + (f"; sacct: {how}" if how else "") + (f"; log: {last}" if last else "")))
+                                           "ended)" + (f"; sacct: {how}" if how else "")
+                                 + (f"; log: {last}" if last else "")))
         elif job_id:
             last = last_log_line(record.get("folder", ""), job_id)
             states.append(result("missing", f"not started; task {job_id} is gone" + (f"; log: {last}" if last else "")))
@@ -159,7 +166,8 @@ def _accounting(submissions: list[dict]) -> dict[str, str]:
 def format_status(states: list[TrialState], only_unfinished: bool = False) -> str:
     shown = [s for s in states if not (only_unfinished and s.state == "complete")]
     width = max([22] + [len(s.trial_id) for s in shown])
-    lines = [f"all {len(states)} trials complete"] if not shown else [f"{'index':>5}  {'trial':<{width}} {'state':<12} detail"]
+    header = f"{'index':>5}  {'trial':<{width}} {'state':<12} detail"
+    lines = [f"all {len(states)} trials complete"] if not shown else [header]
     for s in shown:
         lines.append(f"{s.index:>5}  {s.trial_id:<{width}} {s.state:<12} {s.detail}")
     counts = Counter((s.cell, s.mode, s.state) for s in states)
@@ -199,7 +207,8 @@ def cancel(out_dir: Path, log=print) -> list[str]:
     submissions = read_submissions(out_dir)
     slurm = QueueView()
     me = Owner.this_process()
-    found, unconfirmed, backends = Cancellation(), [], {}
+    found, unconfirmed = Cancellation(), []
+    backends: dict[str, Backend] = {}
     for record in submissions:
         if record.get("unconfirmed"):
             unconfirmed.append(record)

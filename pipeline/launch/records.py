@@ -24,7 +24,6 @@ from ..folder import ResultsFolder
 from ..settings import ConfigError, quoted
 
 
-
 def append_record(out_dir: Path, record: dict) -> None:
     append_records(out_dir, [record])
 
@@ -121,7 +120,8 @@ def read_submissions(out_dir: Path, warn=None) -> list[dict]:
 
 def cancelled_jobs(out_dir: Path, warn=None) -> dict[str, str]:
     """Job id -> when it was cancelled, for jobs cancelled after their submission."""
-    cancelled, submitted_at = {}, {}
+    cancelled: dict[str, str] = {}
+    submitted_at: dict[str, str] = {}
     for record in read_records(out_dir, warn):
         if record.get("kind", "submission") == "submission":
             for task in record.get("tasks", []):

@@ -50,24 +50,26 @@ class Plan:
         return self.name if len(self.arrays) == 1 else f"{self.name}-{array.time_min}m"
 
 
-def plan_submission(out_dir: Path, indices: list[int], profile: Profile, trials_per_task: int | None = None,
+def plan_submission(out_dir: Path | None, indices: list[int], profile: Profile, trials_per_task: int | None = None,
                     workers: int | None = None, pack_seeds: bool = False, trials: list | None = None,
                     name: str | None = None) -> Plan:
     """The arrays and tasks that would run ``indices`` of the folder's manifest (or of ``trials``, for a
     dry run or a plan of a grid not yet written). ``trials_per_task``: a fixed number of trials per task
     (the pack size, with ``pack_seeds``); None: tasks by cost (``pipeline.launch.layout``)."""
     if trials is None:
+        if out_dir is None:
+            raise ValueError("plan_submission needs a results folder or the trials")
         manifest = read_manifest(out_dir)
         trials, name = trials_of_manifest(manifest), str(manifest.get("grid", "grid"))
-    trials = {t.index: t for t in trials}
+    by_index = {t.index: t for t in trials}
     if not indices:
         raise ConfigError("nothing to submit: no trial selected")
     costing = layout.Costing.of(profile)
-    units = [costing.unit(unit) for unit in layout.units_of(trials, indices, pack_seeds, trials_per_task)]
-    used = list(dict.fromkeys(trials[i].experiment for i in indices))
-    packed = {trials[u.indices[0]].experiment: True for u in units if u.packed}
+    units = [costing.unit(unit) for unit in layout.units_of(by_index, indices, pack_seeds, trials_per_task)]
+    used = list(dict.fromkeys(by_index[i].experiment for i in indices))
+    packed = {by_index[u.indices[0]].experiment: True for u in units if u.packed}
     estimates = costing.describe(used, packed)
-    arrays, threads, warnings = backend_of(profile).tasks(units, trials, trials_per_task, pack_seeds, workers,
+    arrays, threads, warnings = backend_of(profile).tasks(units, by_index, trials_per_task, pack_seeds, workers,
                                                           costing.device)
     return Plan(profile, arrays, threads, name or "grid", estimates, warnings)
 

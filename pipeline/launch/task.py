@@ -76,7 +76,8 @@ class ArrayTask(submitit.helpers.Checkpointable):
             if lease is not None:
                 lease.release()
                 lease = None
-            submitit_handler(request.signum, None)  # checkpoint() and requeue; it exits the process
+            if callable(submitit_handler):  # it is: a Requeue is raised only where it was installed
+                submitit_handler(request.signum, None)  # checkpoint() and requeue; it exits the process
             raise
         finally:
             if lease is not None:

@@ -49,7 +49,7 @@ class Backend(ABC):
         """What ``pipeline plan`` says about the launch after its table."""
 
     # -- launching ----------------------------------------------------------------------------------------
-    def check_available(self) -> None:
+    def check_available(self) -> None:  # noqa: B027 (optional: a backend reachable from anywhere has nothing to check)
         """Raise ConfigError, in one line, where this scheduler cannot be reached from here."""
 
     @abstractmethod
@@ -69,7 +69,7 @@ class Backend(ABC):
     def gather_cancellation(self, out_dir: Path, record: dict, queue, me, found: Cancellation) -> None:
         """Add what stopping this record's tasks takes to ``found``."""
 
-    def cancel(self, found: Cancellation, log) -> None:
+    def cancel(self, found: Cancellation, log) -> None:  # noqa: B027 (optional: nothing of its own to stop)
         """Stop what ``gather_cancellation`` found of this backend's tasks (after the cancel is recorded)."""
 
     # -- the current task -----------------------------------------------------------------------------------
