@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import SchedulerError, UserError
 from .folder import ResultsFolder, local_tensorboard
-from .settings import ConfigError, parse_assignments, quoted
+from .settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
 
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
                     "per layer) as "
@@ -223,7 +224,7 @@ def _follow(out: Path, wait: bool) -> int:
 def _refuse_unknown(states, force: bool) -> None:
     unknown = [s for s in states if s.state == "unknown"]
     if unknown and not force:
-        raise ConfigError(f"squeue did not answer, so {len(unknown)} trial(s) may still be queued or running "
+        raise SchedulerError(f"squeue did not answer, so {len(unknown)} trial(s) may still be queued or running "
                           f"(e.g. {unknown[0].trial_id}); submitting them again could run them twice. Retry when "
                           "SLURM answers, or pass --force")
 
@@ -479,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="say which trial would run, and what it would add; run nothing")
     run.add_argument("--force", action="store_true", help="rerun a complete trial")
-    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+    run.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")
     run.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
 
@@ -544,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         # Errors the pipeline raises on purpose say all there is to say; a traceback helps with the others.
-        expected = isinstance(error, ConfigError) or getattr(error, "reported", False)
+        expected = isinstance(error, UserError)
         hint = "" if expected else " (--debug shows the traceback)"
         print(f"error: {one_line(error)}{hint}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+        return error.exit_code if isinstance(error, UserError) else 1

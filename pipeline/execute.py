@@ -22,7 +22,7 @@ from .experiments import Trial
 from .folder import ResultsFolder
 from .manifest import utc_now
 from .ownership import Busy, acquire_trial
-from .settings import quoted
+from .settings import CHECKPOINT_EVERY_S, quoted
 from .stopping import Cancelled
 
 
@@ -83,7 +83,7 @@ def _close_quietly(sinks: list) -> None:
                 pass
 
 
-def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = 60.0,
+def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
             on_store=None, tensorboard: bool = False) -> dict[str, str]:
     """Run (or resume, or skip) trials into their files: one trial, or several trained packed (they must
     differ only in their seed). Returns trial id -> 'complete' (it already was), 'ran', or 'busy: <owner>'

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import h5py
 
+from .errors import UserError
 from .folder import journal_of
 
 IDLE, APPLYING = 0, 1
@@ -456,10 +457,8 @@ def _copy(source_fd: int, target_fd: int) -> None:
             view = view[os.write(target_fd, view):]
 
 
-class StillWriting(RuntimeError):
+class StillWriting(UserError, RuntimeError):
     """The file kept changing while a consistent copy was taken: its previous writer is still at work."""
-
-    reported = True
 
 
 def consistent_copy(path: Path, target: Path, attempts: int = 20, pause_s: float = 0.1) -> int:

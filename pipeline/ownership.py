@@ -38,6 +38,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .errors import UserError
 from .folder import ResultsFolder
 from .launch.backends import slurm_queue as queue
 from .launch.backends.identity import slurm_task
@@ -80,20 +81,16 @@ def stale_after_s() -> float:
     return stale
 
 
-class Busy(RuntimeError):
+class Busy(UserError, RuntimeError):
     """Someone else holds the lease; the message names them."""
-
-    reported = True  # its message is the whole story: no traceback hint
 
     def __init__(self, what: str, owner: Owner | UnreadableLease):
         self.owner = owner
         super().__init__(f"{what} is held by {owner.describe()}")
 
 
-class LostOwnership(RuntimeError):
+class LostOwnership(UserError, RuntimeError):
     """This process's lease was taken over (its heartbeat lapsed): it must stop writing at once."""
-
-    reported = True  # its message is the whole story: no traceback hint
 
 
 def _boot_id() -> str:

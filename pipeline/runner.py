@@ -24,16 +24,15 @@ from dataclasses import dataclass, field
 import torch
 
 from . import experiments, faults, numerics, schema, stopping
+from .errors import UserError
 from .experiments import Trial
 from .ownership import LostOwnership
 from .progress import StageProgress
 from .training import EpochHooks, Stepper
 
 
-class Diverged(RuntimeError):
+class Diverged(UserError, RuntimeError):
     """The loss of a trial became NaN or infinite: training on is pointless, and the run is not complete."""
-
-    reported = True  # its message is the whole story: no traceback hint
 
     def __init__(self, trial_ids: list[str], epoch: int, losses: list[float]):
         self.trial_ids, self.epoch = trial_ids, epoch
@@ -240,7 +239,7 @@ class TrialRun:
         self.deferred = all(getattr(sink, "defers_host_copies", False) for sink in sinks)
         self.to_host = _in_flight_host_copy if self.deferred else _on_host
         self.loss_name = experiment.evaluation_loss(settings)
-        self.trained: dict[str, list[float]] = {"grad_norm": [float("nan")] * len(trials)}
+        self.trained: dict[str, list[float]] = {schema.GRAD_NORM: [float("nan")] * len(trials)}
         self.last_write = time.perf_counter()
 
     def _built(self, settings):
@@ -308,7 +307,7 @@ class TrialRun:
     def after_step(self) -> None:
         self.latest_measurements, self.measured_versions = self._measurements_now(), self._weight_versions()
         for i, sink in enumerate(self.sinks):
-            sink.write_steps(self.epoch + 1, self.latest_measurements[i]["dist_E"])
+            sink.write_steps(self.epoch + 1, self.latest_measurements[i][schema.DIST_E])
 
     # -- the course of the run ----------------------------------------------------------------------------
     def run(self) -> None:

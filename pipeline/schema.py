@@ -36,6 +36,9 @@ PHASE_GROUP = "phase"
 LAYER_NAMES_ATTR = "layer_names"
 
 ROW_EPOCH, ROW_PHASE = "epoch", "phase"
+# The per-row series by name: the code that measures one uses these, never the string.
+LOSS, ACCURACY, SECONDS, GRAD_NORM = "loss", "accuracy", "seconds", "grad_norm"
+DIST_E, DIST_INIT, NORM, STEP_PERP = "dist_E", "dist_init", "norm", "step_perp"
 # Where every series but the scalars is written per measured layer.
 ALWAYS, WITH_PHASES = "always", "experiments with phases"
 
@@ -65,19 +68,19 @@ EPOCH_SERIES: tuple[Series, ...] = (
     Series(ROW_EPOCH, "the row's epoch: 0, 1, ..., E", dtype="i8", in_epochs_table=False),
     Series(ROW_PHASE, "the phase whose model the row measures: 1 or 2", dtype="i8", applies=WITH_PHASES,
            in_epochs_table=False),
-    Series("loss", "mean loss on the untransformed training data", console="loss", console_format=".4f",
+    Series(LOSS, "mean loss on the untransformed training data", console="loss", console_format=".4f",
            tensorboard="loss"),
-    Series("accuracy", "accuracy on the untransformed training data (NaN for a regression target)", console="acc",
+    Series(ACCURACY, "accuracy on the untransformed training data (NaN for a regression target)", console="acc",
            console_format=".3f", tensorboard="accuracy"),
-    Series("seconds", "wall time of the epoch (of the whole pack, for packed seeds)", tensorboard="seconds",
+    Series(SECONDS, "wall time of the epoch (of the whole pack, for packed seeds)", tensorboard="seconds",
            in_epochs_table=False),
-    Series("grad_norm", "norm of the (last) gradient applied in the epoch (NaN at row 0)", tensorboard="grad_norm"),
-    Series("dist_E", "‖A − Π_E A‖_F per measured layer, in weight space", per_layer=True, console="dist_E",
+    Series(GRAD_NORM, "norm of the (last) gradient applied in the epoch (NaN at row 0)", tensorboard="grad_norm"),
+    Series(DIST_E, "‖A − Π_E A‖_F per measured layer, in weight space", per_layer=True, console="dist_E",
            tensorboard="dist_E"),
-    Series("dist_init", "‖A − A⁰‖_F per layer: the distance from the start of the current phase", per_layer=True,
+    Series(DIST_INIT, "‖A − A⁰‖_F per layer: the distance from the start of the current phase", per_layer=True,
            console="travelled", tensorboard="travelled"),
-    Series("norm", "‖A‖_F per layer", per_layer=True),
-    Series("step_perp", "‖Π_⊥(A_e − A_(e−1))‖_F per layer: the part of the epoch's step off E (0 at row 0)",
+    Series(NORM, "‖A‖_F per layer", per_layer=True),
+    Series(STEP_PERP, "‖Π_⊥(A_e − A_(e−1))‖_F per layer: the part of the epoch's step off E (0 at row 0)",
            per_layer=True, tensorboard="step_perp"),
 )
 SERIES: dict[str, Series] = {s.name: s for s in EPOCH_SERIES}
@@ -87,7 +90,7 @@ LAYER_SERIES = tuple(s.name for s in EPOCH_SERIES if s.per_layer)
 SCALAR_SERIES = tuple(s.name for s in EPOCH_SERIES if not s.per_layer)
 
 # Single optimizer steps, for experiments that record them (the CNN's phase 2): one row per step.
-STEP_DIST_E, STEP_EPOCH = "dist_E", "epoch"
+STEP_DIST_E, STEP_EPOCH = DIST_E, ROW_EPOCH
 STEP_SERIES: tuple[Series, ...] = (
     Series(STEP_DIST_E, "dist_E per layer after each single optimizer step", per_layer=True),
     Series(STEP_EPOCH, "the epoch the step belongs to", dtype="i8"),

@@ -44,7 +44,7 @@ import torch
 from . import stopping
 from .data import Dataset
 from .models.base import MeasuredModel
-from .settings import Augmentation
+from .settings import CHUNK_SIZE, Augmentation
 from .training import RowPlan, batch_rows, correct_count, loss_sum
 
 # -- objectives ------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class ModelObjective(Objective):
     Π_E is the model's ``project_parameters``, the projection in these very coordinates.
     """
 
-    def __init__(self, model: MeasuredModel, data: Dataset, loss: str, chunk_size: int = 1000, reg: float = 0.0,
+    def __init__(self, model: MeasuredModel, data: Dataset, loss: str, chunk_size: int = CHUNK_SIZE, reg: float = 0.0,
                  weight_decay: float = 0.0):
         self.model, self.data, self.loss, self.chunk_size, self.reg = model, data, loss, chunk_size, reg
         self.weight_decay = weight_decay
@@ -302,6 +302,11 @@ NEWTON_CAP = "Newton iteration cap"
 ACCEPT_RATIO, SHRINK_RATIO, GROW_RATIO = 1e-4, 0.25, 0.75
 # Below this fraction of |R| a decrease is round-off: steps are then judged by the gradient they reach.
 LOSS_ROUNDOFF = 1e-13
+# Gradient descent's default step is 1/λ_max(H_E), λ_max from this many Lanczos steps at the start.
+STEP_LANCZOS_STEPS = 20
+# L-BFGS's evaluations per iteration of a block, at most: every line search keeps its full 25 evaluations,
+# even in a block's last iteration.
+EVALUATIONS_PER_ITERATION = 30
 # A trust radius below this fraction of ‖θ‖ moves θ by its own round-off: the search can do no more.
 RADIUS_ROUNDOFF = 1e-15
 
@@ -326,7 +331,7 @@ class StationarySearch:
     a poor quasi-Newton direction can leave the line search no acceptable step, and L-BFGS would then retry
     the same direction for ever. A second such block in a row ends the first stage (``stalled``): R is not
     smooth there (a kink of a piecewise-linear activation), or round-off hides any further progress.
-    ``method="gd"``: gradient descent with step ``lr``, by default 1/λ_max(H_E) from 20 Lanczos steps at
+    ``method="gd"``: gradient descent with step ``lr``, by default 1/λ_max(H_E) from ``STEP_LANCZOS_STEPS`` Lanczos steps at
     the start. Lanczos approaches λ_max from below, so that step is at most slightly longer than 1/λ_max,
     far from the stability limit 2/λ_max, but the curvature can grow along the way: pass ``lr`` to choose.
     """
@@ -358,7 +363,7 @@ class StationarySearch:
                 return objective.hvp(objective.project_E(v), augmented=False)
 
             start = random_unit(objective, objective.project_E, torch.Generator().manual_seed(0))
-            lr = 1.0 / float(lanczos(hessian_E, start, 20, objective.project_E).values[-1])
+            lr = 1.0 / float(lanczos(hessian_E, start, STEP_LANCZOS_STEPS, objective.project_E).values[-1])
         self.lr = lr
         self._end_stage_if_due()
 
@@ -379,8 +384,7 @@ class StationarySearch:
         return loss, accuracy, self.objective.project_E(grad)
 
     def _fresh_lbfgs(self) -> torch.optim.LBFGS:
-        # max_eval leaves every line search its full 25 evaluations, even in a block's last iteration.
-        return torch.optim.LBFGS([self.flat], lr=1.0, max_iter=self.block, max_eval=30 * self.block,
+        return torch.optim.LBFGS([self.flat], lr=1.0, max_iter=self.block, max_eval=EVALUATIONS_PER_ITERATION * self.block,
                                  tolerance_grad=0.0, tolerance_change=0.0, history_size=self.history_size,
                                  line_search_fn="strong_wolfe")
 

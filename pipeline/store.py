@@ -46,13 +46,14 @@ import torch
 
 from . import experiments, journal, provenance, schema
 from .cost import snapshot_epochs
+from .errors import UserError
 from .experiments import Trial
 from .files import inspect, open_h5, read_status, trial_paths, weight_rows_through
 from .folder import set_aside
 from .launch.backends import identity
 from .manifest import git_commit, utc_now
 from .ownership import KEEPER, Lease, LostOwnership
-from .settings import quoted
+from .settings import CHECKPOINT_EVERY_S, quoted
 
 # Free space a write must leave beyond its own size: HDF5 allocates chunks and metadata around the data.
 SPACE_MARGIN_BYTES = 4 * 1024 * 1024
@@ -64,10 +65,8 @@ ROWS_PER_CHUNK = 256
 STEPS_PER_CHUNK = 1024
 
 
-class DiskFull(OSError):
+class DiskFull(OSError, UserError):
     """No room for the next write: the trial stops before touching its file, which keeps its last epoch."""
-
-    reported = True  # its message is the whole story: no traceback hint
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -116,17 +115,17 @@ class TrialFile:
     """A sink for :func:`pipeline.runner.run_trial` that streams to the trial's HDF5 file.
 
     ``pack_size`` > 1 marks a trial trained together with others in one process (seed packing): its
-    per-epoch ``seconds`` and its ``wall_seconds`` are those of the whole pack.
+    per-epoch ``seconds`` and its ``wall_seconds`` are those of the whole pack. ``clock``: when checkpoints
+    are due (shared by packed trials); by default every ``CHECKPOINT_EVERY_S``.
     """
 
     def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log=print,
-                 checkpoint_every_s: float = 60.0, pack_size: int = 1, clock: CheckpointClock | None = None,
-                 lease: Lease | None = None):
+                 clock: CheckpointClock | None = None, lease: Lease | None = None):
         self.trial, self.force, self.log = trial, force, log
         self.lease = lease  # the caller's proof of ownership: writes stop the moment it is lost
         self.path, self.state_path = trial_paths(out_dir, trial.trial_id)
-        self.pack_size = pack_size
-        self.clock = clock or CheckpointClock(checkpoint_every_s)
+        self.pack_size = 1  # the seeds trained together with it (``pipeline.execute`` sets it)
+        self.clock = clock or CheckpointClock(CHECKPOINT_EVERY_S)
         self._resume: dict | None = None
         self._latest_state: dict | None = None
         self._pending_steps: list = []

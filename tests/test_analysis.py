@@ -27,7 +27,7 @@ from analysis.__main__ import main as analysis_main
 from pipeline.experiments import make_trial
 from pipeline.manifest import entry_of
 from pipeline.runner import EpochRecord
-from pipeline.store import TrialFile
+from pipeline.store import CheckpointClock, TrialFile
 
 GROUP_LAYERS = ["A0", "A1", "A2"]
 CNN_LAYERS = ["conv1", "conv2", "conv3", "head"]
@@ -104,7 +104,7 @@ def write_trial(out, index, trial, base, epochs_written=None, end="complete"):
     is_cnn = trial.experiment == "cnn"
     layers = CNN_LAYERS if is_cnn else GROUP_LAYERS
     trial = dataclasses.replace(trial, index=index)
-    store = TrialFile(out, trial, log=lambda line: None, checkpoint_every_s=1e9)
+    store = TrialFile(out, trial, log=lambda line: None, clock=CheckpointClock(1e9))
     assert store.prepare() == "fresh"
     store.begin(trial, layers, torch.device("cpu"), SimpleNamespace(source=DATA_SOURCE))
     model = SimpleNamespace(snapshot=lambda: {name: torch.zeros(2) for name in layers})

@@ -194,3 +194,25 @@ def test_no_branch_on_the_launcher_kind_outside_the_backends():
 def test_the_branch_check_would_see_one():
     tree = ast.parse('if profile.executor == "local": pass\nx = record.get("executor") != "slurm"\n')
     assert _executor_branches(tree) == [1, 2]
+
+
+def _series_spellings(tree: ast.AST, names: set[str]) -> list[int]:
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names]
+
+
+def test_the_pipeline_names_the_per_row_series_only_in_the_schema():
+    """The trial file's per-row series are spelled out in pipeline/schema.py alone: whatever measures, writes
+    or reads one uses its constant. (Names that are also ordinary words elsewhere, a setting ``loss``, are not
+    looked for; Experiment S's results attribute ``dist_E``, the relative distance at A*, is its own.)"""
+    from pipeline import schema
+
+    names = {schema.GRAD_NORM, schema.DIST_E, schema.DIST_INIT, schema.STEP_PERP}
+    assert names <= set(schema.SERIES)
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in MODULES.items()
+                 if name.startswith("pipeline") and name not in ("pipeline.schema", "pipeline.stationary")
+                 for line in _series_spellings(ast.parse(path.read_text()), names)]
+    assert offenders == []
+
+
+def test_the_series_check_would_see_one():
+    assert _series_spellings(ast.parse('measured = {"dist_E": [], "x": 1}\n'), {"dist_E"}) == [1]

@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..schema import ACCURACY, LOSS
 from ..settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
 
@@ -126,7 +127,7 @@ class Experiment:
     # What a row of its trial files is, in words for axes and captions, and the per-row series its training
     # curves show (name in ``metrics/`` -> words), drawn on a log axis when named in ``log_curves``.
     row_words: ClassVar[str] = "epoch"
-    curve_metrics: ClassVar[dict] = {"loss": "training loss", "accuracy": "training accuracy"}
+    curve_metrics: ClassVar[dict] = {LOSS: "training loss", ACCURACY: "training accuracy"}
     curves_title: ClassVar[str] = "loss and accuracy on the (untransformed) training data"
     log_curves: ClassVar[tuple] = ()
 

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..schema import GRAD_NORM
 from ..settings import (
     MAX_CHANNELS,
     MAX_EPOCHS,
@@ -243,16 +244,16 @@ class CNNExperiment(Experiment):
             # Phase 1 is Equi, in E by construction: its steps are not recorded one by one.
             grad_norms = sgd_epoch(stepper, data, "equi", None, settings.phase1_lr, "mse", settings.phase1_batch,
                                    generators, hooks.without_steps())
-            return {"grad_norm": grad_norms}
+            return {GRAD_NORM: grad_norms}
         orbit = Augmentation("orbit")
         if settings.phase2_optimizer == "sgd":
             grad_norms = sgd_epoch(stepper, data, settings.phase2_mode, orbit, settings.phase2_lr, "mse",
                                    settings.phase2_batch, generators, hooks, reg=settings.reg)
-            return {"grad_norm": grad_norms}
+            return {GRAD_NORM: grad_norms}
         grad_norms = full_batch_epoch(stepper, data, settings.phase2_mode, orbit, settings.phase2_lr, "mse",
                                       settings.chunk_size, generators, hooks, reg=settings.reg)
         hooks.after_step()  # full-batch gradient descent: one optimizer step per epoch
-        return {"grad_norm": grad_norms}
+        return {GRAD_NORM: grad_norms}
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings) -> int:

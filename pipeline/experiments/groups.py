@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..schema import GRAD_NORM
 from ..settings import (
+    AUG_BATCH,
     LOSSES,
     MAX_CHANNELS,
     MAX_EPOCHS,
@@ -58,7 +60,7 @@ class GroupsSettings(CommonSettings):
     epochs: int = 50
     lr: float = 5e-5
     augment: str = "sampled:25"
-    aug_batch: int = 25
+    aug_batch: int = AUG_BATCH
     reg: float = 0.0  # Aug only: gamma of the regulariser (gamma/2) ||A - Pi_E A||^2 (docs/science.md §5)
     loss: str = "cross_entropy"
     invariant_activation: str = "auto"
@@ -223,7 +225,7 @@ class GroupsExperiment(Experiment):
         else:
             grad_norms = full_batch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
                                           settings.chunk_size, generators, hooks, reg=settings.reg)
-        return {"grad_norm": grad_norms}
+        return {GRAD_NORM: grad_norms}
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings) -> int:

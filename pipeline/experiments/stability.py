@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..schema import ACCURACY, GRAD_NORM, LOSS
 from ..settings import (
     LOSSES,
     MAX_CHANNELS,
@@ -206,9 +207,9 @@ class StabilityExperiment(Experiment):
     # its grad_norm is ||Pi_E grad R|| at the row's point.
     standard_figures = ("training_curves",)
     row_words = "search block (first-order blocks, then Newton steps)"
-    curve_metrics = {"loss": "R at the row's point", "grad_norm": "‖Π_E∇R‖ at the row's point",
-                     "accuracy": "training accuracy"}
-    log_curves = ("grad_norm",)
+    curve_metrics = {LOSS: "R at the row's point", GRAD_NORM: "‖Π_E∇R‖ at the row's point",
+                     ACCURACY: "training accuracy"}
+    log_curves = (GRAD_NORM,)
     curves_title = "the search for A*, block by block, on the (untransformed) training data"
 
     def labels(self, settings) -> Labels:
@@ -328,7 +329,7 @@ class StabilityExperiment(Experiment):
         search = stepper.search
         hooks.before_update([(search.loss, search.accuracy)])
         search.step_block()
-        return {"grad_norm": [search.norm]}  # the next row's "gradient": ||Pi_E grad R|| at the point it records
+        return {GRAD_NORM: [search.norm]}  # the next row's "gradient": ||Pi_E grad R|| at the point it records
 
     def finished(self, settings, stepper) -> bool:
         return stepper.search.done

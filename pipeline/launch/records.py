@@ -20,8 +20,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from ..errors import ConfigError, SchedulerError
 from ..folder import ResultsFolder
-from ..settings import ConfigError, quoted
+from ..settings import quoted
 
 
 def append_record(out_dir: Path, record: dict) -> None:
@@ -49,8 +50,8 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
     """Record a submission around its launch: the ``launching`` line (the trial indices of each task)
     before, so that if it cannot be written nothing is launched; after, the submission's records (one per
     job array), which the caller appends to the list this yields, written together in one durable write.
-    Every line carries the launch's ``id``. A launch refused before anything started (a ConfigError, e.g.
-    sbatch rejecting an array) takes its ``launching`` line back; any other failure leaves it, and the
+    Every line carries the launch's ``id``. A launch refused before anything started (a ConfigError or
+    SchedulerError, e.g. sbatch rejecting an array) takes its ``launching`` line back; any other failure leaves it, and the
     trials it may have launched say ``unknown``."""
     path = ResultsFolder.of(out_dir).submissions
     launch_id = uuid.uuid4().hex
@@ -60,7 +61,7 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
     records: list[dict] = []
     try:
         yield records
-    except ConfigError:
+    except (ConfigError, SchedulerError):
         if path.stat().st_size == size_after:  # nothing was appended since: take the line back
             if size_before is None:
                 path.unlink()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..schema import DIST_E, DIST_INIT, NORM, STEP_PERP
+
 
 class MeasuredModel(nn.Module):
     group_name: str = ""
@@ -65,12 +67,12 @@ class MeasuredModel(nn.Module):
         the distance from ``initial`` (the phase's start), the norm, and the part off E of the step from
         ``previous`` (the layers at the row before; the start where there is none)."""
         previous = initial if previous is None else previous
-        measured: dict[str, list[torch.Tensor]] = {"dist_E": [], "dist_init": [], "norm": [], "step_perp": []}
+        measured: dict[str, list[torch.Tensor]] = {DIST_E: [], DIST_INIT: [], NORM: [], STEP_PERP: []}
         for name, weight in self.layer_weights().items():
-            measured["dist_E"].append(self.layer_dist(name, weight))
-            measured["dist_init"].append(torch.linalg.vector_norm(weight - initial[name]))
-            measured["norm"].append(torch.linalg.vector_norm(weight))
-            measured["step_perp"].append(self.layer_dist(name, weight - previous[name]))
+            measured[DIST_E].append(self.layer_dist(name, weight))
+            measured[DIST_INIT].append(torch.linalg.vector_norm(weight - initial[name]))
+            measured[NORM].append(torch.linalg.vector_norm(weight))
+            measured[STEP_PERP].append(self.layer_dist(name, weight - previous[name]))
         return {series: torch.stack(values) for series, values in measured.items()}
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ...errors import SchedulerError
 from ...folder import ResultsFolder
 from ...settings import ConfigError
 from ...stopping import CANCEL_SIGNAL
@@ -64,7 +65,7 @@ def sbatch_message(error: Exception, captured: str) -> str:
 def scancel(arguments: list[str]) -> None:
     result = subprocess.run(["scancel", *arguments], capture_output=True, text=True)
     if result.returncode != 0:
-        raise ConfigError(f"scancel failed: {' '.join(result.stderr.split())}")
+        raise SchedulerError(f"scancel failed: {' '.join(result.stderr.split())}")
 
 
 def cancel_arrays(array_ids: list[str]) -> str:
@@ -124,7 +125,7 @@ class SlurmBackend(Backend):
 
     def launch(self, out_dir, plan, base, records, say, tensorboard):
         """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
-        cancelled, and the refusal (a ConfigError) takes the submission's ``launching`` line back: the folder
+        cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
         stays as it was."""
         import submitit
 
@@ -146,7 +147,7 @@ class SlurmBackend(Backend):
                 undone = cancel_arrays([r["array_id"] for r in records])
                 which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" if len(plan.arrays) > 1 \
                     else "the array"
-                raise ConfigError(f"sbatch rejected {which} on profile {profile.name}: "
+                raise SchedulerError(f"sbatch rejected {which} on profile {profile.name}: "
                                   f"{sbatch_message(error, captured.getvalue())}{undone}") from None
             array_id = launched[0].job_id.split("_")[0]
             jobs += launched
@@ -177,7 +178,7 @@ class SlurmBackend(Backend):
     def gather_cancellation(self, out_dir, record, queue, me, found: Cancellation):
         states = queue.states()
         if states is None:
-            raise ConfigError("squeue did not answer, so which tasks of this grid are queued is unknown; "
+            raise SchedulerError("squeue did not answer, so which tasks of this grid are queued is unknown; "
                               "nothing was cancelled: retry when SLURM answers")
         for task in record["tasks"]:
             if task["job_id"] in states:
