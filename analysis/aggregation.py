@@ -25,13 +25,13 @@ from pipeline import folder as folder_names
 from pipeline.folder import ResultsFolder
 from pipeline.settings import quoted
 
+from . import results_analyses
 from .atomic import replace_atomically, write_text
 from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
 from .provenance import provenance_files
 from .report import problem_lines, report_markdown, summary_markdown
-from .stationary_points import cell_table, planned_figures, trial_table
 from .summary import summarize, trial_end_points
 
 LOGGED_PROBLEMS = 10
@@ -113,16 +113,18 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
             (folder / f"{name}.csv").unlink(missing_ok=True)
         else:
             paths.append(_write_csv(folder / f"{name}.csv", table))
-    for name, table in (("stationary_points", cell_table), ("stationary_points_trials", trial_table)):
-        if not results.measurements.empty:
-            paths.append(_write_csv(folder / f"{name}.csv", table(results)))
-        else:
-            (folder / f"{name}.csv").unlink(missing_ok=True)
+    named = results_analyses.named_by(results)
+    for analysis in results_analyses.REGISTRY.values():
+        for name, table in analysis.tables.items():
+            if analysis in named:
+                paths.append(_write_csv(folder / f"{name}.csv", table(results)))
+            else:
+                (folder / f"{name}.csv").unlink(missing_ok=True)
 
     made = None
     if figures:
-        made = make_figures(results.epochs, results.steps, results.trials, where.figures,
-                            extra=planned_figures(results))
+        extra = {name: figure for analysis in named for name, figure in analysis.figures(results).items()}
+        made = make_figures(results.epochs, results.steps, results.trials, where.figures, extra=extra)
         figure_paths = [p for info in made.values() for p in info.paths]
         _remove_stale_figures(where.figures, figure_paths)
         paths += figure_paths

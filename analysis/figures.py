@@ -125,17 +125,17 @@ def _reading(facts: FigureFacts, median: str, experiment) -> str:
     return "; ".join(parts) + "."
 
 
-def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
+def _figures_to_draw(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
     """name -> (builder, what the figure shows, how its median is taken, the experiment)."""
     planned = {}
     names = list(experiments.REGISTRY) + [n for n in dict.fromkeys(trials["experiment"]) if n not in experiments.REGISTRY]
     for name in names:
         for experiment, arm_epochs, arm_steps, arm_trials in _arms(epochs, steps, trials, experiment_of(name)):
-            planned.update(_plan_one(experiment, arm_epochs, arm_steps, arm_trials))
+            planned.update(_figures_of_arm(experiment, arm_epochs, arm_steps, arm_trials))
     return planned
 
 
-def _plan_one(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
+def _figures_of_arm(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
     """The figures of one experiment (or of one arm of it)."""
     planned: dict[str, tuple] = {}
     if not drawn_rows(epochs, experiment.name).empty:
@@ -191,7 +191,7 @@ def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     ``extra``: name -> (builder returning (figure, panels), caption), figures of measurements made after
     training (``analysis.stationary_points``)."""
     made = {}
-    planned, extra = _plan(epochs, steps, trials), extra or {}
+    planned, extra = _figures_to_draw(epochs, steps, trials), extra or {}
     # matplotlib's stubs take only literal rc keys; STYLE's are checked by rc_context itself when applied.
     with rc_context(STYLE), Progress("figures", len(planned) + len(extra)) as progress:  # type: ignore[arg-type]
         for name, (build, shows, median, experiment) in planned.items():

@@ -16,13 +16,12 @@ import pandas as pd
 
 from pipeline import folder
 
-from . import claims
+from . import claims, results_analyses
 from .figures import FigureInfo
 from .loading import Results, experiment_of
 from .paper_claims import claim_rows, grouped
 from .provenance import data_sources, devices, provenance, provenance_files, software
 from .science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
-from .stationary_points import report_section
 from .summary import END_POINTS, LEARNING_MIN_FACTOR, STATUSES
 from .tables import markdown_table
 
@@ -332,7 +331,8 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
 
     verdicts = assessment.verdicts
     groups = grouped(verdicts)
-    stationary = report_section(results, figures)
+    after_training = [(analysis.heading, analysis.section(results, figures))
+                      for analysis in results_analyses.named_by(results)]
     notes = "\n".join(f"- {note.line}" for note in assessment.notes) or "None: every cell has a claim."
     by_cell = [v for v in groups["claims"] if v.kind not in (claims.ALL_OF, claims.ANY_OF)]
     sections = [
@@ -362,8 +362,7 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
         _verdicts_table(groups["comparisons"], figures, summary) if groups["comparisons"] else "",
         "### Cells without a claim",
         notes,
-        "## Stationary points and their stability" if stationary else "",
-        stationary,
+        *(part for heading, text in after_training if text for part in (f"## {heading}", text)),
         "## Criteria",
         _criteria_section(min_complete),
         "## Data and devices",

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/theory_ratios.py
 
-The small configurations of the tests (tests/test_bench.py checks that they are the same): every mode of a
-seed starts from the same A0 in E and takes several full-batch steps with a learning rate large enough to
-move the weights by O(1).
+The small configurations that tests/test_theory.py runs (it imports them from here): every mode of a seed
+starts from the same A0 in E and takes several full-batch steps with a learning rate large enough to move
+the weights by O(1).
 """
 
 from __future__ import annotations

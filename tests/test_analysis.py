@@ -199,8 +199,8 @@ def verdict(result, subject, claim_start):
 def test_epochs_table_holds_the_written_values_and_totals_are_norms_over_layers(aggregated):
     table = analysis.load(aggregated.out)
     assert list(table.columns) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed", "series",
-                                   "status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "loss",
-                                   "accuracy", "grad_norm"]
+                                   "status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "step_perp",
+                                   "loss", "accuracy", "grad_norm"]
     run = table[table["trial_id"] == "rot-nom-s001"]
     assert len(run) == (GROUP_EPOCHS + 1) * 4
     dist_E, dist_init, norm = groups_layer_values(0.05, 1, 2)
@@ -640,7 +640,7 @@ def test_the_ratio_figure_gives_every_seed_every_epoch_and_claim_5s_threshold(sw
 def test_an_extension_arm_gets_figures_of_its_own_named_and_titled_as_such(tmp_path):
     """Experiment G's minibatch-SGD arm travels far farther than the paper's full-batch steps: its trials are
     drawn in figures of their own (groups_sgd_*), titled as the extension, and never in the paper's."""
-    from analysis.figures import _plan
+    from analysis.figures import _figures_to_draw
 
     paper = [groups_trial("rot", mode, seed) for mode in ("equi", "nom") for seed in range(2)]
     extension = [make_trial("groups", {"group": "rot", "mode": mode, "seed": str(seed), "optimizer": "sgd",
@@ -654,7 +654,7 @@ def test_an_extension_arm_gets_figures_of_its_own_named_and_titled_as_such(tmp_p
     from analysis.loading import read_results
 
     results = read_results(tmp_path)
-    planned = _plan(results.epochs, results.steps, results.trials)
+    planned = _figures_to_draw(results.epochs, results.steps, results.trials)
     assert {"groups_dist_vs_travelled", "groups_sgd_dist_vs_travelled", "groups_sgd_ratio_vs_epoch_log",
             "groups_sgd_training_curves"} <= set(planned)
     for name, extension_figure in (("groups_dist_vs_travelled", False), ("groups_sgd_dist_vs_travelled", True)):

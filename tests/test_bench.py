@@ -53,9 +53,3 @@ def test_gpu_check_rehearses_paper_lite_on_the_cpu_and_writes_a_committable_aggr
     provenance = (out / "PROVENANCE.md").read_text()
     assert "shrunk for a CPU rehearsal" in provenance and "every trial complete" in provenance
 
-
-def test_the_theory_ratios_script_runs_the_configurations_the_theory_tests_assert_on():
-    import test_theory
-    import theory_ratios
-
-    assert (theory_ratios.SMALL_GROUPS, theory_ratios.SMALL_CNN) == (test_theory.SMALL_GROUPS, test_theory.SMALL_CNN)

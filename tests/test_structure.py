@@ -216,3 +216,10 @@ def test_the_pipeline_names_the_per_row_series_only_in_the_schema():
 
 def test_the_series_check_would_see_one():
     assert _series_spellings(ast.parse('measured = {"dist_E": [], "x": 1}\n'), {"dist_E"}) == [1]
+
+
+def test_an_experiment_that_measures_after_training_names_a_registered_analysis():
+    from analysis.results_analyses import REGISTRY
+
+    named = {experiment.results_analysis for experiment in experiments.REGISTRY.values()} - {None}
+    assert named and named <= set(REGISTRY)  # Experiment S names its own; the analysis hard-codes none

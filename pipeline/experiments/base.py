@@ -130,6 +130,9 @@ class Experiment:
     curve_metrics: ClassVar[dict] = {LOSS: "training loss", ACCURACY: "training accuracy"}
     curves_title: ClassVar[str] = "loss and accuracy on the (untransformed) training data"
     log_curves: ClassVar[tuple] = ()
+    # What the analysis makes of the measurements it takes after training (its trial files' results/ group):
+    # the name of an analysis in ``analysis.results_analyses`` (None: it takes none).
+    results_analysis: ClassVar[str | None] = None
 
     # -- what the analysis says about it (docs/science.md §7) ---------------------------------------------
     # How reports and figures name it, and the section of docs/science.md that describes it.

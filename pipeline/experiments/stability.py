@@ -210,6 +210,7 @@ class StabilityExperiment(Experiment):
     curve_metrics = {LOSS: "R at the row's point", GRAD_NORM: "‖Π_E∇R‖ at the row's point",
                      ACCURACY: "training accuracy"}
     log_curves = (GRAD_NORM,)
+    results_analysis = "stationary_points"  # the stationary point's spectra and perturbations
     curves_title = "the search for A*, block by block, on the (untransformed) training data"
 
     def labels(self, settings) -> Labels:
