@@ -36,6 +36,7 @@ from pipeline.experiments.base import (
     STABILITY_DIFFERS,
     STAYS_IN_E,
     Claim,
+    Experiment,
     GridCell,
 )
 
@@ -215,7 +216,7 @@ class ClaimChecker:
     def judge(self, experiment: str, claim: Claim) -> Verdict:
         members, done = self._members(experiment, claim.cell)
         science = cite(claim.section, claim.source)
-        figure = figure_names.evidence_figure(experiment_of(experiment), claim.kind, claim.cell)
+        figure = evidence_figure(experiment_of(experiment), claim.kind, claim.cell)
         kind = KINDS.get(claim.kind)
         if kind is None:
             raise ValueError(f"unknown kind of claim {claim.kind!r} declared by {experiment}")
@@ -240,7 +241,7 @@ class ClaimChecker:
                    if v.experiment == experiment and v.kind == claim.threshold and not v.expected]
         judged = [v for v in members if v.outcome != TOO_FEW]
         science = cite(claim.section, claim.source)
-        figure = figure_names.evidence_figure(experiment_of(experiment), claim.threshold, claim.cell)
+        figure = evidence_figure(experiment_of(experiment), claim.threshold, claim.cell)
         named = ", ".join(f"{v.subject.rsplit(', ', 1)[-1]}: {v.outcome}" for v in members)
         if not judged:
             outcome, evidence = TOO_FEW, f"no network has enough complete trials ({named or 'none'})"
@@ -269,6 +270,14 @@ class ClaimKind:
                  done: pd.DataFrame):
         self.checker, self.experiment, self.claim, self.members, self.done = checker, experiment, claim, members, done
 
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        """The figure a verdict cites. Leaving E is a proportion to the distance travelled, read on the linear
+        figure where there is one; claims about stationary points are read on their spectra."""
+        if "trajectory" not in experiment.standard_figures:
+            return figure_names.spectra(experiment) + ".png"
+        return figure_names.cell_trajectory(experiment, not figure_names.has_linear_trajectory(experiment), cell)
+
     def criterion(self) -> str:
         raise NotImplementedError
 
@@ -282,6 +291,10 @@ class ClaimKind:
 
 class IdentityAtRoundoff(ClaimKind):
     kind = IDENTITY_AT_ROUNDOFF
+
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        return ""  # numbers in the report
 
     def criterion(self) -> str:
         return (f"median over seeds of the larger of ‖∇R_aug − Π_E∇R‖/‖∇R‖ at A⁰ and at A* ≤ "
@@ -299,6 +312,10 @@ class IdentityAtRoundoff(ClaimKind):
 
 class IdentityFails(ClaimKind):
     kind = IDENTITY_FAILS
+
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        return ""  # numbers in the report
 
     def criterion(self) -> str:
         return (f"median over seeds of ‖∇R_aug − Π_E∇R‖/‖∇R_aug‖ at A⁰ ≥ {IDENTITY_FAILS_MIN:g} "
@@ -346,6 +363,10 @@ class StabilityDiffers(ClaimKind):
 
 class StaysInE(ClaimKind):
     kind = STAYS_IN_E
+
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        return figure_names.cell_trajectory(experiment, True, cell)  # round-off: visible on a log axis only
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -422,6 +443,11 @@ class BelowReference(ClaimKind):
 # Every kind of claim an experiment may declare about a cell (ALL_OF and ANY_OF combine these verdicts).
 KINDS: dict[str, type[ClaimKind]] = {k.kind: k for k in (StaysInE, LeavesE, BelowReference, IdentityAtRoundoff,
                                                          IdentityFails, StabilityDiffers)}
+
+
+def evidence_figure(experiment: Experiment, kind: str, cell: GridCell | None = None) -> str:
+    """The figure that a verdict on a claim of ``kind`` about ``cell`` cites."""
+    return KINDS[kind].figure(experiment, cell)
 
 
 @dataclass

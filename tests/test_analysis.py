@@ -815,7 +815,7 @@ def test_experiments_declare_which_claim_applies_to_which_cell():
 
 
 def test_a_verdict_on_an_extension_cell_can_cite_the_extension_figure():
-    from analysis.figure_names import evidence_figure
+    from analysis.claims import evidence_figure
     from pipeline.experiments import get
     from pipeline.experiments.base import LEAVES_E, STAYS_IN_E, GridCell
 
