@@ -45,7 +45,7 @@ from . import stopping
 from .data import Dataset
 from .models.base import MeasuredModel
 from .settings import CHUNK_SIZE, Augmentation
-from .training import RowPlan, batch_rows, correct_count, loss_sum
+from .training import RowLayout, batch_rows, correct_count, loss_sum
 
 # -- objectives ------------------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class Objective(ABC):
 class ModelObjective(Objective):
     """R and R_aug of a MeasuredModel on a data set; θ is every parameter, in ``named_parameters`` order.
 
-    Both objectives are means over the rows of a training ``RowPlan`` (Nom: every sample once; Aug-orbit:
+    Both objectives are means over the rows of a training ``RowLayout`` (Nom: every sample once; Aug-orbit:
     every (sample, element) pair), accumulated over chunks of ``chunk_size`` rows as training does, so the
     gradient is the one a training step would apply. A Hessian-vector product differentiates each chunk's
     gradient·v once more (double backward) and adds the chunks up, so memory is bounded by one chunk's graph.
@@ -134,9 +134,9 @@ class ModelObjective(Objective):
         self.parameters = [p for _, p in named]
         self.sizes = [p.numel() for p in self.parameters]
         self.dim = sum(self.sizes)
-        self.plans = {
-            False: RowPlan(len(data), "nom", None, model.group_order),
-            True: RowPlan(len(data), "aug", Augmentation("orbit"), model.group_order),
+        self.layouts = {
+            False: RowLayout(len(data), "nom", None, model.group_order),
+            True: RowLayout(len(data), "aug", Augmentation("orbit"), model.group_order),
         }
 
     def _split(self, v: torch.Tensor) -> list[torch.Tensor]:
@@ -160,14 +160,14 @@ class ModelObjective(Objective):
 
     def _chunks(self, augmented: bool):
         """(inputs, labels, which rows are plain data, rows in the objective) for every chunk."""
-        plan = self.plans[augmented]
-        rows = torch.arange(plan.num_rows)
-        for start in range(0, plan.num_rows, self.chunk_size):
+        layout = self.layouts[augmented]
+        rows = torch.arange(layout.num_rows)
+        for start in range(0, layout.num_rows, self.chunk_size):
             index = rows[start : start + self.chunk_size]
-            x, y = batch_rows(self.model, self.data, plan, index)
+            x, y = batch_rows(self.model, self.data, layout, index)
             # Element 0 is the identity, so these rows are the plain data, each sample exactly once.
-            plain = (plan.rows(index)[1] == 0).to(y.device)
-            yield x, y, plain, plan.num_rows
+            plain = (layout.rows(index)[1] == 0).to(y.device)
+            yield x, y, plain, layout.num_rows
 
     def _grad(self, output: torch.Tensor, create_graph: bool = False):
         return torch.autograd.grad(output, self.parameters, create_graph=create_graph, allow_unused=True,

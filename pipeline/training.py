@@ -2,7 +2,7 @@
 
 Every objective here is a mean over *rows*, a row being one sample seen through one group element:
 Nom and Equi use each sample once with the identity; Aug-orbit uses every (sample, element) pair;
-Aug-sampled uses P passes, each minibatch of a pass seen through one random element. A ``RowPlan`` maps
+Aug-sampled uses P passes, each minibatch of a pass seen through one random element. A ``RowLayout`` maps
 a row number to its (sample, element) lazily, so the 784-element rototranslation orbit of 10,000
 samples costs no memory, and a full-batch gradient is accumulated over memory-sized chunks of rows.
 
@@ -43,7 +43,7 @@ def applied_augmentation(mode: str, augmentation: Augmentation | None) -> Augmen
     return augmentation
 
 
-class RowPlan:
+class RowLayout:
     """Which (sample, group element) each row of one epoch's objective is."""
 
     def __init__(self, num_samples: int, mode: str, augmentation: Augmentation | None, group_order: int,
@@ -105,8 +105,8 @@ def correct_count(logits: torch.Tensor, labels: torch.Tensor, loss: str = "") ->
     return int((logits.argmax(1) == labels).sum())
 
 
-def batch_rows(model: MeasuredModel, data: Dataset, plan: RowPlan, index: torch.Tensor):
-    samples, elements = plan.rows(index)
+def batch_rows(model: MeasuredModel, data: Dataset, layout: RowLayout, index: torch.Tensor):
+    samples, elements = layout.rows(index)
     samples = samples.to(data.images.device)
     x = data.images[samples]
     if bool((elements != 0).any()):
@@ -270,19 +270,19 @@ def full_batch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentati
     """One step of gradient descent on the mode's whole objective; returns each model's gradient norm.
 
     Packed models share the rows of a full batch, so these must not depend on the seed (orbit or plain)."""
-    plans = [RowPlan(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
-    plan = plans[0]
-    if len(plans) > 1 and plan.kind not in ("orbit", "identity"):
-        raise ValueError(f"a packed full-batch epoch needs rows that do not depend on the seed, got {plan.kind!r}")
+    layouts = [RowLayout(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
+    layout = layouts[0]
+    if len(layouts) > 1 and layout.kind not in ("orbit", "identity"):
+        raise ValueError(f"a packed full-batch epoch needs rows that do not depend on the seed, got {layout.kind!r}")
     step = stepper.rows_per_forward(chunk_size)
-    plain = plan.plain_rows(step)
-    rows = torch.arange(plan.num_rows)
-    totals, corrects = [0.0] * len(plans), [0] * len(plans)
+    plain = layout.plain_rows(step)
+    rows = torch.arange(layout.num_rows)
+    totals, corrects = [0.0] * len(layouts), [0] * len(layouts)
     stepper.zero_grad()
-    for start in range(0, plan.num_rows, step):
+    for start in range(0, layout.num_rows, step):
         stopping.check()  # ...or between chunks of a long epoch: the epoch is redone on resumption
-        x, y = batch_rows(stepper.template, data, plan, rows[start : start + step])
-        measured = stepper.backward(x, [y] * len(plans), plan.num_rows, loss, stats=start < plain)
+        x, y = batch_rows(stepper.template, data, layout, rows[start : start + step])
+        measured = stepper.backward(x, [y] * len(layouts), layout.num_rows, loss, stats=start < plain)
         for i, (total, correct) in enumerate(measured or []):
             totals[i] += total
             corrects[i] += correct
@@ -297,14 +297,14 @@ def sgd_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | No
     """One pass of minibatch SGD over the shuffled rows of the mode's objective (for Aug-orbit: the
     shuffled augmented set), each model with its own generator: its own minibatch order and augmentation.
     Returns each model's last gradient norm."""
-    plans = [RowPlan(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
-    orders = [torch.randperm(plan.num_rows, generator=g) for plan, g in zip(plans, generators)]
+    layouts = [RowLayout(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
+    orders = [torch.randperm(layout.num_rows, generator=g) for layout, g in zip(layouts, generators)]
     hooks.before_update(None)  # the point before the epoch is not what any minibatch sees
-    grad_norms = [0.0] * len(plans)
-    for start in range(0, plans[0].num_rows, batch_size):
+    grad_norms = [0.0] * len(layouts)
+    for start in range(0, layouts[0].num_rows, batch_size):
         stopping.check()  # ...or between optimizer steps: the epoch is redone on resumption
-        batches = [batch_rows(stepper.template, data, plan, order[start : start + batch_size])
-                   for plan, order in zip(plans, orders)]
+        batches = [batch_rows(stepper.template, data, layout, order[start : start + batch_size])
+                   for layout, order in zip(layouts, orders)]
         stepper.zero_grad()
         x = batches[0][0] if len(batches) == 1 else torch.stack([x for x, _ in batches])
         stepper.backward(x, [y for _, y in batches], len(batches[0][1]), loss)

@@ -18,7 +18,6 @@ processes by their identity, SLURM tasks by the queue); a lease held by a live p
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ from pathlib import Path
 from ..files import inspect, trial_paths
 from ..folder import ResultsFolder
 from ..manifest import labels_of, read_manifest, utc_now
-from ..ownership import Owner, process_start_ticks, read_owner, task_lease_path, trial_lease_path
-from ..stopping import CANCEL_SIGNAL
+from ..ownership import Owner, read_owner, task_lease_path, trial_lease_path
 from .backends import backend_of_record
 from .backends.base import Backend, Cancellation
+from .backends.local import signal_if_ours
 from .backends.slurm import last_log_line
 from .backends.slurm_queue import QueueView
 from .records import append_record, cancelled_jobs, read_submissions
@@ -187,17 +186,6 @@ def needing_resubmission(states: list[TrialState], include_diverged: bool = Fals
             and (include_diverged or not s.detail.startswith("Diverged"))]
 
 
-def _signal_if_ours(pid: int, ticks: int | None) -> bool:
-    """Send the cancel signal to a process of this host only if it is the one we know (same start time)."""
-    if ticks is None or process_start_ticks(pid) != ticks:
-        return False
-    try:
-        os.kill(pid, CANCEL_SIGNAL)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def cancel(out_dir: Path, log=print) -> list[str]:
     """Stop the grid: ask its running tasks (local processes, and SLURM tasks through ``scancel --signal``)
     to save their last epoch and stop, and cancel the rest. Returns the job ids cancelled; records them
@@ -223,7 +211,7 @@ def cancel(out_dir: Path, log=print) -> list[str]:
     if found.job_ids:
         append_record(out_dir, {"kind": "cancel", "cancelled_at": utc_now(), "hostname": me.host,
                                 "job_ids": found.job_ids})
-    signalled = sum(_signal_if_ours(pid, ticks) for pid, ticks in found.processes.items())
+    signalled = sum(signal_if_ours(pid, ticks) for pid, ticks in found.processes.items())
     if signalled:
         log(f"asked {signalled} local training process(es) to save their last epoch and stop")
     for backend in backends.values():
