@@ -113,7 +113,7 @@ def test_a_preempted_local_task_saves_at_a_seam_requeues_and_resumes_to_the_unin
 
     import submitit
 
-    from pipeline.launch.monitor import _children
+    from pipeline.launch.backends.local import children as _children
     from pipeline.ownership import process_start_ticks
 
     values = SLOW + ["epochs=30"]
