@@ -43,11 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from timing import best_of  # noqa: E402
-
 from pipeline import experiments, numerics  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
 from pipeline.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
+from timing import best_of  # noqa: E402
 
 RESULTS = ROOT / "results" / "bench"
 

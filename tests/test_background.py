@@ -5,8 +5,8 @@ import threading
 import time
 
 import pytest
-from helpers import assert_same_results
 
+from helpers import assert_same_results
 from pipeline import background, store
 from pipeline.background import BackgroundSink
 from pipeline.cli import main

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_results
 
+from helpers import assert_same_results
 from pipeline.execute import execute
 from pipeline.files import inspect, read_status
 from pipeline.grid import load_grid

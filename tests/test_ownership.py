@@ -15,11 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-import lease_racer
 import pytest
 import torch
-from helpers import assert_same_results, launched_indices, run_at_once
 
+import lease_racer
+from helpers import assert_same_results, launched_indices, run_at_once
 from pipeline.execute import execute
 from pipeline.files import read_status
 from pipeline.grid import load_grid

@@ -11,8 +11,8 @@ import time
 
 import h5py
 import pytest
-from helpers import ROOT, cli, pipeline_argv, sets, wait_until
 
+from helpers import ROOT, cli, pipeline_argv, sets, wait_until
 from pipeline.files import inspect, read_status
 from pipeline.grid import load_grid
 from pipeline.launch.monitor import gather

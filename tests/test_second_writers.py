@@ -24,7 +24,6 @@ from helpers import (
     sets,
     wait_until,
 )
-
 from pipeline.files import inspect, read_status
 from pipeline.launch.monitor import gather
 from pipeline.ownership import trial_lease_path

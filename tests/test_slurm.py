@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_results, launched_indices, run_at_once
 
+from helpers import assert_same_results, launched_indices, run_at_once
 from pipeline.cli import main
 from pipeline.execute import execute
 from pipeline.faults import FAULT_VARIABLE

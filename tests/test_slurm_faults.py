@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+
 from helpers import (
     ROOT,
     SLOW,
@@ -20,7 +21,6 @@ from helpers import (
     sets,
     wait_until,
 )
-
 from pipeline.files import read_status
 from pipeline.grid import load_grid
 from pipeline.launch.backends.slurm_queue import read_slurm_queue

@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_results
 from torch import nn
 
 import analysis
+from helpers import assert_same_results
 from pipeline import experiments, load_model, numerics
 from pipeline.execute import execute
 from pipeline.experiments import make_trial

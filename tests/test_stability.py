@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_same_results
 
 import analysis
+from helpers import assert_same_results
 from pipeline.execute import execute
 from pipeline.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.files import inspect, open_h5

@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 
 import h5py
-from helpers import SLOW, assert_same_results, cli, epochs_done, reference_run, sets, wait_until
 
+from helpers import SLOW, assert_same_results, cli, epochs_done, reference_run, sets, wait_until
 from pipeline import stopping
 from pipeline.execute import execute
 from pipeline.files import inspect
@@ -136,10 +136,9 @@ def test_a_preempted_local_task_saves_at_a_seam_requeues_and_resumes_to_the_unin
 def test_local_time_outs_requeue_as_often_as_promised(tmp_path, monkeypatch):
     """The README promises 20 time-outs locally as on SLURM: a task that times out every time runs 21 times
     (submitit's own local controller stopped after 6, its log saying "14 remaining timeouts")."""
-    from requeue_counter import WaitsForever, runs
-
     from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES
     from pipeline.launch.local_controller import LocalExecutor
+    from requeue_counter import WaitsForever, runs
 
     monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     counter = str(tmp_path / "runs")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_same_results, read_arrays
 
+from helpers import assert_same_results, read_arrays
 from pipeline.cli import main
 from pipeline.execute import execute
 from pipeline.faults import FAULT_VARIABLE, InjectedFault
