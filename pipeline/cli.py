@@ -515,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     message = text[0] if text else ""
-    if isinstance(error, ConfigError):
+    if isinstance(error, UserError) and error.message_alone:
         return message
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 

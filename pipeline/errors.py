@@ -1,20 +1,23 @@
 """The failures the pipeline expects and explains. A command reports one of them as a single line, without a
-traceback, and exits with its ``exit_code``: 2 where the request was refused (nothing was done), 1 where the
-work itself failed. Any other exception is a bug, and says so with a hint of ``--debug``."""
+traceback (``pipeline.cli.one_line``), and exits with its ``exit_code``: 2 where the request was refused
+(nothing was done), 1 where the work itself failed. Any other exception is a bug, and says so with a hint of
+``--debug``."""
 
 from __future__ import annotations
 
 
 class UserError(Exception):
-    """An expected failure, reported as its message alone."""
+    """An expected failure, reported without a traceback: its kind and its message (``error: Busy: ...``)."""
 
     exit_code = 1
+    message_alone = False  # the message says it all: no kind before it (``error: unknown group 'x' ...``)
 
 
 class ConfigError(UserError, ValueError):
     """A bad name or value in a configuration, or a request this folder or machine cannot serve."""
 
     exit_code = 2
+    message_alone = True
 
 
 class SchedulerError(UserError):
@@ -22,3 +25,4 @@ class SchedulerError(UserError):
     launched nothing: its ``launching`` record is taken back (``pipeline.launch.records``)."""
 
     exit_code = 2
+    message_alone = True
