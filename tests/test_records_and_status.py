@@ -81,7 +81,7 @@ def test_ctrl_c_between_the_launch_and_its_record_leaves_the_record(tmp_path, mo
     write_manifest(out, grid, grid.trials())
 
     def launch_then_ctrl_c(self, out_dir, plan, base, records, say, tensorboard):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the workers started
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C right after the workers started (here, not to another thread)
         time.sleep(0.2)
         records.append({**base, "tasks": [{"job_id": "4242", "indices": [0, 1], "start_ticks": 1}]})
         say("started 1 local worker process(es)")
