@@ -40,7 +40,7 @@ CLUSTER ?= local
 SET ?=
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
-.PHONY: env test demo train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check
+.PHONY: env test lint demo train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check
 
 ifeq ($(OWN_VENV),yes)
 env: $(STAMP)
@@ -60,8 +60,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-test: env
+test: env lint
 	$(PY) -m pytest -q
+
+# ruff and mypy, configured in pyproject.toml; `make test` (hence CI) runs them first.
+lint: env
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # The main job on this machine, no SLURM needed: the demo grid through submitit's local executor,
 # then its tables, figures and report.

@@ -8,10 +8,19 @@ See ``analysis/README.md`` for the tables' columns, the output files and the cla
 """
 
 from .aggregation import AggregateResult, aggregate
-from .claims import (LEAVES_E_MIN_RATIO, MIN_COMPLETE_TRIALS, NOM_MIN_RATIO, ROUNDOFF_THRESHOLD, Assessment, Note,
-                     Verdict, check_claims, evaluate_claims)
+from .claims import (
+                     LEAVES_E_MIN_RATIO,
+                     MIN_COMPLETE_TRIALS,
+                     NOM_MIN_RATIO,
+                     ROUNDOFF_THRESHOLD,
+                     Assessment,
+                     Note,
+                     Verdict,
+                     check_claims,
+                     evaluate_claims,
+)
 from .loading import Results, load, load_steps, load_trials, read_results
 
 __all__ = ["AggregateResult", "aggregate", "load", "load_steps", "load_trials", "read_results", "Results",
-           "Verdict", "Note", "Assessment", "check_claims", "evaluate_claims", "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO", "LEAVES_E_MIN_RATIO",
-           "MIN_COMPLETE_TRIALS"]
+           "Verdict", "Note", "Assessment", "check_claims", "evaluate_claims", "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO",
+           "LEAVES_E_MIN_RATIO", "MIN_COMPLETE_TRIALS"]

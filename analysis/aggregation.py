@@ -21,20 +21,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import folder as folder_names
+from pipeline.folder import ResultsFolder
 from pipeline.settings import quoted
 
+from . import results_analyses
 from .atomic import replace_atomically, write_text
 from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
 from .provenance import provenance_files
-from .stationary_points import cell_table, planned_figures, trial_table
 from .report import problem_lines, report_markdown, summary_markdown
 from .summary import summarize, trial_end_points
 
-FOLDER = "aggregate"
-FIGURES = "figures"
-PROVENANCE = "provenance"  # each distinct package list and each diff of a dirty tree that trials recorded
 LOGGED_PROBLEMS = 10
 
 
@@ -54,7 +53,7 @@ class AggregateResult:
 
     @property
     def report(self) -> Path:
-        return self.out_dir / FOLDER / "report.md"
+        return ResultsFolder(self.out_dir).report
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> Path:
@@ -83,7 +82,8 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     for line in problems[:LOGGED_PROBLEMS]:
         log(f"aggregate: {line}")
     if len(problems) > LOGGED_PROBLEMS:
-        log(f"aggregate: ... and {len(problems) - LOGGED_PROBLEMS} more, listed in {FOLDER}/report.md")
+        log(f"aggregate: ... and {len(problems) - LOGGED_PROBLEMS} more, listed in "
+            f"{folder_names.AGGREGATE}/{folder_names.REPORT}")
 
     end_points = trial_end_points(results)
     if not results.measurements.empty:
@@ -95,7 +95,8 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     summary = summarize(results, end_points)
     assessment = evaluate_claims(results.trials, end_points, min_complete)
 
-    folder = out_dir / FOLDER
+    where = ResultsFolder(out_dir)
+    folder = where.aggregate
     paths = [_write_csv(folder / "epochs.csv", results.epochs)]
     if not results.steps.empty:
         paths.append(_write_csv(folder / "steps.csv", results.steps))
@@ -112,27 +113,29 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
             (folder / f"{name}.csv").unlink(missing_ok=True)
         else:
             paths.append(_write_csv(folder / f"{name}.csv", table))
-    for name, table in (("stationary_points", cell_table), ("stationary_points_trials", trial_table)):
-        if not results.measurements.empty:
-            paths.append(_write_csv(folder / f"{name}.csv", table(results)))
-        else:
-            (folder / f"{name}.csv").unlink(missing_ok=True)
+    named = results_analyses.named_by(results)
+    for analysis in results_analyses.REGISTRY.values():
+        for name, table in analysis.tables.items():
+            if analysis in named:
+                paths.append(_write_csv(folder / f"{name}.csv", table(results)))
+            else:
+                (folder / f"{name}.csv").unlink(missing_ok=True)
 
     made = None
     if figures:
-        made = make_figures(results.epochs, results.steps, results.trials, folder / FIGURES,
-                            extra=planned_figures(results))
+        extra = {name: figure for analysis in named for name, figure in analysis.figures(results).items()}
+        made = make_figures(results.epochs, results.steps, results.trials, where.figures, extra=extra)
         figure_paths = [p for info in made.values() for p in info.paths]
-        _remove_stale_figures(folder / FIGURES, figure_paths)
+        _remove_stale_figures(where.figures, figure_paths)
         paths += figure_paths
 
     written = provenance_files(results)
     for name, text in written.items():
-        paths.append(write_text(folder / PROVENANCE / name, text))
-    for stale in (folder / PROVENANCE).glob("*") if (folder / PROVENANCE).is_dir() else []:
+        paths.append(write_text(where.provenance / name, text))
+    for stale in where.provenance.glob("*") if where.provenance.is_dir() else []:
         if stale.name not in written:
             stale.unlink(missing_ok=True)
     paths.append(write_text(folder / "summary.md", summary_markdown(results, summary)))
-    paths.append(write_text(folder / "report.md", report_markdown(results, assessment, summary, made, min_complete)))
+    paths.append(write_text(where.report, report_markdown(results, assessment, summary, made, min_complete)))
     log(f"aggregate: wrote {len(paths)} files under {quoted(folder)}")
     return AggregateResult(out_dir, paths, assessment.verdicts, problems, made or {}, summary, assessment.notes)

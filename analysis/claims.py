@@ -20,12 +20,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from pipeline.experiments.base import (ALL_OF, ANY_OF, BELOW_REFERENCE, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, LEAVES_E,
-                                      NO_CLAIM, STABILITY_DIFFERS, STAYS_IN_E, Claim, GridCell)
+from pipeline.experiments.base import (
+    ALL_OF,
+    ANY_OF,
+    BELOW_REFERENCE,
+    IDENTITY_AT_ROUNDOFF,
+    IDENTITY_FAILS,
+    LEAVES_E,
+    NO_CLAIM,
+    STABILITY_DIFFERS,
+    STAYS_IN_E,
+    Claim,
+    Experiment,
+    GridCell,
+)
 
 from . import figure_names
 from .loading import experiment_of
@@ -203,28 +216,19 @@ class ClaimChecker:
     def judge(self, experiment: str, claim: Claim) -> Verdict:
         members, done = self._members(experiment, claim.cell)
         science = cite(claim.section, claim.source)
-        figure = figure_names.evidence_figure(experiment_of(experiment), claim.kind, claim.cell)
-        if claim.kind == STAYS_IN_E:
-            criterion, cells, judge = self._stays_in_E(claim, members, done)
-        elif claim.kind == LEAVES_E:
-            criterion, cells, judge = self._leaves_E(claim, members, done)
-        elif claim.kind == BELOW_REFERENCE:
-            criterion, cells, judge = self._below_reference(experiment, claim, done)
-        elif claim.kind == IDENTITY_AT_ROUNDOFF:
-            criterion, cells, judge = self._identity_at_roundoff(done)
-        elif claim.kind == IDENTITY_FAILS:
-            criterion, cells, judge = self._identity_fails(done)
-        elif claim.kind == STABILITY_DIFFERS:
-            criterion, cells, judge = self._stability_differs(done)
-        else:
+        figure = evidence_figure(experiment_of(experiment), claim.kind, claim.cell)
+        kind = KINDS.get(claim.kind)
+        if kind is None:
             raise ValueError(f"unknown kind of claim {claim.kind!r} declared by {experiment}")
-        too_few = self._too_few(*cells)
+        judged = kind(self, experiment, claim, members, done)
+        criterion = judged.criterion()
+        too_few = self._too_few(*judged.cells())
         value = float("nan")
         if too_few:
             outcome, evidence = TOO_FEW, too_few
         else:
-            passed, evidence, value = judge()
-            if claim.kind == STABILITY_DIFFERS:  # an existence claim: shown, or not seen
+            passed, evidence, value = judged.judge()
+            if kind.existence:  # shown, or not seen
                 outcome = DEMONSTRATED if passed else NOT_OBSERVED
             else:
                 outcome = HOLDS if passed else FAILS
@@ -237,7 +241,7 @@ class ClaimChecker:
                    if v.experiment == experiment and v.kind == claim.threshold and not v.expected]
         judged = [v for v in members if v.outcome != TOO_FEW]
         science = cite(claim.section, claim.source)
-        figure = figure_names.evidence_figure(experiment_of(experiment), claim.threshold, claim.cell)
+        figure = evidence_figure(experiment_of(experiment), claim.threshold, claim.cell)
         named = ", ".join(f"{v.subject.rsplit(', ', 1)[-1]}: {v.outcome}" for v in members)
         if not judged:
             outcome, evidence = TOO_FEW, f"no network has enough complete trials ({named or 'none'})"
@@ -254,108 +258,196 @@ class ClaimChecker:
         return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
                        (experiment, *_key(claim.cell)), claim.kind, source=claim.source)
 
-    def _identity_at_roundoff(self, done):
-        criterion = (f"median over seeds of the larger of ‖∇R_aug − Π_E∇R‖/‖∇R‖ at A⁰ and at A* ≤ "
-                     f"{IDENTITY_THRESHOLD:g} (`IDENTITY_THRESHOLD`)")
 
-        def judge():
-            worst = np.maximum(done["identity_residual_vs_plain"], done["start_identity_residual_vs_plain"])
-            median = _median(worst)
-            passed = bool(median <= IDENTITY_THRESHOLD)
-            return passed, (f"‖∇R_aug − Π_E∇R‖ relative to ‖∇R‖, the larger of A⁰ and A*, median over "
-                            f"{_seeds(len(done))}: {number(median)} {'≤' if passed else '>'} {IDENTITY_THRESHOLD:g}; "
-                            f"relative to ‖∇R_aug‖ at A*: {number(_median(done['identity_residual']))}"), median
+class ClaimKind:
+    """How one kind of claim (``Claim.kind``) is judged on a cell: its criterion in words, the cells whose
+    complete trials it needs, and ``judge()``: (passed, the evidence in words, the value compared)."""
 
-        return criterion, [(done, "")], judge
+    kind: ClassVar[str]
+    existence: ClassVar[bool] = False  # an existence claim: demonstrated or not observed, not holds or fails
 
-    def _identity_fails(self, done):
-        criterion = (f"median over seeds of ‖∇R_aug − Π_E∇R‖/‖∇R_aug‖ at A⁰ ≥ {IDENTITY_FAILS_MIN:g} "
-                     "(`IDENTITY_FAILS_MIN`)")
+    def __init__(self, checker: ClaimChecker, experiment: str, claim: Claim, members: pd.DataFrame,
+                 done: pd.DataFrame):
+        self.checker, self.experiment, self.claim, self.members, self.done = checker, experiment, claim, members, done
 
-        def judge():
-            median = _median(done["start_identity_residual"])
-            passed = bool(median >= IDENTITY_FAILS_MIN)
-            off = _median(_ratio_of(done["aug_grad_off_E"], done["projected_grad_norm"]))
-            return passed, (f"‖∇R_aug − Π_E∇R‖/‖∇R_aug‖ at A⁰, median over {_seeds(len(done))}: {number(median)} "
-                            f"{'≥' if passed else '<'} {IDENTITY_FAILS_MIN:g}; at A* the part of ∇R_aug off E is "
-                            f"{number(off)} × ‖Π_E∇R‖"), median
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        """The figure a verdict cites. Leaving E is a proportion to the distance travelled, read on the linear
+        figure where there is one; claims about stationary points are read on their spectra."""
+        if "trajectory" not in experiment.standard_figures:
+            return figure_names.spectra(experiment) + ".png"
+        return figure_names.cell_trajectory(experiment, not figure_names.has_linear_trajectory(experiment), cell)
 
-        return criterion, [(done, "")], judge
+    def criterion(self) -> str:
+        raise NotImplementedError
 
-    def _stability_differs(self, done):
-        criterion = (f"some trial with all of: A* stationary on the curvature scale (‖Π_E∇R‖ ≤ "
-                     f"{STATIONARITY_TOLERANCE:g}·|λ|·‖A*‖, `STATIONARITY_TOLERANCE`); H_E certified ⪰ 0 (lowest Ritz "
-                     f"value − residual ≥ −{PSD_TOLERANCE:g}·λ_max, `PSD_TOLERANCE`); H_⊥ certified negative by a gap "
-                     f"(lowest Ritz value < −{SPECTRAL_GAP:g} × every bound, `SPECTRAL_GAP`); the anchored perturbation "
-                     f"along the lowest E⊥ eigenvector growing as predicted (log-factors within {GROWTH_TOLERANCE:.0%}, "
-                     "`GROWTH_TOLERANCE`)")
+    def cells(self) -> list[tuple[pd.DataFrame, str]]:
+        """(complete end points, how the verdict names them) of every cell the claim needs."""
+        return [(self.done, "")]
 
-        def judge():
-            found = [claim3_evidence(row) for _, row in done.iterrows()]
-            shown = [(trial_id, e) for trial_id, e in zip(done["trial_id"], found) if e.demonstrated]
-            evidence = f"{len(shown)} of {len(done)} trials"
-            example = shown[0] if shown else next(zip(done["trial_id"], found), None)
-            if example is not None:
-                evidence += f"; {example[0]}: {example[1].numbers}"
-            reasons: dict[str, int] = {}
-            for e in found:
-                for reason in e.reasons:
-                    kind = reason.split(" (", 1)[0]
-                    reasons[kind] = reasons.get(kind, 0) + 1
-            if reasons:
-                evidence += "; not observed because: " + ", ".join(f"{k} ({n})" for k, n in reasons.items())
-            return bool(shown), evidence, float(len(shown))
+    def judge(self) -> tuple[bool, str, float]:
+        raise NotImplementedError
 
-        return criterion, [(done, "")], judge
 
-    def _stays_in_E(self, claim: Claim, members, done):
-        threshold = roundoff_threshold(members["dtype"])
-        dtypes = "/".join(sorted(set(members["dtype"])))
-        column = "max_rel_dist_E" if claim.phase is None else f"max_rel_dist_E_phase{claim.phase}"
-        epochs = "every epoch" if claim.phase is None else f"the epochs of phase {claim.phase}"
-        criterion = (f"median over seeds of the largest dist_E/‖A‖ (all layers) over {epochs} ≤ {threshold:g} "
-                     f"(`ROUNDOFF_THRESHOLD`, {dtypes})")
+class IdentityAtRoundoff(ClaimKind):
+    kind = IDENTITY_AT_ROUNDOFF
 
-        def judge():
-            median = _median(done[column] if column in done else [])
-            passed = bool(median <= threshold)
-            return passed, (f"largest {REL_WORDS} over {epochs}, median over {_seeds(len(done))}: {number(median)} "
-                            f"{'≤' if passed else '>'} {threshold:g}, the {dtypes} round-off threshold"), median
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        return ""  # numbers in the report
 
-        return criterion, [(done, "")], judge
+    def criterion(self) -> str:
+        return (f"median over seeds of the larger of ‖∇R_aug − Π_E∇R‖/‖∇R‖ at A⁰ and at A* ≤ "
+                f"{IDENTITY_THRESHOLD:g} (`IDENTITY_THRESHOLD`)")
 
-    def _leaves_E(self, claim: Claim, members, done):
-        min_ratio = MIN_RATIOS[claim.threshold]
-        threshold = roundoff_threshold(members["dtype"])
-        criterion = f"median final dist_E/dist_init ≥ {min_ratio:g} (`{claim.threshold}`)"
+    def judge(self) -> tuple[bool, str, float]:
+        done = self.done
+        worst = np.maximum(done["identity_residual_vs_plain"], done["start_identity_residual_vs_plain"])
+        median = _median(worst)
+        passed = bool(median <= IDENTITY_THRESHOLD)
+        return passed, (f"‖∇R_aug − Π_E∇R‖ relative to ‖∇R‖, the larger of A⁰ and A*, median over "
+                        f"{_seeds(len(done))}: {number(median)} {'≤' if passed else '>'} {IDENTITY_THRESHOLD:g}; "
+                        f"relative to ‖∇R_aug‖ at A*: {number(_median(done['identity_residual']))}"), median
+
+
+class IdentityFails(ClaimKind):
+    kind = IDENTITY_FAILS
+
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        return ""  # numbers in the report
+
+    def criterion(self) -> str:
+        return (f"median over seeds of ‖∇R_aug − Π_E∇R‖/‖∇R_aug‖ at A⁰ ≥ {IDENTITY_FAILS_MIN:g} "
+                "(`IDENTITY_FAILS_MIN`)")
+
+    def judge(self) -> tuple[bool, str, float]:
+        done = self.done
+        median = _median(done["start_identity_residual"])
+        passed = bool(median >= IDENTITY_FAILS_MIN)
+        off = _median(_ratio_of(done["aug_grad_off_E"], done["projected_grad_norm"]))
+        return passed, (f"‖∇R_aug − Π_E∇R‖/‖∇R_aug‖ at A⁰, median over {_seeds(len(done))}: {number(median)} "
+                        f"{'≥' if passed else '<'} {IDENTITY_FAILS_MIN:g}; at A* the part of ∇R_aug off E is "
+                        f"{number(off)} × ‖Π_E∇R‖"), median
+
+
+class StabilityDiffers(ClaimKind):
+    kind = STABILITY_DIFFERS
+    existence = True
+
+    def criterion(self) -> str:
+        return (f"some trial with all of: A* stationary on the curvature scale (‖Π_E∇R‖ ≤ "
+                f"{STATIONARITY_TOLERANCE:g}·|λ|·‖A*‖, `STATIONARITY_TOLERANCE`); H_E certified ⪰ 0 (lowest Ritz "
+                f"value − residual ≥ −{PSD_TOLERANCE:g}·λ_max, `PSD_TOLERANCE`); H_⊥ certified negative by a gap "
+                f"(lowest Ritz value < −{SPECTRAL_GAP:g} × every bound, `SPECTRAL_GAP`); the anchored "
+                f"perturbation along the lowest E⊥ eigenvector growing as predicted (log-factors within "
+                f"{GROWTH_TOLERANCE:.0%}, `GROWTH_TOLERANCE`)")
+
+    def judge(self) -> tuple[bool, str, float]:
+        done = self.done
+        found = [claim3_evidence(row) for _, row in done.iterrows()]
+        shown = [(trial_id, e) for trial_id, e in zip(done["trial_id"], found) if e.demonstrated]
+        evidence = f"{len(shown)} of {len(done)} trials"
+        example = shown[0] if shown else next(zip(done["trial_id"], found), None)
+        if example is not None:
+            evidence += f"; {example[0]}: {example[1].numbers}"
+        reasons: dict[str, int] = {}
+        for e in found:
+            for reason in e.reasons:
+                kind = reason.split(" (", 1)[0]
+                reasons[kind] = reasons.get(kind, 0) + 1
+        if reasons:
+            evidence += "; not observed because: " + ", ".join(f"{k} ({n})" for k, n in reasons.items())
+        return bool(shown), evidence, float(len(shown))
+
+
+class StaysInE(ClaimKind):
+    kind = STAYS_IN_E
+
+    @classmethod
+    def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
+        return figure_names.cell_trajectory(experiment, True, cell)  # round-off: visible on a log axis only
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        phase = self.claim.phase
+        self.threshold = roundoff_threshold(self.members["dtype"])
+        self.dtypes = "/".join(sorted(set(self.members["dtype"])))
+        self.column = "max_rel_dist_E" if phase is None else f"max_rel_dist_E_phase{phase}"
+        self.epochs = "every epoch" if phase is None else f"the epochs of phase {phase}"
+
+    def criterion(self) -> str:
+        return (f"median over seeds of the largest dist_E/‖A‖ (all layers) over {self.epochs} ≤ {self.threshold:g} "
+                f"(`ROUNDOFF_THRESHOLD`, {self.dtypes})")
+
+    def judge(self) -> tuple[bool, str, float]:
+        done, threshold = self.done, self.threshold
+        median = _median(done[self.column] if self.column in done else [])
+        passed = bool(median <= threshold)
+        return passed, (f"largest {REL_WORDS} over {self.epochs}, median over {_seeds(len(done))}: "
+                        f"{number(median)} {'≤' if passed else '>'} {threshold:g}, the {self.dtypes} round-off "
+                        "threshold"), median
+
+
+class LeavesE(ClaimKind):
+    kind = LEAVES_E
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.min_ratio = MIN_RATIOS[self.claim.threshold]
+        self.threshold = roundoff_threshold(self.members["dtype"])
+
+    def criterion(self) -> str:
+        criterion = f"median final dist_E/dist_init ≥ {self.min_ratio:g} (`{self.claim.threshold}`)"
+        if self.claim.above_roundoff:
+            criterion += f" and median final dist_E/‖A‖ > {self.threshold:g} (`ROUNDOFF_THRESHOLD`)"
+        return criterion
+
+    def judge(self) -> tuple[bool, str, float]:
+        done, min_ratio, threshold, claim = self.done, self.min_ratio, self.threshold, self.claim
+        ratio, relative = _median(done["final_ratio"]), _median(done["final_rel_dist_E"])
+        passed = bool(ratio >= min_ratio) and (not claim.above_roundoff or bool(relative > threshold))
+        evidence = f"final {RATIO_WORDS}, median over {_seeds(len(done))}: {number(ratio)} " \
+                   f"{'≥' if ratio >= min_ratio else '<'} {min_ratio:g}"
         if claim.above_roundoff:
-            criterion += f" and median final dist_E/‖A‖ > {threshold:g} (`ROUNDOFF_THRESHOLD`)"
+            evidence += (f"; final {REL_WORDS}: {number(relative)} {'>' if relative > threshold else '≤'} "
+                         f"{threshold:g}, the round-off threshold")
+        return passed, evidence, ratio
 
-        def judge():
-            ratio, relative = _median(done["final_ratio"]), _median(done["final_rel_dist_E"])
-            passed = bool(ratio >= min_ratio) and (not claim.above_roundoff or bool(relative > threshold))
-            evidence = f"final {RATIO_WORDS}, median over {_seeds(len(done))}: {number(ratio)} " \
-                       f"{'≥' if ratio >= min_ratio else '<'} {min_ratio:g}"
-            if claim.above_roundoff:
-                evidence += (f"; final {REL_WORDS}: {number(relative)} {'>' if relative > threshold else '≤'} "
-                             f"{threshold:g}, the round-off threshold")
-            return passed, evidence, ratio
 
-        return criterion, [(done, "")], judge
+class BelowReference(ClaimKind):
+    kind = BELOW_REFERENCE
 
-    def _below_reference(self, experiment: str, claim: Claim, done):
-        _, reference = self._members(experiment, claim.reference)
-        words = experiment_of(experiment).series_words(claim.reference.mode, claim.reference.swept)
-        criterion = f"median final dist_E/dist_init of this cell < that of {words}"
+    def __init__(self, *args):
+        super().__init__(*args)
+        reference = self.claim.reference
+        assert reference is not None, "a below-reference claim names the cell it stays below"
+        _, self.reference = self.checker._members(self.experiment, reference)
+        self.words = experiment_of(self.experiment).series_words(reference.mode, reference.swept)
 
-        def judge():
-            mine, theirs = _median(done["final_ratio"]), _median(reference["final_ratio"])
-            passed = bool(mine < theirs)
-            return passed, (f"final {RATIO_WORDS}, median over seeds: {number(mine)} ({_seeds(len(done))}) "
-                            f"{'<' if passed else '≥'} {words} {number(theirs)} ({_seeds(len(reference))})"), mine
+    def criterion(self) -> str:
+        return f"median final dist_E/dist_init of this cell < that of {self.words}"
 
-        mine = experiment_of(experiment).mode_words(claim.cell.mode)
-        return criterion, [(done, mine), (reference, words)], judge
+    def cells(self) -> list[tuple[pd.DataFrame, str]]:
+        mine = experiment_of(self.experiment).mode_words(self.claim.cell.mode)
+        return [(self.done, mine), (self.reference, self.words)]
+
+    def judge(self) -> tuple[bool, str, float]:
+        done, reference, words = self.done, self.reference, self.words
+        mine, theirs = _median(done["final_ratio"]), _median(reference["final_ratio"])
+        passed = bool(mine < theirs)
+        return passed, (f"final {RATIO_WORDS}, median over seeds: {number(mine)} ({_seeds(len(done))}) "
+                        f"{'<' if passed else '≥'} {words} {number(theirs)} ({_seeds(len(reference))})"), mine
+
+
+# Every kind of claim an experiment may declare about a cell (ALL_OF and ANY_OF combine these verdicts).
+KINDS: dict[str, type[ClaimKind]] = {k.kind: k for k in (StaysInE, LeavesE, BelowReference, IdentityAtRoundoff,
+                                                         IdentityFails, StabilityDiffers)}
+
+
+def evidence_figure(experiment: Experiment, kind: str, cell: GridCell | None = None) -> str:
+    """The figure that a verdict on a claim of ``kind`` about ``cell`` cites."""
+    return KINDS[kind].figure(experiment, cell)
 
 
 @dataclass

@@ -8,9 +8,21 @@ from matplotlib.lines import Line2D
 
 from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
 from .loading import TOTAL
-from .style import (BAND, CHANCE_LINE, FLOOR_LINE, decade_below, legend, linear_ticks, log_axis, mark_boundary,
-                    panel_grid, reading_handles, title)
+from .style import (
+    BAND,
+    CHANCE_LINE,
+    FLOOR_LINE,
+    decade_below,
+    legend,
+    linear_ticks,
+    log_axis,
+    mark_boundary,
+    panel_grid,
+    reading_handles,
+    title,
+)
 from .trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
+
 
 def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
     rows = drawn_rows(epochs, experiment.name)

@@ -76,7 +76,7 @@ def draw_panel(ax, rows: pd.DataFrame, x: str, y: str, styles: dict[str, SeriesS
         if complete and len(run) > 1:
             first_steps.append(float(run[x].iloc[1]))
         for in_first_phase, piece in _segments(run, first_phase is not None):
-            style = first_phase if in_first_phase else styles[label]
+            style = first_phase if in_first_phase and first_phase is not None else styles[label]
             drawn = piece[piece.index.isin(shown.index)]
             xs, ys = _values(drawn, x, y, floor)
             ax.plot(xs, ys, color=style.colour, **(RUN_LINE if complete else RUNNING_LINE))
@@ -90,7 +90,7 @@ def draw_panel(ax, rows: pd.DataFrame, x: str, y: str, styles: dict[str, SeriesS
             ax.plot(xs, ys, color=style.colour, **RUNNING_END)
     start = min(first_steps) if from_first_step and first_steps else -np.inf
     for (in_first_phase, label), runs in medians.items():
-        style = first_phase if in_first_phase else styles[label]
+        style = first_phase if in_first_phase and first_phase is not None else styles[label]
         if along_x:
             mx, my, counts = median_along_x_counted(runs)
         else:

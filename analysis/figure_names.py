@@ -9,7 +9,7 @@ magnitude are only readable on a log axis.
 
 from __future__ import annotations
 
-from pipeline.experiments.base import IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STAYS_IN_E, Experiment
+from pipeline.experiments.base import Experiment
 
 
 def arm_experiment_name(experiment: Experiment, arm) -> str:
@@ -56,16 +56,9 @@ def perturbations(experiment: Experiment) -> str:
     return f"{experiment.name}_perturbations_log"
 
 
-def evidence_figure(experiment: Experiment, kind: str, cell=None) -> str:
-    """Staying in E is a statement about round-off, visible on a log axis only; leaving E is a
-    proportion to the distance travelled, read on the linear figure where there is one. Claims about
-    stationary points are read on their spectra (the identities of claim 1 are numbers in the report).
-    ``cell`` (a GridCell): the figure of the cell's arm, where the experiment has arms."""
-    if kind in (IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS):
-        return ""
-    if kind not in (STAYS_IN_E,) and "trajectory" not in experiment.standard_figures:
-        return spectra(experiment) + ".png"
-    log = kind == STAYS_IN_E or not has_linear_trajectory(experiment)
+def cell_trajectory(experiment: Experiment, log: bool, cell=None) -> str:
+    """The trajectory figure (its PNG) of a cell: ``cell`` (a GridCell), where the experiment has arms, the
+    figure of the cell's arm."""
     name = trajectory(experiment, log=log)
     if cell is not None and experiment.arm_key is not None:
         own = getattr(experiment.settings_type(), experiment.arm_key)

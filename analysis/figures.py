@@ -35,15 +35,15 @@ import pandas as pd
 from matplotlib import rc_context
 
 from pipeline import experiments
+from pipeline.progress import Progress
 
 from . import figure_names
+from .claims import NOM_MIN_RATIO
 from .curves import steps_add_information, steps_figure, training_curves
 from .drawing import drawn_rows
 from .loading import experiment_of
-from .claims import NOM_MIN_RATIO
 from .style import STYLE, save
 from .trajectories import FigureFacts, layers_of, ratio_figure, trajectory_figure
-from pipeline.progress import Progress
 
 
 @dataclass
@@ -125,19 +125,19 @@ def _reading(facts: FigureFacts, median: str, experiment) -> str:
     return "; ".join(parts) + "."
 
 
-def _plan(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
+def _figures_to_draw(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
     """name -> (builder, what the figure shows, how its median is taken, the experiment)."""
     planned = {}
     names = list(experiments.REGISTRY) + [n for n in dict.fromkeys(trials["experiment"]) if n not in experiments.REGISTRY]
     for name in names:
         for experiment, arm_epochs, arm_steps, arm_trials in _arms(epochs, steps, trials, experiment_of(name)):
-            planned.update(_plan_one(experiment, arm_epochs, arm_steps, arm_trials))
+            planned.update(_figures_of_arm(experiment, arm_epochs, arm_steps, arm_trials))
     return planned
 
 
-def _plan_one(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
+def _figures_of_arm(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
     """The figures of one experiment (or of one arm of it)."""
-    planned = {}
+    planned: dict[str, tuple] = {}
     if not drawn_rows(epochs, experiment.name).empty:
         title = experiment.display_title()
         x_words = "the distance travelled from A⁰" if experiment.trajectory_x == "travelled" else "the epoch"
@@ -191,8 +191,9 @@ def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     ``extra``: name -> (builder returning (figure, panels), caption), figures of measurements made after
     training (``analysis.stationary_points``)."""
     made = {}
-    planned, extra = _plan(epochs, steps, trials), extra or {}
-    with rc_context(STYLE), Progress("figures", len(planned) + len(extra)) as progress:
+    planned, extra = _figures_to_draw(epochs, steps, trials), extra or {}
+    # matplotlib's stubs take only literal rc keys; STYLE's are checked by rc_context itself when applied.
+    with rc_context(STYLE), Progress("figures", len(planned) + len(extra)) as progress:  # type: ignore[arg-type]
         for name, (build, shows, median, experiment) in planned.items():
             figure, facts = build()
             caption = f"{shows}. {_reading(facts, median, experiment)}"

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import experiments
+from pipeline import experiments, schema
 from pipeline.experiments import Experiment
 from pipeline.files import FileState, inspect, open_h5, plain
+from pipeline.folder import CHECKPOINT_SUFFIX, TRIAL_SUFFIX, ResultsFolder, is_set_aside_damaged
 from pipeline.manifest import labels_of, read_manifest, trial_of
 from pipeline.progress import iterate
 from pipeline.settings import ConfigError
@@ -50,9 +51,13 @@ PROVENANCE = ["python_version", "torch_version", "cuda_version", "cudnn_version"
               "data_files", "git_diff_sha256"]
 PROVENANCE_TEXTS = ("packages", "git_diff")
 TRIAL_REST = ["swept", "dtype", "total_epochs", "status", "epochs_done", "error", "data_source", "device", "hostname",
-              "git_commit", *PROVENANCE, "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file", "index",
-              "settings"]
-EPOCH_REST = ["status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "loss", "accuracy", "grad_norm"]
+              "git_commit", *PROVENANCE, "wall_seconds", "pack_size", "started_at", "finished_at", "attempts", "file",
+              "index", "settings"]
+# The epochs table: a row per trial x epoch x layer, every series of the trial-file schema that it shows (per-layer
+# series layer by layer, scalars repeated over the layers).
+EPOCH_LAYER_SERIES = [s.name for s in schema.EPOCH_SERIES if s.in_epochs_table and s.per_layer]
+EPOCH_SCALAR_SERIES = [s.name for s in schema.EPOCH_SERIES if s.in_epochs_table and not s.per_layer]
+EPOCH_REST = ["status", schema.ROW_EPOCH, schema.ROW_PHASE, "layer", *EPOCH_LAYER_SERIES, *EPOCH_SCALAR_SERIES]
 STEP_REST = ["status", "step", "epoch", "phase", "step_in_epoch", "layer", "dist_E"]
 FIXED_COLUMNS = set(LABELS + AFTER_SWEPT + TRIAL_REST + EPOCH_REST + STEP_REST)
 
@@ -85,15 +90,15 @@ class Results:
 
 class UnknownExperiment(Experiment):
     """Stands in for an experiment this code does not know (a folder written by a newer pipeline), so
-    that its trials are still tabulated, drawn with default styles, and reported as having no claim."""
+    that its trials are still tabulated, drawn with default styles, and reported as having no claim. A
+    subclass per name (``experiment_of``): an experiment's name is a property of its class."""
 
-    def __init__(self, name: str):
-        self.name = name
-        self.cell_key = "cell"
+    cell_key = "cell"
 
 
 def experiment_of(name: str) -> Experiment:
-    return experiments.REGISTRY.get(name) or UnknownExperiment(name)
+    known = experiments.REGISTRY.get(name)
+    return known if known is not None else type(f"Unknown({name})", (UnknownExperiment,), {"name": name})()
 
 
 def swept_column(setting: str) -> str:
@@ -185,22 +190,29 @@ def _text(value) -> str:
 def _read_series(path: Path, rows: int) -> dict:
     """Metrics and steps of one trial file, cut to the epochs whose every series was written."""
     with open_h5(path) as f:
-        metrics = f["metrics"]
-        layers = [_text(name) for name in metrics["dist_E"].attrs["layer_names"]]
+        metrics = f[schema.METRICS]
+        layered = next(name for name in schema.LAYER_SERIES if name in metrics)
+        layers = [_text(name) for name in metrics[layered].attrs[schema.LAYER_NAMES_ATTR]]
         series = {name: metrics[name][:rows] for name in metrics}
-        if "phase" not in series:
-            series["phase"] = np.ones(rows, dtype=np.int64)
-        if "steps" in f:
-            count = min(f["steps/dist_E"].shape[0], f["steps/epoch"].shape[0])
-            step_epochs = f["steps/epoch"][:count]
-            kept = step_epochs <= (series["epoch"][-1] if rows else -1)
+        # A series a file's schema did not have yet (step_perp before version 4) reads as unknown.
+        for missing in schema.EPOCH_SERIES:
+            if missing.name not in series:
+                width = (len(layers),) if missing.per_layer else ()
+                series[missing.name] = (np.ones(rows, dtype=np.int64) if missing.name == schema.ROW_PHASE
+                                        else np.full((rows, *width), np.nan))
+        if schema.STEPS in f:
+            steps = f[schema.STEPS]
+            count = min(steps[schema.STEP_DIST_E].shape[0], steps[schema.STEP_EPOCH].shape[0])
+            step_epochs = steps[schema.STEP_EPOCH][:count]
+            kept = step_epochs <= (series[schema.ROW_EPOCH][-1] if rows else -1)
             series["step_epoch"] = step_epochs[kept]
-            series["step_dist_E"] = f["steps/dist_E"][:count][kept]
-        if "results" in f:
-            arrays = {}
-            f["results"].visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
-                                    if hasattr(obj, "shape") else None)
-            series["results"] = {"attrs": {k: plain(v) for k, v in f["results"].attrs.items()}, "arrays": arrays}
+            series["step_dist_E"] = steps[schema.STEP_DIST_E][:count][kept]
+        if schema.RESULTS in f:
+            arrays: dict[str, np.ndarray] = {}
+            f[schema.RESULTS].visititems(lambda name, obj: arrays.__setitem__(name, obj[()])
+                                         if hasattr(obj, "shape") else None)
+            series[schema.RESULTS] = {"attrs": {k: plain(v) for k, v in f[schema.RESULTS].attrs.items()},
+                                      "arrays": arrays}
     series["layers"] = layers
     return series
 
@@ -253,13 +265,14 @@ def _with_totals(layer_values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _epoch_table(labels: dict, series: dict) -> pd.DataFrame:
     layers = series["layers"] + [TOTAL]
-    values = _with_totals({name: series[name] for name in ("dist_E", "dist_init", "norm")})
+    values = _with_totals({name: series[name] for name in EPOCH_LAYER_SERIES})
     width = len(layers)
+    epochs = series[schema.ROW_EPOCH]
     table = {
-        **labels, "epoch": np.repeat(series["epoch"], width), "phase": np.repeat(series["phase"], width),
-        "layer": np.tile(layers, len(series["epoch"])),
-        **{name: values[name].reshape(-1) for name in ("dist_E", "dist_init", "norm")},
-        **{name: np.repeat(series[name], width) for name in ("loss", "accuracy", "grad_norm")},
+        **labels, schema.ROW_EPOCH: np.repeat(epochs, width),
+        schema.ROW_PHASE: np.repeat(series[schema.ROW_PHASE], width), "layer": np.tile(layers, len(epochs)),
+        **{name: values[name].reshape(-1) for name in EPOCH_LAYER_SERIES},
+        **{name: np.repeat(series[name], width) for name in EPOCH_SCALAR_SERIES},
     }
     return pd.DataFrame(table)
 
@@ -301,7 +314,8 @@ def read_results(out_dir: Path | str) -> Results:
     """Read the manifest and every trial file of ``out_dir``; never writes anything."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    folder = out_dir / "trials"
+    where = ResultsFolder(out_dir)
+    folder = where.trials
     rows, swept_names = _manifest_rows(manifest)
     swept_columns = [swept_column(k) for k in swept_names]
     label_columns = LABELS + swept_columns + AFTER_SWEPT
@@ -309,8 +323,8 @@ def read_results(out_dir: Path | str) -> Results:
     measured, spectra, perturbations = [], [], []
     texts: dict[str, dict[str, list[str]]] = {}
     for row in iterate(rows, "reading trial files"):
-        path = folder / f"{row['trial_id']}.h5"
-        row["file"] = str(path.relative_to(out_dir))
+        path = where.trial_file(row["trial_id"])
+        row["file"] = where.relative(path)
         if not path.exists():
             row.update(status="missing", epochs_done=-1)
             continue
@@ -328,8 +342,8 @@ def read_results(out_dir: Path | str) -> Results:
             step_table = _step_table(labels, series)
             if step_table is not None:
                 step_tables.append(step_table)
-            if "results" in series:
-                scalars, spectrum, runs = _result_tables(labels, series["results"])
+            if schema.RESULTS in series:
+                scalars, spectrum, runs = _result_tables(labels, series[schema.RESULTS])
                 measured.append(scalars)
                 spectra += spectrum
                 perturbations += runs
@@ -351,14 +365,14 @@ def read_results(out_dir: Path | str) -> Results:
     steps = (pd.concat(step_tables, ignore_index=True)[step_columns] if step_tables
              else pd.DataFrame(columns=step_columns))
 
-    known = {f"{trial_id}.h5" for trial_id in trials["trial_id"]}
+    known = {where.trial_file(trial_id).name for trial_id in trials["trial_id"]}
     listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     return Results(
         out_dir=out_dir, manifest=manifest, trials=trials, epochs=epochs, steps=steps, swept_columns=swept_columns,
         measurements=pd.DataFrame(measured), spectra=pd.DataFrame(spectra), perturbations=pd.DataFrame(perturbations),
-        unexpected_files=[n for n in listing if n.endswith(".h5") and n not in known],
-        set_aside_files=[n for n in listing if ".h5.damaged-" in n],
-        checkpoint_files=[n for n in listing if n.endswith(".state.pt")], texts=texts,
+        unexpected_files=[n for n in listing if n.endswith(TRIAL_SUFFIX) and n not in known],
+        set_aside_files=[n for n in listing if is_set_aside_damaged(n)],
+        checkpoint_files=[n for n in listing if n.endswith(CHECKPOINT_SUFFIX)], texts=texts,
     )
 
 

@@ -180,7 +180,7 @@ def claim_rows(verdicts: list[Verdict], trials: pd.DataFrame) -> list[ClaimRow]:
 def grouped(verdicts: list[Verdict]) -> dict[str, list[Verdict]]:
     """The per-cell verdicts under the report's headings: the paper's claims, checks that hold by construction,
     the detector's controls, and comparisons with the expected picture."""
-    groups = {"claims": [], "construction": [], "controls": [], "comparisons": []}
+    groups: dict[str, list[Verdict]] = {"claims": [], "construction": [], "controls": [], "comparisons": []}
     for v in verdicts:
         if v.expected:
             groups["controls"].append(v)

@@ -112,7 +112,7 @@ def software(results: Results) -> dict:
     builds = (trials["torch_version"].fillna("").astype(str) + " / CUDA " + trials["cuda_version"].fillna("").astype(str)
               .replace("", "none") + " / cuDNN " + trials["cudnn_version"].fillna("").astype(str).replace("", "none")
               if "torch_version" in trials else pd.Series(dtype=str))
-    data = {}
+    data: dict[str, int] = {}
     for text, count in _counted_column(trials, "data_files").items():
         try:
             for name, digest in json.loads(text).items():
@@ -136,7 +136,7 @@ def provenance_files(results: Results) -> dict[str, str]:
     for number, (text, trial_ids) in enumerate(results.texts.get("packages", {}).items(), 1):
         files[f"packages-{number}.txt"] = f"# installed packages of {len(trial_ids)} trial(s): {', '.join(trial_ids[:5])}" \
             + (" ..." if len(trial_ids) > 5 else "") + "\n" + text + "\n"
-    for text, trial_ids in results.texts.get("git_diff", {}).items():
+    for text in results.texts.get("git_diff", {}):
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
         files[f"diff-{digest}.patch"] = text if text.endswith("\n") else text + "\n"
     return files

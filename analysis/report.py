@@ -14,9 +14,10 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from . import claims
+from pipeline import folder
+
+from . import claims, results_analyses
 from .figures import FigureInfo
-from .stationary_points import report_section
 from .loading import Results, experiment_of
 from .paper_claims import claim_rows, grouped
 from .provenance import data_sources, devices, provenance, provenance_files, software
@@ -40,7 +41,7 @@ def _spread(row: pd.Series, column: str) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def problem_lines(results: Results) -> list[str]:
@@ -65,8 +66,8 @@ def problem_lines(results: Results) -> list[str]:
         }.get(row.status, f"{row.status}: {progress}")
         # Errors may quote the file by its absolute path: the report names files relative to the folder.
         lines.append(f"{row.trial_id}: {detail}".replace(f"{results.out_dir}/", ""))
-    lines += [f"trials/{name}: not in manifest.json; ignored" for name in results.unexpected_files]
-    lines += [f"trials/{name}: a damaged file the pipeline set aside before restarting its trial"
+    lines += [f"{folder.TRIALS}/{name}: not in {folder.MANIFEST}; ignored" for name in results.unexpected_files]
+    lines += [f"{folder.TRIALS}/{name}: a damaged file the pipeline set aside before restarting its trial"
               for name in results.set_aside_files]
     return lines
 
@@ -171,7 +172,7 @@ def _verdicts_table(verdicts: list[claims.Verdict], figures: dict[str, FigureInf
     rows = []
     for v in verdicts:
         subject = v.subject + (f" {WARNING} did not learn" if v.cell in lazy else "")
-        figure = (f"[{v.figure}](figures/{v.figure})" if v.figure in made
+        figure = (f"[{v.figure}]({folder.FIGURES}/{v.figure})" if v.figure in made
                   else f"`{v.figure}` (not drawn in this run)" if figures is None else "–")
         rows.append([subject, v.claim, v.science, f"**{v.outcome}**", v.evidence, figure])
     return markdown_table(["subject", "claim", "source", "verdict", "evidence", "figure"], rows)
@@ -250,8 +251,9 @@ def _figures_section(figures: dict[str, FigureInfo] | None) -> str:
         return "None: no experiment has complete or running trials yet."
     blocks = []
     for number, (name, info) in enumerate(figures.items(), 1):
-        blocks.append(f"**Figure {number}: `{name}`** ([PNG](figures/{name}.png), [PDF](figures/{name}.pdf)). "
-                      f"{info.caption}\n\n![Figure {number}: {name}](figures/{name}.png)")
+        where = folder.FIGURES
+        blocks.append(f"**Figure {number}: `{name}`** ([PNG]({where}/{name}.png), [PDF]({where}/{name}.pdf)). "
+                      f"{info.caption}\n\n![Figure {number}: {name}]({where}/{name}.png)")
     return "\n\n".join(blocks)
 
 
@@ -281,7 +283,7 @@ def _software_lines(soft: dict, files: list[str]) -> list[str]:
     def counted(mapping: dict) -> str:
         return ", ".join(f"`{k}` ({v})" for k, v in mapping.items()) or "none recorded"
 
-    packages = [f"[{name}](provenance/{name})" for name in files if name.startswith("packages-")]
+    packages = [f"[{name}]({folder.PROVENANCE}/{name})" for name in files if name.startswith("packages-")]
     lines = [
         f"- Python: {counted(soft['python'])}",
         f"- torch / CUDA / cuDNN: {counted(soft['torch'])}",
@@ -290,7 +292,7 @@ def _software_lines(soft: dict, files: list[str]) -> list[str]:
         f"- Data files read (sha256): {counted(soft['data_files'])}",
         f"- Installed packages: {', '.join(packages) if packages else 'none recorded'}"
         + (" (the trials ran with different package lists)" if len(packages) > 1 else ""),
-        "- Uncommitted changes: " + (", ".join(f"[`{d}`](provenance/diff-{d[:12]}.patch) ({n} trials)"
+        "- Uncommitted changes: " + (", ".join(f"[`{d}`]({folder.PROVENANCE}/diff-{d[:12]}.patch) ({n} trials)"
                                             for d, n in soft["diffs"].items())
                                      if soft["diffs"] else "none (every trial ran committed code)"),
     ]
@@ -329,7 +331,8 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
 
     verdicts = assessment.verdicts
     groups = grouped(verdicts)
-    stationary = report_section(results, figures)
+    after_training = [(analysis.heading, analysis.section(results, figures))
+                      for analysis in results_analyses.named_by(results)]
     notes = "\n".join(f"- {note.line}" for note in assessment.notes) or "None: every cell has a claim."
     by_cell = [v for v in groups["claims"] if v.kind not in (claims.ALL_OF, claims.ANY_OF)]
     sections = [
@@ -359,8 +362,7 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
         _verdicts_table(groups["comparisons"], figures, summary) if groups["comparisons"] else "",
         "### Cells without a claim",
         notes,
-        "## Stationary points and their stability" if stationary else "",
-        stationary,
+        *(part for heading, text in after_training if text for part in (f"## {heading}", text)),
         "## Criteria",
         _criteria_section(min_complete),
         "## Data and devices",

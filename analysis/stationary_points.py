@@ -7,6 +7,8 @@ Everything here reads the tables that ``analysis.loading`` builds from the ``res
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -20,7 +22,7 @@ from .summary import quartiles
 from .tables import markdown_table
 
 # The perturbation runs, how legends name them and how they are drawn (Okabe-Ito).
-RUNS = {
+RUNS: dict[str, tuple[str, str, Any]] = {
     "lowest": ("along the lowest E⊥ eigenvector", "#D55E00", "-"),
     "random": ("along a random E⊥ direction", "#0072B2", "-"),
     "lowest_regularised": ("lowest eigenvector, regularised (γ)", "#D55E00", (0, (4, 2))),
@@ -176,7 +178,8 @@ def report_section(results: Results, figures: dict | None) -> str:
                "λ_min(H_E) ≥ (÷λ_max)", "λ_min(H_⊥) ≤ (÷λ_max)", "its Ritz residual (÷λ_max)",
                "dist_E factor per step, measured / predicted", "regularised, measured / predicted",
                "trials showing claim 3; why not"]
-    drawn = [] if figures is None else [name for name in figures if name.endswith(("_spectra", "_perturbations_log"))]
+    shown = figures or {}
+    drawn = [name for name in shown if name.endswith(("_spectra", "_perturbations_log"))]
     parts = [
         f"Each trial searched for a stationary point A* of R on E from its A⁰ (L-BFGS on projected gradients, then "
         f"trust-region Newton on E), then measured there ({cite('5')}). Medians over the complete trials of each "
@@ -195,7 +198,7 @@ def report_section(results: Results, figures: dict | None) -> str:
         "decay. *Claim 3* needs all four of: stationary on the curvature scale, H_E certified ⪰ 0, H_⊥ certified "
         "negative by a clear gap, growth as predicted (see Criteria).",
         markdown_table(headers, rows),
-        *(f"![{figures[name].caption}](figures/{name}.png)" for name in drawn),
+        *(f"![{shown[name].caption}](figures/{name}.png)" for name in drawn),
     ]
     return "\n\n".join(parts)
 
@@ -245,7 +248,7 @@ def spectra_figure(results: Results, experiment_name: str):
         part = spectra[spectra["cell"] == cell]
         scales = measured.set_index("trial_id")["lambda_max"]
         trial_ids = list(dict.fromkeys(part["trial_id"]))
-        for b, (block, (words, colour)) in enumerate(BLOCKS.items()):
+        for b, (block, (_words, colour)) in enumerate(BLOCKS.items()):
             for t, trial_id in enumerate(trial_ids):
                 rows = part[(part["trial_id"] == trial_id) & (part["block"] == block)]
                 x = b + 0.5 * (t + 0.5) / max(len(trial_ids), 1) - 0.25
@@ -283,7 +286,7 @@ def perturbations_figure(results: Results, experiment_name: str):
     figure, axes = _grid(len(cells))
     for ax, cell in zip(axes, cells):
         part = runs[runs["cell"] == cell]
-        for (trial_id, run), series in part.groupby(["trial_id", "run"], sort=False):
+        for (_trial_id, run), series in part.groupby(["trial_id", "run"], sort=False):
             words, colour, dashes = RUNS.get(run, (run, "0.5", "-"))
             series = series.sort_values("step")
             relative = series["dist_E"].to_numpy() / series["dist_E"].iloc[0]
@@ -320,7 +323,8 @@ def planned_figures(results: Results) -> dict:
         planned[figure_names.perturbations(experiment)] = (
             lambda name=name: perturbations_figure(results, name),
             f"{title}: dist_E, relative to its start, along Aug gradient descent (step η = step_factor/λ_max) from "
-            "A* plus ε times a unit vector off E, anchored at A* (the part in E of ∇R_aug(A*) subtracted at every step) (the lowest E⊥ eigenvector: orange; a random direction: blue), "
+            "A* plus ε times a unit vector off E, anchored at A* (the part in E of ∇R_aug(A*) subtracted at every step) "
+            "(the lowest E⊥ eigenvector: orange; a random direction: blue), "
             "plain (solid) and with regularised augmentation (dashed); dotted black: the linearised prediction "
             "|1 − η(λ_min(H_⊥) + γ)| per step. Where the premises fail (CNN skew, nonunitary) ∇R_aug has a part off E "
             f"at A*, which moves the point away from E whatever the perturbation; {count} complete trials")

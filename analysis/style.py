@@ -10,8 +10,10 @@ import math
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -27,7 +29,7 @@ NARROW_WIDTH = 4.5  # a single panel: a column-and-a-half figure rather than one
 ROW_HEIGHT = 2.3
 SHORT_ROW_HEIGHT = 1.8
 DPI = 300
-STYLE = {
+STYLE: dict[str, Any] = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
     "legend.fontsize": 8, "figure.titlesize": 9, "figure.labelsize": 8,
     "axes.spines.top": False, "axes.spines.right": False,
@@ -39,25 +41,26 @@ STYLE = {
 # the whole orbit (exact) and Aug with sampled group elements behave differently (the first stays in E), so
 # they are told apart at a glance: the exact orbit in reddish purple with a circle on its median line,
 # sampled Aug in vermillion and orange without.
-MODE_COLOURS = {"equi": ("#0072B2", "#56B4E9"), "aug": ("#D55E00", "#E69F00"), "nom": ("#009E73", "#000000")}
+MODE_COLOURS: dict[str, tuple[str, ...]] = {"equi": ("#0072B2", "#56B4E9"), "aug": ("#D55E00", "#E69F00"),
+                                            "nom": ("#009E73", "#000000")}
 EXACT_AUG_COLOURS = ("#CC79A7", "#882255")
 EXACT_AUG_MARKER = "o"
 OTHER_COLOURS = ("#666666", "#999999", "#333333")
 # Line styles keep series apart in greyscale: each series of a figure has its own, in legend order.
 DASHES = ["-", (0, (5, 2)), (0, (5, 1.5, 1, 1.5)), (0, (1.5, 1.5)), (0, (8, 2, 1, 2, 1, 2)), (0, (3, 1))]
 
-RUN_LINE = {"linewidth": 0.6, "alpha": 0.35}
-RUNNING_LINE = {"linewidth": 0.9, "alpha": 0.6, "linestyle": (0, (2, 1.5))}
-RUNNING_END = {"marker": "o", "markersize": 2.5, "linestyle": "none", "alpha": 0.8}
-MEDIAN_LINE = {"linewidth": 2.0}
+RUN_LINE: dict[str, Any] = {"linewidth": 0.6, "alpha": 0.35}
+RUNNING_LINE: dict[str, Any] = {"linewidth": 0.9, "alpha": 0.6, "linestyle": (0, (2, 1.5))}
+RUNNING_END: dict[str, Any] = {"marker": "o", "markersize": 2.5, "linestyle": "none", "alpha": 0.8}
+MEDIAN_LINE: dict[str, Any] = {"linewidth": 2.0}
 # A median of fewer seeds than the series has (more than half: the others stopped short of that distance).
-FEWER_SEEDS = {"alpha": 0.45}
+FEWER_SEEDS: dict[str, Any] = {"alpha": 0.45}
 # Markers on a median line: about one every tenth of its drawn length, whatever its number of points.
-MEDIAN_MARKERS = {"markersize": 4.0, "markevery": 0.1, "markeredgewidth": 0.8, "markeredgecolor": "white"}
-FLOOR_LINE = {"color": "0.45", "linestyle": ":", "linewidth": 0.8}
-BOUNDARY_LINE = {"color": "0.3", "linestyle": (0, (4, 2)), "linewidth": 0.8}
-BAND = {"color": "0.91", "linewidth": 0, "zorder": 0}
-CHANCE_LINE = {"color": "0.5", "linestyle": (0, (1, 2)), "linewidth": 0.9}
+MEDIAN_MARKERS: dict[str, Any] = {"markersize": 4.0, "markevery": 0.1, "markeredgewidth": 0.8, "markeredgecolor": "white"}
+FLOOR_LINE: dict[str, Any] = {"color": "0.45", "linestyle": ":", "linewidth": 0.8}
+BOUNDARY_LINE: dict[str, Any] = {"color": "0.3", "linestyle": (0, (4, 2)), "linewidth": 0.8}
+BAND: dict[str, Any] = {"color": "0.91", "linewidth": 0, "zorder": 0}
+CHANCE_LINE: dict[str, Any] = {"color": "0.5", "linestyle": (0, (1, 2)), "linewidth": 0.9}
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ def series_styles(series: list[tuple]) -> dict[str, SeriesStyle]:
     """Styles for ``(label, mode)`` or ``(label, mode, exact orbit)`` in legend order: the k-th series of a
     mode gets its k-th hue (exact-orbit Aug its own hues and a marker), the i-th series of the figure its
     i-th line style."""
-    styles, counts = {}, {}
+    styles: dict[str, SeriesStyle] = {}
+    counts: dict[tuple[str, bool], int] = {}
     for label, mode, *rest in series:
         if label in styles:
             continue
@@ -173,7 +177,7 @@ def legend(figure: Figure, series: list, reading: list, heading: str = "") -> No
 
 def reading_handles(running: bool, band: str | None = None, zeros: bool = False, fewer: bool = False) -> list:
     """Legend entries that say how to read the lines (the caption says more)."""
-    handles = [Line2D([], [], color="0.3", label="one seed", **RUN_LINE),
+    handles: list[Artist] = [Line2D([], [], color="0.3", label="one seed", **RUN_LINE),
                Line2D([], [], color="0.3", label="median over seeds", **MEDIAN_LINE)]
     if fewer:
         handles.append(Line2D([], [], color="0.3", label="median of the seeds that got so far", **MEDIAN_LINE,

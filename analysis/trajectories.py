@@ -12,7 +12,9 @@ phase the claims are about is not squeezed into a corner.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,15 +25,26 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 from .claims import NOM_MIN_RATIO, roundoff_threshold
 from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
 from .loading import TOTAL
-from .style import (BAND, FLOOR_LINE, compact_number, decade_below, legend, linear_ticks, log_axis, mark_boundary,
-                    panel_grid, reading_handles, title)
+from .style import (
+    BAND,
+    FLOOR_LINE,
+    compact_number,
+    decade_below,
+    legend,
+    linear_ticks,
+    log_axis,
+    mark_boundary,
+    panel_grid,
+    reading_handles,
+    title,
+)
 
 X_COLUMNS = {"travelled": "dist_init", "epoch": "epoch"}
 X_LABELS = {"travelled": r"distance travelled $\|A - A^0\|_F$", "epoch": "epoch"}
 X_WORDS = {"travelled": "distance travelled", "epoch": "epoch"}
 DIST_E_LABEL = r"dist$_E$ = $\|A - \Pi_E A\|_F$"
 RATIO_LABEL = r"dist$_E$ / $\|A - A^0\|_F$"
-THRESHOLD_LINE = {"color": "0.35", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 0.9}
+THRESHOLD_LINE: dict[str, Any] = {"color": "0.35", "linestyle": (0, (6, 2, 1, 2)), "linewidth": 0.9}
 # A first phase longer than the rest is drawn over this share of the panel's width.
 COMPRESSED_SHARE = 1 / 3
 
@@ -94,7 +107,7 @@ def band_words(thresholds: set[float]) -> str:
     return "round-off, in E (per dtype)"
 
 
-def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, layers: list[str] = (TOTAL,),
+def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, layers: Sequence[str] = (TOTAL,),
                       log: bool = False) -> tuple[Figure, FigureFacts]:
     """A column per cell and a row per layer (one row, ``total``, for all layers together)."""
     rows = drawn_rows(epochs, experiment.name)
@@ -105,7 +118,8 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     x = X_COLUMNS[x_kind]
     figure, axes = panel_grid(len(cells), rows_per_item=len(layers), sharey=log)
     panels = [(layer, cell, rows[(rows["layer"] == layer) & (rows["cell"] == cell)]) for layer in layers for cell in cells]
-    floor, tops = None, {}
+    floor: float | None = None
+    tops: dict[tuple[str, str], tuple[float, float]] = {}
     if log:
         tops = {(layer, cell): band_tops(panel, trials) for layer, cell, panel in panels}
         positive = rows.loc[(rows["dist_E"] > 0) & (rows["epoch"] > 0), "dist_E"]
@@ -127,7 +141,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
             mark_boundary(ax, boundary)
         if not compressed:
             linear_ticks(ax, "x", integer=x_kind == "epoch")
-        if log:
+        if floor is not None:  # a log scale
             ax.axhspan(floor / 3, tops[layer, cell][1], **BAND)
             if drawn.zeros:
                 ax.axhline(floor, zorder=1, **FLOOR_LINE)
@@ -136,7 +150,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
             ax.set_ylim(bottom=0)
             if x_kind == "travelled":
                 ax.set_xlim(left=0)
-    if log:
+    if floor is not None:
         top = max([float(rows["dist_E"].max()) if len(rows) else floor * 10] + [t for _, t in tops.values()])
         for ax in axes.flat:
             log_axis(ax, floor / 3, top)

@@ -32,13 +32,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import numerics  # noqa: E402
-from timing import synchronize, timed  # noqa: E402
-from pipeline import experiments  # noqa: E402
+from pipeline import (
+    experiments,  # noqa: E402
+    numerics,  # noqa: E402
+)
 from pipeline.data import Dataset  # noqa: E402
 from pipeline.packing import PackedCNN, PackedStepper  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
 from pipeline.training import SingleStepper, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402
+from timing import timed  # noqa: E402
 
 BATCH = 100
 LR = 1e-6  # small enough that repeated timing runs stay near the initial point

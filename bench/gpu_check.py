@@ -46,14 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import experiments, numerics  # noqa: E402
+from pipeline.cost import trial_flops  # noqa: E402
 from pipeline.execute import execute  # noqa: E402
 from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.files import open_h5, trial_paths  # noqa: E402
 from pipeline.grid import load_grid  # noqa: E402
 from pipeline.launch.monitor import gather  # noqa: E402
-from pipeline.cost import trial_flops  # noqa: E402
-from pipeline.throughput import FP32_PEAK_TFLOPS, speed, trial_seconds  # noqa: E402
 from pipeline.runner import CollectingSink, run_trial  # noqa: E402
+from pipeline.throughput import FP32_PEAK_TFLOPS, speed, trial_seconds  # noqa: E402
 
 # Epochs each phase trains while measuring: the first epoch of a phase carries start-up and the last row
 # an extra evaluation, so three leave at least one clean epoch per phase.
@@ -287,14 +287,16 @@ def run_paper_lite(python: str, device: str, quick: bool, folder: Path, budget_s
     shutil.copy(out / "manifest.json", destination / "manifest.json")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     gpu = _device_name(device)
+    shrunk = " shrunk for a CPU rehearsal: " + ", ".join(f"{k}={v}" for k, v in shrink.items()) if quick else ""
+    completeness = ("every trial complete" if complete_all else "the Equi, Nom and exact-orbit cells first, then sampled "
+                    "Aug group by group, until the time budget ran out: the report lists what is missing")
     lines = [
         "# paper-lite: provenance of this folder",
         "",
         f"- Made by `python bench/gpu_check.py{' --device cpu --quick' if quick else ''}` (`make gpu-check`), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, on {gpu}; commit `{commit or 'unknown'}`.",
         f"- torch {torch.__version__}, CUDA {torch.version.cuda}; Python {sys.version.split()[0]}.",
-        f"- Grid: `jobs/paper-lite.toml`{' shrunk for a CPU rehearsal: ' + ', '.join(f'{k}={v}' for k, v in shrink.items()) if quick else ''}; "
-        f"{'every trial complete' if complete_all else 'the Equi, Nom and exact-orbit cells first, then sampled Aug group by group, until the time budget ran out: the report lists what is missing'}.",
+        f"- Grid: `jobs/paper-lite.toml`{shrunk}; {completeness}.",
         f"- Time budget {budget_s / 60:.1f} min; took {(time.monotonic() - started) / 60:.1f} min.",
         "- What each trial ran with (driver, packages, data checksums, diff) is in `report.md` (Provenance) and "
         "`provenance/`; the trial files themselves are not kept here.",
@@ -318,8 +320,8 @@ def write_gpu_rates(gpu: str, experiment: str, packed: bool, points: list[tuple[
     rows = []
     if GPU_RATES.exists():
         with open(GPU_RATES) as handle:
-            rows = [r for r in csv.DictReader(handle)
-                    if not (r.get("gpu") == gpu and r.get("experiment") == experiment and r.get("packed") == str(int(packed)))]
+            rows = [r for r in csv.DictReader(handle) if not (r.get("gpu") == gpu and r.get("experiment") == experiment
+                                                              and r.get("packed") == str(int(packed)))]
     rows.append({"gpu": gpu, "experiment": experiment, "packed": str(int(packed)), "gflops": f"{gflops:.1f}",
                  "epoch_overhead_s": f"{overhead:.4f}", "measured_at": time.strftime("%Y-%m-%d", time.gmtime())})
     GPU_RATES.parent.mkdir(parents=True, exist_ok=True)

@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import experiments, numerics  # noqa: E402
-from timing import best_of  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
 from pipeline.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
+from timing import best_of  # noqa: E402
 
 RESULTS = ROOT / "results" / "bench"
 
@@ -110,8 +110,8 @@ def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
     """A Nom trial at paper width into its HDF5 file, against the gradient step alone, in one run."""
     from pipeline.background import VARIABLE
     from pipeline.execute import execute
-    from pipeline.files import open_h5, trial_paths
     from pipeline.experiments import make_trial
+    from pipeline.files import open_h5, trial_paths
 
     settings = {"group": "rot", "mode": "nom", "channels": 32, "n": 14, "n_samples": samples, "epochs": epochs,
                 "device": str(device), "data_source": "vendored", "lr": "1e-6", "weights_every": 0}
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         row["threads"] = torch.get_num_threads()
     print(format_table(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     for path in (RESULTS / "bench.csv", RESULTS / f"bench-{stamp}.csv"):
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

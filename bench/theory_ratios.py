@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/theory_ratios.py
 
-Same small configurations as the tests: every mode of a seed starts from the same A0 in E and takes
-several full-batch steps with a learning rate large enough to move the weights by O(1).
+The small configurations that tests/test_theory.py runs (it imports them from here): every mode of a seed
+starts from the same A0 in E and takes several full-batch steps with a learning rate large enough to move
+the weights by O(1).
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from test_theory import SMALL_CNN, SMALL_GROUPS, train  # noqa: E402
-
+from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.experiments.groups import GROUP_NAMES  # noqa: E402
+from pipeline.runner import CollectingSink, run_trial  # noqa: E402
+
+SMALL_GROUPS = dict(n="6", channels="4", n_samples="64", epochs="5", lr="0.5", aug_batch="8",
+                    data_source="vendored", device="cpu")
+SMALL_CNN = dict(n_samples="64", cnn_channels="3,4,4", phase1_epochs="1", phase2_epochs="3", phase1_lr="0.05",
+                 phase2_lr="0.05", dtype="float64", device="cpu", data_source="vendored")
+
+
+def train(experiment, **settings) -> CollectingSink:
+    sink = CollectingSink()
+    run_trial(make_trial(experiment, {k: str(v) for k, v in settings.items()}), sink)
+    return sink
 
 
 def ratios(sink) -> tuple[float, float]:

@@ -24,7 +24,6 @@ off anywhere): on a CPU the copies are the work itself, and a thread only compet
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import threading
@@ -145,8 +144,8 @@ class BackgroundSink:
         self.inner.begin(trial, layer_names, device, data)  # the file exists before the first row is queued
 
     def write_epoch(self, record, model, checkpoint) -> None:
-        row = dataclasses.replace(record, dist_E=host_copy(record.dist_E), dist_init=host_copy(record.dist_init),
-                                  norm=host_copy(record.norm))
+        row = record.with_values({name: host_copy(value) for name, value in record.values.items()
+                                  if isinstance(value, torch.Tensor)})
         keep = record.last or record.epoch in self._keep
         captured = _Captured(host_copy(model.snapshot()) if keep else None, record.epoch)
         state = checkpoint()  # the runner's copies: non-blocking for a sink that defers them

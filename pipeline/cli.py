@@ -10,10 +10,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from .settings import ConfigError, parse_assignments, quoted
+from .errors import SchedulerError, UserError
+from .folder import ResultsFolder, local_tensorboard
+from .settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
 
-TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E per layer, distance travelled) as "
+TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
+                    "per layer) as "
                     "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
 DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
 (TMLR 2025) as grids of trials, on this machine or a SLURM cluster, and aggregate them into tables,
@@ -36,12 +40,12 @@ def _train(args) -> int:
         from .runner import ConsoleSink, run_trial
 
         print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
-        sink = ConsoleSink(log=lambda line: print(line, flush=True))
+        sink: Any = ConsoleSink(log=lambda line: print(line, flush=True))  # or wrapped, below
         console = sink
         if args.tensorboard:
             from .tensorboard_sink import TensorBoardSink
 
-            folder = Path("tensorboard") / trial.trial_id
+            folder = local_tensorboard(trial.trial_id)
             print(f"live curves: tensorboard --logdir {folder.parent}", flush=True)
             sink = TensorBoardSink(sink, folder)
         try:
@@ -64,7 +68,7 @@ def _train(args) -> int:
         lease.release()
     install_cancel_handler()
     if args.tensorboard:
-        print(f"live curves: tensorboard --logdir {Path(args.out) / 'tensorboard'}", flush=True)
+        print(f"live curves: tensorboard --logdir {ResultsFolder(args.out).tensorboard}", flush=True)
     outcome = _report_outcome(execute(args.out, [trial], force=args.force, tensorboard=args.tensorboard))
     if outcome == 0:
         from .files import read_results_attrs, trial_paths
@@ -117,11 +121,11 @@ def _run_trial(args) -> int:
 
     _check_tensorboard(args)
     out = args.out
-    manifest = read_manifest(out) if (out / MANIFEST).exists() else None
+    manifest = read_manifest(out) if ResultsFolder(out).manifest.exists() else None
     if args.exp is None:
         if args.set:
             raise ConfigError("--set needs --exp (the grid it changes); without either, run-trial takes the trial "
-                              f"from {quoted(out / MANIFEST)}")
+                              f"from {quoted(ResultsFolder(out).manifest)}")
         if manifest is None:
             raise ConfigError(f"{quoted(out)} has no {MANIFEST}: give --exp (and any --set) for the trial's grid")
         folder_trials = trials_of_manifest(manifest)
@@ -147,6 +151,7 @@ def _run_trial(args) -> int:
         print("\n".join(lines + ["nothing was run"]))
         return 0
     if added:
+        assert grid is not None  # trials are added only from a grid given on the command line
         lease = guard_folder(out)
         try:
             resolved = write_manifest(out, grid, grid.trials())
@@ -178,8 +183,10 @@ def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) ->
     said: list[str] = []
     submit(out, plan, log=said.append, tensorboard=args.tensorboard)
     if args.tensorboard:
-        said.append(f"live curves: tensorboard --logdir {quoted(Path(out) / 'tensorboard')}")
-    return (args.wait if args.wait is not None else profile.executor == "local"), "\n".join(said)
+        said.append(f"live curves: tensorboard --logdir {quoted(ResultsFolder(out).tensorboard)}")
+    from .launch.backends import backend_of
+
+    return (args.wait if args.wait is not None else backend_of(profile).waits), "\n".join(said)
 
 
 def _check_tensorboard(args) -> None:
@@ -217,7 +224,7 @@ def _follow(out: Path, wait: bool) -> int:
 def _refuse_unknown(states, force: bool) -> None:
     unknown = [s for s in states if s.state == "unknown"]
     if unknown and not force:
-        raise ConfigError(f"squeue did not answer, so {len(unknown)} trial(s) may still be queued or running "
+        raise SchedulerError(f"squeue did not answer, so {len(unknown)} trial(s) may still be queued or running "
                           f"(e.g. {unknown[0].trial_id}); submitting them again could run them twice. Retry when "
                           "SLURM answers, or pass --force")
 
@@ -261,11 +268,11 @@ def _submit(args) -> int:
 
 def _dry_run(args, grid, profile) -> int:
     from .launch.submission import describe_plan, plan_submission
-    from .manifest import MANIFEST, merge, read_manifest, trials_of_manifest
+    from .manifest import merge, read_manifest, trials_of_manifest
 
     trials = grid.trials()
     growing = ""
-    if (Path(args.out) / MANIFEST).exists():
+    if ResultsFolder(args.out).manifest.exists():
         manifest = read_manifest(args.out)
         trials, added = merge(trials_of_manifest(manifest), trials)
         if added:
@@ -434,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--group", help=_setting_help("groups", "group", "the group", GROUP_NAMES))
     train.add_argument("--mode", help=_setting_help("groups", "mode", "the training mode", MODES))
     train.add_argument("--variant", help=_setting_help("cnn", "variant", "the CNN variant", VARIANTS))
-    train.add_argument("--seed", type=int, help=_setting_help("groups", "seed", "seed of the initial point and the data order"))
+    train.add_argument("--seed", type=int,
+                       help=_setting_help("groups", "seed", "seed of the initial point and the data order"))
     train.add_argument("--epochs", type=int, help=_setting_help("groups", "epochs", "epochs of training"))
     train.add_argument("--n-samples", type=int, help=_setting_help("groups", "n_samples", "MNIST samples"))
     train.add_argument("--channels", type=int, help=_setting_help("groups", "channels", "channels of the network"))
@@ -472,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="say which trial would run, and what it would add; run nothing")
     run.add_argument("--force", action="store_true", help="rerun a complete trial")
-    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+    run.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")
     run.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
 
@@ -507,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     message = text[0] if text else ""
-    if isinstance(error, ConfigError):
+    if isinstance(error, UserError) and error.message_alone:
         return message
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
@@ -537,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         # Errors the pipeline raises on purpose say all there is to say; a traceback helps with the others.
-        expected = isinstance(error, ConfigError) or getattr(error, "reported", False)
+        expected = isinstance(error, UserError)
         hint = "" if expected else " (--debug shows the traceback)"
         print(f"error: {one_line(error)}{hint}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+        return error.exit_code if isinstance(error, UserError) else 1

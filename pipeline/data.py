@@ -40,7 +40,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device, dtype) -> "Dataset":
+    def to(self, device, dtype) -> Dataset:
         return Dataset(self.images.to(device=device, dtype=dtype), self.labels.to(device), self.source, self.files)
 
 

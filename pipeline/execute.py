@@ -19,9 +19,10 @@ from pathlib import Path
 
 from . import experiments, stopping
 from .experiments import Trial
+from .folder import ResultsFolder
 from .manifest import utc_now
 from .ownership import Busy, acquire_trial
-from .settings import quoted
+from .settings import CHECKPOINT_EVERY_S, quoted
 from .stopping import Cancelled
 
 
@@ -35,7 +36,7 @@ class TrialLog:
     """Appends progress lines to logs/<trial_id>.log and echoes them to stdout (the job log)."""
 
     def __init__(self, out_dir: Path, trial_id: str):
-        self.path = Path(out_dir) / "logs" / f"{trial_id}.log"
+        self.path = ResultsFolder.of(out_dir).trial_log(trial_id)
 
     def __call__(self, line: str) -> None:
         print(line, flush=True)
@@ -59,9 +60,10 @@ def _sinks(out_dir: Path, pending: list, tensorboard: bool) -> list:
 
     sinks = [store for _, _, store in pending]
     if tensorboard:
-        from .tensorboard_sink import TensorBoardSink, log_dir
+        from .tensorboard_sink import TensorBoardSink
 
-        sinks = [TensorBoardSink(s, log_dir(out_dir, t.trial_id)) for (t, _, _), s in zip(pending, sinks)]
+        folder = ResultsFolder.of(out_dir)
+        sinks = [TensorBoardSink(s, folder.tensorboard_run(t.trial_id)) for (t, _, _), s in zip(pending, sinks)]
     try:
         device = numerics.resolve_device(pending[0][0].settings.device)
     except Exception:  # an unusable device fails where the trial starts, with its own line
@@ -81,7 +83,7 @@ def _close_quietly(sinks: list) -> None:
                 pass
 
 
-def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = 60.0,
+def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
             on_store=None, tensorboard: bool = False) -> dict[str, str]:
     """Run (or resume, or skip) trials into their files: one trial, or several trained packed (they must
     differ only in their seed). Returns trial id -> 'complete' (it already was), 'ran', or 'busy: <owner>'

@@ -14,11 +14,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-TRIALS = "trials"
-# weights/phase<p>/: the parameters of phase p's model that no measured layer holds (schema 3).
-PHASE_GROUP = "phase"
-# The first schema whose weight snapshots hold the whole model, so that a model can be rebuilt from them.
-WHOLE_MODEL_SCHEMA = 3
+from .folder import ResultsFolder
+from .schema import (
+    METRICS,
+    PHASE_GROUP,
+    RESULTS,
+    ROW_EPOCH,
+    ROW_PHASE,
+    SNAPSHOT_EPOCHS,
+    SNAPSHOT_PHASE,
+    STEP_DIST_E,
+    STEP_EPOCH,
+    STEPS,
+    WEIGHTS,
+    WHOLE_MODEL_SCHEMA,
+)
 
 
 class SnapshotError(ValueError):
@@ -29,10 +39,10 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
     return h5py.File(path, mode, locking=False)
 
 
-def trial_paths(out_dir: Path, trial_id: str) -> tuple[Path, Path]:
+def trial_paths(out_dir: Path | ResultsFolder, trial_id: str) -> tuple[Path, Path]:
     """The trial's HDF5 file and its rolling checkpoint."""
-    folder = Path(out_dir) / TRIALS
-    return folder / f"{trial_id}.h5", folder / f"{trial_id}.state.pt"
+    folder = ResultsFolder.of(out_dir)
+    return folder.trial_file(trial_id), folder.checkpoint(trial_id)
 
 
 def plain(value):
@@ -80,8 +90,9 @@ def inspect(path: Path) -> FileState:
         return FileState("damaged", attrs, problem=attrs["error"])
     try:
         with open_h5(path) as f:
-            lengths = {name: f["metrics"][name].shape[0] for name in f["metrics"]} if "metrics" in f else {}
-            epochs = f["metrics/epoch"][()] if "metrics/epoch" in f else np.zeros(0, dtype=np.int64)
+            metrics = f[METRICS] if METRICS in f else {}
+            lengths = {name: metrics[name].shape[0] for name in metrics}
+            epochs = metrics[ROW_EPOCH][()] if ROW_EPOCH in metrics else np.zeros(0, dtype=np.int64)
             if attrs["status"] != "complete":
                 return FileState(attrs["status"], attrs, min(lengths.values()) if lengths else 0)
             extra = _snapshot_and_step_differences(f, attrs)
@@ -107,14 +118,14 @@ def inspect(path: Path) -> FileState:
 def read_results_attrs(path: Path) -> dict:
     """The attributes of a trial file's ``results/`` (what was measured after training); {} where there are none."""
     with open_h5(path) as f:
-        return {k: plain(v) for k, v in f["results"].attrs.items()} if "results" in f else {}
+        return {k: plain(v) for k, v in f[RESULTS].attrs.items()} if RESULTS in f else {}
 
 
 def weight_rows_through(weights: h5py.Group, epoch: int) -> dict[str, int]:
     """{dataset path under ``weights/``: rows that hold snapshots of epochs <= ``epoch``} (for truncation)."""
-    epochs = weights["epochs"][()]
+    epochs = weights[SNAPSHOT_EPOCHS][()]
     kept = epochs <= epoch
-    phases = weights["phase"][()] if "phase" in weights else np.ones_like(epochs)
+    phases = weights[SNAPSHOT_PHASE][()] if SNAPSHOT_PHASE in weights else np.ones_like(epochs)
     rows = {}
     for name, item in weights.items():
         if isinstance(item, h5py.Group):  # phase<p>/: a row per snapshot of phase p
@@ -147,11 +158,11 @@ def read_snapshot(path: Path, snapshot: int = -1, epoch: int | None = None) -> t
                             f"{WHOLE_MODEL_SCHEMA}): its weights hold the measured layers only, so no model can be "
                             "rebuilt from it; rerun the trial (--force) to store whole models")
     with open_h5(path) as f:
-        if "weights" not in f or "epochs" not in f["weights"] or not len(f["weights/epochs"]):
+        if WEIGHTS not in f or SNAPSHOT_EPOCHS not in f[WEIGHTS] or not len(f[WEIGHTS][SNAPSHOT_EPOCHS]):
             raise SnapshotError(f"{path}: no weight snapshot stored yet")
-        weights = f["weights"]
-        epochs = weights["epochs"][()]
-        phases = weights["phase"][()]
+        weights = f[WEIGHTS]
+        epochs = weights[SNAPSHOT_EPOCHS][()]
+        phases = weights[SNAPSHOT_PHASE][()]
         stored = ", ".join(str(int(e)) for e in epochs)
         if epoch is not None:
             found = np.flatnonzero(epochs == epoch)
@@ -195,13 +206,14 @@ def _expected_snapshots(attrs: dict, total: int) -> list[int] | None:
 def _snapshot_and_step_differences(f: h5py.File, attrs: dict) -> list[str]:
     differences = []
     total = int(attrs.get("total_epochs", -1))
-    if "weights" in f:
-        snapshots = f["weights/epochs"][()] if "weights/epochs" in f else np.zeros(0, dtype=np.int64)
-        held = weight_rows_through(f["weights"], int(snapshots.max())) if len(snapshots) else {}
-        short = [(name, rows) for name, rows in held.items() if f["weights"][name].shape[0] != rows]
+    if WEIGHTS in f:
+        weights = f[WEIGHTS]
+        snapshots = weights[SNAPSHOT_EPOCHS][()] if SNAPSHOT_EPOCHS in weights else np.zeros(0, dtype=np.int64)
+        held = weight_rows_through(weights, int(snapshots.max())) if len(snapshots) else {}
+        short = [(name, rows) for name, rows in held.items() if weights[name].shape[0] != rows]
         if short:
             name, rows = short[0]
-            differences.append(f"weights/{name} holds {f['weights'][name].shape[0]} snapshots where weights/epochs "
+            differences.append(f"weights/{name} holds {weights[name].shape[0]} snapshots where weights/epochs "
                                f"and weights/phase say {rows}")
         expected = _expected_snapshots(attrs, total)
         if expected is not None and list(snapshots) != expected:
@@ -210,13 +222,13 @@ def _snapshot_and_step_differences(f: h5py.File, attrs: dict) -> list[str]:
                                f"{_listed(expected)}" + (f" (missing {_listed(missing)})" if missing else ""))
     elif total >= 0:
         differences.append("no weight snapshots (the last row always keeps its weights)")
-    if "steps" in f:
-        step_epochs = f["steps/epoch"][()]
-        if f["steps/dist_E"].shape[0] != len(step_epochs):
-            differences.append(f"{f['steps/dist_E'].shape[0]} steps of dist_E for {len(step_epochs)} step epochs")
+    if STEPS in f:
+        step_epochs = f[STEPS][STEP_EPOCH][()]
+        if f[STEPS][STEP_DIST_E].shape[0] != len(step_epochs):
+            differences.append(f"{f[STEPS][STEP_DIST_E].shape[0]} steps of dist_E for {len(step_epochs)} step epochs")
         elif len(step_epochs):
             # The steps cover every epoch of the phase that records them, the same number in each.
-            phases = f["metrics/phase"][()] if "metrics/phase" in f else None
+            phases = f[METRICS][ROW_PHASE][()] if ROW_PHASE in f[METRICS] else None
             first = int(step_epochs[0])
             if phases is not None and first < len(phases):
                 wanted = [e for e in range(1, total + 1) if e < len(phases) and phases[e] == phases[first]]
@@ -231,7 +243,7 @@ def _snapshot_and_step_differences(f: h5py.File, attrs: dict) -> list[str]:
     from . import experiments
 
     experiment = experiments.REGISTRY.get(attrs.get("experiment", ""))
-    if experiment is not None and experiment.has_final_stage and "results" not in f:
+    if experiment is not None and experiment.has_final_stage and RESULTS not in f:
         differences.append("no results/ (measured after training)")
     return differences
 

@@ -34,6 +34,7 @@ import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from . import experiments
 from .experiments import Trial
@@ -57,7 +58,7 @@ class Grid:
     overrides: dict[str, str]
 
     def trials(self) -> list[Trial]:
-        trials = []
+        trials: list[Trial] = []
         for name in experiments.REGISTRY:
             if name in self.sections:
                 experiment = experiments.get(name)
@@ -103,12 +104,12 @@ def name_trials(experiment, combinations: list, start: int = 0) -> list[Trial]:
     labels = {experiment.cell_key, experiment.mode_key, "seed"}
     names = [f.name for f in fields(experiment.settings_type) if f.init and f.name not in labels]
     arm = experiment.arm_key
-    arms = {}
+    arms: dict[object, list] = {}
     for settings in combinations:
         arms.setdefault(getattr(settings, arm) if arm else None, []).append(settings)
     swept = [key for key in names if key == arm and len(arms) > 1
              or key != arm and any(_varies(key, members, experiment) for members in arms.values())]
-    trials = []
+    trials: list[Trial] = []
     for settings in combinations:
         ignored = experiment.irrelevant(settings)
         distinguishing = {key: getattr(settings, key) for key in swept if key not in ignored}
@@ -248,12 +249,13 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         accepted = sorted(GRID_KEYS | known_sections)
         raise ConfigError(f"unknown section {unknown[0]!r} in {quoted(path)}{did_you_mean(unknown[0], accepted)}; accepted: "
                           f"{', '.join(accepted)}")
-    launch = dict(document.get("launch", {}))
+    launch: dict[str, Any] = dict(document.get("launch", {}))
     for key, value in launch.items():
         if key not in LAUNCH_KEYS:
-            raise ConfigError(f"unknown key {key!r} in [launch] of {quoted(path)}{did_you_mean(key, LAUNCH_KEYS)}; accepted: "
-                              f"{', '.join(sorted(LAUNCH_KEYS))}")
-        if not isinstance(value, LAUNCH_KEYS[key]) or (LAUNCH_KEYS[key] is int and value < 1):
+            raise ConfigError(f"unknown key {key!r} in [launch] of {quoted(path)}{did_you_mean(key, LAUNCH_KEYS)}; "
+                              f"accepted: {', '.join(sorted(LAUNCH_KEYS))}")
+        expected = LAUNCH_KEYS[key]
+        if not (isinstance(value, int) and value >= 1 if expected is int else isinstance(value, expected)):
             raise ConfigError(f"[launch] {key} in {quoted(path)} must be a positive {LAUNCH_KEYS[key].__name__}, "
                               f"got {value!r}")
     written_sections = {name: document[name] if isinstance(document[name], list) else [document[name]]

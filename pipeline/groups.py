@@ -164,11 +164,6 @@ class PixelGroup:
                                         (1.0 / sizes.to(torch.float64)).to(device=device, dtype=dtype))
         return self._device_tables[key]
 
-    @property
-    def num_pair_orbits(self) -> int:
-        """dim E per channel pair for an equivariant-type layer."""
-        return int(self._pair_orbits.members.shape[0])
-
     # -- checks --------------------------------------------------------------------------------
     def _check_element(self, k: int) -> None:
         if not 0 <= int(k) < len(self):

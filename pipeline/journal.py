@@ -37,7 +37,9 @@ from pathlib import Path
 
 import h5py
 
-JOURNAL_SUFFIX = ".journal"
+from .errors import UserError
+from .folder import journal_of
+
 IDLE, APPLYING = 0, 1
 _MAGIC = b"PLJRNL01"
 # magic, state, seq, inode, device, size (committed end: before the transaction while applying, after it
@@ -95,7 +97,7 @@ class Header:
 
 
 def journal_path(path: Path) -> Path:
-    return Path(path).with_name(Path(path).name + JOURNAL_SUFFIX)
+    return journal_of(Path(path))
 
 
 def _pack(header: Header) -> bytes:
@@ -202,7 +204,7 @@ class StagedFile(io.RawIOBase):
         self.position = 0
         self.staged: list[list] = []  # [start, bytearray], sorted, neither overlapping nor touching
         self.cut_to: int | None = None  # a truncation below the committed end, applied at the commit
-        self.failure: OSError | None = None
+        self.failure: BaseException | None = None  # an OSError, or an interrupt
 
     # -- io.RawIOBase -------------------------------------------------------------------------------
     def readable(self) -> bool:
@@ -353,12 +355,13 @@ class _Journal:
 
 
 @contextlib.contextmanager
-def transaction(path: Path, inode: int, still_owner):
+def transaction(path: Path, inode: int | None, still_owner):
     """Open the trial file for one all-or-nothing write, yielding an ``h5py.File``.
 
-    ``inode``: the file this process installed; ``still_owner()``: raises unless this process still owns
-    the trial. Both are checked *after* the file is opened, so that a process that stops between the
-    check and its writes holds the file it checked, which a new owner never writes (it works on a copy)."""
+    ``inode``: the file this process installed (None: none, so any file is another's); ``still_owner()``:
+    raises unless this process still owns the trial. Both are checked *after* the file is opened, so that a
+    process that stops between the check and its writes holds the file it checked, which a new owner never
+    writes (it works on a copy)."""
     path = Path(path)
     fd = os.open(path, os.O_RDWR)
     journal_fd = None
@@ -376,6 +379,7 @@ def transaction(path: Path, inode: int, still_owner):
             raise FileReplaced(f"the journal of {path.name} belongs to another file")
         journal.recover(fd, inode)
         header = journal.header()
+        assert header is not None  # recovery rewrites the header, never removes it
         committed = os.fstat(fd).st_size
         if committed > header.size:  # appended by a transaction that failed: referenced by nothing
             os.ftruncate(fd, header.size)
@@ -453,10 +457,8 @@ def _copy(source_fd: int, target_fd: int) -> None:
             view = view[os.write(target_fd, view):]
 
 
-class StillWriting(RuntimeError):
+class StillWriting(UserError, RuntimeError):
     """The file kept changing while a consistent copy was taken: its previous writer is still at work."""
-
-    reported = True
 
 
 def consistent_copy(path: Path, target: Path, attempts: int = 20, pause_s: float = 0.1) -> int:

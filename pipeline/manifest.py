@@ -17,16 +17,17 @@ import os
 import subprocess
 from pathlib import Path
 
-from . import experiments
+from . import experiments, folder
 from .experiments import Trial
+from .folder import ResultsFolder
 from .settings import ConfigError, quoted
 
-MANIFEST = "manifest.json"
+MANIFEST = folder.MANIFEST  # its name, for messages
 FORMAT = 2
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,7 +53,8 @@ def entry_of(trial: Trial) -> dict:
 
 def trial_of(entry: dict) -> Trial:
     """A manifest entry as a Trial; entries written before labels existed (settings under "config") too."""
-    values = {k: v for k, v in entry.get("settings", entry.get("config")).items() if k != "experiment"}
+    recorded = entry["settings"] if "settings" in entry else entry["config"]
+    values = {k: v for k, v in recorded.items() if k != "experiment"}
     settings = experiments.get(entry["experiment"]).make_settings(values)
     return Trial(int(entry["index"]), entry["trial_id"], settings, dict(entry.get("swept", {})))
 
@@ -67,7 +69,7 @@ def labels_of(entry: dict) -> dict:
 
 
 def read_manifest(out_dir: Path) -> dict:
-    path = Path(out_dir) / MANIFEST
+    path = ResultsFolder.of(out_dir).manifest
     if not path.exists():
         raise ConfigError(f"no {MANIFEST} in {quoted(out_dir)}: not a results folder of this pipeline")
     try:
@@ -108,8 +110,9 @@ def merge(existing: list[Trial], wanted: list[Trial]) -> tuple[list[Trial], list
             continue
         if trial.trial_id in by_id:
             other = by_id[trial.trial_id]
-            raise ConfigError(f"trial {trial.trial_id} exists in this folder with other settings "
-                              f"({_first_difference(other.settings, trial.settings) if other.experiment == trial.experiment else 'another experiment'}); "
+            difference = (_first_difference(other.settings, trial.settings) if other.experiment == trial.experiment
+                          else "another experiment")
+            raise ConfigError(f"trial {trial.trial_id} exists in this folder with other settings ({difference}); "
                               "use another --out, or the settings it was run with")
         new = dataclasses.replace(trial, index=next_index)
         next_index += 1
@@ -124,7 +127,7 @@ def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
     where processes may race."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / MANIFEST
+    path = ResultsFolder.of(out_dir).manifest
     record = {"name": grid.name, "source": grid.source, "description": grid.description,
               "overrides": grid.overrides, "launch": grid.launch, "written_at": utc_now(),
               "git_commit": git_commit()}

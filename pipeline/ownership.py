@@ -38,14 +38,15 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import queue
+from .errors import UserError
+from .folder import ResultsFolder
+from .launch.backends import slurm_queue as queue
+from .launch.backends.identity import slurm_task
 from .settings import ConfigError, quoted
 
 HEARTBEAT_VARIABLE = "PIPELINE_LEASE_HEARTBEAT_S"
 STALE_VARIABLE = "PIPELINE_LEASE_STALE_S"
 DEFAULT_HEARTBEAT_S = 30.0
-LEASE_SUFFIX = ".lease"
-FOLDER_GUARD = ".submit.lease"
 # A breaker holds its guard for milliseconds; one that was killed holding it costs the next at most this.
 BREAK_GUARD_WAIT_S = 3.0
 
@@ -80,20 +81,16 @@ def stale_after_s() -> float:
     return stale
 
 
-class Busy(RuntimeError):
+class Busy(UserError, RuntimeError):
     """Someone else holds the lease; the message names them."""
 
-    reported = True  # its message is the whole story: no traceback hint
-
-    def __init__(self, what: str, owner: "Owner"):
+    def __init__(self, what: str, owner: Owner | UnreadableLease):
         self.owner = owner
         super().__init__(f"{what} is held by {owner.describe()}")
 
 
-class LostOwnership(RuntimeError):
+class LostOwnership(UserError, RuntimeError):
     """This process's lease was taken over (its heartbeat lapsed): it must stop writing at once."""
-
-    reported = True  # its message is the whole story: no traceback hint
 
 
 def _boot_id() -> str:
@@ -121,12 +118,6 @@ def process_start_ticks(pid: int) -> int | None:
     return None if fields[0] == "Z" else int(fields[19])
 
 
-def _slurm_task() -> str:
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "")
-    task = os.environ.get("SLURM_ARRAY_TASK_ID", "")
-    return f"{job}_{task}" if job and task else job
-
-
 @dataclass
 class Owner:
     host: str
@@ -139,17 +130,20 @@ class Owner:
     heartbeat_at: float = 0.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     pid_ns: str = ""  # "" in leases written before namespaces were recorded: unknown
+    # What the lease file held, byte for byte, when read (a lease is removed only if it still holds this);
+    # not part of the lease itself.
+    raw: str = field(default="", compare=False, repr=False)
 
     @classmethod
-    def this_process(cls) -> "Owner":
+    def this_process(cls) -> Owner:
         now = time.time()
-        return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), _slurm_task(),
+        return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), slurm_task(),
                    " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace())
 
-    def same_machine(self, other: "Owner") -> bool:
+    def same_machine(self, other: Owner) -> bool:
         return self.host == other.host and self.boot_id == other.boot_id
 
-    def same_processes(self, other: "Owner") -> bool:
+    def same_processes(self, other: Owner) -> bool:
         """Whether this owner's PID means the same process to ``other`` (same machine, same namespace)."""
         return self.same_machine(other) and bool(self.pid_ns) and self.pid_ns == other.pid_ns
 
@@ -223,12 +217,8 @@ def read_owner(path: Path) -> Owner | UnreadableLease | None:
     except (ValueError, TypeError) as error:
         problem = "empty file" if not raw.strip() else f"not a lease: {type(error).__name__}"
         return UnreadableLease(raw, problem)
-    owner.raw = raw  # what the file held, byte for byte: a lease is removed only if it still holds this
+    owner.raw = raw
     return owner
-
-
-def _raw_of(holder) -> str:
-    return getattr(holder, "raw", "")
 
 
 def _read_raw(path: Path) -> str | None:
@@ -242,7 +232,7 @@ def _read_raw(path: Path) -> str | None:
 
 def _write_private(path: Path, owner: Owner) -> Path:
     tmp = path.with_name(f".{path.name}.{owner.token}.tmp")
-    tmp.write_text(json.dumps(asdict(owner)))
+    tmp.write_text(json.dumps({k: v for k, v in asdict(owner).items() if k != "raw"}))
     return tmp
 
 
@@ -285,7 +275,7 @@ class Lease:
         self.path, self.owner, self.what = Path(path), owner, what
 
     @classmethod
-    def acquire(cls, path: Path, what: str, job_states="read", note=_note) -> "Lease":
+    def acquire(cls, path: Path, what: str, job_states="read", note=_note) -> Lease:
         """Take the lease at ``path`` or raise :class:`Busy` naming its live owner. An unproven lease is
         watched for the stale period first (``note`` says so, and says when it is broken)."""
         path = Path(path)
@@ -313,7 +303,7 @@ class Lease:
                 if verdict == "unproven":
                     note(f"{what}: its lease ({holder.describe()}) cannot be proven alive or dead from here; "
                          f"watching it for {stale:g} s ({STALE_VARIABLE}) before taking it over")
-                    seen = watch_unchanged(path, _raw_of(holder), stale)
+                    seen = watch_unchanged(path, holder.raw, stale)
                     if seen == "changed":
                         raise Busy(what, read_owner(path) or holder)
                     if seen == "gone":
@@ -381,7 +371,7 @@ def _break(path: Path, holder) -> None:
             _clear_leftover_guard(guard, me)
             return  # the caller's next round tries again
         try:
-            _remove_if_same(path, _raw_of(holder), me.token)
+            _remove_if_same(path, holder.raw, me.token)
         finally:
             if _read_raw(guard) == _read_raw(tmp):
                 guard.unlink(missing_ok=True)
@@ -447,7 +437,7 @@ KEEPER = _Keeper()
 
 
 def trial_lease_path(out_dir: Path, trial_id: str) -> Path:
-    return Path(out_dir) / "trials" / f"{trial_id}{LEASE_SUFFIX}"
+    return ResultsFolder.of(out_dir).trial_lease(trial_id)
 
 
 def acquire_trial(out_dir: Path, trial_id: str) -> Lease:
@@ -455,13 +445,7 @@ def acquire_trial(out_dir: Path, trial_id: str) -> Lease:
 
 
 def task_lease_path(out_dir: Path, job_id: str) -> Path:
-    return Path(out_dir) / "submitit" / "leases" / f"{job_id}{LEASE_SUFFIX}"
-
-
-def current_job_id() -> str:
-    """The id the submission log knows this process's task by: SLURM's "array_task", or for submitit's
-    local executor its controller's process id; "" outside a task."""
-    return _slurm_task() or os.environ.get("SUBMITIT_LOCAL_JOB_ID", "")
+    return ResultsFolder.of(out_dir).task_lease(job_id)
 
 
 def guard_folder(out_dir: Path, wait_s: float = 120.0, poll_s: float = 0.5) -> Lease:
@@ -470,7 +454,7 @@ def guard_folder(out_dir: Path, wait_s: float = 120.0, poll_s: float = 0.5) -> L
     deadline = time.time() + wait_s
     while True:
         try:
-            return Lease.acquire(Path(out_dir) / FOLDER_GUARD, f"the submission guard of {quoted(out_dir)}")
+            return Lease.acquire(ResultsFolder.of(out_dir).submit_guard, f"the submission guard of {quoted(out_dir)}")
         except Busy:
             if time.time() >= deadline:
                 raise

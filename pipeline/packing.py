@@ -33,6 +33,8 @@ be resumed unpacked and vice versa.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
@@ -158,7 +160,7 @@ class PackedCNN:
                           for i in range(self.k)])
 
     def backward_loss(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str = "mse",
-                      stats: bool = False) -> list[tuple[float, int]] | None:
+                      stats: bool = False) -> list[tuple[float, float]] | None:
         """Add to .grad the gradient of each seed's loss sum over these rows, divided by ``num_rows``; with
         ``stats``, return each seed's (loss sum, correct predictions) of the rows."""
         kernels = _convolved(self.layer_weights())
@@ -166,7 +168,7 @@ class PackedCNN:
             logits = _forward(kernels, x)
             sums = [loss_sum(logits[i], labels[i], loss) for i in range(self.k)]
             # Seeds share no parameter, so the gradient of the sum is each seed's own gradient.
-            (sum(sums) / num_rows).backward()
+            (cast(torch.Tensor, sum(sums)) / num_rows).backward()
             return [(s.item(), correct_count(logits[i], labels[i])) for i, s in enumerate(sums)] if stats else None
         # Seed after seed, each backward while its activations are still in cache, on detached copies of its
         # kernels; then one backward takes all seeds' kernel gradients to the parameters, so the small ops
@@ -181,6 +183,7 @@ class PackedCNN:
             if stats:
                 measured.append((total.item(), correct_count(logits[0], labels[i])))
             for name, leaf in leaves.items():
+                assert leaf.grad is not None  # a leaf of the backward just taken
                 kernel_grads[name][i] = leaf.grad[0]
         torch.autograd.backward(list(kernels.values()), list(kernel_grads.values()))
         return measured if stats else None
@@ -207,7 +210,9 @@ class PackedCNN:
 
 
 class PackedStepper:
-    """The stepper (``pipeline.training``) of k packed seeds: every call acts on all of them at once."""
+    """The :class:`~pipeline.training.GradientStepper` of k packed seeds: every call acts on all of them at once."""
+
+    resumable = False  # plain gradient steps: the models are the whole state
 
     def __init__(self, packed: PackedCNN, seeds: list[int]):
         if len(seeds) != packed.k:
@@ -242,13 +247,16 @@ class PackedStepper:
             theta = {name: params[name].detach()[i] for name in self.packed.names}
             projected = model.project_parameters(theta)
             for name in self.packed.names:
-                params[name].grad[i].add_(theta[name] - projected[name], alpha=reg)
+                grad = params[name].grad
+                assert grad is not None, "the regulariser's gradient is added to a backward pass's"
+                grad[i].add_(theta[name] - projected[name], alpha=reg)
 
     @torch.no_grad()
     def evaluate(self, data: Dataset, loss: str, chunk_size: int) -> list[tuple[float, float]]:
         """(mean loss, accuracy) per seed on the untransformed data."""
         packed = self.packed
-        totals, corrects = [0.0] * packed.k, [0] * packed.k
+        totals = [0.0] * packed.k
+        corrects: list[float] = [0] * packed.k  # NaN where there are no classes
         step = packed.rows_per_forward(chunk_size)
         for start in range(0, len(data), step):
             x, y = data.images[start:start + step], data.labels[start:start + step]
@@ -260,3 +268,9 @@ class PackedStepper:
 
     def rows_per_forward(self, chunk_size: int) -> int:
         return self.packed.rows_per_forward(chunk_size)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

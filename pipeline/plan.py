@@ -37,7 +37,8 @@ def _hours(hours: float) -> str:
 def describe(grid, profile, per_task: int | None = None, pack_seeds: bool | None = None,
              list_trials: bool = False) -> str:
     """The plan of ``grid`` on ``profile`` (a loaded cluster profile)."""
-    from .launch.submission import describe_arrays, plan_submission
+    from .launch.backends import backend_of
+    from .launch.submission import plan_submission
 
     trials = grid.trials()
     if per_task is None and grid.launch.get("trials_per_task") is not None:
@@ -97,13 +98,7 @@ def describe(grid, profile, per_task: int | None = None, pack_seeds: bool | None
         f"(weights_every=1) would need {format_bytes(_storage(trials, 1))}",
         f"{hours_word} are training time on one {'GPU' if on_gpu else 'CPU task'} each, start-up not counted",
     ]
-    if profile.executor == "slurm":
-        lines += [f"arrays that `submit --cluster {profile.name}` would make ({len(plan.tasks)} tasks, at most "
-                  f"{profile.array_parallelism} at once):", *describe_arrays(plan, {t.index: t for t in trials}),
-                  *plan.warnings]
-    else:
-        lines.append("on a GPU cluster: add --cluster t4 (or a40, or your site's profile) for its GPU-hours and the "
-                     "job arrays a submission would make")
+    lines += backend_of(profile).plan_lines(plan, {t.index: t for t in trials})
     if not list_trials:
         lines.append("--trials lists every trial")
     return "\n".join(lines)

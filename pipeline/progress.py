@@ -28,7 +28,7 @@ class Progress:
 
             self._bar = tqdm(total=total, desc=what, file=self.stream, leave=False, dynamic_ncols=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -96,6 +96,7 @@ class StageProgress:
             self._stage = stage
             self._progress = Progress(f"{self.prefix}: {stage}", total, log=self.log, every_s=self.every_s)
         progress = self._progress
+        assert progress is not None  # made with its stage, above
         progress.advance(max(0, done - progress.done), total)
 
     def close(self) -> None:

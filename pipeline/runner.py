@@ -15,31 +15,24 @@ same way.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from . import experiments, numerics, stopping
+from . import experiments, faults, numerics, schema, stopping
+from .errors import UserError
 from .experiments import Trial
 from .ownership import LostOwnership
 from .progress import StageProgress
-from .training import EpochHooks
-
-FAULT_VARIABLE = "PIPELINE_INJECT_FAULT"
+from .training import EpochHooks, Stepper
 
 
-class InjectedFault(RuntimeError):
-    """Raised by the test-only fault injection (PIPELINE_INJECT_FAULT)."""
-
-
-class Diverged(RuntimeError):
+class Diverged(UserError, RuntimeError):
     """The loss of a trial became NaN or infinite: training on is pointless, and the run is not complete."""
-
-    reported = True  # its message is the whole story: no traceback hint
 
     def __init__(self, trial_ids: list[str], epoch: int, losses: list[float]):
         self.trial_ids, self.epoch = trial_ids, epoch
@@ -49,16 +42,23 @@ class Diverged(RuntimeError):
 
 @dataclass
 class EpochRecord:
+    """One row of a trial (``pipeline.schema``): its epoch and phase, and the value of every other series
+    (``schema.ROW_VALUES``: a float, or a (L,) tensor for a per-layer series), also readable as attributes
+    (``record.loss``, ``record.dist_E``)."""
+
     epoch: int
     phase: int
-    loss: float
-    accuracy: float
-    seconds: float
-    grad_norm: float
-    dist_E: torch.Tensor  # (L,)
-    dist_init: torch.Tensor
-    norm: torch.Tensor
+    values: dict = field(default_factory=dict)
     last: bool = False  # the trial's last row (it may come early: a search that converged)
+
+    def __getattr__(self, name: str):
+        values = self.__dict__.get("values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__} has no series {name!r}")
+
+    def with_values(self, changed: dict) -> EpochRecord:
+        return dataclasses.replace(self, values={**self.values, **changed})
 
 
 class ConsoleSink:
@@ -114,23 +114,7 @@ class CollectingSink(ConsoleSink):
 
 
 def format_epoch(r: EpochRecord, layer_names: list[str], total_epochs: int) -> str:
-    layers = " ".join(f"{n}={float(d):.3e}" for n, d in zip(layer_names, r.dist_E))
-    travelled = float(r.dist_init.norm())
-    return (
-        f"epoch {r.epoch:>3}/{total_epochs} phase {r.phase} loss {r.loss:.4f} acc {r.accuracy:.3f} "
-        f"dist_E total={float(r.dist_E.norm()):.3e} [{layers}] travelled {travelled:.3e} {r.seconds:.2f}s"
-    )
-
-
-def check_fault(trial: Trial, epoch: int) -> None:
-    """Test-only: ``PIPELINE_INJECT_FAULT="trial_id@epoch,..."`` makes those trials fail at that epoch.
-
-    An environment variable rather than a setting, so that removing the fault does not change the grid.
-    """
-    for item in os.environ.get(FAULT_VARIABLE, "").split(","):
-        trial_id, _, at = item.partition("@")
-        if trial_id == trial.trial_id and at.isdigit() and int(at) == epoch:
-            raise InjectedFault(f"injected fault in {trial.trial_id} at epoch {epoch} ({FAULT_VARIABLE})")
+    return schema.console_line(r.epoch, r.phase, r.values, layer_names, total_epochs, per_layer=True)
 
 
 def _on_host(value):
@@ -151,7 +135,7 @@ def _in_flight_host_copy(value):
     return host_copy(value)
 
 
-def _resume_plan(sinks: list) -> tuple[str, list]:
+def _resume_points(sinks: list) -> tuple[str, list]:
     """'fresh', 'resume' (every sink at one epoch and phase) or 'separate' (anything else)."""
     points = [sink.resume_point() for sink in sinks]
     if all(point is None for point in points):
@@ -197,136 +181,180 @@ def run_trials(trials: list[Trial], sinks: list) -> None:
         raise ValueError(f"one sink per trial: {len(trials)} trials but {len(sinks)} sinks")
     if len(trials) > 1:
         experiments.check_packable(trials)
-    how, points = _resume_plan(sinks)
+    how, points = _resume_points(sinks)
     if how == "separate":
         for trial, sink in zip(trials, sinks):
             run_trials([trial], [sink])
         return
+    TrialRun(trials, sinks, points if how == "resume" else None).run()
 
-    experiment = experiments.of(trials[0])
-    settings = trials[0].settings
-    numerics.configure()
-    device = numerics.resolve_device(settings.device)
-    dtype = numerics.resolve_dtype(settings.dtype)
-    data = experiment.load_data(settings, device, dtype)
-    total = experiment.total_epochs(settings)
 
-    if how == "fresh":
-        epoch, written = 0, -1
-        phase = 1
-        models = [experiment.build_model(t.settings, phase).to(device=device, dtype=dtype) for t in trials]
-        initials = [model.layer_snapshot() for model in models]
-    else:
-        epoch = written = points[0]["epoch"]
-        # Checkpoints before phases were recorded held the phase of their epoch's model.
-        phase = points[0].get("phase", experiment.phase_of(settings, epoch))
-        models, initials = [], []
-        for t, point in zip(trials, points):
-            model = experiment.build_model(t.settings, phase).to(device=device, dtype=dtype)
-            model.load_state_dict(point["model"])
-            models.append(model)
-            initials.append({k: v.to(device=device, dtype=dtype) for k, v in point["initial"].items()})
-    stepper = experiment.stepper(models, [t.settings.seed for t in trials], settings=settings, data=data)
-    if how == "resume" and points[0].get("stepper") is not None:
-        stepper.load_state_dict(points[0]["stepper"])  # an optimizer with memory (e.g. L-BFGS) goes on as it was
-    layer_names = list(stepper.template.layer_weights())
-    for trial, sink in zip(trials, sinks):
-        sink.begin(trial, layer_names, device, data)
-    # Sinks that write from a background thread (pipeline.background) take device tensors and copies that
-    # are still in flight, and wait for them on their own thread: no host synchronisation per row here.
-    deferred = all(getattr(sink, "defers_host_copies", False) for sink in sinks)
-    to_host = _in_flight_host_copy if deferred else _on_host
-    # The start of a phase never changes within it: one host copy serves every checkpoint.
-    initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
-    loss_name = experiment.evaluation_loss(settings)
-    grad_norms = [float("nan")] * len(trials)
-    last_write = time.perf_counter()
+class TrialRun:
+    """The run of trials that train together (one, usually), with its state in the open:
 
-    def checkpoint_of(i: int):
+    - where it is: ``epoch`` (the state after that many epochs), ``phase``, and ``written``, the last row
+      every sink holds;
+    - what trains: the ``stepper`` (its models, one per trial) of the experiment's current phase;
+    - each model's reference points: ``initials`` (the start of the phase, which ``dist_init`` is measured
+      from, with a host copy for checkpoints) and ``previous`` (the layers at the last row, which
+      ``step_perp`` is measured from);
+    - ``trained``: what the last epoch's training measured, per series and model (``train_epoch``);
+    - the layer measurements of the last step, reused while the weights are those they measured.
+    """
+
+    def __init__(self, trials: list[Trial], sinks: list, points: list[dict] | None):
+        self.trials, self.sinks = trials, sinks
+        self.experiment = experiment = experiments.of(trials[0])
+        self.settings = settings = trials[0].settings
+        numerics.configure()
+        self.device = numerics.resolve_device(settings.device)
+        self.dtype = numerics.resolve_dtype(settings.dtype)
+        self.data = experiment.load_data(settings, self.device, self.dtype)
+        self.total = experiment.total_epochs(settings)
+        self.faults = faults.planned([t.trial_id for t in trials])
+        if points is None:
+            self.epoch, self.written, self.phase = 0, -1, 1
+            models = [self._built(t.settings) for t in trials]
+            initials = [model.layer_snapshot() for model in models]
+        else:
+            self.epoch = self.written = points[0]["epoch"]
+            # Checkpoints before phases were recorded held the phase of their epoch's model.
+            self.phase = points[0].get("phase", experiment.phase_of(settings, self.epoch))
+            models, initials = [], []
+            for t, point in zip(trials, points):
+                model = self._built(t.settings)
+                model.load_state_dict(point["model"])
+                models.append(model)
+                initials.append({k: v.to(device=self.device, dtype=self.dtype) for k, v in point["initial"].items()})
+        self.stepper: Stepper = experiment.stepper(models, [t.settings.seed for t in trials], settings=settings,
+                                                   data=self.data)
+        if points is not None and points[0].get("stepper") is not None:
+            self.stepper.load_state_dict(points[0]["stepper"])  # an optimizer with memory (e.g. L-BFGS) goes on
+        self._start_phase(initials)
+        self.layer_names = list(self.stepper.template.layer_weights())
+        for trial, sink in zip(trials, sinks):
+            sink.begin(trial, self.layer_names, self.device, self.data)
+        # Sinks that write from a background thread (pipeline.background) take device tensors and copies that
+        # are still in flight, and wait for them on their own thread: no host synchronisation per row here.
+        self.deferred = all(getattr(sink, "defers_host_copies", False) for sink in sinks)
+        self.to_host = _in_flight_host_copy if self.deferred else _on_host
+        self.loss_name = experiment.evaluation_loss(settings)
+        self.trained: dict[str, list[float]] = {schema.GRAD_NORM: [float("nan")] * len(trials)}
+        self.last_write = time.perf_counter()
+
+    def _built(self, settings):
+        return self.experiment.build_model(settings, self.phase).to(device=self.device, dtype=self.dtype)
+
+    def _start_phase(self, initials: list[dict]) -> None:
+        """The models of a phase begin: distances are measured from here. The start of a phase never changes
+        within it, so one host copy serves every checkpoint."""
+        self.initials = initials
+        self.initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
+        # The last row's layers (the start, before any row of these models): what step_perp is measured from.
+        self.previous = [model.layer_snapshot() for model in self.stepper.models]
+        # The layer measurements of the last step, reused while the weights are those it measured: a full-batch
+        # epoch's row measures the very weights that the previous step's record did, and on a GPU measuring
+        # costs about as much as a paper-size gradient step. Every in-place change of a parameter (a step, a
+        # projection, a loaded state) bumps its version counter, and views share their base's counter.
+        self.latest_measurements: list[dict] | None = None
+        self.measured_versions: tuple | None = None
+
+    # -- measuring a row ----------------------------------------------------------------------------------
+    def _weight_versions(self) -> tuple:
+        return tuple((id(p), p._version) for model in self.stepper.models for p in model.parameters())
+
+    def _measurements_now(self) -> list[dict[str, torch.Tensor]]:
+        if self.latest_measurements is not None and self.measured_versions == self._weight_versions():
+            return self.latest_measurements
+        measured = [model.layer_measurements(initial, previous)
+                    for model, initial, previous in zip(self.stepper.models, self.initials, self.previous)]
+        return measured if self.deferred else [{k: v.cpu() for k, v in m.items()} for m in measured]
+
+    def _checkpoint_of(self, i: int):
         def checkpoint():
+            stepper = self.stepper
             return {
-                "epoch": epoch,
-                "phase": phase,
+                "epoch": self.epoch,
+                "phase": self.phase,
                 # Copies, never views: the live parameters keep changing after the checkpoint is taken.
-                "model": {k: to_host(v) for k, v in stepper.models[i].state_dict().items()},
-                "initial": initials_on_host[i],
-                "stepper": to_host(stepper.state_dict()) if hasattr(stepper, "state_dict") else None,
+                "model": {k: self.to_host(v) for k, v in stepper.models[i].state_dict().items()},
+                "initial": self.initials_on_host[i],
+                "stepper": self.to_host(stepper.state_dict()) if stepper.resumable else None,
             }
         return checkpoint
 
-    # The layer measurements of the last step, reused while the weights are those it measured: a full-batch
-    # epoch's row measures the very weights that the previous step's record did, and on a GPU measuring
-    # costs about as much as a paper-size gradient step. Every in-place change of a parameter (a step, a
-    # projection, a loaded state) bumps its version counter, and views share their base's counter.
-    latest_measurements, measured_versions = None, None
-
-    def weight_versions() -> tuple:
-        return tuple((id(p), p._version) for model in stepper.models for p in model.parameters())
-
-    def measurements_now() -> list[dict[str, torch.Tensor]]:
-        if latest_measurements is not None and measured_versions == weight_versions():
-            return latest_measurements
-        measured = [model.layer_measurements(initial) for model, initial in zip(stepper.models, initials)]
-        return measured if deferred else [{k: v.cpu() for k, v in m.items()} for m in measured]
-
-    def write_row(measured: list[tuple[float, float]] | None, last: bool = False) -> None:
+    def write_row(self, measured: list[tuple[float, float]] | None, last: bool = False) -> None:
         """Record row ``epoch`` (the current state) in every sink, unless the sinks already hold it."""
-        nonlocal written, last_write
-        if epoch <= written:
+        if self.epoch <= self.written:
             return
-        measured = measured or stepper.evaluate(data, loss_name, settings.chunk_size)
-        layers = measurements_now()
+        stepper = self.stepper
+        measured = measured or stepper.evaluate(self.data, self.loss_name, self.settings.chunk_size)
+        layers = self._measurements_now()
         now = time.perf_counter()
-        seconds, last_write = now - last_write, now
-        for i, sink in enumerate(sinks):
+        seconds, self.last_write = now - self.last_write, now
+        for i, sink in enumerate(self.sinks):
             loss, accuracy = measured[i]
-            sink.write_epoch(EpochRecord(epoch, phase, loss, accuracy, seconds, grad_norms[i], **layers[i], last=last),
-                             stepper.models[i], checkpoint_of(i))
-        written = epoch
-        diverged = [(t.trial_id, loss) for t, (loss, _) in zip(trials, measured) if not math.isfinite(loss)]
+            values = {"loss": loss, "accuracy": accuracy, "seconds": seconds,
+                      **{name: per_model[i] for name, per_model in self.trained.items()}, **layers[i]}
+            sink.write_epoch(EpochRecord(self.epoch, self.phase, values, last=last), stepper.models[i],
+                             self._checkpoint_of(i))
+        self.written = self.epoch
+        self.previous = [model.layer_snapshot() for model in stepper.models]
+        diverged = [(t.trial_id, loss) for t, (loss, _) in zip(self.trials, measured) if not math.isfinite(loss)]
         if diverged:
-            raise Diverged([d[0] for d in diverged], epoch, [d[1] for d in diverged])
+            raise Diverged([d[0] for d in diverged], self.epoch, [d[1] for d in diverged])
 
-    class Hooks(EpochHooks):
-        def before_update(self, measured):
-            write_row(measured)
+    def after_step(self) -> None:
+        self.latest_measurements, self.measured_versions = self._measurements_now(), self._weight_versions()
+        for i, sink in enumerate(self.sinks):
+            sink.write_steps(self.epoch + 1, self.latest_measurements[i][schema.DIST_E])
 
-        def after_step(self):
-            nonlocal latest_measurements, measured_versions
-            latest_measurements, measured_versions = measurements_now(), weight_versions()
-            layers = latest_measurements
-            for i, sink in enumerate(sinks):
-                sink.write_steps(epoch + 1, layers[i]["dist_E"])
+    # -- the course of the run ----------------------------------------------------------------------------
+    def run(self) -> None:
+        experiment, settings = self.experiment, self.settings
+        hooks = _RunHooks(self)
+        try:
+            while self.epoch < self.total and not experiment.finished(settings, self.stepper):
+                stopping.check()  # a stop request (cancel, preemption) is acted on here, between epochs...
+                if self.faults:
+                    for trial in self.trials:
+                        faults.check(self.faults, trial.trial_id, self.epoch + 1)
+                next_phase = experiment.phase_of(settings, self.epoch + 1)
+                if next_phase != self.phase:
+                    self.write_row(None)  # the end of a phase is measured on the model that trained it
+                    self.stepper = experiment.enter_phase(settings, self.stepper, next_phase)
+                    self.phase = next_phase
+                    # New models, and distances from the phase's own start.
+                    self._start_phase([model.layer_snapshot() for model in self.stepper.models])
+                self.trained = experiment.train_epoch(settings, self.stepper, self.data, self.epoch + 1, hooks)
+                self.epoch += 1
+            self.write_row(None, last=True)
+        except Exception as error:
+            # A failure inside an epoch leaves the state before it untouched (parameters change in the update
+            # only): record it, so that the file holds every epoch that was done, unless recording is what failed.
+            if self.epoch > self.written and not isinstance(error, (OSError, MemoryError, Diverged, LostOwnership)):
+                try:
+                    self.write_row(None)
+                except Exception:
+                    pass
+            raise
+        if experiment.has_final_stage:
+            # Measurements after training take a while: a preemption during them resumes here, not from scratch.
+            for sink in self.sinks:
+                sink.save_latest_state()
+            _finalize_with_progress(experiment, settings, self.stepper, self.data, self.trials, self.sinks)
+        for sink in self.sinks:
+            sink.finish()
 
-    try:
-        while epoch < total and not experiment.finished(settings, stepper):
-            stopping.check()  # a stop request (cancel, preemption) is acted on here, between epochs...
-            for trial in trials:
-                check_fault(trial, epoch + 1)
-            next_phase = experiment.phase_of(settings, epoch + 1)
-            if next_phase != phase:
-                write_row(None)  # the end of a phase is measured on the model that trained it
-                stepper = experiment.enter_phase(settings, stepper, next_phase)
-                phase = next_phase
-                latest_measurements = None  # new models, and distances from the phase's own start
-                initials = [model.layer_snapshot() for model in stepper.models]
-                initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
-            grad_norms = experiment.train_epoch(settings, stepper, data, epoch + 1, Hooks())
-            epoch += 1
-        write_row(None, last=True)
-    except Exception as error:
-        # A failure inside an epoch leaves the state before it untouched (parameters change in the update
-        # only): record it, so that the file holds every epoch that was done, unless recording is what failed.
-        if epoch > written and not isinstance(error, (OSError, MemoryError, Diverged, LostOwnership)):
-            try:
-                write_row(None)
-            except Exception:
-                pass
-        raise
-    if experiment.has_final_stage:
-        # Measurements after training take a while: a preemption during them resumes here, not from scratch.
-        for sink in sinks:
-            sink.save_latest_state()
-        _finalize_with_progress(experiment, settings, stepper, data, trials, sinks)
-    for sink in sinks:
-        sink.finish()
+
+class _RunHooks(EpochHooks):
+    """What a run hears from inside an epoch (``pipeline.training.EpochHooks``)."""
+
+    def __init__(self, run: TrialRun):
+        self.run = run
+
+    def before_update(self, measured) -> None:
+        self.run.write_row(measured)
+
+    def after_step(self) -> None:
+        self.run.after_step()

@@ -12,6 +12,17 @@ import dataclasses
 import math
 import shlex
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from .errors import ConfigError, UserError  # noqa: F401 (where the configuration's modules import them)
+
+# Sampled Aug: samples per minibatch that share one random group element (the paper's batch).
+AUG_BATCH = 25
+# Rows per forward/backward pass when a full-batch gradient or an evaluation is accumulated in chunks: the
+# activations alive at once stay those of this many rows.
+CHUNK_SIZE = 1000
+# How often a trial writes its resume checkpoint, at most (seconds); 0: every epoch.
+CHECKPOINT_EVERY_S = 60.0
 
 DTYPES = ("float32", "float64")
 MODES = ("equi", "aug", "nom")
@@ -26,10 +37,6 @@ MAX_IMAGE_SIDE = 28  # the MNIST digits are 28 x 28: a larger side would only up
 MAX_CHANNELS = 4096  # channels of one layer (the paper's widest has 64)
 MAX_WEIGHTS = 1_000_000_000  # values of one weight snapshot, 4 GB in float32 (the paper's largest: 41 million)
 MAX_SEEDS = 100_000  # seeds of one grid section
-
-
-class ConfigError(ValueError):
-    """A bad name or value in a configuration, reported as one line."""
 
 
 def did_you_mean(value, accepted) -> str:
@@ -98,10 +105,10 @@ class Augmentation:
 
     kind: str  # "orbit" or "sampled"
     passes: int = 0  # sampled only
-    batch_size: int = 25  # sampled only: samples per minibatch sharing one random element
+    batch_size: int = AUG_BATCH  # sampled only: samples per minibatch sharing one random element
 
     @classmethod
-    def parse(cls, text: str, batch_size: int = 25) -> "Augmentation":
+    def parse(cls, text: str, batch_size: int = AUG_BATCH) -> Augmentation:
         if text == "orbit":
             return cls("orbit")
         kind, _, passes = str(text).partition(":")
@@ -114,11 +121,12 @@ class Augmentation:
 class CommonSettings:
     """What every trial has, whatever its experiment."""
 
+    experiment: ClassVar[str]  # each experiment's settings class names it
     seed: int = 0
     n_samples: int = 10000
     dtype: str = "float32"
     device: str = "auto"
-    chunk_size: int = 1000  # rows per forward/backward when accumulating a full-batch gradient
+    chunk_size: int = CHUNK_SIZE
     data_source: str = "auto"
     weights_every: int = 1  # weight snapshot every k epochs (0: first and last only)
 

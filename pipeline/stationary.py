@@ -44,8 +44,8 @@ import torch
 from . import stopping
 from .data import Dataset
 from .models.base import MeasuredModel
-from .settings import Augmentation
-from .training import RowPlan, batch_rows, correct_count, loss_sum
+from .settings import CHUNK_SIZE, Augmentation
+from .training import RowLayout, batch_rows, correct_count, loss_sum
 
 # -- objectives ------------------------------------------------------------------------------------
 
@@ -118,14 +118,14 @@ class Objective(ABC):
 class ModelObjective(Objective):
     """R and R_aug of a MeasuredModel on a data set; θ is every parameter, in ``named_parameters`` order.
 
-    Both objectives are means over the rows of a training ``RowPlan`` (Nom: every sample once; Aug-orbit:
+    Both objectives are means over the rows of a training ``RowLayout`` (Nom: every sample once; Aug-orbit:
     every (sample, element) pair), accumulated over chunks of ``chunk_size`` rows as training does, so the
     gradient is the one a training step would apply. A Hessian-vector product differentiates each chunk's
     gradient·v once more (double backward) and adds the chunks up, so memory is bounded by one chunk's graph.
     Π_E is the model's ``project_parameters``, the projection in these very coordinates.
     """
 
-    def __init__(self, model: MeasuredModel, data: Dataset, loss: str, chunk_size: int = 1000, reg: float = 0.0,
+    def __init__(self, model: MeasuredModel, data: Dataset, loss: str, chunk_size: int = CHUNK_SIZE, reg: float = 0.0,
                  weight_decay: float = 0.0):
         self.model, self.data, self.loss, self.chunk_size, self.reg = model, data, loss, chunk_size, reg
         self.weight_decay = weight_decay
@@ -134,9 +134,9 @@ class ModelObjective(Objective):
         self.parameters = [p for _, p in named]
         self.sizes = [p.numel() for p in self.parameters]
         self.dim = sum(self.sizes)
-        self.plans = {
-            False: RowPlan(len(data), "nom", None, model.group_order),
-            True: RowPlan(len(data), "aug", Augmentation("orbit"), model.group_order),
+        self.layouts = {
+            False: RowLayout(len(data), "nom", None, model.group_order),
+            True: RowLayout(len(data), "aug", Augmentation("orbit"), model.group_order),
         }
 
     def _split(self, v: torch.Tensor) -> list[torch.Tensor]:
@@ -160,21 +160,22 @@ class ModelObjective(Objective):
 
     def _chunks(self, augmented: bool):
         """(inputs, labels, which rows are plain data, rows in the objective) for every chunk."""
-        plan = self.plans[augmented]
-        rows = torch.arange(plan.num_rows)
-        for start in range(0, plan.num_rows, self.chunk_size):
+        layout = self.layouts[augmented]
+        rows = torch.arange(layout.num_rows)
+        for start in range(0, layout.num_rows, self.chunk_size):
             index = rows[start : start + self.chunk_size]
-            x, y = batch_rows(self.model, self.data, plan, index)
+            x, y = batch_rows(self.model, self.data, layout, index)
             # Element 0 is the identity, so these rows are the plain data, each sample exactly once.
-            plain = (plan.rows(index)[1] == 0).to(y.device)
-            yield x, y, plain, plan.num_rows
+            plain = (layout.rows(index)[1] == 0).to(y.device)
+            yield x, y, plain, layout.num_rows
 
     def _grad(self, output: torch.Tensor, create_graph: bool = False):
         return torch.autograd.grad(output, self.parameters, create_graph=create_graph, allow_unused=True,
                                    materialize_grads=True)
 
     def _loss_and_grad(self, augmented: bool) -> tuple[float, float, torch.Tensor]:
-        loss, correct = 0.0, 0
+        loss = 0.0
+        correct: float = 0  # NaN where there are no classes (a regression)
         grad = torch.zeros(self.dim, dtype=self.parameters[0].dtype, device=self.parameters[0].device)
         for x, y, plain, rows in self._chunks(augmented):
             logits = self.model(x)
@@ -301,6 +302,11 @@ NEWTON_CAP = "Newton iteration cap"
 ACCEPT_RATIO, SHRINK_RATIO, GROW_RATIO = 1e-4, 0.25, 0.75
 # Below this fraction of |R| a decrease is round-off: steps are then judged by the gradient they reach.
 LOSS_ROUNDOFF = 1e-13
+# Gradient descent's default step is 1/λ_max(H_E), λ_max from this many Lanczos steps at the start.
+STEP_LANCZOS_STEPS = 20
+# L-BFGS's evaluations per iteration of a block, at most: every line search keeps its full 25 evaluations,
+# even in a block's last iteration.
+EVALUATIONS_PER_ITERATION = 30
 # A trust radius below this fraction of ‖θ‖ moves θ by its own round-off: the search can do no more.
 RADIUS_ROUNDOFF = 1e-15
 
@@ -325,7 +331,7 @@ class StationarySearch:
     a poor quasi-Newton direction can leave the line search no acceptable step, and L-BFGS would then retry
     the same direction for ever. A second such block in a row ends the first stage (``stalled``): R is not
     smooth there (a kink of a piecewise-linear activation), or round-off hides any further progress.
-    ``method="gd"``: gradient descent with step ``lr``, by default 1/λ_max(H_E) from 20 Lanczos steps at
+    ``method="gd"``: gradient descent with step ``lr``, by default 1/λ_max(H_E) from ``STEP_LANCZOS_STEPS`` Lanczos steps at
     the start. Lanczos approaches λ_max from below, so that step is at most slightly longer than 1/λ_max,
     far from the stability limit 2/λ_max, but the curvature can grow along the way: pass ``lr`` to choose.
     """
@@ -344,19 +350,20 @@ class StationarySearch:
         self.gradient_floor = gradient_floor
         self.evaluations = self.iterations = self.newton_iterations = self.hessian_products = 0
         self.restarted = self.stalled = False
-        self.stage, self.ended, self.radius = "first order", "", None
+        self.stage, self.ended = "first order", ""
+        self.radius: float | None = None  # the trust region's, once Newton steps begin
         self.theta = objective.project_E(objective.get())
         objective.set(self.theta)
         self.loss, self.accuracy, self.grad = self._projected_gradient()
         self.start_norm = self.norm = float(torch.linalg.vector_norm(self.grad))
         self.flat = self.theta.clone()
-        self.optimizer = self._fresh_lbfgs() if method == "lbfgs" else None
+        self.optimizer: torch.optim.LBFGS | None = self._fresh_lbfgs() if method == "lbfgs" else None
         if method == "gd" and lr is None:
             def hessian_E(v):
                 return objective.hvp(objective.project_E(v), augmented=False)
 
             start = random_unit(objective, objective.project_E, torch.Generator().manual_seed(0))
-            lr = 1.0 / float(lanczos(hessian_E, start, 20, objective.project_E).values[-1])
+            lr = 1.0 / float(lanczos(hessian_E, start, STEP_LANCZOS_STEPS, objective.project_E).values[-1])
         self.lr = lr
         self._end_stage_if_due()
 
@@ -376,9 +383,8 @@ class StationarySearch:
         loss, accuracy, grad = self.objective.loss_and_grad(augmented=False)
         return loss, accuracy, self.objective.project_E(grad)
 
-    def _fresh_lbfgs(self):
-        # max_eval leaves every line search its full 25 evaluations, even in a block's last iteration.
-        return torch.optim.LBFGS([self.flat], lr=1.0, max_iter=self.block, max_eval=30 * self.block,
+    def _fresh_lbfgs(self) -> torch.optim.LBFGS:
+        return torch.optim.LBFGS([self.flat], lr=1.0, max_iter=self.block, max_eval=EVALUATIONS_PER_ITERATION * self.block,
                                  tolerance_grad=0.0, tolerance_change=0.0, history_size=self.history_size,
                                  line_search_fn="strong_wolfe")
 
@@ -432,6 +438,7 @@ class StationarySearch:
     def _first_order_block(self, count: int) -> None:
         previous = (self.loss, self.norm)
         if self.method == "lbfgs":
+            assert self.optimizer is not None, "an L-BFGS search has its optimizer from the start"
             self.optimizer.param_groups[0]["max_iter"] = count
             before = self.optimizer.state[self.flat].get("n_iter", 0)
             self.optimizer.step(self._closure)
@@ -587,8 +594,9 @@ def lanczos_trust_region(hessian: Callable[[torch.Tensor], torch.Tensor], grad: 
         return torch.zeros_like(grad), 0.0, 0, False
     basis = grad.new_zeros(min(max_iterations, len(grad)), len(grad))
     basis[0] = grad / norm_g
-    alphas, betas = [], []
-    y = None
+    alphas: list[float] = []
+    betas: list[float] = []
+    y: torch.Tensor | None = None
     for j in range(len(basis)):
         w = hessian(basis[j])
         alphas.append(float(basis[j] @ w))
@@ -604,6 +612,7 @@ def lanczos_trust_region(hessian: Callable[[torch.Tensor], torch.Tensor], grad: 
         betas.append(beta)
         basis[j + 1] = w / beta
     count = len(alphas)
+    assert y is not None  # the loop ran at least once: the basis has a row
     p = basis[:count].T @ y.to(basis.dtype)
     predicted = -float(norm_g * y[0] + 0.5 * (y @ (T @ y)))
     negative = bool(torch.linalg.eigvalsh(T)[0] < 0)
@@ -729,7 +738,7 @@ class Spectrum:
     breakdown: bool
 
     @classmethod
-    def of(cls, run: LanczosResult, k: int) -> "Spectrum":
+    def of(cls, run: LanczosResult, k: int) -> Spectrum:
         return cls(run.values[:k], run.vectors[:k], run.residuals[:k], float(run.values[-1]), run.vectors[-1],
                    float(run.residuals[-1]), run.krylov_dim, run.breakdown)
 

@@ -1,20 +1,20 @@
 """The HDF5 trial store: one file per trial, appended and flushed every epoch, resumable.
 
-Layout (the public contract; README "The trial file"):
+Layout (the public contract; README "The trial file"): the attributes below, and the series, steps and
+snapshots that ``pipeline.schema`` declares.
 
     trials/<trial_id>.h5
       attrs    trial_id, index, experiment, cell, <cell key> (group | variant), mode, seed, swept (JSON),
                status, epochs_done, total_epochs, settings (JSON), git_commit, torch_version,
                numpy_version, h5py_version, hostname, device, data_source, slurm_job_id,
                slurm_array_task_id, started_at, finished_at, wall_seconds, attempts, weights_every
-      metrics/epoch, loss, accuracy, seconds, grad_norm           (E+1,)   row 0 = before training
-      metrics/dist_E, dist_init, norm                             (E+1, L) attr layer_names
-      metrics/phase                                               (E+1,)   experiments with phases
+      metrics/<series>                                            (E+1,) or (E+1, L): row 0 = before training
       steps/dist_E (S, L), steps/epoch (S,)                       experiments that record single steps
       weights/epochs (K,), weights/phase (K,)                     the epoch and phase of each snapshot
       weights/<layer> (K, ...)                                    measured layers, weight space, every snapshot
       weights/phase<p>/<parameter> (K_p, ...)                     the other parameters of phase p's model, a row
                                                                   per snapshot of that phase (schema 3)
+      results/                                                    what an experiment measures after training
 
 Next to it, while the trial runs, ``<trial_id>.state.pt`` holds the latest checkpoint (model, the start
 point of the current phase, the epoch), written atomically; it is removed when the trial completes.
@@ -38,33 +38,35 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import h5py
 import numpy as np
 import torch
 
-from . import experiments, journal, provenance
+from . import experiments, journal, provenance, schema
 from .cost import snapshot_epochs
+from .errors import UserError
 from .experiments import Trial
-from .files import PHASE_GROUP, inspect, open_h5, read_status, trial_paths, weight_rows_through
+from .files import inspect, open_h5, read_status, trial_paths, weight_rows_through
+from .folder import set_aside
+from .launch.backends import identity
 from .manifest import git_commit, utc_now
-from .ownership import KEEPER, Lease, LostOwnership, current_job_id
-from .settings import quoted
+from .ownership import KEEPER, Lease, LostOwnership
+from .settings import CHECKPOINT_EVERY_S, quoted
 
 # Free space a write must leave beyond its own size: HDF5 allocates chunks and metadata around the data.
 SPACE_MARGIN_BYTES = 4 * 1024 * 1024
 # "0" turns the free-space check off, as a quota that df does not show would: the tests of full disks
 # use it to reach the writes themselves, which must then fail without damage.
 SPACE_CHECK_VARIABLE = "PIPELINE_FREE_SPACE_CHECK"
-METRIC_SERIES = ("epoch", "loss", "accuracy", "seconds", "grad_norm")
-LAYER_SERIES = ("dist_E", "dist_init", "norm")
-SCHEMA_VERSION = 3  # 3: snapshots hold the whole model (weights/phase<p>/, weights/phase)
+# HDF5 chunks: rows of a per-row series, and single steps (many more of them), per chunk.
+ROWS_PER_CHUNK = 256
+STEPS_PER_CHUNK = 1024
 
 
-class DiskFull(OSError):
+class DiskFull(OSError, UserError):
     """No room for the next write: the trial stops before touching its file, which keeps its last epoch."""
-
-    reported = True  # its message is the whole story: no traceback hint
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -113,17 +115,17 @@ class TrialFile:
     """A sink for :func:`pipeline.runner.run_trial` that streams to the trial's HDF5 file.
 
     ``pack_size`` > 1 marks a trial trained together with others in one process (seed packing): its
-    per-epoch ``seconds`` and its ``wall_seconds`` are those of the whole pack.
+    per-epoch ``seconds`` and its ``wall_seconds`` are those of the whole pack. ``clock``: when checkpoints
+    are due (shared by packed trials); by default every ``CHECKPOINT_EVERY_S``.
     """
 
     def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log=print,
-                 checkpoint_every_s: float = 60.0, pack_size: int = 1, clock: CheckpointClock | None = None,
-                 lease: Lease | None = None):
+                 clock: CheckpointClock | None = None, lease: Lease | None = None):
         self.trial, self.force, self.log = trial, force, log
         self.lease = lease  # the caller's proof of ownership: writes stop the moment it is lost
         self.path, self.state_path = trial_paths(out_dir, trial.trial_id)
-        self.pack_size = pack_size
-        self.clock = clock or CheckpointClock(checkpoint_every_s)
+        self.pack_size = 1  # the seeds trained together with it (``pipeline.execute`` sets it)
+        self.clock = clock or CheckpointClock(CHECKPOINT_EVERY_S)
         self._resume: dict | None = None
         self._latest_state: dict | None = None
         self._pending_steps: list = []
@@ -163,8 +165,8 @@ class TrialFile:
     def _prepare_from(self, work: Path) -> str:
         state = inspect(work)
         if state.status in ("damaged", "inconsistent"):
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            aside = self.path.with_name(f"{self.path.name}.{state.status}-{stamp}")
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+            aside = set_aside(self.path, state.status, stamp)
             os.replace(self.path, aside)
             self.state_path.unlink(missing_ok=True)
             what = "unreadable" if state.status == "damaged" else "inconsistent"
@@ -174,7 +176,7 @@ class TrialFile:
         status = state.attrs
         if status["status"] == "complete":
             return "complete"
-        if int(status.get("schema_version", 1)) < SCHEMA_VERSION:
+        if int(status.get("schema_version", 1)) < schema.WHOLE_MODEL_SCHEMA:
             # Its snapshots so far hold the measured layers only; appending whole models would mix two layouts.
             self.log(f"{self.trial.trial_id}: unfinished file of schema {status.get('schema_version', 1)} (before "
                      f"whole-model snapshots); restarting from scratch")
@@ -244,18 +246,19 @@ class TrialFile:
         this writer's private copy."""
         with open_h5(path, "a") as f:
             keep = epoch + 1
-            for name in f["metrics"]:
-                f["metrics"][name].resize(keep, axis=0)
-            if "weights" in f:
-                kept_rows = weight_rows_through(f["weights"], epoch)
+            for name in f[schema.METRICS]:
+                f[schema.METRICS][name].resize(keep, axis=0)
+            if schema.WEIGHTS in f:
+                kept_rows = weight_rows_through(f[schema.WEIGHTS], epoch)
                 for name, rows in kept_rows.items():
-                    f["weights"][name].resize(rows, axis=0)
-            if "steps" in f:
-                kept = int(np.sum(f["steps/epoch"][:] <= epoch))
-                for name in f["steps"]:
-                    f["steps"][name].resize(kept, axis=0)
-            if "results" in f:
-                del f["results"]  # measured after the last epoch: measured again
+                    f[schema.WEIGHTS][name].resize(rows, axis=0)
+            if schema.STEPS in f:
+                steps = f[schema.STEPS]
+                kept = int(np.sum(steps[schema.STEP_EPOCH][:] <= epoch))
+                for name in steps:
+                    steps[name].resize(kept, axis=0)
+            if schema.RESULTS in f:
+                del f[schema.RESULTS]  # measured after the last epoch: measured again
             f.attrs["epochs_done"] = epoch
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -294,14 +297,11 @@ class TrialFile:
         device_name = str(device)
         if device.type == "cuda":
             device_name += f" ({torch.cuda.get_device_name(device)})"
-        slurm = {"slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "")),
-                 "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
-                 "job": current_job_id()}  # which task of the submission log ran this attempt
         run_attrs = {**provenance.run_attrs(device, getattr(data, "files", ())),
                      "hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
                      "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
-                     **{k: v for k, v in slurm.items() if v}}
+                     **identity.provenance()}  # which task of the submission log ran this attempt
         self.log(f"{trial.trial_id}: training on {device_name}; data: {data.source}")
         if self._resume is None:
             self._create(run_attrs)
@@ -329,16 +329,15 @@ class TrialFile:
                     "total_epochs": experiment.total_epochs(settings),
                     "settings": json.dumps(dataclasses.asdict(settings), sort_keys=True), "started_at": utc_now(),
                     "wall_seconds": 0.0, "attempts": 1, "weights_every": settings.weights_every,
-                    "schema_version": SCHEMA_VERSION, **run_attrs,
+                    "schema_version": schema.SCHEMA_VERSION, **run_attrs,
                 })
-                metrics = f.create_group("metrics")
-                multi_phase = experiment.first_phase_mode is not None
-                for name in METRIC_SERIES + (("phase",) if multi_phase else ()):
-                    dtype = "i8" if name in ("epoch", "phase") else "f8"
-                    metrics.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(256,))
-                for name in LAYER_SERIES:
-                    ds = metrics.create_dataset(name, shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(256, L))
-                    ds.attrs["layer_names"] = names
+                metrics = f.create_group(schema.METRICS)
+                for series in schema.series_of(multi_phase=experiment.first_phase_mode is not None):
+                    width = (L,) if series.per_layer else ()
+                    ds = metrics.create_dataset(series.name, shape=(0, *width), maxshape=(None, *width),
+                                                dtype=series.dtype, chunks=(ROWS_PER_CHUNK, *width))
+                    if series.per_layer:
+                        ds.attrs[schema.LAYER_NAMES_ATTR] = names
             self._install(tmp)
         except OSError as error:
             raise self._disk_full(error, f"the start of {trial.trial_id}") from error
@@ -359,22 +358,19 @@ class TrialFile:
     def write_epoch(self, record, model, checkpoint) -> None:
         # The last row always keeps its weights: a trial that ends early (converged) ends off the policy's grid.
         snapshot = model.snapshot() if record.last or self._wants_weights(record.epoch) else {}
-        row_bytes = 8 * (len(METRIC_SERIES) + 1 + len(LAYER_SERIES) * len(self.layer_names))
         what = f"epoch {record.epoch} of {self.trial.trial_id}"
-        self._guard(row_bytes + sum(t.numel() * t.element_size() for t in snapshot.values()), what)
+        self._guard(schema.row_bytes(len(self.layer_names)) + sum(t.numel() * t.element_size() for t in snapshot.values()),
+                    what)
         with self._writing(what) as f:
             if self._pending_steps:
                 steps = self._steps_group(f)
                 for step_epoch, row in self._pending_steps:
-                    _append(steps["dist_E"], row)
-                    _append(steps["epoch"], step_epoch)
-            metrics = f["metrics"]
-            values = {"epoch": record.epoch, "loss": record.loss, "accuracy": record.accuracy,
-                      "seconds": record.seconds, "grad_norm": record.grad_norm, "phase": record.phase,
-                      "dist_E": record.dist_E.double().numpy(), "dist_init": record.dist_init.double().numpy(),
-                      "norm": record.norm.double().numpy()}
+                    _append(steps[schema.STEP_DIST_E], row)
+                    _append(steps[schema.STEP_EPOCH], step_epoch)
+            # The series this file holds (a file of schema 3, resumed, has no step_perp).
+            metrics = f[schema.METRICS]
             for name in metrics:
-                _append(metrics[name], values[name])
+                _append(metrics[name], _row_value(record, name))
             if snapshot:
                 self._write_snapshot(f, record, snapshot, self.layer_names)
             f.attrs["epochs_done"] = record.epoch
@@ -385,19 +381,22 @@ class TrialFile:
         self._latest_state = checkpoint()
         if not record.last and self.clock.due(record.epoch):
             self._save_state(self._latest_state)
-        self.log(_format(self.trial, record))  # reported once it is in the file (and checkpointed, when due)
+        # Reported once it is in the file (and checkpointed, when due).
+        total = experiments.of(self.trial).total_epochs(self.trial.settings)
+        self.log(schema.console_line(record.epoch, record.phase, record.values, self.layer_names, total,
+                                     prefix=f"{self.trial.trial_id} "))
 
     @staticmethod
     def _write_snapshot(f: h5py.File, record, snapshot: dict, layers: list[str]) -> None:
         """Append one snapshot: its measured layers to ``weights/<layer>``, its other parameters to
         ``weights/phase<p>/<name>`` (a phase's model may be parametrised differently from another's: the CNN's
         coefficients have other shapes in phase 2), its epoch and phase to ``weights/epochs`` and ``phase``."""
-        weights = f.require_group("weights")
-        if "epochs" not in weights:
-            weights.attrs["layer_names"] = np.array(layers, dtype=h5py.string_dtype())
-            for name in ("epochs", "phase"):
+        weights = f.require_group(schema.WEIGHTS)
+        if schema.SNAPSHOT_EPOCHS not in weights:
+            weights.attrs[schema.LAYER_NAMES_ATTR] = np.array(layers, dtype=h5py.string_dtype())
+            for name in (schema.SNAPSHOT_EPOCHS, schema.SNAPSHOT_PHASE):
                 weights.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i8")
-        parameters = weights.require_group(f"{PHASE_GROUP}{record.phase}")
+        parameters = weights.require_group(f"{schema.PHASE_GROUP}{record.phase}")
         for name, tensor in snapshot.items():
             array = tensor.cpu().numpy()
             group = weights if name in layers else parameters
@@ -405,18 +404,21 @@ class TrialFile:
                 group.create_dataset(name, shape=(0, *array.shape), maxshape=(None, *array.shape),
                                      dtype=array.dtype, chunks=(1, *array.shape))
             _append(group[name], array)
-        _append(weights["epochs"], record.epoch)
-        _append(weights["phase"], record.phase)
+        _append(weights[schema.SNAPSHOT_EPOCHS], record.epoch)
+        _append(weights[schema.SNAPSHOT_PHASE], record.phase)
 
     def _steps_group(self, f: h5py.File) -> h5py.Group:
         """``steps/``, created at the first optimizer step an experiment records (the CNN's phase 2)."""
-        if "steps" not in f:
+        if schema.STEPS not in f:
             L = len(self.layer_names)
-            steps = f.create_group("steps")
-            steps.create_dataset("dist_E", shape=(0, L), maxshape=(None, L), dtype="f8", chunks=(1024, L))
-            steps["dist_E"].attrs["layer_names"] = np.array(self.layer_names, dtype=h5py.string_dtype())
-            steps.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
-        return f["steps"]
+            steps = f.create_group(schema.STEPS)
+            for series in schema.STEP_SERIES:
+                width = (L,) if series.per_layer else ()
+                ds = steps.create_dataset(series.name, shape=(0, *width), maxshape=(None, *width), dtype=series.dtype,
+                                          chunks=(STEPS_PER_CHUNK, *width))
+                if series.per_layer:
+                    ds.attrs[schema.LAYER_NAMES_ATTR] = np.array(self.layer_names, dtype=h5py.string_dtype())
+        return f[schema.STEPS]
 
     def _save_state(self, state: dict) -> None:
         """Write the checkpoint to this writer's own temporary name, then rename it into place (if the trial
@@ -429,7 +431,7 @@ class TrialFile:
             with open(tmp, "wb") as handle:
                 sink = _WriteErrors(handle)
                 try:
-                    torch.save(state, sink)
+                    torch.save(state, cast(BinaryIO, sink))  # a file object, as torch.save takes
                 except RuntimeError as error:
                     # torch's serializer reports a failed write as "unexpected pos": keep the errno it lost.
                     raise (sink.error or error) from error
@@ -453,9 +455,9 @@ class TrialFile:
         what = f"the results of {self.trial.trial_id}"
         self._guard(sum(np.asarray(a).nbytes for a in arrays.values()), what)
         with self._writing(what) as f:
-            if "results" in f:
-                del f["results"]
-            group = f.create_group("results")
+            if schema.RESULTS in f:
+                del f[schema.RESULTS]
+            group = f.create_group(schema.RESULTS)
             group.attrs.update({k: v for k, v in attrs.items() if v is not None})
             for name, value in arrays.items():
                 value = np.asarray(value)
@@ -532,7 +534,11 @@ def _append(dataset: h5py.Dataset, value) -> None:
     dataset[-1] = value
 
 
-def _format(trial: Trial, r) -> str:
-    total = experiments.of(trial).total_epochs(trial.settings)
-    return (f"{trial.trial_id} epoch {r.epoch}/{total} loss {r.loss:.4f} acc {r.accuracy:.3f} "
-            f"dist_E {float(r.dist_E.norm()):.3e} travelled {float(r.dist_init.norm()):.3e} {r.seconds:.2f}s")
+def _row_value(record, name: str):
+    """A row's value of one series, as the file stores it (per-layer series in float64)."""
+    if name == schema.ROW_EPOCH:
+        return record.epoch
+    if name == schema.ROW_PHASE:
+        return record.phase
+    value = record.values[name]
+    return value.double().numpy() if isinstance(value, torch.Tensor) else value

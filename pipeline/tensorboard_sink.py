@@ -2,8 +2,9 @@
 
 ``--tensorboard`` (on ``submit``, ``resubmit``, ``run-trial`` and ``train``) wraps each trial's sink
 (``pipeline.runner``) in :class:`TensorBoardSink`, which passes every call on unchanged and also writes
-per epoch: ``loss``, ``accuracy``, ``grad_norm``, ``dist_E/<layer>`` and ``dist_E/total``,
-``travelled/<layer>`` and ``travelled/total`` (distance from the start of the phase), and ``seconds``.
+per epoch every series that ``pipeline.schema`` gives a TensorBoard tag: ``loss``, ``accuracy``,
+``grad_norm``, ``seconds``, and per layer and in total ``dist_E/<layer>``, ``travelled/<layer>`` (distance
+from the start of the phase) and ``step_perp/<layer>`` (the part of the epoch's step off E).
 Follow a grid with ``tensorboard --logdir OUT/tensorboard`` (each trial is a run). A resumed trial drops
 the events after its checkpoint and writes them again, so its curves are those of an uninterrupted run.
 The HDF5 file stays the record; the events are for watching.
@@ -16,10 +17,14 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import schema
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 from .settings import ConfigError
 
-FOLDER = "tensorboard"
 FLUSH_EVERY_S = 5.0  # live enough to watch, without a file sync per fast epoch
 
 
@@ -30,17 +35,13 @@ def check_available() -> None:
                           "install the project's extra: pip install -c constraints.txt -e '.[tensorboard]'")
 
 
-def log_dir(out_dir: Path, trial_id: str) -> Path:
-    return Path(out_dir) / FOLDER / trial_id
-
-
 class TensorBoardSink:
     """Passes every sink call to ``inner`` and writes the epoch's curves to TensorBoard event files."""
 
     def __init__(self, inner, directory: Path):
         self.inner = inner
         self.directory = Path(directory)
-        self._writer = None
+        self._writer: SummaryWriter | None = None
         self._flushed = 0.0
 
     def __getattr__(self, name):  # anything else the runner or a caller asks of the sink
@@ -63,15 +64,19 @@ class TensorBoardSink:
     def write_epoch(self, record, model, checkpoint) -> None:
         self.inner.write_epoch(record, model, checkpoint)
         writer, step = self._writer, int(record.epoch)
-        for name in ("loss", "accuracy", "grad_norm", "seconds"):
-            value = float(getattr(record, name))
-            if value == value:  # grad_norm is NaN at row 0
-                writer.add_scalar(name, value, step)
-        for series, values in (("dist_E", record.dist_E), ("travelled", record.dist_init)):
-            values = [float(v) for v in values]
-            writer.add_scalar(f"{series}/total", sum(v * v for v in values) ** 0.5, step)
-            for layer, value in zip(self.layer_names, values):
-                writer.add_scalar(f"{series}/{layer}", value, step)
+        assert writer is not None, "begin() opens the event file"
+        for series in schema.EPOCH_SERIES:
+            if series.tensorboard is None or series.name not in record.values:
+                continue
+            if series.per_layer:
+                values = [float(v) for v in record.values[series.name]]
+                writer.add_scalar(f"{series.tensorboard}/total", sum(v * v for v in values) ** 0.5, step)
+                for layer, value in zip(self.layer_names, values):
+                    writer.add_scalar(f"{series.tensorboard}/{layer}", value, step)
+            else:
+                value = float(record.values[series.name])
+                if value == value:  # grad_norm is NaN at row 0
+                    writer.add_scalar(series.tensorboard, value, step)
         now = time.monotonic()
         if now - self._flushed >= FLUSH_EVERY_S or record.last:
             writer.flush()

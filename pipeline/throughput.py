@@ -122,7 +122,7 @@ def bench_rates(table: Path = BENCH_TABLE) -> dict[str, dict]:
     where it was measured, and (for a roofline measurement) its fraction of the device's float32 peak."""
     if not table.exists():
         return {}
-    measured = {}
+    measured: dict[str, dict] = {}
     with open(table) as handle:
         for row in csv.DictReader(handle):
             name, gflops = row.get("experiment", ""), row.get("gflops", "")
@@ -137,7 +137,7 @@ def bench_rates(table: Path = BENCH_TABLE) -> dict[str, dict]:
 
 
 def _bench_date(table: Path) -> str:
-    return dt.datetime.fromtimestamp(table.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(table.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d")
 
 
 def speed(device: str, experiment: str, packed: bool = False, table: dict | None = None,

@@ -2,7 +2,7 @@
 
 Every objective here is a mean over *rows*, a row being one sample seen through one group element:
 Nom and Equi use each sample once with the identity; Aug-orbit uses every (sample, element) pair;
-Aug-sampled uses P passes, each minibatch of a pass seen through one random element. A ``RowPlan`` maps
+Aug-sampled uses P passes, each minibatch of a pass seen through one random element. A ``RowLayout`` maps
 a row number to its (sample, element) lazily, so the 784-element rototranslation orbit of 10,000
 samples costs no memory, and a full-batch gradient is accumulated over memory-sized chunks of rows.
 
@@ -17,6 +17,7 @@ purpose), so a resumed run draws exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol
 
 import torch
 from torch.nn import functional as F
@@ -33,16 +34,26 @@ def seeded_generator(*purpose) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-class RowPlan:
+def applied_augmentation(mode: str, augmentation: Augmentation | None) -> Augmentation | None:
+    """The augmentation an epoch of ``mode`` applies: Aug's own; none for Equi and Nom."""
+    if mode != "aug":
+        return None
+    if augmentation is None:
+        raise ValueError("an Aug epoch needs its augmentation")
+    return augmentation
+
+
+class RowLayout:
     """Which (sample, group element) each row of one epoch's objective is."""
 
     def __init__(self, num_samples: int, mode: str, augmentation: Augmentation | None, group_order: int,
                  generator: torch.Generator | None = None):
         self.num_samples = num_samples
-        self.kind = "identity" if mode != "aug" else augmentation.kind
+        augmentation = applied_augmentation(mode, augmentation)
+        self.kind = augmentation.kind if augmentation is not None else "identity"
         if self.kind == "orbit":
             self.num_rows = num_samples * group_order
-        elif self.kind == "sampled":
+        elif augmentation is not None and self.kind == "sampled":
             self.batch_size = augmentation.batch_size
             batches_per_pass = -(-num_samples // self.batch_size)
             self.elements = torch.randint(group_order, (augmentation.passes, batches_per_pass), generator=generator)
@@ -94,8 +105,8 @@ def correct_count(logits: torch.Tensor, labels: torch.Tensor, loss: str = "") ->
     return int((logits.argmax(1) == labels).sum())
 
 
-def batch_rows(model: MeasuredModel, data: Dataset, plan: RowPlan, index: torch.Tensor):
-    samples, elements = plan.rows(index)
+def batch_rows(model: MeasuredModel, data: Dataset, layout: RowLayout, index: torch.Tensor):
+    samples, elements = layout.rows(index)
     samples = samples.to(data.images.device)
     x = data.images[samples]
     if bool((elements != 0).any()):
@@ -109,6 +120,7 @@ def add_regularisation_gradient_(model: MeasuredModel, reg: float) -> None:
     named = dict(model.named_parameters())
     projected = model.project_parameters({name: p.detach() for name, p in named.items()})
     for name, p in named.items():
+        assert p.grad is not None, "the regulariser's gradient is added to a backward pass's"
         p.grad.add_(p.detach() - projected[name], alpha=reg)
 
 
@@ -130,7 +142,8 @@ def descend(model: MeasuredModel, lr: float, mode: str, reg: float = 0.0) -> flo
 @torch.no_grad()
 def evaluate(model: MeasuredModel, data: Dataset, loss: str, chunk_size: int) -> tuple[float, float]:
     """Mean loss and accuracy on the untransformed data."""
-    total, correct = 0.0, 0
+    total = 0.0
+    correct: float = 0  # NaN where there are no classes (a regression)
     for start in range(0, len(data), chunk_size):
         x, y = data.images[start : start + chunk_size], data.labels[start : start + chunk_size]
         logits = model(x)
@@ -139,8 +152,56 @@ def evaluate(model: MeasuredModel, data: Dataset, loss: str, chunk_size: int) ->
     return total / len(data), correct / len(data)
 
 
+class Stepper(Protocol):
+    """What trains the models of a run together (one model, or k seeds packed), as the runner sees it."""
+
+    models: list  # one MeasuredModel per trial, whose weights are the live ones
+    seeds: list[int]
+    # Whether it has a state of its own that a checkpoint keeps (an optimizer's memory: L-BFGS).
+    resumable: bool
+
+    @property
+    def template(self) -> MeasuredModel:
+        """The model that transforms inputs and knows the group: the same for all packed models."""
+        ...
+
+    def evaluate(self, data: Dataset, loss: str, chunk_size: int) -> list[tuple[float, float]]:
+        """(mean loss, accuracy) per model on the untransformed data."""
+        ...
+
+    def state_dict(self) -> dict:
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        ...
+
+
+class GradientStepper(Stepper, Protocol):
+    """A stepper that the epochs of this module drive: forward-backward passes, then a step."""
+
+    def zero_grad(self) -> None:
+        ...
+
+    def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
+                 stats: bool = False) -> list[tuple[float, float]] | None:
+        """Add to .grad the gradient of the loss summed over these rows, divided by ``num_rows``; with
+        ``stats``, also return the (loss sum, correct predictions) of the rows per model. ``x``: (B, ...)
+        shared by every model, or one batch per model, (k, B, ...)."""
+        ...
+
+    def descend(self, lr: float, mode: str, reg: float = 0.0) -> list[float]:
+        """One step per model (projected for Equi); each model's norm of the gradient applied."""
+        ...
+
+    def rows_per_forward(self, chunk_size: int) -> int:
+        ...
+
+
 class SingleStepper:
-    """Trains one model. ``seeds`` are the trials' seeds (one here), which draw their random rows."""
+    """Trains one model (a :class:`GradientStepper`). ``seeds`` are the trials' seeds (one here), which draw
+    their random rows."""
+
+    resumable = False  # plain gradient steps: the model is the whole state
 
     def __init__(self, model: MeasuredModel, seeds: list[int]):
         self.models = [model]
@@ -148,7 +209,6 @@ class SingleStepper:
 
     @property
     def template(self) -> MeasuredModel:
-        """The model that transforms inputs and knows the group: the same for all packed models."""
         return self.models[0]
 
     def zero_grad(self) -> None:
@@ -156,12 +216,7 @@ class SingleStepper:
             p.grad = None
 
     def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
-                 stats: bool = False) -> list[tuple[float, int]] | None:
-        """Add to .grad the gradient of the loss summed over these rows, divided by ``num_rows``; with
-        ``stats``, also return the (loss sum, correct predictions) of the rows. ``x``: (B, ...) or, one
-        batch per packed model, (k, B, ...)."""
-        if x.dim() == 5:
-            x = x[0]
+                 stats: bool = False) -> list[tuple[float, float]] | None:
         logits = self.models[0](x)
         total = loss_sum(logits, labels[0], loss)
         (total / num_rows).backward()
@@ -175,6 +230,12 @@ class SingleStepper:
 
     def rows_per_forward(self, chunk_size: int) -> int:
         return chunk_size
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class EpochHooks:
@@ -190,7 +251,7 @@ class EpochHooks:
     def after_step(self) -> None:
         pass
 
-    def without_steps(self) -> "EpochHooks":
+    def without_steps(self) -> EpochHooks:
         """The same hooks, but deaf to single steps: for epochs whose steps an experiment does not record."""
         return _WithoutSteps(self)
 
@@ -209,19 +270,19 @@ def full_batch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentati
     """One step of gradient descent on the mode's whole objective; returns each model's gradient norm.
 
     Packed models share the rows of a full batch, so these must not depend on the seed (orbit or plain)."""
-    plans = [RowPlan(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
-    plan = plans[0]
-    if len(plans) > 1 and plan.kind not in ("orbit", "identity"):
-        raise ValueError(f"a packed full-batch epoch needs rows that do not depend on the seed, got {plan.kind!r}")
+    layouts = [RowLayout(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
+    layout = layouts[0]
+    if len(layouts) > 1 and layout.kind not in ("orbit", "identity"):
+        raise ValueError(f"a packed full-batch epoch needs rows that do not depend on the seed, got {layout.kind!r}")
     step = stepper.rows_per_forward(chunk_size)
-    plain = plan.plain_rows(step)
-    rows = torch.arange(plan.num_rows)
-    totals, corrects = [0.0] * len(plans), [0] * len(plans)
+    plain = layout.plain_rows(step)
+    rows = torch.arange(layout.num_rows)
+    totals, corrects = [0.0] * len(layouts), [0] * len(layouts)
     stepper.zero_grad()
-    for start in range(0, plan.num_rows, step):
+    for start in range(0, layout.num_rows, step):
         stopping.check()  # ...or between chunks of a long epoch: the epoch is redone on resumption
-        x, y = batch_rows(stepper.template, data, plan, rows[start : start + step])
-        measured = stepper.backward(x, [y] * len(plans), plan.num_rows, loss, stats=start < plain)
+        x, y = batch_rows(stepper.template, data, layout, rows[start : start + step])
+        measured = stepper.backward(x, [y] * len(layouts), layout.num_rows, loss, stats=start < plain)
         for i, (total, correct) in enumerate(measured or []):
             totals[i] += total
             corrects[i] += correct
@@ -236,14 +297,14 @@ def sgd_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | No
     """One pass of minibatch SGD over the shuffled rows of the mode's objective (for Aug-orbit: the
     shuffled augmented set), each model with its own generator: its own minibatch order and augmentation.
     Returns each model's last gradient norm."""
-    plans = [RowPlan(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
-    orders = [torch.randperm(plan.num_rows, generator=g) for plan, g in zip(plans, generators)]
+    layouts = [RowLayout(len(data), mode, augmentation, stepper.template.group_order, g) for g in generators]
+    orders = [torch.randperm(layout.num_rows, generator=g) for layout, g in zip(layouts, generators)]
     hooks.before_update(None)  # the point before the epoch is not what any minibatch sees
-    grad_norms = [0.0] * len(plans)
-    for start in range(0, plans[0].num_rows, batch_size):
+    grad_norms = [0.0] * len(layouts)
+    for start in range(0, layouts[0].num_rows, batch_size):
         stopping.check()  # ...or between optimizer steps: the epoch is redone on resumption
-        batches = [batch_rows(stepper.template, data, plan, order[start : start + batch_size])
-                   for plan, order in zip(plans, orders)]
+        batches = [batch_rows(stepper.template, data, layout, order[start : start + batch_size])
+                   for layout, order in zip(layouts, orders)]
         stepper.zero_grad()
         x = batches[0][0] if len(batches) == 1 else torch.stack([x for x, _ in batches])
         stepper.backward(x, [y for _, y in batches], len(batches[0][1]), loss)
@@ -267,9 +328,10 @@ def minibatch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentatio
         raise ValueError(f"minibatch epochs train one model, got {len(generators)}")
     generator = generators[0]
     model = stepper.template
-    kind = "identity" if mode != "aug" else augmentation.kind
+    applied = applied_augmentation(mode, augmentation)
+    kind = applied.kind if applied is not None else "identity"
     order = model.group_order
-    passes = augmentation.passes if kind == "sampled" else 1
+    passes = applied.passes if applied is not None and kind == "sampled" else 1
     hooks.before_update(None)  # the point before the epoch is not what any minibatch sees
     grad_norms = [0.0]
     for _ in range(passes):

@@ -6,9 +6,21 @@ os.environ.setdefault("PIPELINE_DATA_ROOT", "/nonexistent-pipeline-data-root")
 
 
 import shutil
+import signal
 import subprocess
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """A command run in the test process that trains (``run-trial``, ``train --out``) installs the pipeline's
+    stop-request handlers (``pipeline.stopping``) for the rest of the process: each test gets back the
+    handlers it started with, so that a later test's Ctrl-C is a KeyboardInterrupt, not a noted request."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ folders test swept settings, unknown modes and the files of earlier schemas with
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,12 +24,10 @@ from matplotlib import image as mpimg
 
 import analysis
 from analysis.__main__ import main as analysis_main
-import dataclasses
-
 from pipeline.experiments import make_trial
 from pipeline.manifest import entry_of
 from pipeline.runner import EpochRecord
-from pipeline.store import TrialFile
+from pipeline.store import CheckpointClock, TrialFile
 
 GROUP_LAYERS = ["A0", "A1", "A2"]
 CNN_LAYERS = ["conv1", "conv2", "conv3", "head"]
@@ -59,7 +58,7 @@ def seed_factor(seed):
 
 def groups_layer_values(base, seed, epoch):
     f = seed_factor(seed)
-    scale = np.array([l + 1 for l in range(3)], dtype=float) * epoch * f
+    scale = np.array([layer + 1 for layer in range(3)], dtype=float) * epoch * f
     return base * scale, 0.1 * scale, 10.0 + np.arange(3)
 
 
@@ -91,8 +90,9 @@ def chance_accuracy_of(seed, epoch):
 def record(epoch, phase, seed, values, learns=True):
     dist_E, dist_init, norm = (torch.tensor(v, dtype=torch.float64) for v in values)
     accuracy = accuracy_of(seed, epoch) if learns else chance_accuracy_of(seed, epoch)
-    return EpochRecord(epoch, phase, loss_of(seed, epoch), accuracy, 0.01, 1.0,
-                       dist_E=dist_E, dist_init=dist_init, norm=norm)
+    return EpochRecord(epoch, phase, {"loss": loss_of(seed, epoch), "accuracy": accuracy, "seconds": 0.01,
+                                      "grad_norm": 1.0, "dist_E": dist_E, "dist_init": dist_init, "norm": norm,
+                                      "step_perp": torch.zeros_like(dist_E)})
 
 
 # Where the trial files say their data came from: a machine-local path the report must not repeat.
@@ -104,7 +104,7 @@ def write_trial(out, index, trial, base, epochs_written=None, end="complete"):
     is_cnn = trial.experiment == "cnn"
     layers = CNN_LAYERS if is_cnn else GROUP_LAYERS
     trial = dataclasses.replace(trial, index=index)
-    store = TrialFile(out, trial, log=lambda line: None, checkpoint_every_s=1e9)
+    store = TrialFile(out, trial, log=lambda line: None, clock=CheckpointClock(1e9))
     assert store.prepare() == "fresh"
     store.begin(trial, layers, torch.device("cpu"), SimpleNamespace(source=DATA_SOURCE))
     model = SimpleNamespace(snapshot=lambda: {name: torch.zeros(2) for name in layers})
@@ -199,8 +199,8 @@ def verdict(result, subject, claim_start):
 def test_epochs_table_holds_the_written_values_and_totals_are_norms_over_layers(aggregated):
     table = analysis.load(aggregated.out)
     assert list(table.columns) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed", "series",
-                                   "status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "loss",
-                                   "accuracy", "grad_norm"]
+                                   "status", "epoch", "phase", "layer", "dist_E", "dist_init", "norm", "step_perp",
+                                   "loss", "accuracy", "grad_norm"]
     run = table[table["trial_id"] == "rot-nom-s001"]
     assert len(run) == (GROUP_EPOCHS + 1) * 4
     dist_E, dist_init, norm = groups_layer_values(0.05, 1, 2)
@@ -257,7 +257,8 @@ def test_trial_table_reports_every_status(aggregated):
     assert (trials.loc["cnn-cross-s000", "cell"], trials.loc["cnn-cross-s000", "variant"]) == ("cross", "cross")
     assert len(trials) == len(planned_trials())
     written = pd.read_csv(aggregated.out / "aggregate" / "trials.csv")
-    assert list(written.columns[:9]) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed", "series"]
+    assert list(written.columns[:9]) == ["trial_id", "experiment", "cell", "group", "variant", "network", "mode", "seed",
+                                         "series"]
     assert {"device", "data_source", "final_ratio", "max_rel_dist_E_phase2"} <= set(written.columns)
 
 
@@ -359,7 +360,8 @@ def test_missing_incomplete_and_damaged_trials_are_listed(aggregated):
 
 def test_report_has_verdicts_thresholds_figures_and_provenance(aggregated):
     text = (aggregated.out / "aggregate" / "report.md").read_text()
-    for needle in ("## The paper's claims", "## The claims, cell by cell", "**holds**", "**does not hold**", "**not enough complete trials**",
+    for needle in ("## The paper's claims", "## The claims, cell by cell", "**holds**", "**does not hold**",
+                   "**not enough complete trials**",
                    "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO", "LEAVES_E_MIN_RATIO", "MIN_COMPLETE_TRIALS",
                    "groups_dist_vs_travelled.png", "cnn_steps_log.png", "Grid: `constructed`",
                    "`groups.epochs=3`", "Devices: `cpu`", "CPU ", "claim 1", "claim 3"):
@@ -379,7 +381,7 @@ def test_report_is_self_contained(aggregated):
     assert str(aggregated.out) not in text
     # Every figure is embedded with its caption.
     for name, info in aggregated.result.figures.items():
-        assert f"![Figure" in text and f"(figures/{name}.png)" in text and info.caption in text
+        assert "![Figure" in text and f"(figures/{name}.png)" in text and info.caption in text
     table = analysis.load_trials(aggregated.out)
     readable = table[~table["status"].isin(["missing", "damaged"])]
     complete = int((readable["status"] == "complete").sum())
@@ -638,7 +640,7 @@ def test_the_ratio_figure_gives_every_seed_every_epoch_and_claim_5s_threshold(sw
 def test_an_extension_arm_gets_figures_of_its_own_named_and_titled_as_such(tmp_path):
     """Experiment G's minibatch-SGD arm travels far farther than the paper's full-batch steps: its trials are
     drawn in figures of their own (groups_sgd_*), titled as the extension, and never in the paper's."""
-    from analysis.figures import _plan
+    from analysis.figures import _figures_to_draw
 
     paper = [groups_trial("rot", mode, seed) for mode in ("equi", "nom") for seed in range(2)]
     extension = [make_trial("groups", {"group": "rot", "mode": mode, "seed": str(seed), "optimizer": "sgd",
@@ -652,7 +654,7 @@ def test_an_extension_arm_gets_figures_of_its_own_named_and_titled_as_such(tmp_p
     from analysis.loading import read_results
 
     results = read_results(tmp_path)
-    planned = _plan(results.epochs, results.steps, results.trials)
+    planned = _figures_to_draw(results.epochs, results.steps, results.trials)
     assert {"groups_dist_vs_travelled", "groups_sgd_dist_vs_travelled", "groups_sgd_ratio_vs_epoch_log",
             "groups_sgd_training_curves"} <= set(planned)
     for name, extension_figure in (("groups_dist_vs_travelled", False), ("groups_sgd_dist_vs_travelled", True)):
@@ -813,7 +815,7 @@ def test_experiments_declare_which_claim_applies_to_which_cell():
 
 
 def test_a_verdict_on_an_extension_cell_can_cite_the_extension_figure():
-    from analysis.figure_names import evidence_figure
+    from analysis.claims import evidence_figure
     from pipeline.experiments import get
     from pipeline.experiments.base import LEAVES_E, STAYS_IN_E, GridCell
 

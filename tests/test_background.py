@@ -97,14 +97,16 @@ def test_the_rows_match_a_direct_run_and_a_checkpoint_waits_for_pending_rows():
         def snapshot(self):
             return {}
 
-    from pipeline.runner import EpochRecord
     import torch
 
     from pipeline.data import load_mnist
+    from pipeline.runner import EpochRecord
 
     sink.begin(make_trial("groups", TRIAL), ["A0"], torch.device("cpu"), load_mnist(8, size=6))
     for epoch in range(3):
-        sink.write_epoch(EpochRecord(epoch, 1, 0.0, 0.0, 0.0, 0.0, torch.zeros(1), torch.zeros(1), torch.zeros(1)),
+        zero = torch.zeros(1)
+        sink.write_epoch(EpochRecord(epoch, 1, {"loss": 0.0, "accuracy": 0.0, "seconds": 0.0, "grad_norm": 0.0,
+                                                "dist_E": zero, "dist_init": zero, "norm": zero, "step_perp": zero}),
                          Model(), lambda: {})
     sink.save_latest_state()  # as on preemption: after the pending rows, never before them
     assert slow.saved_after == 3

@@ -52,3 +52,4 @@ def test_gpu_check_rehearses_paper_lite_on_the_cpu_and_writes_a_committable_aggr
     assert "grid `paper-lite`" in report and "Aug (orbit) stays in E" in report
     provenance = (out / "PROVENANCE.md").read_text()
     assert "shrunk for a CPU rehearsal" in provenance and "every trial complete" in provenance
+

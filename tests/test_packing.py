@@ -9,8 +9,9 @@ import torch
 from pipeline import experiments, packing
 from pipeline.experiments import Trial, check_packable, make_trial
 from pipeline.experiments.cnn import VARIANTS
+from pipeline.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.packing import PackedCNN
-from pipeline.runner import FAULT_VARIABLE, CollectingSink, InjectedFault, run_trial, run_trials
+from pipeline.runner import CollectingSink, run_trial, run_trials
 
 SEEDS = (0, 1, 2)
 # `make gpu-check` runs this file again with PIPELINE_TEST_DEVICE=cuda: the per-input policy of packing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import build_parser, main
+from pipeline.cli import main
 from pipeline.grid import load_grid
 from pipeline.settings import ConfigError
 
@@ -62,7 +62,8 @@ def test_the_demo_takes_experiment_s_from_the_stability_preset_unchanged():
     (["plan", "--exp", "smoke", "--set", "chanels=3"], "unknown key 'chanels' for grid smoke (did you mean 'channels'?)"),
     (["train", "--set", "epoch=3"], "unknown setting 'epoch' for groups (did you mean 'epochs'?)"),
     (["train", "--group", "rototrns"], "unknown group 'rototrns' (did you mean 'rototrans'?); accepted:"),
-    (["plan", "--exp", "smoke", "--cluster", "testclustr"], "unknown cluster profile 'testclustr' (did you mean 'testcluster'?)"),
+    (["plan", "--exp", "smoke", "--cluster", "testclustr"],
+     "unknown cluster profile 'testclustr' (did you mean 'testcluster'?)"),
 ])
 def test_a_misspelt_name_gets_a_suggestion_in_one_line(capsys, argv, message):
     assert main(argv) == 2

@@ -72,7 +72,7 @@ def test_an_unwritable_submission_log_launches_nothing(tmp_path):
 
 
 def test_ctrl_c_between_the_launch_and_its_record_leaves_the_record(tmp_path, monkeypatch):
-    from pipeline.launch import submission
+    from pipeline.launch.backends.local import LocalBackend
     from pipeline.launch.profiles import load_profile
     from pipeline.launch.submission import plan_submission, submit
 
@@ -80,14 +80,14 @@ def test_ctrl_c_between_the_launch_and_its_record_leaves_the_record(tmp_path, mo
     grid = load_grid("smoke", dict(v.split("=", 1) for v in SMALL))
     write_manifest(out, grid, grid.trials())
 
-    def launch_then_ctrl_c(out_dir, plan, base, records, say, tensorboard):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the workers started
+    def launch_then_ctrl_c(self, out_dir, plan, base, records, say, tensorboard):
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C right after the workers started (here, not to another thread)
         time.sleep(0.2)
         records.append({**base, "tasks": [{"job_id": "4242", "indices": [0, 1], "start_ticks": 1}]})
         say("started 1 local worker process(es)")
         return []
 
-    monkeypatch.setattr(submission, "_launch_local", launch_then_ctrl_c)
+    monkeypatch.setattr(LocalBackend, "launch", launch_then_ctrl_c)
     printed = []
     with pytest.raises(KeyboardInterrupt):
         submit(out, plan_submission(out, [0, 1], load_profile("local"), workers=1), log=printed.append)
@@ -138,7 +138,7 @@ def test_an_old_record_whose_pid_is_now_another_process_is_unknown_and_its_child
 
 
 def _children(pid):
-    from pipeline.launch.monitor import _children as children
+    from pipeline.launch.backends.local import children
 
     return children(pid)
 

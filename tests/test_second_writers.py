@@ -9,8 +9,21 @@ import signal
 import subprocess
 import time
 
-from helpers import (FAST_LEASES, ROOT, SLOW, as_other_host, assert_same_results, epochs_done, freeze_while_open,
-                     in_new_pid_namespace, pipeline_argv, reference_run, require_root_namespaces, sets, wait_until)
+from helpers import (
+    FAST_LEASES,
+    ROOT,
+    SLOW,
+    as_other_host,
+    assert_same_results,
+    epochs_done,
+    freeze_while_open,
+    in_new_pid_namespace,
+    pipeline_argv,
+    reference_run,
+    require_root_namespaces,
+    sets,
+    wait_until,
+)
 from pipeline.files import inspect, read_status
 from pipeline.launch.monitor import gather
 from pipeline.ownership import trial_lease_path

@@ -13,15 +13,15 @@ import torch
 
 from helpers import assert_same_results, launched_indices, run_at_once
 from pipeline.cli import main
-from pipeline.grid import load_grid
 from pipeline.execute import execute
+from pipeline.faults import FAULT_VARIABLE
 from pipeline.files import read_status
+from pipeline.grid import load_grid
+from pipeline.launch.backends.slurm_queue import read_slurm_queue
 from pipeline.launch.monitor import gather, wait_for
 from pipeline.launch.profiles import load_profile
 from pipeline.launch.submission import plan_submission, submit
-from pipeline.queue import read_slurm_queue
 from pipeline.manifest import write_manifest
-from pipeline.runner import FAULT_VARIABLE
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parent.parent

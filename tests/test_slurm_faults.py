@@ -8,14 +8,25 @@ import time
 
 import pytest
 
-from helpers import (ROOT, SLOW, as_other_host, assert_same_results, cli, epochs_done, pipeline_argv,
-                     reference_run, require_root_namespaces, sets, wait_until)
+from helpers import (
+    ROOT,
+    SLOW,
+    as_other_host,
+    assert_same_results,
+    cli,
+    epochs_done,
+    pipeline_argv,
+    reference_run,
+    require_root_namespaces,
+    sets,
+    wait_until,
+)
 from pipeline.files import read_status
 from pipeline.grid import load_grid
+from pipeline.launch.backends.slurm_queue import read_slurm_queue
 from pipeline.launch.monitor import gather, wait_for
 from pipeline.launch.profiles import load_profile
 from pipeline.manifest import write_manifest
-from pipeline.queue import read_slurm_queue
 
 pytestmark = pytest.mark.slurm
 

@@ -12,11 +12,12 @@ from helpers import assert_same_results
 from pipeline import experiments, load_model, numerics
 from pipeline.execute import execute
 from pipeline.experiments import make_trial
+from pipeline.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.files import SnapshotError, open_h5
 from pipeline.grid import load_grid
 from pipeline.manifest import write_manifest
 from pipeline.models.base import MeasuredModel
-from pipeline.runner import FAULT_VARIABLE, InjectedFault, run_trial
+from pipeline.runner import run_trial
 from pipeline.store import TrialFile
 from pipeline.training import evaluate
 

@@ -10,10 +10,10 @@ import pytest
 import analysis
 from helpers import assert_same_results
 from pipeline.execute import execute
+from pipeline.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.files import inspect, open_h5
 from pipeline.grid import load_grid
 from pipeline.manifest import select, write_manifest
-from pipeline.runner import FAULT_VARIABLE, InjectedFault
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_ARRAYS = {"spectrum/E/lowest", "spectrum/E/lowest_residuals", "spectrum/perp/lowest",

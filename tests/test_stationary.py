@@ -60,7 +60,7 @@ def dense_projector(objective):
 
 
 def dense_derivatives(objective):
-    """∇R, ∇R_aug, ∇²R and ∇²R_aug by torch.func on the whole (augmented) data set at once: no RowPlan, no
+    """∇R, ∇R_aug, ∇²R and ∇²R_aug by torch.func on the whole (augmented) data set at once: no RowLayout, no
     chunks, no double backward."""
     model, data = objective.model, objective.data
     shapes = [p.shape for p in objective.parameters]

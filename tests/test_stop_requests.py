@@ -53,7 +53,9 @@ def test_the_cancel_signal_at_random_moments_is_never_lost(tmp_path, capfd):
 
             # Progress first, then a moment within an epoch (one takes 0.01 to 0.3 s): the log's epoch lines
             # are read, not the file, which a reader may catch mid-commit.
-            def fire(target=min(start + rng.randint(0, 3), last_with_a_seam), extra_s=rng.uniform(0.0, 0.03)):
+            target, extra_s = min(start + rng.randint(0, 3), last_with_a_seam), rng.uniform(0.0, 0.03)
+
+            def fire(target=target, extra_s=extra_s, round_over=round_over, fired_at=fired_at):
                 while logged_epoch(log) < target:
                     if round_over.wait(0.002):
                         return
@@ -81,7 +83,8 @@ def test_the_cancel_signal_at_random_moments_is_never_lost(tmp_path, capfd):
                     assert state.status in ("cancelled", "running"), state.status  # running: stopped before it began
                     assert state.rows == state.attrs["epochs_done"] + 1
             else:
-                assert not fired_at or fired_at[0] > last_with_a_seam, f"a cancel signal sent at epoch {fired_at[0]} was lost"
+                lost = f"a cancel signal sent at epoch {fired_at[0] if fired_at else None} was lost"
+                assert not fired_at or fired_at[0] > last_with_a_seam, lost
                 assert state is not None and state.status == "complete"
                 break
             stopping._requests.clear()  # one that came after the round ended belongs to no round
@@ -110,7 +113,7 @@ def test_a_preempted_local_task_saves_at_a_seam_requeues_and_resumes_to_the_unin
 
     import submitit
 
-    from pipeline.launch.monitor import _children
+    from pipeline.launch.backends.local import children as _children
     from pipeline.ownership import process_start_ticks
 
     values = SLOW + ["epochs=30"]
@@ -133,10 +136,9 @@ def test_a_preempted_local_task_saves_at_a_seam_requeues_and_resumes_to_the_unin
 def test_local_time_outs_requeue_as_often_as_promised(tmp_path, monkeypatch):
     """The README promises 20 time-outs locally as on SLURM: a task that times out every time runs 21 times
     (submitit's own local controller stopped after 6, its log saying "14 remaining timeouts")."""
-    from requeue_counter import WaitsForever, runs
-
+    from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES
     from pipeline.launch.local_controller import LocalExecutor
-    from pipeline.launch.submission import MAX_TIMEOUT_REQUEUES
+    from requeue_counter import WaitsForever, runs
 
     monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     counter = str(tmp_path / "runs")

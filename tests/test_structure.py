@@ -19,12 +19,18 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def top_level_imports(path: Path) -> set[str]:
-    """Modules a file imports when it is imported (not the ones imported inside functions)."""
+MODULES = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+
+
+def imports(path: Path, inside_functions: bool = True) -> set[str]:
+    """The project's modules a file imports, read with the AST: at its top level and, by default, inside its
+    functions too (an import deferred into a function is still a dependency). ``from X import m`` imports
+    the module X.m where there is one, else a name of X."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in (ast.walk(tree) if inside_functions else tree.body):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -32,38 +38,93 @@ def top_level_imports(path: Path) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return found
+    return {m for m in found if m in MODULES}
 
 
-def import_graph() -> dict[str, set[str]]:
-    files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
-    modules = {module_name(p): p for p in files}
-    return {name: {m for m in top_level_imports(path) if m in modules and m != name} for name, path in modules.items()}
+def import_graph(inside_functions: bool = True) -> dict[str, set[str]]:
+    # A package's __init__ importing its own modules is how packages are made, not a cycle of code.
+    return {name: {m for m in imports(path, inside_functions) if m not in (name, name.rpartition(".")[0])}
+            for name, path in MODULES.items()}
 
 
-def test_no_module_imports_itself_through_others():
-    graph = import_graph()
+def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}
 
     def visit(node, trail):
         state[node] = 1
         for nxt in sorted(graph[node]):
-            # A package's __init__ importing its own modules is how packages are made, not a cycle of code.
-            if nxt == node.rpartition(".")[0]:
-                continue
             if state.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join(trail + [node, nxt]))
+                return trail + [node, nxt]
             if nxt not in state:
-                visit(nxt, trail + [node])
+                found = visit(nxt, trail + [node])
+                if found:
+                    return found
         state[node] = 2
+        return None
 
     for node in sorted(graph):
         if node not in state:
-            visit(node, [])
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def test_no_module_imports_itself_through_others_counting_imports_inside_functions():
+    cycle = cycle_in(import_graph(inside_functions=True))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function():
+    graph = import_graph()
+    graph["pipeline.schema"] = graph["pipeline.schema"] | {"pipeline.files"}  # files imports schema
+    assert cycle_in(graph) is not None
+
+
+# What a results folder holds, by name: only pipeline/folder.py builds paths from them.
+FOLDER_NAMES = {"trials", "logs", "submitit", "leases", "tensorboard", "aggregate", "figures", "provenance",
+                "manifest.json", "submissions.jsonl", ".submit.lease", "report.md", "local"}
+
+
+def _path_words(tree: ast.AST) -> list[tuple[int, str]]:
+    """String constants used as path components: an operand of ``/``, or an argument of Path(...),
+    ``joinpath``, ``with_name`` or ``os.path.join``; and any constant that is one of the file names."""
+    found = []
+    for node in ast.walk(tree):
+        operands = []
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            operands = [node.left, node.right]
+        elif isinstance(node, ast.Call):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if called in ("Path", "joinpath", "with_name", "join"):
+                operands = list(node.args)
+        for operand in operands:
+            if isinstance(operand, ast.Constant) and isinstance(operand.value, str):
+                found.append((operand.lineno, operand.value))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in (
+                "manifest.json", "submissions.jsonl", ".submit.lease"):
+            found.append((node.lineno, node.value))
+    return found
+
+
+def test_only_the_results_folder_module_spells_the_folders_layout():
+    offenders = []
+    for name, path in MODULES.items():
+        if name == "pipeline.folder":
+            continue
+        for line, word in _path_words(ast.parse(path.read_text())):
+            if word.strip("/") in FOLDER_NAMES or any(part in FOLDER_NAMES for part in word.split("/")):
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {word!r}")
+    assert offenders == []
+
+
+def test_the_folder_check_would_see_a_spelled_path():
+    tree = ast.parse('from pathlib import Path\nPath(out) / "trials" / name\nPath("logs")\n')
+    assert {word for _, word in _path_words(tree)} == {"trials", "logs"}
 
 
 @pytest.mark.parametrize("module", ["pipeline", "pipeline.launch.monitor", "pipeline.launch.submission", "pipeline.plan",
@@ -105,3 +166,60 @@ def test_every_configured_group_is_implemented():
 
     for name in GROUP_NAMES:
         assert get_group(name, 4).name == name
+
+
+def _executor_branches(tree: ast.AST) -> list[int]:
+    """Lines that compare a launcher kind: ``x.executor == ...``, ``record.get("executor") != ...``,
+    ``record["executor"] in ...``."""
+    def names_executor(node) -> bool:
+        if isinstance(node, ast.Attribute) and node.attr == "executor":
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            return bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value == "executor"
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            return node.slice.value == "executor"
+        return False
+
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Compare) and any(names_executor(n) for n in [node.left, *node.comparators])]
+
+
+def test_no_branch_on_the_launcher_kind_outside_the_backends():
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in MODULES.items()
+                 if not name.startswith("pipeline.launch.backends") and name != "pipeline.launch.profiles"
+                 for line in _executor_branches(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_branch_check_would_see_one():
+    tree = ast.parse('if profile.executor == "local": pass\nx = record.get("executor") != "slurm"\n')
+    assert _executor_branches(tree) == [1, 2]
+
+
+def _series_spellings(tree: ast.AST, names: set[str]) -> list[int]:
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names]
+
+
+def test_the_pipeline_names_the_per_row_series_only_in_the_schema():
+    """The trial file's per-row series are spelled out in pipeline/schema.py alone: whatever measures, writes
+    or reads one uses its constant. (Names that are also ordinary words elsewhere, a setting ``loss``, are not
+    looked for; Experiment S's results attribute ``dist_E``, the relative distance at A*, is its own.)"""
+    from pipeline import schema
+
+    names = {schema.GRAD_NORM, schema.DIST_E, schema.DIST_INIT, schema.STEP_PERP}
+    assert names <= set(schema.SERIES)
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in MODULES.items()
+                 if name.startswith("pipeline") and name not in ("pipeline.schema", "pipeline.stationary")
+                 for line in _series_spellings(ast.parse(path.read_text()), names)]
+    assert offenders == []
+
+
+def test_the_series_check_would_see_one():
+    assert _series_spellings(ast.parse('measured = {"dist_E": [], "x": 1}\n'), {"dist_E"}) == [1]
+
+
+def test_an_experiment_that_measures_after_training_names_a_registered_analysis():
+    from analysis.results_analyses import REGISTRY
+
+    named = {experiment.results_analysis for experiment in experiments.REGISTRY.values()} - {None}
+    assert named and named <= set(REGISTRY)  # Experiment S names its own; the analysis hard-codes none

@@ -1,26 +1,20 @@
 """The paper's claims as tests, on configurations small enough to run in seconds.
 
 All modes of a seed start from the same A0 in E and take several full-batch steps with a learning rate
-large enough to move the weights by O(1).
+large enough to move the weights by O(1). The configurations are those ``bench/theory_ratios.py`` prints
+the ratios of.
 """
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline.experiments import make_trial
 from pipeline.experiments.groups import GROUP_NAMES
-from pipeline.runner import CollectingSink, run_trial
 
-SMALL_GROUPS = dict(n="6", channels="4", n_samples="64", epochs="5", lr="0.5", aug_batch="8",
-                    data_source="vendored", device="cpu")
-SMALL_CNN = dict(n_samples="64", cnn_channels="3,4,4", phase1_epochs="1", phase2_epochs="3", phase1_lr="0.05",
-                 phase2_lr="0.05", dtype="float64", device="cpu", data_source="vendored")
-
-
-def train(experiment, **settings) -> CollectingSink:
-    sink = CollectingSink()
-    run_trial(make_trial(experiment, {k: str(v) for k, v in settings.items()}), sink)
-    return sink
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from theory_ratios import SMALL_CNN, SMALL_GROUPS, train  # noqa: E402
 
 
 def relative_to_travelled(sink) -> float:

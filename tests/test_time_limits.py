@@ -2,7 +2,6 @@
 them, the partition's maximum, and the profile keys that shape them (no SLURM needed)."""
 
 import re
-import sys
 from pathlib import Path
 
 import pytest

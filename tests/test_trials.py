@@ -1,7 +1,6 @@
 """Trials of a grid: expansion, the trial file, resume after a kill, damaged files, determinism."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,10 +13,10 @@ import pytest
 from helpers import assert_same_results, read_arrays
 from pipeline.cli import main
 from pipeline.execute import execute
+from pipeline.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.files import open_h5, read_status
 from pipeline.grid import load_grid
 from pipeline.manifest import select, write_manifest
-from pipeline.runner import FAULT_VARIABLE, InjectedFault
 from pipeline.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,19 +1,16 @@
 """Watching a run: status --watch, logs [-f], TensorBoard curves beside the trial files, progress lines."""
 
-import io
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pipeline.cli import main
+from pipeline.faults import FAULT_VARIABLE
 from pipeline.files import open_h5, read_status
-from pipeline.runner import FAULT_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "groups=rot", "--set", "modes=nom", "--set", "cnn.seeds=1", "--set", "configs=cross"]

@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..schema import ACCURACY, LOSS
 from ..settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
 
@@ -126,9 +127,12 @@ class Experiment:
     # What a row of its trial files is, in words for axes and captions, and the per-row series its training
     # curves show (name in ``metrics/`` -> words), drawn on a log axis when named in ``log_curves``.
     row_words: ClassVar[str] = "epoch"
-    curve_metrics: ClassVar[dict] = {"loss": "training loss", "accuracy": "training accuracy"}
+    curve_metrics: ClassVar[dict] = {LOSS: "training loss", ACCURACY: "training accuracy"}
     curves_title: ClassVar[str] = "loss and accuracy on the (untransformed) training data"
     log_curves: ClassVar[tuple] = ()
+    # What the analysis makes of the measurements it takes after training (its trial files' results/ group):
+    # the name of an analysis in ``analysis.results_analyses`` (None: it takes none).
+    results_analysis: ClassVar[str | None] = None
 
     # -- what the analysis says about it (docs/science.md §7) ---------------------------------------------
     # How reports and figures name it, and the section of docs/science.md that describes it.
@@ -272,8 +276,9 @@ class Experiment:
         """Trials with one key can be trained packed in one process; None: never packed."""
         return None
 
-    def train_epoch(self, settings, stepper, data, epoch: int, hooks) -> list[float]:
-        """One epoch of training; returns the norm of the last gradient applied, per packed model."""
+    def train_epoch(self, settings, stepper, data, epoch: int, hooks) -> dict[str, list[float]]:
+        """One epoch of training; returns what it measured, per series of ``pipeline.schema`` and packed model:
+        ``{"grad_norm": [norm of the last gradient applied, per model]}``."""
         raise NotImplementedError
 
     def finished(self, settings, stepper) -> bool:

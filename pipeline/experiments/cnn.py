@@ -11,8 +11,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (MAX_CHANNELS, MAX_EPOCHS, CommonSettings, ConfigError, atomic, check_choice, check_count,
-                        check_image_side, check_nonnegative, check_positive_int, check_rate)
+from ..schema import GRAD_NORM
+from ..settings import (
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    CommonSettings,
+    ConfigError,
+    atomic,
+    check_choice,
+    check_count,
+    check_image_side,
+    check_nonnegative,
+    check_positive_int,
+    check_rate,
+)
 from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 # variant -> (kernel support, parametrisation of the unconstrained phase-2 model)
@@ -223,23 +235,25 @@ class CNNExperiment(Experiment):
 
         return SingleStepper(models[0], seeds) if len(models) == 1 else PackedStepper(PackedCNN(models), seeds)
 
-    def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
+    def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
         from ..settings import Augmentation
         from ..training import full_batch_epoch, seeded_generator, sgd_epoch
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         if self.phase_of(settings, epoch) == 1:
             # Phase 1 is Equi, in E by construction: its steps are not recorded one by one.
-            return sgd_epoch(stepper, data, "equi", None, settings.phase1_lr, "mse", settings.phase1_batch,
-                             generators, hooks.without_steps())
+            grad_norms = sgd_epoch(stepper, data, "equi", None, settings.phase1_lr, "mse", settings.phase1_batch,
+                                   generators, hooks.without_steps())
+            return {GRAD_NORM: grad_norms}
         orbit = Augmentation("orbit")
         if settings.phase2_optimizer == "sgd":
-            return sgd_epoch(stepper, data, settings.phase2_mode, orbit, settings.phase2_lr, "mse",
-                             settings.phase2_batch, generators, hooks, reg=settings.reg)
+            grad_norms = sgd_epoch(stepper, data, settings.phase2_mode, orbit, settings.phase2_lr, "mse",
+                                   settings.phase2_batch, generators, hooks, reg=settings.reg)
+            return {GRAD_NORM: grad_norms}
         grad_norms = full_batch_epoch(stepper, data, settings.phase2_mode, orbit, settings.phase2_lr, "mse",
                                       settings.chunk_size, generators, hooks, reg=settings.reg)
         hooks.after_step()  # full-batch gradient descent: one optimizer step per epoch
-        return grad_norms
+        return {GRAD_NORM: grad_norms}
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings) -> int:

@@ -16,9 +16,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..settings import (LOSSES, MAX_CHANNELS, MAX_EPOCHS, MODES, Augmentation, CommonSettings, ConfigError,
-                        check_at_most, check_choice, check_image_side, check_nonnegative, check_positive_int,
-                        check_rate)
+from ..schema import GRAD_NORM
+from ..settings import (
+    AUG_BATCH,
+    LOSSES,
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    MODES,
+    Augmentation,
+    CommonSettings,
+    ConfigError,
+    check_at_most,
+    check_choice,
+    check_image_side,
+    check_nonnegative,
+    check_positive_int,
+    check_rate,
+)
 from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")
@@ -46,7 +60,7 @@ class GroupsSettings(CommonSettings):
     epochs: int = 50
     lr: float = 5e-5
     augment: str = "sampled:25"
-    aug_batch: int = 25
+    aug_batch: int = AUG_BATCH
     reg: float = 0.0  # Aug only: gamma of the regulariser (gamma/2) ||A - Pi_E A||^2 (docs/science.md §5)
     loss: str = "cross_entropy"
     invariant_activation: str = "auto"
@@ -198,20 +212,20 @@ class GroupsExperiment(Experiment):
         model.initialize(seeded_generator(settings.seed, "init"))
         return model
 
-    def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
-        from ..training import full_batch_epoch, seeded_generator
+    def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
+        from ..training import full_batch_epoch, minibatch_epoch, seeded_generator
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         augmentation = Augmentation.parse(settings.augment, settings.aug_batch)
         if settings.optimizer == "sgd":
-            from ..training import minibatch_epoch
-
             # Many steps an epoch: recording each would cost a measurement of every layer per step.
-            return minibatch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
-                                   settings.batch_size, settings.chunk_size, generators, hooks.without_steps(),
-                                   reg=settings.reg)
-        return full_batch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
-                                settings.chunk_size, generators, hooks, reg=settings.reg)
+            grad_norms = minibatch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
+                                         settings.batch_size, settings.chunk_size, generators, hooks.without_steps(),
+                                         reg=settings.reg)
+        else:
+            grad_norms = full_batch_epoch(stepper, data, settings.mode, augmentation, settings.lr, settings.loss,
+                                          settings.chunk_size, generators, hooks, reg=settings.reg)
+        return {GRAD_NORM: grad_norms}
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings) -> int:

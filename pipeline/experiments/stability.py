@@ -18,13 +18,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from ..settings import (LOSSES, MAX_CHANNELS, MAX_EPOCHS, CommonSettings, ConfigError, atomic, check_at_most,
-                        check_choice, check_count, check_image_side, check_nonnegative, check_positive_int,
-                        check_rate)
-from .base import (ALL_OF, ANY_OF, IDENTITY_AT_ROUNDOFF, IDENTITY_FAILS, STABILITY_DIFFERS, Claim, Experiment,
-                   GridCell, Labels)
+from ..schema import ACCURACY, GRAD_NORM, LOSS
+from ..settings import (
+    LOSSES,
+    MAX_CHANNELS,
+    MAX_EPOCHS,
+    CommonSettings,
+    ConfigError,
+    atomic,
+    check_at_most,
+    check_choice,
+    check_count,
+    check_image_side,
+    check_nonnegative,
+    check_positive_int,
+    check_rate,
+)
+from .base import (
+    ALL_OF,
+    ANY_OF,
+    IDENTITY_AT_ROUNDOFF,
+    IDENTITY_FAILS,
+    STABILITY_DIFFERS,
+    Claim,
+    Experiment,
+    GridCell,
+    Labels,
+)
 from .cnn import EXPERIMENT as CNN_EXPERIMENT
 from .cnn import VARIANTS
 from .groups import EXPERIMENT as GROUPS_EXPERIMENT
@@ -138,7 +160,10 @@ class StabilitySettings(CommonSettings):
 
 
 class StationaryStepper:
-    """The stepper of a stationary-point search: one model, its objective R, and the resumable search."""
+    """The stepper (``pipeline.training.Stepper``) of a stationary-point search: one model, its objective R,
+    and the search, whose state (the L-BFGS memory, the trust radius) checkpoints keep."""
+
+    resumable = True
 
     def __init__(self, model, settings: StabilitySettings, data, seeds: list[int]):
         from ..stationary import ModelObjective, StationarySearch
@@ -182,9 +207,10 @@ class StabilityExperiment(Experiment):
     # its grad_norm is ||Pi_E grad R|| at the row's point.
     standard_figures = ("training_curves",)
     row_words = "search block (first-order blocks, then Newton steps)"
-    curve_metrics = {"loss": "R at the row's point", "grad_norm": "‖Π_E∇R‖ at the row's point",
-                     "accuracy": "training accuracy"}
-    log_curves = ("grad_norm",)
+    curve_metrics = {LOSS: "R at the row's point", GRAD_NORM: "‖Π_E∇R‖ at the row's point",
+                     ACCURACY: "training accuracy"}
+    log_curves = (GRAD_NORM,)
+    results_analysis = "stationary_points"  # the stationary point's spectra and perturbations
     curves_title = "the search for A*, block by block, on the (untransformed) training data"
 
     def labels(self, settings) -> Labels:
@@ -299,11 +325,12 @@ class StabilityExperiment(Experiment):
             raise ValueError("stability trials cannot be trained packed")
         return StationaryStepper(models[0], settings, data, seeds)
 
-    def train_epoch(self, settings, stepper, data, epoch, hooks) -> list[float]:
+    def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
+        """One block of the search (a row is a search block, not an epoch)."""
         search = stepper.search
         hooks.before_update([(search.loss, search.accuracy)])
         search.step_block()
-        return [search.norm]  # the next row's "gradient": ||Pi_E grad R|| at the point it records
+        return {GRAD_NORM: [search.norm]}  # the next row's "gradient": ||Pi_E grad R|| at the point it records
 
     def finished(self, settings, stepper) -> bool:
         return stepper.search.done
@@ -399,7 +426,7 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
     progress(lanczos, 0, 2)
     found = stationary.spectra(objective, settings.eigenpairs, settings.lanczos_steps, generator)
     progress(lanczos, 2, 2)
-    arrays = {}
+    arrays: dict[str, Any] = {}  # tensors, and the parameters' names
     for block, spectrum in found.items():
         arrays[f"spectrum/{block}/lowest"] = spectrum.lowest.cpu().numpy()
         arrays[f"spectrum/{block}/lowest_residuals"] = spectrum.lowest_residuals.cpu().numpy()

@@ -75,11 +75,25 @@ class Unit:
 
 @dataclass
 class Task:
+    """What one task runs: its units of training, in order (decided here, handed to the task as they are)."""
+
     units: list[Unit]
 
     @property
     def indices(self) -> list[int]:
         return [i for unit in self.units for i in unit.indices]
+
+    @property
+    def units_indices(self) -> list[list[int]]:
+        """The trial indices of each unit: what the array task is given."""
+        return [list(unit.indices) for unit in self.units]
+
+    def record(self, job_id: str) -> dict:
+        """The task in the submission log: its job id, its trials and, where seeds train together, its units."""
+        entry: dict = {"job_id": job_id, "indices": self.indices}
+        if any(len(unit.indices) > 1 for unit in self.units):
+            entry["units"] = self.units_indices
+        return entry
 
     @property
     def seconds(self) -> float:
@@ -115,7 +129,7 @@ class Costing:
     speeds: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, profile) -> "Costing":
+    def of(cls, profile) -> Costing:
         device = throughput.gpu_key(profile.gpu_type) if profile.gpus > 0 else "cpu"
         if profile.gpus > 0 and not profile.gpu_type:
             device = "unknown GPU"
@@ -254,7 +268,7 @@ def over_limit_warnings(arrays: list[ArrayPlan], trials: dict[int, Trial], devic
         for task in array.over_limit:
             for unit in task.units:
                 cells.setdefault(cell_of(trials[unit.indices[0]]), []).append((task, unit))
-        for cell, members in cells.items():
+        for members in cells.values():
             ids = [trials[i].trial_id for _, unit in members for i in unit.indices]
             longest = max(task.seconds for task, _ in members) / 60
             requeues = math.ceil(longest / array.time_min) - 1
@@ -266,4 +280,20 @@ def over_limit_warnings(arrays: list[ArrayPlan], trials: dict[int, Trial], devic
                          f"partition's maximum of {array.time_min} min (max_time_min). Their tasks are "
                          f"checkpointable: on time-out SLURM requeues them and they resume from the last "
                          f"checkpointed epoch ({carried}, at most {MAX_TIMEOUT_REQUEUES})")
+    return lines
+
+
+def describe_arrays(arrays: list[ArrayPlan], trials: dict[int, Trial], on_gpu: bool) -> list[str]:
+    """The array split, one line per array: tasks, time limit, estimate, parallelism, cells."""
+    lines = []
+    for number, array in enumerate(arrays, 1):
+        cells = list(dict.fromkeys(cell_of(trials[i]) for task in array.tasks for i in task.indices))
+        shown = ", ".join(cells[:6]) + (f", ... ({len(cells)} cells)" if len(cells) > 6 else "")
+        per_task = sorted({len(task.indices) for task in array.tasks})
+        sizes = f"{per_task[0]}" if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
+        longest = max(task.seconds for task in array.tasks) / 60
+        hours = f"{array.gpu_hours:.1f} {'GPU' if on_gpu else 'task'}-hours"
+        lines.append(f"  array {number}: {len(array.tasks)} task(s) of {sizes} trial(s), --time={array.time_min} "
+                     f"(longest task estimated at {longest:.0f} min), at most {array.parallelism} at once, "
+                     f"{hours}: {shown}")
     return lines

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .. import experiments
 from ..settings import ConfigError, did_you_mean, quoted
+from .backends import BACKENDS
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
-EXECUTORS = ("slurm", "local")
+EXECUTORS = tuple(BACKENDS)  # a profile's executor names its launch backend
 GPU_SYNTAXES = ("gres", "gpus-per-node")
 
 
@@ -89,7 +90,8 @@ def load_profile(name_or_path: str) -> Profile:
     if profile.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {profile.executor!r} in {quoted(path)}; accepted: {', '.join(EXECUTORS)}")
     if profile.gpu_syntax not in GPU_SYNTAXES:
-        raise ConfigError(f"unknown gpu_syntax {profile.gpu_syntax!r} in {quoted(path)}; accepted: {', '.join(GPU_SYNTAXES)}")
+        raise ConfigError(f"unknown gpu_syntax {profile.gpu_syntax!r} in {quoted(path)}; "
+                          f"accepted: {', '.join(GPU_SYNTAXES)}")
     for key in ("max_time_min", "min_task_min", "array_parallelism"):
         value = getattr(profile, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -20,9 +20,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from ..settings import ConfigError, quoted
-
-SUBMISSIONS = "submissions.jsonl"
+from ..errors import ConfigError, SchedulerError
+from ..folder import ResultsFolder
+from ..settings import quoted
 
 
 def append_record(out_dir: Path, record: dict) -> None:
@@ -31,7 +31,7 @@ def append_record(out_dir: Path, record: dict) -> None:
 
 def append_records(out_dir: Path, records: list[dict]) -> None:
     """Append lines, in one write made durable before returning (a launch follows, or has just happened)."""
-    path = Path(out_dir) / SUBMISSIONS
+    path = ResultsFolder.of(out_dir).submissions
     text = "".join(json.dumps(record) + "\n" for record in records)
     with open(path, "a+") as handle:
         # After a torn line, start on a fresh one so that these records stay readable.
@@ -50,10 +50,10 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
     """Record a submission around its launch: the ``launching`` line (the trial indices of each task)
     before, so that if it cannot be written nothing is launched; after, the submission's records (one per
     job array), which the caller appends to the list this yields, written together in one durable write.
-    Every line carries the launch's ``id``. A launch refused before anything started (a ConfigError, e.g.
-    sbatch rejecting an array) takes its ``launching`` line back; any other failure leaves it, and the
+    Every line carries the launch's ``id``. A launch refused before anything started (a ConfigError or
+    SchedulerError, e.g. sbatch rejecting an array) takes its ``launching`` line back; any other failure leaves it, and the
     trials it may have launched say ``unknown``."""
-    path = Path(out_dir) / SUBMISSIONS
+    path = ResultsFolder.of(out_dir).submissions
     launch_id = uuid.uuid4().hex
     size_before = path.stat().st_size if path.exists() else None
     append_record(out_dir, {**base, "kind": "launching", "id": launch_id, "indices": indices})
@@ -61,7 +61,7 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
     records: list[dict] = []
     try:
         yield records
-    except ConfigError:
+    except (ConfigError, SchedulerError):
         if path.stat().st_size == size_after:  # nothing was appended since: take the line back
             if size_before is None:
                 path.unlink()
@@ -74,7 +74,7 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
 
 
 def read_records(out_dir: Path, warn=None) -> list[dict]:
-    path = Path(out_dir) / SUBMISSIONS
+    path = ResultsFolder.of(out_dir).submissions
     if not path.exists():
         return []
     records = []
@@ -121,7 +121,8 @@ def read_submissions(out_dir: Path, warn=None) -> list[dict]:
 
 def cancelled_jobs(out_dir: Path, warn=None) -> dict[str, str]:
     """Job id -> when it was cancelled, for jobs cancelled after their submission."""
-    cancelled, submitted_at = {}, {}
+    cancelled: dict[str, str] = {}
+    submitted_at: dict[str, str] = {}
     for record in read_records(out_dir, warn):
         if record.get("kind", "submission") == "submission":
             for task in record.get("tasks", []):

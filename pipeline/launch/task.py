@@ -19,7 +19,8 @@ from pathlib import Path
 import submitit
 
 from .. import stopping
-from ..ownership import Lease, current_job_id, task_lease_path
+from ..ownership import Lease, task_lease_path
+from .backends.identity import current_job_id
 from .layout import pack_units
 
 
@@ -75,7 +76,8 @@ class ArrayTask(submitit.helpers.Checkpointable):
             if lease is not None:
                 lease.release()
                 lease = None
-            submitit_handler(request.signum, None)  # checkpoint() and requeue; it exits the process
+            if callable(submitit_handler):  # it is: a Requeue is raised only where it was installed
+                submitit_handler(request.signum, None)  # checkpoint() and requeue; it exits the process
             raise
         finally:
             if lease is not None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..files import inspect, trial_paths
+from ..folder import ResultsFolder
 from ..manifest import read_manifest, utc_now
 from ..ownership import trial_lease_path
 from ..settings import ConfigError
@@ -60,7 +61,7 @@ def check_trial(out_dir: Path, trial_id: str) -> None:
 
 
 def log_path(out_dir: Path, trial_id: str) -> Path:
-    return Path(out_dir) / "logs" / f"{trial_id}.log"
+    return ResultsFolder.of(out_dir).trial_log(trial_id)
 
 
 def _still_going(out_dir: Path, trial_id: str) -> bool:

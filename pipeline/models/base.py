@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..schema import DIST_E, DIST_INIT, NORM, STEP_PERP
+
 
 class MeasuredModel(nn.Module):
     group_name: str = ""
@@ -59,14 +61,19 @@ class MeasuredModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def layer_measurements(self, initial: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """dist_E, distance from ``initial`` and norm of every measured layer, as 1-D tensors."""
-        dist_E, dist_init, norm = [], [], []
+    def layer_measurements(self, initial: dict[str, torch.Tensor],
+                           previous: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The per-layer series of a row (``pipeline.schema``), as 1-D tensors over the measured layers: dist_E,
+        the distance from ``initial`` (the phase's start), the norm, and the part off E of the step from
+        ``previous`` (the layers at the row before; the start where there is none)."""
+        previous = initial if previous is None else previous
+        measured: dict[str, list[torch.Tensor]] = {DIST_E: [], DIST_INIT: [], NORM: [], STEP_PERP: []}
         for name, weight in self.layer_weights().items():
-            dist_E.append(self.layer_dist(name, weight))
-            dist_init.append(torch.linalg.vector_norm(weight - initial[name]))
-            norm.append(torch.linalg.vector_norm(weight))
-        return {"dist_E": torch.stack(dist_E), "dist_init": torch.stack(dist_init), "norm": torch.stack(norm)}
+            measured[DIST_E].append(self.layer_dist(name, weight))
+            measured[DIST_INIT].append(torch.linalg.vector_norm(weight - initial[name]))
+            measured[NORM].append(torch.linalg.vector_norm(weight))
+            measured[STEP_PERP].append(self.layer_dist(name, weight - previous[name]))
+        return {series: torch.stack(values) for series, values in measured.items()}
 
     @torch.no_grad()
     def layer_snapshot(self) -> dict[str, torch.Tensor]:

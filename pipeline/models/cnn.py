@@ -12,6 +12,8 @@ dist_E is measured in weight space: the distance of a kernel from its orthogonal
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -80,6 +82,8 @@ def pooled_kernel(kernel: torch.Tensor) -> torch.Tensor:
 
 
 class BasisConv2d(nn.Module):
+    basis: torch.Tensor  # a buffer
+
     def __init__(self, c_in: int, c_out: int, basis: torch.Tensor):
         super().__init__()
         self.register_buffer("basis", basis.clone())
@@ -91,12 +95,14 @@ class BasisConv2d(nn.Module):
 
 class CNN(MeasuredModel):
     group_name = "rot"
+    projector_E_L: torch.Tensor  # buffers
+    head_basis: torch.Tensor
 
     def __init__(
         self,
         support: str,
         parametrization: str,
-        channels: tuple[int, int, int] = (32, 64, 64),
+        channels: tuple[int, ...] = (32, 64, 64),  # three
         image_size: int = 28,
         num_classes: int = 10,
         basis_seed: int = 0,
@@ -122,6 +128,11 @@ class CNN(MeasuredModel):
         self.head_coefficients = nn.Parameter(torch.empty(num_classes, channels[2], head_size))
         self.num_classes = num_classes
 
+    @property
+    def conv_layers(self) -> list[BasisConv2d]:
+        """The convolutions, as what they are (a ModuleList holds Modules)."""
+        return [cast(BasisConv2d, conv) for conv in self.convs]
+
     # -- weight space ----------------------------------------------------------------------------
     def head_weight(self) -> torch.Tensor:  # (classes, channels, s, s)
         if self.parametrization == "equivariant":
@@ -130,13 +141,14 @@ class CNN(MeasuredModel):
         return self.head_coefficients.view(*self.head_coefficients.shape[:2], s, s)
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
-        weights = {f"conv{i + 1}": conv.kernel() for i, conv in enumerate(self.convs)}
+        weights = {f"conv{i + 1}": conv.kernel() for i, conv in enumerate(self.conv_layers)}
         weights["head"] = self.head_weight()
         return weights
 
     def project_layer(self, name: str, weight: torch.Tensor) -> torch.Tensor:
         if name == "head":  # the group average over C4 acting on the weight map
-            return sum(self.head_group.transform(weight, k) for k in range(len(self.head_group))) / len(self.head_group)
+            total = sum(self.head_group.transform(weight, k) for k in range(len(self.head_group)))
+            return cast(torch.Tensor, total) / len(self.head_group)
         flat = weight.reshape(*weight.shape[:-2], 9)
         return (flat @ self.projector_E_L.to(weight).T).reshape(weight.shape)
 
@@ -146,7 +158,7 @@ class CNN(MeasuredModel):
         projected = dict(tensors)
         # Coefficients c whose kernel M c lies in E ∩ L are span(M⁺ Q) (M is injective and E ∩ L lies in its
         # range). For a non-orthogonal basis this span, not M^T Π_{E∩L} M, is what must be projected onto.
-        for i, conv in enumerate(self.convs):
+        for i, conv in enumerate(self.conv_layers):
             M = conv.basis.to(torch.float64).reshape(len(conv.basis), 9).T
             Q = equivariant_basis(self.support).to(M).reshape(-1, 9).T
             name = f"convs.{i}.coefficients"
@@ -159,7 +171,7 @@ class CNN(MeasuredModel):
     @torch.no_grad()
     def initialize(self, generator: torch.Generator) -> None:
         """Kaiming-uniform-like scale in weight space, drawn in float64 so both dtypes share one start."""
-        for conv in self.convs:
+        for conv in self.conv_layers:
             fan_in = conv.coefficients.shape[1] * len(conv.basis)
             bound = (3.0 / fan_in) ** 0.5
             conv.coefficients.copy_(
@@ -174,7 +186,7 @@ class CNN(MeasuredModel):
     @torch.no_grad()
     def _load_layer_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Set coefficients so that the kernels equal ``weights`` (they must lie in this model's span)."""
-        for i, conv in enumerate(self.convs):
+        for i, conv in enumerate(self.conv_layers):
             kernel = weights[f"conv{i + 1}"].to(torch.float64)
             basis = conv.basis.to(torch.float64).reshape(len(conv.basis), 9)
             # Least squares: exact for kernels in the span, and for orthonormal bases a projection.
@@ -187,9 +199,9 @@ class CNN(MeasuredModel):
             coefficients = head.flatten(2)
         self.head_coefficients.copy_(coefficients)
 
-    def transferred(self, parametrization: str, basis_seed: int = 0) -> "CNN":
+    def transferred(self, parametrization: str, basis_seed: int = 0) -> CNN:
         """The same function in another parametrisation (phase 1 -> phase 2)."""
-        channels = tuple(conv.coefficients.shape[0] for conv in self.convs)
+        channels = tuple(conv.coefficients.shape[0] for conv in self.conv_layers)
         other = CNN(self.support, parametrization, channels, self.map_size * 4, self.num_classes, basis_seed)
         other = other.to(self.head_coefficients)
         other._load_layer_weights({k: v.detach() for k, v in self.layer_weights().items()})
@@ -208,7 +220,7 @@ class CNN(MeasuredModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
-        for i, conv in enumerate(self.convs):
+        for i, conv in enumerate(self.conv_layers):
             if i < 2:  # convolution, then 2 x 2 average pooling: one stride-2 convolution
                 h = F.conv2d(h, pooled_kernel(conv.kernel()), stride=2, padding=1)
             else:

@@ -57,7 +57,9 @@ class SwapPairModel(MeasuredModel):
 
     @torch.no_grad()
     def project_gradients_(self) -> None:
-        self.w.grad.copy_(self.project_layer("w", self.w.grad))
+        grad = self.w.grad
+        assert grad is not None, "gradients are projected after a backward pass"
+        grad.copy_(self.project_layer("w", grad))
 
     def transform_inputs(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         swapped = x.flip(-1)

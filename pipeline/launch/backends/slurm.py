@@ -1,0 +1,212 @@
+"""The SLURM backend: a submission's tasks as submitit job arrays, one per cost class, followed through the
+queue (``slurm_queue``: never mistaking silence for an answer) and stopped with ``scancel``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ...errors import SchedulerError
+from ...folder import ResultsFolder
+from ...settings import ConfigError
+from ...stopping import CANCEL_SIGNAL
+from .. import layout
+from ..layout import MAX_TIMEOUT_REQUEUES, ArrayPlan
+from . import slurm_queue
+from .base import Backend, Cancellation
+
+# How long cancel waits for SLURM tasks to save their last epoch before it kills what is left.
+CANCEL_GRACE_S = float(os.environ.get("PIPELINE_CANCEL_GRACE_S", 120))
+# Tasks in these states run the training process: they are asked to save and stop; the others just go.
+RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING")
+
+
+def slurm_parameters(profile, name: str, array: ArrayPlan) -> dict:
+    """The submitit SlurmExecutor parameters of an array on this profile."""
+    parameters = dict(job_name=name, time=array.time_min, cpus_per_task=profile.cpus_per_task,
+                      mem=f"{profile.mem_gb}GB", array_parallelism=array.parallelism,
+                      signal_delay_s=profile.signal_delay_s,
+                      setup=list(profile.setup), **profile.gpu_request())
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(profile, key):
+            parameters[key] = getattr(profile, key)
+    if profile.additional:
+        parameters["additional_parameters"] = dict(profile.additional)
+    return parameters
+
+
+def sbatch_script(out_dir: Path, profile, name: str, array: ArrayPlan) -> str:
+    """The sbatch script submitit would submit for one array (needs no SLURM here). submitit makes it in a
+    private function; the dry run shows exactly what it would submit, so it calls that one."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = ResultsFolder(Path(out_dir).resolve()).array_jobs()
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, map_count=len(array.tasks),
+                               **slurm_parameters(profile, name, array))
+
+
+def sbatch_message(error: Exception, captured: str) -> str:
+    """SLURM's own words for a rejected submission, on one line."""
+    text = f"{error}\n{captured}"
+    lines = [line.strip() for line in text.splitlines() if "sbatch: error:" in line]
+    if not lines:
+        lines = [line.strip() for line in text.splitlines() if line.strip()][:2]
+    return " ".join(dict.fromkeys(lines))
+
+
+def scancel(arguments: list[str]) -> None:
+    result = subprocess.run(["scancel", *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SchedulerError(f"scancel failed: {' '.join(result.stderr.split())}")
+
+
+def cancel_arrays(array_ids: list[str]) -> str:
+    """Undo the arrays of a submission that SLURM then refused in part: the folder stays as it was."""
+    if not array_ids:
+        return ""
+    result = subprocess.run(["scancel", *array_ids], capture_output=True, text=True)
+    if result.returncode != 0:
+        return f" (the arrays already submitted, {' '.join(array_ids)}, could not be cancelled: scancel them)"
+    return f" (the array(s) already submitted, {' '.join(array_ids)}, were cancelled)"
+
+
+def last_log_line(folder: str, job_id: str) -> str:
+    """The last line of a task's stderr, where submitit keeps it (``JobPaths``)."""
+    from submitit.core.utils import JobPaths
+
+    try:
+        lines = JobPaths(folder, job_id=job_id, task_id=0).stderr.read_text().strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
+
+
+class SlurmBackend(Backend):
+    name = "slurm"
+    waits = False
+
+    def tasks(self, units, trials, trials_per_task, pack_seeds, workers, device):
+        profile = self.profile
+        tasks = layout.tasks_of(units, trials_per_task, pack_seeds, 60.0 * profile.min_task_min,
+                                60.0 * profile.max_time_min)
+        arrays = layout.arrays_of(tasks, profile.max_time_min, profile.array_parallelism)
+        return arrays, profile.cpus_per_task, layout.over_limit_warnings(arrays, trials, device)
+
+    def describe(self, out_dir, plan, trials):
+        profile = self.profile
+        lines = ["arrays (the longest first; at most " f"{profile.array_parallelism} tasks of the grid at once):",
+                 *layout.describe_arrays(plan.arrays, trials, profile.gpus > 0), *plan.warnings,
+                 f"GPU request: {profile.gpu_request() or 'none'}", "", "sbatch script of array 1:", "",
+                 sbatch_script(out_dir, profile, plan.job_name(plan.arrays[0]), plan.arrays[0])]
+        for number, array in enumerate(plan.arrays[1:], 2):
+            differing = [line for line in sbatch_script(out_dir, profile, plan.job_name(array), array).splitlines()
+                         if line.startswith(("#SBATCH --array", "#SBATCH --job-name", "#SBATCH --time"))]
+            lines.append(f"array {number}: the same script but " + " ".join(differing))
+        return lines
+
+    def plan_lines(self, plan, trials):
+        profile = self.profile
+        return [f"arrays that `submit --cluster {profile.name}` would make ({len(plan.tasks)} tasks, at most "
+                f"{profile.array_parallelism} at once):", *layout.describe_arrays(plan.arrays, trials, profile.gpus > 0),
+                *plan.warnings]
+
+    def check_available(self) -> None:
+        if shutil.which("sbatch") is None:
+            raise ConfigError(f"cluster profile {self.profile.name!r} needs SLURM, but sbatch is not on this machine; "
+                              "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
+
+    def launch(self, out_dir, plan, base, records, say, tensorboard):
+        """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
+        cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
+        stays as it was."""
+        import submitit
+
+        from ..task import ArrayTask
+
+        profile = self.profile
+        folder = ResultsFolder(out_dir)
+        executor = submitit.SlurmExecutor(folder=folder.array_jobs(), max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        jobs: list = []
+        for number, array in enumerate(plan.arrays, 1):
+            executor.update_parameters(**slurm_parameters(profile, plan.job_name(array), array))
+            captured = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(captured), executor.batch():
+                    launched = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads, profile.gpus > 0,
+                                                          tensorboard=tensorboard))
+                                for task in array.tasks]
+            except Exception as error:
+                undone = cancel_arrays([r["array_id"] for r in records])
+                which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" if len(plan.arrays) > 1 \
+                    else "the array"
+                raise SchedulerError(f"sbatch rejected {which} on profile {profile.name}: "
+                                  f"{sbatch_message(error, captured.getvalue())}{undone}") from None
+            array_id = launched[0].job_id.split("_")[0]
+            jobs += launched
+            records.append({**base, "tasks": [task.record(job.job_id) for job, task in zip(launched, array.tasks)],
+                            "array_id": array_id, "time_min": array.time_min,
+                            "folder": str(folder.array_jobs(array_id))})
+            per_task = sorted({len(task.indices) for task in array.tasks})
+            sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
+            say(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
+                f"trials, {sizes} per task, --time={array.time_min}, at most {array.parallelism} at once) on profile "
+                f"{profile.name}")
+        if len(records) > 1:
+            say(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
+                "stops them all")
+        return jobs
+
+    def task_state(self, out_dir, record, task, queue):
+        job_id = task["job_id"]
+        states = queue.states()
+        if states is None:
+            return None, f"squeue did not answer: job {job_id} may still be queued or running"
+        state = states.get(job_id)
+        return (state is not None), (state or "").lower()
+
+    def ended_how(self, job_ids):
+        return slurm_queue.read_accounting(job_ids)
+
+    def gather_cancellation(self, out_dir, record, queue, me, found: Cancellation):
+        states = queue.states()
+        if states is None:
+            raise SchedulerError("squeue did not answer, so which tasks of this grid are queued is unknown; "
+                              "nothing was cancelled: retry when SLURM answers")
+        for task in record["tasks"]:
+            if task["job_id"] in states:
+                found.slurm_live[task["job_id"]] = states[task["job_id"]]
+        found.job_ids += [job for job in found.slurm_live if job not in found.job_ids]
+
+    def cancel(self, found: Cancellation, log) -> None:
+        """Cancel the waiting tasks at once (so that none starts meanwhile); send the running ones the cancel
+        signal, which reaches the training process on whichever node (it saves its last epoch, says
+        ``cancelled`` in its file and ends); kill whatever is still there after CANCEL_GRACE_S."""
+        live = found.slurm_live
+        if not live:
+            return
+        running = [job for job, state in live.items() if state in RUNNING_STATES]
+        waiting = [job for job in live if job not in running]
+        if waiting:
+            scancel(waiting)
+        if not running:
+            return
+        scancel([f"--signal={CANCEL_SIGNAL.name.removeprefix('SIG')}", *running])
+        log(f"asked {len(running)} running SLURM task(s) to save their last epoch and stop")
+        deadline = time.time() + CANCEL_GRACE_S
+        left = running
+        while left and time.time() < deadline:
+            time.sleep(1.0)
+            states = slurm_queue.read_slurm_queue()
+            if states is not None:
+                left = [job for job in left if job in states]
+        if left:
+            log(f"{len(left)} task(s) did not stop within {CANCEL_GRACE_S:.0f} s of the signal: cancelling them outright")
+            scancel(left)
