@@ -12,17 +12,6 @@ import subprocess
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _signal_handlers_restored():
-    """A command run in the test process that trains (``run-trial``, ``train --out``) installs the pipeline's
-    stop-request handlers (``pipeline.stopping``) for the rest of the process: each test gets back the
-    handlers it started with, so that a later test's Ctrl-C is a KeyboardInterrupt, not a noted request."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """The single-node SLURM of `make slurm-up`. Optional on a laptop, mandatory in CI (CI=true)."""
@@ -40,8 +29,6 @@ def signal_handlers_restored():
     """A command run in this process (``main(["train", ...])``) installs the pipeline's stop-request handlers
     for good, as a command's process should; here they would outlive the test, and a later test's Ctrl-C
     would be noted for a seam that never comes instead of raised. Each test gets the handlers it found."""
-    import signal
-
     from pipeline import stopping
 
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
