@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
+import functools
 import json
 import os
 import socket
@@ -344,9 +345,11 @@ class TrialFile:
         finally:
             tmp.unlink(missing_ok=True)
 
+    @functools.cached_property
+    def _snapshot_epochs(self) -> frozenset[int]:
+        return frozenset(snapshot_epochs(self.trial.settings))
+
     def _wants_weights(self, epoch: int) -> bool:
-        if not hasattr(self, "_snapshot_epochs"):
-            self._snapshot_epochs = set(snapshot_epochs(self.trial.settings))
         return epoch in self._snapshot_epochs
 
     def _guard(self, needed: int, what: str) -> None:
