@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from .settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
                     "per layer) as "
                     "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
+# What an interrupted command says (Ctrl-C, or a polite kill where the command turns it into an interrupt).
+TRAINING_INTERRUPTED = "interrupted; a trial that was training saved its last epoch and resumes when run again"
+LAUNCH_INTERRUPTED = ("interrupted; whatever it launched is recorded in the folder's submissions.jsonl and runs on: "
+                      "see `python -m pipeline status --out {out}`")
 DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
 (TMLR 2025) as grids of trials, on this machine or a SLURM cluster, and aggregate them into tables,
 figures and a report. Start with: make demo. Science: docs/science.md."""
@@ -233,6 +238,7 @@ def _submit(args) -> int:
     from .grid import load_grid
     from .launch.monitor import gather
     from .launch.profiles import load_profile
+    from .launch.stop_signals import raising_stop_signals
     from .launch.submission import manifest_restored_on_failure
     from .manifest import write_manifest
     from .ownership import guard_folder
@@ -244,24 +250,26 @@ def _submit(args) -> int:
     if args.dry_run:
         return _dry_run(args, grid, profile)
     out = args.out
-    lease = guard_folder(out)
-    try:
-        with manifest_restored_on_failure(out):
-            trials = write_manifest(out, grid, grid.trials())
-            mine = {t.index for t in trials}
-            states = gather(out)
-            _refuse_unknown([s for s in states if s.index in mine], args.force)
-            todo = [s.index for s in states if s.index in mine and s.state not in ("complete", "running", "queued")]
-            said = []
-            if len(todo) < len(mine):
-                said.append(f"{len(mine) - len(todo)} trials already complete, running or queued are not submitted "
-                            "again")
-            if not todo:
-                print("\n".join(said + ["nothing to submit"]))
-                return 0
-            wait, launched = _launch(out, todo, args, profile, grid.launch)
-    finally:
-        lease.release()
+    with raising_stop_signals():  # a polite kill ends the command with the guard released, as Ctrl-C does
+        lease = guard_folder(out)
+        try:
+            with manifest_restored_on_failure(out):
+                trials = write_manifest(out, grid, grid.trials())
+                mine = {t.index for t in trials}
+                states = gather(out)
+                _refuse_unknown([s for s in states if s.index in mine], args.force)
+                todo = [s.index for s in states
+                        if s.index in mine and s.state not in ("complete", "running", "queued")]
+                said = []
+                if len(todo) < len(mine):
+                    said.append(f"{len(mine) - len(todo)} trials already complete, running or queued are not "
+                                "submitted again")
+                if not todo:
+                    print("\n".join(said + ["nothing to submit"]))
+                    return 0
+                wait, launched = _launch(out, todo, args, profile, grid.launch)
+        finally:
+            lease.release()
     print("\n".join(said + [launched]), flush=True)
     return _follow(out, wait)
 
@@ -327,6 +335,7 @@ def _last_profile(out: Path, cluster: str | None):
 
 def _resubmit(args) -> int:
     from .launch.monitor import gather, needing_resubmission
+    from .launch.stop_signals import raising_stop_signals
     from .manifest import read_manifest
     from .ownership import guard_folder
 
@@ -335,22 +344,25 @@ def _resubmit(args) -> int:
     out = args.out
     read_manifest(out)  # a folder without a (readable) grid says so first
     profile = _last_profile(out, args.cluster)
-    lease = guard_folder(out)
-    try:
-        states = gather(out)
-        _refuse_unknown(states, args.force)
-        again = needing_resubmission(states, include_diverged=args.force)
-        skipped = [s for s in states if s.state == "failed" and s.detail.startswith("Diverged") and s not in again]
-        said = [f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)"
-                for s in skipped]
-        if not again:
-            print("\n".join(said + ["nothing to resubmit: every trial is complete, running or queued"]))
-            return 0
-        said += [f"resubmitting {s.trial_id} ({s.state}: {s.detail})" for s in again]
-        said.append(f"on profile {profile.name}")
-        wait, launched = _launch(out, [s.index for s in again], args, profile, read_manifest(out).get("launch", {}))
-    finally:
-        lease.release()
+    with raising_stop_signals():  # a polite kill ends the command with the guard released, as Ctrl-C does
+        lease = guard_folder(out)
+        try:
+            states = gather(out)
+            _refuse_unknown(states, args.force)
+            again = needing_resubmission(states, include_diverged=args.force)
+            skipped = [s for s in states if s.state == "failed" and s.detail.startswith("Diverged")
+                       and s not in again]
+            said = [f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)"
+                    for s in skipped]
+            if not again:
+                print("\n".join(said + ["nothing to resubmit: every trial is complete, running or queued"]))
+                return 0
+            said += [f"resubmitting {s.trial_id} ({s.state}: {s.detail})" for s in again]
+            said.append(f"on profile {profile.name}")
+            wait, launched = _launch(out, [s.index for s in again], args, profile,
+                                     read_manifest(out).get("launch", {}))
+        finally:
+            lease.release()
     print("\n".join(said + [launched]), flush=True)
     return _follow(out, wait)
 
@@ -426,12 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also PIPELINE_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, help, handler):
+    def command(name, help, handler, interrupted="interrupted"):
         sub = commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, interrupted=interrupted)
         return sub
 
-    train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train)
+    train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train,
+                    TRAINING_INTERRUPTED)
     from . import experiments
     from .settings import DTYPES, MODES
 
@@ -465,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--trials", action="store_true", help="list every trial instead of a summary by cell")
 
     run = command("run-trial", "run one trial of a results folder in this process (what one array task executes)",
-                  _run_trial)
+                  _run_trial, TRAINING_INTERRUPTED)
     run.add_argument("--exp", metavar="NAME_OR_PATH",
                      help="the trial's grid (default: the folder's own, from its manifest.json; needed for a new "
                           "folder)")
@@ -484,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the resume checkpoint at most this often (0: every epoch)")
     run.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
 
-    submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit)
+    submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit,
+                     LAUNCH_INTERRUPTED)
     _add_grid_arguments(submit)
     _add_launch_arguments(submit, "local")
     submit.add_argument("--dry-run", action="store_true",
@@ -501,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--out", required=True, type=Path, help="results folder")
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing until the trial stops (Ctrl-C)")
 
-    resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials", _resubmit)
+    resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials", _resubmit,
+                       LAUNCH_INTERRUPTED)
     _add_launch_arguments(resubmit, None)
 
     cancel = command("cancel", "stop the grid: cancel its SLURM tasks, stop its local processes", _cancel)
@@ -522,6 +537,7 @@ def one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from .execute import Cancelled
+    from .launch.stop_signals import LaunchStopped
 
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("PIPELINE_DEBUG", "") not in ("", "0")
@@ -535,12 +551,20 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except LaunchStopped as stopped:
+        # The launch is recorded and runs on: say what it launched, then that the command stopped.
+        if stopped.said:
+            print("\n".join(stopped.said), flush=True)
+        out = quoted(stopped.out_dir or getattr(args, "out", "OUT"))
+        print(f"{stopped} once the launch was recorded: what it launched runs on; follow it with "
+              f"`python -m pipeline status --out {out}`, stop it with `python -m pipeline cancel --out {out}`",
+              file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt as error:
         if debug:
             raise
-        print("interrupted; a trial that was training saved its last epoch and resumes when run again",
-              file=sys.stderr)
-        return 130
+        print(args.interrupted.format(out=quoted(getattr(args, "out", "OUT"))), file=sys.stderr)
+        return 128 + getattr(error, "signum", signal.SIGINT)
     except Exception as error:
         if debug:
             raise
