@@ -321,6 +321,7 @@ def _logs(args) -> int:
 def _last_profile(out: Path, cluster: str | None):
     """The profile a command acts on: --cluster, else the one of the grid's last submission."""
     from .launch.profiles import load_profile
+    from .launch.recorded_profile import profile_of_record
     from .launch.records import read_submissions
 
     if cluster is not None:
@@ -328,9 +329,7 @@ def _last_profile(out: Path, cluster: str | None):
     submissions = read_submissions(out)
     if not submissions:
         raise ConfigError(f"{quoted(out)} has no submission to take the cluster profile from; pass --cluster")
-    last = submissions[-1]
-    path = last.get("profile_path", "")
-    return load_profile(path if path and Path(path).exists() else last["profile"])
+    return profile_of_record(submissions[-1])  # a profile is code: taken from the folder only with proof
 
 
 def _resubmit(args) -> int:

@@ -17,7 +17,7 @@ from ...errors import SchedulerError
 from ...folder import ResultsFolder
 from ...settings import ConfigError
 from ...stopping import CANCEL_SIGNAL
-from .. import layout
+from .. import layout, sealed
 from ..layout import MAX_TIMEOUT_REQUEUES, ArrayPlan
 from . import slurm_queue
 from .base import Backend, Cancellation
@@ -48,9 +48,21 @@ def sbatch_script(out_dir: Path, profile, name: str, array: ArrayPlan) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = ResultsFolder(Path(out_dir).resolve()).array_jobs()
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=len(array.tasks),
-                               **slurm_parameters(profile, name, array))
+    return _make_sbatch_string(command=sealed.command(shlex.quote(sys.executable), folder), folder=folder,
+                               map_count=len(array.tasks), **slurm_parameters(profile, name, array))
+
+
+def sealed_executor(folder: Path):
+    """submitit's SlurmExecutor whose tasks run ``pipeline.launch.sealed``: they unpickle only what their
+    own submission sealed."""
+    import submitit
+
+    class SealedSlurmExecutor(submitit.SlurmExecutor):
+        @property
+        def _submitit_command_str(self) -> str:
+            return sealed.command(self.python, self.folder)
+
+    return SealedSlurmExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
 
 
 def sbatch_message(error: Exception, captured: str) -> str:
@@ -79,13 +91,15 @@ def cancel_arrays(array_ids: list[str]) -> str:
 
 
 def last_log_line(folder: str, job_id: str) -> str:
-    """The last line of a task's stderr, where submitit keeps it (``JobPaths``)."""
+    """The last line of a task's stderr, where submitit keeps it (``JobPaths``), but srun's own word on how
+    the task exited ("srun: error: node: task 0: Exited with exit code 2"), which says nothing of why."""
     from submitit.core.utils import JobPaths
 
     try:
         lines = JobPaths(folder, job_id=job_id, task_id=0).stderr.read_text().strip().splitlines()
     except OSError:
         return ""
+    lines = [line for line in lines if not line.startswith("srun: ")] or lines
     return lines[-1][:200] if lines else ""
 
 
@@ -127,14 +141,20 @@ class SlurmBackend(Backend):
         """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
         cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
         stays as it was."""
-        import submitit
+        executor = sealed_executor(ResultsFolder(out_dir).array_jobs())
+        jobs: list = []
+        with sealed.sealing(sealed.new_key()):  # the key reaches the tasks through sbatch's copy of the environment
+            self._launch_arrays(executor, out_dir, plan, base, records, say, tensorboard, jobs)
+        if len(records) > 1:
+            say(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
+                "stops them all")
+        return jobs
 
+    def _launch_arrays(self, executor, out_dir, plan, base, records, say, tensorboard, jobs: list) -> None:
         from ..task import ArrayTask
 
         profile = self.profile
         folder = ResultsFolder(out_dir)
-        executor = submitit.SlurmExecutor(folder=folder.array_jobs(), max_num_timeout=MAX_TIMEOUT_REQUEUES)
-        jobs: list = []
         for number, array in enumerate(plan.arrays, 1):
             executor.update_parameters(**slurm_parameters(profile, plan.job_name(array), array))
             captured = io.StringIO()
@@ -159,10 +179,6 @@ class SlurmBackend(Backend):
             say(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
                 f"trials, {sizes} per task, --time={array.time_min}, at most {array.parallelism} at once) on profile "
                 f"{profile.name}")
-        if len(records) > 1:
-            say(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
-                "stops them all")
-        return jobs
 
     def task_state(self, out_dir, record, task, queue):
         job_id = task["job_id"]
