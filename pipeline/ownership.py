@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import UserError
@@ -67,6 +67,15 @@ def _seconds(variable: str, default: float) -> float:
 def heartbeat_s() -> float:
     """How often an owner renews its leases (``PIPELINE_LEASE_HEARTBEAT_S``, default 30 s)."""
     return _seconds(HEARTBEAT_VARIABLE, DEFAULT_HEARTBEAT_S)
+
+
+def _own_heartbeat_s() -> float:
+    """The interval this process beats at, as its leases record it (a bad setting is refused where a lease
+    is taken; here the beat it falls back to)."""
+    try:
+        return heartbeat_s()
+    except ConfigError:
+        return DEFAULT_HEARTBEAT_S
 
 
 def stale_after_s() -> float:
@@ -130,6 +139,9 @@ class Owner:
     heartbeat_at: float = 0.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     pid_ns: str = ""  # "" in leases written before namespaces were recorded: unknown
+    # How often the owner renews the lease (its PIPELINE_LEASE_HEARTBEAT_S); 0 in leases written before it was
+    # recorded: unknown. Staleness is judged against the owner's beat, not the taker's.
+    heartbeat_s: float = 0.0
     # What the lease file held, byte for byte, when read (a lease is removed only if it still holds this);
     # not part of the lease itself.
     raw: str = field(default="", compare=False, repr=False)
@@ -138,7 +150,8 @@ class Owner:
     def this_process(cls) -> Owner:
         now = time.time()
         return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), slurm_task(),
-                   " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace())
+                   " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace(),
+                   heartbeat_s=_own_heartbeat_s())
 
     def same_machine(self, other: Owner) -> bool:
         return self.host == other.host and self.boot_id == other.boot_id
@@ -174,9 +187,21 @@ class Owner:
             states = queue.view(job_states).states()
             if states is not None:
                 return "alive" if states.get(self.slurm_job) in queue.ACTIVE_STATES else "gone"
-        if abs(time.time() - self.heartbeat_at) < stale_after_s():
+        if abs(time.time() - self.heartbeat_at) < stale_limit_s(self):
             return "alive"  # recent by its own clock: waiting errs on the safe side
         return "unproven"
+
+
+def stale_limit_s(holder) -> float:
+    """How long a lease must be seen unchanged before it is taken over: this process's stale limit, but never
+    less than three of the *owner's* heartbeats, which its lease records (a taker set to beat every second
+    took a live owner beating every 30 s over in 3 s). A lease that does not say (unreadable, or written
+    before it was recorded) is judged by this process's limit."""
+    stale = stale_after_s()
+    beat = getattr(holder, "heartbeat_s", 0.0)
+    if isinstance(beat, (int, float)) and not isinstance(beat, bool) and math.isfinite(beat) and beat > 0:
+        return max(stale, 3 * float(beat))
+    return stale
 
 
 class UnreadableLease:
@@ -213,12 +238,19 @@ def read_owner(path: Path) -> Owner | UnreadableLease | None:
         return UnreadableLease("", f"{type(error).__name__}: {error}")
     try:
         values = json.loads(raw)
-        owner = Owner(**values)
+        if not isinstance(values, dict):
+            raise TypeError("not an object")
+        # Fields a later version adds are not this version's business; the ones it knows must all be there.
+        known = {name: value for name, value in values.items() if name in _OWNER_FIELDS}
+        owner = Owner(**known)
     except (ValueError, TypeError) as error:
         problem = "empty file" if not raw.strip() else f"not a lease: {type(error).__name__}"
         return UnreadableLease(raw, problem)
     owner.raw = raw
     return owner
+
+
+_OWNER_FIELDS = {f.name for f in fields(Owner)} - {"raw"}
 
 
 def _read_raw(path: Path) -> str | None:
@@ -301,14 +333,17 @@ class Lease:
                 if verdict == "alive":
                     raise Busy(what, holder)
                 if verdict == "unproven":
+                    limit = stale_limit_s(holder)
+                    why = (f"{STALE_VARIABLE}" if limit == stale else
+                           f"three of its owner's heartbeats of {holder.heartbeat_s:g} s, more than {STALE_VARIABLE}")
                     note(f"{what}: its lease ({holder.describe()}) cannot be proven alive or dead from here; "
-                         f"watching it for {stale:g} s ({STALE_VARIABLE}) before taking it over")
-                    seen = watch_unchanged(path, holder.raw, stale)
+                         f"watching it for {limit:g} s ({why}) before taking it over")
+                    seen = watch_unchanged(path, holder.raw, limit)
                     if seen == "changed":
                         raise Busy(what, read_owner(path) or holder)
                     if seen == "gone":
                         continue
-                    note(f"{what}: took over its lease ({holder.describe()}), unchanged for {stale:g} s: "
+                    note(f"{what}: took over its lease ({holder.describe()}), unchanged for {limit:g} s: "
                          f"{quoted(path)}")
                 _break(path, holder)
             raise Busy(what, read_owner(path) or owner)
