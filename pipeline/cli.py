@@ -62,12 +62,18 @@ def _train(args) -> int:
         return 0
     from .execute import execute, install_cancel_handler
     from .grid import Grid
-    from .manifest import write_manifest
+    from .manifest import merge, read_manifest, trials_of_manifest, write_manifest
     from .ownership import guard_folder
 
     grid = Grid("train", "pipeline train", "one network trained with `pipeline train`", {}, {}, dict(values))
     lease = guard_folder(args.out)
     try:
+        if ResultsFolder(args.out).manifest.exists() and not args.grow:
+            manifest = read_manifest(args.out)
+            _, added = merge(trials_of_manifest(manifest), [trial])
+            if added:
+                raise ConfigError(f"trial {trial.trial_id} is not in the grid of {quoted(args.out)}: training it there "
+                                  f"would add it to {_grid_of(manifest)}; use another --out, or pass --grow to add it")
         (trial,) = write_manifest(args.out, grid, [trial])
     finally:
         lease.release()
@@ -466,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any trial setting (repeatable; see pipeline/experiments/)")
     train.add_argument("--out", type=Path, help="results folder to keep the trial file in (without it nothing is saved)")
     train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
+    train.add_argument("--grow", action="store_true",
+                       help="with --out: add the trial to a folder whose grid does not have it (default: refused)")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard curves: OUT/tensorboard/<trial>/ (without --out: ./tensorboard/)")
 

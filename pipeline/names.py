@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 
 from .errors import ConfigError
-from .settings import quoted
 
 # A trial id as the grids make them: labels, swept values and the seed joined by "-" (``rot-aug-s007``,
 # ``rot-nom-lr0.0001-s000``): letters, digits, ".", "+", "-" and "_", starting with a letter or digit.
@@ -50,6 +49,7 @@ def check_script_text(text: str, what: str) -> str:
     end an ``#SBATCH`` line and start a shell command)."""
     found = control_characters(text)
     if found:
-        raise ConfigError(f"{what} {quoted(text)} holds {', '.join(found)}, which an sbatch script cannot carry; "
+        # Written as Python writes it: quoted for a shell, a line break would split this message too.
+        raise ConfigError(f"{what} {text!r} holds {', '.join(found)}, which an sbatch script cannot carry; "
                           "accepted: a name or path without line breaks or other control characters")
     return text

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ...errors import SchedulerError
 from ...folder import ResultsFolder
+from ...names import check_script_text
 from ...settings import ConfigError
 from ...stopping import CANCEL_SIGNAL
 from .. import layout, sealed
@@ -29,7 +30,9 @@ RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING")
 
 
 def slurm_parameters(profile, name: str, array: ArrayPlan) -> dict:
-    """The submitit SlurmExecutor parameters of an array on this profile."""
+    """The submitit SlurmExecutor parameters of an array on this profile. The job name comes from a grid's
+    name (or a manifest's): a line break in it would end its ``#SBATCH`` line and start a shell command."""
+    check_script_text(name, "the job name (the grid's name)")
     parameters = dict(job_name=name, time=array.time_min, cpus_per_task=profile.cpus_per_task,
                       mem=f"{profile.mem_gb}GB", array_parallelism=array.parallelism,
                       signal_delay_s=profile.signal_delay_s,
@@ -47,9 +50,18 @@ def sbatch_script(out_dir: Path, profile, name: str, array: ArrayPlan) -> str:
     private function; the dry run shows exactly what it would submit, so it calls that one."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = ResultsFolder(Path(out_dir).resolve()).array_jobs()
+    folder = array_folder(out_dir)
     return _make_sbatch_string(command=sealed.command(shlex.quote(sys.executable), folder), folder=folder,
                                map_count=len(array.tasks), **slurm_parameters(profile, name, array))
+
+
+def array_folder(out_dir: Path, array_id: str | None = None) -> Path:
+    """submitit's folder of an array in the results folder, whose path the sbatch script carries (its log
+    files, its command): the results folder's path must hold no line break."""
+    out = Path(out_dir).resolve()
+    check_script_text(str(out), "the results folder")
+    folder = ResultsFolder(out)
+    return folder.array_jobs() if array_id is None else folder.array_jobs(array_id)
 
 
 def sealed_executor(folder: Path):
@@ -141,7 +153,7 @@ class SlurmBackend(Backend):
         """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
         cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
         stays as it was."""
-        executor = sealed_executor(ResultsFolder(out_dir).array_jobs())
+        executor = sealed_executor(array_folder(out_dir))
         jobs: list = []
         with sealed.sealing(sealed.new_key()):  # the key reaches the tasks through sbatch's copy of the environment
             self._launch_arrays(executor, out_dir, plan, base, records, say, tensorboard, jobs)
