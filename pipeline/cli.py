@@ -233,11 +233,13 @@ def _follow(out: Path, wait: bool) -> int:
 
 
 def _refuse_unknown(states, force: bool) -> None:
+    """Refuse to submit trials whose state cannot be told, saying why the first of them cannot (squeue did
+    not answer, a lease that cannot be read or proven, a launch whose job ids were not recorded)."""
     unknown = [s for s in states if s.state == "unknown"]
     if unknown and not force:
-        raise SchedulerError(f"squeue did not answer, so {len(unknown)} trial(s) may still be queued or running "
-                          f"(e.g. {unknown[0].trial_id}); submitting them again could run them twice. Retry when "
-                          "SLURM answers, or pass --force")
+        raise SchedulerError(f"{len(unknown)} trial(s) may still be queued or running, which cannot be told here "
+                             f"(e.g. {unknown[0].trial_id}: {unknown[0].detail}); submitting them again could run them "
+                             "twice. Retry when it can be told, or pass --force")
 
 
 def _submit(args) -> int:

@@ -166,7 +166,9 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 if isinstance(error, Diverged) and trial.trial_id not in error.trial_ids:
                     message = f"stopped with its pack: {message}"  # it did not diverge itself: a rerun goes on
                 log(f"{trial.trial_id}: FAILED: {message}")
-                store.mark_failed(message, error)
+                if not store.mark_failed(message, error) and isinstance(error, OSError) and store.lease is not None:
+                    # A full disk or an I/O error that its file cannot record: its lease says it, for status.
+                    store.lease.note_stop(message)
             raise
         finally:
             _close_quietly(sinks)

@@ -142,6 +142,10 @@ class Owner:
     # How often the owner renews the lease (its PIPELINE_LEASE_HEARTBEAT_S); 0 in leases written before it was
     # recorded: unknown. Staleness is judged against the owner's beat, not the taker's.
     heartbeat_s: float = 0.0
+    # Why the owner stopped, when its trial file could not say it (a full disk, an I/O error): the lease is
+    # left with this note (written in place, needing no new space) instead of being released. An owner that
+    # says it stopped is gone, whatever its process.
+    stopped: str = ""
     # What the lease file held, byte for byte, when read (a lease is removed only if it still holds this);
     # not part of the lease itself.
     raw: str = field(default="", compare=False, repr=False)
@@ -173,6 +177,8 @@ class Owner:
 
         ``job_states``: the SLURM queue: "read" to read it if needed, a :class:`queue.QueueView` (read
         when first needed), a dict (job id -> state) someone read, or None if it could not be read."""
+        if self.stopped:
+            return "gone"  # it said so itself, on its way out
         me = Owner.this_process()
         if self.host == me.host and self.boot_id and self.boot_id != me.boot_id:
             return "gone"  # the machine rebooted since
@@ -305,6 +311,7 @@ class Lease:
 
     def __init__(self, path: Path, owner: Owner, what: str):
         self.path, self.owner, self.what = Path(path), owner, what
+        self.noted = False  # left with a note of why its owner stopped (note_stop), not released
 
     @classmethod
     def acquire(cls, path: Path, what: str, job_states="read", note=_note) -> Lease:
@@ -367,8 +374,30 @@ class Lease:
 
     def release(self) -> None:
         KEEPER.drop(self)
-        if self.still_ours():
+        if not self.noted and self.still_ours():
             self.path.unlink(missing_ok=True)
+
+    def note_stop(self, reason: str) -> bool:
+        """Leave the lease behind saying why its owner stopped, for ``status`` to tell, where the trial's
+        file could not record it (the disk is full, or the file meets an I/O error). The note is written over
+        the lease in place: a full disk has no room for a new file, but the lease's own block is there.
+        Whoever takes the trial next finds the owner gone (it said so) and takes the lease over at once."""
+        KEEPER.drop(self)  # no heartbeat may replace the note
+        if not self.still_ours():
+            return False
+        self.owner.stopped = " ".join(reason.split())[:500]
+        text = json.dumps({k: v for k, v in asdict(self.owner).items() if k != "raw"}).encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                # Padded to the old length (JSON allows trailing spaces): nothing to truncate, nothing to allocate.
+                os.pwrite(fd, text.ljust(os.fstat(fd).st_size), 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        self.noted = True
+        return True
 
 
 def _remove_if_same(path: Path, raw: str, token: str) -> bool:
