@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from . import experiments, stopping
-from .experiments import Trial
 from .errors import ConfigError
+from .experiments import Trial
 from .folder import ResultsFolder
 from .links import LinkNotFollowed, check_followed, open_for_append
 from .manifest import utc_now

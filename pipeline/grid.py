@@ -32,8 +32,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections import Counter
 import tomllib
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any

@@ -198,13 +198,13 @@ class Owner:
         return "unproven"
 
 
-def stale_limit_s(holder) -> float:
+def stale_limit_s(holder: Owner | UnreadableLease) -> float:
     """How long a lease must be seen unchanged before it is taken over: this process's stale limit, but never
     less than three of the *owner's* heartbeats, which its lease records (a taker set to beat every second
     took a live owner beating every 30 s over in 3 s). A lease that does not say (unreadable, or written
     before it was recorded) is judged by this process's limit."""
     stale = stale_after_s()
-    beat = getattr(holder, "heartbeat_s", 0.0)
+    beat = holder.heartbeat_s
     if isinstance(beat, (int, float)) and not isinstance(beat, bool) and math.isfinite(beat) and beat > 0:
         return max(stale, 3 * float(beat))
     return stale
@@ -218,7 +218,8 @@ class UnreadableLease:
         self.raw, self.problem = raw, problem
         self.token = "unreadable-" + hashlib.sha256(raw.encode(errors="replace")).hexdigest()[:16]
         self.pid, self.host, self.boot_id, self.pid_ns, self.start_ticks = -1, "?", "", "", None
-        self.slurm_job = ""
+        self.slurm_job, self.stopped = "", ""
+        self.heartbeat_s = 0.0  # its owner's beat is not known: judged by the taker's stale limit
 
     def describe(self) -> str:
         return f"an unreadable lease ({self.problem})"

@@ -39,7 +39,7 @@ def _entry_problem(entry, position: int, seen: set[str], experiments) -> str:
     if not _is_int(entry.get("index")) or entry["index"] != position:
         return f"has index {entry.get('index')!r}; the entries must be numbered 0, 1, ... in order ({position} here)"
     trial_id = entry.get("trial_id")
-    if not is_trial_id(trial_id):
+    if not isinstance(trial_id, str) or not is_trial_id(trial_id):
         return f"has trial id {trial_id!r}, which is not a name (accepted: {TRIAL_ID_WORDS})"
     if trial_id in seen:
         return f"repeats trial id {trial_id!r}"

@@ -149,7 +149,7 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
             states.append(result("failed", str(attrs.get("last_error", "failed"))))
         elif file is not None and file.status == "damaged":
             states.append(result("failed", f"damaged file ({file.problem})"))
-        elif file is not None and getattr(owner, "stopped", ""):
+        elif file is not None and owner is not None and owner.stopped:
             # It stopped on an error its file could not record (a full disk, an I/O error): its lease says which.
             states.append(result("failed", f"stopped at {_progress(attrs)}: {owner.stopped}"))
         elif file is not None:

@@ -81,7 +81,7 @@ def _key() -> str:
 
 
 def _dump_sealed(self, filepath) -> None:
-    import cloudpickle
+    import cloudpickle  # type: ignore[import-untyped]  # submitit's own pickler
 
     data = cloudpickle.dumps(self, pickle.HIGHEST_PROTOCOL)
     with open(filepath, "wb") as handle:

@@ -67,7 +67,7 @@ def log_path(out_dir: Path, trial_id: str) -> Path:
 def _still_going(out_dir: Path, trial_id: str) -> bool:
     """Whether the trial may still write to its log: it holds a lease, or its file is not finished."""
     owner = read_owner(trial_lease_path(out_dir, trial_id))
-    if owner is not None and not getattr(owner, "stopped", ""):  # a lease left to say why it stopped holds nothing
+    if owner is not None and not owner.stopped:  # a lease left to say why it stopped holds nothing
         return True
     path, _ = trial_paths(out_dir, trial_id)
     return not path.exists() or inspect(path).status == "running"
