@@ -26,6 +26,7 @@ records it (``OUT/.submit.lease``), so two concurrent submissions cannot both la
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -270,9 +271,21 @@ def _read_raw(path: Path) -> str | None:
 
 
 def _write_private(path: Path, owner: Owner) -> Path:
+    """The lease written to a temporary file of the owner's, created exclusively: its name shows the token,
+    which the lease itself shows to anyone, so a link may have been planted there; it is removed (the link,
+    not what it points to), never written through."""
     tmp = path.with_name(f".{path.name}.{owner.token}.tmp")
-    tmp.write_text(json.dumps({k: v for k, v in asdict(owner).items() if k != "raw"}))
-    return tmp
+    text = json.dumps({k: v for k, v in asdict(owner).items() if k != "raw"}).encode()
+    for _ in range(2):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            continue
+        with open(fd, "wb") as handle:
+            handle.write(text)
+        return tmp
+    raise FileExistsError(errno.EEXIST, f"{quoted(tmp)} keeps coming back: not a file this process made")
 
 
 def _link_exclusively(source: Path, target: Path) -> bool:

@@ -136,8 +136,10 @@ class TrialFile:
         self._resume: dict | None = None
         self._latest_state: dict | None = None
         self._pending_steps: list = []
-        # This writer's own names for its temporary files: two writers never share one.
-        self.token = lease.owner.token if lease is not None else uuid.uuid4().hex
+        # This writer's own names for its temporary files: two writers never share one, and nobody can foresee
+        # one (the lease's token would do for the first, but the lease shows it: a link planted at a name made
+        # from it would be written through).
+        self.token = uuid.uuid4().hex
         self._inode: int | None = None  # the file this writer installed at self.path, the only one it writes
 
     def _private(self, path: Path) -> Path:

@@ -242,3 +242,43 @@ def test_a_pickle_planted_while_an_array_task_waits_in_the_queue_is_not_run_on_t
     states = gather_states(out)
     assert {s.state for s in states} == {"missing"} and "refusing to unpickle" in states[0].detail, \
         [(s.state, s.detail) for s in states]
+
+
+# -- temporary names: never written through a link planted at them ----------------------------------------------
+
+def test_links_planted_at_a_writers_temporary_names_are_never_written_through(tmp_path):
+    """A lease shows its owner's token, and the owner's temporary files were named after it: a link planted
+    at such a name made the next heartbeat, or the next checkpoint, write into the file it points to."""
+    import torch
+
+    from pipeline.manifest import select
+    from pipeline.ownership import KEEPER, Lease, read_owner
+    from pipeline.store import TrialFile
+
+    out = small_folder(tmp_path)
+    trial = select(json_trials(out), 0)
+    lease = Lease.acquire(out / "trials" / f"{trial.trial_id}.lease", f"trial {trial.trial_id}")
+    KEEPER.drop(lease)  # its beats are made by hand here
+    victims = []
+    try:
+        token = read_owner(lease.path).token  # what anyone who can read the folder sees
+        for name in (f".{trial.trial_id}.lease.{token}.tmp", f".{trial.trial_id}.state.pt.{token}.tmp",
+                     f".{trial.trial_id}.h5.{token}.tmp", f".{trial.trial_id}.h5.journal.{token}.tmp"):
+            victim = tmp_path / f"victim-{len(victims)}"
+            victim.write_text("precious\n")
+            (out / "trials" / name).symlink_to(victim)
+            victims.append(victim)
+        lease.renew()
+        store = TrialFile(out, trial, log=lambda line: None, lease=lease)
+        assert store.prepare() == "fresh"
+        store._save_state({"epoch": 0, "model": {"w": torch.zeros(3)}, "initial": {}})
+        for victim in victims:
+            assert victim.read_text() == "precious\n", victim
+    finally:
+        lease.release()
+
+
+def json_trials(out):
+    from pipeline.manifest import read_manifest, trials_of_manifest
+
+    return trials_of_manifest(read_manifest(out))
