@@ -18,6 +18,7 @@ processes by their identity, SLURM tasks by the queue); a lease held by a live p
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -156,16 +157,26 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
             if accounting is None:
                 accounting = _accounting(submissions)
             how = accounting.get(job_id, "")
-            last = last_log_line(record.get("folder", ""), job_id) if job_id else ""
+            last = last_log_line(_task_folder(out_dir, record), job_id) if job_id else ""
             states.append(result("failed", f"stopped at {_progress(attrs)}, not queued (killed, timed out or its task "
                                            "ended)" + (f"; sacct: {how}" if how else "")
                                  + (f"; log: {last}" if last else "")))
         elif job_id:
-            last = last_log_line(record.get("folder", ""), job_id)
+            last = last_log_line(_task_folder(out_dir, record), job_id)
             states.append(result("missing", f"not started; task {job_id} is gone" + (f"; log: {last}" if last else "")))
         else:
             states.append(result("missing", "never submitted"))
     return states
+
+
+def _task_folder(out_dir: Path, record: dict) -> str:
+    """Where a record's tasks keep their logs, if that is inside the results folder (a record naming any
+    other file would have status print a line of it)."""
+    folder = record.get("folder", "")
+    if not folder:
+        return ""
+    real, root = os.path.realpath(folder), os.path.realpath(out_dir)
+    return folder if os.path.commonpath([real, root]) == root else ""
 
 
 def _accounting(submissions: list[dict]) -> dict[str, str]:
