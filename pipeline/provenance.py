@@ -7,6 +7,8 @@ so a resumed trial says where its last attempt ran):
     torch_version       "2.14.1+cu130"; cuda_version "13.0" (the CUDA torch was built with, "" for none),
     cudnn_version       "91002" ("" without cuDNN)
     gpu_driver_version  the NVIDIA kernel driver, e.g. "580.65.06" ("" where there is none)
+    driver_cuda_version the highest CUDA the driver serves, e.g. "13.0" ("" where there is none;
+                        ``pipeline.driver``)
     device_model        the GPU's name for CUDA trials, else the CPU's model
     packages            every installed distribution, "name==version" one per line, sorted
     data_files          JSON: file name -> sha256 of each data file the trial read (the vendored digits or
@@ -134,6 +136,10 @@ def run_attrs(device, files=()) -> dict[str, str]:
     from .manifest import git_commit
 
     diff_sha, diff = git_diff()
+    from .driver import driver_cuda_level
+
+    level = driver_cuda_level()
     return {"python_version": python_version(), **torch_build(), "gpu_driver_version": gpu_driver_version(),
+            "driver_cuda_version": f"{level[0]}.{level[1]}" if level else "",
             "device_model": device_model(device), "packages": packages(), "data_files": data_files(files),
             "git_commit": git_commit(), "git_diff_sha256": diff_sha, "git_diff": diff}

@@ -53,7 +53,7 @@ class Backend(ABC):
         """Raise ConfigError, in one line, where this scheduler cannot be reached from here."""
 
     @abstractmethod
-    def launch(self, out_dir: Path, plan, base: dict, records: list, say, tensorboard: bool) -> list:
+    def launch(self, out_dir: Path, plan, base: dict, records: list, say, sinks: tuple = ()) -> list:
         """Start the plan's tasks; append one record per array to ``records``; return submitit's jobs."""
 
     # -- following and stopping --------------------------------------------------------------------------
