@@ -154,6 +154,16 @@ def _number(x: float, digits: int = 3) -> str:
     return "–" if not np.isfinite(x) else f"{x:.{digits}g}"
 
 
+# A ratio in the report's table this large is not a measurement of what its column names: its denominator
+# (a curvature |λ| or a gradient norm) is at round-off. It is shown, flagged, and the note under the table says so.
+LARGE_RATIO = 1e6
+FLAG = "‡"
+
+
+def _ratio(x: float) -> str:
+    return f"{_number(x)} {FLAG}" if np.isfinite(x) and abs(x) >= LARGE_RATIO else _number(x)
+
+
 def report_section(results: Results, figures: dict | None) -> str:
     """The report's section on stationary points; empty when no trial measured any."""
     table = cell_table(results)
@@ -167,9 +177,9 @@ def report_section(results: Results, figures: dict | None) -> str:
         rows.append([
             f"{r['cell']}{'' if r['premises_hold'] else ' (premises fail)'}",
             f"{_int(r.get('stationary_on_curvature_scale'))} of {r['trials']}" if r["premises_hold"] else "–",
-            _number(r.get("stationarity", np.nan)), _number(r["final_loss"]),
-            _number(r["identity_start"]), _number(r["identity_star_vs_plain"]),
-            _number(r["aug_grad_off_E_star"]), _number(r.get("lambda_min_E_lower_rel", np.nan)),
+            _ratio(r.get("stationarity", np.nan)), _number(r["final_loss"]),
+            _ratio(r["identity_start"]), _ratio(r["identity_star_vs_plain"]),
+            _ratio(r["aug_grad_off_E_star"]), _number(r.get("lambda_min_E_lower_rel", np.nan)),
             _number(r.get("lambda_min_perp_upper_rel", np.nan)), _number(r["lambda_min_perp_residual_rel"]),
             f"{r['lowest_measured']:.7g} / {r['lowest_predicted']:.7g}",
             f"{r['lowest_regularised_measured']:.4g} / {r['lowest_regularised_predicted']:.4g}", claim3])
@@ -198,6 +208,11 @@ def report_section(results: Results, figures: dict | None) -> str:
         "decay. *Claim 3* needs all four of: stationary on the curvature scale, H_E certified ⪰ 0, H_⊥ certified "
         "negative by a clear gap, growth as predicted (see Criteria).",
         markdown_table(headers, rows),
+        *([f"{FLAG} Above {LARGE_RATIO:.0e}: the ratio's denominator is at round-off (a curvature |λ| that Lanczos "
+           "finds at about zero, or a gradient that vanishes at A*), so the number says that, not how far the point "
+           "is from being stationary or how well the identity holds; the per-trial table "
+           "(`stationary_points_trials.csv`) has the numerator and the denominator apart."]
+          if any(FLAG in str(cell) for row in rows for cell in row) else []),
         *(f"![{shown[name].caption}](figures/{name}.png)" for name in drawn),
     ]
     return "\n\n".join(parts)
