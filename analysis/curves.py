@@ -13,6 +13,7 @@ from .style import (
     CHANCE_LINE,
     FLOOR_LINE,
     bottom_below,
+    figure_columns,
     legend,
     linear_ticks,
     log_axis,
@@ -49,12 +50,19 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
             drawn = draw_panel(ax, panel, "epoch", metric, styles, first_phase)
             if metric in experiment.log_curves and (panel[metric] > 0).any():
                 ax.set_yscale("log")
+            elif metric in experiment.log_curves and (panel[metric].dropna() == 0).all():
+                # Nothing for a log axis to show: said on the panel, not left as an empty frame.
+                ax.text(0.5, 0.5, "exactly 0\nat every row", transform=ax.transAxes, ha="center", va="center",
+                        color="0.35")
+                ax.set_yticks([0.0], ["0"])
             complete |= drawn.complete
             running |= drawn.running
             # The same epochs axis as the trajectory figures, so that the two read side by side.
             compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
             if not compressed:
                 linear_ticks(ax, "x", integer=True)
+                if panel["epoch"].nunique() <= 3:  # a locator would add fractions between so few rows
+                    ax.set_xticks(sorted(set(panel["epoch"].astype(int))))
             if boundary is not None:
                 mark_boundary(ax, boundary)
         shown = [ax for ax in axes[:, c] if ax.get_visible()]
@@ -64,10 +72,13 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
             accuracy = axes[list(metrics).index("accuracy")][c]
             accuracy.axhline(chance, zorder=1, **CHANCE_LINE)
             accuracy.set_ylim(0, 1)
+    # Side by side, the full words would run into the neighbours' labels: then the label is their first words,
+    # and the caption gives the rest.
+    x_label = experiment.row_words if figure_columns(axes) <= 2 else experiment.row_words.split(" (")[0]
     for c in range(len(cells)):
         shown = [ax for ax in axes[:, c] if ax.get_visible()]
         if shown:
-            shown[-1].set_xlabel(experiment.row_words)
+            shown[-1].set_xlabel(x_label)
     set_row_labels(axes, list(metrics.values()))
     title(figure, f"{experiment.display_title()}: {experiment.curves_title}")
     facts = FigureFacts(panels=sum(ax.get_visible() for ax in figure.axes), complete=len(complete),

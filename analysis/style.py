@@ -153,6 +153,17 @@ def first_column(ax) -> bool:
     return ax.get_subplotspec().colspan.start == 0
 
 
+def lowest_in_columns(axes) -> list:
+    """The panels with no panel under them in their column of the figure (where x labels go)."""
+    lowest: dict[int, Any] = {}
+    for ax in np.ravel(axes):
+        spec = ax.get_subplotspec()
+        column = spec.colspan.start
+        if column not in lowest or spec.rowspan.start > lowest[column].get_subplotspec().rowspan.start:
+            lowest[column] = ax
+    return list(lowest.values())
+
+
 def figure_columns(axes: np.ndarray) -> int:
     """The panels side by side in the figure of ``axes``."""
     return max(ax.get_subplotspec().colspan.stop for ax in axes.flat)

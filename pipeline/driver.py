@@ -76,7 +76,7 @@ def check(build: str | None, level: tuple[int, int] | None, driver: str = "") ->
     served = f"{level[0]}.{level[1]}"
     if level[0] < built[0]:
         fix = BUILD_FOR.get(level[0])
-        return DriverCheck(False, f"{named} serves CUDA {served}, but this torch is built for CUDA {build}, which needs "
+        return DriverCheck(False, f"{named} serves CUDA {served} and this torch is built for CUDA {build}, which needs "
                                   f"a driver >= {MINIMUM_DRIVER.get(built[0], f'one for CUDA {built[0]}')}: "
                                   + (f"install the project's CUDA {level[0]} build ({fix}), or ask your site for a "
                                      "newer driver" if fix else "ask your site for a newer driver"))
