@@ -231,7 +231,9 @@ def _submit_options(args, grid):
                          tuple(sorted(grid.overrides.items())))
 
 
-def _follow(out: Path, wait: bool) -> int:
+def _follow(out: Path, wait: bool, launched: set[int] | None = None) -> int:
+    """Wait for the grid where asked; the exit status says whether the trials ``launched`` (default: all)
+    completed."""
     from .launch.monitor import format_status, gather, wait_for
 
     follow = f"python -m pipeline status --out {quoted(out)}"
@@ -246,7 +248,7 @@ def _follow(out: Path, wait: bool) -> int:
         return 130
     states = gather(out)
     print(format_status(states, only_unfinished=True))
-    return 1 if any(s.state != "complete" for s in states) else 0
+    return 1 if any(s.state != "complete" for s in states if launched is None or s.index in launched) else 0
 
 
 def _refuse_unknown(states, force: bool) -> None:
@@ -486,7 +488,9 @@ def _resubmit(args) -> int:
             elif recorded is None:
                 when = "its submission recorded no options: the grid's [launch]"
             else:
-                when = f"as submitted at {record.get('submitted_at', '?')}"
+                overrides = " ".join(f"{key}={value}" for key, value in recorded.overrides)
+                when = f"as submitted at {record.get('submitted_at', '?')}" + (f", with --set {overrides}"
+                                                                                 if overrides else "")
             groups.setdefault(options, (when, []))[1].append(s)
         said += [f"resubmitting {s.trial_id} ({s.state}: {s.detail})" for s in again]
         said.append(f"on profile {profile.name}")
@@ -509,7 +513,7 @@ def _resubmit(args) -> int:
         if lease is not None:
             lease.release()
     print("\n".join(said + [launched for _, launched in launches]), flush=True)
-    return _follow(out, any(wait for wait, _ in launches))
+    return _follow(out, any(wait for wait, _ in launches), {s.index for s in again})
 
 
 def _cancel(args) -> int:

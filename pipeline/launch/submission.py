@@ -56,7 +56,8 @@ class LaunchOptions:
                    tuple(sorted((str(k), str(v)) for k, v in dict(found.get("overrides", {})).items())))
 
     def words(self) -> str:
-        """As the command line would say it: "--tensorboard --trials-per-task 4 --pack-seeds"."""
+        """As the command line would say it: "--tensorboard --trials-per-task 4 --pack-seeds" (the overrides made
+        the folder's trials and are not repeated: a resubmission runs the trials of the manifest)."""
         parts = [f"--{name}" for name in self.sinks]
         if self.trials_per_task is not None:
             parts.append(f"--trials-per-task {self.trials_per_task}")
@@ -64,7 +65,6 @@ class LaunchOptions:
             parts.append("--pack-seeds")
         if self.workers is not None:
             parts.append(f"--workers {self.workers}")
-        parts += [f"--set {key}={value}" for key, value in self.overrides]
         return " ".join(parts) or "no options"
 
 
