@@ -41,14 +41,14 @@ class Verdict:
 
 
 def probe_of(trials: list):
-    """The trial whose epochs are timed: the Experiment G trial of most compute per epoch."""
+    """The trial whose epochs are timed: the one of most compute per epoch (the grid's probe, whose epochs
+    the arithmetic fills, so that they measure the device rather than the per-epoch bookkeeping)."""
     from .cost import trial_flops
     from .experiments import of
 
-    candidates = [t for t in trials if t.experiment == "groups"]
-    if not candidates:
+    if not trials:
         return None
-    return max(candidates, key=lambda t: trial_flops(t.settings) / max(1, of(t).total_epochs(t.settings)))
+    return max(trials, key=lambda t: trial_flops(t.settings) / max(1, of(t).total_epochs(t.settings)))
 
 
 def epoch_seconds(path: Path) -> float | None:

@@ -23,6 +23,26 @@ import functools
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+
+DRIVER_FILE = Path("/proc/driver/nvidia/version")
+
+@functools.lru_cache(maxsize=1)
+def gpu_driver_version() -> str:
+    """The NVIDIA kernel driver's version, from the kernel's own file (no subprocess), else nvidia-smi."""
+    try:
+        for word in DRIVER_FILE.read_text().split():
+            if word[:1].isdigit() and word.count(".") >= 1:
+                return word
+    except OSError:
+        pass
+    try:
+        result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20)
+        return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
 
 # CUDA major version of a build -> the least Linux driver that runs every build of that major version.
 MINIMUM_DRIVER = {13: "580.65.06", 12: "525.60.13"}
@@ -89,7 +109,5 @@ def check(build: str | None, level: tuple[int, int] | None, driver: str = "") ->
 def check_here() -> DriverCheck:
     """:func:`check` for this machine: torch's build, the driver's level and version."""
     import torch
-
-    from .provenance import gpu_driver_version
 
     return check(torch.version.cuda, driver_cuda_level(), gpu_driver_version())

@@ -33,7 +33,6 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MAX_DIFF_BYTES = 1_000_000
-DRIVER_FILE = Path("/proc/driver/nvidia/version")
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,23 +48,6 @@ def packages() -> str:
         if name:
             found[name.lower()] = f"{name}=={distribution.version}"
     return "\n".join(found[name] for name in sorted(found))
-
-
-@functools.lru_cache(maxsize=1)
-def gpu_driver_version() -> str:
-    """The NVIDIA kernel driver's version, from the kernel's own file (no subprocess), else nvidia-smi."""
-    try:
-        for word in DRIVER_FILE.read_text().split():
-            if word[:1].isdigit() and word.count(".") >= 1:
-                return word
-    except OSError:
-        pass
-    try:
-        result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=20)
-        return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,7 +118,7 @@ def run_attrs(device, files=()) -> dict[str, str]:
     from .manifest import git_commit
 
     diff_sha, diff = git_diff()
-    from .driver import driver_cuda_level
+    from .driver import driver_cuda_level, gpu_driver_version
 
     level = driver_cuda_level()
     return {"python_version": python_version(), **torch_build(), "gpu_driver_version": gpu_driver_version(),

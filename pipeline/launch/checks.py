@@ -23,6 +23,7 @@ from ..cost import format_bytes, snapshot_bytes
 from ..errors import ConfigError
 from ..folder import ResultsFolder
 from ..settings import quoted
+from .backends import backend_of
 
 # Beyond this many estimated CPU-hours a local submission must be asked for (the demo is about 0.2).
 LOCAL_HOURS_LIMIT = 4.0
@@ -43,13 +44,14 @@ def check_devices(trials: list, profile, visible_gpus=None) -> None:
         raise ConfigError(f"{len(on_cpu)} trial(s) of this grid set device='cpu' ({_examples(on_cpu)}), but profile "
                           f"{profile.name} requests GPUs, where a task trains on CUDA or fails: add --set device=auto "
                           "(make ... SET=device=auto), or submit with a CPU profile (--cluster local)")
-    if profile.gpus > 0 and profile.executor == "local":
+    here = backend_of(profile).runs_here
+    if profile.gpus > 0 and here:
         gpus = _visible(visible_gpus)
         if not gpus:
             raise ConfigError(f"profile {profile.name} requests GPUs, but none is visible here (CUDA_VISIBLE_DEVICES, "
                               "nvidia-smi -L): run it where there is one, or use --cluster local")
     if on_cuda and profile.gpus == 0:
-        if profile.executor != "local":
+        if not here:
             raise ConfigError(f"{len(on_cuda)} trial(s) of this grid set device={on_cuda[0].settings.device!r} "
                               f"({_examples(on_cuda)}), but profile {profile.name} requests no GPU: add --set "
                               "device=auto, or submit with a GPU profile (--cluster t4, a40 or your site's)")
@@ -111,7 +113,7 @@ def check_local_hours(plan, allowed: bool, visible_gpus=None) -> str | None:
     """For a local submission: refuse one estimated beyond ``LOCAL_HOURS_LIMIT`` CPU-hours unless ``allowed``;
     returns the line to print where it is allowed, else None. A machine with GPUs (``visible_gpus``) is not
     a login node, and CPU-hours say nothing of it: not checked there."""
-    if plan.profile.executor != "local" or plan.profile.gpus > 0 or _visible(visible_gpus):
+    if not backend_of(plan.profile).runs_here or plan.profile.gpus > 0 or _visible(visible_gpus):
         return None
     hours = sum(unit.seconds for array in plan.arrays for task in array.tasks for unit in task.units) / 3600
     if hours <= LOCAL_HOURS_LIMIT:

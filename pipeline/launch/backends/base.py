@@ -30,6 +30,7 @@ class Backend(ABC):
 
     name: ClassVar[str]  # the profile's ``executor``
     waits: ClassVar[bool]  # whether ``submit`` waits for the grid unless told (locally yes, on SLURM no)
+    runs_here: ClassVar[bool] = False  # whether its tasks run on this machine (its GPUs, its CPU-hours)
 
     def __init__(self, profile):
         self.profile = profile

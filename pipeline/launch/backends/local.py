@@ -111,6 +111,7 @@ def detached_from_terminal():
 class LocalBackend(Backend):
     name = "local"
     waits = True
+    runs_here = True
 
     def tasks(self, units, trials, trials_per_task, pack_seeds, workers, device):
         # Workers take units round-robin: plain trials need no chunking; packs still group seeds.
