@@ -106,9 +106,9 @@ MAX_COLUMNS = 4  # panels side by side in a 7-inch figure before their titles an
 WRAP_COLUMNS = 3  # beyond MAX_COLUMNS, items wrap into rows of this many
 
 
-def grid_columns(count: int) -> int:
-    """Panels per row for ``count`` items: all of them up to MAX_COLUMNS (four as 2 x 2), else WRAP_COLUMNS."""
-    if count == 4:
+def grid_columns(count: int, rows_per_item: int = 1) -> int:
+    """Items side by side: all of them up to MAX_COLUMNS (four single panels as 2 x 2), else WRAP_COLUMNS."""
+    if count == 4 and rows_per_item == 1:
         return 2
     return count if count <= MAX_COLUMNS else WRAP_COLUMNS
 
@@ -119,7 +119,7 @@ def panel_grid(count: int, rows_per_item: int = 1, sharey: bool = False) -> tupl
     stays readable; the slots a last block leaves are not drawn. Returns the axes in the items' order,
     ``axes[r][i]`` for row r of item i, whatever block they landed in (``first_column`` tells which panels
     start a row of the figure)."""
-    columns = grid_columns(count)
+    columns = grid_columns(count, rows_per_item)
     blocks = -(-count // columns)
     rows = rows_per_item * blocks
     width = FIGURE_WIDTH if columns > 1 else NARROW_WIDTH

@@ -78,6 +78,8 @@ def test_panels_wrap_into_a_grid_and_no_slot_is_left_empty(count, shape):
     assert (len(rows), len(columns)) == shape
     stacked, by_item = panel_grid(count, rows_per_item=3)
     assert by_item.shape == (3, count) and len(stacked.axes) == 3 * count
+    side_by_side = {ax.get_subplotspec().colspan.start for ax in stacked.axes}
+    assert len(side_by_side) == (count if count <= 4 else 3)  # up to four items of several rows stay in one row
     for item in range(count):  # an item's panels stay one above the other, in one column
         assert len({ax.get_subplotspec().colspan.start for ax in by_item[:, item]}) == 1
 
@@ -100,7 +102,7 @@ def test_nine_networks_of_training_curves_are_readable_and_empty_panels_are_not_
         lines = [line for line in ax.get_lines() if np.isfinite(np.asarray(line.get_ydata(), float)).any()]
         assert lines or any("exactly 0" in t.get_text() for t in ax.texts), ax.get_title()
     # The control: nine panels in one row, as before they wrapped, collide (the check can tell).
-    monkeypatch.setattr(style, "grid_columns", lambda count: count)
+    monkeypatch.setattr(style, "grid_columns", lambda count, rows_per_item=1: count)
     with rc_context(STYLE):
         one_row, _ = training_curves(epochs, trials, experiments.get("stability"))
         assert len(collisions(one_row)) > 10
