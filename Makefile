@@ -88,7 +88,7 @@ demo: env
 	@echo "report: results/demo/aggregate/report.md"
 
 submit: env
-	$(PY) -m pipeline submit --exp $(EXP) --out $(OUT) --cluster $(CLUSTER) $(SET_ARGS) $(if $(WAIT),--wait,)
+	$(PY) -m pipeline submit --exp $(EXP) --out $(OUT) --cluster $(CLUSTER) $(SET_ARGS) $(if $(WAIT),--wait,) $(if $(ALLOW_LONG_LOCAL),--allow-long-local,)
 
 # Does this cluster run the pipeline? The smoke grid on CLUSTER's nodes (every group, mode, CNN variant and
 # Experiment S network at toy size, and one epoch at the paper's width to time), waited for, then a verdict on
