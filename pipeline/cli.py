@@ -7,6 +7,7 @@ Every command reports an error as one line on stderr and exits non-zero (2 for b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -276,6 +277,7 @@ def _submit(args) -> int:
     if args.dry_run:
         return _dry_run(args, grid, profile, options)
     out = args.out
+    created = not Path(out).exists()
     lease = guard_folder(out)
     try:
         with manifest_restored_on_failure(out):
@@ -294,6 +296,9 @@ def _submit(args) -> int:
             wait, launched = _launch(out, todo, args, profile, options)
     finally:
         lease.release()
+        if created:  # a refused first submission leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                Path(out).rmdir()
     print("\n".join(said + [launched]), flush=True)
     return _follow(out, wait)
 

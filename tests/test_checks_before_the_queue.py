@@ -93,7 +93,7 @@ def test_a_grid_that_does_not_fit_its_file_system_is_refused_before_anything_is_
         assert "write about 326 MB of weight snapshots" in err and re.search(r"has 6\d\.\d MB free", err), err
         assert ("tmpfs at" in err) == mounted
         assert "--out on scratch" in err and "weights_every=0" in err
-        assert not (out / "submissions.jsonl").exists() and not (out / "manifest.json").exists()
+        assert not out.exists()
         # The dry run says the same, as what a submission would do, and submits nothing.
         assert main([*argv, "--dry-run"]) == 0
         assert "a submission would be refused: the trials to run write about 326 MB" in capsys.readouterr().out
@@ -133,7 +133,7 @@ def test_forgetting_the_cluster_does_not_start_the_paper_grid_on_this_machine(tm
     err = one_line_error(capsys)
     assert "480 trials estimated at" in err and "CPU-hours would run on this machine" in err
     assert "--cluster t4" in err and "--allow-long-local" in err
-    assert not (out / "manifest.json").exists() and not (out / "submissions.jsonl").exists()
+    assert not out.exists()
     assert main(["submit", "--exp", "paper-groups", "--out", str(out), "--dry-run"]) == 0
     assert "a submission would be refused: 480 trials estimated at" in capsys.readouterr().out
 
@@ -173,8 +173,7 @@ def test_a_gpu_smoke_on_this_slurm_is_refused_before_queueing(slurm_cluster, tmp
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "requests 1 x t4 per task, but partition 'debug'" in errors[0], result.stderr
-    assert not (out / "submissions.jsonl").exists()
-    assert not (out / "manifest.json").exists()
+    assert not out.exists()  # nothing written, not even the folder
 
 
 def test_submission_records_keep_the_options_they_ran_with(tmp_path):
