@@ -29,6 +29,28 @@ CANCEL_GRACE_S = float(os.environ.get("PIPELINE_CANCEL_GRACE_S", 120))
 RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING")
 
 
+@contextlib.contextmanager
+def _submitit_files_removed_on_refusal(folder: Path):
+    """Remove what submitit wrote for the arrays of a submission that sbatch refused (their pickled tasks and
+    sbatch scripts, at the top of its folder; arrays submitted before the refusal are cancelled), so that a
+    refused submission leaves the folder as it was. Only new files at the top are touched: arrays keep their
+    own folders below it."""
+    existed = folder.exists()
+    before = set(os.listdir(folder)) if existed else set()
+    try:
+        yield
+    except SchedulerError:
+        if folder.exists():
+            for name in set(os.listdir(folder)) - before:
+                leftover = folder / name
+                if leftover.is_file() and not leftover.is_symlink():
+                    leftover.unlink(missing_ok=True)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
 def slurm_parameters(profile, name: str, array: ArrayPlan) -> dict:
     """The submitit SlurmExecutor parameters of an array on this profile. The job name comes from a grid's
     name (or a manifest's): a line break in it would end its ``#SBATCH`` line and start a shell command."""
@@ -115,6 +137,31 @@ def last_log_line(folder: str, job_id: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
+def check_partition(profile, partitions: dict[str, list[str]] | None) -> None:
+    """Before anything is queued: the profile's partition exists on this SLURM and, where the profile requests
+    GPUs, has some (``partitions``: name -> its nodes' generic resources, from ``sinfo``; None where sinfo did
+    not answer, and sbatch is left to judge). A GPU profile on a cluster without GPUs is refused in one line
+    here, rather than by sbatch's words or, worse, after waiting in the queue."""
+    if partitions is None:
+        return
+    default = next((name for name in partitions if name.endswith("*")), None)
+    wanted = profile.partition or (default or "").rstrip("*")
+    found = partitions.get(wanted, partitions.get(f"{wanted}*"))
+    if found is None:
+        names = ", ".join(name.rstrip("*") for name in partitions)
+        raise ConfigError(f"profile {profile.name} asks for partition {wanted!r}, but this SLURM has {names} (sinfo): "
+                          f"set partition in {profile.path or profile.name}, or use this cluster's profile")
+    if profile.gpus > 0:
+        gpus = [g for g in found if "gpu" in g.lower()]
+        kind = profile.gpu_type.lower()
+        if not gpus or (kind and not any(kind in g.lower() for g in gpus)):
+            has = ", ".join(sorted(set(found))) or "none"
+            want = f"{profile.gpus} x {profile.gpu_type or 'GPU'}"
+            raise ConfigError(f"profile {profile.name} requests {want} per task, but partition {wanted!r} of this SLURM "
+                              f"has no such GPU (sinfo generic resources: {has}): use a profile without GPUs here "
+                              "(e.g. --cluster testcluster), or submit on the GPU cluster")
+
+
 class SlurmBackend(Backend):
     name = "slurm"
     waits = False
@@ -130,7 +177,7 @@ class SlurmBackend(Backend):
         profile = self.profile
         lines = ["arrays (the longest first; at most " f"{profile.array_parallelism} tasks of the grid at once):",
                  *layout.describe_arrays(plan.arrays, trials, profile.gpus > 0), *plan.warnings,
-                 f"GPU request: {profile.gpu_request() or 'none'}", "", "sbatch script of array 1:", "",
+                 f"GPU request: {profile.gpu_request_words()}", "", "sbatch script of array 1:", "",
                  sbatch_script(out_dir, profile, plan.job_name(plan.arrays[0]), plan.arrays[0])]
         for number, array in enumerate(plan.arrays[1:], 2):
             differing = [line for line in sbatch_script(out_dir, profile, plan.job_name(array), array).splitlines()
@@ -148,21 +195,24 @@ class SlurmBackend(Backend):
         if shutil.which("sbatch") is None:
             raise ConfigError(f"cluster profile {self.profile.name!r} needs SLURM, but sbatch is not on this machine; "
                               "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
+        check_partition(self.profile, slurm_queue.read_partitions())
 
-    def launch(self, out_dir, plan, base, records, say, tensorboard):
+
+    def launch(self, out_dir, plan, base, records, say, sinks=()):
         """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
         cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
         stays as it was."""
         executor = sealed_executor(array_folder(out_dir))
         jobs: list = []
-        with sealed.sealing(sealed.new_key()):  # the key reaches the tasks through sbatch's copy of the environment
-            self._launch_arrays(executor, out_dir, plan, base, records, say, tensorboard, jobs)
+        # The key reaches the tasks through sbatch's copy of the environment.
+        with _submitit_files_removed_on_refusal(ResultsFolder(out_dir).submitit), sealed.sealing(sealed.new_key()):
+            self._launch_arrays(executor, out_dir, plan, base, records, say, sinks, jobs)
         if len(records) > 1:
             say(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
                 "stops them all")
         return jobs
 
-    def _launch_arrays(self, executor, out_dir, plan, base, records, say, tensorboard, jobs: list) -> None:
+    def _launch_arrays(self, executor, out_dir, plan, base, records, say, sinks, jobs: list) -> None:
         from ..task import ArrayTask
 
         profile = self.profile
@@ -173,7 +223,7 @@ class SlurmBackend(Backend):
             try:
                 with contextlib.redirect_stderr(captured), executor.batch():
                     launched = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads, profile.gpus > 0,
-                                                          tensorboard=tensorboard))
+                                                          sinks=sinks))
                                 for task in array.tasks]
             except Exception as error:
                 undone = cancel_arrays([r["array_id"] for r in records])
@@ -188,9 +238,9 @@ class SlurmBackend(Backend):
                             "folder": str(folder.array_jobs(array_id))})
             per_task = sorted({len(task.indices) for task in array.tasks})
             sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
-            say(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
-                f"trials, {sizes} per task, --time={array.time_min}, at most {array.parallelism} at once) on profile "
-                f"{profile.name}")
+            trials = sum(len(t.indices) for t in array.tasks)
+            say(f"submitted job array {array_id} with {len(launched)} tasks ({trials} trials, {sizes} per task, "
+                f"--time={array.time_min}, at most {array.parallelism} at once) on profile {profile.name}")
 
     def task_state(self, out_dir, record, task, queue):
         job_id = task["job_id"]
