@@ -23,6 +23,7 @@ from pathlib import Path
 from ..errors import ConfigError, SchedulerError
 from ..folder import ResultsFolder
 from ..settings import quoted
+from ..wellformed import check_record
 
 
 def append_record(out_dir: Path, record: dict) -> None:
@@ -89,6 +90,7 @@ def read_records(out_dir: Path, warn=None) -> list[dict]:
             (warn or _warn)(f"warning: {quoted(path)} line {number} is not a complete record (a write cut short?); "
                             "ignored")
             continue
+        check_record(record, path, number)  # valid JSON that is not a record is never read as empty
         records.append(record)
     return records
 
