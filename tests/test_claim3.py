@@ -108,9 +108,13 @@ def test_anchored_perturbations_grow_as_predicted_where_plain_ones_drift():
 
 
 def measurement(**changes):
-    """A trial that shows claim 3, in the units of the measurements table; ``changes`` spoil one condition."""
-    row = {"lambda_max": 10.0, "lambda_min_E": 1e-12, "lambda_min_E_residual": 1e-14, "lambda_min_perp": -0.05,
-           "lambda_min_perp_residual": 1e-9, "final_projected_grad_norm": 1e-10, "theta_norm": 2.0,
+    """A trial that shows claim 3, in the units of the measurements table (H_E dense, H_⊥ by Lanczos);
+    ``changes`` spoil one condition."""
+    row = {"lambda_max": 10.0, "lambda_min_E": 1e-12, "lambda_min_E_residual": 1e-14,
+           "lambda_min_E_lower_bound": 1e-12 - 1e-14, "spectrum_method_E": "dense", "dimension_E": 1200,
+           "negative_count_E": 0, "lambda_min_perp": -0.05, "lambda_min_perp_residual": 1e-9,
+           "spectrum_method_perp": "lanczos", "krylov_dim_perp": 120, "ritz_outside_perp": 1e-16,
+           "final_projected_grad_norm": 1e-10, "theta_norm": 2.0, "start_theta_norm": 1.5,
            "lowest_measured": 1.0025, "lowest_predicted": 1.0025}
     row.update(changes)
     return pd.Series(row)
@@ -124,11 +128,19 @@ def test_a_trial_that_meets_all_four_conditions_demonstrates_claim_3():
 @pytest.mark.parametrize("changes, reason", [
     ({"final_projected_grad_norm": 1e-3}, "not converged"),
     # The first version's demo rot s000: a saddle on E and on E⊥ alike, straddling one shared band.
-    ({"lambda_min_E": -1.79e-3 * 10, "lambda_min_perp": -7.2e-4 * 10}, "E-block not PSD"),
-    ({"lambda_min_E": 1.0, "lambda_min_E_residual": 1.5}, "E-block not PSD"),  # its Ritz pair is not resolved
-    ({"lambda_min_perp": 0.01}, "H_⊥ not negative"),
+    ({"lambda_min_E": -1.79e-3 * 10, "lambda_min_E_lower_bound": -1.79e-3 * 10, "lambda_min_perp": -7.2e-4 * 10},
+     "E-block not PSD"),
+    # A Ritz value, however well resolved, bounds λ_min(H_E) from above only: H_E is not certified by Lanczos.
+    ({"spectrum_method_E": "lanczos", "lambda_min_E": 1.0, "lambda_min_E_residual": 1e-15}, "H_E not certified"),
+    ({"lambda_min_perp": 0.01}, "no negative eigenvalue of H_⊥ found"),  # Lanczos: not a proof that there is none
+    ({"lambda_min_perp": 0.01, "spectrum_method_perp": "dense"}, "H_⊥ ⪰ 0"),  # dense: a proof
     ({"lambda_min_perp_residual": 0.01}, "H_⊥ not clearly negative"),  # the bound is within 10x of the value
+    # The first version's trans s000: a Lanczos basis drifted into E and reported the 0 of Π_⊥HΠ_⊥ there.
+    ({"ritz_outside_perp": 1.0}, "H_⊥'s Ritz vector not in E⊥"),
     ({"lowest_measured": 1.0005}, "growth off"),  # rot s007 of the first version: drift, not growth
+    ({"theta_norm": 1e-14, "final_projected_grad_norm": 1e-17}, "the zero point"),
+    # λ_min(H_E) at round-off and λ_min(H_⊥) too: no curvature to judge stationarity on, and nothing negative.
+    ({"lambda_min_perp": -1e-13, "lambda_min_perp_residual": 1e-15}, "degenerate point"),
 ])
 def test_each_condition_fails_on_its_own_and_says_why(changes, reason):
     evidence = claims.claim3_evidence(measurement(**changes))
@@ -147,7 +159,9 @@ def test_the_control_preset_demonstrates_claim_3_on_toy_z2_and_not_on_the_convex
     assert all(v.as_expected for v in controls.values())
     trials = pd.read_csv(tmp_path / "aggregate" / "stationary_points_trials.csv")
     assert (trials.loc[trials["cell"] == "toy-z2", "claim3"] == "demonstrated").all()  # every seed, not one
-    assert (trials.loc[trials["cell"] == "toy-linear", "claim3_reasons"] == "H_⊥ not negative").all()
+    linear = trials.loc[trials["cell"] == "toy-linear", "claim3_reasons"]
+    assert linear.str.startswith("H_⊥ ⪰ 0 (dense").all()  # both blocks are dense there: a proof, not a failure to find
+    assert (trials["spectrum_method_E"] == "dense").all() and (trials["search_ending"] == "criterion").all()
     report = (tmp_path / "aggregate" / "report.md").read_text()
     assert report.index("## The paper's claims") < report.index("## Read this first")
     assert "demonstrated on the control toy-z2 only" in report
@@ -164,5 +178,5 @@ def test_train_of_a_stability_trial_says_what_it_is_doing_and_ends_with_its_verd
     lines = run.stdout.splitlines()
     assert any("final stage: spectra of H_E and H_⊥" in line for line in lines)  # the final stage is not silent
     tail = lines[lines.index("measured after training:"):]
-    assert any(line.strip().startswith("search: gradient at its floor") for line in tail)
+    assert any(line.strip().startswith("search: stationary on the curvature scale (criterion)") for line in tail)
     assert any(line.strip() == "claim 3: demonstrated" for line in tail)
