@@ -63,8 +63,7 @@ def trial_table(results: Results) -> pd.DataFrame:
                  "premises_hold": bool(row["premises_hold"]), "search_end": row.get("search_end", ""),
                  "search_ending": _text(row.get("search_ending", "")),
                  "newton_iterations": row.get("newton_iterations", 0),
-                 "hessian_products": row.get("hessian_products", np.nan),
-                 "search_budget_products": row.get("search_budget_products", np.nan),
+                 "hessian_products": row.get("hessian_products", np.nan) + row.get("orbit_products", 0),
                  "loss": row.get("loss", np.nan), "projected_grad_norm": row["final_projected_grad_norm"],
                  "theta_norm": row.get("theta_norm", np.nan), "lambda_max": scale,
                  "lambda_min_E": row["lambda_min_E"], "lambda_min_E_residual": row["lambda_min_E_residual"],
@@ -173,10 +172,11 @@ def summary_lines(attrs: dict) -> list[str]:
     """What one trial measured at A*, in a few lines (``pipeline train`` prints them at the end)."""
     scale = attrs["lambda_max"]
     ending = attrs.get("search_ending", "")
+    products = attrs.get("hessian_products", 0) + attrs.get("orbit_products", 0)
     lines = [
         f"search: {attrs.get('search_end', '')}{f' ({ending})' if ending else ''}; {attrs['iterations']} first-order "
-        f"iterations, {attrs.get('newton_iterations', 0)} Newton steps, {attrs.get('hessian_products', 0)} "
-        f"Hessian-vector products; ‖Π_E∇R‖ {attrs['start_projected_grad_norm']:.3g} → "
+        f"iterations, {attrs.get('newton_iterations', 0)} Newton steps, {products} Hessian-vector products; "
+        f"‖Π_E∇R‖ {attrs['start_projected_grad_norm']:.3g} → "
         f"{attrs['final_projected_grad_norm']:.3g} (its best iterate); R at A* {attrs.get('loss', float('nan')):.6g}",
         f"claim 1: ‖∇R_aug − Π_E∇R‖/‖∇R‖ = {attrs['identity_residual_vs_plain']:.3g} at A*, "
         f"{attrs['start_identity_residual_vs_plain']:.3g} at A⁰",

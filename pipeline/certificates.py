@@ -67,11 +67,13 @@ class OrbitBasis:
         self.scale = self.sizes.double().rsqrt()
 
     def lift(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """Coefficients (..., dim) to vectors (..., D)."""
         scale = self.scale.to(coefficients)
-        return (coefficients * scale)[self.orbit.to(coefficients.device)]
+        return (coefficients * scale)[..., self.orbit.to(coefficients.device)]
 
     def restrict(self, v: torch.Tensor) -> torch.Tensor:
-        sums = v.new_zeros(self.dim).index_add_(0, self.orbit.to(v.device), v)
+        """Vectors (..., D) to the coefficients (..., dim) of their projections onto E."""
+        sums = v.new_zeros(*v.shape[:-1], self.dim).index_add_(-1, self.orbit.to(v.device), v)
         return sums * self.scale.to(v)
 
     def maps(self, inside: bool, like: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor],

@@ -38,9 +38,9 @@ ZERO_POINT = "zero point"  # A* = 0
 
 def curvature_scale(lowest_E: float, lowest_perp: float, lambda_max: float) -> float:
     """The smallest curvature whose sign is judged: |λ_min(H_⊥)|, and λ_min(H_E) where it is clearly above zero;
-    NaN where each is at round-off (a degenerate point)."""
+    NaN where each is at round-off (a degenerate point). A λ_min(H_⊥) of NaN (not known) is left out."""
     floor = HESSIAN_ROUNDOFF * abs(lambda_max)
-    judged = [abs(lowest_perp)] + ([lowest_E] if lowest_E > floor else [])
+    judged = ([abs(lowest_perp)] if math.isfinite(lowest_perp) else []) + ([lowest_E] if lowest_E > floor else [])
     judged = [value for value in judged if value > floor]
     return min(judged) if judged else math.nan
 

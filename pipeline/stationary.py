@@ -328,7 +328,7 @@ class StationarySearch:
     On these networks a first-order search slows to a crawl long before the gradient is small on the scale of
     the curvature whose sign the experiment judges (docs/science.md §5), so it is only the approach.
     **Newton** (``refine="newton"``): trust-region Newton on E, one step per block, each trust-region
-    subproblem solved on a Krylov space of Hessian-vector products (``lanczos_trust_region``; no dense
+    subproblem solved on a Krylov space of Hessian-vector products (:class:`KrylovModel`; no dense
     Hessian), which uses the directions of negative curvature on E that the space holds, so that the search
     leaves saddles of R on E and ends at a minimum (where Equi is stable). Every iterate is projected onto E.
 
@@ -345,9 +345,10 @@ class StationarySearch:
     - by a certified **stall**: for ``stall_window`` steps neither R fell by more than its round-off
       (LOSS_ROUNDOFF |R|) below its lowest value, nor ‖Π_E∇R‖ below GRADIENT_PROGRESS times its lowest
       value (NO_PROGRESS); or the trust radius shrank to round-off of θ, so that no step changes θ;
-    - by its **budget**: ``hessian_budget`` Hessian-vector products (those on the |G|-fold orbit of a check
-      weighed by |G|, ``Objective.orbit_size``), ``time_budget`` seconds (measured here: a time budget
-      makes the search depend on the machine), or ``newton_iterations`` steps.
+    - by its **budget**: ``hessian_budget`` Hessian-vector products (its steps' and its checks' alike; a
+      check's products of H_⊥ run over the |G|-fold orbit and cost |G| times more time), ``time_budget``
+      seconds (measured here: a time budget makes the search depend on the machine), or ``newton_iterations``
+      steps.
 
     With 1–2 products per step the gradient of an iterate swings by orders of magnitude from one step to the
     next, so the search keeps its **best iterate**, the one of least ‖Π_E∇R‖, and ends on it, whatever ended it.
@@ -424,9 +425,9 @@ class StationarySearch:
         return bool(self.ended)
 
     @property
-    def budget_products(self) -> int:
-        """The products counted against ``hessian_budget``: those on the orbit weighed by its size."""
-        return self.hessian_products + self.orbit_products * self.objective.orbit_size
+    def products(self) -> int:
+        """The Hessian-vector products counted against ``hessian_budget``: of H_E and of H_⊥ alike."""
+        return self.hessian_products + self.orbit_products
 
     def _iterate(self) -> dict:
         return {"theta": self.theta, "loss": self.loss, "accuracy": self.accuracy, "grad": self.grad,
@@ -477,7 +478,7 @@ class StationarySearch:
             self._end(RADIUS_AT_ROUNDOFF)
         elif self.newton_iterations - self.progress[0] >= self.stall_window:
             self._end(NO_PROGRESS)
-        elif self.hessian_budget is not None and self.budget_products >= self.hessian_budget:
+        elif self.hessian_budget is not None and self.products >= self.hessian_budget:
             self._end(HESSIAN_BUDGET)
         elif self.time_budget is not None and self.elapsed >= self.time_budget:
             self._end(TIME_BUDGET)
@@ -517,24 +518,34 @@ class StationarySearch:
             self.orbit_products += 1
             return objective.hvp(objective.project_perp(v), augmented=True)
 
-        found = {}
+        lowest, largest = {}, []
         for block, matvec, project in (("E", self.hessian_E, objective.project_E),
                                        ("perp", perp, objective.project_perp)):
-            start = random_unit(objective, project, self.generator)
+            like = self.theta
+            start = project(torch.randn(like.shape, generator=self.generator, dtype=like.dtype).to(like.device))
+            if not float(torch.linalg.vector_norm(start)):
+                # A model parametrised inside E (the CNN's Equi model) has no E⊥ in its own coordinates: its H_⊥ is
+                # measured after the search, in the variant's, and the check judges on H_E alone.
+                lowest[block] = math.nan
+                continue
             if block in self.warm:
-                start = project(start + self.warm[block])
-            found[block] = lanczos_spectrum(block, matvec, project, start, 1, self.check_steps, -1)
-            if len(found[block].lowest):
-                self.warm[block] = found[block].lowest_vectors[0]
-        lowest_E = float(found["E"].lowest[0]) if len(found["E"].lowest) else math.nan
-        lowest_perp = float(found["perp"].lowest[0]) if len(found["perp"].lowest) else math.nan
-        lambda_max = max(found["E"].largest, found["perp"].largest)
+                start = project(start / torch.linalg.vector_norm(start) + self.warm[block])
+            found = lanczos_spectrum(block, matvec, project, start / torch.linalg.vector_norm(start), 1,
+                                     self.check_steps, -1)
+            lowest[block] = float(found.lowest[0]) if len(found.lowest) else math.nan
+            largest.append(found.largest)
+            if len(found.lowest):
+                self.warm[block] = found.lowest_vectors[0]
+                if block == "E":
+                    escape = (found.lowest_vectors[0], lowest[block])
+        lowest_E, lowest_perp = lowest["E"], lowest["perp"]
+        lambda_max = max(largest)
         curvature = stationarity.curvature_scale(lowest_E, lowest_perp, lambda_max)
         theta_norm = float(torch.linalg.vector_norm(self.theta))
         ratio = stationarity.stationarity(self.norm, curvature, theta_norm)
         saddle = lowest_E < -stationarity.PSD_TOLERANCE * lambda_max
         if saddle:  # R falls along this direction of E: the next step takes it
-            self.escape = (found["E"].lowest_vectors[0], lowest_E)
+            self.escape = escape
         self.check = CurvatureCheck(lowest_E, lowest_perp, lambda_max, curvature, ratio, self.norm,
                                     bool(not saddle and ratio <= self.target))
         return self.check
@@ -613,17 +624,18 @@ class StationarySearch:
         theta_norm = float(torch.linalg.vector_norm(self.theta))
         if self.radius is None:
             self.radius = 0.1 * max(theta_norm, 1e-3)
+        model = KrylovModel(self.hessian_E, self.grad, self.cg_iterations, self._forcing())
         for _ in range(attempts):
             if self.escape is not None:
                 direction, curvature = self.escape
                 self.escape = None
                 p = direction * (-self.radius if float(direction @ self.grad) > 0 else self.radius)
                 predicted = -float(self.grad @ p) - 0.5 * curvature * self.radius**2
-                products, lowest = 0, curvature
+                lowest = curvature
             else:
-                p, predicted, products, lowest = lanczos_trust_region(self.hessian_E, self.grad, self.radius,
-                                                                      self.cg_iterations, self._forcing())
+                p, predicted, lowest = model.step(self.radius)
                 self.lowest_ritz = lowest
+            products = model.products
             candidate = self.objective.project_E(self.theta + p)
             self.objective.set(candidate)
             loss, accuracy, grad = self._projected_gradient()
@@ -726,49 +738,74 @@ class NewtonStep:
     negative_curvature: bool  # the Krylov space held a direction of negative curvature of R on E
 
 
-def lanczos_trust_region(hessian: Callable[[torch.Tensor], torch.Tensor], grad: torch.Tensor, radius: float,
-                         max_iterations: int, relative_tolerance: float) -> tuple[torch.Tensor, float, int, float]:
-    """Approximately minimise the model m(p) = g·p + ½ p·H p over ‖p‖ ≤ radius, on a Krylov space of H from g.
+class KrylovModel:
+    """The quadratic model m(p) = g·p + ½ p·H p of R at one point, on a Krylov space of H from g, from which
+    trust-region steps of any radius are taken (the generalised Lanczos trust-region method of Gould, Lucidi,
+    Roma and Toint 1999).
 
-    The generalised Lanczos trust-region method (Gould, Lucidi, Roma and Toint 1999): Lanczos builds an
-    orthonormal basis Q of the Krylov space with H restricted to it tridiagonal (T), and the subproblem is
-    solved exactly on that space. Unlike truncated CG, which stops at the first direction of negative
-    curvature it happens to meet and otherwise ignores it, the exact solution uses every negative direction
-    the space holds, and Lanczos finds the extreme eigenvalues, the most negative among them, first: that is
-    what takes the search off a saddle of R on E, however weakly curved. The run stops when the model's
-    gradient along the next Lanczos vector, β_j |y_j|, has fallen below ``relative_tolerance`` × ‖g‖ (then
-    the solution is nearly that of the whole space), or after ``max_iterations`` products.
-
-    Returns (p, the model's predicted decrease −m(p), products taken, the lowest eigenvalue of T: an upper bound
-    of λ_min(H)).
+    Lanczos builds an orthonormal basis Q of the Krylov space with H restricted to it tridiagonal (T), and each
+    subproblem (minimise m over ‖p‖ ≤ radius) is solved exactly on that space. Unlike truncated CG, which stops
+    at the first direction of negative curvature it happens to meet and otherwise ignores it, the exact solution
+    uses every negative direction the space holds, and Lanczos finds the extreme eigenvalues, the most negative
+    among them, first: that is what takes the search off a saddle of R on E, however weakly curved. The space
+    grows until the model's gradient along the next Lanczos vector, β_j |y_j|, has fallen below
+    ``relative_tolerance`` × ‖g‖ for the radius asked (then the solution is nearly that of the whole space), or
+    to ``max_iterations`` products. A step that the trust region rejects is retried with a smaller radius on
+    the same space: its products are not taken again.
     """
-    norm_g = float(torch.linalg.vector_norm(grad))
-    if norm_g == 0:
-        return torch.zeros_like(grad), 0.0, 0, math.nan
-    basis = grad.new_empty(min(max_iterations, len(grad)), len(grad))  # rows are filled before they are read
-    basis[0] = grad / norm_g
-    alphas: list[float] = []
-    betas: list[float] = []
-    y: torch.Tensor | None = None
-    for j in range(len(basis)):
-        w = hessian(basis[j])
-        alphas.append(float(basis[j] @ w))
-        span = basis[: j + 1]
+
+    def __init__(self, hessian: Callable[[torch.Tensor], torch.Tensor], grad: torch.Tensor, max_iterations: int,
+                 relative_tolerance: float):
+        self.hessian, self.relative_tolerance = hessian, relative_tolerance
+        self.norm_g = float(torch.linalg.vector_norm(grad))
+        self.basis = grad.new_empty(min(max_iterations, len(grad)), len(grad))  # rows filled before they are read
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+        self.exhausted = self.norm_g == 0
+        if not self.exhausted:
+            self.basis[0] = grad / self.norm_g
+
+    @property
+    def products(self) -> int:
+        return len(self.alphas)
+
+    def step(self, radius: float) -> tuple[torch.Tensor, float, float]:
+        """(p, the model's predicted decrease −m(p), the lowest eigenvalue of T: an upper bound of λ_min(H)) for
+        this radius, the space extended as far as the radius needs."""
+        if self.norm_g == 0:
+            return torch.zeros_like(self.basis[0]), 0.0, math.nan
+        y = self._solve(radius) if self.alphas else None
+        while not self.exhausted and (y is None or self._beta_last * abs(float(y[-1])) > self.relative_tolerance
+                                      * self.norm_g):
+            self._extend()
+            y = self._solve(radius)
+        assert y is not None  # the space has at least one vector once extended
+        T = _tridiagonal(self.alphas, self.betas)
+        p = self.basis[: len(self.alphas)].T @ y.to(self.basis.dtype)
+        predicted = -float(self.norm_g * y[0] + 0.5 * (y @ (T @ y)))
+        return p, predicted, float(torch.linalg.eigvalsh(T)[0])
+
+    @property
+    def _beta_last(self) -> float:
+        return self.betas[len(self.alphas) - 1] if len(self.betas) >= len(self.alphas) else 0.0
+
+    def _extend(self) -> None:
+        j = len(self.alphas)
+        w = self.hessian(self.basis[j])
+        self.alphas.append(float(self.basis[j] @ w))
+        span = self.basis[: j + 1]
         for _ in range(2):  # full re-orthogonalisation, twice (see ``lanczos``)
             w = w - span.T @ (span @ w)
         beta = float(torch.linalg.vector_norm(w))
-        T = _tridiagonal(alphas, betas)
-        y = _trust_region_on(T, norm_g, radius)
-        if beta * abs(float(y[-1])) <= relative_tolerance * norm_g or beta <= 1e-14 * max(map(abs, alphas)) \
-                or j + 1 == len(basis):
-            break
-        betas.append(beta)
-        basis[j + 1] = w / beta
-    count = len(alphas)
-    assert y is not None  # the loop ran at least once: the basis has a row
-    p = basis[:count].T @ y.to(basis.dtype)
-    predicted = -float(norm_g * y[0] + 0.5 * (y @ (T @ y)))
-    return p, predicted, count, float(torch.linalg.eigvalsh(T)[0])
+        self.betas.append(beta)
+        if beta <= 1e-14 * max(map(abs, self.alphas)) or j + 1 == len(self.basis):
+            self.exhausted = True  # the space is invariant, or as large as allowed
+            self.betas[-1] = 0.0 if beta <= 1e-14 * max(map(abs, self.alphas)) else beta
+        else:
+            self.basis[j + 1] = w / beta
+
+    def _solve(self, radius: float) -> torch.Tensor:
+        return _trust_region_on(_tridiagonal(self.alphas, self.betas), self.norm_g, radius)
 
 
 def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:

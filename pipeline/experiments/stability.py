@@ -444,7 +444,7 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
              "search_end": search.ended, "search_ending": search.ending, "iterations": search.iterations,
              "newton_iterations": search.newton_iterations, "evaluations": search.evaluations,
              "hessian_products": search.hessian_products, "orbit_products": search.orbit_products,
-             "search_budget_products": search.budget_products, "curvature_checks": search.checks,
+             "curvature_checks": search.checks,
              "search_seconds": search.elapsed, "check_ratio": check.ratio if check is not None else math.nan,
              "start_projected_grad_norm": search.start_norm, "final_projected_grad_norm": search.norm,
              "tolerance": settings.tolerance, "weight_decay": settings.weight_decay, "dimension": objective.dim,
