@@ -300,8 +300,8 @@ STEP_LANCZOS_STEPS = 20
 EVALUATIONS_PER_ITERATION = 30
 # A trust radius below this fraction of ‖θ‖ moves θ by its own round-off: the search can do no more.
 RADIUS_ROUNDOFF = 1e-15
-# After a curvature check that did not find the criterion met, the next waits until ‖Π_E∇R‖ has fallen by this
-# factor below its value there (or below the target on the curvature found, whichever comes first).
+# A curvature check runs each time ‖Π_E∇R‖ has fallen by this factor since the last (or reaches the target on the
+# curvature the last one found, whichever comes first): a few checks per search, on a logarithmic schedule.
 RECHECK_FACTOR = 0.1
 
 
@@ -336,9 +336,9 @@ class StationarySearch:
 
     - by its **criterion** (CURVATURE_CRITERION): ‖Π_E∇R‖ ≤ ``target`` × |λ| × ‖θ‖, |λ| the curvature scale
       of ``pipeline.stationarity``, estimated by a *curvature check* (Lanczos on H_E and on H_⊥, warm-started
-      from the previous check's vectors). A check runs when the best iterate's gradient reaches the target on
-      the last curvature found (before the first, on the lowest Ritz value of the trust-region subproblem), and
-      after a check that failed not before the gradient has fallen by RECHECK_FACTOR. A check that finds a
+      from the previous check's vectors). A check runs at a new best iterate whose gradient has fallen tenfold
+      (RECHECK_FACTOR) since the last check (the first: since the Newton stage began) or has reached the target
+      on the curvature the last check found. A check that finds a
       clearly negative eigenvalue of H_E (a saddle of R on E) hands its eigenvector to the next step, which
       moves along it. ``target`` lies below the verdict's tolerance by a margin for the difference between
       these estimates and the certified spectra; or the gradient is exactly zero (EXACTLY_STATIONARY);
@@ -386,6 +386,7 @@ class StationarySearch:
         self.elapsed = 0.0
         self.radius: float | None = None  # the trust region's, once Newton steps begin
         self.lowest_ritz = math.nan  # the lowest Ritz value of the last trust-region subproblem
+        self.newton_start_norm = math.nan  # ‖Π_E∇R‖ where the Newton stage began
         self.check: CurvatureCheck | None = None
         self.warm: dict[str, torch.Tensor] = {}  # the last check's lowest eigenvectors, to start the next from
         self.escape: tuple[torch.Tensor, float] | None = None  # a direction of negative curvature on E, and it
@@ -465,6 +466,7 @@ class StationarySearch:
                 return
             if self.refine == "newton":
                 self.stage = "newton"
+                self.newton_start_norm = self.norm
                 self.best = self._iterate()
                 self.progress = (self.newton_iterations, self.loss, self.norm)
             else:
@@ -495,18 +497,16 @@ class StationarySearch:
 
     def _check_due(self) -> bool:
         """Whether to run a curvature check at the current iterate: it is the best so far, and its gradient has
-        reached the target on the last curvature known (or, after a failed check, fallen by RECHECK_FACTOR)."""
+        fallen by RECHECK_FACTOR since the last check (the first: since the Newton stage began), or reached the
+        target on the curvature that check found."""
         if self.norm > self.best["norm"]:
             return False
-        if self.check is None:
-            curvature = abs(self.lowest_ritz)
-        else:
-            if self.norm <= RECHECK_FACTOR * self.check.grad_norm:
-                return True
-            if self.norm >= self.check.grad_norm:
-                return False
-            curvature = self.check.curvature
-        return bool(self.norm <= self.target * curvature * float(torch.linalg.vector_norm(self.theta)))
+        last = self.check.grad_norm if self.check is not None else self.newton_start_norm
+        if self.norm <= RECHECK_FACTOR * last:
+            return True
+        if self.check is None or self.norm >= self.check.grad_norm or not math.isfinite(self.check.curvature):
+            return False
+        return bool(self.norm <= self.target * self.check.curvature * float(torch.linalg.vector_norm(self.theta)))
 
     def _curvature_check(self) -> CurvatureCheck:
         """Estimate λ_min(H_E), λ_min(H_⊥) and λ_max at the current iterate and judge the criterion there."""
@@ -664,7 +664,7 @@ class StationarySearch:
 
     _STATE = ("loss", "accuracy", "norm", "start_norm", "iterations", "evaluations", "restarted",
               "first_order_stalled", "lr", "stage", "ended", "radius", "newton_iterations", "hessian_products",
-              "orbit_products", "checks", "elapsed", "lowest_ritz", "check", "progress")
+              "orbit_products", "checks", "elapsed", "lowest_ritz", "newton_start_norm", "check", "progress")
 
     def state_dict(self) -> dict:
         """Everything a resumed search needs to take exactly the steps this one would (θ is the model's)."""

@@ -98,8 +98,8 @@ class StabilitySettings(CommonSettings):
     # steps), or by its budget: hessian_budget Hessian-vector products, time_budget seconds (0: none; a time
     # budget makes the result depend on the machine) or newton_iterations steps, whichever comes first.
     refine: str = "newton"
-    newton_iterations: int = 5000
-    hessian_budget: int = 20000
+    newton_iterations: int = 1000
+    hessian_budget: int = 10000
     time_budget: float = 0.0
     stationarity_target: float = 1e-4
     stall_window: int = 100
@@ -224,6 +224,7 @@ class StabilityExperiment(Experiment):
     title = "Experiment S"
     science_section = "5"
     cell_names = NETWORKS
+    settings_per_cell = True  # presets give each network its own budget and sizes: ids name the network only
 
     # Its own figures come from what trials measure at A* (analysis/stationary_points.py); of the trajectory
     # figures only the convergence of the search says anything. A row is a block of the search, not an epoch;
