@@ -9,11 +9,13 @@ detector must not. The criteria themselves are checked on measurements built to 
 
 import math
 
+import h5py
 import pandas as pd
 import pytest
 import torch
 
 import analysis
+import independent_check
 from analysis import claims
 from pipeline import stationary
 from pipeline.execute import execute
@@ -165,6 +167,40 @@ def test_the_control_preset_demonstrates_claim_3_on_toy_z2_and_not_on_the_convex
     report = (tmp_path / "aggregate" / "report.md").read_text()
     assert report.index("## The paper's claims") < report.index("## Read this first")
     assert "demonstrated on the control toy-z2 only" in report
+    # Recomputed independently at the stored A* (tests/independent_check.py): the verdicts stand.
+    for trial_id, verdict in zip(trials["trial_id"], trials["claim3"]):
+        recomputed = independent_check.check_trial(tmp_path / "trials" / f"{trial_id}.h5")
+        assert recomputed["holds"] == (verdict == "demonstrated"), (trial_id, recomputed)
+
+
+def test_an_independent_recomputation_agrees_with_a_group_networks_stored_measurements(tmp_path):
+    """A short search on a small §3 network (its H_E dense): the gradient, the whole spectrum of H_E and the
+    Rayleigh quotient of H_⊥ at the stored eigenvector, recomputed with the group's action built independently
+    and torch.func's products, are the stored ones."""
+    import subprocess
+    import sys
+
+    sets = {"network": "rototrans", "n": "4", "channels": "2", "n_samples": "24", "max_iterations": "30",
+            "block": "10", "newton_iterations": "5", "hessian_budget": "150", "check_steps": "10", "eigenpairs": "2",
+            "lanczos_steps": "40", "perturbation_steps": "3", "data_source": "vendored"}
+    argv = [sys.executable, "-m", "pipeline", "train", "--experiment", "stability", "--out", str(tmp_path / "one")]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    path = tmp_path / "one" / "trials" / "stab-rototrans-s000.h5"
+    recomputed = independent_check.check_trial(path)
+    with h5py.File(path, "r") as f:
+        stored = dict(f["results"].attrs)
+        spectrum = f["results/spectrum/E/all"][()]
+    assert stored["spectrum_method_E"] == "dense" and recomputed["dim_E"] == stored["dimension_E"]
+    scale = recomputed["lambda_max"]
+    assert recomputed["grad_norm"] == pytest.approx(stored["final_projected_grad_norm"], rel=1e-8)
+    assert recomputed["lambda_min_E"] == pytest.approx(float(spectrum[0]), abs=1e-10 * scale)
+    assert recomputed["lambda_max_E"] == pytest.approx(float(spectrum[-1]), rel=1e-10)
+    # The stored eigenvector is float32: its Rayleigh quotient is the eigenvalue to about 1e-7 of λ_max.
+    assert recomputed["rayleigh_perp"] == pytest.approx(stored["lambda_min_perp"], abs=1e-6 * scale)
+    assert recomputed["outside"] <= 1e-6  # the stored vector lies in E⊥ as the group's own action defines it
 
 
 def test_train_of_a_stability_trial_says_what_it_is_doing_and_ends_with_its_verdict(tmp_path):
