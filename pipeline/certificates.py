@@ -10,9 +10,9 @@ A verdict on claim 3 rests on two signs, and they are certified differently:
   content outside the space is measured and a vector with any is rejected, and the reported residuals
   ‖H u − θ u‖ are computed with a Hessian-vector product of their own, not estimated from the recurrence.
 - **H_E ⪰ 0** needs a *lower* bound on λ_min(H_E), which no Krylov method gives: a Ritz value is an upper
-  bound, and a Ritz value minus its residual bounds *some* eigenvalue, not the lowest. Where dim E allows
-  (``dense_limit``), H_E is formed in an orthonormal basis of E, one Hessian-vector product per basis
-  vector, and its whole spectrum computed (``torch.linalg.eigh``): exact up to the round-off of the
+  bound, and a Ritz value minus its residual bounds *some* eigenvalue, not the lowest. Where forming it costs
+  at most ``dense_limit`` products, H_E is formed in an orthonormal basis of E, one Hessian-vector product per
+  basis vector, and its whole spectrum computed (``torch.linalg.eigh``): exact up to the round-off of the
   products, which the asymmetry of the formed matrix measures. Where it does not, the block is reported by
   Lanczos with ``method = "lanczos"`` and its sign is *not* certified.
 
@@ -20,7 +20,8 @@ Lanczos finds the extreme eigenvalues of a block first; eigenvalues near 0 that 
 converge slowly (in the first version, 80 steps missed two negative eigenvalues of H_⊥ of a CNN at −4e-7
 and −7e-7 × λ_max). So a Lanczos run continues until its lowest Ritz pairs have converged or its step
 limit is reached, and what it did not find is never read as absent: only a dense spectrum says that a block
-has no negative eigenvalue. H_⊥ is dense too where dim E⊥ ≤ ``dense_limit``.
+has no negative eigenvalue. H_⊥ is formed densely too where that costs at most ``dense_limit`` products of
+H_E (its dimension times |G|: each of its products runs over the orbit).
 
 The orthonormal bases come from the group's action itself: where G permutes the parameters (every network
 here whose premises hold), E is spanned by the indicator vectors of the orbits, and one projection of a

@@ -7,6 +7,7 @@ parameter (``MeasuredModel.load_snapshot``), exactly as they were when the snaps
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -29,6 +30,10 @@ def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device: st
                             f"{', '.join(experiments.REGISTRY)}")
     experiment = experiments.get(name)
     values = {k: v for k, v in settings_of(attrs).items() if k != "experiment"}
+    # A file of an earlier version may hold a setting this pipeline no longer has (Experiment S's gradient_floor):
+    # it said how a search stopped, not what the model is.
+    known = {f.name for f in dataclasses.fields(experiment.settings_type)} | set(experiment.aliases)
+    values = {k: v for k, v in values.items() if k in known}
     try:
         settings = experiment.make_settings(values)
     except ConfigError as error:

@@ -216,3 +216,26 @@ def test_train_of_a_stability_trial_says_what_it_is_doing_and_ends_with_its_verd
     tail = lines[lines.index("measured after training:"):]
     assert any(line.strip().startswith("search: stationary on the curvature scale (criterion)") for line in tail)
     assert any(line.strip() == "claim 3: demonstrated" for line in tail)
+
+
+def test_a_trial_file_of_an_earlier_version_still_reloads(tmp_path):
+    """Files written before searches ended by their criterion hold ``gradient_floor``, a setting that said how
+    the search stopped: load_model leaves it out and rebuilds the model."""
+    import json
+    import subprocess
+    import sys
+
+    from pipeline import load_model
+
+    run = subprocess.run([sys.executable, "-m", "pipeline", "train", "--experiment", "stability", "--set",
+                          "network=toy-z2", "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    path = tmp_path / "one" / "trials" / "stab-toy-z2-s000.h5"
+    with h5py.File(path, "a") as f:
+        settings = json.loads(f.attrs["settings"])
+        f.attrs["settings"] = json.dumps({**settings, "gradient_floor": 1e-12})
+        stored = {name: f[f"weights/{name}"][-1] for name in ("a", "w")}
+    model = load_model(path)
+    assert torch.equal(model.w.detach(), torch.from_numpy(stored["w"]))
+    assert torch.equal(model.a.detach(), torch.from_numpy(stored["a"]))
