@@ -47,9 +47,12 @@ RITZ_TOLERANCE = 1e-6
 RITZ_FLOOR = 1e-12
 # Lanczos checks its convergence every this many steps (an eigen-decomposition of the tridiagonal matrix each).
 CHECK_EVERY = 10
-# Two orbit averages closer than this (relative) belong to one orbit; a random vector with entries in [1, 2] gives
-# distinct orbits averages that differ by far more, and the basis is checked afterwards in any case.
-ORBIT_GAP = 1e-9
+# Two orbit averages closer than this (relative) belong to one orbit: the averages of one orbit differ by the
+# round-off of a sum of |G| terms (about 1e-16). Averages of distinct orbits are random, and among thousands of
+# orbits two of them fall within 1e-9 of each other in about one draw of 40 (trans at width 12: 2,760 orbits);
+# such a draw merges two orbits, fails the check below and is drawn again (ORBIT_DRAWS times at most).
+ORBIT_GAP = 1e-12
+ORBIT_DRAWS = 3
 BASIS_CHECK = 1e-12
 
 
@@ -111,22 +114,28 @@ def orbit_basis(project_E: Callable[[torch.Tensor], torch.Tensor], like: torch.T
     def draw():
         return (1.0 + torch.rand(like.shape, generator=generator, dtype=torch.float64)).to(like)
 
-    averages = project_E(draw())
-    values, order = torch.sort(averages.cpu())
-    if len(values) == 0 or float(values[0]) <= 0.5:  # a permutation average of entries in [1, 2] lies in [1, 2]
-        return None
-    gaps = values[1:] - values[:-1] > ORBIT_GAP * values[1:].abs()
-    labels = torch.zeros(len(values), dtype=torch.long)
-    labels[1:] = torch.cumsum(gaps.long(), 0)
-    orbit = torch.empty_like(labels)
-    orbit[order] = labels
-    basis = OrbitBasis(orbit)
-    for _ in range(2):
-        v = draw() - 1.5
-        if float(torch.linalg.vector_norm(project_E(v) - basis.lift(basis.restrict(v)))) > \
-                BASIS_CHECK * float(torch.linalg.vector_norm(v)):
+    def spans_E(basis: OrbitBasis) -> bool:
+        for _ in range(2):
+            v = draw() - 1.5
+            if float(torch.linalg.vector_norm(project_E(v) - basis.lift(basis.restrict(v)))) > \
+                    BASIS_CHECK * float(torch.linalg.vector_norm(v)):
+                return False
+        return True
+
+    for _ in range(ORBIT_DRAWS):
+        averages = project_E(draw())
+        values, order = torch.sort(averages.cpu())
+        if len(values) == 0 or float(values[0]) <= 0.5:  # a permutation average of entries in [1, 2] lies in [1, 2]
             return None
-    return basis
+        gaps = values[1:] - values[:-1] > ORBIT_GAP * values[1:].abs()
+        labels = torch.zeros(len(values), dtype=torch.long)
+        labels[1:] = torch.cumsum(gaps.long(), 0)
+        orbit = torch.empty_like(labels)
+        orbit[order] = labels
+        basis = OrbitBasis(orbit)
+        if spans_E(basis):
+            return basis
+    return None
 
 
 @dataclass

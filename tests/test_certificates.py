@@ -32,6 +32,27 @@ def test_the_orbit_basis_spans_E_and_agrees_with_the_orbits_of_the_group_action(
     assert float((basis.restrict(B.T).abs()).max()) <= 1e-14  # every column in E⊥
 
 
+def test_a_draw_in_which_two_orbits_average_alike_is_drawn_again():
+    # Among thousands of orbits two random averages can fall within the gap that joins orbits (a trans trial of
+    # `stability` lost its dense H_E so): the first draw here has two orbits averaging exactly alike.
+    objective = group_objective("trans", n=3, channels=2)
+    independent = orbits(parameter_generators(objective.model, "trans", 3))
+    first, second = (independent == 0), (independent == 1)
+    calls = []
+
+    def project_E(v):
+        if not calls:
+            v = v.clone()
+            v[second] = v[first].mean()
+            v[first] = v[first].mean()
+        calls.append(1)
+        return objective.project_E(v)
+
+    basis = certificates.orbit_basis(project_E, objective.get())
+    assert len(calls) > 3  # the merged basis was checked, refused, and a second draw made
+    assert basis is not None and basis.dim == int(independent.max()) + 1
+
+
 def test_no_orbit_basis_where_the_group_does_not_permute_the_coordinates():
     assert certificates.orbit_basis(cnn_objective("cross", "nonunitary").project_E,
                                     cnn_objective("cross", "nonunitary").get()) is None
