@@ -165,10 +165,22 @@ def common_reasons(reasons: pd.Series) -> str:
     """The kinds of reason that stopped trials from showing claim 3, with how many trials each stopped."""
     counts: dict[str, int] = {}
     for text in reasons.dropna():
-        for reason in filter(None, str(text).split("; ")):
+        for reason in _top_level_parts(str(text)):
             kind = reason.split(" (", 1)[0]
             counts[kind] = counts.get(kind, 0) + 1
     return ", ".join(f"{kind} ({count})" for kind, count in counts.items())
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """``text`` split at "; " outside parentheses: a reason's own details may hold "; " too."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        if depth == 0 and text.startswith("; ", i):
+            parts.append(text[start:i])
+            start = i + 2
+    parts.append(text[start:])
+    return [part for part in parts if part]
 
 
 def summary_lines(attrs: dict) -> list[str]:

@@ -239,3 +239,18 @@ def test_a_trial_file_of_an_earlier_version_still_reloads(tmp_path):
     model = load_model(path)
     assert torch.equal(model.w.detach(), torch.from_numpy(stored["w"]))
     assert torch.equal(model.a.detach(), torch.from_numpy(stored["a"]))
+
+
+def test_the_claims_table_counts_each_reason_once_whatever_its_details_hold():
+    from analysis.stationary_points import common_reasons
+
+    # A reason's details may hold "; " themselves (stability's first run counted "not a proof that there is
+    # none)" as a reason of its own).
+    reasons = pd.Series([
+        "not converged (‖Π_E∇R‖ = 0.002·|λ|·‖A*‖ > 0.001)",
+        "no negative eigenvalue of H_⊥ found (Lanczos, 40 steps: λ_min(H_⊥) ≤ 5.6e-06·λ_max; not a proof that "
+        "there is none)",
+        "not converged (‖Π_E∇R‖ = 0.004·|λ|·‖A*‖ > 0.001); H_E not certified (dim E = unknown: only a dense "
+        "spectrum bounds λ_min(H_E) from below; its lowest Ritz value is 2.08e-08·λ_max)",
+    ])
+    assert common_reasons(reasons) == "not converged (2), no negative eigenvalue of H_⊥ found (1), H_E not certified (1)"
