@@ -39,6 +39,17 @@ from pipeline.experiments.base import (
     Experiment,
     GridCell,
 )
+from pipeline.stationarity import (
+    DEGENERATE,
+    HESSIAN_ROUNDOFF,
+    OUTSIDE_TOLERANCE,
+    PSD_TOLERANCE,
+    STATIONARITY_TOLERANCE,
+    ZERO_POINT,
+    curvature_scale,
+    point_kind,
+    stationarity,
+)
 
 from . import figure_names
 from .loading import experiment_of
@@ -67,23 +78,28 @@ IDENTITY_THRESHOLD = 1e-10
 # Where the premises fail (CNN skew, nonunitary) the identity is off "by orders of magnitude": at A0, where
 # the gradients are large, by at least this fraction of ||grad R_aug||.
 IDENTITY_FAILS_MIN = 1e-4
-# Claim 3 is demonstrated by a trial when all four hold (docs/science.md §7):
+# Claim 3 is demonstrated by a trial when all four hold (docs/science.md §7). The curvature-scale rule and its
+# constants live in pipeline.stationarity, which the search for A* stops by as well:
 # 1. A* is stationary on the scale of the curvature judged: ||Pi_E grad R|| <= STATIONARITY_TOLERANCE * |lambda| *
 #    ||A*||, |lambda| the smallest of |lambda_min(H_perp)| and lambda_min(H_E) where that is clearly above zero (a
 #    gradient g is a slope of length about g / |lambda| along that eigenvector: it must be short against ||A*||).
-STATIONARITY_TOLERANCE = 1e-3
-# 2. H_E is certified positive semi-definite, a zero eigenvalue allowed: its lowest Ritz value minus that Ritz
-#    pair's residual (below which no eigenvalue the Krylov space found can lie) >= -PSD_TOLERANCE * lambda_max.
-PSD_TOLERANCE = 1e-8
-# 3. H_perp is certified negative by a clear gap: its lowest Ritz value, an upper bound of lambda_min(H_perp), is
-#    below -SPECTRAL_GAP times every bound in play (any negative part of H_E, the Ritz residual of H_perp, and
-#    HESSIAN_ROUNDOFF * lambda_max, where Hessian-vector products stop resolving eigenvalues). Not one band shared
-#    by both tests: a point that is a saddle on E and on E-perp alike must not straddle it.
+#    A point without such a scale (degenerate: every judged curvature at round-off; the zero point A* = 0) is
+#    named, never divided by.
+# 2. H_E is certified positive semi-definite, a zero eigenvalue allowed: only a dense spectrum certifies that (a
+#    Ritz value is an upper bound, and a Ritz value minus its residual bounds some eigenvalue, not the lowest);
+#    its lowest eigenvalue minus the round-off of the formed matrix >= -PSD_TOLERANCE * lambda_max.
+# 3. H_perp is certified negative by a clear gap: its lowest Ritz value (the Rayleigh quotient of a vector of
+#    E-perp: an upper bound of lambda_min(H_perp)) is below -SPECTRAL_GAP times every bound in play (any negative
+#    part of H_E, the residual of H_perp's pair, and HESSIAN_ROUNDOFF * lambda_max, where Hessian-vector products
+#    stop resolving eigenvalues). Not one band shared by both tests: a point that is a saddle on E and on E-perp
+#    alike must not straddle it.
 SPECTRAL_GAP = 10.0
-HESSIAN_ROUNDOFF = 1e-12
 # 4. The anchored perturbation along the lowest E-perp eigenvector grows at the predicted rate: log of the measured
 #    factor per step within this fraction of the log of |1 - eta lambda_min(H_perp)|.
 GROWTH_TOLERANCE = 0.01
+# Two trials whose R and ||A*|| agree to this (relative) ended at one point (up to a symmetry of the network):
+# seeds that share a point are not independent evidence.
+SAME_POINT = 1e-9
 
 HOLDS, FAILS, TOO_FEW = "holds", "does not hold", "not enough complete trials"
 DEMONSTRATED, NOT_OBSERVED = "demonstrated", "not observed"
@@ -457,42 +473,76 @@ class Claim3Evidence:
     demonstrated: bool
     reasons: list[str]
     numbers: str
-    stationarity: float  # ‖Π_E∇R‖ / (|λ|·‖A*‖)
-    e_lower_bound: float  # λ_min(H_E) certified from below, relative to λ_max
+    stationarity: float  # ‖Π_E∇R‖ / (|λ|·‖A*‖); NaN at a point without a curvature scale
+    e_lower_bound: float  # λ_min(H_E) certified from below, relative to λ_max; NaN where not certified
     perp_upper_bound: float  # λ_min(H_⊥) certified from above, relative to λ_max
     growth_error: float  # |log measured / log predicted − 1| of the anchored lowest run
+    point: str = ""  # the point, where it has no curvature scale: pipeline.stationarity.ZERO_POINT or DEGENERATE
+
+
+def _get(row, name: str, default):
+    """A measurement that trials of older versions (or other experiments in one table) may lack."""
+    value = row.get(name, default)
+    return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 def claim3_evidence(row) -> Claim3Evidence:
-    """Judge one trial's measurements at A* (a row of the measurements table) against the four conditions above."""
+    """Judge one trial's measurements at A* (a row of the measurements table) against the four conditions above.
+
+    Trials measured before spectra were certified (no ``spectrum_method_E``) had H_E by Lanczos only: their
+    E-block is not certified."""
     scale = float(row["lambda_max"])
-    e_low = float(row["lambda_min_E"]) - abs(float(row["lambda_min_E_residual"]))
+    dense_E = _get(row, "spectrum_method_E", "lanczos") == "dense"
+    dense_perp = _get(row, "spectrum_method_perp", "lanczos") == "dense"
+    lowest_E = float(row["lambda_min_E"])
+    e_low = float(_get(row, "lambda_min_E_lower_bound", np.nan)) if dense_E else np.nan
     perp = float(row["lambda_min_perp"])
     perp_residual = abs(float(row["lambda_min_perp_residual"]))
-    negative_E = max(0.0, -e_low)
+    negative_E = max(0.0, -e_low) if dense_E else 0.0
     bound = max(negative_E, perp_residual, HESSIAN_ROUNDOFF * scale)
-    # The curvatures whose sign is judged: H_⊥'s lowest, and H_E's lowest where it is clearly not zero.
-    judged = [abs(perp)] + ([e_low] if e_low > HESSIAN_ROUNDOFF * scale else [])
-    curvature = min(judged) if min(judged) > 0 else float("nan")
-    stationarity = float(row["final_projected_grad_norm"]) / (curvature * float(row["theta_norm"]))
+    theta_norm = float(row["theta_norm"])
+    curvature = curvature_scale(e_low if dense_E else lowest_E, perp, scale)
+    kind = point_kind(curvature, theta_norm, float(_get(row, "start_theta_norm", theta_norm)))
+    ratio = stationarity(float(row["final_projected_grad_norm"]), curvature, theta_norm)
     measured, predicted = float(row["lowest_measured"]), float(row["lowest_predicted"])
     with np.errstate(divide="ignore", invalid="ignore"):
         growth_error = abs(np.log(measured) / np.log(predicted) - 1) if predicted > 1 else float("nan")
     reasons = []
-    if not stationarity <= STATIONARITY_TOLERANCE:
-        reasons.append(f"not converged (‖Π_E∇R‖ = {number(stationarity)}·|λ|·‖A*‖ > {STATIONARITY_TOLERANCE:g})")
-    if negative_E > PSD_TOLERANCE * scale:
-        reasons.append(f"E-block not PSD (λ_min(H_E) ≥ {number(e_low / scale)}·λ_max is all that is certified)")
-    if not perp < -SPECTRAL_GAP * bound:
-        reasons.append("H_⊥ not negative" if perp >= 0 else
-                       f"H_⊥ not clearly negative (λ_min(H_⊥) ≤ {number(perp / scale)}·λ_max, not below "
+    if kind == ZERO_POINT:
+        reasons.append(f"the zero point (A* = 0: ‖A*‖ = {number(theta_norm)}, no scale to judge stationarity on)")
+    elif kind == DEGENERATE:
+        reasons.append(f"degenerate point (every curvature judged is at round-off, |λ| ≤ {HESSIAN_ROUNDOFF:g}·λ_max)")
+    elif not ratio <= STATIONARITY_TOLERANCE:
+        reasons.append(f"not converged (‖Π_E∇R‖ = {number(ratio)}·|λ|·‖A*‖ > {STATIONARITY_TOLERANCE:g})")
+    if not dense_E:
+        reasons.append(f"H_E not certified (dim E = {_dimension(row, 'E')}: only a dense spectrum bounds λ_min(H_E) "
+                       f"from below; its lowest Ritz value is {number(lowest_E / scale)}·λ_max)")
+    elif negative_E > PSD_TOLERANCE * scale:
+        reasons.append(f"E-block not PSD (λ_min(H_E) = {number(float(e_low) / scale)}·λ_max, dense: "
+                       f"{int(_get(row, 'negative_count_E', -1))} negative eigenvalues)")
+    outside = float(_get(row, "ritz_outside_perp", 0.0))
+    if outside > OUTSIDE_TOLERANCE:
+        reasons.append(f"H_⊥'s Ritz vector not in E⊥ (a part {number(outside)} in E)")
+    elif perp >= 0:
+        reasons.append(f"H_⊥ ⪰ 0 (dense: λ_min(H_⊥) = {number(perp / scale)}·λ_max)" if dense_perp else
+                       f"no negative eigenvalue of H_⊥ found (Lanczos, {int(_get(row, 'krylov_dim_perp', 0))} steps: "
+                       f"λ_min(H_⊥) ≤ {number(perp / scale)}·λ_max; not a proof that there is none)")
+    elif not perp < -SPECTRAL_GAP * bound:
+        reasons.append(f"H_⊥ not clearly negative (λ_min(H_⊥) ≤ {number(perp / scale)}·λ_max, not below "
                        f"−{SPECTRAL_GAP:g} × {number(bound / scale)}·λ_max)")
     if perp < 0 and not growth_error <= GROWTH_TOLERANCE:
         reasons.append(f"growth off (measured {measured:.7g} per step, predicted {predicted:.7g})")
-    numbers = (f"‖Π_E∇R‖/(|λ|‖A*‖) {number(stationarity)}, λ_min(H_E) ≥ {number(e_low / scale)}·λ_max, "
-               f"λ_min(H_⊥) ≤ {number(perp / scale)}·λ_max (residual {number(perp_residual / scale)}), growth "
+    numbers = (f"‖Π_E∇R‖/(|λ|‖A*‖) {number(ratio)}, λ_min(H_E) "
+               + (f"≥ {number(e_low / scale)}·λ_max (dense)" if dense_E else f"≤ {number(lowest_E / scale)}·λ_max "
+                  "(Lanczos)")
+               + f", λ_min(H_⊥) ≤ {number(perp / scale)}·λ_max (residual {number(perp_residual / scale)}), growth "
                f"{measured:.7g}/{predicted:.7g}")
-    return Claim3Evidence(not reasons, reasons, numbers, stationarity, e_low / scale, perp / scale, growth_error)
+    return Claim3Evidence(not reasons, reasons, numbers, ratio, e_low / scale, perp / scale, growth_error, kind)
+
+
+def _dimension(row, block: str) -> str:
+    dim = int(_get(row, f"dimension_{block}", -1))
+    return str(dim) if dim >= 0 else "unknown"
 
 
 def _ratio_of(numerator, denominator):

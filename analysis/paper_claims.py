@@ -115,6 +115,9 @@ def _claim3(verdicts: list[Verdict], controls: list[Verdict], trials: pd.DataFra
         shown = [v for v in networks if v.outcome == DEMONSTRATED]
         parts.append(f"in the networks of §3–§4: shown in {len(shown)} of {len(networks)}"
                      + (f" ({', '.join(v.subject.split(', ')[-1] for v in shown)})" if shown else ""))
+        per_network = _per_network(trials, _control_cells(verdicts))
+        if per_network:
+            parts.append(f"per network, of its seeds: {per_network}")
         reasons = _reasons(trials, _control_cells(verdicts))
         if reasons:
             parts.append(f"why not elsewhere (trials): {reasons}")
@@ -123,6 +126,19 @@ def _claim3(verdicts: list[Verdict], controls: list[Verdict], trials: pd.DataFra
     if controls and not networks:
         caveat += "; this grid has only the controls: the paper's networks are not judged"
     return ClaimRow("claim 3", STATEMENTS["claim 3"], verdict, "; ".join(parts), caveat)
+
+
+def _per_network(trials: pd.DataFrame, controls: set[str]) -> str:
+    """"rot: claim 3 in 1 of 3, 2 of 3 converged; ..." over the networks whose premises hold."""
+    if trials.empty or "claim3" not in trials:
+        return ""
+    judged = trials[trials["premises_hold"] & ~trials["cell"].isin(controls)]
+    words = []
+    for cell, part in judged.groupby("cell", sort=False):
+        converged = int((part["stationarity"] <= claims.STATIONARITY_TOLERANCE).sum())
+        shown = int((part["claim3"] == DEMONSTRATED).sum())
+        words.append(f"{cell}: claim 3 in {shown} of {len(part)}, {converged} of {len(part)} converged")
+    return "; ".join(words)
 
 
 def _reasons(trials: pd.DataFrame, controls: set[str]) -> str:

@@ -211,16 +211,22 @@ def _criteria_section(min_complete: int) -> str:
         "trials shows all four of: (i) A* is stationary on the scale of the curvature judged, ‖Π_E∇R‖ ≤ "
         f"`STATIONARITY_TOLERANCE` = {claims.STATIONARITY_TOLERANCE:g} × |λ| × ‖A*‖, |λ| the smallest of "
         "|λ_min(H_⊥)| and λ_min(H_E) where that is clearly above zero (a gradient g is a slope of length g/|λ| "
-        "along that eigenvector); (ii) H_E certified ⪰ 0, a zero eigenvalue allowed: its lowest Ritz value minus "
-        f"that pair's residual ≥ −`PSD_TOLERANCE` × λ_max ({claims.PSD_TOLERANCE:g}); (iii) H_⊥ certified "
-        "negative by a clear gap: its lowest Ritz value, an upper bound of λ_min(H_⊥), below −`SPECTRAL_GAP` = "
+        "along that eigenvector; a degenerate point, where every such curvature is at round-off, and the zero point "
+        "A* = 0 are named, not divided by); (ii) H_E certified ⪰ 0, a zero eigenvalue allowed: only the dense "
+        "spectrum of H_E, formed in an orthonormal basis of E, certifies it (a Ritz value bounds λ_min from above "
+        "only), its lowest eigenvalue minus the round-off of the formed matrix "
+        f"≥ −`PSD_TOLERANCE` × λ_max ({claims.PSD_TOLERANCE:g}); (iii) H_⊥ certified "
+        "negative by a clear gap: its lowest Ritz value (the Rayleigh quotient of a vector of E⊥, with its residual "
+        "computed), an upper bound of λ_min(H_⊥), below −`SPECTRAL_GAP` = "
         f"{claims.SPECTRAL_GAP:g} times every bound in play (any negative part of H_E, the residual of H_⊥'s Ritz "
         f"pair, and `HESSIAN_ROUNDOFF` = {claims.HESSIAN_ROUNDOFF:g} × λ_max); (iv) the perturbation along the "
         "lowest E⊥ eigenvector, anchored at A*, grows at the predicted rate (log-factors within "
         f"`GROWTH_TOLERANCE` = {claims.GROWTH_TOLERANCE:.0%}). Otherwise it is not observed, with the reasons in "
         "words and the spectra shown either way. The detector is validated on two controls, where the answer is "
         "known: `toy-z2` (claim 3 holds provably) must give *demonstrated*, `toy-linear` (a convex model) *not "
-        "observed*.",
+        "observed*. Each search for A* ends by its criterion (stationary on the curvature scale, on estimates), a "
+        "certified stall or its budget, on its best iterate; the tables of Experiment S say which, trial by trial, "
+        "and count seeds that ended at one point once.",
     ])
 
 

@@ -56,34 +56,60 @@ def _cells(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def trial_table(results: Results) -> pd.DataFrame:
-    """Per complete trial: how its search ended and what it shows about claim 3 (``claims.claim3_evidence``)."""
+    """Per complete trial: how its search ended, the certified ends of both spectra, the perturbation's growth,
+    what kind of point A* is, and what it shows about claim 3 (``claims.claim3_evidence``)."""
     done = _complete(results, results.measurements)
     rows = []
     for _, row in done.iterrows():
         scale = row["lambda_max"]
         entry = {"experiment": row["experiment"], "cell": row["cell"], "trial_id": row["trial_id"],
                  "premises_hold": bool(row["premises_hold"]), "search_end": row.get("search_end", ""),
-                 "newton_iterations": row.get("newton_iterations", 0), "loss": row.get("loss", np.nan),
-                 "projected_grad_norm": row["final_projected_grad_norm"], "theta_norm": row.get("theta_norm", np.nan),
-                 "lambda_max": scale, "lambda_min_E": row["lambda_min_E"],
-                 "lambda_min_E_residual": row["lambda_min_E_residual"], "lambda_min_perp": row["lambda_min_perp"],
+                 "search_ending": _text(row.get("search_ending", "")),
+                 "newton_iterations": row.get("newton_iterations", 0),
+                 "hessian_products": row.get("hessian_products", np.nan) + row.get("orbit_products", 0),
+                 "loss": row.get("loss", np.nan), "projected_grad_norm": row["final_projected_grad_norm"],
+                 "theta_norm": row.get("theta_norm", np.nan), "lambda_max": scale,
+                 "lambda_min_E": row["lambda_min_E"], "lambda_min_E_residual": row["lambda_min_E_residual"],
+                 "spectrum_method_E": _text(row.get("spectrum_method_E", "lanczos")),
+                 "lambda_min_perp": row["lambda_min_perp"],
                  "lambda_min_perp_residual": row["lambda_min_perp_residual"],
+                 "spectrum_method_perp": _text(row.get("spectrum_method_perp", "lanczos")),
                  "lowest_measured": row["lowest_measured"], "lowest_predicted": row["lowest_predicted"]}
         if entry["premises_hold"] and "theta_norm" in row:
             evidence = claims.claim3_evidence(row)
             entry.update({"stationarity": evidence.stationarity, "lambda_min_E_lower_rel": evidence.e_lower_bound,
                           "lambda_min_perp_upper_rel": evidence.perp_upper_bound,
-                          "growth_error": evidence.growth_error,
+                          "growth_error": evidence.growth_error, "point": evidence.point,
                           "claim3": claims.DEMONSTRATED if evidence.demonstrated else claims.NOT_OBSERVED,
                           "claim3_reasons": "; ".join(evidence.reasons)})
         rows.append(entry)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["same_point_as"] = same_points(table)
+    return table
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def same_points(table: pd.DataFrame) -> list[str]:
+    """Per trial, the other trials that ended at its point (R and ‖A*‖ equal to ``claims.SAME_POINT``, networks
+    of one experiment alike: one point can lie in the E of several groups), comma-separated."""
+    keys = list(zip(table["experiment"], table["loss"].astype(float), table["theta_norm"].astype(float)))
+    shared = []
+    for i, (experiment, loss, norm) in enumerate(keys):
+        others = [table["trial_id"].iloc[j] for j, (other, l2, n2) in enumerate(keys)
+                  if j != i and other == experiment and np.isfinite(loss) and np.isfinite(norm)
+                  and abs(loss - l2) <= claims.SAME_POINT * abs(loss) and abs(norm - n2) <= claims.SAME_POINT * norm]
+        shared.append(", ".join(others))
+    return shared
 
 
 def cell_table(results: Results) -> pd.DataFrame:
     """Per cell: trials, how the searches ended, claim 1's residuals, the ends of both spectra relative to
-    λ_max, the measured against predicted change of dist_E per step (medians over seeds), and how many trials
-    show claim 3."""
+    λ_max, the measured against predicted change of dist_E per step (medians over seeds), and, of its seeds, how
+    many converged (stationary on the curvature scale) and how many show claim 3, at how many distinct points."""
     done = _complete(results, results.measurements)
     trials = trial_table(results)
     rows = []
@@ -91,9 +117,11 @@ def cell_table(results: Results) -> pd.DataFrame:
         part = done[(done["experiment"] == name) & (done["cell"] == cell)]
         judged = trials[(trials["experiment"] == name) & (trials["cell"] == cell)]
         scale = part["lambda_max"]
+        endings = judged["search_ending"].replace("", "unrecorded").value_counts()
         row = {"experiment": name, "cell": cell, "trials": len(part),
                "premises_hold": bool(part["premises_hold"].all()),
                "converged": int(part["converged"].astype(bool).sum()),
+               "search_endings": ", ".join(f"{kind} {count}" for kind, count in endings.items()),
                "gradient_drop": _median(part["final_projected_grad_norm"] / part["start_projected_grad_norm"]),
                "final_loss": _median(part["loss"] if "loss" in part else [np.nan]),
                "identity_start": _median(part["start_identity_residual"]),
@@ -110,39 +138,67 @@ def cell_table(results: Results) -> pd.DataFrame:
             row[f"{run}_measured"] = _median(part[f"{run}_measured"])
             row[f"{run}_predicted"] = _median(part[f"{run}_predicted"])
         if "stationarity" in judged:
+            shown = judged[judged["claim3"] == claims.DEMONSTRATED]
             row.update({
                 "stationary_on_curvature_scale": int((judged["stationarity"] <= claims.STATIONARITY_TOLERANCE).sum()),
                 "stationarity": _median(judged["stationarity"]),
                 "lambda_min_E_lower_rel": _median(judged["lambda_min_E_lower_rel"]),
                 "lambda_min_perp_upper_rel": _median(judged["lambda_min_perp_upper_rel"]),
-                "claim3_trials": int((judged["claim3"] == claims.DEMONSTRATED).sum()),
+                "claim3_trials": len(shown), "claim3_points": distinct_points(shown),
                 "claim3_reasons": common_reasons(judged["claim3_reasons"])})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def distinct_points(trials: pd.DataFrame) -> int:
+    """How many different points the trials ended at (``same_points``)."""
+    seen: set[str] = set()
+    count = 0
+    for trial_id, same in zip(trials["trial_id"], trials["same_point_as"]):
+        if trial_id not in seen:
+            count += 1
+        seen |= {trial_id, *filter(None, str(same).split(", "))}
+    return count
 
 
 def common_reasons(reasons: pd.Series) -> str:
     """The kinds of reason that stopped trials from showing claim 3, with how many trials each stopped."""
     counts: dict[str, int] = {}
     for text in reasons.dropna():
-        for reason in filter(None, str(text).split("; ")):
+        for reason in _top_level_parts(str(text)):
             kind = reason.split(" (", 1)[0]
             counts[kind] = counts.get(kind, 0) + 1
     return ", ".join(f"{kind} ({count})" for kind, count in counts.items())
 
 
+def _top_level_parts(text: str) -> list[str]:
+    """``text`` split at "; " outside parentheses: a reason's own details may hold "; " too."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        if depth == 0 and text.startswith("; ", i):
+            parts.append(text[start:i])
+            start = i + 2
+    parts.append(text[start:])
+    return [part for part in parts if part]
+
+
 def summary_lines(attrs: dict) -> list[str]:
     """What one trial measured at A*, in a few lines (``pipeline train`` prints them at the end)."""
     scale = attrs["lambda_max"]
+    ending = attrs.get("search_ending", "")
+    products = attrs.get("hessian_products", 0) + attrs.get("orbit_products", 0)
     lines = [
-        f"search: {attrs.get('search_end', '')}; {attrs['iterations']} first-order iterations, "
-        f"{attrs.get('newton_iterations', 0)} Newton steps; ‖Π_E∇R‖ {attrs['start_projected_grad_norm']:.3g} → "
-        f"{attrs['final_projected_grad_norm']:.3g}; R at A* {attrs.get('loss', float('nan')):.6g}",
+        f"search: {attrs.get('search_end', '')}{f' ({ending})' if ending else ''}; {attrs['iterations']} first-order "
+        f"iterations, {attrs.get('newton_iterations', 0)} Newton steps, {products} Hessian-vector products; "
+        f"‖Π_E∇R‖ {attrs['start_projected_grad_norm']:.3g} → "
+        f"{attrs['final_projected_grad_norm']:.3g} (its best iterate); R at A* {attrs.get('loss', float('nan')):.6g}",
         f"claim 1: ‖∇R_aug − Π_E∇R‖/‖∇R‖ = {attrs['identity_residual_vs_plain']:.3g} at A*, "
         f"{attrs['start_identity_residual_vs_plain']:.3g} at A⁰",
         f"spectra (÷λ_max = {scale:.4g}): λ_min(H_E) {attrs['lambda_min_E'] / scale:.3g} ± "
-        f"{attrs['lambda_min_E_residual'] / scale:.2g}, λ_min(H_⊥) {attrs['lambda_min_perp'] / scale:.3g} ± "
-        f"{attrs['lambda_min_perp_residual'] / scale:.2g}",
+        f"{attrs['lambda_min_E_residual'] / scale:.2g} ({attrs.get('spectrum_method_E', 'lanczos')}), λ_min(H_⊥) "
+        f"{attrs['lambda_min_perp'] / scale:.3g} ± {attrs['lambda_min_perp_residual'] / scale:.2g} "
+        f"({attrs.get('spectrum_method_perp', 'lanczos')})",
         f"perturbation along the lowest E⊥ eigenvector: dist_E × {attrs['lowest_measured']:.7g} per step "
         f"(predicted {attrs['lowest_predicted']:.7g})",
     ]
@@ -158,17 +214,22 @@ def _number(x: float, digits: int = 3) -> str:
 
 
 def report_section(results: Results, figures: dict | None) -> str:
-    """The report's section on stationary points; empty when no trial measured any."""
+    """The report's section on stationary points (a table per network, then one per trial); empty when no trial
+    measured any."""
     table = cell_table(results)
     if table.empty:
         return ""
     rows = []
     for _, r in table.iterrows():
-        claim3 = (f"{int(r['claim3_trials'])} of {r['trials']}" + (f": {r['claim3_reasons']}" if r["claim3_reasons"]
-                                                                  else "")
-                  if r["premises_hold"] and "claim3_trials" in r and np.isfinite(r["claim3_trials"]) else "–")
+        claim3 = "–"
+        if r["premises_hold"] and "claim3_trials" in r and np.isfinite(r["claim3_trials"]):
+            claim3 = f"{int(r['claim3_trials'])} of {r['trials']}"
+            if r["claim3_trials"] > 1:
+                claim3 += f" (at {int(r['claim3_points'])} distinct points)"
+            if r["claim3_reasons"]:
+                claim3 += f"; not in the others: {r['claim3_reasons']}"
         rows.append([
-            f"{r['cell']}{'' if r['premises_hold'] else ' (premises fail)'}",
+            f"{r['cell']}{'' if r['premises_hold'] else ' (premises fail)'}", r["search_endings"],
             f"{_int(r.get('stationary_on_curvature_scale'))} of {r['trials']}" if r["premises_hold"] else "–",
             _number(r.get("stationarity", np.nan)), _number(r["final_loss"]),
             _number(r["identity_start"]), _number(r["identity_star_vs_plain"]),
@@ -176,34 +237,70 @@ def report_section(results: Results, figures: dict | None) -> str:
             _number(r.get("lambda_min_perp_upper_rel", np.nan)), _number(r["lambda_min_perp_residual_rel"]),
             f"{r['lowest_measured']:.7g} / {r['lowest_predicted']:.7g}",
             f"{r['lowest_regularised_measured']:.4g} / {r['lowest_regularised_predicted']:.4g}", claim3])
-    headers = ["network", "stationary on the curvature scale", "‖Π_E∇R‖ / (|λ|·‖A*‖)", "R at A*",
-               "claim 1 at A⁰ (rel. ‖∇R_aug‖)", "claim 1 at A* (rel. ‖∇R‖)", "‖Π_⊥∇R_aug‖/‖Π_E∇R‖ at A*",
+    headers = ["network", "searches ended by", "stationary on the curvature scale", "‖Π_E∇R‖ / (|λ|·‖A*‖)",
+               "R at A*", "claim 1 at A⁰ (rel. ‖∇R_aug‖)", "claim 1 at A* (rel. ‖∇R‖)", "‖Π_⊥∇R_aug‖/‖Π_E∇R‖ at A*",
                "λ_min(H_E) ≥ (÷λ_max)", "λ_min(H_⊥) ≤ (÷λ_max)", "its Ritz residual (÷λ_max)",
                "dist_E factor per step, measured / predicted", "regularised, measured / predicted",
-               "trials showing claim 3; why not"]
+               "seeds showing claim 3; why not"]
     shown = figures or {}
     drawn = [name for name in shown if name.endswith(("_spectra", "_perturbations_log"))]
     parts = [
         f"Each trial searched for a stationary point A* of R on E from its A⁰ (L-BFGS on projected gradients, then "
-        f"trust-region Newton on E), then measured there ({cite('5')}). Medians over the complete trials of each "
-        "network; every trial's numbers are in `stationary_points_trials.csv`. *Stationary on the curvature "
-        "scale*: ‖Π_E∇R‖ ≤ "
-        f"{claims.STATIONARITY_TOLERANCE:g}·|λ|·‖A*‖ for the smallest curvature |λ| whose sign is judged. *Claim 1*: "
+        f"trust-region Newton on E), then measured there ({cite('5')}). A search ends by its *criterion* "
+        "(stationary on the curvature scale, from estimates of the curvatures), a certified *stall* (no decrease of "
+        "R beyond round-off, nor of ‖Π_E∇R‖ by half, over its stall window; or a trust region shrunk to round-off), "
+        "or its *budget* (Hessian-vector products, time or steps), and ends on its best iterate. Medians over the "
+        "complete trials of each network; every trial's numbers are in `stationary_points_trials.csv` and in the "
+        "table after this one. *Stationary on the curvature scale*: ‖Π_E∇R‖ ≤ "
+        f"{claims.STATIONARITY_TOLERANCE:g}·|λ|·‖A*‖ for the smallest curvature |λ| whose sign is judged, on the "
+        "certified spectra. *Claim 1*: "
         "‖∇R_aug − Π_E∇R‖, relative to ‖∇R_aug‖ at A⁰ (where gradients are large) and to ‖∇R‖ at A* (where "
         "both sides nearly vanish); where the premises hold it is round-off, where they fail (CNN `skew`, "
-        "`nonunitary`) it is not, and A* is then not stationary for Aug (‖Π_⊥∇R_aug‖ > 0). *Spectra*: the ends of "
-        "both blocks by Lanczos, relative to λ_max (the largest of both), as the bounds their Ritz residuals "
-        "certify: λ_min(H_E) from below (lowest Ritz value minus its residual), λ_min(H_⊥) from above (its lowest "
-        "Ritz value). *Dynamics*: Aug gradient descent with step η = step_factor/λ_max from A* plus a perturbation "
+        "`nonunitary`) it is not, and A* is then not stationary for Aug (‖Π_⊥∇R_aug‖ > 0). *Spectra*, relative to "
+        "λ_max (the largest of both blocks): λ_min(H_E) from below, certified only where H_E was formed densely in "
+        "an orthonormal basis of E (its whole spectrum, exact up to the round-off of the products); λ_min(H_⊥) from "
+        "above, the Rayleigh quotient of a vector of E⊥ (dense where that block was small enough, else a Lanczos "
+        "Ritz vector, with its residual computed, not estimated). *Dynamics*: Aug gradient descent with step "
+        "η = step_factor/λ_max from A* plus a perturbation "
         "off E along the lowest E⊥ eigenvector, anchored at A* (the part in E of ∇R_aug(A*) is subtracted at every "
         "step, so that the point does not drift along E): dist_E changes by the factor |1 − ηλ_min(H_⊥)| per step "
         "if the linearisation holds, and regularised augmentation (γ chosen above −λ_min(H_⊥)) turns it into a "
         "decay. *Claim 3* needs all four of: stationary on the curvature scale, H_E certified ⪰ 0, H_⊥ certified "
-        "negative by a clear gap, growth as predicted (see Criteria).",
+        "negative by a clear gap, growth as predicted (see Criteria). Seeds that end at one point (equal R and "
+        "‖A*‖) are counted as one point.",
         markdown_table(headers, rows, flag_large_numbers=True),
+        "Every trial: how its search ended (its best iterate measured), its cost, and what its point shows.",
+        markdown_table(*trials_rows(trial_table(results)), flag_large_numbers=True),
         *(f"![{shown[name].caption}](figures/{name}.png)" for name in drawn),
     ]
     return "\n\n".join(parts)
+
+
+def trials_rows(trials: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The report's per-trial table: (headers, rows)."""
+    headers = ["trial", "search ended", "Newton steps", "Hessian-vector products", "‖Π_E∇R‖",
+               "‖Π_E∇R‖ / (|λ|·‖A*‖)", "λ_min(H_E) (÷λ_max)", "λ_min(H_⊥) ± residual (÷λ_max)",
+               "growth per step, measured / predicted", "claim 3"]
+    rows = []
+    for _, t in trials.iterrows():
+        scale = t["lambda_max"]
+        ending = f" ({t['search_ending']})" if t["search_ending"] else ""
+        if not t["premises_hold"]:
+            verdict = "– (premises fail)"
+        elif t.get("claim3") == claims.DEMONSTRATED:
+            verdict = claims.DEMONSTRATED
+        else:
+            verdict = f"{t.get('claim3', '–')}: {t.get('claim3_reasons', '')}"
+        if t.get("same_point_as"):
+            verdict += f"; the same point as {t['same_point_as']}"
+        rows.append([
+            t["trial_id"], f"{t['search_end']}{ending}", _int(t["newton_iterations"]), _int(t["hessian_products"]),
+            _number(t["projected_grad_norm"]), _number(t.get("stationarity", np.nan)),
+            f"{_number(t['lambda_min_E'] / scale)} ({t['spectrum_method_E']})",
+            f"{_number(t['lambda_min_perp'] / scale)} ± {_number(t['lambda_min_perp_residual'] / scale, 2)} "
+            f"({t['spectrum_method_perp']})",
+            f"{t['lowest_measured']:.9g} / {t['lowest_predicted']:.9g}", verdict])
+    return headers, rows
 
 
 def _int(value) -> str:

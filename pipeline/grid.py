@@ -24,7 +24,9 @@ that does not affect a trial (``augment`` for a Nom trial) is neither swept for 
 the trial is run once however many values that axis has. In an experiment with arms (``arm_key``:
 Experiment G's full-batch GD and its minibatch-SGD extension), the id prefix names the arm and another
 setting counts as swept only where it varies within an arm: ``rot-nom-s000`` and ``rot-nom-sgd-s000``
-although the two arms differ in learning rate and epochs.
+although the two arms differ in learning rate and epochs. An experiment whose cells a grid configures one by
+one (``settings_per_cell``: Experiment S, a budget per network) names a setting only where it varies within a
+cell: ``stab-rot-s000`` whatever budget its section gives rot.
 """
 
 from __future__ import annotations
@@ -135,8 +137,14 @@ def name_trials(experiment, combinations: list, start: int = 0) -> list[Trial]:
     arms: dict[object, list] = {}
     for settings in combinations:
         arms.setdefault(getattr(settings, arm) if arm else None, []).append(settings)
+    groups = list(arms.values())
+    if experiment.settings_per_cell:
+        cells: dict[object, list] = {}
+        for settings in combinations:
+            cells.setdefault(getattr(settings, experiment.cell_key), []).append(settings)
+        groups = list(cells.values())
     swept = [key for key in names if key == arm and len(arms) > 1
-             or key != arm and any(_varies(key, members, experiment) for members in arms.values())]
+             or key != arm and any(_varies(key, members, experiment) for members in groups)]
     trials: list[Trial] = []
     for settings in combinations:
         ignored = experiment.irrelevant(settings)

@@ -8,8 +8,8 @@ parameter (``MeasuredModel.load_snapshot``), exactly as they were when the snaps
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,8 @@ def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device: st
         raise SnapshotError(f"{path}: experiment {name!r} is not one this pipeline knows; accepted: "
                             f"{', '.join(experiments.REGISTRY)}")
     experiment = experiments.get(name)
-    values = {k: v for k, v in settings_of(attrs).items() if k != "experiment"}
     try:
-        settings = experiment.make_settings(values)
+        settings = _settings_of_file(experiment, attrs)
     except ConfigError as error:
         raise SnapshotError(f"{path}: its settings do not rebuild a {name} trial here: {error}") from None
     model = experiment.build_model(settings, found.phase).to(device=torch.device(device),
@@ -46,7 +45,16 @@ def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device: st
     return model.eval()
 
 
-@dataclass
+def _settings_of_file(experiment, attrs):
+    """The experiment's settings as a trial file recorded them."""
+    values = {k: v for k, v in settings_of(attrs).items() if k != "experiment"}
+    # A file of an earlier version may hold a setting this pipeline no longer has (Experiment S's gradient_floor):
+    # it said how a search stopped, not what the model is.
+    known = {f.name for f in dataclasses.fields(experiment.settings_type)} | set(experiment.aliases)
+    return experiment.make_settings({k: v for k, v in values.items() if k in known})
+
+
+@dataclasses.dataclass
 class LoadedTrial:
     """A trial from its file alone, for a notebook (``pipeline.load_trial``): its settings, its model at a
     weight snapshot, its data, and the evaluation of that model on that data as the trial measured it."""
@@ -101,5 +109,5 @@ def load_trial(path, snapshot: int = -1, *, epoch: int | None = None,
     model = load_model(path, snapshot, epoch=epoch, device=device)
     attrs, found = read_snapshot(path, snapshot, epoch)
     experiment = experiments.get(str(attrs.get("experiment", "groups")))
-    settings = experiment.make_settings({k: v for k, v in settings_of(attrs).items() if k != "experiment"})
+    settings = _settings_of_file(experiment, attrs)
     return LoadedTrial(path, attrs, settings, model, int(found.epoch), torch.device(device))

@@ -49,12 +49,23 @@ def test_a_preset_that_extends_itself_is_one_line(tmp_path):
         load_grid(str(tmp_path / "c.toml"))
 
 
-def test_the_demo_takes_experiment_s_from_the_stability_preset_unchanged():
-    demo, stability = load_grid("demo"), load_grid("stability")
-    assert "extends" in (ROOT / "jobs" / "demo.toml").read_text()
-    from_demo = [(t.trial_id, dataclasses.asdict(t.settings)) for t in demo.trials() if t.experiment == "stability"]
-    assert from_demo == [(t.trial_id, dataclasses.asdict(t.settings)) for t in stability.trials()]
-    assert len(demo.trials()) == 81 and demo.launch == {"trials_per_task": 2, "pack_seeds": True}
+def test_the_stability_preset_judges_every_network_over_three_seeds_and_the_demo_a_converging_case():
+    from pipeline.experiments.stability import CONTROLS, NETWORKS
+
+    stability = load_grid("stability")
+    trials = stability.trials()
+    seeds: dict[str, set] = {}
+    for trial in trials:
+        seeds.setdefault(trial.settings.network, set()).add(trial.settings.seed)
+    assert set(seeds) == set(NETWORKS) and all(len(s) >= 3 for s in seeds.values())
+    # Budgets and sizes are set per network, and ids name the network and the seed only.
+    assert {t.trial_id for t in trials} == {f"stab-{t.settings.network}-s{t.settings.seed:03d}" for t in trials}
+    assert len({t.settings.hessian_budget for t in trials}) > 1 and all(not t.swept for t in trials)
+    demo = load_grid("demo")
+    assert "extends" not in (ROOT / "jobs" / "demo.toml").read_text()
+    networks = {t.settings.network for t in demo.trials() if t.experiment == "stability"}
+    assert networks == {"rototrans", *CONTROLS}
+    assert len(demo.trials()) == 68 and demo.launch == {"trials_per_task": 2, "pack_seeds": True}
 
 
 @pytest.mark.parametrize("argv,message", [

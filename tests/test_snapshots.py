@@ -27,7 +27,8 @@ SGD = {**SMALL_G, "optimizer": "sgd", "batch_size": "16", "lr": "0.1"}
 SMALL_CNN = {"cnn_channels": "2,3,3", "n_samples": "48", "phase1_epochs": "2", "phase1_lr": "0.05",
              "phase1_batch": "16", "phase2_epochs": "2", "phase2_lr": "0.05", "device": "cpu"}
 SMALL_S = {"n": "4", "channels": "3", "cnn_channels": "2,3,3", "n_samples": "48", "max_iterations": "20",
-           "block": "10", "eigenpairs": "2", "lanczos_steps": "6", "perturbation_steps": "3", "device": "cpu"}
+           "block": "10", "newton_iterations": "5", "hessian_budget": "200", "check_steps": "8", "dense_limit": "300",
+           "eigenpairs": "2", "lanczos_steps": "6", "perturbation_steps": "3", "device": "cpu"}
 
 CASES = {
     "groups rot equi": ("groups", {**SMALL_G, "group": "rot", "mode": "equi"}),

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import analysis
@@ -106,6 +107,15 @@ def test_the_analysis_gives_verdicts_on_claims_1_and_3_with_the_spectra(smoke):
     table = analysis.read_results(smoke).perturbations
     assert set(table["run"]) == {"lowest", "random", "lowest_regularised", "random_regularised"}
     assert any("claim 3" in line for line in lines)
+    # Every search ended by its criterion, a stall or its budget, and the report says which, trial by trial;
+    # the claims table gives claim 3 per network, seeds out of seeds.
+    trials = pd.read_csv(smoke / "aggregate" / "stationary_points_trials.csv")
+    assert set(trials["search_ending"]) <= {"criterion", "stall", "budget"} and trials["search_end"].notna().all()
+    assert "Every trial: how its search ended" in report
+    for trial_id in trials["trial_id"]:
+        assert f"| {trial_id} |" in report
+    claims_row = next(line for line in report.splitlines() if line.startswith("| **claim 3**"))
+    assert "per network, of its seeds: rot: claim 3 in " in claims_row and "of 2 converged" in claims_row
 
 
 def test_regularised_augmentation_pulls_aug_training_towards_E():

@@ -119,8 +119,9 @@ def test_the_final_stage_is_announced_and_reports_progress_through_its_hook(monk
     monkeypatch.setattr(experiment, "finalize", finalize)
     lines = []
     trial = make_trial("stability", {"network": "rot", "n": "4", "channels": "3", "n_samples": "48",
-                                     "max_iterations": "20", "block": "10", "eigenpairs": "2", "lanczos_steps": "8",
-                                     "perturbation_steps": "4", "device": "cpu"})
+                                     "max_iterations": "20", "block": "10", "newton_iterations": "5",
+                                     "hessian_budget": "200", "check_steps": "8", "dense_limit": "300", "eigenpairs": "2",
+                                     "lanczos_steps": "8", "perturbation_steps": "4", "device": "cpu"})
     run_trial(trial, ConsoleSink(log=lines.append))
     stage = [line for line in lines if "final stage" in line]
     assert stage[0] == "stab-rot-s000: final stage: measurements after training"

@@ -147,6 +147,9 @@ class Experiment:
     # (learning rate, epochs) without those renaming every trial: ids name another setting only where it
     # varies within an arm, and ``id_prefix`` names the arm. Figures draw each arm apart (``arm_title``).
     arm_key: ClassVar[str | None] = None
+    # Whether a grid configures each cell on its own (Experiment S: a budget per network): ids then name a setting
+    # only where it varies among the trials of one cell.
+    settings_per_cell: ClassVar[bool] = False
     # What every series of a figure shares and its legend says once, above them (set for an arm's figures).
     legend_heading: ClassVar[str] = ""
     # Classes of its classification task: chance accuracy is 1/classes.

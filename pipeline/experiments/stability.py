@@ -36,6 +36,7 @@ from ..settings import (
     check_positive_int,
     check_rate,
 )
+from ..stationarity import STATIONARITY_TOLERANCE
 from .base import (
     ALL_OF,
     ANY_OF,
@@ -91,14 +92,25 @@ class StabilitySettings(CommonSettings):
     tolerance: float = 1e-3  # the first stage ends when ||Pi_E grad R|| has dropped by this factor ...
     max_iterations: int = 1000  # ... or after this many iterations (or when L-BFGS stalls)
     block: int = 50  # first-stage iterations per recorded row
-    # The second stage: trust-region Newton on E (one step per recorded row) until ||Pi_E grad R|| has dropped
-    # by gradient_floor from its start, the trust region shrinks to round-off, or newton_iterations steps.
+    # The second stage: trust-region Newton on E, one step per recorded row. It ends by its criterion
+    # (||Pi_E grad R|| <= stationarity_target * |lambda| * ||A||, the curvature scale of pipeline.stationarity), by
+    # a certified stall (no decrease of R beyond round-off, nor of ||Pi_E grad R|| by half, in stall_window
+    # steps), or by its budget: hessian_budget Hessian-vector products, time_budget seconds (0: none; a time
+    # budget makes the result depend on the machine) or newton_iterations steps, whichever comes first.
     refine: str = "newton"
-    newton_iterations: int = 50
+    newton_iterations: int = 1000
+    hessian_budget: int = 10000
+    time_budget: float = 0.0
+    stationarity_target: float = 1e-4
+    stall_window: int = 100
     cg_iterations: int = 200  # Hessian-vector products per Newton step, at most
-    gradient_floor: float = 1e-12
-    eigenpairs: int = 3  # lowest Ritz pairs kept per block (and the largest)
-    lanczos_steps: int = 80
+    check_steps: int = 60  # Lanczos steps per block of a curvature check of the search
+    eigenpairs: int = 3  # lowest eigenpairs kept per block (and the largest)
+    # A block of dimension at most dense_limit is formed densely in an orthonormal basis (one product per
+    # basis vector) and its whole spectrum computed: that is what certifies H_E >= 0. Larger blocks by Lanczos,
+    # with at most lanczos_steps steps (fewer once the lowest pairs have converged).
+    dense_limit: int = 3000
+    lanczos_steps: int = 300
     epsilon: float = 1e-6  # size of the perturbation off E, relative to ||A*||
     perturbation_steps: int = 50
     # Aug gradient descent step: step_factor / lambda_max. Lanczos approaches lambda_max from below, so a step of
@@ -118,9 +130,12 @@ class StabilitySettings(CommonSettings):
                               f"got {self.dtype!r}; accepted: float64")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
             raise ConfigError(f"n must be an integer >= 2 (images are n x n), got {self.n!r}")
-        for name in ("channels", "max_iterations", "block", "eigenpairs", "perturbation_steps", "cg_iterations"):
+        for name in ("channels", "max_iterations", "block", "eigenpairs", "perturbation_steps", "cg_iterations",
+                     "stall_window", "check_steps"):
             check_positive_int(name, getattr(self, name))
-        check_count("newton_iterations", self.newton_iterations)
+        for name in ("newton_iterations", "hessian_budget", "dense_limit"):
+            check_count(name, getattr(self, name))
+        check_nonnegative("time_budget", self.time_budget)
         check_nonnegative("weight_decay", self.weight_decay)
         check_image_side("n", self.n)
         check_image_side("image_size", self.image_size)
@@ -131,6 +146,7 @@ class StabilitySettings(CommonSettings):
             check_at_most(name, getattr(self, name), MAX_EPOCHS, "steps of one measurement")
         check_at_most("newton_iterations", self.newton_iterations, MAX_EPOCHS, "Newton steps of one search")
         check_at_most("cg_iterations", self.cg_iterations, MAX_EPOCHS, "Hessian-vector products of one step")
+        check_at_most("check_steps", self.check_steps, MAX_EPOCHS, "steps of one measurement")
         check_count("basis_seed", self.basis_seed)
         if self.lanczos_steps <= self.eigenpairs:
             raise ConfigError(f"lanczos_steps must exceed eigenpairs ({self.eigenpairs}), got {self.lanczos_steps}")
@@ -138,12 +154,14 @@ class StabilitySettings(CommonSettings):
         if self.image_size < 12 or self.image_size % 4:
             raise ConfigError(f"image_size must be a multiple of 4 and at least 12 (a 2 x 2 final map leaves every "
                               f"logit constant on E), got {self.image_size}")
-        for name in ("tolerance", "epsilon", "step_factor", "gradient_floor"):
+        for name in ("tolerance", "epsilon", "step_factor", "stationarity_target"):
             check_rate(name, getattr(self, name))
-        for name in ("tolerance", "gradient_floor"):
-            if getattr(self, name) >= 1:
-                raise ConfigError(f"{name} must be below 1 (a factor by which the gradient drops), "
-                                  f"got {getattr(self, name)}")
+        if self.tolerance >= 1:
+            raise ConfigError(f"tolerance must be below 1 (a factor by which the gradient drops), got {self.tolerance}")
+        if self.stationarity_target > STATIONARITY_TOLERANCE:
+            raise ConfigError(f"stationarity_target must be at most {STATIONARITY_TOLERANCE:g}, the tolerance the "
+                              f"claim-3 verdict judges (a search stopped above it is not stationary there), got "
+                              f"{self.stationarity_target}")
         if self.step_factor >= 2:
             raise ConfigError(f"step_factor must be below 2 (beyond, gradient descent is unstable on E), "
                               f"got {self.step_factor}")
@@ -167,6 +185,7 @@ class StationaryStepper:
 
     def __init__(self, model, settings: StabilitySettings, data, seeds: list[int]):
         from ..stationary import ModelObjective, StationarySearch
+        from ..training import seeded_generator
 
         self.models, self.seeds = [model], list(seeds)
         self.objective = ModelObjective(model, data, EXPERIMENT.evaluation_loss(settings), settings.chunk_size,
@@ -174,7 +193,11 @@ class StationaryStepper:
         self.search = StationarySearch(self.objective, settings.tolerance, settings.method, settings.block,
                                        max_iterations=settings.max_iterations, refine=settings.refine,
                                        newton_iterations=settings.newton_iterations,
-                                       cg_iterations=settings.cg_iterations, gradient_floor=settings.gradient_floor)
+                                       cg_iterations=settings.cg_iterations, target=settings.stationarity_target,
+                                       hessian_budget=settings.hessian_budget or None,
+                                       time_budget=settings.time_budget or None, stall_window=settings.stall_window,
+                                       check_steps=settings.check_steps,
+                                       generator=seeded_generator(settings.seed, "curvature checks"))
 
     @property
     def template(self):
@@ -201,6 +224,7 @@ class StabilityExperiment(Experiment):
     title = "Experiment S"
     science_section = "5"
     cell_names = NETWORKS
+    settings_per_cell = True  # presets give each network its own budget and sizes: ids name the network only
 
     # Its own figures come from what trials measure at A* (analysis/stationary_points.py); of the trajectory
     # figures only the convergence of the search says anything. A row is a block of the search, not an epoch;
@@ -265,7 +289,8 @@ class StabilityExperiment(Experiment):
     def irrelevant(self, settings) -> set[str]:
         unused = set()
         if settings.refine == "none":
-            unused |= {"newton_iterations", "cg_iterations", "gradient_floor"}
+            unused |= {"newton_iterations", "cg_iterations", "hessian_budget", "time_budget", "stationarity_target",
+                       "stall_window", "check_steps"}
         if settings.is_control:  # two fixed samples, a loss of their own, and exactly the objective of §5
             return unused | {"cnn_channels", "image_size", "basis_seed", "n", "channels", "activation", "n_samples",
                              "loss", "data_source", "weight_decay"}
@@ -368,17 +393,22 @@ class StabilityExperiment(Experiment):
         return 4 if settings.is_cnn else GROUP_ORDERS[settings.network](settings.n)
 
     def trial_flops(self, settings) -> int:
-        """At most: the search (about 1.3 gradient evaluations an iteration, line searches included), the
-        claim-1 gradients at A⁰ and A*, two Lanczos runs of Hessian-vector products (a product costs about
-        two gradients; H_⊥'s runs over the |G|-fold orbit), four perturbation runs of Aug gradient steps."""
+        """At most: the search (about 1.3 gradient evaluations an iteration, line searches included; then its
+        budget of Hessian-vector products, a product costing about two gradients, and a gradient per Newton
+        step), the claim-1 gradients at A⁰ and A*, the spectra (a product per basis vector of a dense block, at
+        most ``dense_limit``; else a Lanczos run; H_⊥'s over the |G|-fold orbit), four perturbation runs of Aug
+        gradient steps."""
         samples = 2 if settings.is_control else settings.n_samples
         forward = self.forward_flops_per_sample(settings) * samples
         gradient, orbit = 3 * forward, self.group_order(settings)
         search = 1.3 * settings.max_iterations * gradient
-        if settings.refine == "newton":  # a product costs about two gradients; a few trials per step
-            search += settings.newton_iterations * (2 * settings.cg_iterations + 3) * gradient
+        if settings.refine == "newton":
+            products = settings.newton_iterations * (settings.cg_iterations + 1)
+            if settings.hessian_budget:
+                products = min(products, settings.hessian_budget)
+            search += (2 * products + settings.newton_iterations) * gradient
         claims = 2 * 2 * gradient * (1 + orbit)
-        lanczos = settings.lanczos_steps * 2 * gradient * (1 + orbit)
+        lanczos = max(settings.lanczos_steps, settings.dense_limit) * 2 * gradient * (1 + orbit)
         perturbations = 4 * settings.perturbation_steps * gradient * orbit
         return int(search + claims + lanczos + perturbations)
 
@@ -395,12 +425,12 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
 
     ``model`` is A* and ``start_model`` A⁰, both in the coordinates of the claims. Claim 1 is checked at
     both: at A* the gradients nearly vanish and the identity's residual is read against the scale of the
-    plain gradient too; A⁰ is a point of E where they do not. The ends of both spectra come with the residuals
-    of their Ritz pairs, which is what certifies a sign (docs/science.md §7); the perturbation runs are
-    anchored at A* (``stationary.perturbation_run``)."""
+    plain gradient too; A⁰ is a point of E where they do not. The ends of both spectra come with what certifies
+    them (``pipeline.certificates``: dense blocks where they fit, Lanczos Ritz pairs with computed residuals
+    elsewhere, docs/science.md §7); the perturbation runs are anchored at A* (``stationary.perturbation_run``)."""
     import torch
 
-    from .. import stationary
+    from .. import certificates, stationary
 
     loss = EXPERIMENT.evaluation_loss(settings)
     objective = stationary.ModelObjective(model, data, loss, settings.chunk_size, weight_decay=settings.weight_decay)
@@ -410,47 +440,65 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
     orbit = EXPERIMENT.group_order(settings)
     identities = f"claim 1 at A* and A⁰ and the block structure (the search ended: {search.ended})"
     progress(identities, 0, 1)
+    check = search.check
     attrs = {"network": settings.network, "converged": search.converged, "stalled": search.stalled,
-             "search_end": search.ended, "iterations": search.iterations, "newton_iterations": search.newton_iterations,
-             "evaluations": search.evaluations, "hessian_products": search.hessian_products,
+             "search_end": search.ended, "search_ending": search.ending, "iterations": search.iterations,
+             "newton_iterations": search.newton_iterations, "evaluations": search.evaluations,
+             "hessian_products": search.hessian_products, "orbit_products": search.orbit_products,
+             "curvature_checks": search.checks,
+             "search_seconds": search.elapsed, "check_ratio": check.ratio if check is not None else math.nan,
              "start_projected_grad_norm": search.start_norm, "final_projected_grad_norm": search.norm,
              "tolerance": settings.tolerance, "weight_decay": settings.weight_decay, "dimension": objective.dim,
-             "theta_norm": float(torch.linalg.vector_norm(theta)), "loss": search.loss, "accuracy": search.accuracy}
+             "theta_norm": float(torch.linalg.vector_norm(theta)),
+             "start_theta_norm": float(torch.linalg.vector_norm(start.get())), "loss": search.loss,
+             "accuracy": search.accuracy}
     attrs.update(stationary.claim1(objective))
     attrs.update({f"start_{k}": v for k, v in stationary.claim1(start).items()})
     attrs.update({f"block_{k}": v for k, v in stationary.block_structure(objective, generator).items()})
 
     progress(identities, 1, 1)
-    lanczos = (f"spectra of H_E and H_⊥ by Lanczos, up to {settings.lanczos_steps} Hessian-vector products each "
-               f"(H_⊥'s over the {orbit}-element orbit)")
-    progress(lanczos, 0, 2)
-    found = stationary.spectra(objective, settings.eigenpairs, settings.lanczos_steps, generator)
-    progress(lanczos, 2, 2)
+    words = {"E": "H_E", "perp": f"H_⊥ (products over the {orbit}-element orbit)"}
+    spectra_stage = (f"spectra of H_E and H_⊥: dense where dim ≤ {settings.dense_limit}, else Lanczos "
+                     f"(≤ {settings.lanczos_steps} steps)")
+    progress(spectra_stage, 0, 2)
+    found = certificates.certified_spectra(
+        objective, settings.eigenpairs, settings.lanczos_steps, settings.dense_limit, generator,
+        progress=lambda block, done, total: progress(f"{spectra_stage}: {words[block]} densely", done, total))
+    progress(spectra_stage, 2, 2)
     arrays: dict[str, Any] = {}  # tensors, and the parameters' names
     for block, spectrum in found.items():
         arrays[f"spectrum/{block}/lowest"] = spectrum.lowest.cpu().numpy()
-        arrays[f"spectrum/{block}/lowest_residuals"] = spectrum.lowest_residuals.cpu().numpy()
+        arrays[f"spectrum/{block}/lowest_residuals"] = spectrum.residuals.cpu().numpy()
+        if spectrum.values is not None:
+            arrays[f"spectrum/{block}/all"] = spectrum.values.cpu().numpy()
         # Eigenvectors in float32: they show a direction, not a value (float64 would double the file).
         vectors = torch.cat([spectrum.lowest_vectors, spectrum.largest_vector[None]])
         arrays[f"eigenvectors/{block}"] = vectors.to(torch.float32).cpu().numpy()
-        attrs.update({f"lambda_min_{block}": float(spectrum.lowest[0]),
-                      f"lambda_min_{block}_residual": float(spectrum.lowest_residuals[0]),
+        lowest = float(spectrum.lowest[0]) if len(spectrum.lowest) else math.nan
+        attrs.update({f"lambda_min_{block}": lowest,
+                      f"lambda_min_{block}_residual": float(spectrum.residuals[0]) if len(spectrum.lowest) else math.nan,
+                      f"lambda_min_{block}_lower_bound": spectrum.lower_bound,
                       f"lambda_max_{block}": spectrum.largest, f"lambda_max_{block}_residual": spectrum.largest_residual,
-                      f"krylov_dim_{block}": spectrum.krylov_dim, f"lanczos_breakdown_{block}": spectrum.breakdown})
+                      f"spectrum_method_{block}": spectrum.method, f"dimension_{block}": spectrum.dim,
+                      f"negative_count_{block}": spectrum.negative, f"krylov_dim_{block}": spectrum.steps,
+                      f"lanczos_breakdown_{block}": spectrum.breakdown, f"lanczos_converged_{block}": spectrum.converged,
+                      f"ritz_outside_{block}": spectrum.outside, f"ritz_rejected_{block}": spectrum.rejected,
+                      f"products_{block}": spectrum.products})
 
     lambda_max = max(found["E"].largest, found["perp"].largest)
-    lambda_min = float(found["perp"].lowest[0])
+    lambda_min = attrs["lambda_min_perp"]
     lr = settings.step_factor / lambda_max
-    gamma = max(0.0, -lambda_min) + settings.reg_margin * lambda_max
+    gamma = max(0.0, -lambda_min) + settings.reg_margin * lambda_max if math.isfinite(lambda_min) else math.nan
     epsilon = settings.epsilon * float(torch.linalg.vector_norm(theta))
     attrs.update({"lambda_max": lambda_max, "lr": lr, "gamma": gamma, "epsilon_absolute": epsilon})
-    directions = {"lowest": found["perp"].lowest_vectors[0],
-                  "random": stationary.random_unit(objective, objective.project_perp, generator)}
+    random = stationary.random_unit(objective, objective.project_perp, generator)
+    lowest_vectors = found["perp"].lowest_vectors
+    directions = {"lowest": lowest_vectors[0] if len(lowest_vectors) else random, "random": random}
     steps = settings.perturbation_steps
     runs = f"perturbation runs of {steps} Aug gradient steps from A*"
     progress(runs, 0, 4)
     for name, direction in directions.items():
-        for suffix, reg in (("", 0.0), ("_regularised", gamma)):
+        for suffix, reg in (("", 0.0), ("_regularised", gamma if math.isfinite(gamma) else 0.0)):
             series = stationary.perturbation_run(objective, direction, epsilon, lr, steps, reg)
             progress(runs, sum(key.startswith("perturbation/") for key in arrays) + 1, 4)
             run = name + suffix
