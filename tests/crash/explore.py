@@ -37,6 +37,7 @@ class Tally:
     crashed: Counter = field(default_factory=Counter)  # (kind, model, file) -> states that left it crashed
     examples: list = field(default_factory=list)
     covered: Counter = field(default_factory=Counter)  # kind -> block-model states proved by havoc runs
+    failures: Counter = field(default_factory=Counter)  # (kind, model, verdict, files left crashed) -> states
     havoc_failed: Counter = field(default_factory=Counter)  # kind -> families whose havoc runs disagreed
     havoc_cases: list = field(default_factory=list)
     points: Counter = field(default_factory=Counter)  # kind -> crash points visited
@@ -195,6 +196,9 @@ def explore_kind(explorer: KindExplorer, tally: Tally, models, points: set[int] 
                 tally.counts[(label, model, verdict)] += 1
                 for inode in crashed:
                     tally.crashed[(label, model, _file_name(state, inode, explorer.recording))] += 1
+                if verdict != "recovered":
+                    files = sorted({_file_name(state, inode, explorer.recording) for inode in crashed})
+                    tally.failures[(label, model, verdict, ", ".join(files) or "none")] += 1
                 if verdict in ("wrong", "undetected") and len(tally.examples) < 200:
                     tally.examples.append((label, model, verdict, _describe(explorer.ops, k), outcome,
                                            sorted(acceptable, key=repr)))
@@ -302,6 +306,11 @@ def report(tally: Tally, log=print) -> None:
         log("states that left each file in a crash state (not as last written), per model:")
         for name in sorted({n for n, _ in files}):
             log(f"  {name:<12} " + ", ".join(f"{m} {files[(name, m)]}" for m in MODELS if files[(name, m)]))
+    if tally.failures:
+        log("")
+        log("states not recovered, by the files the crash left as not last written:")
+        for (label, model, verdict, files), n in sorted(tally.failures.items()):
+            log(f"  {label} / {model} / {verdict}: {n} with {files} crashed")
     shown = {}
     for label, model, verdict, where, outcome, acceptable in tally.examples:
         shown.setdefault((label, model, verdict), []).append((where, outcome, acceptable))
