@@ -1,11 +1,21 @@
 # Everything a researcher types. Variables: EXP (grid preset or file), OUT (results folder),
-# CLUSTER (profile under slurm/profiles), SET (space-separated key=value overrides).
+# CLUSTER (profile under slurm/profiles), SET (space-separated key=value overrides), CUDA (the torch build
+# `make env` installs: 13, the default, or 12 for clusters whose drivers serve CUDA 12 only).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed
 PROJECT := equivariance-dynamics
-EXTRAS := test,tensorboard
+EXTRAS := test,tensorboard,wandb
+# The CUDA build of torch: 13 (PyPI's torch, driver >= 580.65.06) or 12 (torch +cu126, driver >= 525.60.13).
+CUDA ?= 13
+ifeq ($(CUDA),13)
+  CONSTRAINTS := constraints.txt
+else ifeq ($(CUDA),12)
+  CONSTRAINTS := constraints-cuda12.txt
+else
+  $(error CUDA=$(CUDA) is not a build this project offers; accepted: 13 (the default; NVIDIA driver >= 580.65.06) or 12 (driver >= 525.60.13))
+endif
+STAMP := $(VENV)/.installed-cuda$(CUDA)
 
 # Which Python runs every target: PY=... (command line or environment) wins; else the activated virtualenv
 # ($$VIRTUAL_ENV) or conda environment ($$CONDA_PREFIX) when the project is installed in it (a cluster user
@@ -25,7 +35,7 @@ else ifneq ($(ACTIVE_ENV),)
     PY := $(VENV)/bin/python
     # conda's base environment is active for many users without meaning anything: say nothing about it.
     ifneq ($(if $(VIRTUAL_ENV),,$(CONDA_DEFAULT_ENV)),base)
-      PY_NOTE := note: $(ACTIVE_NAME) is active but does not have the project installed (there: pip install -c constraints.txt -e '.[$(EXTRAS)]'); using $(VENV)
+      PY_NOTE := note: $(ACTIVE_NAME) is active but does not have the project installed (there: pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'); using $(VENV)
     endif
     PY_WHY := $(VENV), the project's own environment
   endif
@@ -40,7 +50,7 @@ CLUSTER ?= local
 SET ?=
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
-.PHONY: env test lint demo train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check crash-states
+.PHONY: env test lint demo smoke train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check crash-states
 
 ifeq ($(OWN_VENV),yes)
 env: $(STAMP)
@@ -49,15 +59,17 @@ else
 # Another environment is the user's: nothing is built or installed into it, only checked.
 env:
 	@echo "interpreter: $(PY) ($(PY_WHY)); .venv is not built"
-	@$(PY) -c 'import h5py, submitit, pipeline.cli' || { echo "error: $(PY) cannot import the project and its dependencies; install it there with: $(PY) -m pip install -c constraints.txt -e '.[$(EXTRAS)]'" >&2; exit 2; }
+	@$(PY) -c 'import h5py, submitit, pipeline.cli' || { echo "error: $(PY) cannot import the project and its dependencies; install it there with: $(PY) -m pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'" >&2; exit 2; }
 endif
 	$(if $(PY_NOTE),@echo "$(PY_NOTE)",)
 
-# Reinstall only when the package metadata changes; an existing venv makes this a no-op.
-$(STAMP): pyproject.toml constraints.txt
+# Reinstall only when the package metadata changes (or CUDA= names the other build); an existing venv makes
+# this a no-op.
+$(STAMP): pyproject.toml constraints.txt $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	$(VENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-cuda*
 	touch $(STAMP)
 
 test: env lint
@@ -76,7 +88,14 @@ demo: env
 	@echo "report: results/demo/aggregate/report.md"
 
 submit: env
-	$(PY) -m pipeline submit --exp $(EXP) --out $(OUT) --cluster $(CLUSTER) $(SET_ARGS) $(if $(WAIT),--wait,)
+	$(PY) -m pipeline submit --exp $(EXP) --out $(OUT) --cluster $(CLUSTER) $(SET_ARGS) $(if $(WAIT),--wait,) $(if $(ALLOW_LONG_LOCAL),--allow-long-local,)
+
+# Does this cluster run the pipeline? The smoke grid on CLUSTER's nodes (every group, mode, CNN variant and
+# Experiment S network at toy size, and one epoch at the paper's width to time), waited for, then a verdict on
+# one screen: CUDA seen, GPU model, driver, speed against pipeline/throughput.py. Minutes, not hours.
+SMOKE_OUT ?= results/smoke-$(notdir $(basename $(CLUSTER)))
+smoke: env
+	$(PY) -m pipeline smoke --cluster $(CLUSTER) --out $(SMOKE_OUT) $(SET_ARGS)
 
 status: env
 	$(PY) -m pipeline status --out $(OUT)

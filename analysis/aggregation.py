@@ -9,6 +9,7 @@ and a reader never sees a half-written file. Outputs:
     aggregate/trials.csv     one row per manifest trial: labels, status, data source, device, end points
     aggregate/summary.csv    per cell: counts by status, whether it learned, median/quartiles of the end points
     aggregate/summary.md     the same, readable, with every trial that is not complete
+    aggregate/<table>.parquet  every CSV table also as Parquet (typed columns, read fast by pandas or pyarrow)
     aggregate/report.md      the verdicts with evidence, data and devices, criteria, figures, provenance
     aggregate/figures/       see ``analysis.figures`` (figures of earlier runs no longer made are removed)
     aggregate/provenance/    the installed packages of the trials and the diffs of dirty trees they ran with
@@ -56,8 +57,23 @@ class AggregateResult:
         return ResultsFolder(self.out_dir).report
 
 
-def _write_csv(path: Path, table: pd.DataFrame) -> Path:
-    return replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+def _write_table(path: Path, table: pd.DataFrame) -> list[Path]:
+    """A table as CSV and, beside it, as Parquet (``<name>.parquet``): the same rows and columns, typed."""
+    return [replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False)),
+            replace_atomically(path.with_suffix(".parquet"), lambda tmp: _parquet(table).to_parquet(tmp, index=False))]
+
+
+def _parquet(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns of mixed Python types (a swept setting that is a number in one trial, "" where it does not
+    apply) as text, which Parquet's one type per column needs; every other column keeps its type."""
+    mixed = [c for c in table.columns if table[c].dtype == object
+             and len({type(v) for v in table[c].dropna()}) > 1]
+    return table.astype({c: str for c in mixed}) if mixed else table
+
+
+def _remove_table(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_suffix(".parquet").unlink(missing_ok=True)
 
 
 def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
@@ -97,29 +113,29 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
 
     where = ResultsFolder(out_dir)
     folder = where.aggregate
-    paths = [_write_csv(folder / "epochs.csv", results.epochs)]
+    paths = _write_table(folder / "epochs.csv", results.epochs)
     if not results.steps.empty:
-        paths.append(_write_csv(folder / "steps.csv", results.steps))
+        paths += _write_table(folder / "steps.csv", results.steps)
     else:
-        (folder / "steps.csv").unlink(missing_ok=True)  # left by an earlier run of another grid state
+        _remove_table(folder / "steps.csv")  # left by an earlier run of another grid state
     # The settings JSON closes each row: a complete record, but long, so after the columns one reads.
     trials = results.trials.merge(end_points, on="trial_id", how="left")
     trials = trials[[c for c in trials.columns if c != "settings"] + ["settings"]]
-    paths.append(_write_csv(folder / "trials.csv", trials))
-    paths.append(_write_csv(folder / "summary.csv", summary))
+    paths += _write_table(folder / "trials.csv", trials)
+    paths += _write_table(folder / "summary.csv", summary)
     for name in ("measurements", "spectra", "perturbations"):
         table = getattr(results, name)
         if table.empty:
-            (folder / f"{name}.csv").unlink(missing_ok=True)
+            _remove_table(folder / f"{name}.csv")
         else:
-            paths.append(_write_csv(folder / f"{name}.csv", table))
+            paths += _write_table(folder / f"{name}.csv", table)
     named = results_analyses.named_by(results)
     for analysis in results_analyses.REGISTRY.values():
         for name, table in analysis.tables.items():
             if analysis in named:
-                paths.append(_write_csv(folder / f"{name}.csv", table(results)))
+                paths += _write_table(folder / f"{name}.csv", table(results))
             else:
-                (folder / f"{name}.csv").unlink(missing_ok=True)
+                _remove_table(folder / f"{name}.csv")
 
     made = None
     if figures:

@@ -12,14 +12,17 @@ from .style import (
     BAND,
     CHANCE_LINE,
     FLOOR_LINE,
-    decade_below,
+    bottom_below,
+    figure_columns,
     legend,
     linear_ticks,
     log_axis,
     mark_boundary,
     panel_grid,
     reading_handles,
+    set_row_labels,
     title,
+    zero_line_at,
 )
 from .trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
 
@@ -33,35 +36,54 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
     metrics = {name: words for name, words in experiment.curve_metrics.items() if rows[name].notna().any()}
     figure, axes = panel_grid(len(cells), rows_per_item=len(metrics))
     complete, running = set(), set()
+    absent: list[str] = []
     chance = 1.0 / experiment.classes
     for c, cell in enumerate(cells):
         panel = rows[rows["cell"] == cell]
         boundary = phase_boundary(panel)
         for r, metric in enumerate(metrics):
             ax = axes[r][c]
+            if not panel[metric].notna().any():  # no panel without a line: said in the caption instead
+                ax.set_visible(False)
+                absent.append(f"{metrics[metric]} of {experiment.cell_title(cell)}")
+                continue
             drawn = draw_panel(ax, panel, "epoch", metric, styles, first_phase)
             if metric in experiment.log_curves and (panel[metric] > 0).any():
                 ax.set_yscale("log")
+            elif metric in experiment.log_curves and (panel[metric].dropna() == 0).all():
+                # Nothing for a log axis to show: said on the panel, not left as an empty frame.
+                ax.text(0.5, 0.5, "exactly 0\nat every row", transform=ax.transAxes, ha="center", va="center",
+                        color="0.35")
+                ax.set_yticks([0.0], ["0"])
             complete |= drawn.complete
             running |= drawn.running
             # The same epochs axis as the trajectory figures, so that the two read side by side.
             compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
             if not compressed:
                 linear_ticks(ax, "x", integer=True)
+                if panel["epoch"].nunique() <= 3:  # a locator would add fractions between so few rows
+                    ax.set_xticks(sorted(set(panel["epoch"].astype(int))))
             if boundary is not None:
                 mark_boundary(ax, boundary)
-        axes[0][c].set_title(experiment.cell_title(cell))
-        if "accuracy" in metrics:
+        shown = [ax for ax in axes[:, c] if ax.get_visible()]
+        if shown:
+            shown[0].set_title(experiment.cell_title(cell))
+        if "accuracy" in metrics and axes[list(metrics).index("accuracy")][c].get_visible():
             accuracy = axes[list(metrics).index("accuracy")][c]
             accuracy.axhline(chance, zorder=1, **CHANCE_LINE)
             accuracy.set_ylim(0, 1)
-    for ax in axes[-1]:
-        ax.set_xlabel(experiment.row_words)
-    for r, words in enumerate(metrics.values()):
-        axes[r][0].set_ylabel(words)
+    # Side by side, the full words would run into the neighbours' labels: then the label is their first words,
+    # and the caption gives the rest.
+    x_label = experiment.row_words if figure_columns(axes) <= 2 else experiment.row_words.split(" (")[0]
+    for c in range(len(cells)):
+        shown = [ax for ax in axes[:, c] if ax.get_visible()]
+        if shown:
+            shown[-1].set_xlabel(x_label)
+    set_row_labels(axes, list(metrics.values()))
     title(figure, f"{experiment.display_title()}: {experiment.curves_title}")
-    facts = FigureFacts(panels=len(figure.axes), complete=len(complete), running=len(running),
-                        compressed=any(ax.get_xscale() == "function" for ax in figure.axes))
+    facts = FigureFacts(panels=sum(ax.get_visible() for ax in figure.axes), complete=len(complete),
+                        running=len(running), compressed=any(ax.get_xscale() == "function" for ax in figure.axes),
+                        absent=absent)
     present = set(rows["series"])
     handles = ([first_phase.handle()] if first_phase is not None else []) + \
               [style.handle() for label, style in styles.items() if label in present]
@@ -105,7 +127,7 @@ def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     tops = {cell: band_tops(totals[totals["cell"] == cell], trials) for cell in cells}
     positive = rows.loc[rows["dist_E"] > 0, "dist_E"]
     candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
-    floor = decade_below(min(candidates) if candidates else 1e-10)
+    floor = zero_line_at(min(candidates) if candidates else 1e-10)
     facts = FigureFacts(panels=len(cells), complete=0, running=0, band=band_words({t for t, _ in tops.values()}))
     complete, running = set(), set()
     for ax, cell in zip(axes.flat, cells):
@@ -114,19 +136,19 @@ def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
         complete |= drawn.complete
         running |= drawn.running
         facts.zeros |= drawn.zeros
-        ax.axhspan(floor / 3, tops[cell][1], **BAND)
+        ax.axhspan(bottom_below(floor), tops[cell][1], **BAND)
         if drawn.zeros:
             ax.axhline(floor, zorder=1, **FLOOR_LINE)
         ax.set_title(experiment.cell_title(cell))
         linear_ticks(ax, "x", integer=True)
     top = max([float(rows["dist_E"].max())] + [t for _, t in tops.values()])
     for ax in axes.flat:
-        log_axis(ax, floor / 3, top)
+        log_axis(ax, bottom_below(floor), top)
     phases = sorted(set(rows.loc[rows["position"] > 0, "phase"]))
     where = f" of phase {phases[0]}" if len(phases) == 1 else ""
     for ax in axes[-1]:
         ax.set_xlabel(f"optimizer step{where}")
-    axes[0][0].set_ylabel(DIST_E_LABEL)
+    set_row_labels(axes, [DIST_E_LABEL])
     title(figure, f"{experiment.display_title()}: distance from E after every optimizer step{where}, all layers, "
           "log scale")
     present = set(rows["series"])

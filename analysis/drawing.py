@@ -100,12 +100,18 @@ def draw_panel(ax, rows: pd.DataFrame, x: str, y: str, styles: dict[str, SeriesS
         mx, my, counts = mx[kept], my[kept], counts[kept]
         if floor is not None:
             my = np.where(my > 0, my, floor)
-        # A piece per set of seeds: where a seed stops, the median of the others is drawn apart, paler.
+        # A piece per set of seeds: where a seed stops, the median of the others is drawn apart, paler, and says
+        # of how many seeds it is (the first and the last such piece of a line: more would crowd the panel).
         breaks = np.flatnonzero(np.diff(counts)) + 1
-        for piece_x, piece_y, piece_counts in zip(np.split(mx, breaks), np.split(my, breaks), np.split(counts, breaks)):
-            fewer = bool(len(piece_counts)) and piece_counts[0] < len(runs)
+        pieces = list(zip(np.split(mx, breaks), np.split(my, breaks), np.split(counts, breaks)))
+        fewer_pieces = [i for i, (_, _, c) in enumerate(pieces) if len(c) and c[0] < len(runs)]
+        for i, (piece_x, piece_y, piece_counts) in enumerate(pieces):
+            fewer = i in fewer_pieces
             facts.fewer |= fewer
             ax.plot(piece_x, piece_y, zorder=3, **style.median_kwargs(), **(FEWER_SEEDS if fewer else {}))
+            if fewer and i in (fewer_pieces[0], fewer_pieces[-1]) and len(piece_x):
+                ax.annotate(f"{piece_counts[0]}/{len(runs)}", (piece_x[0], piece_y[0]), xytext=(2, 3),
+                            textcoords="offset points", fontsize=6.5, color=style.colour, zorder=4)
     return facts
 
 

@@ -114,9 +114,12 @@ def _reading(facts: FigureFacts, median: str, experiment) -> str:
         parts.append("values exactly 0 are drawn on the dotted line at the bottom")
     if facts.fewer:
         parts.append("paler pieces of a median: beyond where a seed stopped, the median of the seeds that got so far "
-                     "(drawn apart, not joined to the median of all)")
+                     "(drawn apart, not joined to the median of all; k/n at the start of the first and the last such "
+                     "piece: the median of k of the n seeds)")
     if facts.compressed:
         parts.append("phase 1, longer than phase 2, is drawn compressed to a third of the width")
+    if facts.absent:
+        parts.append(f"not drawn, having no values: {', '.join(facts.absent)}")
     trials = f"{facts.complete} complete trial{'s' if facts.complete != 1 else ''}"
     if facts.running:
         trials += (f" and {facts.running} running trial{'s' if facts.running != 1 else ''}, drawn dashed up to "
@@ -197,7 +200,7 @@ def make_figures(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
         for name, (build, shows, median, experiment) in planned.items():
             figure, facts = build()
             caption = f"{shows}. {_reading(facts, median, experiment)}"
-            made[name] = FigureInfo(name, len(figure.axes), caption, save(figure, folder, name),
+            made[name] = FigureInfo(name, sum(ax.get_visible() for ax in figure.axes), caption, save(figure, folder, name),
                                     facts.complete, facts.running)
             progress.advance()
         for name, (build, caption) in extra.items():

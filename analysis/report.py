@@ -175,7 +175,8 @@ def _verdicts_table(verdicts: list[claims.Verdict], figures: dict[str, FigureInf
         figure = (f"[{v.figure}]({folder.FIGURES}/{v.figure})" if v.figure in made
                   else f"`{v.figure}` (not drawn in this run)" if figures is None else "–")
         rows.append([subject, v.claim, v.science, f"**{v.outcome}**", v.evidence, figure])
-    return markdown_table(["subject", "claim", "source", "verdict", "evidence", "figure"], rows)
+    return markdown_table(["subject", "claim", "source", "verdict", "evidence", "figure"], rows,
+                          flag_large_numbers=True)
 
 
 def _criteria_section(min_complete: int) -> str:
@@ -315,7 +316,7 @@ def _references_section() -> str:
 def _claims_table(rows) -> str:
     return markdown_table(["claim (docs/science.md §1)", "verdict", "evidence", "caveat"],
                           [[f"**{r.claim}**: {r.statement}", f"**{r.verdict}**", r.evidence, r.caveat or "–"]
-                           for r in rows])
+                           for r in rows], flag_large_numbers=True)
 
 
 def _controls_table(verdicts: list[claims.Verdict]) -> str:

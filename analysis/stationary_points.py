@@ -11,13 +11,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from . import claims, figure_names
 from .loading import Results, experiment_of
 from .science import cite
-from .style import FIGURE_WIDTH, ROW_HEIGHT
+from .style import lowest_in_columns, panel_grid
 from .summary import quartiles
 from .tables import markdown_table
 
@@ -28,6 +27,10 @@ RUNS: dict[str, tuple[str, str, Any]] = {
     "lowest_regularised": ("lowest eigenvector, regularised (γ)", "#D55E00", (0, (4, 2))),
     "random_regularised": ("random direction, regularised (γ)", "#0072B2", (0, (4, 2))),
 }
+# Runs along the lowest eigenvector and along a random direction often coincide (where H_⊥ has no clearly
+# lowest direction): the first are drawn wide and pale underneath, the others thin on top, so both show.
+UNDER: dict[str, Any] = {"linewidth": 2.6, "alpha": 0.45, "zorder": 1}
+OVER: dict[str, Any] = {"linewidth": 0.9, "alpha": 0.9, "zorder": 2}
 BLOCKS = {"E": ("H_E on E (Equi)", "#0072B2"), "perp": ("H_⊥ on E⊥ (what Aug adds)", "#D55E00")}
 
 
@@ -197,7 +200,7 @@ def report_section(results: Results, figures: dict | None) -> str:
         "if the linearisation holds, and regularised augmentation (γ chosen above −λ_min(H_⊥)) turns it into a "
         "decay. *Claim 3* needs all four of: stationary on the curvature scale, H_E certified ⪰ 0, H_⊥ certified "
         "negative by a clear gap, growth as predicted (see Criteria).",
-        markdown_table(headers, rows),
+        markdown_table(headers, rows, flag_large_numbers=True),
         *(f"![{shown[name].caption}](figures/{name}.png)" for name in drawn),
     ]
     return "\n\n".join(parts)
@@ -211,18 +214,9 @@ def _int(value) -> str:
 
 
 def _grid(count: int, sharey: bool = False):
-    columns = min(count, 4)
-    rows = -(-count // columns)
-    figure = Figure(figsize=(FIGURE_WIDTH, ROW_HEIGHT * rows + 1.0), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False, sharey=sharey)
-    for ax in np.ravel(axes)[count:]:
-        ax.set_visible(False)
-    # x labels under the lowest panel of each column only: neighbours' labels would run into each other.
-    for index, ax in enumerate(np.ravel(axes)[:count]):
-        ax.label_outer(remove_inner_ticks=False) if sharey else None
-        below = index + columns
-        ax.xaxis.label.set_visible(below >= count)
-    return figure, np.ravel(axes)[:count]
+    """A panel per cell, wrapped as every figure's (``style.panel_grid``); the axis labels once per figure."""
+    figure, axes = panel_grid(count, sharey=sharey)
+    return figure, list(axes[0])
 
 
 def _symlog_ticks(ax, low: float) -> None:
@@ -266,7 +260,7 @@ def spectra_figure(results: Results, experiment_name: str):
         ax.set_xticks([0, 1], ["H_E", "H_⊥"])
         ax.set_xlim(-0.6, 1.6)
         ax.set_title(cell)
-    axes[0].set_ylabel("eigenvalue / λ_max")
+    figure.supylabel("eigenvalue / λ_max")
     handles = [Line2D([], [], marker="o", linestyle="none", color=colour, label=words) for words, colour in BLOCKS.values()]
     handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor="black",
                           markersize=7, label="lowest of H_⊥"))
@@ -290,15 +284,19 @@ def perturbations_figure(results: Results, experiment_name: str):
             words, colour, dashes = RUNS.get(run, (run, "0.5", "-"))
             series = series.sort_values("step")
             relative = series["dist_E"].to_numpy() / series["dist_E"].iloc[0]
-            ax.plot(series["step"], relative, color=colour, linestyle=dashes, linewidth=0.9, alpha=0.8)
+            ax.plot(series["step"], relative, color=colour, linestyle=dashes, **(UNDER if run.startswith("lowest")
+                                                                                else OVER))
             if run in ("lowest", "lowest_regularised"):
                 ax.plot(series["step"], series["predicted_factor"].iloc[0] ** series["step"].to_numpy(),
-                        color="black", linewidth=0.5, linestyle=(0, (1, 1)))
+                        color="black", linewidth=0.5, linestyle=(0, (1, 1)), zorder=3)
         ax.set_yscale("log")
         ax.set_title(cell)
+    for ax in lowest_in_columns(axes):
         ax.set_xlabel("step of Aug gradient descent")
-    axes[0].set_ylabel("dist_E / its start")
-    handles = [Line2D([], [], color=colour, linestyle=dashes, label=words) for words, colour, dashes in RUNS.values()]
+    figure.supylabel("dist_E / its start")
+    handles = [Line2D([], [], color=colour, linestyle=dashes, label=words,
+                      **{k: v for k, v in (UNDER if run.startswith("lowest") else OVER).items() if k != "zorder"})
+               for run, (words, colour, dashes) in RUNS.items()]
     handles.append(Line2D([], [], color="black", linewidth=0.5, linestyle=(0, (1, 1)),
                           label="predicted per step: |1 − η(λ_min(H_⊥) + γ)|"))
     figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
@@ -324,7 +322,8 @@ def planned_figures(results: Results) -> dict:
             lambda name=name: perturbations_figure(results, name),
             f"{title}: dist_E, relative to its start, along Aug gradient descent (step η = step_factor/λ_max) from "
             "A* plus ε times a unit vector off E, anchored at A* (the part in E of ∇R_aug(A*) subtracted at every step) "
-            "(the lowest E⊥ eigenvector: orange; a random direction: blue), "
+            "(the lowest E⊥ eigenvector: wide pale orange, drawn under a random direction: thin blue, so that where "
+            "the two coincide both show), "
             "plain (solid) and with regularised augmentation (dashed); dotted black: the linearised prediction "
             "|1 − η(λ_min(H_⊥) + γ)| per step. Where the premises fail (CNN skew, nonunitary) ∇R_aug has a part off E "
             f"at A*, which moves the point away from E whatever the perturbation; {count} complete trials")

@@ -102,12 +102,26 @@ def mode_rank(mode: str) -> int:
     return MODES.index(mode) if mode in MODES else len(MODES)
 
 
+MAX_COLUMNS = 4  # panels side by side in a 7-inch figure before their titles and ticks collide
+WRAP_COLUMNS = 3  # beyond MAX_COLUMNS, items wrap into rows of this many
+
+
+def grid_columns(count: int, rows_per_item: int = 1) -> int:
+    """Items side by side: all of them up to MAX_COLUMNS (four single panels as 2 x 2), else WRAP_COLUMNS."""
+    if count == 4 and rows_per_item == 1:
+        return 2
+    return count if count <= MAX_COLUMNS else WRAP_COLUMNS
+
+
 def panel_grid(count: int, rows_per_item: int = 1, sharey: bool = False) -> tuple[Figure, np.ndarray]:
-    """A figure with ``count`` columns of ``rows_per_item`` panels; four single panels wrap to 2 x 2."""
-    if rows_per_item == 1 and count == 4:
-        rows, columns = 2, 2
-    else:
-        rows, columns = rows_per_item, count
+    """A figure of ``count`` items, each a column of ``rows_per_item`` panels. Items wrap into blocks of at most
+    ``grid_columns(count)`` columns (four single panels as 2 x 2, nine as 3 x 3), so that any number of them
+    stays readable; the slots a last block leaves are not drawn. Returns the axes in the items' order,
+    ``axes[r][i]`` for row r of item i, whatever block they landed in (``first_column`` tells which panels
+    start a row of the figure)."""
+    columns = grid_columns(count, rows_per_item)
+    blocks = -(-count // columns)
+    rows = rows_per_item * blocks
     width = FIGURE_WIDTH if columns > 1 else NARROW_WIDTH
     # Figures of many rows (a row per layer) stay within a page; a single panel gets the height that a wrapped
     # title and a full legend would otherwise take from it.
@@ -115,8 +129,52 @@ def panel_grid(count: int, rows_per_item: int = 1, sharey: bool = False) -> tupl
     if rows == 1 and columns == 1:
         height *= 1.4
     figure = Figure(figsize=(width, height * rows + 0.7), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False, sharey="row" if sharey else False)
+    grid = figure.subplots(rows, columns, squeeze=False)
+    axes = np.empty((rows_per_item, count), dtype=object)
+    for item in range(count):
+        block, column = divmod(item, columns)
+        for r in range(rows_per_item):
+            axes[r][item] = grid[block * rows_per_item + r][column]
+    used = {id(ax) for ax in axes.flat}
+    for ax in grid.flat:
+        if id(ax) not in used:
+            figure.delaxes(ax)
+    if sharey:  # y shared along each row of items (a metric or a layer), as a row of panels shared it before
+        for r in range(rows_per_item):
+            for ax in axes[r][1:]:
+                ax.sharey(axes[r][0])
+                if not first_column(ax):
+                    ax.tick_params(axis="y", labelleft=False)
     return figure, axes
+
+
+def first_column(ax) -> bool:
+    """Whether a panel starts a row of its figure (where the row's y label goes)."""
+    return ax.get_subplotspec().colspan.start == 0
+
+
+def lowest_in_columns(axes) -> list:
+    """The panels with no panel under them in their column of the figure (where x labels go)."""
+    lowest: dict[int, Any] = {}
+    for ax in np.ravel(axes):
+        spec = ax.get_subplotspec()
+        column = spec.colspan.start
+        if column not in lowest or spec.rowspan.start > lowest[column].get_subplotspec().rowspan.start:
+            lowest[column] = ax
+    return list(lowest.values())
+
+
+def figure_columns(axes: np.ndarray) -> int:
+    """The panels side by side in the figure of ``axes``."""
+    return max(ax.get_subplotspec().colspan.stop for ax in axes.flat)
+
+
+def set_row_labels(axes: np.ndarray, words: list[str]) -> None:
+    """Row r's y label on every panel of row r of items that starts a row of the figure."""
+    for r, text in enumerate(words):
+        for ax in axes[r]:
+            if first_column(ax):
+                ax.set_ylabel(text)
 
 
 def compact_number(value: float, _position=None) -> str:
@@ -151,6 +209,22 @@ def decade_below(value: float) -> float:
     return 10.0 ** (math.floor(math.log10(value)) - 1)
 
 
+# On a log axis exact zeros are drawn on a dotted line below every value: between two decades, so that it
+# never sits on a tick and reads as that tick's value, and with no decade (no tick) between it and the bottom.
+ZERO_BELOW_DECADE = 0.6  # decades below the decade under the smallest positive value
+BOTTOM_BELOW_ZERO = 0.35  # decades from the zeros' line to the bottom of the axis
+
+
+def zero_line_at(smallest: float) -> float:
+    """Where a log axis whose smallest positive value is ``smallest`` draws exact zeros."""
+    return decade_below(smallest) / 10.0**ZERO_BELOW_DECADE
+
+
+def bottom_below(zero_line: float) -> float:
+    """The bottom of a log axis that draws exact zeros at ``zero_line``."""
+    return zero_line / 10.0**BOTTOM_BELOW_ZERO
+
+
 def mark_boundary(ax, x: float, text: str = " phase 2") -> None:
     ax.axvline(x, zorder=1, **BOUNDARY_LINE)
     ax.annotate(text, xy=(x, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", color="0.3")
@@ -180,8 +254,8 @@ def reading_handles(running: bool, band: str | None = None, zeros: bool = False,
     handles: list[Artist] = [Line2D([], [], color="0.3", label="one seed", **RUN_LINE),
                Line2D([], [], color="0.3", label="median over seeds", **MEDIAN_LINE)]
     if fewer:
-        handles.append(Line2D([], [], color="0.3", label="median of the seeds that got so far", **MEDIAN_LINE,
-                              **FEWER_SEEDS))
+        handles.append(Line2D([], [], color="0.3", label="median of the seeds that got so far (k/n: of how many)",
+                              **MEDIAN_LINE, **FEWER_SEEDS))
     if running:
         handles.append(Line2D([], [], color="0.3", label="running trial (to its last epoch)",
                               **{**RUNNING_LINE, "marker": RUNNING_END["marker"], "markersize": 2.5, "markevery": [-1]}))

@@ -13,7 +13,7 @@ phase the claims are about is not squeezed into a corner.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,15 +28,18 @@ from .loading import TOTAL
 from .style import (
     BAND,
     FLOOR_LINE,
+    bottom_below,
     compact_number,
-    decade_below,
+    figure_columns,
     legend,
     linear_ticks,
     log_axis,
     mark_boundary,
     panel_grid,
     reading_handles,
+    set_row_labels,
     title,
+    zero_line_at,
 )
 
 X_COLUMNS = {"travelled": "dist_init", "epoch": "epoch"}
@@ -60,6 +63,7 @@ class FigureFacts:
     zeros: bool = False
     compressed: bool = False
     fewer: bool = False  # medians along x drawn where some seeds had stopped
+    absent: list[str] = field(default_factory=list)  # panels not drawn, for want of data: "accuracy of toy-linear"
 
 
 def phase_boundary(panel: pd.DataFrame) -> int | None:
@@ -124,7 +128,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
         tops = {(layer, cell): band_tops(panel, trials) for layer, cell, panel in panels}
         positive = rows.loc[(rows["dist_E"] > 0) & (rows["epoch"] > 0), "dist_E"]
         candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
-        floor = decade_below(min(candidates) if candidates else 1e-10)
+        floor = zero_line_at(min(candidates) if candidates else 1e-10)
     facts = FigureFacts(panels=len(panels), complete=0, running=0)
     complete, running = set(), set()
     for ax, (layer, cell, panel) in zip(axes.flat, panels):
@@ -142,7 +146,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
         if not compressed:
             linear_ticks(ax, "x", integer=x_kind == "epoch")
         if floor is not None:  # a log scale
-            ax.axhspan(floor / 3, tops[layer, cell][1], **BAND)
+            ax.axhspan(bottom_below(floor), tops[layer, cell][1], **BAND)
             if drawn.zeros:
                 ax.axhline(floor, zorder=1, **FLOOR_LINE)
         else:
@@ -153,22 +157,21 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     if floor is not None:
         top = max([float(rows["dist_E"].max()) if len(rows) else floor * 10] + [t for _, t in tops.values()])
         for ax in axes.flat:
-            log_axis(ax, floor / 3, top)
+            log_axis(ax, bottom_below(floor), top)
         facts.band = band_words({threshold for threshold, _ in tops.values()})
     facts.complete, facts.running = len(complete), len(running)
     titled = axes[0] if len(layers) > 1 else axes.flat
     for ax, cell in zip(titled, cells):
         ax.set_title(experiment.cell_title(cell))
     # Under narrow panels the notation would run into the neighbours' labels; the caption gives it.
-    x_label = X_LABELS[x_kind] if axes.shape[1] <= 2 else X_WORDS[x_kind]
+    x_label = X_LABELS[x_kind] if figure_columns(axes) <= 2 else X_WORDS[x_kind]
     for ax in axes[-1]:
         ax.set_xlabel(x_label)
     if x_kind == "epoch":
         # Every row of a column counts the same epochs: their numbers once, under the bottom row.
         for ax in axes[:-1].flat:
             ax.tick_params(axis="x", labelbottom=False)
-    for r, row in enumerate(axes):
-        row[0].set_ylabel(DIST_E_LABEL if len(layers) == 1 else f"{layers[r]}: dist$_E$")
+    set_row_labels(axes, [DIST_E_LABEL] if len(layers) == 1 else [f"{layer}: dist$_E$" for layer in layers])
     which = "all layers" if list(layers) == [TOTAL] else "per layer" if len(layers) > 1 else f"layer {layers[0]}"
     title(figure, f"{experiment.display_title()}: distance from E against {X_WORDS[x_kind]}, {which}"
           + (", log scale" if log else ""))
@@ -199,7 +202,7 @@ def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tupl
     styles, first_phase = figure_styles(trials, experiment)
     figure, axes = panel_grid(len(cells), sharey=True)
     positive = rows.loc[rows["ratio"] > 0, "ratio"]
-    floor = decade_below(min([float(positive.min())] if len(positive) else [NOM_MIN_RATIO]))
+    floor = zero_line_at(min([float(positive.min())] if len(positive) else [NOM_MIN_RATIO]))
     facts = FigureFacts(panels=len(cells), complete=0, running=0)
     complete, running = set(), set()
     for ax, cell in zip(axes.flat, cells):
@@ -214,11 +217,10 @@ def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tupl
         ax.set_title(experiment.cell_title(cell))
     top = max([float(rows["ratio"].max()) if len(rows) else 1.0, 1.0])
     for ax in axes.flat:
-        log_axis(ax, floor / 3, top)
+        log_axis(ax, bottom_below(floor), top)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    for row in axes:
-        row[0].set_ylabel(RATIO_LABEL)
+    set_row_labels(axes, [RATIO_LABEL])
     title(figure, f"{experiment.display_title()}: distance from E over distance travelled, against epoch, all "
           "layers, log scale")
     facts.complete, facts.running = len(complete), len(running)

@@ -12,4 +12,12 @@ def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device="cp
     return load(path, snapshot, epoch=epoch, device=device)
 
 
-__all__ = ["load_model"]
+def load_trial(path, snapshot: int = -1, *, epoch: int | None = None, device="cpu"):
+    """A trial from its file, for a notebook: ``.settings``, ``.model`` (at a weight snapshot), ``.data`` and
+    ``.evaluate()`` (loss and accuracy, beside what the file recorded); see :func:`pipeline.reload.load_trial`."""
+    from .reload import load_trial as load
+
+    return load(path, snapshot, epoch=epoch, device=device)
+
+
+__all__ = ["load_model", "load_trial"]

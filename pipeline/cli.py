@@ -7,18 +7,22 @@ Every command reports an error as one line on stderr and exits non-zero (2 for b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from .errors import SchedulerError, UserError
-from .folder import ResultsFolder, local_tensorboard
+from .folder import ResultsFolder, local_tensorboard, local_wandb
+from .launch.checks import LOCAL_HOURS_LIMIT
 from .settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
 
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
                     "per layer) as "
                     "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
+WANDB_HELP = ("also log each trial's curves (the same as --tensorboard) to Weights & Biases: a run per trial, "
+              "grouped by cell, its settings as config, offline in OUT/wandb/ unless WANDB_MODE=online")
 DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
 (TMLR 2025) as grids of trials, on this machine or a SLURM cluster, and aggregate them into tables,
 figures and a report. Start with: make demo. Science: docs/science.md."""
@@ -34,20 +38,20 @@ def _train(args) -> int:
     for key, value in named.items():
         if value is not None:
             values[key] = str(value)
-    _check_tensorboard(args)
+    sinks = _requested_sinks(args)
     trial = make_trial(args.experiment, values)
     if args.out is None:
+        from . import curve_sinks
         from .runner import ConsoleSink, run_trial
 
         print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
-        sink: Any = ConsoleSink(log=lambda line: print(line, flush=True))  # or wrapped, below
-        console = sink
-        if args.tensorboard:
-            from .tensorboard_sink import TensorBoardSink
-
-            folder = local_tensorboard(trial.trial_id)
-            print(f"live curves: tensorboard --logdir {folder.parent}", flush=True)
-            sink = TensorBoardSink(sink, folder)
+        console = ConsoleSink(log=lambda line: print(line, flush=True))
+        places = {"tensorboard": local_tensorboard(trial.trial_id), "wandb": local_wandb()}
+        if "tensorboard" in sinks:
+            print(f"live curves: tensorboard --logdir {places['tensorboard'].parent}", flush=True)
+        if "wandb" in sinks:
+            print(f"W&B run (offline unless WANDB_MODE says otherwise) in {places['wandb']}", flush=True)
+        sink: Any = curve_sinks.wrap(console, sinks, trial, places)
         try:
             run_trial(trial, sink)
         finally:
@@ -67,9 +71,9 @@ def _train(args) -> int:
     finally:
         lease.release()
     install_cancel_handler()
-    if args.tensorboard:
-        print(f"live curves: tensorboard --logdir {ResultsFolder(args.out).tensorboard}", flush=True)
-    outcome = _report_outcome(execute(args.out, [trial], force=args.force, tensorboard=args.tensorboard))
+    for line in _curve_lines(args.out, sinks):
+        print(line, flush=True)
+    outcome = _report_outcome(execute(args.out, [trial], force=args.force, sinks=sinks))
     if outcome == 0:
         from .files import read_results_attrs, trial_paths
 
@@ -119,7 +123,7 @@ def _run_trial(args) -> int:
     from .manifest import MANIFEST, merge, read_manifest, select, trials_of_manifest, write_manifest
     from .ownership import guard_folder
 
-    _check_tensorboard(args)
+    sinks = _requested_sinks(args)
     out = args.out
     manifest = read_manifest(out) if ResultsFolder(out).manifest.exists() else None
     if args.exp is None:
@@ -160,7 +164,7 @@ def _run_trial(args) -> int:
         wanted = next(t for t in resolved if t.trial_id == wanted.trial_id)
     install_cancel_handler()
     return _report_outcome(execute(out, [wanted], force=args.force, checkpoint_every_s=args.checkpoint_every,
-                                   tensorboard=args.tensorboard))
+                                   sinks=sinks))
 
 
 def _check_workers(args) -> None:
@@ -170,30 +174,47 @@ def _check_workers(args) -> None:
         raise ConfigError(f"--trials-per-task must be at least 1, got {args.trials_per_task}")
 
 
-def _launch(out: Path, indices: list[int], args, profile, launch_hints: dict) -> tuple[bool, str]:
-    """Plan and submit ``indices`` (the caller holds the folder guard); returns whether to wait, and the
-    launch's line. The caller prints it, with what it has to say, once the launch is recorded and the
-    folder's guard released: a reader that goes away (``| head``) then stops nothing half-way."""
+def _launch(out: Path, indices: list[int], args, profile, options) -> tuple[bool, str]:
+    """Plan, check and submit ``indices`` with ``options`` (``LaunchOptions``; the caller holds the folder
+    guard); returns whether to wait, and the launch's lines. The caller prints them, with what it has to
+    say, once the launch is recorded and the folder's guard released: a reader that goes away (``| head``)
+    then stops nothing half-way. The checks before the queue (``pipeline.launch.checks``: storage, hours on
+    this machine) refuse it in one line before anything is launched."""
+    from .launch import checks
     from .launch.submission import plan_submission, submit
+    from .manifest import read_manifest, trials_of_manifest
 
-    per_task, pack_seeds = _task_shape(args, launch_hints)
-    plan = plan_submission(out, indices, profile, per_task, args.workers, pack_seeds)
+    plan = plan_submission(out, indices, profile, options.trials_per_task, options.workers, options.pack_seeds)
+    trials = trials_of_manifest(read_manifest(out))
+    hours = checks.check_local_hours(plan, getattr(args, "allow_long_local", False))
+    said = ([hours] if hours else []) + [checks.storage_check(out, [trials[i] for i in indices])]
     for warning in plan.warnings:
         print(warning, file=sys.stderr)
-    said: list[str] = []
-    submit(out, plan, log=said.append, tensorboard=args.tensorboard)
-    if args.tensorboard:
-        said.append(f"live curves: tensorboard --logdir {quoted(ResultsFolder(out).tensorboard)}")
+    submit(out, plan, log=said.append, options=options)
+    said += _curve_lines(out, options.sinks)
     from .launch.backends import backend_of
 
     return (args.wait if args.wait is not None else backend_of(profile).waits), "\n".join(said)
 
 
-def _check_tensorboard(args) -> None:
-    if getattr(args, "tensorboard", False):
-        from .tensorboard_sink import check_available
+def _curve_lines(out: Path, sinks) -> list[str]:
+    folder = ResultsFolder(out)
+    lines = []
+    if "tensorboard" in sinks:
+        lines.append(f"live curves: tensorboard --logdir {quoted(folder.tensorboard)}")
+    if "wandb" in sinks:
+        lines.append(f"W&B runs (offline unless WANDB_MODE says otherwise) in {quoted(folder.wandb)}: "
+                     f"wandb sync {quoted(folder.wandb)}/wandb/offline-run-* uploads them")
+    return lines
 
-        check_available()
+
+def _requested_sinks(args) -> tuple[str, ...]:
+    """The curve sinks the command line asks for (``--tensorboard``, ``--wandb``), checked to be installed."""
+    from . import curve_sinks
+
+    names = tuple(name for name in curve_sinks.SINKS if getattr(args, name, False))
+    curve_sinks.check_available(names)
+    return names
 
 
 def _task_shape(args, launch_hints: dict) -> tuple[int | None, bool]:
@@ -203,7 +224,17 @@ def _task_shape(args, launch_hints: dict) -> tuple[int | None, bool]:
     return (int(per_task) if per_task is not None else None), pack_seeds
 
 
-def _follow(out: Path, wait: bool) -> int:
+def _submit_options(args, grid):
+    from .launch.submission import LaunchOptions
+
+    per_task, pack_seeds = _task_shape(args, grid.launch)
+    return LaunchOptions(_requested_sinks(args), per_task, pack_seeds, args.workers,
+                         tuple(sorted(grid.overrides.items())))
+
+
+def _follow(out: Path, wait: bool, launched: set[int] | None = None) -> int:
+    """Wait for the grid where asked; the exit status says whether the trials ``launched`` (default: all)
+    completed."""
     from .launch.monitor import format_status, gather, wait_for
 
     follow = f"python -m pipeline status --out {quoted(out)}"
@@ -218,7 +249,7 @@ def _follow(out: Path, wait: bool) -> int:
         return 130
     states = gather(out)
     print(format_status(states, only_unfinished=True))
-    return 1 if any(s.state != "complete" for s in states) else 0
+    return 1 if any(s.state != "complete" for s in states if launched is None or s.index in launched) else 0
 
 
 def _refuse_unknown(states, force: bool) -> None:
@@ -231,6 +262,7 @@ def _refuse_unknown(states, force: bool) -> None:
 
 def _submit(args) -> int:
     from .grid import load_grid
+    from .launch import checks
     from .launch.monitor import gather
     from .launch.profiles import load_profile
     from .launch.submission import manifest_restored_on_failure
@@ -240,10 +272,12 @@ def _submit(args) -> int:
     _check_workers(args)
     grid = load_grid(args.exp, parse_assignments(args.set))
     profile = load_profile(args.cluster)
-    _check_tensorboard(args)
+    options = _submit_options(args, grid)
+    checks.check_devices(grid.trials(), profile)  # before anything is written: a refusal leaves the folder as it was
     if args.dry_run:
-        return _dry_run(args, grid, profile)
+        return _dry_run(args, grid, profile, options)
     out = args.out
+    created = not Path(out).exists()
     lease = guard_folder(out)
     try:
         with manifest_restored_on_failure(out):
@@ -259,14 +293,33 @@ def _submit(args) -> int:
             if not todo:
                 print("\n".join(said + ["nothing to submit"]))
                 return 0
-            wait, launched = _launch(out, todo, args, profile, grid.launch)
+            wait, launched = _launch(out, todo, args, profile, options)
     finally:
         lease.release()
+        if created:  # a refused first submission leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                Path(out).rmdir()
     print("\n".join(said + [launched]), flush=True)
     return _follow(out, wait)
 
 
-def _dry_run(args, grid, profile) -> int:
+def _checks_rehearsed(out: Path, trials: list, plan, allow_long_local: bool) -> list[str]:
+    """What the checks before the queue (``pipeline.launch.checks``) say in a dry run: their lines, or that
+    the submission would be refused and why."""
+    from .launch import checks
+
+    lines = []
+    for check in (lambda: checks.check_local_hours(plan, allow_long_local), lambda: checks.storage_check(out, trials)):
+        try:
+            line = check()
+        except ConfigError as refused:
+            line = f"a submission would be refused: {refused}"
+        if line:
+            lines.append(line)
+    return lines
+
+
+def _dry_run(args, grid, profile, options) -> int:
     from .launch.submission import describe_plan, plan_submission
     from .manifest import merge, read_manifest, trials_of_manifest
 
@@ -277,11 +330,29 @@ def _dry_run(args, grid, profile) -> int:
         trials, added = merge(trials_of_manifest(manifest), trials)
         if added:
             growing = f"adds {len(added)} trial(s) to {_grid_of(manifest)} in {quoted(args.out)}"
-    per_task, pack_seeds = _task_shape(args, grid.launch)
-    plan = plan_submission(args.out, [t.index for t in trials], profile, per_task, args.workers, pack_seeds,
-                           trials=trials, name=grid.name)
-    print("\n".join(([growing] if growing else []) + [describe_plan(args.out, plan, trials)]))
+    plan = plan_submission(args.out, [t.index for t in trials], profile, options.trials_per_task, options.workers,
+                           options.pack_seeds, trials=trials, name=grid.name)
+    lines = describe_plan(args.out, plan, trials).split("\n")
+    lines[1:1] = _checks_rehearsed(args.out, trials, plan, args.allow_long_local)
+    print("\n".join(([growing] if growing else []) + lines))
     return 0
+
+
+def _smoke(args) -> int:
+    """``make smoke``: the cluster-smoke grid on the profile's nodes, waited for, then its verdict on one screen
+    (``pipeline.cluster_check``). A folder whose trials are complete gets the verdict of that run again."""
+    from .cluster_check import GRID, verdict
+    from .launch.profiles import load_profile
+
+    profile = load_profile(args.cluster)
+    args.exp, args.wait, args.dry_run = GRID, True, False
+    for name in ("workers", "trials_per_task", "pack_seeds"):
+        setattr(args, name, None)
+    args.tensorboard = args.wandb = args.force = args.allow_long_local = False
+    code = _submit(args)
+    found = verdict(args.out, profile)
+    print("\n" + "\n".join(found.lines), flush=True)
+    return 0 if found.ok and code == 0 else 1
 
 
 def _status(args) -> int:
@@ -325,34 +396,129 @@ def _last_profile(out: Path, cluster: str | None):
     return load_profile(path if path and Path(path).exists() else last["profile"])
 
 
+RESUBMITTABLE = ("failed", "missing", "cancelled", "inconsistent")
+
+
+def _chosen_states(text: str | None) -> set[str] | None:
+    if text is None:
+        return None
+    from .settings import did_you_mean
+
+    chosen = {word.strip() for word in text.split(",") if word.strip()}
+    for word in chosen:
+        if word not in RESUBMITTABLE:
+            raise ConfigError(f"unknown state {word!r} in --states{did_you_mean(word, RESUBMITTABLE)}; accepted: "
+                              f"{', '.join(RESUBMITTABLE)}")
+    return chosen
+
+
+def _chosen_trials(text: str | None, manifest: dict) -> list[str] | None:
+    if text is None:
+        return None
+    from .settings import did_you_mean
+
+    known = [entry["trial_id"] for entry in manifest["trials"]]
+    chosen = list(dict.fromkeys(word.strip() for word in text.split(",") if word.strip()))
+    for word in chosen:
+        if word not in known:
+            raise ConfigError(f"unknown trial {word!r} in --trials{did_you_mean(word, known)}; accepted: the folder's "
+                              f"trial ids, {known[0]} ... {known[-1]} (see `pipeline status`)")
+    return chosen
+
+
+def _resubmission_options(args, recorded, hints: dict):
+    """The options a trial is resubmitted with: those of the submission that last launched it (for a record
+    older than recorded options: the grid's [launch], no curve sinks), each changed where the command line
+    says so."""
+    from dataclasses import replace
+
+    from . import curve_sinks
+    from .launch.submission import LaunchOptions
+
+    if recorded is None:
+        per_task = hints.get("trials_per_task")
+        recorded = LaunchOptions((), int(per_task) if per_task else None, bool(hints.get("pack_seeds", False)))
+    sinks = [name for name in curve_sinks.SINKS
+             if (getattr(args, name) is None and name in recorded.sinks) or getattr(args, name) is True]
+    curve_sinks.check_available(sinks)
+    return replace(recorded, sinks=tuple(sinks),
+                   trials_per_task=args.trials_per_task or recorded.trials_per_task,
+                   pack_seeds=recorded.pack_seeds if args.pack_seeds is None else args.pack_seeds,
+                   workers=args.workers or recorded.workers)
+
+
 def _resubmit(args) -> int:
+    from .launch import checks
     from .launch.monitor import gather, needing_resubmission
-    from .manifest import read_manifest
+    from .launch.records import latest_submission_of
+    from .launch.submission import LaunchOptions, describe_plan, plan_submission
+    from .manifest import read_manifest, trials_of_manifest
     from .ownership import guard_folder
 
     _check_workers(args)
-    _check_tensorboard(args)
     out = args.out
-    read_manifest(out)  # a folder without a (readable) grid says so first
+    manifest = read_manifest(out)  # a folder without a (readable) grid says so first
+    states_wanted = _chosen_states(args.states)
+    trials_wanted = _chosen_trials(args.trials, manifest)
     profile = _last_profile(out, args.cluster)
-    lease = guard_folder(out)
+    trials = trials_of_manifest(manifest)
+    lease = None if args.dry_run else guard_folder(out)
     try:
         states = gather(out)
         _refuse_unknown(states, args.force)
         again = needing_resubmission(states, include_diverged=args.force)
-        skipped = [s for s in states if s.state == "failed" and s.detail.startswith("Diverged") and s not in again]
         said = [f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)"
-                for s in skipped]
+                for s in states if s.state == "failed" and s.detail.startswith("Diverged") and s not in again
+                and (trials_wanted is None or s.trial_id in trials_wanted)]
+        if trials_wanted is not None:
+            said += [f"not resubmitted: {s.trial_id} is {s.state} ({s.detail})" for s in states
+                     if s.trial_id in trials_wanted and s not in again and not s.detail.startswith("Diverged")]
+            again = [s for s in again if s.trial_id in trials_wanted]
+        if states_wanted is not None:
+            again = [s for s in again if s.state in states_wanted]
         if not again:
-            print("\n".join(said + ["nothing to resubmit: every trial is complete, running or queued"]))
+            chosen = " of those chosen" if trials_wanted is not None or states_wanted is not None else ""
+            print("\n".join(said + [f"nothing to resubmit{chosen}: every trial is complete, running or queued"
+                                    if not chosen else f"nothing to resubmit{chosen}"]))
             return 0
+        checks.check_devices([trials[s.index] for s in again], profile)
+        latest = latest_submission_of(out)
+        groups: dict = {}
+        for s in again:
+            record = latest.get(s.index)
+            recorded = LaunchOptions.of_record(record) if record is not None else None
+            options = _resubmission_options(args, recorded, manifest.get("launch", {}))
+            if record is None:
+                when = "never submitted: the grid's [launch]"
+            elif recorded is None:
+                when = "its submission recorded no options: the grid's [launch]"
+            else:
+                overrides = " ".join(f"{key}={value}" for key, value in recorded.overrides)
+                when = f"as submitted at {record.get('submitted_at', '?')}" + (f", with --set {overrides}"
+                                                                                 if overrides else "")
+            groups.setdefault(options, (when, []))[1].append(s)
         said += [f"resubmitting {s.trial_id} ({s.state}: {s.detail})" for s in again]
         said.append(f"on profile {profile.name}")
-        wait, launched = _launch(out, [s.index for s in again], args, profile, read_manifest(out).get("launch", {}))
+        launches = []
+        for options, (when, members) in groups.items():
+            said.append(f"{len(members)} trial(s) with {options.words()} ({when})")
+            if args.dry_run:
+                indices = [s.index for s in members]
+                plan = plan_submission(out, indices, profile, options.trials_per_task, options.workers,
+                                       options.pack_seeds)
+                said.append(describe_plan(out, plan, trials).replace("dry run on profile", "would resubmit on profile",
+                                                                     1))
+                said += _checks_rehearsed(out, [trials[i] for i in indices], plan, args.allow_long_local)
+            else:
+                launches.append(_launch(out, [s.index for s in members], args, profile, options))
+        if args.dry_run:
+            print("\n".join(said + ["dry run: nothing was resubmitted"]))
+            return 0
     finally:
-        lease.release()
-    print("\n".join(said + [launched]), flush=True)
-    return _follow(out, wait)
+        if lease is not None:
+            lease.release()
+    print("\n".join(said + [launched for _, launched in launches]), flush=True)
+    return _follow(out, any(wait for wait, _ in launches), {s.index for s in again})
 
 
 def _cancel(args) -> int:
@@ -389,7 +555,17 @@ def _add_launch_arguments(parser: argparse.ArgumentParser, cluster_default: str 
                         help="block until the grid has finished (default: yes locally, no on SLURM)")
     parser.add_argument("--force", action="store_true",
                         help="submit even if the queue cannot be read (and resubmit diverged trials)")
-    parser.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
+    parser.add_argument("--allow-long-local", action="store_true",
+                        help="run on this machine a grid estimated at more than "
+                             f"{LOCAL_HOURS_LIMIT:g} CPU-hours (without it: refused, naming --cluster)")
+    if cluster_default is None:  # resubmit: as the trial's submission recorded, unless told
+        parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                            help=f"{TENSORBOARD_HELP} (default: as the trial's submission did)")
+        parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
+                            help=f"{WANDB_HELP} (default: as the trial's submission did)")
+    else:
+        parser.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
+        parser.add_argument("--wandb", action="store_true", help=WANDB_HELP)
 
 
 def _add_grid_arguments(parser: argparse.ArgumentParser) -> None:
@@ -456,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard curves: OUT/tensorboard/<trial>/ (without --out: ./tensorboard/)")
+    train.add_argument("--wandb", action="store_true",
+                       help="also log the curves to a Weights & Biases run, offline unless WANDB_MODE=online: "
+                            "OUT/wandb/ (without --out: ./wandb/)")
 
     plan = command("plan", "a grid's trials by cell: compute, estimated time and GPU-hours on a profile, storage, "
                            "and the job arrays a submission would make", _plan)
@@ -483,12 +662,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY_S, metavar="SECONDS",
                      help="write the resume checkpoint at most this often (0: every epoch)")
     run.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
+    run.add_argument("--wandb", action="store_true", help=WANDB_HELP)
 
     submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit)
     _add_grid_arguments(submit)
     _add_launch_arguments(submit, "local")
     submit.add_argument("--dry-run", action="store_true",
                         help="print the tasks and, for SLURM, the array's sbatch script; submit nothing")
+
+    smoke = command("smoke", "does this cluster run the pipeline? The cluster-smoke grid (every experiment at toy size "
+                             "and one epoch at the paper's width) on a profile's nodes, waited for, then a verdict: "
+                             "CUDA seen, GPU model, driver, speed against pipeline/throughput.py", _smoke)
+    smoke.add_argument("--cluster", required=True, help="cluster profile in slurm/profiles or a .toml file")
+    smoke.add_argument("--out", required=True, type=Path, help="results folder (make smoke: results/smoke-CLUSTER)")
+    smoke.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                       help="override a value of the cluster-smoke grid (repeatable)")
 
     status = command("status", "the state of every trial of a results folder", _status)
     status.add_argument("--out", required=True, type=Path, help="results folder")
@@ -501,8 +689,15 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--out", required=True, type=Path, help="results folder")
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing until the trial stops (Ctrl-C)")
 
-    resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials", _resubmit)
+    resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials, each with the options "
+                                   "(curve sinks, trials per task, seed packing) of the submission that launched it",
+                       _resubmit)
     _add_launch_arguments(resubmit, None)
+    resubmit.add_argument("--dry-run", action="store_true",
+                          help="say which trials would be resubmitted, with which options and tasks; submit nothing")
+    resubmit.add_argument("--trials", metavar="ID,...", help="only these trials (default: every one that needs it)")
+    resubmit.add_argument("--states", metavar="STATE,...",
+                          help=f"only trials in these states, of {', '.join(RESUBMITTABLE)} (default: all of them)")
 
     cancel = command("cancel", "stop the grid: cancel its SLURM tasks, stop its local processes", _cancel)
     cancel.add_argument("--out", required=True, type=Path, help="results folder")

@@ -52,18 +52,37 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0]
 
 
-def _sinks(out_dir: Path, pending: list, tensorboard: bool) -> list:
-    """The sinks the runner writes to: each trial's store, with its TensorBoard curves if asked, written from
-    a background thread where that pays (``pipeline.background``: trials on CUDA)."""
-    from . import numerics
+def curve_places(out_dir: Path, trial_id: str) -> dict[str, Path]:
+    """Where each curve sink (``pipeline.curve_sinks``) writes a trial's curves in a results folder."""
+    folder = ResultsFolder.of(out_dir)
+    return {"tensorboard": folder.tensorboard_run(trial_id), "wandb": folder.wandb}
+
+
+def _note_curve_gaps(out_dir: Path, trial: Trial, log, store, sinks) -> None:
+    """A trial resumed without a curve sink that an earlier attempt had: its curves there end at the epoch it
+    resumes from. Said in its log, and kept in its file (``pipeline.curve_sinks.GAPS_ATTR``) for status."""
+    from . import curve_sinks
+
+    point = store.resume_point()
+    if point is None:
+        return
+    for name in curve_sinks.SINKS:
+        place = curve_places(out_dir, trial.trial_id)[name]
+        if name not in sinks and curve_sinks.sink_class(name).has_run(place, trial.trial_id, out_dir):
+            store.curve_gaps[name] = int(point["epoch"])
+            log(f"{trial.trial_id}: resumed after epoch {point['epoch']} without --{name}, which an earlier attempt "
+                f"had: its {name} curves end there (resubmit with --{name} to go on writing them)")
+
+
+def _sinks(out_dir: Path, pending: list, names) -> list:
+    """The sinks the runner writes to: each trial's store, with its curves (``pipeline.curve_sinks``:
+    TensorBoard, W&B) where asked, written from a background thread where that pays (``pipeline.background``:
+    trials on CUDA)."""
+    from . import curve_sinks, numerics
     from .background import BackgroundSink, wanted
 
-    sinks = [store for _, _, store in pending]
-    if tensorboard:
-        from .tensorboard_sink import TensorBoardSink
-
-        folder = ResultsFolder.of(out_dir)
-        sinks = [TensorBoardSink(s, folder.tensorboard_run(t.trial_id)) for (t, _, _), s in zip(pending, sinks)]
+    sinks = [curve_sinks.wrap(store, names, trial, curve_places(out_dir, trial.trial_id))
+             for trial, _, store in pending]
     try:
         device = numerics.resolve_device(pending[0][0].settings.device)
     except Exception:  # an unusable device fails where the trial starts, with its own line
@@ -84,15 +103,16 @@ def _close_quietly(sinks: list) -> None:
 
 
 def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_every_s: float = CHECKPOINT_EVERY_S,
-            on_store=None, tensorboard: bool = False) -> dict[str, str]:
+            on_store=None, sinks=()) -> dict[str, str]:
     """Run (or resume, or skip) trials into their files: one trial, or several trained packed (they must
     differ only in their seed). Returns trial id -> 'complete' (it already was), 'ran', or 'busy: <owner>'
     (someone else holds it; it was not touched).
 
     ``on_store(store)`` is called with every store before training, so that a launcher can persist the
     latest state on preemption. An error stops every trial of the call; each records it in its file, except
-    where recording is what failed (a full disk) or the trial is no longer this process's. ``tensorboard``
-    also writes each trial's curves to ``OUT/tensorboard/<trial_id>/`` (``pipeline.tensorboard_sink``)."""
+    where recording is what failed (a full disk) or the trial is no longer this process's. ``sinks``: the
+    curve sinks to write each trial's curves to too (``pipeline.curve_sinks``: "tensorboard" into
+    ``OUT/tensorboard/<trial_id>/``, "wandb" into ``OUT/wandb/``)."""
     from .runner import run_trials
     from .store import CheckpointClock, TrialFile
 
@@ -118,31 +138,32 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 log(f"{trial.trial_id}: already complete; skipped (use --force to rerun)")
                 outcomes[trial.trial_id] = "complete"
             else:
+                _note_curve_gaps(out_dir, trial, log, store, sinks)
                 pending.append((trial, log, store))
         if not pending:
             return outcomes
-        sinks = _sinks(out_dir, pending, tensorboard)
-        for (_, log, store), sink in zip(pending, sinks):
+        wrapped = _sinks(out_dir, pending, sinks)
+        for (_, log, store), sink in zip(pending, wrapped):
             store.pack_size = len(pending)  # the seeds actually trained together
             if len(pending) > 1:
                 log("training packed with " + ", ".join(t.trial_id for t, _, _ in pending))
             if on_store is not None:
                 on_store(sink)  # a background writer first applies the rows it holds
         try:
-            run_trials([t for t, _, _ in pending], sinks)
-            for sink in sinks:
+            run_trials([t for t, _, _ in pending], wrapped)
+            for sink in wrapped:
                 if hasattr(sink, "close"):
                     sink.close()
         except stopping.Requeue:
             # Preempted or at the time limit: the last completed epoch is kept and the file stays "running",
             # for the requeued task to resume (a background writer first applies the rows it holds).
-            _close_quietly(sinks)
+            _close_quietly(wrapped)
             for trial, log, store in pending:
                 log(f"{trial.trial_id}: preempted or at the time limit: saving the last epoch for the requeued task")
                 store.save_latest_state()
             raise
         except (Cancelled, KeyboardInterrupt) as error:
-            _close_quietly(sinks)
+            _close_quietly(wrapped)
             message = str(error) or "interrupted (Ctrl-C)"
             for trial, log, store in pending:
                 log(f"{trial.trial_id}: CANCELLED: {message}")
@@ -151,7 +172,7 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
         except Exception as error:
             from .runner import Diverged
 
-            _close_quietly(sinks)
+            _close_quietly(wrapped)
             for trial, log, store in pending:
                 message = _one_line(error)
                 if isinstance(error, Diverged) and trial.trial_id not in error.trial_ids:
@@ -160,7 +181,7 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 store.mark_failed(message, error)
             raise
         finally:
-            _close_quietly(sinks)
+            _close_quietly(wrapped)
         outcomes.update({trial.trial_id: "ran" for trial, _, _ in pending})
         return outcomes
     finally:

@@ -11,6 +11,7 @@
       submitit/local/             the local workers' submitit folder; submitit/<array id>/ an array's
       submitit/leases/<job>.lease the lease of a task that is working through its trials
       tensorboard/<id>/           a trial's live curves (``--tensorboard``)
+      wandb/                      Weights & Biases runs, one per trial (``--wandb``; offline unless told)
       aggregate/                  tables, figures/, provenance/ and report.md (``analysis.aggregation``)
 
 Torch-free, and it imports nothing of the project: every layer can use it. ``tests/test_structure.py``
@@ -31,6 +32,7 @@ SUBMITIT = "submitit"
 LOCAL_JOBS = "local"
 TASK_LEASES = "leases"
 TENSORBOARD = "tensorboard"
+WANDB = "wandb"
 AGGREGATE = "aggregate"
 FIGURES = "figures"
 PROVENANCE = "provenance"
@@ -120,6 +122,11 @@ class ResultsFolder:
         return self.tensorboard / trial_id
 
     @property
+    def wandb(self) -> Path:
+        """Weights & Biases' own directory: it keeps every run in ``wandb/`` below it."""
+        return self.root / WANDB
+
+    @property
     def aggregate(self) -> Path:
         return self.root / AGGREGATE
 
@@ -157,3 +164,8 @@ def journal_of(path: Path) -> Path:
 def local_tensorboard(trial_id: str) -> Path:
     """Where ``pipeline train`` without a results folder writes a trial's curves: ./tensorboard/<trial_id>."""
     return Path(TENSORBOARD) / trial_id
+
+
+def local_wandb() -> Path:
+    """Where ``pipeline train`` without a results folder keeps its Weights & Biases run: ./wandb/."""
+    return Path(WANDB)

@@ -57,6 +57,21 @@ class Grid:
     launch: dict  # launcher hints (e.g. trials_per_task), read by the launcher
     overrides: dict[str, str]
 
+    def shape(self, trials: list[Trial] | None = None) -> str:
+        """What the grid holds, counted from its trials (never from words a preset wrote before its ``--set``):
+        "Experiment G: 16 cells x 10 seeds (0-9); Experiment C: 6 cells x 30 seeds (0-29)"."""
+        trials = self.trials() if trials is None else trials
+        parts = []
+        for name in dict.fromkeys(t.experiment for t in trials):
+            mine = [t for t in trials if t.experiment == name]
+            cells = {t.trial_id.rsplit("-s", 1)[0] for t in mine}
+            seeds = sorted({t.settings.seed for t in mine})
+            runs = (f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1
+                    else ",".join(map(str, seeds)))
+            per_cell = "" if len(mine) == len(cells) * len(seeds) else f", {len(mine)} trials"
+            parts.append(f"{experiments.get(name).title}: {len(cells)} cell(s) x {len(seeds)} seed(s) ({runs}){per_cell}")
+        return "; ".join(parts)
+
     def trials(self) -> list[Trial]:
         trials: list[Trial] = []
         for name in experiments.REGISTRY:

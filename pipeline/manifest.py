@@ -24,6 +24,9 @@ from .settings import ConfigError, quoted
 
 MANIFEST = folder.MANIFEST  # its name, for messages
 FORMAT = 2
+# Settings that say where a trial runs, not what it computes: a grid submitted again with another value
+# (``device=cpu`` corrected to ``auto`` for a GPU profile) moves the folder's trials instead of being refused.
+PLACEMENT = ("device",)
 
 
 def utc_now() -> str:
@@ -88,7 +91,7 @@ def trials_of_manifest(manifest: dict) -> list[Trial]:
 
 def _first_difference(a, b) -> str:
     for field in dataclasses.fields(a):
-        if getattr(a, field.name) != getattr(b, field.name):
+        if field.name not in PLACEMENT and getattr(a, field.name) != getattr(b, field.name):
             return f"{field.name}={getattr(a, field.name)!r} there, {getattr(b, field.name)!r} in this grid"
     return "none"
 
@@ -98,15 +101,17 @@ def merge(existing: list[Trial], wanted: list[Trial]) -> tuple[list[Trial], list
 
     A wanted trial is the existing trial with its id if their settings agree (the id of an existing trial
     wins: a grid that makes a single value an axis renames nothing), new otherwise; an existing id whose
-    settings differ is refused."""
+    settings differ is refused. Settings of ``PLACEMENT`` are not compared: the existing trial comes back
+    with the wanted value (``write_manifest`` records it)."""
     by_id = {t.trial_id: t for t in existing}
-    by_settings = {(t.experiment, repr(t.settings)): t for t in existing}
+    by_settings = {(t.experiment, _identity(t)): t for t in existing}
     resolved, added = [], []
     next_index = len(existing)
     for trial in wanted:
-        known = by_settings.get((trial.experiment, repr(trial.settings)))
+        known = by_settings.get((trial.experiment, _identity(trial)))
         if known is not None:
-            resolved.append(known)
+            placed = {key: getattr(trial.settings, key) for key in PLACEMENT}
+            resolved.append(dataclasses.replace(known, settings=dataclasses.replace(known.settings, **placed)))
             continue
         if trial.trial_id in by_id:
             other = by_id[trial.trial_id]
@@ -119,6 +124,29 @@ def merge(existing: list[Trial], wanted: list[Trial]) -> tuple[list[Trial], list
         resolved.append(new)
         added.append(new)
     return resolved, added
+
+
+def _identity(trial: Trial) -> str:
+    """What a trial computes: its settings but those of ``PLACEMENT``."""
+    values = dataclasses.asdict(trial.settings)
+    return repr((type(trial.settings).__name__, [(k, v) for k, v in values.items() if k not in PLACEMENT]))
+
+
+def _placed(entries: list[dict], resolved: list[Trial]) -> bool:
+    """Record in the manifest's entries the placement the grid now gives its trials; whether any changed."""
+    changed = False
+    by_index = {t.index: t for t in resolved}
+    for entry in entries:
+        trial = by_index.get(int(entry["index"]))
+        settings = entry.get("settings")
+        if trial is None or settings is None:
+            continue
+        for key in PLACEMENT:
+            value = getattr(trial.settings, key)
+            if key in settings and settings[key] != value:
+                settings[key] = value
+                changed = True
+    return changed
 
 
 def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
@@ -134,7 +162,10 @@ def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
     if path.exists():
         document = read_manifest(out_dir)
         resolved, added = merge(trials_of_manifest(document), trials)
+        moved = _placed(document["trials"], resolved)
         if not added:
+            if moved:
+                write_json_atomically(path, document)
             return resolved
         document = {**document, "format": FORMAT, "launch": grid.launch or document.get("launch", {}),
                     "grown": document.get("grown", []) + [{**record, "added": len(added)}],

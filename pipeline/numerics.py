@@ -56,6 +56,11 @@ def check_cuda(why: str) -> None:
         raise DeviceUnavailable(f"{why}, but torch {torch.__version__} is a CPU-only build: install the versions "
                                 "of constraints.txt (see the README's cluster section)")
     if not torch.cuda.is_available():
+        from .driver import check_here
+
+        driver = check_here()
+        if not driver.ok:  # torch hides a driver too old for its build behind "no device": name it, and the fix
+            raise DeviceUnavailable(f"{why}, but {driver.line}")
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise DeviceUnavailable(f"{why}, but no CUDA device is visible here (CUDA_VISIBLE_DEVICES="
                                 f"{visible if visible is not None else 'unset'}; is the NVIDIA driver loaded?)")

@@ -60,6 +60,8 @@ def describe(grid, profile, per_task: int | None = None, pack_seeds: bool | None
     lines = [f"grid {grid.name} ({grid.source}): {len(trials)} trials in {len(cells)} cells"]
     if grid.description:
         lines.append(f"  {grid.description}")
+    lines.append(f"  {grid.shape(trials)}" + (f", with --set {' '.join(f'{k}={v}' for k, v in grid.overrides.items())}"
+                                              if grid.overrides else ""))
     lines += [f"estimates on profile {profile.name} ({profile.executor}, {where}):",
               *(f"  {line}" for line in plan.estimates), ""]
     if list_trials:

@@ -7,6 +7,8 @@ so a resumed trial says where its last attempt ran):
     torch_version       "2.14.1+cu130"; cuda_version "13.0" (the CUDA torch was built with, "" for none),
     cudnn_version       "91002" ("" without cuDNN)
     gpu_driver_version  the NVIDIA kernel driver, e.g. "580.65.06" ("" where there is none)
+    driver_cuda_version the highest CUDA the driver serves, e.g. "13.0" ("" where there is none;
+                        ``pipeline.driver``)
     device_model        the GPU's name for CUDA trials, else the CPU's model
     packages            every installed distribution, "name==version" one per line, sorted
     data_files          JSON: file name -> sha256 of each data file the trial read (the vendored digits or
@@ -31,7 +33,6 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MAX_DIFF_BYTES = 1_000_000
-DRIVER_FILE = Path("/proc/driver/nvidia/version")
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,23 +48,6 @@ def packages() -> str:
         if name:
             found[name.lower()] = f"{name}=={distribution.version}"
     return "\n".join(found[name] for name in sorted(found))
-
-
-@functools.lru_cache(maxsize=1)
-def gpu_driver_version() -> str:
-    """The NVIDIA kernel driver's version, from the kernel's own file (no subprocess), else nvidia-smi."""
-    try:
-        for word in DRIVER_FILE.read_text().split():
-            if word[:1].isdigit() and word.count(".") >= 1:
-                return word
-    except OSError:
-        pass
-    try:
-        result = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=20)
-        return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -134,6 +118,10 @@ def run_attrs(device, files=()) -> dict[str, str]:
     from .manifest import git_commit
 
     diff_sha, diff = git_diff()
+    from .driver import driver_cuda_level, gpu_driver_version
+
+    level = driver_cuda_level()
     return {"python_version": python_version(), **torch_build(), "gpu_driver_version": gpu_driver_version(),
+            "driver_cuda_version": f"{level[0]}.{level[1]}" if level else "",
             "device_model": device_model(device), "packages": packages(), "data_files": data_files(files),
             "git_commit": git_commit(), "git_diff_sha256": diff_sha, "git_diff": diff}

@@ -1,4 +1,5 @@
-"""A trial's model from its file alone: ``pipeline.load_model(path, snapshot=-1)``.
+"""A trial's model from its file alone: ``pipeline.load_model(path, snapshot=-1)``; and the whole trial for a
+notebook, settings, model, data and evaluation: ``pipeline.load_trial(path)``.
 
 The file's settings (JSON in its attributes) and the experiment registry rebuild the model as it was
 trained in the snapshot's phase (``Experiment.build_model``); the snapshot's tensors then set every
@@ -7,12 +8,15 @@ parameter (``MeasuredModel.load_snapshot``), exactly as they were when the snaps
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from . import experiments, numerics
-from .files import SnapshotError, read_snapshot, settings_of
+from . import experiments, numerics, schema
+from .files import SnapshotError, open_h5, read_snapshot, settings_of
 from .settings import ConfigError
 
 
@@ -40,3 +44,62 @@ def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device: st
     except ValueError as error:
         raise SnapshotError(f"{path}: snapshot {found.index} (epoch {found.epoch}): {error}") from None
     return model.eval()
+
+
+@dataclass
+class LoadedTrial:
+    """A trial from its file alone, for a notebook (``pipeline.load_trial``): its settings, its model at a
+    weight snapshot, its data, and the evaluation of that model on that data as the trial measured it."""
+
+    path: Path
+    attrs: dict  # the file's attributes (status, device, provenance, ...)
+    settings: Any  # the experiment's settings dataclass, as the trial ran with them
+    model: Any  # a pipeline.models.MeasuredModel
+    epoch: int  # the epoch of the snapshot the model holds
+    device: torch.device
+
+    @property
+    def trial_id(self) -> str:
+        return str(self.attrs.get("trial_id", self.path.stem))
+
+    @property
+    def experiment(self):
+        return experiments.get(str(self.attrs.get("experiment", "groups")))
+
+    @functools.cached_property
+    def data(self):
+        """The trial's training data (the same samples, source and normalisation), on the model's device."""
+        return self.experiment.load_data(self.settings, self.device, numerics.resolve_dtype(self.settings.dtype))
+
+    def evaluate(self) -> dict[str, float]:
+        """The model's loss and accuracy on the trial's untransformed training data, computed as the trial
+        computed them (a weight decay, where the experiment has one, included in the loss), beside what the
+        file recorded for the same epoch (``recorded_loss``, ``recorded_accuracy``)."""
+        from .training import evaluate
+
+        settings = self.settings
+        with torch.no_grad():
+            loss, accuracy = evaluate(self.model, self.data, self.experiment.evaluation_loss(settings),
+                                      settings.chunk_size)
+            decay = float(getattr(settings, "weight_decay", 0.0))
+            if decay:
+                loss += 0.5 * decay * sum(float((p ** 2).sum()) for p in self.model.parameters())
+        with open_h5(self.path) as f:
+            metrics = f[schema.METRICS]
+            rows = metrics[schema.ROW_EPOCH][()]
+            row = int(list(rows).index(self.epoch)) if self.epoch in rows else -1
+            recorded = {name: float(metrics[name][row]) for name in (schema.LOSS, schema.ACCURACY)}
+        return {"epoch": self.epoch, "loss": loss, "accuracy": accuracy,
+                "recorded_loss": recorded[schema.LOSS], "recorded_accuracy": recorded[schema.ACCURACY]}
+
+
+def load_trial(path, snapshot: int = -1, *, epoch: int | None = None,
+               device: str | torch.device = "cpu") -> LoadedTrial:
+    """A trial from its file: settings, model (at ``snapshot`` or ``epoch``, as :func:`load_model`), data and
+    evaluation (``.evaluate()``). Raises SnapshotError, in one line, for a file that cannot give them."""
+    path = Path(path)
+    model = load_model(path, snapshot, epoch=epoch, device=device)
+    attrs, found = read_snapshot(path, snapshot, epoch)
+    experiment = experiments.get(str(attrs.get("experiment", "groups")))
+    settings = experiment.make_settings({k: v for k, v in settings_of(attrs).items() if k != "experiment"})
+    return LoadedTrial(path, attrs, settings, model, int(found.epoch), torch.device(device))

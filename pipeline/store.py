@@ -48,7 +48,7 @@ import h5py
 import numpy as np
 import torch
 
-from . import durable, experiments, journal, provenance, schema
+from . import curve_sinks, durable, experiments, journal, provenance, schema
 from .cost import snapshot_epochs
 from .errors import UserError
 from .experiments import Trial
@@ -129,6 +129,9 @@ class TrialFile:
         self.lease = lease  # the caller's proof of ownership: writes stop the moment it is lost
         self.path, self.state_path = trial_paths(out_dir, trial.trial_id)
         self.pack_size = 1  # the seeds trained together with it (``pipeline.execute`` sets it)
+        # Curve sink -> the epoch its curves end at, where this attempt resumes without that sink
+        # (``pipeline.execute`` sets it; ``pipeline.curve_sinks``).
+        self.curve_gaps: dict[str, int] = {}
         self.clock = clock or CheckpointClock(CHECKPOINT_EVERY_S)
         self._resume: dict | None = None
         self._latest_state: dict | None = None
@@ -338,7 +341,11 @@ class TrialFile:
             self._create(run_attrs)
         else:
             with self._writing(f"the start of {trial.trial_id}") as f:
-                self._set(f, {**run_attrs, "status": "running", "attempts": int(f.attrs.get("attempts", 1)) + 1})
+                values = {**run_attrs, "status": "running", "attempts": int(f.attrs.get("attempts", 1)) + 1}
+                if self.curve_gaps:  # the earliest end of each sink's curves is the one that stays
+                    gaps = {**self.curve_gaps, **curve_sinks.read_gaps(f.attrs.get(curve_sinks.GAPS_ATTR, ""))}
+                    values[curve_sinks.GAPS_ATTR] = json.dumps(gaps, sort_keys=True)
+                self._set(f, values)
         with open_h5(self.path) as f:
             self.prior_wall = float(f.attrs.get("wall_seconds", 0.0))
 

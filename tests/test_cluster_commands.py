@@ -24,9 +24,9 @@ def sets(values):
     return [a for v in values for a in ("--set", v)]
 
 
-def cli(*argv, timeout=300):
+def cli(*argv, timeout=300, env=None):
     return subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("profile,request_line", [("t4", "#SBATCH --gres=gpu:t4:1"),
@@ -69,7 +69,14 @@ def test_a_gpu_profile_never_trains_on_the_cpu(tmp_path):
     profile = tmp_path / "gpu-here.toml"
     profile.write_text('executor = "local"\ngpus = 1\nworkers = 1\n')
     out = tmp_path / "out"
-    result = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), *sets(SLOW + ["epochs=2"]))
+    argv = ["submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), *sets(SLOW + ["epochs=2"])]
+    # Where no GPU is visible at all, the submission is refused before anything starts ...
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    refused = cli(*argv, env=env)
+    assert refused.returncode == 2 and "requests GPUs, but none is visible here" in refused.stderr
+    assert not (out / "manifest.json").exists()
+    # ... and a task that lands where CUDA_VISIBLE_DEVICES names a GPU that torch cannot use fails at once.
+    result = cli(*argv, env={**env, "CUDA_VISIBLE_DEVICES": "0"})
     assert result.returncode == 1
     assert not list((out / "trials").glob("*.h5")) if (out / "trials").exists() else True  # nothing trained
     states = gather(out)

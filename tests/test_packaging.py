@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -123,3 +124,42 @@ def test_make_env_installs_every_extra_of_the_project():
     makefile = (ROOT / "Makefile").read_text()
     extras = re.search(r"^EXTRAS := (.+)$", makefile, re.M).group(1).split(",")
     assert extras == list(project()["optional-dependencies"])
+
+
+# -- the CUDA 12 build, for clusters whose drivers serve CUDA 12 only -------------------------------------------
+
+def test_the_cuda12_constraints_pin_the_same_versions_with_the_cu126_build_of_torch():
+    from packaging.specifiers import SpecifierSet
+    from pip._internal.network.session import PipSession
+    from pip._internal.req.req_file import parse_requirements
+
+    text = (ROOT / "constraints-cuda12.txt").read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cu126" in text.splitlines()
+    parsed = [str(r.requirement) for r in parse_requirements(str(ROOT / "constraints-cuda12.txt"), PipSession(),
+                                                              constraint=True)]
+    own = {_name(r): r.split("==")[1] for r in parsed if "+cu126" in r}
+    assert own == {"torch": pins()["torch"] + "+cu126", "torchvision": pins()["torchvision"] + "+cu126"}
+    assert sorted(f"{name}=={version}" for name, version in pins().items()) == sorted(r for r in parsed if "+" not in r)
+    for name, version in own.items():  # both files apply: constraints.txt's pin admits the local build
+        assert version in SpecifierSet(f"=={pins()[name]}")
+
+
+def test_the_cuda12_conda_environment_is_the_default_one_with_its_constraints():
+    default = (ROOT / "environment.yml").read_text()
+    cuda12 = (ROOT / "environment-cuda12.yml").read_text()
+    body = lambda text: text[text.index("name:"):]  # noqa: E731 (the files' comments differ, their body must not)
+    assert body(cuda12) == body(default).replace("-c constraints.txt", "-c constraints-cuda12.txt")
+
+
+def test_make_env_takes_the_cuda_build_it_is_asked_for(tmp_path):
+    venv = tmp_path / "v"
+    default = make_dry_run("env", f"VENV={venv}")
+    assert "pip install --quiet -c constraints.txt -e '.[test,tensorboard,wandb]'" in default
+    cuda12 = make_dry_run("env", f"VENV={venv}", "CUDA=12")
+    assert "pip install --quiet -c constraints-cuda12.txt -e '.[test,tensorboard,wandb]'" in cuda12
+    assert f"touch {venv}/.installed-cuda12" in cuda12  # a venv of the other build is reinstalled
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PY")}
+    wrong = subprocess.run(["make", "-n", "env", "CUDA=11"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "CUDA=11 is not a build this project offers; accepted: 13" in wrong.stderr

@@ -262,3 +262,43 @@ def test_a_grid_split_into_several_arrays_is_followed_cancelled_and_resubmitted_
     kinds = {"cnn" if trial_id.startswith("cnn-") else "groups" for trial_id in resubmitted}
     assert resubmitted and again.stdout.count("submitted job array") == len(kinds)  # one array per limit
     assert all(s.state == "complete" for s in gather(out))
+
+
+def test_resubmit_after_a_cancel_keeps_the_tensorboard_curves_and_the_packing_of_the_submission(slurm_cluster,
+                                                                                                  tmp_path):
+    """A grid submitted with --tensorboard and --trials-per-task 2, cancelled mid-run, then resubmitted with no
+    option at all: every trial ends complete with its curves at every epoch, and the resubmission's tasks hold
+    two trials each, as the submission's did."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "remembered"
+    argv = ["submit", "--exp", "smoke", "--out", str(out), "--cluster", slurm_cluster, "--no-wait", "--tensorboard",
+            "--trials-per-task", "2"] + sets(SLOW[1:] + ["groups=rot,trans", "epochs=40", "cnn.seeds=1",
+                                                         "configs=cross,skew"])
+    assert cli(*argv).returncode == 0
+    path = out / "trials" / "rot-aug-s000.h5"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not path.exists() or read_status(path).get("epochs_done", -1) < 3):
+        time.sleep(0.2)
+    assert cli("cancel", "--out", str(out)).returncode == 0
+    deadline = time.time() + 120
+    while time.time() < deadline and any(s.state in ("running", "queued") for s in gather(out)):
+        time.sleep(0.5)
+    assert "cancelled" in {s.state for s in gather(out)}
+    dry = cli("resubmit", "--out", str(out), "--dry-run")
+    assert dry.returncode == 0 and "with --tensorboard --trials-per-task 2 (as submitted at" in dry.stdout, dry.stdout
+    assert "dry run: nothing was resubmitted" in dry.stdout
+    again = cli("resubmit", "--out", str(out), "--wait")
+    assert again.returncode == 0, again.stderr
+    records = [json.loads(line) for line in (out / "submissions.jsonl").read_text().splitlines()]
+    last = [r for r in records if r.get("kind") == "submission"][-1]
+    assert last["options"]["sinks"] == ["tensorboard"] and last["options"]["trials_per_task"] == 2
+    assert {len(task["indices"]) for task in last["tasks"]} <= {1, 2} and any(
+        len(task["indices"]) == 2 for task in last["tasks"])
+    states = gather(out)
+    assert all(s.state == "complete" for s in states) and "curves end" not in " ".join(s.detail for s in states)
+    for s in states:
+        events = EventAccumulator(str(out / "tensorboard" / s.trial_id))
+        events.Reload()
+        total = read_status(out / "trials" / f"{s.trial_id}.h5")["total_epochs"]
+        assert [e.step for e in events.Scalars("loss")] == list(range(total + 1)), s.trial_id

@@ -86,7 +86,7 @@ def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function():
 
 
 # What a results folder holds, by name: only pipeline/folder.py builds paths from them.
-FOLDER_NAMES = {"trials", "logs", "submitit", "leases", "tensorboard", "aggregate", "figures", "provenance",
+FOLDER_NAMES = {"trials", "logs", "submitit", "leases", "tensorboard", "wandb", "aggregate", "figures", "provenance",
                 "manifest.json", "submissions.jsonl", ".submit.lease", "report.md", "local"}
 
 

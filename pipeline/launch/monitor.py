@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from .. import curve_sinks
 from ..files import inspect, trial_paths
 from ..folder import ResultsFolder
 from ..manifest import labels_of, read_manifest, utc_now
@@ -109,7 +110,9 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
         result = partial(_state_of, index, trial_id, labels["cell"], labels["mode"], job_id)
 
         if file is not None and file.status == "complete":
-            states.append(result("complete", f"{_progress(attrs)} on {attrs.get('device', '?')}"))
+            gaps = curve_sinks.gaps_words(curve_sinks.read_gaps(attrs.get(curve_sinks.GAPS_ATTR, "")))
+            states.append(result("complete", f"{_progress(attrs)} on {attrs.get('device', '?')}"
+                                 + (f"; {gaps}" if gaps else "")))
         elif held == "alive" and owner is not None:
             progress = _progress(attrs) if file is not None else "starting"
             states.append(result("running", f"{progress} on {attrs.get('device', '?')}, by {owner.describe()}",

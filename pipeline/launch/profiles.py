@@ -57,6 +57,16 @@ class Profile:
         kind = f"{self.gpu_type}:" if self.gpu_type else ""
         return {"gpus_per_node": f"{kind}{self.gpus}"}
 
+    def gpu_request_words(self) -> str:
+        """The GPU request as sbatch reads it: "--gres=gpu:t4:1 (1 x T4 per task)", or "none"."""
+        request = self.gpu_request()
+        if not request:
+            return "none (the tasks run on CPUs)"
+        from ..throughput import gpu_key
+
+        options = " ".join(f"--{key.replace('_', '-')}={value}" for key, value in request.items())
+        return f"{options} ({self.gpus} x {gpu_key(self.gpu_type) or 'GPU'} per task)"
+
     def local_workers(self) -> int:
         cores = os.cpu_count() or 1
         return self.workers if self.workers > 0 else max(1, min(cores, 8))

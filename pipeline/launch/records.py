@@ -162,6 +162,16 @@ def read_submissions(out_dir: Path, warn=None) -> list[dict]:
     return submissions
 
 
+def latest_submission_of(out_dir: Path, warn=None) -> dict[int, dict]:
+    """Trial index -> the record of the latest submission that launched it (what ``resubmit`` repeats)."""
+    latest: dict[int, dict] = {}
+    for record in read_submissions(out_dir, warn):
+        for task in record.get("tasks", []):
+            for index in task.get("indices", []):
+                latest[int(index)] = record
+    return latest
+
+
 def cancelled_jobs(out_dir: Path, warn=None) -> dict[str, str]:
     """Job id -> when it was cancelled, for jobs cancelled after their submission."""
     cancelled: dict[str, str] = {}

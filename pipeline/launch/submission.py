@@ -26,6 +26,48 @@ from .profiles import Profile
 from .records import launching
 
 
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How a submission runs its trials, recorded with it (``options`` in ``submissions.jsonl``) so that
+    ``resubmit`` runs them the same way: the curve sinks (``pipeline.curve_sinks``), the trials per task and
+    seed packing, the local workers, and the grid's overrides (for the record: the manifest holds the
+    trials they made)."""
+
+    sinks: tuple[str, ...] = ()
+    trials_per_task: int | None = None
+    pack_seeds: bool = False
+    workers: int | None = None
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def record(self) -> dict:
+        return {"sinks": list(self.sinks), "trials_per_task": self.trials_per_task, "pack_seeds": self.pack_seeds,
+                "workers": self.workers, "overrides": dict(self.overrides)}
+
+    @classmethod
+    def of_record(cls, record: dict) -> LaunchOptions | None:
+        """The options a submission record holds; None for records written before they were recorded."""
+        found = record.get("options")
+        if not isinstance(found, dict):
+            return None
+        per_task = found.get("trials_per_task")
+        workers = found.get("workers")
+        return cls(tuple(str(s) for s in found.get("sinks", [])), int(per_task) if per_task else None,
+                   bool(found.get("pack_seeds", False)), int(workers) if workers else None,
+                   tuple(sorted((str(k), str(v)) for k, v in dict(found.get("overrides", {})).items())))
+
+    def words(self) -> str:
+        """As the command line would say it: "--tensorboard --trials-per-task 4 --pack-seeds" (the overrides made
+        the folder's trials and are not repeated: a resubmission runs the trials of the manifest)."""
+        parts = [f"--{name}" for name in self.sinks]
+        if self.trials_per_task is not None:
+            parts.append(f"--trials-per-task {self.trials_per_task}")
+        if self.pack_seeds:
+            parts.append("--pack-seeds")
+        if self.workers is not None:
+            parts.append(f"--workers {self.workers}")
+        return " ".join(parts) or "no options"
+
+
 @dataclass
 class Plan:
     """What one submission launches: job arrays (on SLURM; locally one, the worker processes) whose tasks
@@ -108,23 +150,24 @@ def _interrupts_deferred():
             signal.raise_signal(signum)
 
 
-def submit(out_dir: Path, plan: Plan, log=print, tensorboard: bool = False) -> dict:
+def submit(out_dir: Path, plan: Plan, log=print, options: LaunchOptions | None = None) -> dict:
     """Launch a planned submission and record it: one line of ``submissions.jsonl`` per job array (locally,
-    one for the workers). The launch is recorded before it starts and completed after
-    (``records.launching``), and nothing is said (``log``) before the record is written. Returns
-    ``{"records": [...], "jobs": [every submitit job]}``."""
+    one for the workers), with the ``options`` it ran with. The launch is recorded before it starts and
+    completed after (``records.launching``), and nothing is said (``log``) before the record is written.
+    Returns ``{"records": [...], "jobs": [every submitit job]}``."""
     out_dir = Path(out_dir).resolve()
     profile = plan.profile
+    options = options or LaunchOptions()
     me = Owner.this_process()
     base = {"kind": "submission", "submitted_at": utc_now(), "hostname": me.host, "boot_id": me.boot_id,
             "pid_ns": me.pid_ns, "profile": profile.name, "profile_path": str(profile.path),
-            "executor": profile.executor}
+            "executor": profile.executor, "options": options.record()}
     backend = backend_of(profile)
     backend.check_available()
     said: list[str] = []
     every_task = [task.indices for array in plan.arrays for task in array.tasks]
     with _interrupts_deferred(), launching(out_dir, base, every_task) as records:
-        jobs = backend.launch(out_dir, plan, base, records, said.append, tensorboard)
+        jobs = backend.launch(out_dir, plan, base, records, said.append, options.sinks)
     for line in said:
         log(line)
     return {"records": records, "jobs": jobs}

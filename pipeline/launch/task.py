@@ -28,9 +28,9 @@ class ArrayTask(submitit.helpers.Checkpointable):
     """Runs units of the manifest's trials in order: each unit one trial, or seeds trained packed."""
 
     def __init__(self, out_dir: Path, units: list[list[int]], threads: int = 0, require_cuda: bool = False,
-                 cuda_devices: str | None = None, tensorboard: bool = False):
+                 cuda_devices: str | None = None, sinks=()):
         self.out_dir = Path(out_dir)
-        self.tensorboard = tensorboard  # also write each trial's curves as TensorBoard events
+        self.sinks = tuple(sinks)  # also write each trial's curves there (pipeline.curve_sinks)
         self.units = [list(unit) for unit in units]
         self.threads = threads
         self.require_cuda = require_cuda  # the profile requests GPUs: never train on the node's CPU
@@ -43,8 +43,11 @@ class ArrayTask(submitit.helpers.Checkpointable):
         return [index for unit in self.units for index in unit]
 
     def __setstate__(self, state: dict) -> None:
-        # A task pickled before units were decided at submission (requeued across an upgrade) packs as it did.
+        # A task pickled before units were decided at submission (requeued across an upgrade) packs as it did;
+        # one pickled before curve sinks had a name writes TensorBoard curves as it did.
         self.__dict__.update(state)
+        if "sinks" not in state:
+            self.sinks = ("tensorboard",) if state.get("tensorboard") else ()
         if "units" not in state:
             self.units = [[index] for index in state.get("indices", [])]
             self._legacy_units = (state.get("indices", []), state.get("pack_seeds", False), state.get("pack_size", 1))
@@ -63,8 +66,11 @@ class ArrayTask(submitit.helpers.Checkpointable):
         print(f"task of {len(self.indices)} trial(s): CUDA_VISIBLE_DEVICES="
               f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
         if self.require_cuda:
+            from ..driver import check_here
+
             os.environ[numerics.REQUIRE_CUDA_VARIABLE] = "1"  # every trial of the task checks it, too
             numerics.check_cuda(f"task of {len(self.indices)} trial(s) on a profile that requests GPUs")
+            print(f"CUDA: {check_here().line}", flush=True)
         job_id = current_job_id()
         # The task's own lease tells status that this process still works through its list, even when its
         # local controller is gone.
@@ -102,8 +108,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
         outcomes, failures = {}, []
         for position, unit in enumerate(units):
             try:
-                outcomes.update(execute(self.out_dir, unit, on_store=self._remember,
-                                        tensorboard=getattr(self, "tensorboard", False)))
+                outcomes.update(execute(self.out_dir, unit, on_store=self._remember, sinks=self.sinks))
             except Cancelled:
                 # The running trials saved their last epoch and say so; the rest of the task is not started.
                 outcomes.update({t.trial_id: "cancelled" for u in units[position:] for t in u})

@@ -30,6 +30,7 @@ class Backend(ABC):
 
     name: ClassVar[str]  # the profile's ``executor``
     waits: ClassVar[bool]  # whether ``submit`` waits for the grid unless told (locally yes, on SLURM no)
+    runs_here: ClassVar[bool] = False  # whether its tasks run on this machine (its GPUs, its CPU-hours)
 
     def __init__(self, profile):
         self.profile = profile
@@ -53,7 +54,7 @@ class Backend(ABC):
         """Raise ConfigError, in one line, where this scheduler cannot be reached from here."""
 
     @abstractmethod
-    def launch(self, out_dir: Path, plan, base: dict, records: list, say, tensorboard: bool) -> list:
+    def launch(self, out_dir: Path, plan, base: dict, records: list, say, sinks: tuple = ()) -> list:
         """Start the plan's tasks; append one record per array to ``records``; return submitit's jobs."""
 
     # -- following and stopping --------------------------------------------------------------------------

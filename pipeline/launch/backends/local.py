@@ -111,6 +111,7 @@ def detached_from_terminal():
 class LocalBackend(Backend):
     name = "local"
     waits = True
+    runs_here = True
 
     def tasks(self, units, trials, trials_per_task, pack_seeds, workers, device):
         # Workers take units round-robin: plain trials need no chunking; packs still group seeds.
@@ -132,7 +133,7 @@ class LocalBackend(Backend):
         return ["on a GPU cluster: add --cluster t4 (or a40, or your site's profile) for its GPU-hours and the "
                 "job arrays a submission would make"]
 
-    def launch(self, out_dir, plan, base, records, say, tensorboard):
+    def launch(self, out_dir, plan, base, records, say, sinks=()):
         from ..local_controller import LocalExecutor
         from ..task import ArrayTask
 
@@ -144,7 +145,7 @@ class LocalBackend(Backend):
         gpus = share_out(visible_gpus(), len(array.tasks), profile.gpus)
         with detached_from_terminal():
             jobs = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads, profile.gpus > 0,
-                                              cuda_devices, tensorboard))
+                                              cuda_devices, sinks))
                     for task, cuda_devices in zip(array.tasks, gpus)]
         tasks = [{**task.record(job.job_id), "start_ticks": process_start_ticks(int(job.job_id)),
                   "cuda_visible_devices": cuda_devices} for job, task, cuda_devices in zip(jobs, array.tasks, gpus)]

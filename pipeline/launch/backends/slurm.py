@@ -89,6 +89,31 @@ def last_log_line(folder: str, job_id: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
+def check_partition(profile, partitions: dict[str, list[str]] | None) -> None:
+    """Before anything is queued: the profile's partition exists on this SLURM and, where the profile requests
+    GPUs, has some (``partitions``: name -> its nodes' generic resources, from ``sinfo``; None where sinfo did
+    not answer, and sbatch is left to judge). A GPU profile on a cluster without GPUs is refused in one line
+    here, rather than by sbatch's words or, worse, after waiting in the queue."""
+    if partitions is None:
+        return
+    default = next((name for name in partitions if name.endswith("*")), None)
+    wanted = profile.partition or (default or "").rstrip("*")
+    found = partitions.get(wanted, partitions.get(f"{wanted}*"))
+    if found is None:
+        names = ", ".join(name.rstrip("*") for name in partitions)
+        raise ConfigError(f"profile {profile.name} asks for partition {wanted!r}, but this SLURM has {names} (sinfo): "
+                          f"set partition in {profile.path or profile.name}, or use this cluster's profile")
+    if profile.gpus > 0:
+        gpus = [g for g in found if "gpu" in g.lower()]
+        kind = profile.gpu_type.lower()
+        if not gpus or (kind and not any(kind in g.lower() for g in gpus)):
+            has = ", ".join(sorted(set(found))) or "none"
+            want = f"{profile.gpus} x {profile.gpu_type or 'GPU'}"
+            raise ConfigError(f"profile {profile.name} requests {want} per task, but partition {wanted!r} of this SLURM "
+                              f"has no such GPU (sinfo generic resources: {has}): use a profile without GPUs here "
+                              "(e.g. --cluster testcluster), or submit on the GPU cluster")
+
+
 class SlurmBackend(Backend):
     name = "slurm"
     waits = False
@@ -104,7 +129,7 @@ class SlurmBackend(Backend):
         profile = self.profile
         lines = ["arrays (the longest first; at most " f"{profile.array_parallelism} tasks of the grid at once):",
                  *layout.describe_arrays(plan.arrays, trials, profile.gpus > 0), *plan.warnings,
-                 f"GPU request: {profile.gpu_request() or 'none'}", "", "sbatch script of array 1:", "",
+                 f"GPU request: {profile.gpu_request_words()}", "", "sbatch script of array 1:", "",
                  sbatch_script(out_dir, profile, plan.job_name(plan.arrays[0]), plan.arrays[0])]
         for number, array in enumerate(plan.arrays[1:], 2):
             differing = [line for line in sbatch_script(out_dir, profile, plan.job_name(array), array).splitlines()
@@ -122,8 +147,10 @@ class SlurmBackend(Backend):
         if shutil.which("sbatch") is None:
             raise ConfigError(f"cluster profile {self.profile.name!r} needs SLURM, but sbatch is not on this machine; "
                               "accepted here: --cluster local, --dry-run (or make slurm-up and --cluster testcluster)")
+        check_partition(self.profile, slurm_queue.read_partitions())
 
-    def launch(self, out_dir, plan, base, records, say, tensorboard):
+
+    def launch(self, out_dir, plan, base, records, say, sinks=()):
         """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
         cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
         stays as it was."""
@@ -141,7 +168,7 @@ class SlurmBackend(Backend):
             try:
                 with contextlib.redirect_stderr(captured), executor.batch():
                     launched = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads, profile.gpus > 0,
-                                                          tensorboard=tensorboard))
+                                                          sinks=sinks))
                                 for task in array.tasks]
             except Exception as error:
                 undone = cancel_arrays([r["array_id"] for r in records])

@@ -37,6 +37,21 @@ def read_slurm_queue() -> dict[str, str] | None:
     return states
 
 
+def read_partitions() -> dict[str, list[str]] | None:
+    """Partition (the default one marked "*", as sinfo marks it) -> the generic resources of its nodes
+    ("gpu:t4:4(S:0)", "(null)"); None if sinfo did not answer."""
+    output = _run(["sinfo", "-h", "-o", "%P|%G"])
+    if output is None:
+        return None
+    partitions: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        name, sep, gres = line.strip().partition("|")
+        if sep:
+            resources = [g for g in gres.split(",") if g and g != "(null)"]
+            partitions.setdefault(name, []).extend(resources)
+    return partitions
+
+
 def read_accounting(job_ids: list[str]) -> dict[str, str]:
     """How finished tasks ended, when slurmdbd answers (it may not: never rely on it alone)."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
