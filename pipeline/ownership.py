@@ -342,7 +342,14 @@ class Lease:
 
 def _remove_if_same(path: Path, raw: str, token: str) -> bool:
     """Remove the file at ``path`` if it still holds ``raw``; True if it did. The file is first moved
-    aside under a private name, so that a file someone put there meanwhile is put back, not deleted."""
+    aside under a private name, so that a file someone put there meanwhile is put back, not deleted.
+
+    A file that already differs is left where it is: moving a live lease aside, even for an instant, frees
+    its name, and a taker that links in that instant would win a lease that is then put back under it, or
+    not put back at all (two owners). Callers hold the breaker's guard, and a dead owner writes nothing, so
+    the file cannot change between this look and the move."""
+    if _read_raw(path) != raw:
+        return False
     aside = path.with_name(f".{path.name}.{token}.removed")
     try:
         os.rename(path, aside)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import lease_racer
+import pipeline.ownership as ownership
 from helpers import assert_same_results, epochs_done, launched_indices, reference_run, run_at_once, wait_until
 from pipeline.execute import execute
 from pipeline.files import read_status
@@ -213,6 +214,25 @@ def test_of_many_takers_of_a_dead_lease_exactly_one_wins(tmp_path):
         for racer in racers:
             racer.join(60)
     assert outcomes == ["busy"] * 5 + ["won"]
+
+
+def test_a_breaker_that_judged_a_dead_lease_never_moves_the_live_one_taken_since(tmp_path, monkeypatch):
+    """The interleaving behind two winners of one dead lease: breaker X removes it, taker A links its own,
+    and breaker Y, who judged the dead one before, then takes the guard. Had Y moved A's lease aside to
+    compare it, its name would have been free for a third taker to win while A still believed it owned it."""
+    path = tmp_path / "t.lease"
+    plant_lease(path, foreign_owner(999999, ticks=1))
+    judged_dead = read_owner(path)
+    path.unlink()
+    lease = Lease.acquire(path, "trial t")
+    moved: list = []
+    rename = os.rename
+    monkeypatch.setattr(ownership.os, "rename", lambda source, target: (moved.append(str(source)), rename(source, target)))
+    try:
+        ownership._break(path, judged_dead)
+        assert moved == [] and lease.still_ours()
+    finally:
+        lease.release()
 
 
 # -- two writers of one trial ---------------------------------------------------------------------------------

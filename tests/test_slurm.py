@@ -182,16 +182,27 @@ def test_resubmit_uses_the_profile_of_the_last_submission(slurm_cluster, tmp_pat
 
 
 def test_a_submission_sbatch_rejects_is_one_line_and_leaves_the_folder_as_it_was(slurm_cluster, tmp_path):
-    profile = tmp_path / "wrong.toml"
+    """A partition this SLURM lacks is caught before sbatch (sinfo); memory no node has is sbatch's to refuse.
+    Either way the refusal is one line and the folder is as it was: absent for a first submission (submitit's
+    pickles and sbatch script included), untouched for a grid that already ran."""
     text = (ROOT / "slurm" / "profiles" / f"{slurm_cluster}.toml").read_text()
-    profile.write_text(text.replace('partition = "debug"', 'partition = "no-such-partition"'))
+    no_partition, no_memory = tmp_path / "no-partition.toml", tmp_path / "no-memory.toml"
+    no_partition.write_text(text.replace('partition = "debug"', 'partition = "no-such-partition"'))
+    no_memory.write_text(text.replace("mem_gb = 2", "mem_gb = 100000"))
     out = tmp_path / "rejected"
-    result = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), "--no-wait")
-    assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert result.stderr.startswith("error: sbatch rejected the array") and "partition" in result.stderr.lower()
-    assert not (out / "manifest.json").exists() and not (out / "submissions.jsonl").exists()
+    for profile, start, names in ((no_partition, "error: profile no-partition asks for partition", "no-such-partition"),
+                                  (no_memory, "error: sbatch rejected the array on profile no-memory", "memory")):
+        result = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", str(profile), "--no-wait")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(start) and names in result.stderr.lower(), result.stderr
+        assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
     fixed = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", slurm_cluster, "--wait")
     assert fixed.returncode == 0, fixed.stderr
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    grown = cli("submit", "--exp", "smoke", "--out", str(out), "--cluster", str(no_memory), "--no-wait",
+                "--set", "seeds=0-3")
+    assert grown.returncode == 2 and grown.stderr.startswith("error: sbatch rejected the array"), grown.stderr
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_cancelled_trials_say_cancelled_not_failed(slurm_cluster, tmp_path):

@@ -28,6 +28,28 @@ CANCEL_GRACE_S = float(os.environ.get("PIPELINE_CANCEL_GRACE_S", 120))
 RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING")
 
 
+@contextlib.contextmanager
+def _submitit_files_removed_on_refusal(folder: Path):
+    """Remove what submitit wrote for the arrays of a submission that sbatch refused (their pickled tasks and
+    sbatch scripts, at the top of its folder; arrays submitted before the refusal are cancelled), so that a
+    refused submission leaves the folder as it was. Only new files at the top are touched: arrays keep their
+    own folders below it."""
+    existed = folder.exists()
+    before = set(os.listdir(folder)) if existed else set()
+    try:
+        yield
+    except SchedulerError:
+        if folder.exists():
+            for name in set(os.listdir(folder)) - before:
+                leftover = folder / name
+                if leftover.is_file() and not leftover.is_symlink():
+                    leftover.unlink(missing_ok=True)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
 def slurm_parameters(profile, name: str, array: ArrayPlan) -> dict:
     """The submitit SlurmExecutor parameters of an array on this profile."""
     parameters = dict(job_name=name, time=array.time_min, cpus_per_task=profile.cpus_per_task,
@@ -162,30 +184,32 @@ class SlurmBackend(Backend):
         folder = ResultsFolder(out_dir)
         executor = submitit.SlurmExecutor(folder=folder.array_jobs(), max_num_timeout=MAX_TIMEOUT_REQUEUES)
         jobs: list = []
-        for number, array in enumerate(plan.arrays, 1):
-            executor.update_parameters(**slurm_parameters(profile, plan.job_name(array), array))
-            captured = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(captured), executor.batch():
-                    launched = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads, profile.gpus > 0,
-                                                          sinks=sinks))
-                                for task in array.tasks]
-            except Exception as error:
-                undone = cancel_arrays([r["array_id"] for r in records])
-                which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" if len(plan.arrays) > 1 \
-                    else "the array"
-                raise SchedulerError(f"sbatch rejected {which} on profile {profile.name}: "
-                                  f"{sbatch_message(error, captured.getvalue())}{undone}") from None
-            array_id = launched[0].job_id.split("_")[0]
-            jobs += launched
-            records.append({**base, "tasks": [task.record(job.job_id) for job, task in zip(launched, array.tasks)],
-                            "array_id": array_id, "time_min": array.time_min,
-                            "folder": str(folder.array_jobs(array_id))})
-            per_task = sorted({len(task.indices) for task in array.tasks})
-            sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
-            say(f"submitted job array {array_id} with {len(launched)} tasks ({sum(len(t.indices) for t in array.tasks)} "
-                f"trials, {sizes} per task, --time={array.time_min}, at most {array.parallelism} at once) on profile "
-                f"{profile.name}")
+        with _submitit_files_removed_on_refusal(folder.submitit):
+            for number, array in enumerate(plan.arrays, 1):
+                executor.update_parameters(**slurm_parameters(profile, plan.job_name(array), array))
+                captured = io.StringIO()
+                try:
+                    with contextlib.redirect_stderr(captured), executor.batch():
+                        launched = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads,
+                                                              profile.gpus > 0, sinks=sinks))
+                                    for task in array.tasks]
+                except Exception as error:
+                    undone = cancel_arrays([r["array_id"] for r in records])
+                    which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" \
+                        if len(plan.arrays) > 1 else "the array"
+                    raise SchedulerError(f"sbatch rejected {which} on profile {profile.name}: "
+                                      f"{sbatch_message(error, captured.getvalue())}{undone}") from None
+                array_id = launched[0].job_id.split("_")[0]
+                jobs += launched
+                records.append({**base, "tasks": [task.record(job.job_id)
+                                                  for job, task in zip(launched, array.tasks)],
+                                "array_id": array_id, "time_min": array.time_min,
+                                "folder": str(folder.array_jobs(array_id))})
+                per_task = sorted({len(task.indices) for task in array.tasks})
+                sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
+                trials = sum(len(t.indices) for t in array.tasks)
+                say(f"submitted job array {array_id} with {len(launched)} tasks ({trials} trials, {sizes} per task, "
+                    f"--time={array.time_min}, at most {array.parallelism} at once) on profile {profile.name}")
         if len(records) > 1:
             say(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
                 "stops them all")
