@@ -77,3 +77,20 @@ def test_a_name_is_durable_only_once_its_directory_is_synced():
         if k == 2:
             states, _ = snapshot.crash_states("prefix", lambda p: True, 1000, 0)
             assert sorted((s.file("f") for s, _ in states), key=repr) == [None, b"x"]  # synced, yet maybe unnamed
+
+
+def test_a_large_file_beside_a_directory_of_many_unsynced_names_gives_block_families():
+    """A policy that never syncs a directory (the pipeline before issue 24) leaves it with more un-synced
+    entries than can be listed: the directory is drawn from, and only the file is filled with havoc (the
+    explorer stopped with an IndexError on the first such state)."""
+    ops = [Op("add", 0, name="f", target=1), Op("fsync", 0)]
+    ops += [Op("write", 1, offset=i * 4096, data=bytes([65 + i]) * 4096) for i in range(9)]
+    ops += [Op("add", 0, name=f"link{i}", target=1) for i in range(9)]  # 2**9 subsets: more than 256
+    timeline = Timeline(recording(ops))
+    at_end = next(snapshot for k, snapshot in timeline.walk() if k == len(ops) - 1)
+    families, sampled = at_end.block_families(lambda p: True, limit=64, seed=0)
+    assert sampled and len(families) == 64
+    assert all(len(family.havoc) == 4 and family.covered > 256 for family in families)
+    links = {sum(path.startswith("link") for path, _, _ in state.files) for family in families
+             for state, _ in family.real}
+    assert 0 in links and 9 in links and len(links) > 2  # none, all, and some of the names persisted

@@ -303,7 +303,7 @@ def report(tally: Tally, log=print) -> None:
         files[(name, model)] += n
     if files:
         log("")
-        log("states that left each file in a crash state (not as last written), per model:")
+        log("states that left each file not as last written, per model (each state counted once a model):")
         for name in sorted({n for n, _ in files}):
             log(f"  {name:<12} " + ", ".join(f"{m} {files[(name, m)]}" for m in MODELS if files[(name, m)]))
     if tally.failures:

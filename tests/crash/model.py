@@ -357,16 +357,18 @@ class _Snapshot:
         read those blocks, and every one of the family's ``covered`` states recovers to it; otherwise
         ``draw`` gives that many of its real states at random, to be judged one by one."""
         owners, choices, files, dirs = self._choices("blocks", wanted)
-        big = [i for i, o in enumerate(choices) if not isinstance(o, list) and o.count > large]
+        # Only files have blocks to fill with havoc; a directory with many un-synced entries (a policy that
+        # never syncs it) stays among the small ones, drawn from when there are too many combinations.
+        big = [i for i, o in enumerate(choices) if owners[i] in files and not isinstance(o, list) and o.count > large]
         if not big:
             states, sampled = self.crash_states("blocks", wanted, limit, seed)
             return [Family([s], [], 0, None) for s in states], sampled
         small = [i for i in range(len(choices)) if i not in big]
-        small_choices = [choices[i] if isinstance(choices[i], list) else list(choices[i].all()) for i in small]
+        small_choices = [choices[i] for i in small]
         total = _count(small_choices)
         sampled = total > limit
-        combos = (itertools.product(*small_choices) if not sampled else
-                  _sampled(small_choices, limit, random.Random(seed)))
+        combos = (itertools.product(*[o if isinstance(o, list) else list(o.all()) for o in small_choices])
+                  if not sampled else _sampled(small_choices, limit, random.Random(seed)))
         covered = 1
         for i in big:
             covered *= choices[i].count
