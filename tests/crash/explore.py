@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -354,6 +355,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-fsync", action="store_true", help="record with fsync made a no-op")
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM (a timeout, a cancelled job), it still removes its recordings from /dev/shm.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     tally = explore(tuple(args.workloads.split(",")), tuple(args.models.split(",")), args.sample, args.limit,
                     args.seed, args.no_fsync)
     report(tally)
