@@ -118,7 +118,7 @@ bench: env
 
 # Every state a crash can leave, at every point of a trial (commits, a failure, a takeover, a resume) and of
 # the folder's own files, under each persistence model, each recovered and judged (tests/crash; needs strace;
-# the better part of an hour here). `make test` explores a bounded sample of them.
+# about 10 minutes here). `make test` explores a bounded sample of them.
 crash-states: env
 	$(PY) -m tests.crash.explore
 
