@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.settings import ConfigError
+from pipeline.errors import UserError
 
 from .aggregation import aggregate
 from .claims import MIN_COMPLETE_TRIALS
@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = aggregate(args.out, min_complete=args.min_complete, figures=not args.no_figures)
-    except ConfigError as error:
+    except UserError as error:  # a bad folder, a link not followed, another aggregate that never finished
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     for line in result.verdict_lines:
         print(line)
     print(f"report: {result.report}")

@@ -11,12 +11,18 @@ and a reader never sees a half-written file. Outputs:
     aggregate/summary.md     the same, readable, with every trial that is not complete
     aggregate/<table>.parquet  every CSV table also as Parquet (typed columns, read fast by pandas or pyarrow)
     aggregate/report.md      the verdicts with evidence, data and devices, criteria, figures, provenance
-    aggregate/figures/       see ``analysis.figures`` (figures of earlier runs no longer made are removed)
+    aggregate/figures/       see ``analysis.figures``
     aggregate/provenance/    the installed packages of the trials and the diffs of dirty trees they ran with
+
+Outputs of an earlier run that this one no longer makes (a figure of a cell gone, ``steps.csv`` of another
+grid state) are removed if the pipeline's own record says it wrote them and they are inside the results
+folder (``analysis.outputs``): a folder linked in, such as ``figures/`` into a paper, keeps every file of its
+own. One aggregate writes a folder's outputs at a time (``OUT/.aggregate.lease``); another waits for it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,8 @@ import pandas as pd
 
 from pipeline import folder as folder_names
 from pipeline.folder import ResultsFolder
+from pipeline.manifest import read_manifest
+from pipeline.ownership import Busy, Lease
 from pipeline.settings import quoted
 
 from . import results_analyses
@@ -31,11 +39,15 @@ from .atomic import replace_atomically, write_text
 from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
 from .figures import FigureInfo, make_figures
 from .loading import read_results
+from .outputs import Outputs
 from .provenance import provenance_files
 from .report import problem_lines, report_markdown, summary_markdown
 from .summary import summarize, trial_end_points
 
 LOGGED_PROBLEMS = 10
+# How long an aggregate waits for another one of the same folder (a large grid's figures take minutes).
+GUARD_WAIT_S = 3600.0
+GUARD_POLL_S = 1.0
 
 
 @dataclass
@@ -59,8 +71,9 @@ class AggregateResult:
 
 def _write_table(path: Path, table: pd.DataFrame) -> list[Path]:
     """A table as CSV and, beside it, as Parquet (``<name>.parquet``): the same rows and columns, typed."""
-    return [replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False)),
-            replace_atomically(path.with_suffix(".parquet"), lambda tmp: _parquet(table).to_parquet(tmp, index=False))]
+    return [replace_atomically(path, lambda handle: table.to_csv(handle, index=False), text=True),
+            replace_atomically(path.with_suffix(".parquet"),
+                               lambda handle: _parquet(table).to_parquet(handle, index=False))]
 
 
 def _parquet(table: pd.DataFrame) -> pd.DataFrame:
@@ -71,16 +84,21 @@ def _parquet(table: pd.DataFrame) -> pd.DataFrame:
     return table.astype({c: str for c in mixed}) if mixed else table
 
 
-def _remove_table(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    path.with_suffix(".parquet").unlink(missing_ok=True)
-
-
-def _remove_stale_figures(folder: Path, written: list[Path]) -> None:
-    keep = {p.name for p in written}
-    for path in folder.glob("*"):
-        if path.suffix in (".png", ".pdf") and path.name not in keep:
-            path.unlink(missing_ok=True)
+def _hold_guard(out_dir: Path, log, wait_s: float = GUARD_WAIT_S) -> Lease:
+    """The folder's aggregate guard, waiting (and saying so once) while another aggregate holds it."""
+    what = f"the aggregate of {quoted(out_dir)}"
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            return Lease.acquire(ResultsFolder(out_dir).aggregate_guard, what)
+        except Busy as busy:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                log(f"aggregate: waiting for another aggregate of this folder to finish ({busy})")
+                said = True
+            time.sleep(GUARD_POLL_S)
 
 
 def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_TRIALS,
@@ -89,6 +107,16 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     ``figures=False`` leaves the figures of an earlier run as they are and reports none: the verdicts of
     a large grid in seconds."""
     out_dir = Path(out_dir)
+    read_manifest(out_dir)  # a folder that is not a results folder says so before anything is held
+    guard = _hold_guard(out_dir, log)
+    try:
+        return _aggregate(out_dir, log, min_complete, figures)
+    finally:
+        guard.release()
+
+
+def _aggregate(out_dir: Path, log, min_complete: int, figures: bool) -> AggregateResult:
+    outputs = Outputs(out_dir)
     results = read_results(out_dir)
     problems = problem_lines(results)
     counts = results.trials["status"].value_counts()
@@ -116,8 +144,6 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     paths = _write_table(folder / "epochs.csv", results.epochs)
     if not results.steps.empty:
         paths += _write_table(folder / "steps.csv", results.steps)
-    else:
-        _remove_table(folder / "steps.csv")  # left by an earlier run of another grid state
     # The settings JSON closes each row: a complete record, but long, so after the columns one reads.
     trials = results.trials.merge(end_points, on="trial_id", how="left")
     trials = trials[[c for c in trials.columns if c != "settings"] + ["settings"]]
@@ -125,33 +151,24 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
     paths += _write_table(folder / "summary.csv", summary)
     for name in ("measurements", "spectra", "perturbations"):
         table = getattr(results, name)
-        if table.empty:
-            _remove_table(folder / f"{name}.csv")
-        else:
+        if not table.empty:
             paths += _write_table(folder / f"{name}.csv", table)
     named = results_analyses.named_by(results)
-    for analysis in results_analyses.REGISTRY.values():
+    for analysis in named:
         for name, table in analysis.tables.items():
-            if analysis in named:
-                paths += _write_table(folder / f"{name}.csv", table(results))
-            else:
-                _remove_table(folder / f"{name}.csv")
+            paths += _write_table(folder / f"{name}.csv", table(results))
 
     made = None
     if figures:
         extra = {name: figure for analysis in named for name, figure in analysis.figures(results).items()}
         made = make_figures(results.epochs, results.steps, results.trials, where.figures, extra=extra)
-        figure_paths = [p for info in made.values() for p in info.paths]
-        _remove_stale_figures(where.figures, figure_paths)
-        paths += figure_paths
+        paths += [p for info in made.values() for p in info.paths]
 
-    written = provenance_files(results)
-    for name, text in written.items():
+    for name, text in provenance_files(results).items():
         paths.append(write_text(where.provenance / name, text))
-    for stale in where.provenance.glob("*") if where.provenance.is_dir() else []:
-        if stale.name not in written:
-            stale.unlink(missing_ok=True)
     paths.append(write_text(folder / "summary.md", summary_markdown(results, summary)))
     paths.append(write_text(where.report, report_markdown(results, assessment, summary, made, min_complete)))
+    # Without figures, those of an earlier run stay as they are, and stay recorded as the pipeline's.
+    outputs.finish(paths, log, keep=() if figures else (folder_names.FIGURES,))
     log(f"aggregate: wrote {len(paths)} files under {quoted(folder)}")
     return AggregateResult(out_dir, paths, assessment.verdicts, problems, made or {}, summary, assessment.notes)

@@ -267,8 +267,8 @@ def reading_handles(running: bool, band: str | None = None, zeros: bool = False,
 
 
 def save(figure: Figure, folder: Path, name: str) -> list[Path]:
-    paths = [replace_atomically(folder / f"{name}.png", lambda tmp: figure.savefig(tmp, format="png", dpi=DPI))]
+    paths = [replace_atomically(folder / f"{name}.png", lambda out: figure.savefig(out, format="png", dpi=DPI))]
     # The first save placed everything; laying out again for the PDF would only repeat that work.
     figure.set_layout_engine("none")
-    paths.append(replace_atomically(folder / f"{name}.pdf", lambda tmp: figure.savefig(tmp, format="pdf")))
+    paths.append(replace_atomically(folder / f"{name}.pdf", lambda out: figure.savefig(out, format="pdf")))
     return paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ from .settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
                     "per layer) as "
                     "TensorBoard events in OUT/tensorboard/<trial>/: tensorboard --logdir OUT/tensorboard")
+# What an interrupted command says (Ctrl-C, or a polite kill where the command turns it into an interrupt).
+TRAINING_INTERRUPTED = "interrupted; a trial that was training saved its last epoch and resumes when run again"
+LAUNCH_INTERRUPTED = ("interrupted; whatever it launched is recorded in the folder's submissions.jsonl and runs on: "
+                      "see `python -m pipeline status --out {out}`")
 WANDB_HELP = ("also log each trial's curves (the same as --tensorboard) to Weights & Biases: a run per trial, "
               "grouped by cell, its settings as config, offline in OUT/wandb/ unless WANDB_MODE=online")
 DESCRIPTION = """Run the experiments of 'Optimization Dynamics of Equivariant and Augmented Neural Networks'
@@ -61,12 +66,18 @@ def _train(args) -> int:
         return 0
     from .execute import execute, install_cancel_handler
     from .grid import Grid
-    from .manifest import write_manifest
+    from .manifest import merge, read_manifest, trials_of_manifest, write_manifest
     from .ownership import guard_folder
 
     grid = Grid("train", "pipeline train", "one network trained with `pipeline train`", {}, {}, dict(values))
     lease = guard_folder(args.out)
     try:
+        if ResultsFolder(args.out).manifest.exists() and not args.grow:
+            manifest = read_manifest(args.out)
+            _, added = merge(trials_of_manifest(manifest), [trial])
+            if added:
+                raise ConfigError(f"trial {trial.trial_id} is not in the grid of {quoted(args.out)}: training it there "
+                                  f"would add it to {_grid_of(manifest)}; use another --out, or pass --grow to add it")
         (trial,) = write_manifest(args.out, grid, [trial])
     finally:
         lease.release()
@@ -253,11 +264,13 @@ def _follow(out: Path, wait: bool, launched: set[int] | None = None) -> int:
 
 
 def _refuse_unknown(states, force: bool) -> None:
+    """Refuse to submit trials whose state cannot be told, saying why the first of them cannot (squeue did
+    not answer, a lease that cannot be read or proven, a launch whose job ids were not recorded)."""
     unknown = [s for s in states if s.state == "unknown"]
     if unknown and not force:
-        raise SchedulerError(f"squeue did not answer, so {len(unknown)} trial(s) may still be queued or running "
-                          f"(e.g. {unknown[0].trial_id}); submitting them again could run them twice. Retry when "
-                          "SLURM answers, or pass --force")
+        raise SchedulerError(f"{len(unknown)} trial(s) may still be queued or running, which cannot be told here "
+                             f"(e.g. {unknown[0].trial_id}: {unknown[0].detail}); submitting them again could run them "
+                             "twice. Retry when it can be told, or pass --force")
 
 
 def _submit(args) -> int:
@@ -265,6 +278,7 @@ def _submit(args) -> int:
     from .launch import checks
     from .launch.monitor import gather
     from .launch.profiles import load_profile
+    from .launch.stop_signals import raising_stop_signals
     from .launch.submission import manifest_restored_on_failure
     from .manifest import write_manifest
     from .ownership import guard_folder
@@ -278,27 +292,29 @@ def _submit(args) -> int:
         return _dry_run(args, grid, profile, options)
     out = args.out
     created = not Path(out).exists()
-    lease = guard_folder(out)
-    try:
-        with manifest_restored_on_failure(out):
-            trials = write_manifest(out, grid, grid.trials())
-            mine = {t.index for t in trials}
-            states = gather(out)
-            _refuse_unknown([s for s in states if s.index in mine], args.force)
-            todo = [s.index for s in states if s.index in mine and s.state not in ("complete", "running", "queued")]
-            said = []
-            if len(todo) < len(mine):
-                said.append(f"{len(mine) - len(todo)} trials already complete, running or queued are not submitted "
-                            "again")
-            if not todo:
-                print("\n".join(said + ["nothing to submit"]))
-                return 0
-            wait, launched = _launch(out, todo, args, profile, options)
-    finally:
-        lease.release()
-        if created:  # a refused first submission leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                Path(out).rmdir()
+    with raising_stop_signals():  # a polite kill ends the command with the guard released, as Ctrl-C does
+        lease = guard_folder(out)
+        try:
+            with manifest_restored_on_failure(out):
+                trials = write_manifest(out, grid, grid.trials())
+                mine = {t.index for t in trials}
+                states = gather(out)
+                _refuse_unknown([s for s in states if s.index in mine], args.force)
+                todo = [s.index for s in states
+                        if s.index in mine and s.state not in ("complete", "running", "queued")]
+                said = []
+                if len(todo) < len(mine):
+                    said.append(f"{len(mine) - len(todo)} trials already complete, running or queued are not "
+                                "submitted again")
+                if not todo:
+                    print("\n".join(said + ["nothing to submit"]))
+                    return 0
+                wait, launched = _launch(out, todo, args, profile, options)
+        finally:
+            lease.release()
+            if created:  # a refused first submission leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    Path(out).rmdir()
     print("\n".join(said + [launched]), flush=True)
     return _follow(out, wait)
 
@@ -384,6 +400,7 @@ def _logs(args) -> int:
 def _last_profile(out: Path, cluster: str | None):
     """The profile a command acts on: --cluster, else the one of the grid's last submission."""
     from .launch.profiles import load_profile
+    from .launch.recorded_profile import profile_of_record
     from .launch.records import read_submissions
 
     if cluster is not None:
@@ -391,9 +408,7 @@ def _last_profile(out: Path, cluster: str | None):
     submissions = read_submissions(out)
     if not submissions:
         raise ConfigError(f"{quoted(out)} has no submission to take the cluster profile from; pass --cluster")
-    last = submissions[-1]
-    path = last.get("profile_path", "")
-    return load_profile(path if path and Path(path).exists() else last["profile"])
+    return profile_of_record(submissions[-1])  # a profile is code: taken from the folder only with proof
 
 
 RESUBMITTABLE = ("failed", "missing", "cancelled", "inconsistent")
@@ -451,6 +466,7 @@ def _resubmit(args) -> int:
     from .launch import checks
     from .launch.monitor import gather, needing_resubmission
     from .launch.records import latest_submission_of
+    from .launch.stop_signals import raising_stop_signals
     from .launch.submission import LaunchOptions, describe_plan, plan_submission
     from .manifest import read_manifest, trials_of_manifest
     from .ownership import guard_folder
@@ -462,61 +478,62 @@ def _resubmit(args) -> int:
     trials_wanted = _chosen_trials(args.trials, manifest)
     profile = _last_profile(out, args.cluster)
     trials = trials_of_manifest(manifest)
-    lease = None if args.dry_run else guard_folder(out)
-    try:
-        states = gather(out)
-        _refuse_unknown(states, args.force)
-        again = needing_resubmission(states, include_diverged=args.force)
-        said = [f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)"
-                for s in states if s.state == "failed" and s.detail.startswith("Diverged") and s not in again
-                and (trials_wanted is None or s.trial_id in trials_wanted)]
-        if trials_wanted is not None:
-            said += [f"not resubmitted: {s.trial_id} is {s.state} ({s.detail})" for s in states
-                     if s.trial_id in trials_wanted and s not in again and not s.detail.startswith("Diverged")]
-            again = [s for s in again if s.trial_id in trials_wanted]
-        if states_wanted is not None:
-            again = [s for s in again if s.state in states_wanted]
-        if not again:
-            chosen = " of those chosen" if trials_wanted is not None or states_wanted is not None else ""
-            print("\n".join(said + [f"nothing to resubmit{chosen}: every trial is complete, running or queued"
-                                    if not chosen else f"nothing to resubmit{chosen}"]))
-            return 0
-        checks.check_devices([trials[s.index] for s in again], profile)
-        latest = latest_submission_of(out)
-        groups: dict = {}
-        for s in again:
-            record = latest.get(s.index)
-            recorded = LaunchOptions.of_record(record) if record is not None else None
-            options = _resubmission_options(args, recorded, manifest.get("launch", {}))
-            if record is None:
-                when = "never submitted: the grid's [launch]"
-            elif recorded is None:
-                when = "its submission recorded no options: the grid's [launch]"
-            else:
-                overrides = " ".join(f"{key}={value}" for key, value in recorded.overrides)
-                when = f"as submitted at {record.get('submitted_at', '?')}" + (f", with --set {overrides}"
-                                                                                 if overrides else "")
-            groups.setdefault(options, (when, []))[1].append(s)
-        said += [f"resubmitting {s.trial_id} ({s.state}: {s.detail})" for s in again]
-        said.append(f"on profile {profile.name}")
-        launches = []
-        for options, (when, members) in groups.items():
-            said.append(f"{len(members)} trial(s) with {options.words()} ({when})")
+    with raising_stop_signals():  # a polite kill ends the command with the guard released, as Ctrl-C does
+        lease = None if args.dry_run else guard_folder(out)
+        try:
+            states = gather(out)
+            _refuse_unknown(states, args.force)
+            again = needing_resubmission(states, include_diverged=args.force)
+            said = [f"not resubmitted: {s.trial_id} ({s.detail}); it would diverge again (--force resubmits it)"
+                    for s in states if s.state == "failed" and s.detail.startswith("Diverged") and s not in again
+                    and (trials_wanted is None or s.trial_id in trials_wanted)]
+            if trials_wanted is not None:
+                said += [f"not resubmitted: {s.trial_id} is {s.state} ({s.detail})" for s in states
+                         if s.trial_id in trials_wanted and s not in again and not s.detail.startswith("Diverged")]
+                again = [s for s in again if s.trial_id in trials_wanted]
+            if states_wanted is not None:
+                again = [s for s in again if s.state in states_wanted]
+            if not again:
+                chosen = " of those chosen" if trials_wanted is not None or states_wanted is not None else ""
+                print("\n".join(said + [f"nothing to resubmit{chosen}: every trial is complete, running or queued"
+                                        if not chosen else f"nothing to resubmit{chosen}"]))
+                return 0
+            checks.check_devices([trials[s.index] for s in again], profile)
+            latest = latest_submission_of(out)
+            groups: dict = {}
+            for s in again:
+                record = latest.get(s.index)
+                recorded = LaunchOptions.of_record(record) if record is not None else None
+                options = _resubmission_options(args, recorded, manifest.get("launch", {}))
+                if record is None:
+                    when = "never submitted: the grid's [launch]"
+                elif recorded is None:
+                    when = "its submission recorded no options: the grid's [launch]"
+                else:
+                    overrides = " ".join(f"{key}={value}" for key, value in recorded.overrides)
+                    when = f"as submitted at {record.get('submitted_at', '?')}" + (f", with --set {overrides}"
+                                                                                     if overrides else "")
+                groups.setdefault(options, (when, []))[1].append(s)
+            said += [f"resubmitting {s.trial_id} ({s.state}: {s.detail})" for s in again]
+            said.append(f"on profile {profile.name}")
+            launches = []
+            for options, (when, members) in groups.items():
+                said.append(f"{len(members)} trial(s) with {options.words()} ({when})")
+                if args.dry_run:
+                    indices = [s.index for s in members]
+                    plan = plan_submission(out, indices, profile, options.trials_per_task, options.workers,
+                                           options.pack_seeds)
+                    described = describe_plan(out, plan, trials)
+                    said.append(described.replace("dry run on profile", "would resubmit on profile", 1))
+                    said += _checks_rehearsed(out, [trials[i] for i in indices], plan, args.allow_long_local)
+                else:
+                    launches.append(_launch(out, [s.index for s in members], args, profile, options))
             if args.dry_run:
-                indices = [s.index for s in members]
-                plan = plan_submission(out, indices, profile, options.trials_per_task, options.workers,
-                                       options.pack_seeds)
-                said.append(describe_plan(out, plan, trials).replace("dry run on profile", "would resubmit on profile",
-                                                                     1))
-                said += _checks_rehearsed(out, [trials[i] for i in indices], plan, args.allow_long_local)
-            else:
-                launches.append(_launch(out, [s.index for s in members], args, profile, options))
-        if args.dry_run:
-            print("\n".join(said + ["dry run: nothing was resubmitted"]))
-            return 0
-    finally:
-        if lease is not None:
-            lease.release()
+                print("\n".join(said + ["dry run: nothing was resubmitted"]))
+                return 0
+        finally:
+            if lease is not None:
+                lease.release()
     print("\n".join(said + [launched for _, launched in launches]), flush=True)
     return _follow(out, any(wait for wait, _ in launches), {s.index for s in again})
 
@@ -602,12 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also PIPELINE_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, help, handler):
+    def command(name, help, handler, interrupted="interrupted"):
         sub = commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, interrupted=interrupted)
         return sub
 
-    train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train)
+    train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train,
+                    TRAINING_INTERRUPTED)
     from . import experiments
     from .settings import DTYPES, MODES
 
@@ -630,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any trial setting (repeatable; see pipeline/experiments/)")
     train.add_argument("--out", type=Path, help="results folder to keep the trial file in (without it nothing is saved)")
     train.add_argument("--force", action="store_true", help="with --out: rerun a trial that is already complete")
+    train.add_argument("--grow", action="store_true",
+                       help="with --out: add the trial to a folder whose grid does not have it (default: refused)")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard curves: OUT/tensorboard/<trial>/ (without --out: ./tensorboard/)")
     train.add_argument("--wandb", action="store_true",
@@ -644,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--trials", action="store_true", help="list every trial instead of a summary by cell")
 
     run = command("run-trial", "run one trial of a results folder in this process (what one array task executes)",
-                  _run_trial)
+                  _run_trial, TRAINING_INTERRUPTED)
     run.add_argument("--exp", metavar="NAME_OR_PATH",
                      help="the trial's grid (default: the folder's own, from its manifest.json; needed for a new "
                           "folder)")
@@ -664,7 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensorboard", action="store_true", help=TENSORBOARD_HELP)
     run.add_argument("--wandb", action="store_true", help=WANDB_HELP)
 
-    submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit)
+    submit = command("submit", "submit a grid as a job array (SLURM) or run it on this machine", _submit,
+                     LAUNCH_INTERRUPTED)
     _add_grid_arguments(submit)
     _add_launch_arguments(submit, "local")
     submit.add_argument("--dry-run", action="store_true",
@@ -691,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     resubmit = command("resubmit", "resubmit the missing, failed, stopped or cancelled trials, each with the options "
                                    "(curve sinks, trials per task, seed packing) of the submission that launched it",
-                       _resubmit)
+                       _resubmit, LAUNCH_INTERRUPTED)
     _add_launch_arguments(resubmit, None)
     resubmit.add_argument("--dry-run", action="store_true",
                           help="say which trials would be resubmitted, with which options and tasks; submit nothing")
@@ -717,6 +738,7 @@ def one_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from .execute import Cancelled
+    from .launch.stop_signals import LaunchStopped
 
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("PIPELINE_DEBUG", "") not in ("", "0")
@@ -730,12 +752,20 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except LaunchStopped as stopped:
+        # The launch is recorded and runs on: say what it launched, then that the command stopped.
+        if stopped.said:
+            print("\n".join(stopped.said), flush=True)
+        out = quoted(stopped.out_dir or getattr(args, "out", "OUT"))
+        print(f"{stopped} once the launch was recorded: what it launched runs on; follow it with "
+              f"`python -m pipeline status --out {out}`, stop it with `python -m pipeline cancel --out {out}`",
+              file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt as error:
         if debug:
             raise
-        print("interrupted; a trial that was training saved its last epoch and resumes when run again",
-              file=sys.stderr)
-        return 130
+        print(args.interrupted.format(out=quoted(getattr(args, "out", "OUT"))), file=sys.stderr)
+        return 128 + getattr(error, "signum", signal.SIGINT)
     except Exception as error:
         if debug:
             raise

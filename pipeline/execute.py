@@ -18,8 +18,10 @@ import sys
 from pathlib import Path
 
 from . import experiments, stopping
+from .errors import ConfigError
 from .experiments import Trial
 from .folder import ResultsFolder
+from .links import LinkNotFollowed, check_followed, open_for_append
 from .manifest import utc_now
 from .ownership import Busy, acquire_trial
 from .settings import CHECKPOINT_EVERY_S, quoted
@@ -37,13 +39,20 @@ class TrialLog:
 
     def __init__(self, out_dir: Path, trial_id: str):
         self.path = ResultsFolder.of(out_dir).trial_log(trial_id)
+        self._refused = ""  # why the log is not written (said once), e.g. a link planted at its name
 
     def __call__(self, line: str) -> None:
         print(line, flush=True)
+        if self._refused:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as handle:
+            check_followed(self.path.parent)
+            with open_for_append(self.path) as handle:
                 handle.write(f"{utc_now()} {line}\n")
+        except (LinkNotFollowed, ConfigError) as error:
+            self._refused = str(error)
+            print(f"(log not written: {error})", file=sys.stderr, flush=True)
         except OSError as error:  # a full disk must not turn a progress line into a failure of its own
             print(f"(log {quoted(self.path)} not written: {error})", file=sys.stderr, flush=True)
 
@@ -178,7 +187,9 @@ def execute(out_dir: Path, trials: list[Trial], force: bool = False, checkpoint_
                 if isinstance(error, Diverged) and trial.trial_id not in error.trial_ids:
                     message = f"stopped with its pack: {message}"  # it did not diverge itself: a rerun goes on
                 log(f"{trial.trial_id}: FAILED: {message}")
-                store.mark_failed(message, error)
+                if not store.mark_failed(message, error) and isinstance(error, OSError) and store.lease is not None:
+                    # A full disk or an I/O error that its file cannot record: its lease says it, for status.
+                    store.lease.note_stop(message)
             raise
         finally:
             _close_quietly(wrapped)

@@ -4,6 +4,7 @@
       manifest.json               the grid's trials (``pipeline.manifest``)
       submissions.jsonl           what was launched into the folder, and cancelled (``pipeline.launch.records``)
       .submit.lease               the guard a submission holds while it decides and records (``pipeline.ownership``)
+      .aggregate.lease            the guard of the one ``aggregate`` writing the folder's aggregate at a time
       trials/<id>.h5              a trial's file (``pipeline.store``); beside it while it runs: its lease
                                   ``<id>.lease``, its write journal ``<id>.h5.journal`` and its checkpoint
                                   ``<id>.state.pt``
@@ -12,7 +13,8 @@
       submitit/leases/<job>.lease the lease of a task that is working through its trials
       tensorboard/<id>/           a trial's live curves (``--tensorboard``)
       wandb/                      Weights & Biases runs, one per trial (``--wandb``; offline unless told)
-      aggregate/                  tables, figures/, provenance/ and report.md (``analysis.aggregation``)
+      aggregate/                  tables, figures/, provenance/ and report.md (``analysis.aggregation``), and
+                                  .outputs.json, the record of what aggregate wrote there (``analysis.outputs``)
 
 Torch-free, and it imports nothing of the project: every layer can use it. ``tests/test_structure.py``
 checks that no other module builds a path from these names.
@@ -26,6 +28,7 @@ from pathlib import Path
 MANIFEST = "manifest.json"
 SUBMISSIONS = "submissions.jsonl"
 SUBMIT_GUARD = ".submit.lease"
+AGGREGATE_GUARD = ".aggregate.lease"
 TRIALS = "trials"
 LOGS = "logs"
 SUBMITIT = "submitit"
@@ -37,6 +40,7 @@ AGGREGATE = "aggregate"
 FIGURES = "figures"
 PROVENANCE = "provenance"
 REPORT = "report.md"
+OUTPUTS_RECORD = ".outputs.json"
 
 LEASE_SUFFIX = ".lease"
 TRIAL_SUFFIX = ".h5"
@@ -141,6 +145,14 @@ class ResultsFolder:
     @property
     def report(self) -> Path:
         return self.aggregate / REPORT
+
+    @property
+    def aggregate_guard(self) -> Path:
+        return self.root / AGGREGATE_GUARD
+
+    @property
+    def outputs_record(self) -> Path:
+        return self.aggregate / OUTPUTS_RECORD
 
     def relative(self, path: Path) -> str:
         """A path in the folder as the folder's own files name it (``trials/rot-nom-s000.h5``)."""

@@ -30,15 +30,18 @@ although the two arms differ in learning rate and epochs.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from . import experiments
 from .experiments import Trial
-from .settings import MAX_SEEDS, ConfigError, did_you_mean, field_types, is_atomic, quoted
+from .names import check_script_text
+from .settings import MAX_SEEDS, MAX_TRIALS, ConfigError, did_you_mean, field_types, is_atomic, quoted
 
 JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 GRID_KEYS = {"description", "launch", "extends"}
@@ -73,17 +76,27 @@ class Grid:
         return "; ".join(parts)
 
     def trials(self) -> list[Trial]:
+        check_size(self)  # before anything is expanded: a slip of the keyboard must not hang the command
         trials: list[Trial] = []
         for name in experiments.REGISTRY:
             if name in self.sections:
                 experiment = experiments.get(name)
                 combinations = [s for table in self.sections[name] for s in expand_table(experiment, table)]
                 trials += name_trials(experiment, _unique(combinations), start=len(trials))
-        ids = [t.trial_id for t in trials]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = sorted(i for i, n in Counter(t.trial_id for t in trials).items() if n > 1)
         if duplicates:
             raise ConfigError(f"grid {self.name!r} expands to duplicate trial ids, e.g. {duplicates[0]!r}")
         return trials
+
+
+def check_size(grid: Grid) -> None:
+    """Refuse, in one line, a grid whose tables would expand to more than MAX_TRIALS combinations (counted
+    from the lengths of their axes, before any is expanded)."""
+    count = sum(math.prod(len(value) for value in table.values() if isinstance(value, list))
+                for tables in grid.sections.values() for table in tables)
+    if count > MAX_TRIALS:
+        raise ConfigError(f"grid {grid.name!r} expands to {count:,} combinations of settings; accepted: at most "
+                          f"{MAX_TRIALS:,} trials in a grid (fewer seeds or values, or several folders)")
 
 
 def expand_table(experiment, table: dict) -> list:
@@ -183,6 +196,8 @@ def parse_seeds(value) -> list[int]:
         raise ConfigError(f"bad value {value!r} for seeds; accepted: a count N, a range a-b or a list a,b,c") from None
     if not seeds or min(seeds) < 0:
         raise ConfigError(f"bad value {value!r} for seeds; accepted: a count N, a range a-b or a list a,b,c")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"a list of {len(seeds)} seeds; accepted: at most {MAX_SEEDS} in one section")
     return seeds
 
 
@@ -308,6 +323,8 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
     resolved = {name: [{key: _as_axis(experiments.get(name), key, written, value)
                         for key, (written, value) in table.items()} for table in tables]
                 for name, tables in sections.items()}
-    grid = Grid(path.stem, str(path), document.get("description", ""), resolved, launch, overrides)
+    # The name goes into sbatch scripts (the job name) and every message: one line, as a name should be.
+    grid = Grid(check_script_text(path.stem, "grid file name"), str(path), document.get("description", ""), resolved,
+                launch, overrides)
     grid.trials()  # every value is checked here, before anything runs
     return grid

@@ -21,6 +21,7 @@ from . import durable, experiments, folder
 from .experiments import Trial
 from .folder import ResultsFolder
 from .settings import ConfigError, quoted
+from .wellformed import check_manifest
 
 MANIFEST = folder.MANIFEST  # its name, for messages
 FORMAT = 2
@@ -77,11 +78,10 @@ def read_manifest(out_dir: Path) -> dict:
         raise ConfigError(f"no {MANIFEST} in {quoted(out_dir)}: not a results folder of this pipeline")
     try:
         document = json.loads(path.read_text())
-        if not isinstance(document.get("trials"), list):
-            raise ValueError("no list of trials")
     except (ValueError, OSError) as error:
         raise ConfigError(f"{quoted(path)} is damaged ({type(error).__name__}: {error}); restore it, or submit the "
                           "grid again into a new folder") from None
+    check_manifest(document, path)  # valid JSON is not yet a manifest: trial ids become paths
     return document
 
 

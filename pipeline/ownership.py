@@ -26,6 +26,7 @@ records it (``OUT/.submit.lease``), so two concurrent submissions cannot both la
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import durable
@@ -68,6 +69,15 @@ def _seconds(variable: str, default: float) -> float:
 def heartbeat_s() -> float:
     """How often an owner renews its leases (``PIPELINE_LEASE_HEARTBEAT_S``, default 30 s)."""
     return _seconds(HEARTBEAT_VARIABLE, DEFAULT_HEARTBEAT_S)
+
+
+def _own_heartbeat_s() -> float:
+    """The interval this process beats at, as its leases record it (a bad setting is refused where a lease
+    is taken; here the beat it falls back to)."""
+    try:
+        return heartbeat_s()
+    except ConfigError:
+        return DEFAULT_HEARTBEAT_S
 
 
 def stale_after_s() -> float:
@@ -131,6 +141,13 @@ class Owner:
     heartbeat_at: float = 0.0
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     pid_ns: str = ""  # "" in leases written before namespaces were recorded: unknown
+    # How often the owner renews the lease (its PIPELINE_LEASE_HEARTBEAT_S); 0 in leases written before it was
+    # recorded: unknown. Staleness is judged against the owner's beat, not the taker's.
+    heartbeat_s: float = 0.0
+    # Why the owner stopped, when its trial file could not say it (a full disk, an I/O error): the lease is
+    # left with this note (written in place, needing no new space) instead of being released. An owner that
+    # says it stopped is gone, whatever its process.
+    stopped: str = ""
     # What the lease file held, byte for byte, when read (a lease is removed only if it still holds this);
     # not part of the lease itself.
     raw: str = field(default="", compare=False, repr=False)
@@ -139,7 +156,8 @@ class Owner:
     def this_process(cls) -> Owner:
         now = time.time()
         return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()), slurm_task(),
-                   " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace())
+                   " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:3])[:80], now, now, pid_ns=pid_namespace(),
+                   heartbeat_s=_own_heartbeat_s())
 
     def same_machine(self, other: Owner) -> bool:
         return self.host == other.host and self.boot_id == other.boot_id
@@ -161,6 +179,8 @@ class Owner:
 
         ``job_states``: the SLURM queue: "read" to read it if needed, a :class:`queue.QueueView` (read
         when first needed), a dict (job id -> state) someone read, or None if it could not be read."""
+        if self.stopped:
+            return "gone"  # it said so itself, on its way out
         me = Owner.this_process()
         if self.host == me.host and self.boot_id and self.boot_id != me.boot_id:
             return "gone"  # the machine rebooted since
@@ -175,9 +195,21 @@ class Owner:
             states = queue.view(job_states).states()
             if states is not None:
                 return "alive" if states.get(self.slurm_job) in queue.ACTIVE_STATES else "gone"
-        if abs(time.time() - self.heartbeat_at) < stale_after_s():
+        if abs(time.time() - self.heartbeat_at) < stale_limit_s(self):
             return "alive"  # recent by its own clock: waiting errs on the safe side
         return "unproven"
+
+
+def stale_limit_s(holder: Owner | UnreadableLease) -> float:
+    """How long a lease must be seen unchanged before it is taken over: this process's stale limit, but never
+    less than three of the *owner's* heartbeats, which its lease records (a taker set to beat every second
+    took a live owner beating every 30 s over in 3 s). A lease that does not say (unreadable, or written
+    before it was recorded) is judged by this process's limit."""
+    stale = stale_after_s()
+    beat = holder.heartbeat_s
+    if isinstance(beat, (int, float)) and not isinstance(beat, bool) and math.isfinite(beat) and beat > 0:
+        return max(stale, 3 * float(beat))
+    return stale
 
 
 class UnreadableLease:
@@ -188,7 +220,8 @@ class UnreadableLease:
         self.raw, self.problem = raw, problem
         self.token = "unreadable-" + hashlib.sha256(raw.encode(errors="replace")).hexdigest()[:16]
         self.pid, self.host, self.boot_id, self.pid_ns, self.start_ticks = -1, "?", "", "", None
-        self.slurm_job = ""
+        self.slurm_job, self.stopped = "", ""
+        self.heartbeat_s = 0.0  # its owner's beat is not known: judged by the taker's stale limit
 
     def describe(self) -> str:
         return f"an unreadable lease ({self.problem})"
@@ -214,12 +247,19 @@ def read_owner(path: Path) -> Owner | UnreadableLease | None:
         return UnreadableLease("", f"{type(error).__name__}: {error}")
     try:
         values = json.loads(raw)
-        owner = Owner(**values)
+        if not isinstance(values, dict):
+            raise TypeError("not an object")
+        # Fields a later version adds are not this version's business; the ones it knows must all be there.
+        known = {name: value for name, value in values.items() if name in _OWNER_FIELDS}
+        owner = Owner(**known)
     except (ValueError, TypeError) as error:
         problem = "empty file" if not raw.strip() else f"not a lease: {type(error).__name__}"
         return UnreadableLease(raw, problem)
     owner.raw = raw
     return owner
+
+
+_OWNER_FIELDS = {f.name for f in fields(Owner)} - {"raw"}
 
 
 def _read_raw(path: Path) -> str | None:
@@ -232,10 +272,24 @@ def _read_raw(path: Path) -> str | None:
 
 
 def _write_private(path: Path, owner: Owner) -> Path:
+    """The lease written to a temporary file of the owner's, created exclusively: its name shows the token,
+    which the lease itself shows to anyone, so a link may have been planted there; it is removed (the link,
+    not what it points to), never written through."""
     tmp = path.with_name(f".{path.name}.{owner.token}.tmp")
-    # Durable before it is linked or renamed into place: a lease's name must never outlive its content.
-    durable.write_new(tmp, json.dumps({k: v for k, v in asdict(owner).items() if k != "raw"}).encode())
-    return tmp
+    text = json.dumps({k: v for k, v in asdict(owner).items() if k != "raw"}).encode()
+    for _ in range(2):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            continue
+        with open(fd, "wb") as handle:
+            handle.write(text)
+            handle.flush()
+            # Durable before it is linked or renamed into place: a lease's name must never outlive its content.
+            durable.sync(handle.fileno())
+        return tmp
+    raise FileExistsError(errno.EEXIST, f"{quoted(tmp)} keeps coming back: not a file this process made")
 
 
 def _link_exclusively(source: Path, target: Path) -> bool:
@@ -277,6 +331,7 @@ class Lease:
 
     def __init__(self, path: Path, owner: Owner, what: str):
         self.path, self.owner, self.what = Path(path), owner, what
+        self.noted = False  # left with a note of why its owner stopped (note_stop), not released
 
     @classmethod
     def acquire(cls, path: Path, what: str, job_states="read", note=_note) -> Lease:
@@ -305,14 +360,17 @@ class Lease:
                 if verdict == "alive":
                     raise Busy(what, holder)
                 if verdict == "unproven":
+                    limit = stale_limit_s(holder)
+                    why = (f"{STALE_VARIABLE}" if limit == stale else
+                           f"three of its owner's heartbeats of {holder.heartbeat_s:g} s, more than {STALE_VARIABLE}")
                     note(f"{what}: its lease ({holder.describe()}) cannot be proven alive or dead from here; "
-                         f"watching it for {stale:g} s ({STALE_VARIABLE}) before taking it over")
-                    seen = watch_unchanged(path, holder.raw, stale)
+                         f"watching it for {limit:g} s ({why}) before taking it over")
+                    seen = watch_unchanged(path, holder.raw, limit)
                     if seen == "changed":
                         raise Busy(what, read_owner(path) or holder)
                     if seen == "gone":
                         continue
-                    note(f"{what}: took over its lease ({holder.describe()}), unchanged for {stale:g} s: "
+                    note(f"{what}: took over its lease ({holder.describe()}), unchanged for {limit:g} s: "
                          f"{quoted(path)}")
                 _break(path, holder)
             raise Busy(what, read_owner(path) or owner)
@@ -336,8 +394,30 @@ class Lease:
 
     def release(self) -> None:
         KEEPER.drop(self)
-        if self.still_ours():
+        if not self.noted and self.still_ours():
             durable.unlink(self.path)
+
+    def note_stop(self, reason: str) -> bool:
+        """Leave the lease behind saying why its owner stopped, for ``status`` to tell, where the trial's
+        file could not record it (the disk is full, or the file meets an I/O error). The note is written over
+        the lease in place: a full disk has no room for a new file, but the lease's own block is there.
+        Whoever takes the trial next finds the owner gone (it said so) and takes the lease over at once."""
+        KEEPER.drop(self)  # no heartbeat may replace the note
+        if not self.still_ours():
+            return False
+        self.owner.stopped = " ".join(reason.split())[:500]
+        text = json.dumps({k: v for k, v in asdict(self.owner).items() if k != "raw"}).encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                # Padded to the old length (JSON allows trailing spaces): nothing to truncate, nothing to allocate.
+                os.pwrite(fd, text.ljust(os.fstat(fd).st_size), 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        self.noted = True
+        return True
 
 
 def _remove_if_same(path: Path, raw: str, token: str) -> bool:

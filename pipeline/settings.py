@@ -37,6 +37,8 @@ MAX_IMAGE_SIDE = 28  # the MNIST digits are 28 x 28: a larger side would only up
 MAX_CHANNELS = 4096  # channels of one layer (the paper's widest has 64)
 MAX_WEIGHTS = 1_000_000_000  # values of one weight snapshot, 4 GB in float32 (the paper's largest: 41 million)
 MAX_SEEDS = 100_000  # seeds of one grid section
+MAX_TRIALS = 200_000  # trials of one grid (two sections at their bound on seeds): a plan stays about a minute's work
+MAX_AUG_PASSES = 10_000  # sampled Aug passes an epoch (the paper's 25; the largest exact orbit has 784)
 
 
 def did_you_mean(value, accepted) -> str:
@@ -112,9 +114,10 @@ class Augmentation:
         if text == "orbit":
             return cls("orbit")
         kind, _, passes = str(text).partition(":")
-        if kind == "sampled" and passes.isdigit() and int(passes) > 0:
+        if kind == "sampled" and passes.isascii() and passes.isdigit() and 0 < int(passes) <= MAX_AUG_PASSES:
             return cls("sampled", int(passes), batch_size)
-        raise ConfigError(f"unknown augment {text!r}; accepted: orbit, sampled:P (P a positive integer)")
+        raise ConfigError(f"unknown augment {text!r}; accepted: orbit, sampled:P (P a whole number from 1 to "
+                          f"{MAX_AUG_PASSES:,})")
 
 
 @dataclass

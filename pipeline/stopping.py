@@ -61,11 +61,17 @@ def requested() -> bool:
     return bool(_requests)
 
 
+# Which request wins when several came since the last seam: a person's stop over the time limit's requeue
+# (a cancel that came with the time-limit signal and lost to it was lost for good: the requeued task trained
+# on), then whichever came first.
+_PRECEDENCE = {"cancel": 0, "interrupt": 1, "requeue": 2}
+
+
 def check() -> None:
-    """At a seam of training: act on the first request that came, if any (it is used up)."""
+    """At a seam of training: act on the request that wins (a stop over a requeue), if any; all are used up."""
     if not _requests:
         return
-    kind, signum = _requests.pop(0)
+    kind, signum = min(_requests, key=lambda request: _PRECEDENCE[request[0]])
     _requests.clear()
     if kind == "requeue":
         raise Requeue(signum)

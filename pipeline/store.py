@@ -70,7 +70,11 @@ STEPS_PER_CHUNK = 1024
 
 
 class DiskFull(OSError, UserError):
-    """No room for the next write: the trial stops before touching its file, which keeps its last epoch."""
+    """No room for the next write: the trial stops before touching its file, which keeps its last epoch.
+    ``before_writing``: found by the free-space check, before anything was written (the file is whole, and
+    the margin the check keeps is room for the status that says why it stopped)."""
+
+    before_writing = False
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -92,8 +96,10 @@ def check_space(folder: Path, needed: int, what: str) -> None:
     stats = os.statvfs(folder)
     free = stats.f_bavail * stats.f_frsize
     if free < 2 * needed + SPACE_MARGIN_BYTES:
-        raise DiskFull(errno.ENOSPC, f"no space left on device for {what}: {free / 1e6:.1f} MB free under "
-                                     f"{quoted(folder)}, {needed / 1e6:.1f} MB needed; free some space and resubmit")
+        full = DiskFull(errno.ENOSPC, f"no space left on device for {what}: {free / 1e6:.1f} MB free under "
+                                      f"{quoted(folder)}, {needed / 1e6:.1f} MB needed; free some space and resubmit")
+        full.before_writing = True
+        raise full
 
 
 class CheckpointClock:
@@ -136,8 +142,10 @@ class TrialFile:
         self._resume: dict | None = None
         self._latest_state: dict | None = None
         self._pending_steps: list = []
-        # This writer's own names for its temporary files: two writers never share one.
-        self.token = lease.owner.token if lease is not None else uuid.uuid4().hex
+        # This writer's own names for its temporary files: two writers never share one, and nobody can foresee
+        # one (the lease's token would do for the first, but the lease shows it: a link planted at a name made
+        # from it would be written through).
+        self.token = uuid.uuid4().hex
         self._inode: int | None = None  # the file this writer installed at self.path, the only one it writes
         # Its root attributes as committed, and those the write in progress sets: their checksum is renewed
         # by every write without reading them all back.
@@ -519,25 +527,30 @@ class TrialFile:
         self._check_owner()
         self._remove_checkpoint()
 
-    def mark_stopped(self, status: str, message: str, error: BaseException | None = None) -> None:
+    def mark_stopped(self, status: str, message: str, error: BaseException | None = None) -> bool:
         """Record why the trial stopped ('failed' or 'cancelled') and persist its last completed epoch; a
-        rerun resumes from there. Nothing is written where the failure happened: not after a full disk, and
-        not by a process that lost the trial to another owner."""
-        if error is not None and (is_disk_full(error) or isinstance(error, LostOwnership)):
-            return
+        rerun resumes from there. Nothing is written where the failure happened: not after a write met a full
+        disk (the free-space check's stop, before writing, leaves room for the status), and not by a process
+        that lost the trial to another owner. Returns whether the file now says why it stopped: where it
+        could not (a full disk, an I/O error), the caller leaves the reason on the trial's lease."""
+        if error is not None and (isinstance(error, LostOwnership) or
+                                  is_disk_full(error) and not getattr(error, "before_writing", False)):
+            return False
+        recorded = False
         try:
             if self._inode is not None and read_status(self.path)["status"] not in ("damaged", "complete"):
                 self._guard(0, f"the {status} status of {self.trial.trial_id}")
                 with self._writing(f"the {status} status of {self.trial.trial_id}") as f:
                     self._set(f, {"status": status, "last_error": message})
+                recorded = True
             if self._latest_state is not None:
                 self._save_state(self._latest_state)
-        except (OSError, LostOwnership) as failure:
-            if not (is_disk_full(failure) or isinstance(failure, LostOwnership)):
-                raise
+        except (OSError, LostOwnership):
+            pass  # the file keeps its last epoch; why it stopped goes on the lease (``pipeline.execute``)
+        return recorded
 
-    def mark_failed(self, message: str, error: BaseException | None = None) -> None:
-        self.mark_stopped("failed", message, error)
+    def mark_failed(self, message: str, error: BaseException | None = None) -> bool:
+        return self.mark_stopped("failed", message, error)
 
     def save_latest_state(self) -> None:
         """On preemption or time-out: persist the last completed epoch, whatever the interval."""

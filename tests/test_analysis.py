@@ -489,6 +489,9 @@ def test_rerun_after_more_trials_finish_updates_the_outputs(tmp_path):
     stale = out / "aggregate" / "figures" / "groups_dist_vs_travelled.png"  # as if from an earlier grid state
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"old")
+    from analysis.outputs import Outputs
+
+    Outputs(out).note_written([stale])  # as that run recorded it: only the pipeline's own outputs are swept
 
     write_trial(out, 1, trials[1], 1e-9)
     second = analysis.aggregate(out, log=lambda line: None)

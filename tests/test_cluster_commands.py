@@ -45,7 +45,7 @@ def test_a_dry_run_prints_the_array_and_submits_nothing_without_slurm(profile, r
     printed = capsys.readouterr().out
     assert "480 trials in" in printed and "nothing was submitted" in printed
     for line in (request_line, "#SBATCH --array=0-29%30", "#SBATCH --time=", "#SBATCH --signal=USR2@90",
-                 "# setup", "-m submitit.core._submit", f"interpreter: {sys.executable}"):
+                 "# setup", "-m pipeline.launch.sealed", f"interpreter: {sys.executable}"):
         assert line in printed, line
     assert not out.exists()
 

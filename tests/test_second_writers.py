@@ -144,3 +144,40 @@ def test_two_writers_never_share_a_temporary_name_and_a_stale_writers_is_taken_a
     with pytest.raises(LostOwnership):
         stale._save_state(state)  # woken up: no longer the trial's writer, it writes no checkpoint
     assert [p.name for p in out.joinpath("trials").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_taker_with_shorter_lease_settings_does_not_take_a_live_owner_over(tmp_path):
+    """The owner beats every 30 s (the default), in another PID namespace (unproven from here); a second
+    run-trial set to beat every second and break after 3 s starts right after one of the owner's beats. Three
+    of the *taker's* heartbeats passed for a stale lease, and it took the live owner over in 3 s; the stale
+    limit is judged against the owner's own interval, which the lease records, and the owner keeps it."""
+    require_root_namespaces()
+    from pipeline.ownership import read_owner
+
+    values = SLOW + ["epochs=200"]
+    out = tmp_path / "out"
+    argv = pipeline_argv("run-trial", "--exp", "smoke", "--index", "0", "--out", str(out), *sets(values))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_LEASE_")}
+    # In a session of its own, so that the whole namespace (unshare and the run-trial it forked) is killed.
+    owner = subprocess.Popen(in_new_pid_namespace(argv), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    lease = trial_lease_path(out, TRIAL)
+    try:
+        assert wait_until(lambda: epochs_done(out / "trials" / f"{TRIAL}.h5") >= 1, timeout=180)
+        beat = read_owner(lease).raw
+        assert wait_until(lambda: read_owner(lease) is not None and read_owner(lease).raw != beat, timeout=60)
+        said = tmp_path / "taker.err"
+        with open(said, "w") as err:
+            taker = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                     env={**env, "PIPELINE_LEASE_HEARTBEAT_S": "1", "PIPELINE_LEASE_STALE_S": "3"})
+        try:
+            assert wait_until(lambda: taker.poll() is not None or "took over" in said.read_text(), timeout=240)
+            assert "took over" not in said.read_text(), said.read_text()
+            assert taker.returncode == 1 and f"trial {TRIAL} is held by" in said.read_text(), said.read_text()
+        finally:
+            taker.kill()
+            taker.wait()
+        assert owner.poll() is None and read_status(out / "trials" / f"{TRIAL}.h5")["attempts"] == 1
+    finally:
+        os.killpg(owner.pid, signal.SIGKILL)
+        owner.wait()

@@ -136,6 +136,7 @@ def test_a_preempted_local_task_saves_at_a_seam_requeues_and_resumes_to_the_unin
 def test_local_time_outs_requeue_as_often_as_promised(tmp_path, monkeypatch):
     """The README promises 20 time-outs locally as on SLURM: a task that times out every time runs 21 times
     (submitit's own local controller stopped after 6, its log saying "14 remaining timeouts")."""
+    from pipeline.launch import sealed
     from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES
     from pipeline.launch.local_controller import LocalExecutor
     from requeue_counter import WaitsForever, runs
@@ -144,7 +145,8 @@ def test_local_time_outs_requeue_as_often_as_promised(tmp_path, monkeypatch):
     counter = str(tmp_path / "runs")
     executor = LocalExecutor(folder=tmp_path / "submitit", max_num_timeout=MAX_TIMEOUT_REQUEUES)
     executor.update_parameters(timeout_min=1, signal_delay_s=59)  # signalled a second after each start
-    job = executor.submit(WaitsForever(counter))
+    with sealed.sealing(sealed.new_key()):  # the executor's tasks unpickle only what their submission sealed
+        job = executor.submit(WaitsForever(counter))
     assert wait_until(lambda: job.done(), timeout=600, poll=1.0)
     assert runs(counter) == MAX_TIMEOUT_REQUEUES + 1 == 21
     assert "timed-out too many times" in job.stderr()

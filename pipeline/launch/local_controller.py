@@ -18,15 +18,23 @@ from pathlib import Path
 import submitit
 from submitit.local.local import Controller, LocalJob
 
+from . import sealed
+
 RUNS_VARIABLE = "PIPELINE_LOCAL_MAX_RUNS"
 
 
 class LocalExecutor(submitit.LocalExecutor):
-    """submitit.LocalExecutor whose controller runs a task up to 1 + ``max_num_timeout`` times."""
+    """submitit.LocalExecutor whose controller runs a task up to 1 + ``max_num_timeout`` times, and whose
+    tasks unpickle only what their own submission sealed (``pipeline.launch.sealed``: submit under its
+    ``sealing``, which also puts the key in the controller's environment)."""
 
     def __init__(self, folder, max_num_timeout: int = 3, **kwargs):
         super().__init__(folder, max_num_timeout=max_num_timeout, **kwargs)
         self.max_runs = 1 + max_num_timeout
+
+    @property
+    def _submitit_command_str(self) -> str:
+        return sealed.command(shlex.quote(sys.executable), self.folder)
 
     def _submit_command(self, command: str) -> LocalJob:
         # What submitit's start_controller does (the controller reads its settings from the environment),

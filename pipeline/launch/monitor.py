@@ -18,6 +18,7 @@ processes by their identity, SLURM tasks by the queue); a lease held by a live p
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..ownership import Owner, read_owner, task_lease_path, trial_lease_path
 from .backends import backend_of_record
 from .backends.base import Backend, Cancellation
 from .backends.local import signal_if_ours
+from .backends.proof import runs_on_folder
 from .backends.slurm import last_log_line
 from .backends.slurm_queue import QueueView
 from .records import append_record, cancelled_jobs, read_submissions
@@ -56,6 +58,18 @@ def _state_of(index: int, trial_id: str, cell: str, mode: str, job_id: str, stat
     return TrialState(index, trial_id, cell, mode, state, detail, in_queue, job_id)
 
 
+def _lease_state(owner, out_dir: Path, slurm) -> str:
+    """A lease's verdict (``Owner.state``) as status may tell it: a live process of this machine that does
+    not run this pipeline on this folder (``proof``: a lease someone else wrote, naming any process) proves
+    nothing, either way."""
+    verdict = owner.state(slurm)
+    me = Owner.this_process()
+    if verdict == "alive" and owner.same_processes(me) and owner.pid != me.pid \
+            and not runs_on_folder(owner.pid, out_dir):
+        return "unproven"
+    return verdict
+
+
 def _task_state(out_dir: Path, record: dict, task: dict, slurm) -> tuple[bool | None, str]:
     """(True, False or None for unknown; words, or for unknown why) for one task: will it still run its
     trials?"""
@@ -64,7 +78,7 @@ def _task_state(out_dir: Path, record: dict, task: dict, slurm) -> tuple[bool | 
         return None, (f"a submission at {record.get('submitted_at', '?')} was interrupted before its job ids were "
                       "recorded: its tasks may be queued or running")
     owner = read_owner(task_lease_path(out_dir, job_id))
-    if owner is not None and owner.state(slurm) == "alive":
+    if owner is not None and _lease_state(owner, out_dir, slurm) == "alive":
         return True, "running"
     return backend_of_record(record).task_state(out_dir, record, task, slurm)
 
@@ -104,7 +118,7 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
         file = inspect(path) if path.exists() else None
         attrs = file.attrs if file is not None else {}
         owner = read_owner(trial_lease_path(out_dir, trial_id))
-        held = owner.state(slurm) if owner is not None else None
+        held = _lease_state(owner, out_dir, slurm) if owner is not None else None
         handled = bool(job_id) and str(attrs.get("job", "")) == job_id  # this task already ran its attempt
 
         result = partial(_state_of, index, trial_id, labels["cell"], labels["mode"], job_id)
@@ -139,20 +153,33 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
             states.append(result("failed", str(attrs.get("last_error", "failed"))))
         elif file is not None and file.status == "damaged":
             states.append(result("failed", f"damaged file ({file.problem})"))
+        elif file is not None and owner is not None and owner.stopped:
+            # It stopped on an error its file could not record (a full disk, an I/O error): its lease says which.
+            states.append(result("failed", f"stopped at {_progress(attrs)}: {owner.stopped}"))
         elif file is not None:
             if accounting is None:
                 accounting = _accounting(submissions)
             how = accounting.get(job_id, "")
-            last = last_log_line(record.get("folder", ""), job_id) if job_id else ""
+            last = last_log_line(_task_folder(out_dir, record), job_id) if job_id else ""
             states.append(result("failed", f"stopped at {_progress(attrs)}, not queued (killed, timed out or its task "
                                            "ended)" + (f"; sacct: {how}" if how else "")
                                  + (f"; log: {last}" if last else "")))
         elif job_id:
-            last = last_log_line(record.get("folder", ""), job_id)
+            last = last_log_line(_task_folder(out_dir, record), job_id)
             states.append(result("missing", f"not started; task {job_id} is gone" + (f"; log: {last}" if last else "")))
         else:
             states.append(result("missing", "never submitted"))
     return states
+
+
+def _task_folder(out_dir: Path, record: dict) -> str:
+    """Where a record's tasks keep their logs, if that is inside the results folder (a record naming any
+    other file would have status print a line of it)."""
+    folder = record.get("folder", "")
+    if not folder:
+        return ""
+    real, root = os.path.realpath(folder), os.path.realpath(out_dir)
+    return folder if os.path.commonpath([real, root]) == root else ""
 
 
 def _accounting(submissions: list[dict]) -> dict[str, str]:
@@ -214,7 +241,7 @@ def cancel(out_dir: Path, log=print) -> list[str]:
     if found.job_ids:
         append_record(out_dir, {"kind": "cancel", "cancelled_at": utc_now(), "hostname": me.host,
                                 "job_ids": found.job_ids})
-    signalled = sum(signal_if_ours(pid, ticks) for pid, ticks in found.processes.items())
+    signalled = sum(signal_if_ours(pid, ticks, out_dir) for pid, ticks in found.processes.items())
     if signalled:
         log(f"asked {signalled} local training process(es) to save their last epoch and stop")
     for backend in backends.values():

@@ -27,6 +27,7 @@ from .. import durable
 from ..errors import ConfigError, SchedulerError
 from ..folder import ResultsFolder
 from ..settings import quoted
+from ..wellformed import check_record
 
 
 def append_record(out_dir: Path, record: dict) -> None:
@@ -113,6 +114,7 @@ def read_records(out_dir: Path, warn=None) -> list[dict]:
             (warn or _warn)(f"warning: {quoted(path)} line {number} is not a complete record (a write cut short?); "
                             "ignored")
             continue
+        check_record(record, path, number)  # valid JSON that is not a record is never read as empty
         part = record.get(PART)
         if batch and not (isinstance(part, list) and part == [len(batch) + 1, batch[0][PART][1]]):
             _drop_batch(path, first_of_batch, batch, warn)

@@ -10,7 +10,6 @@ a trial. A submission that SLURM rejects leaves the folder as it was.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from .backends import backend_of
 from .layout import ArrayPlan
 from .profiles import Profile
 from .records import launching
+from .stop_signals import LaunchStopped, deferred_during_launch
 
 
 @dataclass(frozen=True)
@@ -134,22 +134,6 @@ def describe_plan(out_dir: Path, plan: Plan, trials: list) -> str:
     return "\n".join(lines + backend_of(profile).describe(out_dir, plan, by_index))
 
 
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Between the launch and its record, Ctrl-C (and a hang-up or a polite kill) waits: the record is
-    written first, then the signal takes effect."""
-    caught: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for signum in dict.fromkeys(caught):
-            signal.raise_signal(signum)
-
-
 def submit(out_dir: Path, plan: Plan, log=print, options: LaunchOptions | None = None) -> dict:
     """Launch a planned submission and record it: one line of ``submissions.jsonl`` per job array (locally,
     one for the workers), with the ``options`` it ran with. The launch is recorded before it starts and
@@ -166,8 +150,13 @@ def submit(out_dir: Path, plan: Plan, log=print, options: LaunchOptions | None =
     backend.check_available()
     said: list[str] = []
     every_task = [task.indices for array in plan.arrays for task in array.tasks]
-    with _interrupts_deferred(), launching(out_dir, base, every_task) as records:
-        jobs = backend.launch(out_dir, plan, base, records, said.append, options.sinks)
+    try:
+        # Ctrl-C (or a polite kill) waits for the record, then stops the command (``stop_signals``).
+        with deferred_during_launch(), launching(out_dir, base, every_task) as records:
+            jobs = backend.launch(out_dir, plan, base, records, said.append, options.sinks)
+    except LaunchStopped as stopped:
+        stopped.said, stopped.out_dir = said, out_dir
+        raise
     for line in said:
         log(line)
     return {"records": records, "jobs": jobs}
@@ -175,15 +164,27 @@ def submit(out_dir: Path, plan: Plan, log=print, options: LaunchOptions | None =
 
 @contextlib.contextmanager
 def manifest_restored_on_failure(out_dir: Path):
-    """Undo a manifest written for a submission that then failed, so that the corrected submission is not
-    blocked by a grid that never ran."""
-    path = ResultsFolder.of(out_dir).manifest
+    """Undo a manifest written for a submission that then failed before launching anything, so that the
+    corrected submission is not blocked by a grid that never ran. Once a launch has begun (its line is in
+    the submission log), the manifest stays whatever happens next: the launched tasks read it."""
+    folder = ResultsFolder.of(out_dir)
+    path = folder.manifest
     before = path.read_bytes() if path.exists() else None
+    log_before = _size(folder.submissions)
     try:
         yield
     except BaseException:
+        if _size(folder.submissions) != log_before:
+            raise  # a launch was begun and recorded (a refused one takes its line back)
         if before is None:
             path.unlink(missing_ok=True)
         else:
             path.write_bytes(before)
         raise
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None

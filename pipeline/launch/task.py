@@ -108,6 +108,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
         outcomes, failures = {}, []
         for position, unit in enumerate(units):
             try:
+                self._check_recorded_cancel()
                 outcomes.update(execute(self.out_dir, unit, on_store=self._remember, sinks=self.sinks))
             except Cancelled:
                 # The running trials saved their last epoch and say so; the rest of the task is not started.
@@ -122,6 +123,17 @@ class ArrayTask(submitit.helpers.Checkpointable):
         if failures:
             raise RuntimeError(f"{len(failures)} of {len(units)} units of trials failed: " + "; ".join(failures))
         return outcomes
+
+    def _check_recorded_cancel(self) -> None:
+        """Stop before training if ``cancel`` recorded this task cancelled: its signal can miss the task (a
+        requeued task between two runs has no process to signal), the record cannot."""
+        from ..stopping import Cancelled
+        from .records import cancelled_jobs
+
+        job_id = current_job_id()
+        cancelled = cancelled_jobs(self.out_dir) if job_id else {}
+        if job_id in cancelled:
+            raise Cancelled(f"cancelled at {cancelled[job_id]} (recorded in the submission log)")
 
     def _remember(self, store) -> None:
         self._stores.append(store)

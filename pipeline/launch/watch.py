@@ -17,7 +17,7 @@ from pathlib import Path
 from ..files import inspect, trial_paths
 from ..folder import ResultsFolder
 from ..manifest import read_manifest, utc_now
-from ..ownership import trial_lease_path
+from ..ownership import read_owner, trial_lease_path
 from ..settings import ConfigError
 
 DEFAULT_WATCH_S = 10.0
@@ -66,7 +66,8 @@ def log_path(out_dir: Path, trial_id: str) -> Path:
 
 def _still_going(out_dir: Path, trial_id: str) -> bool:
     """Whether the trial may still write to its log: it holds a lease, or its file is not finished."""
-    if trial_lease_path(out_dir, trial_id).exists():
+    owner = read_owner(trial_lease_path(out_dir, trial_id))
+    if owner is not None and not owner.stopped:  # a lease left to say why it stopped holds nothing
         return True
     path, _ = trial_paths(out_dir, trial_id)
     return not path.exists() or inspect(path).status == "running"

@@ -20,9 +20,11 @@ from ...folder import ResultsFolder
 from ...ownership import Owner, process_start_ticks, read_owner, task_lease_path
 from ...settings import quoted
 from ...stopping import CANCEL_SIGNAL
+from .. import sealed
 from ..layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Task
 from ..local_gpus import share_out, visible_gpus
 from .base import Backend, Cancellation, cpu_count
+from .proof import runs_on_folder
 
 
 def balanced(units: list[list[int]], workers: int, cost) -> list[list[list[int]]]:
@@ -38,10 +40,12 @@ def balanced(units: list[list[int]], workers: int, cost) -> list[list[list[int]]
     return [sorted(share) for share in shares if share]
 
 
-def local_process_alive(record: dict, task: dict) -> bool | None:
+def local_process_alive(out_dir: Path, record: dict, task: dict) -> bool | None:
     """Whether a local task's controller is still the process that was started: True or False where its
     identity (host, boot, PID namespace, start time) proves it, None where it cannot be told (a record
-    without that identity whose PID exists, or a process started where this one cannot see)."""
+    without that identity whose PID exists, or a process started where this one cannot see). A process
+    whose identity matches but which does not run this folder's tasks (``proof``: a record written by hand
+    naming someone else's process) is not the one started."""
     pid = str(task.get("job_id", ""))
     me = Owner.this_process()
     if not pid.isdigit():
@@ -57,7 +61,7 @@ def local_process_alive(record: dict, task: dict) -> bool | None:
         return False
     if not record.get("boot_id") or task.get("start_ticks") is None:
         return None  # an older record: a live process with its PID may be anyone's
-    return task["start_ticks"] == ticks
+    return task["start_ticks"] == ticks and runs_on_folder(int(pid), out_dir)
 
 
 def children(pid: int) -> list[int]:
@@ -72,14 +76,16 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def signal_if_ours(pid: int, ticks: int | None) -> bool:
-    """Send the cancel signal to a process of this host only if it is the one we know (same start time)."""
-    if ticks is None or process_start_ticks(pid) != ticks:
+def signal_if_ours(pid: int, ticks: int | None, out_dir: Path) -> bool:
+    """Send the cancel signal to a process of this host only if it is the one we know (same start time) and
+    its own command line shows it runs this pipeline on this folder (``proof``): what the folder says of a
+    process (a lease, a record) may have been written by anyone who can write the folder."""
+    if ticks is None or process_start_ticks(pid) != ticks or not runs_on_folder(pid, out_dir):
         return False
     try:
         os.kill(pid, CANCEL_SIGNAL)
         return True
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone meanwhile, or another user's run of this folder
         return False
 
 
@@ -143,7 +149,7 @@ class LocalBackend(Backend):
         executor = LocalExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
         executor.update_parameters(timeout_min=array.time_min, signal_delay_s=profile.signal_delay_s)
         gpus = share_out(visible_gpus(), len(array.tasks), profile.gpus)
-        with detached_from_terminal():
+        with detached_from_terminal(), sealed.sealing(sealed.new_key()):
             jobs = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads, profile.gpus > 0,
                                               cuda_devices, sinks))
                     for task, cuda_devices in zip(array.tasks, gpus)]
@@ -156,7 +162,7 @@ class LocalBackend(Backend):
         return jobs
 
     def task_state(self, out_dir, record, task, queue):
-        alive = local_process_alive(record, task)
+        alive = local_process_alive(out_dir, record, task)
         if alive is None:
             return None, (f"task {task['job_id']} was started on {record.get('hostname', '?')} where its process "
                           "cannot be told from another (a record without its start time, another machine or PID "
@@ -166,11 +172,11 @@ class LocalBackend(Backend):
     def gather_cancellation(self, out_dir, record, queue, me, found: Cancellation):
         for task in record["tasks"]:
             job_id = task["job_id"]
-            if local_process_alive(record, task) is True:  # only a process proven to be the one started
+            if local_process_alive(out_dir, record, task) is True:  # only a process proven to be the one started
                 found.processes.update({child: process_start_ticks(child) for child in children(int(job_id))})
                 found.job_ids.append(job_id)
             owner = read_owner(task_lease_path(out_dir, job_id))  # a task whose controller was killed
-            if owner is not None and owner.same_processes(me):
+            if owner is not None and owner.same_processes(me) and runs_on_folder(owner.pid, out_dir):
                 found.processes[owner.pid] = owner.start_ticks
                 if job_id not in found.job_ids and owner.state(queue) == "alive":
                     found.job_ids.append(job_id)

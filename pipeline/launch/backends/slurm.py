@@ -15,9 +15,10 @@ from pathlib import Path
 
 from ...errors import SchedulerError
 from ...folder import ResultsFolder
+from ...names import check_script_text
 from ...settings import ConfigError
 from ...stopping import CANCEL_SIGNAL
-from .. import layout
+from .. import layout, sealed
 from ..layout import MAX_TIMEOUT_REQUEUES, ArrayPlan
 from . import slurm_queue
 from .base import Backend, Cancellation
@@ -51,7 +52,9 @@ def _submitit_files_removed_on_refusal(folder: Path):
 
 
 def slurm_parameters(profile, name: str, array: ArrayPlan) -> dict:
-    """The submitit SlurmExecutor parameters of an array on this profile."""
+    """The submitit SlurmExecutor parameters of an array on this profile. The job name comes from a grid's
+    name (or a manifest's): a line break in it would end its ``#SBATCH`` line and start a shell command."""
+    check_script_text(name, "the job name (the grid's name)")
     parameters = dict(job_name=name, time=array.time_min, cpus_per_task=profile.cpus_per_task,
                       mem=f"{profile.mem_gb}GB", array_parallelism=array.parallelism,
                       signal_delay_s=profile.signal_delay_s,
@@ -69,10 +72,31 @@ def sbatch_script(out_dir: Path, profile, name: str, array: ArrayPlan) -> str:
     private function; the dry run shows exactly what it would submit, so it calls that one."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = ResultsFolder(Path(out_dir).resolve()).array_jobs()
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=len(array.tasks),
-                               **slurm_parameters(profile, name, array))
+    folder = array_folder(out_dir)
+    return _make_sbatch_string(command=sealed.command(shlex.quote(sys.executable), folder), folder=folder,
+                               map_count=len(array.tasks), **slurm_parameters(profile, name, array))
+
+
+def array_folder(out_dir: Path, array_id: str | None = None) -> Path:
+    """submitit's folder of an array in the results folder, whose path the sbatch script carries (its log
+    files, its command): the results folder's path must hold no line break."""
+    out = Path(out_dir).resolve()
+    check_script_text(str(out), "the results folder")
+    folder = ResultsFolder(out)
+    return folder.array_jobs() if array_id is None else folder.array_jobs(array_id)
+
+
+def sealed_executor(folder: Path):
+    """submitit's SlurmExecutor whose tasks run ``pipeline.launch.sealed``: they unpickle only what their
+    own submission sealed."""
+    import submitit
+
+    class SealedSlurmExecutor(submitit.SlurmExecutor):
+        @property
+        def _submitit_command_str(self) -> str:
+            return sealed.command(self.python, self.folder)
+
+    return SealedSlurmExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
 
 
 def sbatch_message(error: Exception, captured: str) -> str:
@@ -101,13 +125,15 @@ def cancel_arrays(array_ids: list[str]) -> str:
 
 
 def last_log_line(folder: str, job_id: str) -> str:
-    """The last line of a task's stderr, where submitit keeps it (``JobPaths``)."""
+    """The last line of a task's stderr, where submitit keeps it (``JobPaths``), but srun's own word on how
+    the task exited ("srun: error: node: task 0: Exited with exit code 2"), which says nothing of why."""
     from submitit.core.utils import JobPaths
 
     try:
         lines = JobPaths(folder, job_id=job_id, task_id=0).stderr.read_text().strip().splitlines()
     except OSError:
         return ""
+    lines = [line for line in lines if not line.startswith("srun: ")] or lines
     return lines[-1][:200] if lines else ""
 
 
@@ -176,44 +202,45 @@ class SlurmBackend(Backend):
         """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
         cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
         stays as it was."""
-        import submitit
-
-        from ..task import ArrayTask
-
-        profile = self.profile
-        folder = ResultsFolder(out_dir)
-        executor = submitit.SlurmExecutor(folder=folder.array_jobs(), max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        executor = sealed_executor(array_folder(out_dir))
         jobs: list = []
-        with _submitit_files_removed_on_refusal(folder.submitit):
-            for number, array in enumerate(plan.arrays, 1):
-                executor.update_parameters(**slurm_parameters(profile, plan.job_name(array), array))
-                captured = io.StringIO()
-                try:
-                    with contextlib.redirect_stderr(captured), executor.batch():
-                        launched = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads,
-                                                              profile.gpus > 0, sinks=sinks))
-                                    for task in array.tasks]
-                except Exception as error:
-                    undone = cancel_arrays([r["array_id"] for r in records])
-                    which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" \
-                        if len(plan.arrays) > 1 else "the array"
-                    raise SchedulerError(f"sbatch rejected {which} on profile {profile.name}: "
-                                      f"{sbatch_message(error, captured.getvalue())}{undone}") from None
-                array_id = launched[0].job_id.split("_")[0]
-                jobs += launched
-                records.append({**base, "tasks": [task.record(job.job_id)
-                                                  for job, task in zip(launched, array.tasks)],
-                                "array_id": array_id, "time_min": array.time_min,
-                                "folder": str(folder.array_jobs(array_id))})
-                per_task = sorted({len(task.indices) for task in array.tasks})
-                sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
-                trials = sum(len(t.indices) for t in array.tasks)
-                say(f"submitted job array {array_id} with {len(launched)} tasks ({trials} trials, {sizes} per task, "
-                    f"--time={array.time_min}, at most {array.parallelism} at once) on profile {profile.name}")
+        # The key reaches the tasks through sbatch's copy of the environment.
+        with _submitit_files_removed_on_refusal(ResultsFolder(out_dir).submitit), sealed.sealing(sealed.new_key()):
+            self._launch_arrays(executor, out_dir, plan, base, records, say, sinks, jobs)
         if len(records) > 1:
             say(f"{len(records)} arrays, {plan.trials} trials: `pipeline status` follows them all, `pipeline cancel` "
                 "stops them all")
         return jobs
+
+    def _launch_arrays(self, executor, out_dir, plan, base, records, say, sinks, jobs: list) -> None:
+        from ..task import ArrayTask
+
+        profile = self.profile
+        folder = ResultsFolder(out_dir)
+        for number, array in enumerate(plan.arrays, 1):
+            executor.update_parameters(**slurm_parameters(profile, plan.job_name(array), array))
+            captured = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(captured), executor.batch():
+                    launched = [executor.submit(ArrayTask(out_dir, task.units_indices, plan.threads, profile.gpus > 0,
+                                                          sinks=sinks))
+                                for task in array.tasks]
+            except Exception as error:
+                undone = cancel_arrays([r["array_id"] for r in records])
+                which = f"array {number} of {len(plan.arrays)} (--time={array.time_min})" if len(plan.arrays) > 1 \
+                    else "the array"
+                raise SchedulerError(f"sbatch rejected {which} on profile {profile.name}: "
+                                  f"{sbatch_message(error, captured.getvalue())}{undone}") from None
+            array_id = launched[0].job_id.split("_")[0]
+            jobs += launched
+            records.append({**base, "tasks": [task.record(job.job_id) for job, task in zip(launched, array.tasks)],
+                            "array_id": array_id, "time_min": array.time_min,
+                            "folder": str(folder.array_jobs(array_id))})
+            per_task = sorted({len(task.indices) for task in array.tasks})
+            sizes = str(per_task[0]) if len(per_task) == 1 else f"{per_task[0]}-{per_task[-1]}"
+            trials = sum(len(t.indices) for t in array.tasks)
+            say(f"submitted job array {array_id} with {len(launched)} tasks ({trials} trials, {sizes} per task, "
+                f"--time={array.time_min}, at most {array.parallelism} at once) on profile {profile.name}")
 
     def task_state(self, out_dir, record, task, queue):
         job_id = task["job_id"]
