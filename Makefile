@@ -50,7 +50,7 @@ CLUSTER ?= local
 SET ?=
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
-.PHONY: env test lint demo smoke train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check
+.PHONY: env test lint demo smoke train plan submit status resubmit cancel aggregate slurm-up slurm-down bench gpu-check crash-states
 
 ifeq ($(OWN_VENV),yes)
 env: $(STAMP)
@@ -115,6 +115,12 @@ aggregate: env
 # Speed and memory, each row beside its reference in one run (not part of `make test`).
 bench: env
 	$(PY) bench/run.py
+
+# Every state a crash can leave, at every point of a trial (commits, a failure, a takeover, a resume) and of
+# the folder's own files, under each persistence model, each recovered and judged (tests/crash; needs strace;
+# about 10 minutes here). `make test` explores a bounded sample of them.
+crash-states: env
+	$(PY) -m tests.crash.explore
 
 # On a CUDA machine, within GPU_CHECK_MIN minutes (a lease is 15 minutes in all, its start included): row 1b
 # with and without the background writer, the smoke grids on the GPU (and the writer's files against direct

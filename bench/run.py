@@ -17,6 +17,13 @@ Rows
 4. cnn packing   images/s per seed of the Experiment C CNN, k seeds trained together vs one (bench/cnn_packing.py).
 5. memory        peak resident memory of one paper-width Experiment G trial on all 10,000 samples
                  (one epoch in a subprocess: every allocation of a trial happens in its first epoch).
+6. durability    what making every write durable and checksummed costs, per epoch at the paper's size: the
+                 commit of an epoch with a weight snapshot (C=32, n=14, float32: about 160 MB) and of a
+                 metrics-only epoch, written through the trial's own store into a folder on this machine's
+                 disk (pipeline.durable: four syncs a commit, the file's data among them; Fletcher-32 on
+                 every chunk). Each against the same commit with fsync a no-op, against the policy before
+                 (fsync a no-op and no checksums, as on ext4, xfs, Lustre and GPFS until now), and against
+                 the epoch itself (row 1b's gradient step, measured here).
 
 Writes results/bench/bench.csv (and a timestamped copy); `pipeline plan` reads the achieved throughput.
 """
@@ -44,6 +51,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import experiments, numerics  # noqa: E402
+from pipeline.schema import LAYER_SERIES as LAYER_NAMES  # noqa: E402
+from pipeline.schema import ROW_VALUES  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
 from pipeline.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
 from timing import best_of  # noqa: E402
@@ -209,10 +218,79 @@ def peak_memory(device) -> list[dict]:
              "target": "<= 1.00 (3 GB)", "seconds": round(seconds, 1)}]
 
 
+def durability(device, epochs: int, quick: bool) -> list[dict]:
+    """The commit of an epoch at paper size, durable and with fsync a no-op, in one run; against the epoch."""
+    from pipeline.experiments import make_trial
+    from pipeline.runner import EpochRecord
+    from pipeline.store import CheckpointClock, TrialFile
+
+    n_samples = 2000 if quick else 10000
+    settings = {"group": "rot", "mode": "nom", "channels": 32, "n": 14, "n_samples": n_samples,
+                "epochs": 2 * epochs + 2, "device": "cpu", "data_source": "vendored", "lr": "1e-6",
+                "weights_every": 1}
+    trial = make_trial("groups", {k: str(v) for k, v in settings.items()})
+    model = GROUPS.build_model(trial.settings).to(dtype=numerics.resolve_dtype(trial.settings.dtype))
+    data = GROUPS.load_data(trial.settings, torch.device("cpu"), torch.float32)
+    layers = list(model.layer_weights())
+    snapshot_mb = sum(t.numel() * t.element_size() for t in model.snapshot().values()) / 1e6
+    epoch_seconds = EpochTimer(device, group="rot", mode="nom", channels=32, n=14,
+                               n_samples=n_samples).time("step", 1)
+
+    def commits(folder: Path, with_weights: bool) -> float:
+        store = TrialFile(folder, trial, log=lambda line: None, clock=CheckpointClock(1e9))
+        store.prepare()
+        store.begin(trial, layers, torch.device("cpu"), data)
+        wants = store._wants_weights
+        store._wants_weights = lambda epoch: with_weights  # type: ignore[method-assign]
+        values = {name: torch.full((len(layers),), 0.5, dtype=torch.float64) if name in LAYER_NAMES else 0.5
+                  for name in ROW_VALUES}
+        times = []
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            store.write_epoch(EpochRecord(epoch, 1, values), model, lambda: {})
+            times.append(time.perf_counter() - start)
+        store._wants_weights = wants  # type: ignore[method-assign]
+        store.release()
+        return statistics.median(times)
+
+    import h5py
+
+    measured = {}
+    real_fsync, real_fdatasync, real_create = os.fsync, os.fdatasync, h5py.Group.create_dataset
+
+    def unchecked(self, *args, **kwargs):
+        kwargs.pop("fletcher32", None)
+        return real_create(self, *args, **kwargs)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for with_weights in (True, False):
+        for policy in ("durable", "no fsync", "before"):
+            if policy != "durable":
+                os.fsync = os.fdatasync = lambda fd: None
+            if policy == "before":
+                h5py.Group.create_dataset = unchecked
+            try:
+                with tempfile.TemporaryDirectory(dir=RESULTS) as folder, contextlib.redirect_stdout(io.StringIO()):
+                    measured[(with_weights, policy)] = commits(Path(folder), with_weights)
+            finally:
+                os.fsync, os.fdatasync, h5py.Group.create_dataset = real_fsync, real_fdatasync, real_create
+    rows = []
+    for with_weights, what in ((True, f"epoch with a {snapshot_mb:.0f} MB snapshot"), (False, "metrics-only epoch")):
+        durable = measured[(with_weights, "durable")]
+        for reference, words in ((measured[(with_weights, "no fsync")], "vs fsync a no-op"),
+                                 (measured[(with_weights, "before")], "vs before (no fsync, no checksums)"),
+                                 (epoch_seconds, "vs the epoch")):
+            rows.append({"row": "6 durability", "case": f"commit, paper-size {what}, {words}",
+                         "value": round(durable, 4), "unit": "s/commit", "reference": round(reference, 4),
+                         "ratio": round(durable / reference, 5 if reference is epoch_seconds else 2), "target": "",
+                         "seconds": round(durable, 4)})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rows", default="1,1b,2,3,4,5", help="which rows to measure")
+    parser.add_argument("--rows", default="1,1b,2,3,4,5,6", help="which rows to measure")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run of the benchmark itself)")
     args = parser.parse_args(argv)
     numerics.configure()
@@ -233,6 +311,8 @@ def main(argv=None) -> int:
         rows += packing(device, args.quick)
     if "5" in wanted:
         rows += peak_memory(device)
+    if "6" in wanted:
+        rows += durability(device, 3 if args.quick else 5, args.quick)
     for row in rows:
         row.setdefault("experiment", "")
         row.setdefault("gflops", "")

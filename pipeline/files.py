@@ -3,11 +3,17 @@
 ``status``, the launcher and the analysis read trial files through this module; only the runner writes
 them (``pipeline.store``). Files are opened read-only and without HDF5 file locks, which fail on many
 cluster file systems and would block readers of a running trial.
+
+What was committed carries checksums (``schema.ATTRS_CHECKSUM`` over the attributes, Fletcher-32 on every
+chunk of every dataset): a file whose bytes are not what was written (a flipped bit, a block a dead node
+never wrote) reads as ``damaged``, never as data.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,8 @@ import numpy as np
 
 from .folder import ResultsFolder
 from .schema import (
+    ATTRS_CHECKSUM,
+    CHECKSUMMED_SCHEMA,
     METRICS,
     PHASE_GROUP,
     RESULTS,
@@ -54,15 +62,69 @@ def plain(value):
     return value
 
 
+def _canonical(value) -> str:
+    value = plain(value)
+    if isinstance(value, np.ndarray):
+        value = [plain(v) for v in value.tolist()]
+    return repr(value)
+
+
+def attrs_checksum(attrs: Mapping) -> int:
+    """The CRC-32 of a file's root attributes (all but the checksum itself), as written and as read back."""
+    text = "".join(f"{key}={_canonical(attrs[key])}\n" for key in sorted(attrs) if key != ATTRS_CHECKSUM)
+    return zlib.crc32(text.encode())
+
+
+def seal(f: h5py.File) -> None:
+    """Renew the checksum of the root attributes: the last thing every write does."""
+    f.attrs[ATTRS_CHECKSUM] = attrs_checksum(f.attrs)
+
+
 def read_status(path: Path) -> dict:
-    """The attributes of a trial file, or {'status': 'damaged', 'error': ...} if it cannot be read."""
+    """The attributes of a trial file, or {'status': 'damaged', 'error': ...} if it cannot be read or its
+    attributes are not what was written."""
     try:
         with open_h5(path) as f:
-            attrs = {k: plain(v) for k, v in f.attrs.items()}
-            attrs.setdefault("status", "running")
-            return attrs
+            raw = dict(f.attrs.items())
     except Exception as error:  # h5py raises OSError, KeyError or RuntimeError on damaged files
         return {"status": "damaged", "error": f"{type(error).__name__}: {error}".splitlines()[0]}
+    checked = int(plain(raw.get("schema_version", 1))) >= CHECKSUMMED_SCHEMA
+    if checked and int(raw.get(ATTRS_CHECKSUM, -1)) != attrs_checksum(raw):
+        return {"status": "damaged", "error": "its attributes do not match their checksum"}
+    attrs = {k: plain(v) for k, v in raw.items() if k != ATTRS_CHECKSUM}
+    attrs.setdefault("status", "running")
+    return attrs
+
+
+def _verified(f: h5py.File, groups: tuple[str, ...]) -> str:
+    """Read every dataset under ``groups`` whole, so that HDF5 checks each chunk against its checksum; the
+    first that does not match (or cannot be read), in words, or ''."""
+    failed: list[str] = []
+
+    def visit(name, item):
+        if failed or not isinstance(item, h5py.Dataset):
+            return
+        try:
+            if not item.shape:
+                item[()]
+            else:
+                row_bytes = max(1, item.dtype.itemsize * int(np.prod(item.shape[1:])))
+                step = max(1, _BYTES_AT_ONCE // row_bytes)
+                for start in range(0, item.shape[0], step):
+                    item[start: start + step]
+        except Exception as error:
+            why = ("does not match its checksum" if "filter" in str(error).lower() else
+                   f"cannot be read ({type(error).__name__}: {error})".splitlines()[0])
+            failed.append(f"{item.name.lstrip('/')} {why}")
+
+    for group in groups:
+        if group in f:
+            f[group].visititems(visit)
+    return failed[0] if failed else ""
+
+
+# Datasets are checked this much at a time: a file's weights can be gigabytes.
+_BYTES_AT_ONCE = 64 * 1024 * 1024
 
 
 def settings_of(attrs: dict) -> dict:
@@ -80,21 +142,33 @@ class FileState:
     problem: str = ""  # why it is damaged or inconsistent
 
 
-def inspect(path: Path) -> FileState:
+def inspect(path: Path, deep: bool = False) -> FileState:
     """Read a file's attributes and check them against its data: a file says ``complete`` only when it
     holds exactly the rows 0..total_epochs, epochs_done == total_epochs, every series has them all, the
     weight snapshots are those of its policy (the last row's included), the single steps cover the epochs
-    of the phase that records them, and an experiment that measures after training has its results."""
+    of the phase that records them, and an experiment that measures after training has its results.
+
+    Every series, step and result is read whole and checked against its checksums (a file whose data is
+    not what was written is ``damaged``); ``deep`` reads the weight snapshots too, and checks that an
+    unfinished file agrees with itself (what a run resuming from it needs)."""
     attrs = read_status(path)
     if attrs["status"] == "damaged":
         return FileState("damaged", attrs, problem=attrs["error"])
     try:
         with open_h5(path) as f:
+            unreadable = _verified(f, (METRICS, STEPS, RESULTS, WEIGHTS) if deep else (METRICS, STEPS, RESULTS))
+            if unreadable:
+                return FileState("damaged", attrs, problem=unreadable)
             metrics = f[METRICS] if METRICS in f else {}
             lengths = {name: metrics[name].shape[0] for name in metrics}
             epochs = metrics[ROW_EPOCH][()] if ROW_EPOCH in metrics else np.zeros(0, dtype=np.int64)
             if attrs["status"] != "complete":
-                return FileState(attrs["status"], attrs, min(lengths.values()) if lengths else 0)
+                rows = min(lengths.values()) if lengths else 0
+                if deep:
+                    disagreement = _unfinished_differences(f, attrs, lengths, epochs)
+                    if disagreement:
+                        return FileState("damaged", attrs, rows, "does not agree with itself: " + disagreement)
+                return FileState(attrs["status"], attrs, rows)
             extra = _snapshot_and_step_differences(f, attrs)
     except Exception as error:
         return FileState("damaged", attrs, problem=f"{type(error).__name__}: {error}".splitlines()[0])
@@ -113,6 +187,28 @@ def inspect(path: Path) -> FileState:
     if differences:
         return FileState("inconsistent", attrs, rows, "marked complete but holds " + "; ".join(differences))
     return FileState("complete", attrs, rows)
+
+
+def _unfinished_differences(f: h5py.File, attrs: dict, lengths: dict, epochs: np.ndarray) -> str:
+    """What in an unfinished file contradicts the rest: its series of different lengths, epochs_done not its
+    last row, epoch numbers out of order, snapshots that weights/epochs does not account for."""
+    rows = min(lengths.values()) if lengths else 0
+    if len(set(lengths.values())) > 1:
+        return "series of different lengths (" + ", ".join(f"{k} {v}" for k, v in lengths.items()) + ")"
+    if int(attrs.get("epochs_done", -1)) != rows - 1:
+        return f"epochs_done {attrs.get('epochs_done')} with {rows} epoch rows"
+    if rows and not np.array_equal(epochs[:rows], np.arange(rows)):
+        return "epoch numbers out of order"
+    if WEIGHTS in f and SNAPSHOT_EPOCHS in f[WEIGHTS]:
+        weights = f[WEIGHTS]
+        snapshots = weights[SNAPSHOT_EPOCHS][()]
+        if len(snapshots) and int(snapshots.max()) > rows - 1:
+            return f"a snapshot of epoch {int(snapshots.max())} beyond its {rows} rows"
+        held = weight_rows_through(weights, int(snapshots.max())) if len(snapshots) else {}
+        for name, expected in held.items():
+            if weights[name].shape[0] != expected:
+                return f"weights/{name} holds {weights[name].shape[0]} snapshots where weights/epochs says {expected}"
+    return ""
 
 
 def read_results_attrs(path: Path) -> dict:

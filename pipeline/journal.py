@@ -9,13 +9,19 @@ written, and the file unreadable. Every write to a trial file therefore goes thr
   until the commit they are referenced by nothing, and cutting the file back drops them;
 - bytes inside the committed file (metadata, partly filled chunks, attributes) are held in memory;
 - at the commit, the original bytes they replace are saved in the *journal*
-  (``<trial_id>.h5.journal``, one per owner) and made durable, the journal says "applying", the held
-  bytes are written, the file is made durable, and the journal says "idle" again.
+  (``<trial_id>.h5.journal``, one per owner) and made durable, the journal says "applying" (durably), the
+  held bytes are written, the file is made durable, and the journal says "idle" again (durably).
+
+Every step is made durable before the next (``pipeline.durable``), on every file system: a node that dies
+keeps only what was synced, in any order, and a commit must never be durable in part without its undo
+entries (``tests/crash`` checks every state a crash can leave). A commit that returned is durable.
 
 A failure before the commit (the HDF5 write that hit a full disk, or anything else) cuts the file back
 to its committed end: nothing committed was touched. A failure or a kill while the held bytes are
 written is undone from the journal, by this process or by the next owner (:func:`consistent_copy`).
-The journal's header names the file's inode, so that a journal never undoes another file.
+Once the file is durable the commit stands: a journal that then cannot say "idle" (a full disk) is emptied
+instead, which needs no space, and an empty journal is read as "nothing to undo". The journal's header
+names the file's inode, so that a journal never undoes another file.
 
 A new owner never writes the file it takes over in place: it takes a :func:`consistent_copy` (the
 file as of its last commit, whatever its previous writer is doing meanwhile), works on the copy and
@@ -26,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import io
 import os
 import struct
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import h5py
 
+from . import durable
 from .errors import UserError
 from .folder import journal_of
 
@@ -48,38 +54,6 @@ _HEADER = struct.Struct("<8sIQQQQQI")
 _HEADER_SIZE = _HEADER.size + 4
 _ENTRY = struct.Struct("<QQ")
 _COPY_CHUNK = 64 * 1024 * 1024
-# File systems on which every process, on whichever node, sees what another wrote in the order it was
-# written, the moment it was written (local disks; cluster file systems with POSIX coherence). There a
-# killed or frozen writer needs no fsync for the journal to hold. Elsewhere (NFS above all, where another
-# node may see a frozen writer's pages in any order, whenever its client flushes them) every step of a
-# commit is made durable before the next.
-COHERENT_FILE_SYSTEMS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "ramfs", "overlay", "lustre",
-                         "gpfs"}
-
-
-@functools.lru_cache(maxsize=64)
-def must_sync(folder: str) -> bool:
-    """Whether commits under ``folder`` are made durable step by step (its file system is not known to be
-    coherent: NFS, anything unknown)."""
-    try:
-        with open("/proc/mounts") as handle:
-            mounts = [line.split() for line in handle]
-    except OSError:
-        return True
-    best, kind = "", ""
-    for fields in mounts:
-        mount = fields[1].encode().decode("unicode_escape")  # /proc/mounts writes a space as \040
-        inside = folder == mount or folder.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, kind = mount, fields[2]
-    return kind not in COHERENT_FILE_SYSTEMS
-
-
-def _sync(fd: int, sync: bool) -> None:
-    if sync:
-        os.fsync(fd)
-
-
 class FileReplaced(RuntimeError):
     """The trial file at the path is no longer the one this process owns (another owner installed its
     own copy): nothing may be written."""
@@ -158,36 +132,46 @@ def _pwrite_all(fd: int, data, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _undo(fd: int, entries: list[tuple[int, bytes]], size: int, sync: bool) -> None:
+def _undo(fd: int, entries: list[tuple[int, bytes]], size: int) -> None:
     """Put back the bytes a transaction replaced and cut off what it appended."""
     for offset, original in entries:
         _pwrite_all(fd, original, offset)
     os.ftruncate(fd, size)
-    _sync(fd, sync)
+    durable.sync(fd)
+
+
+def _idle(stat: os.stat_result, seq: int = 0) -> bytes:
+    return _pack(Header(IDLE, seq, stat.st_ino, stat.st_dev, stat.st_size, 0, zlib.crc32(b"")))
 
 
 def start_journal(path: Path, token: str) -> None:
-    """Give the file now at ``path`` (just installed by its owner) a journal of its own. The journal is a
-    new inode, so that a previous owner still holding the old journal open writes only into that one."""
-    stat = os.stat(path)
+    """Give the file now at ``path`` (just installed by its owner, its bytes durable) a journal of its own,
+    and make both names durable. The journal is a new inode, so that a previous owner still holding the old
+    journal open writes only into that one."""
     target = journal_path(path)
     tmp = target.with_name(f".{target.name}.{token}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(_pack(Header(IDLE, 0, stat.st_ino, stat.st_dev, stat.st_size, 0, zlib.crc32(b""))))
-            handle.flush()
-            _sync(handle.fileno(), must_sync(str(Path(path).parent.resolve())))
-        os.replace(tmp, target)
+        durable.write_new(tmp, _idle(os.stat(path)))
+        durable.replace(tmp, target)  # the directory's sync also makes the file's own rename durable
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def remove_journal(path: Path, inode: int) -> None:
-    """Remove the journal if it is this file's and idle (the trial is done with for now)."""
+    """Remove the journal if it is this file's and idle, or emptied (the trial is done with for now)."""
     target = journal_path(path)
     header = read_header(target)
     if header is not None and header.inode == inode and header.state == IDLE:
         target.unlink(missing_ok=True)
+    elif header is None and _is_empty(target):
+        target.unlink(missing_ok=True)
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return False
 
 
 class StagedFile(io.RawIOBase):
@@ -327,19 +311,27 @@ class _Journal:
     """The journal a transaction opened with its file: written through that descriptor, so that a writer
     that loses the trial while it commits writes only into its own (by then orphaned) journal."""
 
-    def __init__(self, fd: int, sync: bool):
-        self.fd, self.sync = fd, sync
+    def __init__(self, fd: int):
+        self.fd = fd
 
     def header(self) -> Header | None:
         return _header_at(self.fd)
+
+    def emptied(self) -> bool:
+        return os.fstat(self.fd).st_size == 0
 
     def write(self, header: Header, entries: bytes | None = None) -> None:
         if entries is not None:
             _pwrite_all(self.fd, entries, _HEADER_SIZE)
             os.ftruncate(self.fd, _HEADER_SIZE + len(entries))
-            _sync(self.fd, self.sync)  # the undo entries are whole before the header vouches for them
+            durable.sync(self.fd)  # the undo entries are whole before the header vouches for them
         _pwrite_all(self.fd, _pack(header), 0)
-        _sync(self.fd, self.sync)
+        durable.sync(self.fd)
+
+    def empty(self) -> None:
+        """Say "nothing to undo" without needing space: the journal of a commit that is durable in the file."""
+        os.ftruncate(self.fd, 0)
+        durable.sync(self.fd)
 
     def recover(self, fd: int, inode: int) -> None:
         """Undo a commit of the file that was cut short (this process's, after a failed write)."""
@@ -349,7 +341,7 @@ class _Journal:
         entries = _entries_at(self.fd, header)
         if entries is None:
             return  # the header never vouched for them: the commit had not started writing
-        _undo(fd, entries, header.size, self.sync)
+        _undo(fd, entries, header.size)
         self.write(Header(IDLE, header.seq, header.inode, header.device, header.size, header.entries_length,
                           header.entries_crc))
 
@@ -373,7 +365,12 @@ def transaction(path: Path, inode: int | None, still_owner):
         except FileNotFoundError:
             raise FileReplaced(f"{path.name} has no journal: another process has taken it over") from None
         still_owner()
-        journal = _Journal(journal_fd, must_sync(str(path.parent.resolve())))
+        journal = _Journal(journal_fd)
+        if journal.emptied():
+            # This owner's own commit emptied it (its idle mark could not be written): the file is as of that
+            # commit, with nothing appended since. Say so again before anything is appended.
+            _pwrite_all(journal_fd, _idle(os.fstat(fd)), 0)
+            durable.sync(journal_fd)
         header = journal.header()
         if header is None or header.inode != inode:
             raise FileReplaced(f"the journal of {path.name} belongs to another file")
@@ -427,16 +424,21 @@ def _commit(fd: int, staged: StagedFile, journal: _Journal, header: Header) -> N
             _pwrite_all(fd, block, start)
         if staged.cut_to is not None:
             os.ftruncate(fd, staged.cut_to)
-        _sync(fd, journal.sync)  # the commit is whole before the journal says so
+        durable.sync(fd)  # the commit is whole and durable before the journal says so
     except BaseException:
         try:
-            _undo(fd, entries, staged.committed, journal.sync)
+            _undo(fd, entries, staged.committed)
             journal.write(Header(IDLE, applying.seq, header.inode, header.device, staged.committed, len(raw),
                                  applying.entries_crc))
         except OSError:
             pass  # the journal still says "applying": the next transaction or owner undoes it
         raise
-    journal.write(Header(IDLE, applying.seq, header.inode, header.device, final, len(raw), applying.entries_crc))
+    try:
+        journal.write(Header(IDLE, applying.seq, header.inode, header.device, final, len(raw), applying.entries_crc))
+    except OSError:
+        # The commit is durable in the file: it must stand, not be undone by the "applying" the journal still
+        # says. Emptying the journal needs no space; only if even that fails is the commit undone after all.
+        journal.empty()
 
 
 def _copy(source_fd: int, target_fd: int) -> None:
@@ -480,8 +482,7 @@ def consistent_copy(path: Path, target: Path, attempts: int = 20, pause_s: float
                 _copy(source, fd)
                 after = read_header(journal)
                 _settle(fd, journal, *(h if h is not None and h.inode == inode else None for h in (before, after)))
-                _sync(fd, must_sync(str(target.parent.resolve())))  # whole before it is renamed into place
-                return inode
+                return inode  # made durable by whoever renames it into place
             finally:
                 os.close(fd)
         except _Retry:
@@ -513,6 +514,6 @@ def _settle(fd: int, journal: Path, before: Header | None, after: Header | None)
     if after.state == APPLYING and (same_commit or commit_began):
         entries = _read_entries(journal, after)
         if entries is not None:
-            _undo(fd, entries, after.size, sync=False)  # the copy holds part of a commit cut short: undo it
+            _undo(fd, entries, after.size)  # the copy holds part of a commit cut short: undo it
             return
     raise _Retry()

@@ -17,7 +17,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from . import experiments, folder
+from . import durable, experiments, folder
 from .experiments import Trial
 from .folder import ResultsFolder
 from .settings import ConfigError, quoted
@@ -154,7 +154,7 @@ def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
     the indices and ids the folder gives them. Callers hold the folder's guard (``pipeline.ownership``)
     where processes may race."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    durable.make_dirs(out_dir)
     path = ResultsFolder.of(out_dir).manifest
     record = {"name": grid.name, "source": grid.source, "description": grid.description,
               "overrides": grid.overrides, "launch": grid.launch, "written_at": utc_now(),
@@ -182,12 +182,8 @@ def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
 
 
 def write_json_atomically(path: Path, document: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(document, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """All or nothing, and durable before it returns: the launch recorded next relies on it."""
+    durable.write_atomically(path, json.dumps(document, indent=1).encode(), str(os.getpid()))
 
 
 def select(trials: list[Trial], index: int | None = None, trial_id: str | None = None) -> Trial:

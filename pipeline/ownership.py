@@ -39,6 +39,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from . import durable
 from .errors import UserError
 from .folder import ResultsFolder
 from .launch.backends import slurm_queue as queue
@@ -284,6 +285,9 @@ def _write_private(path: Path, owner: Owner) -> Path:
             continue
         with open(fd, "wb") as handle:
             handle.write(text)
+            handle.flush()
+            # Durable before it is linked or renamed into place: a lease's name must never outlive its content.
+            durable.sync(handle.fileno())
         return tmp
     raise FileExistsError(errno.EEXIST, f"{quoted(tmp)} keeps coming back: not a file this process made")
 
@@ -293,11 +297,13 @@ def _link_exclusively(source: Path, target: Path) -> bool:
     reply to a retried request), so success is read off the source's link count."""
     try:
         os.link(source, target)
-        return True
     except FileExistsError:
         return False
     except OSError:
-        return os.stat(source).st_nlink == 2
+        if os.stat(source).st_nlink != 2:
+            return False
+    durable.sync_directory(Path(target).parent)
+    return True
 
 
 def watch_unchanged(path: Path, raw: str, period_s: float) -> str:
@@ -333,7 +339,7 @@ class Lease:
         watched for the stale period first (``note`` says so, and says when it is broken)."""
         path = Path(path)
         stale = stale_after_s()  # a bad setting is refused before anything is touched
-        path.parent.mkdir(parents=True, exist_ok=True)
+        durable.make_dirs(path.parent)
         jobs = queue.view(job_states)
         owner = Owner.this_process()
         tmp = _write_private(path, owner)
@@ -382,14 +388,14 @@ class Lease:
         self.owner.heartbeat_at = time.time()
         tmp = _write_private(self.path, self.owner)
         try:
-            os.replace(tmp, self.path)
+            durable.replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
 
     def release(self) -> None:
         KEEPER.drop(self)
         if not self.noted and self.still_ours():
-            self.path.unlink(missing_ok=True)
+            durable.unlink(self.path)
 
     def note_stop(self, reason: str) -> bool:
         """Leave the lease behind saying why its owner stopped, for ``status`` to tell, where the trial's
@@ -456,7 +462,8 @@ def _break(path: Path, holder) -> None:
             _clear_leftover_guard(guard, me)
             return  # the caller's next round tries again
         try:
-            _remove_if_same(path, holder.raw, me.token)
+            if _remove_if_same(path, holder.raw, me.token):
+                durable.sync_directory(path.parent)
         finally:
             if _read_raw(guard) == _read_raw(tmp):
                 guard.unlink(missing_ok=True)

@@ -25,7 +25,15 @@ from pathlib import Path
 # an unfinished file of an older one restarts (its snapshots would mix two layouts).
 WHOLE_MODEL_SCHEMA = 3
 # 4: metrics/step_perp. A file of version 3 resumes without it: a writer appends the series its file has.
-SCHEMA_VERSION = 4
+# 5: checksums (CHECKSUMMED_SCHEMA). A file of version 4 resumes without them being checked.
+SCHEMA_VERSION = 5
+
+# A root attribute: the CRC-32 of every other root attribute (pipeline.files.attrs_checksum), renewed by every
+# write, so that attributes read back other than written (a flipped bit, a torn metadata block) are seen.
+# Every dataset carries HDF5's Fletcher-32 checksum per chunk for the same reason: a read that does not match
+# fails. The attributes of files of an earlier version are not checked (they have no checksum).
+ATTRS_CHECKSUM = "attrs_crc32"
+CHECKSUMMED_SCHEMA = 5
 
 METRICS = "metrics"
 STEPS = "steps"

@@ -19,11 +19,14 @@ snapshots that ``pipeline.schema`` declares.
 Next to it, while the trial runs, ``<trial_id>.state.pt`` holds the latest checkpoint (model, the start
 point of the current phase, the epoch), written atomically; it is removed when the trial completes.
 The file is opened, appended and closed once per epoch, so readers see whole epochs. Every write is
-all-or-nothing (``pipeline.journal``): a full disk or quota, a kill or a frozen process in the middle of
-one leaves the file at its last complete epoch, and the rerun resumes from there. A run never writes a
-file it found in place: it works on a consistent copy and renames that into place, so that a previous
-writer that wakes up later writes only into an orphaned inode. A file that is damaged all the same (a
-node that lost its page cache) is renamed ``<trial_id>.h5.damaged-<UTC time>`` and the trial restarts.
+all-or-nothing (``pipeline.journal``) and durable when it returns (``pipeline.durable``): a full disk or
+quota, a kill, a frozen process or a node that dies in the middle of one leaves the file at its last
+complete epoch (or the one being written, if its commit reached the disk), and the rerun resumes from
+there. Every dataset is written with checksums and the attributes with their own (``pipeline.files``). A
+run never writes a file it found in place: it works on a consistent copy and renames that into place, so
+that a previous writer that wakes up later writes only into an orphaned inode. A file whose bytes are not
+what was written all the same (a disk that flipped a bit) reads as damaged, is renamed
+``<trial_id>.h5.damaged-<UTC time>`` and the trial restarts.
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ import h5py
 import numpy as np
 import torch
 
-from . import curve_sinks, experiments, journal, provenance, schema
+from . import curve_sinks, durable, experiments, journal, provenance, schema
 from .cost import snapshot_epochs
 from .errors import UserError
 from .experiments import Trial
-from .files import inspect, open_h5, read_status, trial_paths, weight_rows_through
+from .files import attrs_checksum, inspect, open_h5, plain, read_status, seal, trial_paths, weight_rows_through
 from .folder import set_aside
 from .launch.backends import identity
 from .manifest import git_commit, utc_now
@@ -144,6 +147,10 @@ class TrialFile:
         # from it would be written through).
         self.token = uuid.uuid4().hex
         self._inode: int | None = None  # the file this writer installed at self.path, the only one it writes
+        # Its root attributes as committed, and those the write in progress sets: their checksum is renewed
+        # by every write without reading them all back.
+        self._attrs: dict = {}
+        self._pending: dict = {}
 
     def _private(self, path: Path) -> Path:
         return path.with_name(f".{path.name}.{self.token}.tmp")
@@ -153,14 +160,14 @@ class TrialFile:
         """Decide what this run does: 'fresh', 'resume' or 'complete' (nothing to do). Only the owner of
         the trial's lease calls this. The file found in place is never written: a resumed run works on a
         consistent copy (the file as of its last complete epoch) and renames it into place."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        durable.make_dirs(self.path.parent)
         self._remove_others_temporaries()
         if self.force and self.path.exists():
             self.log(f"{self.trial.trial_id}: --force: discarding the existing file and rerunning")
             self._discard()
             return "fresh"
         if not self.path.exists():
-            self.state_path.unlink(missing_ok=True)
+            self._remove_checkpoint()
             return "fresh"
         if self._settled_complete():
             return "complete"
@@ -175,12 +182,9 @@ class TrialFile:
             work.unlink(missing_ok=True)
 
     def _prepare_from(self, work: Path) -> str:
-        state = inspect(work)
+        state = inspect(work, deep=True)  # every byte the resumed run keeps is checked once
         if state.status in ("damaged", "inconsistent"):
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-            aside = set_aside(self.path, state.status, stamp)
-            os.replace(self.path, aside)
-            self.state_path.unlink(missing_ok=True)
+            aside = self._set_aside(state.status)
             what = "unreadable" if state.status == "damaged" else "inconsistent"
             self.log(f"{self.trial.trial_id}: {what} file ({state.problem}) kept as {aside.name}; "
                      "restarting from scratch")
@@ -234,14 +238,31 @@ class TrialFile:
         self.path.unlink(missing_ok=True)
         journal.journal_path(self.path).unlink(missing_ok=True)
         self.state_path.unlink(missing_ok=True)
+        durable.sync_directory(self.path.parent)
+
+    def _set_aside(self, status: str) -> Path:
+        """Keep a damaged or inconsistent file under another name (never deleted), and start over."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        aside = set_aside(self.path, status, stamp)
+        os.replace(self.path, aside)
+        self.state_path.unlink(missing_ok=True)
+        durable.sync_directory(self.path.parent)
+        return aside
+
+    def _remove_checkpoint(self) -> None:
+        durable.unlink(self.state_path)
 
     def _install(self, work: Path) -> None:
-        """Rename this writer's finished private file into place: from here on it is the trial's file."""
+        """Rename this writer's finished private file into place: from here on it is the trial's file. Its
+        bytes are made durable before its name, and its journal's name with it."""
         self._check_owner()
+        durable.sync_file(work)
         inode = os.stat(work).st_ino
         os.replace(work, self.path)
         self._inode = inode
         journal.start_journal(self.path, self.token)
+        with open_h5(self.path) as f:
+            self._attrs = {key: plain(value) for key, value in f.attrs.items() if key != schema.ATTRS_CHECKSUM}
 
     def _load_state(self) -> dict | None:
         if not self.state_path.exists():
@@ -272,6 +293,7 @@ class TrialFile:
             if schema.RESULTS in f:
                 del f[schema.RESULTS]  # measured after the last epoch: measured again
             f.attrs["epochs_done"] = epoch
+            seal(f)
 
     # -- writing ---------------------------------------------------------------------------------------
     def _check_owner(self) -> None:
@@ -290,13 +312,21 @@ class TrialFile:
     def _writing(self, what: str):
         """One all-or-nothing write to the trial file (``pipeline.journal``); the ownership of the trial and
         the identity of the file are checked after the file is opened."""
+        self._pending = {}
         try:
             with journal.transaction(self.path, self._inode, self._check_owner) as f:
                 yield f
+                f.attrs[schema.ATTRS_CHECKSUM] = attrs_checksum({**self._attrs, **self._pending})
+            self._attrs.update(self._pending)
         except journal.FileReplaced as replaced:
             raise LostOwnership(f"{self.trial.trial_id}: {replaced}; stopping without writing") from None
         except OSError as error:
             raise self._disk_full(error, what) from error
+
+    def _set(self, f: h5py.File, values: dict) -> None:
+        """Set root attributes in the write in progress (``_writing``), which seals them."""
+        f.attrs.update(values)
+        self._pending.update({key: plain(value) for key, value in values.items()})
 
     # -- the sink protocol -----------------------------------------------------------------------------
     def resume_point(self) -> dict | None:
@@ -319,12 +349,11 @@ class TrialFile:
             self._create(run_attrs)
         else:
             with self._writing(f"the start of {trial.trial_id}") as f:
-                f.attrs.update(run_attrs)
+                values = {**run_attrs, "status": "running", "attempts": int(f.attrs.get("attempts", 1)) + 1}
                 if self.curve_gaps:  # the earliest end of each sink's curves is the one that stays
                     gaps = {**self.curve_gaps, **curve_sinks.read_gaps(f.attrs.get(curve_sinks.GAPS_ATTR, ""))}
-                    f.attrs[curve_sinks.GAPS_ATTR] = json.dumps(gaps, sort_keys=True)
-                f.attrs["status"] = "running"
-                f.attrs["attempts"] = int(f.attrs.get("attempts", 1)) + 1
+                    values[curve_sinks.GAPS_ATTR] = json.dumps(gaps, sort_keys=True)
+                self._set(f, values)
         with open_h5(self.path) as f:
             self.prior_wall = float(f.attrs.get("wall_seconds", 0.0))
 
@@ -350,9 +379,10 @@ class TrialFile:
                 for series in schema.series_of(multi_phase=experiment.first_phase_mode is not None):
                     width = (L,) if series.per_layer else ()
                     ds = metrics.create_dataset(series.name, shape=(0, *width), maxshape=(None, *width),
-                                                dtype=series.dtype, chunks=(ROWS_PER_CHUNK, *width))
+                                                dtype=series.dtype, chunks=(ROWS_PER_CHUNK, *width), fletcher32=True)
                     if series.per_layer:
                         ds.attrs[schema.LAYER_NAMES_ATTR] = names
+                seal(f)
             self._install(tmp)
         except OSError as error:
             raise self._disk_full(error, f"the start of {trial.trial_id}") from error
@@ -390,8 +420,8 @@ class TrialFile:
                 _append(metrics[name], _row_value(record, name))
             if snapshot:
                 self._write_snapshot(f, record, snapshot, self.layer_names)
-            f.attrs["epochs_done"] = record.epoch
-            f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
+            self._set(f, {"epochs_done": record.epoch,
+                          "wall_seconds": self.prior_wall + time.time() - self.session_start})
         self._pending_steps = []  # written: a failed write keeps them for the epoch's next attempt
         # Captured every epoch (a CPU copy) so that a preemption signal, which may arrive in the middle of an
         # optimizer step, persists a consistent state: the last completed epoch.
@@ -412,14 +442,14 @@ class TrialFile:
         if schema.SNAPSHOT_EPOCHS not in weights:
             weights.attrs[schema.LAYER_NAMES_ATTR] = np.array(layers, dtype=h5py.string_dtype())
             for name in (schema.SNAPSHOT_EPOCHS, schema.SNAPSHOT_PHASE):
-                weights.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i8")
+                weights.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i8", fletcher32=True)
         parameters = weights.require_group(f"{schema.PHASE_GROUP}{record.phase}")
         for name, tensor in snapshot.items():
             array = tensor.cpu().numpy()
             group = weights if name in layers else parameters
             if name not in group:
                 group.create_dataset(name, shape=(0, *array.shape), maxshape=(None, *array.shape),
-                                     dtype=array.dtype, chunks=(1, *array.shape))
+                                     dtype=array.dtype, chunks=(1, *array.shape), fletcher32=True)
             _append(group[name], array)
         _append(weights[schema.SNAPSHOT_EPOCHS], record.epoch)
         _append(weights[schema.SNAPSHOT_PHASE], record.phase)
@@ -432,7 +462,7 @@ class TrialFile:
             for series in schema.STEP_SERIES:
                 width = (L,) if series.per_layer else ()
                 ds = steps.create_dataset(series.name, shape=(0, *width), maxshape=(None, *width), dtype=series.dtype,
-                                          chunks=(STEPS_PER_CHUNK, *width))
+                                          chunks=(STEPS_PER_CHUNK, *width), fletcher32=True)
                 if series.per_layer:
                     ds.attrs[schema.LAYER_NAMES_ATTR] = np.array(self.layer_names, dtype=h5py.string_dtype())
         return f[schema.STEPS]
@@ -452,8 +482,10 @@ class TrialFile:
                 except RuntimeError as error:
                     # torch's serializer reports a failed write as "unexpected pos": keep the errno it lost.
                     raise (sink.error or error) from error
+                handle.flush()
+                durable.sync(handle.fileno())  # its bytes before its name: a checkpoint is never half there
             self._check_owner()
-            os.replace(tmp, self.state_path)
+            durable.replace(tmp, self.state_path)
         except FileNotFoundError:
             self._check_owner()  # a new owner removed this writer's temporary file: the trial is no longer its
             raise
@@ -480,19 +512,20 @@ class TrialFile:
                 value = np.asarray(value)
                 if value.dtype.kind == "U":  # names of parameters and the like: HDF5 keeps text as strings
                     value = value.astype(object).astype(h5py.string_dtype())
-                group.create_dataset(name, data=value)
+                # Checksummed like every dataset where HDF5 can (chunked storage: not a scalar, not empty).
+                checked = value.ndim > 0 and value.size > 0 and value.dtype.kind != "O"
+                group.create_dataset(name, data=value, fletcher32=checked)
 
     def finish(self) -> None:
         what = f"the end of {self.trial.trial_id}"
         self._guard(0, what)
         with self._writing(what) as f:
             # A trial that ends early (a search that converged) ran fewer epochs than it might have.
-            f.attrs["total_epochs"] = min(int(f.attrs["total_epochs"]), int(f.attrs["epochs_done"]))
-            f.attrs["status"] = "complete"
-            f.attrs["finished_at"] = utc_now()
-            f.attrs["wall_seconds"] = self.prior_wall + time.time() - self.session_start
+            self._set(f, {"total_epochs": min(int(f.attrs["total_epochs"]), int(f.attrs["epochs_done"])),
+                          "status": "complete", "finished_at": utc_now(),
+                          "wall_seconds": self.prior_wall + time.time() - self.session_start})
         self._check_owner()
-        self.state_path.unlink(missing_ok=True)
+        self._remove_checkpoint()
 
     def mark_stopped(self, status: str, message: str, error: BaseException | None = None) -> bool:
         """Record why the trial stopped ('failed' or 'cancelled') and persist its last completed epoch; a
@@ -508,8 +541,7 @@ class TrialFile:
             if self._inode is not None and read_status(self.path)["status"] not in ("damaged", "complete"):
                 self._guard(0, f"the {status} status of {self.trial.trial_id}")
                 with self._writing(f"the {status} status of {self.trial.trial_id}") as f:
-                    f.attrs["status"] = status
-                    f.attrs["last_error"] = message
+                    self._set(f, {"status": status, "last_error": message})
                 recorded = True
             if self._latest_state is not None:
                 self._save_state(self._latest_state)

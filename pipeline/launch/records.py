@@ -3,7 +3,10 @@
 One line per event: a submission (when, from which host, on which profile, the job id and trial indices
 of each task, and for local tasks the identity of their process) or a cancellation (which jobs). The
 latest submission of a trial is the one that counts. A line cut short by a crash mid-append is the only
-damage an append-only log can take: it is skipped with a warning, never a reason to stop.
+damage an append-only log can take: it is skipped with a warning, never a reason to stop. The lines of one
+append (the records of a submission's arrays) say which of how many they are (``part``): an append a crash
+cut short is dropped whole, so that a submission is never read with some of its arrays missing. Appends
+are durable before they return, the log's name too when they create it.
 
 Nothing is launched unrecorded: a submission first appends a ``launching`` line (which also proves the
 log writable), then launches, then appends the submission with its job ids (:func:`launching`). A
@@ -20,6 +23,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from .. import durable
 from ..errors import ConfigError, SchedulerError
 from ..folder import ResultsFolder
 from ..settings import quoted
@@ -33,7 +37,10 @@ def append_record(out_dir: Path, record: dict) -> None:
 def append_records(out_dir: Path, records: list[dict]) -> None:
     """Append lines, in one write made durable before returning (a launch follows, or has just happened)."""
     path = ResultsFolder.of(out_dir).submissions
+    if len(records) > 1:
+        records = [{**record, PART: [number, len(records)]} for number, record in enumerate(records, 1)]
     text = "".join(json.dumps(record) + "\n" for record in records)
+    created = not path.exists()
     with open(path, "a+") as handle:
         # After a torn line, start on a fresh one so that these records stay readable.
         handle.seek(0, 2)
@@ -43,7 +50,13 @@ def append_records(out_dir: Path, records: list[dict]) -> None:
                 text = "\n" + text
         handle.write(text)
         handle.flush()
-        os.fsync(handle.fileno())
+        durable.sync(handle.fileno())
+    if created:
+        durable.sync_directory(path.parent)
+
+
+# The field of a line that is one of several appended together: [its number from 1, how many].
+PART = "part"
 
 
 @contextlib.contextmanager
@@ -65,21 +78,32 @@ def launching(out_dir: Path, base: dict, indices: list[list[int]]):
     except (ConfigError, SchedulerError):
         if path.stat().st_size == size_after:  # nothing was appended since: take the line back
             if size_before is None:
-                path.unlink()
+                durable.unlink(path)
             else:
-                os.truncate(path, size_before)
+                _truncate_durably(path, size_before)
         else:
             append_record(out_dir, {"kind": "not launched", "id": launch_id})
         raise
     append_records(out_dir, [{**record, "id": launch_id} for record in records])
 
 
+def _truncate_durably(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+        durable.sync(fd)
+    finally:
+        os.close(fd)
+
+
 def read_records(out_dir: Path, warn=None) -> list[dict]:
     path = ResultsFolder.of(out_dir).submissions
     if not path.exists():
         return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    records: list[dict] = []
+    batch: list[dict] = []  # the lines of an append of several, until its last
+    first_of_batch = 0
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -91,8 +115,27 @@ def read_records(out_dir: Path, warn=None) -> list[dict]:
                             "ignored")
             continue
         check_record(record, path, number)  # valid JSON that is not a record is never read as empty
+        part = record.get(PART)
+        if batch and not (isinstance(part, list) and part == [len(batch) + 1, batch[0][PART][1]]):
+            _drop_batch(path, first_of_batch, batch, warn)
+            batch = []
+        if isinstance(part, list) and len(part) == 2:
+            if not batch:
+                first_of_batch = number
+            batch.append(record)
+            if part[0] == part[1]:
+                records.extend(batch)
+                batch = []
+            continue
         records.append(record)
+    if batch:
+        _drop_batch(path, first_of_batch, batch, warn)
     return records
+
+
+def _drop_batch(path: Path, first: int, batch: list[dict], warn) -> None:
+    (warn or _warn)(f"warning: {quoted(path)} lines {first}-{first + len(batch) - 1} are {len(batch)} of "
+                    f"{batch[0][PART][1]} records appended together (a write cut short?); ignored")
 
 
 _warned: set[str] = set()
