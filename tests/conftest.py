@@ -37,3 +37,17 @@ def signal_handlers_restored():
     for signum, handler in previous.items():
         signal.signal(signum, handler)
     stopping._requests.clear()
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Trials compared bit for bit must sum on as many threads as the runs they are compared with; a test
+    that changes the process's torch thread count in-process (a task run here, a crash recovery) would make
+    every later in-process reference differ. Each test gets the count it found."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    yield
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

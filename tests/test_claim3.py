@@ -22,6 +22,7 @@ from pipeline.execute import execute
 from pipeline.grid import load_grid
 from pipeline.manifest import write_manifest
 from pipeline.models.swap_pair import SwapPairModel, swap_pair_data
+from pipeline.schema import ATTRS_CHECKSUM
 from pipeline.training import SQUARED_ERROR, seeded_generator
 
 
@@ -232,9 +233,11 @@ def test_a_trial_file_of_an_earlier_version_still_reloads(tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr
     path = tmp_path / "one" / "trials" / "stab-toy-z2-s000.h5"
-    with h5py.File(path, "a") as f:
+    with h5py.File(path, "a") as f:  # as that version wrote it: schema 4, no checksums
         settings = json.loads(f.attrs["settings"])
         f.attrs["settings"] = json.dumps({**settings, "gradient_floor": 1e-12})
+        f.attrs["schema_version"] = 4
+        del f.attrs[ATTRS_CHECKSUM]
         stored = {name: f[f"weights/{name}"][-1] for name in ("a", "w")}
     model = load_model(path)
     assert torch.equal(model.w.detach(), torch.from_numpy(stored["w"]))

@@ -184,14 +184,21 @@ def trial_kind(name: str, trial, reference: Path) -> Kind:
 
         from pipeline.store import TrialFile
 
+        # One thread while recovering, and the caller's back after: a pytest process that explored a sample
+        # went on to run its in-process reference trainings on one thread, and their sums no longer matched
+        # the two-thread runs they are compared with bit for bit.
+        threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        lines: list[str] = []
-        store = TrialFile(folder, trial, log=lines.append)
         try:
-            decision = store.prepare()
-        except Exception as error:
-            return ("failed", f"{type(error).__name__}: {error}".splitlines()[0])
-        resumed = store.resume_point()
+            lines: list[str] = []
+            store = TrialFile(folder, trial, log=lines.append)
+            try:
+                decision = store.prepare()
+            except Exception as error:
+                return ("failed", f"{type(error).__name__}: {error}".splitlines()[0])
+            resumed = store.resume_point()
+        finally:
+            torch.set_num_threads(threads)
         path = ResultsFolder(folder).trial_file(tid)
         aside = sorted(p.name for p in path.parent.iterdir() if ".damaged-" in p.name or ".inconsistent-" in p.name)
         return ("recovered", decision, resumed["epoch"] if resumed else None, checkpoint_digest(resumed),
