@@ -5,13 +5,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import assert_same_results, launched_indices, run_at_once
+from helpers import assert_same_results, launched_indices, run_at_once, wait_until
 from pipeline.cli import main
 from pipeline.execute import execute
 from pipeline.faults import FAULT_VARIABLE
@@ -96,9 +95,7 @@ def test_a_preempted_task_is_requeued_and_resumes_after_its_last_epoch(slurm_clu
     def epochs_done():
         return read_status(path).get("epochs_done", -1) if path.exists() else -1
 
-    deadline = time.time() + 180
-    while time.time() < deadline and epochs_done() < 3:
-        time.sleep(0.1)
+    wait_until(lambda: epochs_done() >= 3, timeout=180, poll=0.1)
     interrupted_at = epochs_done()
     assert 3 <= interrupted_at < 30
     job._interrupt()  # submitit's preemption helper: SIGTERM then the checkpoint signal
@@ -119,9 +116,7 @@ def test_cancel_leaves_nothing_of_the_grid_in_the_queue(slurm_cluster, tmp_path,
     array_id = capsys.readouterr().out.split("submitted job array ")[1].split()[0]
     assert any(j.startswith(array_id + "_") for j in read_slurm_queue())
     assert main(["cancel", "--out", str(out)]) == 0
-    deadline = time.time() + 60
-    while time.time() < deadline and any(j.startswith(array_id + "_") for j in read_slurm_queue()):
-        time.sleep(0.5)
+    wait_until(lambda: not any(j.startswith(array_id + "_") for j in read_slurm_queue()), timeout=60, poll=0.5)
     assert not any(j.startswith(array_id + "_") for j in read_slurm_queue())
     squeue = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True).stdout
     assert array_id not in squeue
@@ -211,13 +206,9 @@ def test_cancelled_trials_say_cancelled_not_failed(slurm_cluster, tmp_path):
             "--trials-per-task", "1"] + sets(SLOW[1:] + ["groups=rot,trans", "epochs=60"])
     assert cli(*argv).returncode == 0
     path = out / "trials" / "rot-aug-s000.h5"
-    deadline = time.time() + 180
-    while time.time() < deadline and (not path.exists() or read_status(path).get("epochs_done", -1) < 2):
-        time.sleep(0.2)
+    wait_until(lambda: path.exists() and read_status(path).get("epochs_done", -1) >= 2, timeout=180, poll=0.2)
     assert cli("cancel", "--out", str(out)).returncode == 0
-    deadline = time.time() + 90
-    while time.time() < deadline and any(s.state in ("running", "queued") for s in gather(out)):
-        time.sleep(0.5)
+    wait_until(lambda: not any(s.state in ("running", "queued") for s in gather(out)), timeout=90, poll=0.5)
     states = {s.trial_id: s.state for s in gather(out)}
     assert states["rot-aug-s000"] == "cancelled" and "failed" not in states.values()
 
@@ -260,9 +251,7 @@ def test_a_grid_split_into_several_arrays_is_followed_cancelled_and_resubmitted_
     assert {s.job_id.split("_")[0] for s in followed} == arrays  # every trial followed through its own array
     assert all(s.state in ("queued", "running", "complete") for s in followed)
     assert cli("cancel", "--out", str(out)).returncode == 0
-    deadline = time.time() + 90
-    while time.time() < deadline and any(j.split("_")[0] in arrays for j in read_slurm_queue()):
-        time.sleep(0.5)
+    wait_until(lambda: not any(j.split("_")[0] in arrays for j in read_slurm_queue()), timeout=90, poll=0.5)
     assert not any(j.split("_")[0] in arrays for j in read_slurm_queue())
     states = {s.state for s in gather(out)}
     assert states <= {"cancelled", "complete"} and "cancelled" in states
@@ -288,13 +277,9 @@ def test_resubmit_after_a_cancel_keeps_the_tensorboard_curves_and_the_packing_of
                                                          "configs=cross,skew"])
     assert cli(*argv).returncode == 0
     path = out / "trials" / "rot-aug-s000.h5"
-    deadline = time.time() + 240
-    while time.time() < deadline and (not path.exists() or read_status(path).get("epochs_done", -1) < 3):
-        time.sleep(0.2)
+    wait_until(lambda: path.exists() and read_status(path).get("epochs_done", -1) >= 3, timeout=240, poll=0.2)
     assert cli("cancel", "--out", str(out)).returncode == 0
-    deadline = time.time() + 120
-    while time.time() < deadline and any(s.state in ("running", "queued") for s in gather(out)):
-        time.sleep(0.5)
+    wait_until(lambda: not any(s.state in ("running", "queued") for s in gather(out)), timeout=120, poll=0.5)
     assert "cancelled" in {s.state for s in gather(out)}
     dry = cli("resubmit", "--out", str(out), "--dry-run")
     assert dry.returncode == 0 and "with --tensorboard --trials-per-task 2 (as submitted at" in dry.stdout, dry.stdout
