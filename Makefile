@@ -92,7 +92,7 @@ submit: env
 
 # Does this cluster run the pipeline? The smoke grid on CLUSTER's nodes (every group, mode, CNN variant and
 # Experiment S network at toy size, and one epoch at the paper's width to time), waited for, then a verdict on
-# one screen: CUDA seen, GPU model, driver, speed against pipeline/throughput.py. Minutes, not hours.
+# one screen: CUDA seen, GPU model, driver, speed against pipeline/launch/throughput.py. Minutes, not hours.
 SMOKE_OUT ?= results/smoke-$(notdir $(basename $(CLUSTER)))
 smoke: env
 	$(PY) -m pipeline smoke --cluster $(CLUSTER) --out $(SMOKE_OUT) $(SET_ARGS)

@@ -7,8 +7,8 @@
 See ``analysis/README.md`` for the tables' columns, the output files and the claims' criteria.
 """
 
-from .aggregation import AggregateResult, aggregate
-from .claims import (
+from analysis.aggregation import AggregateResult, aggregate
+from analysis.claims import (
                      LEAVES_E_MIN_RATIO,
                      MIN_COMPLETE_TRIALS,
                      NOM_MIN_RATIO,
@@ -19,7 +19,7 @@ from .claims import (
                      check_claims,
                      evaluate_claims,
 )
-from .loading import Results, load, load_steps, load_trials, read_results
+from analysis.loading import Results, load, load_steps, load_trials, read_results
 
 __all__ = ["AggregateResult", "aggregate", "load", "load_steps", "load_trials", "read_results", "Results",
            "Verdict", "Note", "Assessment", "check_claims", "evaluate_claims", "ROUNDOFF_THRESHOLD", "NOM_MIN_RATIO",

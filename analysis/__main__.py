@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.aggregation import aggregate
+from analysis.claims import MIN_COMPLETE_TRIALS
 from pipeline.errors import UserError
-
-from .aggregation import aggregate
-from .claims import MIN_COMPLETE_TRIALS
 
 
 def main(argv: list[str] | None = None) -> int:

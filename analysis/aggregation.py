@@ -28,21 +28,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import results_analyses
+from analysis.atomic import replace_atomically, write_text
+from analysis.claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
+from analysis.figures import FigureInfo, make_figures
+from analysis.loading import read_results
+from analysis.outputs import Outputs
+from analysis.provenance import provenance_files
+from analysis.report import problem_lines, report_markdown, summary_markdown
+from analysis.summary import summarize, trial_end_points
 from pipeline import folder as folder_names
 from pipeline.folder import ResultsFolder
-from pipeline.manifest import read_manifest
-from pipeline.ownership import Busy, Lease
+from pipeline.leases.ownership import Busy, Lease
 from pipeline.settings import quoted
-
-from . import results_analyses
-from .atomic import replace_atomically, write_text
-from .claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
-from .figures import FigureInfo, make_figures
-from .loading import read_results
-from .outputs import Outputs
-from .provenance import provenance_files
-from .report import problem_lines, report_markdown, summary_markdown
-from .summary import summarize, trial_end_points
+from pipeline.trialfile.manifest import read_manifest
 
 LOGGED_PROBLEMS = 10
 # How long an aggregate waits for another one of the same folder (a large grid's figures take minutes).

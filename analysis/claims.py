@@ -25,6 +25,21 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from analysis import figure_names
+from analysis.loading import experiment_of
+from analysis.science import cite
+from analysis.summary import CELL, cell_order, quartiles
+from pipeline.core.stationarity import (
+    DEGENERATE,
+    HESSIAN_ROUNDOFF,
+    OUTSIDE_TOLERANCE,
+    PSD_TOLERANCE,
+    STATIONARITY_TOLERANCE,
+    ZERO_POINT,
+    curvature_scale,
+    point_kind,
+    stationarity,
+)
 from pipeline.experiments.base import (
     ALL_OF,
     ANY_OF,
@@ -39,22 +54,6 @@ from pipeline.experiments.base import (
     Experiment,
     GridCell,
 )
-from pipeline.stationarity import (
-    DEGENERATE,
-    HESSIAN_ROUNDOFF,
-    OUTSIDE_TOLERANCE,
-    PSD_TOLERANCE,
-    STATIONARITY_TOLERANCE,
-    ZERO_POINT,
-    curvature_scale,
-    point_kind,
-    stationarity,
-)
-
-from . import figure_names
-from .loading import experiment_of
-from .science import cite
-from .summary import CELL, cell_order, quartiles
 
 # Largest dist_E / ||A|| still counted as "in E", by the trial's floating-point type: about 100x the
 # round-off of one projection (float32 eps = 1.2e-7, float64 eps = 2.2e-16) to absorb its growth over
@@ -79,7 +78,7 @@ IDENTITY_THRESHOLD = 1e-10
 # the gradients are large, by at least this fraction of ||grad R_aug||.
 IDENTITY_FAILS_MIN = 1e-4
 # Claim 3 is demonstrated by a trial when all four hold (docs/science.md §7). The curvature-scale rule and its
-# constants live in pipeline.stationarity, which the search for A* stops by as well:
+# constants live in pipeline.core.stationarity, which the search for A* stops by as well:
 # 1. A* is stationary on the scale of the curvature judged: ||Pi_E grad R|| <= STATIONARITY_TOLERANCE * |lambda| *
 #    ||A*||, |lambda| the smallest of |lambda_min(H_perp)| and lambda_min(H_E) where that is clearly above zero (a
 #    gradient g is a slope of length about g / |lambda| along that eigenvector: it must be short against ||A*||).
@@ -477,7 +476,7 @@ class Claim3Evidence:
     e_lower_bound: float  # λ_min(H_E) certified from below, relative to λ_max; NaN where not certified
     perp_upper_bound: float  # λ_min(H_⊥) certified from above, relative to λ_max
     growth_error: float  # |log measured / log predicted − 1| of the anchored lowest run
-    point: str = ""  # the point, where it has no curvature scale: pipeline.stationarity.ZERO_POINT or DEGENERATE
+    point: str = ""  # the point, where it has no curvature scale: pipeline.core.stationarity.ZERO_POINT or DEGENERATE
 
 
 def _get(row, name: str, default):

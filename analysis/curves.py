@@ -6,9 +6,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
-from .loading import TOTAL
-from .style import (
+from analysis.drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
+from analysis.loading import TOTAL
+from analysis.style import (
     BAND,
     CHANCE_LINE,
     FLOOR_LINE,
@@ -24,7 +24,7 @@ from .style import (
     title,
     zero_line_at,
 )
-from .trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
+from analysis.trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
 
 
 def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:

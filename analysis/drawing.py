@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .medians import median_along_x_counted, median_by_epoch
-from .style import FEWER_SEEDS, RUN_LINE, RUNNING_END, RUNNING_LINE, SeriesStyle, mode_rank, series_styles
+from analysis.medians import median_along_x_counted, median_by_epoch
+from analysis.style import FEWER_SEEDS, RUN_LINE, RUNNING_END, RUNNING_LINE, SeriesStyle, mode_rank, series_styles
 
 COMPLETE, RUNNING = "complete", "running"
 DRAWN_STATUSES = (COMPLETE, RUNNING)

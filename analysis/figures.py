@@ -34,16 +34,15 @@ from pathlib import Path
 import pandas as pd
 from matplotlib import rc_context
 
+from analysis import figure_names
+from analysis.claims import NOM_MIN_RATIO
+from analysis.curves import steps_add_information, steps_figure, training_curves
+from analysis.drawing import drawn_rows
+from analysis.loading import experiment_of
+from analysis.style import STYLE, save
+from analysis.trajectories import FigureFacts, layers_of, ratio_figure, trajectory_figure
 from pipeline import experiments
 from pipeline.progress import Progress
-
-from . import figure_names
-from .claims import NOM_MIN_RATIO
-from .curves import steps_add_information, steps_figure, training_curves
-from .drawing import drawn_rows
-from .loading import experiment_of
-from .style import STYLE, save
-from .trajectories import FigureFacts, layers_of, ratio_figure, trajectory_figure
 
 
 @dataclass

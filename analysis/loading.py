@@ -3,14 +3,14 @@
 Tables (every column is documented in ``analysis/README.md``):
 
 - *trials*: one row per trial of the manifest, whatever became of it. ``status`` is the file's status as
-  :func:`pipeline.files.inspect` judges it (complete, running, failed, cancelled, damaged, inconsistent),
+  :func:`pipeline.trialfile.files.inspect` judges it (complete, running, failed, cancelled, damaged, inconsistent),
   or ``missing`` (no file).
 - *epochs*: one row per trial x epoch x layer, plus a row with ``layer == "total"`` per trial x epoch whose
   dist_E, dist_init and norm are the Euclidean norms over the layers (the Frobenius norms of the whole
   measured weight set).
 - *steps*: dist_E after single optimizer steps, for experiments that record them, with the same layers.
 
-A trial's labels (cell, mode) come from the manifest (``pipeline.manifest.labels_of``, which also reads
+A trial's labels (cell, mode) come from the manifest (``pipeline.trialfile.manifest.labels_of``, which also reads
 manifests written before labels were stored); its *swept* settings are the manifest's, or, for
 manifests that did not record them, the settings in which trials of one cell and mode differ. The
 ``series`` column names, in words, the line a trial belongs to in a figure.
@@ -32,11 +32,11 @@ import pandas as pd
 
 from pipeline import experiments, schema
 from pipeline.experiments import Experiment
-from pipeline.files import FileState, inspect, open_h5, plain
 from pipeline.folder import CHECKPOINT_SUFFIX, TRIAL_SUFFIX, ResultsFolder, is_set_aside_damaged
-from pipeline.manifest import labels_of, read_manifest, trial_of
 from pipeline.progress import iterate
 from pipeline.settings import ConfigError
+from pipeline.trialfile.files import FileState, inspect, open_h5, plain
+from pipeline.trialfile.manifest import labels_of, read_manifest, trial_of
 
 TOTAL = "total"
 # One column per cell key of the registered experiments ("group", "variant"), filled for the trials of
@@ -45,7 +45,7 @@ CELL_KEYS = list(dict.fromkeys(e.cell_key for e in experiments.REGISTRY.values()
 LABELS = ["trial_id", "experiment", "cell", *CELL_KEYS, "mode"]
 # Swept settings go between LABELS and AFTER_SWEPT; the rest of each table follows.
 AFTER_SWEPT = ["seed", "series"]
-# What a trial ran with (pipeline.provenance); the package list and the diff's text are kept aside
+# What a trial ran with (pipeline.trialfile.provenance); the package list and the diff's text are kept aside
 # (Results.texts): they are long and the same for most trials.
 PROVENANCE = ["python_version", "torch_version", "cuda_version", "cudnn_version", "gpu_driver_version", "device_model",
               "data_files", "git_diff_sha256"]

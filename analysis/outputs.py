@@ -24,11 +24,10 @@ import os
 import stat
 from pathlib import Path
 
+from analysis.atomic import write_text
 from pipeline import links
 from pipeline.folder import FIGURES, PROVENANCE, ResultsFolder
 from pipeline.settings import quoted
-
-from .atomic import write_text
 
 # The folders under aggregate/ that outputs are written in ("" for aggregate/ itself).
 OUTPUT_FOLDERS = ("", FIGURES, PROVENANCE)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import claims
-from .claims import DEMONSTRATED, FAILS, HOLDS, NOT_OBSERVED, TOO_FEW, Verdict, number
+from analysis import claims
+from analysis.claims import DEMONSTRATED, FAILS, HOLDS, NOT_OBSERVED, TOO_FEW, Verdict, number
 
 # docs/science.md §1, in a sentence each.
 STATEMENTS = {
@@ -144,7 +144,7 @@ def _per_network(trials: pd.DataFrame, controls: set[str]) -> str:
 def _reasons(trials: pd.DataFrame, controls: set[str]) -> str:
     if trials.empty or "claim3_reasons" not in trials:
         return ""
-    from .stationary_points import common_reasons
+    from analysis.stationary_points import common_reasons
 
     judged = trials[trials["premises_hold"] & ~trials["cell"].isin(controls)]
     return common_reasons(judged["claim3_reasons"])

@@ -1,6 +1,6 @@
 """Where the numbers come from: the data each trial trained on, the devices, commits and hours, and what
 each trial ran with (interpreter, torch, CUDA and driver, device model, packages, data checksums, the
-diff of a dirty tree; ``pipeline.provenance`` records them in every trial file).
+diff of a dirty tree; ``pipeline.trialfile.provenance`` records them in every trial file).
 
 Trial files record their data source with the path it was read from on the machine that ran them; a
 report names the source in words instead (the official MNIST test split, or the digits vendored in the
@@ -16,7 +16,7 @@ from pathlib import PurePath
 
 import pandas as pd
 
-from .loading import Results
+from analysis.loading import Results
 
 OFFICIAL = "official MNIST test split"
 VENDORED = "vendored MNIST digits"

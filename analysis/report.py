@@ -14,16 +14,15 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from analysis import claims, results_analyses
+from analysis.figures import FigureInfo
+from analysis.loading import Results, experiment_of
+from analysis.paper_claims import claim_rows, grouped
+from analysis.provenance import data_sources, devices, provenance, provenance_files, software
+from analysis.science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
+from analysis.summary import END_POINTS, LEARNING_MIN_FACTOR, STATUSES
+from analysis.tables import markdown_table
 from pipeline import folder
-
-from . import claims, results_analyses
-from .figures import FigureInfo
-from .loading import Results, experiment_of
-from .paper_claims import claim_rows, grouped
-from .provenance import data_sources, devices, provenance, provenance_files, software
-from .science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
-from .summary import END_POINTS, LEARNING_MIN_FACTOR, STATUSES
-from .tables import markdown_table
 
 WARNING = "⚠"
 
@@ -334,7 +333,7 @@ def _controls_table(verdicts: list[claims.Verdict]) -> str:
 def report_markdown(results: Results, assessment: claims.Assessment, summary: pd.DataFrame,
                     figures: dict[str, FigureInfo] | None, min_complete: int) -> str:
     """``figures``: the figures drawn, or None when this run drew none."""
-    from .stationary_points import trial_table
+    from analysis.stationary_points import trial_table
 
     verdicts = assessment.verdicts
     groups = grouped(verdicts)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import stationary_points
-from .loading import Results, experiment_of
+from analysis import stationary_points
+from analysis.loading import Results, experiment_of
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from . import claims, figure_names
-from .loading import Results, experiment_of
-from .science import cite
-from .style import lowest_in_columns, panel_grid
-from .summary import quartiles
-from .tables import markdown_table
+from analysis import claims, figure_names
+from analysis.loading import Results, experiment_of
+from analysis.science import cite
+from analysis.style import lowest_in_columns, panel_grid
+from analysis.summary import quartiles
+from analysis.tables import markdown_table
 
 # The perturbation runs, how legends name them and how they are drawn (Okabe-Ito).
 RUNS: dict[str, tuple[str, str, Any]] = {

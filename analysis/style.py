@@ -19,9 +19,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+from analysis.atomic import replace_atomically
 from pipeline.settings import MODES
-
-from .atomic import replace_atomically
 
 # Sizes are those of the saved figure: 7 inches is a full text width, so nothing is scaled down in print.
 FIGURE_WIDTH = 7.0

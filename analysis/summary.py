@@ -14,10 +14,9 @@ import json
 import numpy as np
 import pandas as pd
 
+from analysis.loading import CELL_KEYS, TOTAL, Results, experiment_of
 from pipeline import experiments
 from pipeline.settings import MODES
-
-from .loading import CELL_KEYS, TOTAL, Results, experiment_of
 
 CELL = ["experiment", "cell", "mode", "swept"]
 STATUSES = ("complete", "running", "failed", "cancelled", "inconsistent", "damaged", "missing")

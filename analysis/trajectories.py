@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
-from .claims import NOM_MIN_RATIO, roundoff_threshold
-from .drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
-from .loading import TOTAL
-from .style import (
+from analysis.claims import NOM_MIN_RATIO, roundoff_threshold
+from analysis.drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
+from analysis.loading import TOTAL
+from analysis.style import (
     BAND,
     FLOOR_LINE,
     bottom_below,

@@ -13,12 +13,12 @@ rate at which the grid's work gets done, per seed, directly comparable to the un
 is the fastest of ``repeats`` runs after a one-step warm-up, the least disturbed by other load on the machine.
 
 Both paths compute blocks 1 and 2 as one stride-2 convolution with the pooled kernel
-(:func:`pipeline.models.cnn.pooled_kernel`), so the rows measure what packing adds and nothing else. On a
+(:func:`pipeline.core.models.cnn.pooled_kernel`), so the rows measure what packing adds and nothing else. On a
 CPU a batch of 100 already keeps the cores busy, so the gain is small there; on a GPU a batch-100 step of
 this CNN leaves the device mostly idle and grouped convolutions over k seeds are what fill it.
-``vectorize`` picks how the seeds are run (see :class:`pipeline.packing.PackedCNN`; default: grouped
+``vectorize`` picks how the seeds are run (see :class:`pipeline.core.packing.PackedCNN`; default: grouped
 convolutions on CUDA, seed after seed on CPU). Both go through the same epochs as a trial
-(``pipeline.training``), with :class:`~pipeline.packing.PackedStepper` instead of the single one.
+(``pipeline.core.training``), with :class:`~pipeline.core.packing.PackedStepper` instead of the single one.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from pipeline import (
     experiments,  # noqa: E402
     numerics,  # noqa: E402
 )
-from pipeline.data import Dataset  # noqa: E402
-from pipeline.packing import PackedCNN, PackedStepper  # noqa: E402
+from pipeline.core.data import Dataset  # noqa: E402
+from pipeline.core.packing import PackedCNN, PackedStepper  # noqa: E402
+from pipeline.core.training import SingleStepper, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
-from pipeline.training import SingleStepper, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402
 from timing import timed  # noqa: E402
 
 BATCH = 100

@@ -20,7 +20,7 @@
 Each section is timed and printed as it ends, so that a run cut short still says what it measured. The
 whole script keeps to --deadline-minutes (a GPU is lent for 15 minutes in all, its start included): a
 section starts only if its planned minutes (PLANNED_MIN) still fit, paper-lite takes what is left of its
-share, and the measured rates go to results/bench/gpu_rates.csv (pipeline/throughput.py reads them).
+share, and the measured rates go to results/bench/gpu_rates.csv (pipeline/launch/throughput.py reads them).
 `--device cpu --quick` rehearses the whole script on a machine without a GPU (small sizes, no verdicts
 about the GPU): run it before spending a GPU lease on it.
 """
@@ -46,14 +46,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import experiments, numerics  # noqa: E402
-from pipeline.cost import trial_flops  # noqa: E402
-from pipeline.execute import execute  # noqa: E402
 from pipeline.experiments import make_trial  # noqa: E402
-from pipeline.files import open_h5, trial_paths  # noqa: E402
-from pipeline.grid import load_grid  # noqa: E402
+from pipeline.launch.grid import load_grid  # noqa: E402
 from pipeline.launch.monitor import gather  # noqa: E402
-from pipeline.runner import CollectingSink, run_trial  # noqa: E402
-from pipeline.throughput import FP32_PEAK_TFLOPS, speed, trial_seconds  # noqa: E402
+from pipeline.launch.throughput import FP32_PEAK_TFLOPS, speed, trial_seconds  # noqa: E402
+from pipeline.run.execute import execute  # noqa: E402
+from pipeline.run.runner import CollectingSink, run_trial  # noqa: E402
+from pipeline.trialfile.cost import trial_flops  # noqa: E402
+from pipeline.trialfile.files import open_h5, trial_paths  # noqa: E402
 
 # Epochs each phase trains while measuring: the first epoch of a phase carries start-up and the last row
 # an extra evaluation, so three leave at least one clean epoch per phase.
@@ -106,7 +106,7 @@ def smoke_grids(python: str, device: str, folder: Path) -> None:
 
 def writer_gives_the_same_files(python: str, device: str, folder: Path) -> None:
     """The smoke grid on this device with rows written from a background thread and directly: every
-    dataset of every file the same, byte for byte, but the wall times (pipeline.background)."""
+    dataset of every file the same, byte for byte, but the wall times (pipeline.run.background)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import read_arrays
 
@@ -208,7 +208,7 @@ def measured_hours(preset: str, device: str, quick: bool, folder: Path) -> None:
     if device == "cuda" and not quick:
         write_gpu_rates(name, experiment, packed, points)
     estimated = sum(trial_seconds(t.settings, speed("H200", t.experiment, packed).rate) for t in full.trials())
-    print(f"  estimated from pipeline/throughput.py's table for an H200: {estimated / 3600:.2f} GPU-hours")
+    print(f"  estimated from pipeline/launch/throughput.py's table for an H200: {estimated / 3600:.2f} GPU-hours")
 
 
 # Minutes each section is planned to take on an H200 (the full run; --quick is a few minutes in all).
@@ -239,7 +239,7 @@ def run_paper_lite(python: str, device: str, quick: bool, folder: Path, budget_s
     from pipeline.launch.monitor import cancel
     from pipeline.launch.profiles import load_profile
     from pipeline.launch.submission import plan_submission, submit
-    from pipeline.manifest import write_manifest
+    from pipeline.trialfile.manifest import write_manifest
 
     started = time.monotonic()
     deadline = started + budget_s
@@ -311,10 +311,10 @@ def run_paper_lite(python: str, device: str, quick: bool, folder: Path, budget_s
 
 
 def write_gpu_rates(gpu: str, experiment: str, packed: bool, points: list[tuple[float, int, float]]) -> None:
-    """This GPU's measured rate, for pipeline/throughput.py (results/bench/gpu_rates.csv)."""
+    """This GPU's measured rate, for pipeline/launch/throughput.py (results/bench/gpu_rates.csv)."""
     import csv
 
-    from pipeline.throughput import GPU_RATES, fit_rate
+    from pipeline.launch.throughput import GPU_RATES, fit_rate
 
     gflops, overhead = fit_rate(points)
     rows = []
@@ -329,7 +329,7 @@ def write_gpu_rates(gpu: str, experiment: str, packed: bool, points: list[tuple[
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"  rate for pipeline/throughput.py: {gflops:,.0f} GFLOP/s + {overhead:.3f} s/epoch ({GPU_RATES})")
+    print(f"  rate for pipeline/launch/throughput.py: {gflops:,.0f} GFLOP/s + {overhead:.3f} s/epoch ({GPU_RATES})")
 
 
 def _device_name(device: str) -> str:

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.execute import execute  # noqa: E402
 from pipeline.experiments import make_trial  # noqa: E402
+from pipeline.run.execute import execute  # noqa: E402
 
 
 def main(argv=None) -> int:

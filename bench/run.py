@@ -4,7 +4,7 @@ Rows
 1. roofline      a full-batch Nom epoch of the paper-width Experiment G network (C=32, n=14, 2,000
                  samples) as the runner does it (gradient pass, step, dist_E) in GFLOP/s, against a
                  4096 x 4096 float32 matmul measured in the same run. FLOPs are counted analytically
-                 (pipeline.cost): 2 per multiply-add of the three big layers and the head; a training row
+                 (pipeline.trialfile.cost): 2 per multiply-add of the three big layers and the head; a training row
                  costs 3 forwards (Nom takes its loss from the gradient pass: no evaluation forward).
 1b. trial epoch  a whole Nom epoch at paper size (C=32, n=14, 10,000 samples, float32) as a trial runs it
                  into its HDF5 file (gradient pass, step, dist_E, the file's append, the checkpoint),
@@ -51,10 +51,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import experiments, numerics  # noqa: E402
+from pipeline.core.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
 from pipeline.schema import LAYER_SERIES as LAYER_NAMES  # noqa: E402
 from pipeline.schema import ROW_VALUES  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
-from pipeline.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
 from timing import best_of  # noqa: E402
 
 RESULTS = ROOT / "results" / "bench"
@@ -117,10 +117,10 @@ def roofline(device, samples: int) -> list[dict]:
 
 def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
     """A Nom trial at paper width into its HDF5 file, against the gradient step alone, in one run."""
-    from pipeline.background import VARIABLE
-    from pipeline.execute import execute
     from pipeline.experiments import make_trial
-    from pipeline.files import open_h5, trial_paths
+    from pipeline.run.background import VARIABLE
+    from pipeline.run.execute import execute
+    from pipeline.trialfile.files import open_h5, trial_paths
 
     settings = {"group": "rot", "mode": "nom", "channels": 32, "n": 14, "n_samples": samples, "epochs": epochs,
                 "device": str(device), "data_source": "vendored", "lr": "1e-6", "weights_every": 0}
@@ -129,7 +129,7 @@ def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
     step_seconds = step.time("step", 2)
     trial = make_trial("groups", {k: str(v) for k, v in settings.items()})
     rows = []
-    # On a GPU the rows are written from a background thread (pipeline.background); the direct writes are
+    # On a GPU the rows are written from a background thread (pipeline.run.background); the direct writes are
     # measured beside them, so the gain is a ratio of one run.
     policies = [("", None), (" direct writes", "0")] if device.type == "cuda" else [("", None)]
     for label, forced in policies:
@@ -221,8 +221,8 @@ def peak_memory(device) -> list[dict]:
 def durability(device, epochs: int, quick: bool) -> list[dict]:
     """The commit of an epoch at paper size, durable and with fsync a no-op, in one run; against the epoch."""
     from pipeline.experiments import make_trial
-    from pipeline.runner import EpochRecord
-    from pipeline.store import CheckpointClock, TrialFile
+    from pipeline.run.runner import EpochRecord
+    from pipeline.trialfile.store import CheckpointClock, TrialFile
 
     n_samples = 2000 if quick else 10000
     settings = {"group": "rot", "mode": "nom", "channels": 32, "n": 14, "n_samples": n_samples,

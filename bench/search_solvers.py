@@ -7,7 +7,7 @@ from its end point each named solver then takes trust-region steps on E until it
 table gives the Hessian-vector products (and steps) it needed to bring its best ‖Π_E∇R‖ below each decade,
 with its last R. Wall time on a shared machine says little; products do not depend on the load.
 
-Solvers (the trust-region logic of ``pipeline.stationary`` around each; forcing: how exactly a subproblem is
+Solvers (the trust-region logic of ``pipeline.core.stationary`` around each; forcing: how exactly a subproblem is
 solved, relative to ‖g‖):
 
 - ``gltr``: the pipeline's (``StationarySearch._newton_step``): the subproblem solved exactly on a Lanczos
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import certificates, stationary  # noqa: E402
 from pipeline.experiments.stability import EXPERIMENT  # noqa: E402
-from pipeline.grid import load_grid  # noqa: E402
+from pipeline.launch.grid import load_grid  # noqa: E402
 
 SOLVERS = ("gltr", "gltr-fresh", "gltr-linear", "steihaug", "dense")
 DECADES = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.experiments.groups import GROUP_NAMES  # noqa: E402
-from pipeline.runner import CollectingSink, run_trial  # noqa: E402
+from pipeline.run.runner import CollectingSink, run_trial  # noqa: E402
 
 SMALL_GROUPS = dict(n="6", channels="4", n_samples="64", epochs="5", lr="0.5", aug_batch="8",
                     data_source="vendored", device="cpu")

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import SchedulerError, UserError
-from .folder import ResultsFolder, local_tensorboard, local_wandb
-from .launch.checks import LOCAL_HOURS_LIMIT
-from .settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
+from pipeline.errors import SchedulerError, UserError
+from pipeline.folder import ResultsFolder, local_tensorboard, local_wandb
+from pipeline.launch.checks import LOCAL_HOURS_LIMIT
+from pipeline.settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
 
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
                     "per layer) as "
@@ -34,7 +34,7 @@ figures and a report. Start with: make demo. Science: docs/science.md."""
 
 
 def _train(args) -> int:
-    from .experiments import make_trial
+    from pipeline.experiments import make_trial
 
     values = parse_assignments(args.set)
     named = {"group": args.group, "mode": args.mode, "variant": args.variant, "seed": args.seed,
@@ -46,8 +46,8 @@ def _train(args) -> int:
     sinks = _requested_sinks(args)
     trial = make_trial(args.experiment, values)
     if args.out is None:
-        from . import curve_sinks
-        from .runner import ConsoleSink, run_trial
+        from pipeline.run import curve_sinks
+        from pipeline.run.runner import ConsoleSink, run_trial
 
         print("training in this process; nothing is saved (give --out FOLDER to keep a trial file)", flush=True)
         console = ConsoleSink(log=lambda line: print(line, flush=True))
@@ -64,10 +64,10 @@ def _train(args) -> int:
                 sink.close()
         _print_results(console.results)
         return 0
-    from .execute import execute, install_cancel_handler
-    from .grid import Grid
-    from .manifest import merge, read_manifest, trials_of_manifest, write_manifest
-    from .ownership import guard_folder
+    from pipeline.launch.grid import Grid
+    from pipeline.leases.ownership import guard_folder
+    from pipeline.run.execute import execute, install_cancel_handler
+    from pipeline.trialfile.manifest import merge, read_manifest, trials_of_manifest, write_manifest
 
     grid = Grid("train", "pipeline train", "one network trained with `pipeline train`", {}, {}, dict(values))
     lease = guard_folder(args.out)
@@ -86,7 +86,7 @@ def _train(args) -> int:
         print(line, flush=True)
     outcome = _report_outcome(execute(args.out, [trial], force=args.force, sinks=sinks))
     if outcome == 0:
-        from .files import read_results_attrs, trial_paths
+        from pipeline.trialfile.files import read_results_attrs, trial_paths
 
         _print_results(read_results_attrs(trial_paths(args.out, trial.trial_id)[0]))
     return outcome
@@ -104,9 +104,9 @@ def _print_results(attrs: dict) -> None:
 
 
 def _plan(args) -> int:
-    from .grid import load_grid
-    from .launch.profiles import load_profile
-    from .plan import describe
+    from pipeline.launch.grid import load_grid
+    from pipeline.launch.plan import describe
+    from pipeline.launch.profiles import load_profile
 
     grid = load_grid(args.exp, parse_assignments(args.set))
     print(describe(grid, load_profile(args.cluster), list_trials=args.trials))
@@ -129,10 +129,10 @@ def _grid_of(manifest: dict) -> str:
 def _run_trial(args) -> int:
     """One trial of a results folder. With a folder that has a grid, the trial comes from its manifest;
     ``--exp``/``--set`` must then name trials it has, unless ``--grow`` adds them."""
-    from .execute import execute, install_cancel_handler
-    from .grid import load_grid
-    from .manifest import MANIFEST, merge, read_manifest, select, trials_of_manifest, write_manifest
-    from .ownership import guard_folder
+    from pipeline.launch.grid import load_grid
+    from pipeline.leases.ownership import guard_folder
+    from pipeline.run.execute import execute, install_cancel_handler
+    from pipeline.trialfile.manifest import MANIFEST, merge, read_manifest, select, trials_of_manifest, write_manifest
 
     sinks = _requested_sinks(args)
     out = args.out
@@ -191,9 +191,9 @@ def _launch(out: Path, indices: list[int], args, profile, options) -> tuple[bool
     say, once the launch is recorded and the folder's guard released: a reader that goes away (``| head``)
     then stops nothing half-way. The checks before the queue (``pipeline.launch.checks``: storage, hours on
     this machine) refuse it in one line before anything is launched."""
-    from .launch import checks
-    from .launch.submission import plan_submission, submit
-    from .manifest import read_manifest, trials_of_manifest
+    from pipeline.launch import checks
+    from pipeline.launch.submission import plan_submission, submit
+    from pipeline.trialfile.manifest import read_manifest, trials_of_manifest
 
     plan = plan_submission(out, indices, profile, options.trials_per_task, options.workers, options.pack_seeds)
     trials = trials_of_manifest(read_manifest(out))
@@ -203,7 +203,7 @@ def _launch(out: Path, indices: list[int], args, profile, options) -> tuple[bool
         print(warning, file=sys.stderr)
     submit(out, plan, log=said.append, options=options)
     said += _curve_lines(out, options.sinks)
-    from .launch.backends import backend_of
+    from pipeline.launch.backends import backend_of
 
     return (args.wait if args.wait is not None else backend_of(profile).waits), "\n".join(said)
 
@@ -221,7 +221,7 @@ def _curve_lines(out: Path, sinks) -> list[str]:
 
 def _requested_sinks(args) -> tuple[str, ...]:
     """The curve sinks the command line asks for (``--tensorboard``, ``--wandb``), checked to be installed."""
-    from . import curve_sinks
+    from pipeline.run import curve_sinks
 
     names = tuple(name for name in curve_sinks.SINKS if getattr(args, name, False))
     curve_sinks.check_available(names)
@@ -236,7 +236,7 @@ def _task_shape(args, launch_hints: dict) -> tuple[int | None, bool]:
 
 
 def _submit_options(args, grid):
-    from .launch.submission import LaunchOptions
+    from pipeline.launch.submission import LaunchOptions
 
     per_task, pack_seeds = _task_shape(args, grid.launch)
     return LaunchOptions(_requested_sinks(args), per_task, pack_seeds, args.workers,
@@ -246,7 +246,7 @@ def _submit_options(args, grid):
 def _follow(out: Path, wait: bool, launched: set[int] | None = None) -> int:
     """Wait for the grid where asked; the exit status says whether the trials ``launched`` (default: all)
     completed."""
-    from .launch.monitor import format_status, gather, wait_for
+    from pipeline.launch.monitor import format_status, gather, wait_for
 
     follow = f"python -m pipeline status --out {quoted(out)}"
     if not wait:
@@ -274,14 +274,14 @@ def _refuse_unknown(states, force: bool) -> None:
 
 
 def _submit(args) -> int:
-    from .grid import load_grid
-    from .launch import checks
-    from .launch.monitor import gather
-    from .launch.profiles import load_profile
-    from .launch.stop_signals import raising_stop_signals
-    from .launch.submission import manifest_restored_on_failure
-    from .manifest import write_manifest
-    from .ownership import guard_folder
+    from pipeline.launch import checks
+    from pipeline.launch.grid import load_grid
+    from pipeline.launch.monitor import gather
+    from pipeline.launch.profiles import load_profile
+    from pipeline.launch.stop_signals import raising_stop_signals
+    from pipeline.launch.submission import manifest_restored_on_failure
+    from pipeline.leases.ownership import guard_folder
+    from pipeline.trialfile.manifest import write_manifest
 
     _check_workers(args)
     grid = load_grid(args.exp, parse_assignments(args.set))
@@ -322,7 +322,7 @@ def _submit(args) -> int:
 def _checks_rehearsed(out: Path, trials: list, plan, allow_long_local: bool) -> list[str]:
     """What the checks before the queue (``pipeline.launch.checks``) say in a dry run: their lines, or that
     the submission would be refused and why."""
-    from .launch import checks
+    from pipeline.launch import checks
 
     lines = []
     for check in (lambda: checks.check_local_hours(plan, allow_long_local), lambda: checks.storage_check(out, trials)):
@@ -336,8 +336,8 @@ def _checks_rehearsed(out: Path, trials: list, plan, allow_long_local: bool) -> 
 
 
 def _dry_run(args, grid, profile, options) -> int:
-    from .launch.submission import describe_plan, plan_submission
-    from .manifest import merge, read_manifest, trials_of_manifest
+    from pipeline.launch.submission import describe_plan, plan_submission
+    from pipeline.trialfile.manifest import merge, read_manifest, trials_of_manifest
 
     trials = grid.trials()
     growing = ""
@@ -356,9 +356,9 @@ def _dry_run(args, grid, profile, options) -> int:
 
 def _smoke(args) -> int:
     """``make smoke``: the cluster-smoke grid on the profile's nodes, waited for, then its verdict on one screen
-    (``pipeline.cluster_check``). A folder whose trials are complete gets the verdict of that run again."""
-    from .cluster_check import GRID, verdict
-    from .launch.profiles import load_profile
+    (``pipeline.launch.cluster_check``). A folder whose trials are complete gets the verdict of that run again."""
+    from pipeline.launch.cluster_check import GRID, verdict
+    from pipeline.launch.profiles import load_profile
 
     profile = load_profile(args.cluster)
     args.exp, args.wait, args.dry_run = GRID, True, False
@@ -372,10 +372,10 @@ def _smoke(args) -> int:
 
 
 def _status(args) -> int:
-    from .launch.monitor import format_status, gather
+    from pipeline.launch.monitor import format_status, gather
 
     if args.watch is not None:
-        from .launch.watch import watch
+        from pipeline.launch.watch import watch
 
         if args.watch <= 0:
             raise ConfigError(f"--watch takes a number of seconds > 0, got {args.watch:g}")
@@ -389,7 +389,7 @@ def _status(args) -> int:
 
 
 def _logs(args) -> int:
-    from .launch.watch import show_log
+    from pipeline.launch.watch import show_log
 
     try:
         return show_log(args.out, args.trial_id, follow=args.follow)
@@ -399,9 +399,9 @@ def _logs(args) -> int:
 
 def _last_profile(out: Path, cluster: str | None):
     """The profile a command acts on: --cluster, else the one of the grid's last submission."""
-    from .launch.profiles import load_profile
-    from .launch.recorded_profile import profile_of_record
-    from .launch.records import read_submissions
+    from pipeline.launch.profiles import load_profile
+    from pipeline.launch.recorded_profile import profile_of_record
+    from pipeline.launch.records import read_submissions
 
     if cluster is not None:
         return load_profile(cluster)
@@ -417,7 +417,7 @@ RESUBMITTABLE = ("failed", "missing", "cancelled", "inconsistent")
 def _chosen_states(text: str | None) -> set[str] | None:
     if text is None:
         return None
-    from .settings import did_you_mean
+    from pipeline.settings import did_you_mean
 
     chosen = {word.strip() for word in text.split(",") if word.strip()}
     for word in chosen:
@@ -430,7 +430,7 @@ def _chosen_states(text: str | None) -> set[str] | None:
 def _chosen_trials(text: str | None, manifest: dict) -> list[str] | None:
     if text is None:
         return None
-    from .settings import did_you_mean
+    from pipeline.settings import did_you_mean
 
     known = [entry["trial_id"] for entry in manifest["trials"]]
     chosen = list(dict.fromkeys(word.strip() for word in text.split(",") if word.strip()))
@@ -447,8 +447,8 @@ def _resubmission_options(args, recorded, hints: dict):
     says so."""
     from dataclasses import replace
 
-    from . import curve_sinks
-    from .launch.submission import LaunchOptions
+    from pipeline.launch.submission import LaunchOptions
+    from pipeline.run import curve_sinks
 
     if recorded is None:
         per_task = hints.get("trials_per_task")
@@ -463,13 +463,13 @@ def _resubmission_options(args, recorded, hints: dict):
 
 
 def _resubmit(args) -> int:
-    from .launch import checks
-    from .launch.monitor import gather, needing_resubmission
-    from .launch.records import latest_submission_of
-    from .launch.stop_signals import raising_stop_signals
-    from .launch.submission import LaunchOptions, describe_plan, plan_submission
-    from .manifest import read_manifest, trials_of_manifest
-    from .ownership import guard_folder
+    from pipeline.launch import checks
+    from pipeline.launch.monitor import gather, needing_resubmission
+    from pipeline.launch.records import latest_submission_of
+    from pipeline.launch.stop_signals import raising_stop_signals
+    from pipeline.launch.submission import LaunchOptions, describe_plan, plan_submission
+    from pipeline.leases.ownership import guard_folder
+    from pipeline.trialfile.manifest import read_manifest, trials_of_manifest
 
     _check_workers(args)
     out = args.out
@@ -539,7 +539,7 @@ def _resubmit(args) -> int:
 
 
 def _cancel(args) -> int:
-    from .launch.monitor import cancel
+    from pipeline.launch.monitor import cancel
 
     cancel(args.out)
     return 0
@@ -607,7 +607,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 def _setting_help(experiment: str, name: str, words: str, choices=None) -> str:
     """Help for an option that sets a trial setting: its choices and the settings' own default."""
-    from . import experiments
+    from pipeline import experiments
 
     settings = experiments.get(experiment).settings_type()
     accepted = f"{', '.join(map(str, choices))}; " if choices else ""
@@ -626,8 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", "train one network, one line per epoch (a trial file only with --out)", _train,
                     TRAINING_INTERRUPTED)
-    from . import experiments
-    from .settings import DTYPES, MODES
+    from pipeline import experiments
+    from pipeline.settings import DTYPES, MODES
 
     GROUP_NAMES, VARIANTS = experiments.get("groups").cell_names, experiments.get("cnn").cell_names
 
@@ -693,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     smoke = command("smoke", "does this cluster run the pipeline? The cluster-smoke grid (every experiment at toy size "
                              "and one epoch at the paper's width) on a profile's nodes, waited for, then a verdict: "
-                             "CUDA seen, GPU model, driver, speed against pipeline/throughput.py", _smoke)
+                             "CUDA seen, GPU model, driver, speed against pipeline/launch/throughput.py", _smoke)
     smoke.add_argument("--cluster", required=True, help="cluster profile in slurm/profiles or a .toml file")
     smoke.add_argument("--out", required=True, type=Path, help="results folder (make smoke: results/smoke-CLUSTER)")
     smoke.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
@@ -737,8 +737,8 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .execute import Cancelled
-    from .launch.stop_signals import LaunchStopped
+    from pipeline.launch.stop_signals import LaunchStopped
+    from pipeline.run.execute import Cancelled
 
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("PIPELINE_DEBUG", "") not in ("", "0")

@@ -5,7 +5,7 @@ After a process is killed, everything it wrote is in the page cache and reaches 
 system chose: a file's bytes are durable once the file is synced, and a name (a file created, renamed,
 linked or removed) once *its directory* is synced — on every file system, local or clustered, which is why
 nothing here asks which one it is. Every write whose loss would cost work goes through these: the trial file
-and its journal (``pipeline.journal``), checkpoints, the manifest, the submission log and the leases.
+and its journal (``pipeline.trialfile.journal``), checkpoints, the manifest, the submission log and the leases.
 ``tests/crash`` checks it, state by state, under the persistence models it states.
 
 ``fdatasync`` is used for files: it makes the bytes and the size durable (what a reader needs), not the

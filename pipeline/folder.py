@@ -1,11 +1,11 @@
 """A results folder, and every path in it: the one place its layout is spelled out.
 
     OUT/
-      manifest.json               the grid's trials (``pipeline.manifest``)
+      manifest.json               the grid's trials (``pipeline.trialfile.manifest``)
       submissions.jsonl           what was launched into the folder, and cancelled (``pipeline.launch.records``)
-      .submit.lease               the guard a submission holds while it decides and records (``pipeline.ownership``)
+      .submit.lease               the guard a submission holds while it decides and records (``pipeline.leases.ownership``)
       .aggregate.lease            the guard of the one ``aggregate`` writing the folder's aggregate at a time
-      trials/<id>.h5              a trial's file (``pipeline.store``); beside it while it runs: its lease
+      trials/<id>.h5              a trial's file (``pipeline.trialfile.store``); beside it while it runs: its lease
                                   ``<id>.lease``, its write journal ``<id>.h5.journal`` and its checkpoint
                                   ``<id>.state.pt``
       logs/<id>.log               a trial's log
@@ -169,7 +169,7 @@ def is_set_aside_damaged(name: str) -> bool:
 
 
 def journal_of(path: Path) -> Path:
-    """The write journal beside a file (``pipeline.journal``)."""
+    """The write journal beside a file (``pipeline.trialfile.journal``)."""
     return path.with_name(path.name + JOURNAL_SUFFIX)
 
 

@@ -18,8 +18,8 @@ import errno
 import os
 from pathlib import Path
 
-from .errors import ConfigError
-from .settings import quoted
+from pipeline.errors import ConfigError
+from pipeline.settings import quoted
 
 
 def made_by_this_user(path: Path) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 # A trial id as the grids make them: labels, swept values and the seed joined by "-" (``rot-aug-s007``,
 # ``rot-nom-lr0.0001-s000``): letters, digits, ".", "+", "-" and "_", starting with a letter or digit.

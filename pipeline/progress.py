@@ -82,7 +82,7 @@ def iterate(items, what: str, stream=None, every_s: float = 10.0):
 class StageProgress:
     """The hook an experiment's ``finalize`` may call as it measures: ``progress(stage, done, total)``,
     e.g. ``progress("Lanczos on E", 12, 30)``. Each stage's progress goes to the trial's log as lines, at
-    most every ``every_s`` seconds and at the end of the stage (``pipeline.runner`` passes one in when
+    most every ``every_s`` seconds and at the end of the stage (``pipeline.run.runner`` passes one in when
     ``finalize`` takes a ``progress`` argument)."""
 
     def __init__(self, log, prefix: str, every_s: float = 10.0):

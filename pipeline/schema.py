@@ -1,7 +1,7 @@
 """The trial file's schema: every per-row series, the single steps, the snapshots, in one place.
 
-The writer (``pipeline.store``), the readers (``pipeline.files``, ``analysis.loading``), the row a trial
-hands its sinks (``pipeline.runner.EpochRecord``), the console line, the TensorBoard curves and the
+The writer (``pipeline.trialfile.store``), the readers (``pipeline.trialfile.files``, ``analysis.loading``), the row a trial
+hands its sinks (``pipeline.run.runner.EpochRecord``), the console line, the TensorBoard curves and the
 README's table of the file are all made from the declarations below; ``tests/test_schema.py`` checks the
 README against them. A new per-row measurement is one :class:`Series` here and the code that measures it
 (a per-layer one: ``MeasuredModel.layer_measurements``); ``python -m pipeline.schema`` then rewrites the
@@ -28,7 +28,7 @@ WHOLE_MODEL_SCHEMA = 3
 # 5: checksums (CHECKSUMMED_SCHEMA). A file of version 4 resumes without them being checked.
 SCHEMA_VERSION = 5
 
-# A root attribute: the CRC-32 of every other root attribute (pipeline.files.attrs_checksum), renewed by every
+# A root attribute: the CRC-32 of every other root attribute (pipeline.trialfile.files.attrs_checksum), renewed by every
 # write, so that attributes read back other than written (a flipped bit, a torn metadata block) are seen.
 # Every dataset carries HDF5's Fletcher-32 checksum per chunk for the same reason: a read that does not match
 # fails. The attributes of files of an earlier version are not checked (they have no checksum).

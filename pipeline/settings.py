@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .errors import ConfigError, UserError  # noqa: F401 (where the configuration's modules import them)
+from pipeline.errors import ConfigError, UserError  # noqa: F401 (where the configuration's modules import them)
 
 # Sampled Aug: samples per minibatch that share one random group element (the paper's batch).
 AUG_BATCH = 25

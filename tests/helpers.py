@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from pipeline.files import open_h5
+from pipeline.trialfile.files import open_h5
 
 
 def read_arrays(path) -> dict[str, np.ndarray]:
@@ -86,7 +86,7 @@ def wait_until(condition, timeout=120, poll=0.05) -> bool:
 
 
 def epochs_done(path) -> int:
-    from pipeline.files import read_status
+    from pipeline.trialfile.files import read_status
 
     return read_status(path).get("epochs_done", -1) if path.exists() else -1
 
@@ -95,9 +95,9 @@ def reference_run(folder, values, index=0, threads=None):
     """The uninterrupted run of one trial of the smoke grid with ``values``, in this process."""
     import torch
 
-    from pipeline.execute import execute
-    from pipeline.grid import load_grid
-    from pipeline.manifest import select, write_manifest
+    from pipeline.launch.grid import load_grid
+    from pipeline.run.execute import execute
+    from pipeline.trialfile.manifest import select, write_manifest
 
     grid = load_grid("smoke", dict(v.split("=", 1) for v in values))
     trial = select(write_manifest(folder, grid, grid.trials()), index)

@@ -3,7 +3,7 @@
 import time
 from pathlib import Path
 
-from pipeline.ownership import Busy, Lease
+from pipeline.leases.ownership import Busy, Lease
 
 
 def race(path: str, start: float, everyone_tried, results) -> None:

@@ -14,9 +14,9 @@ import pytest
 
 import analysis
 from helpers import ROOT, wait_until
-from pipeline.execute import execute
-from pipeline.grid import load_grid
-from pipeline.manifest import write_manifest
+from pipeline.launch.grid import load_grid
+from pipeline.run.execute import execute
+from pipeline.trialfile.manifest import write_manifest
 
 # One Experiment G trial at toy size (seconds), the rest of the smoke grid missing: a few figures to draw.
 TINY = {"groups": "rot", "modes": "nom", "seeds": "1", "cnn.seeds": "1", "configs": "cross"}

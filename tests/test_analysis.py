@@ -25,9 +25,9 @@ from matplotlib import image as mpimg
 import analysis
 from analysis.__main__ import main as analysis_main
 from pipeline.experiments import make_trial
-from pipeline.manifest import entry_of
-from pipeline.runner import EpochRecord
-from pipeline.store import CheckpointClock, TrialFile
+from pipeline.run.runner import EpochRecord
+from pipeline.trialfile.manifest import entry_of
+from pipeline.trialfile.store import CheckpointClock, TrialFile
 
 GROUP_LAYERS = ["A0", "A1", "A2"]
 CNN_LAYERS = ["conv1", "conv2", "conv3", "head"]
@@ -519,7 +519,7 @@ def swept_trials():
     """rot Aug with the exact orbit and with sampled passes beside Nom, as a grid sweeping ``augment``
     expands them; and CNN cross with phase-2 Aug and Nom."""
     from pipeline.experiments import get
-    from pipeline.grid import expand_section
+    from pipeline.launch.grid import expand_section
 
     section = {"group": "rot", "mode": ["aug", "nom"], "augment": ["orbit", "sampled:2"], "seed": [0, 1],
                "epochs": GROUP_EPOCHS, "n": 6, "channels": 2, "n_samples": 8, "weights_every": 0}

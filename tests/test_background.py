@@ -1,4 +1,4 @@
-"""Rows written from a background thread (pipeline.background): the same files, bitwise, in every series
+"""Rows written from a background thread (pipeline.run.background): the same files, bitwise, in every series
 but `seconds`; errors on the writer stop the trial as they would have; checkpoints never behind the rows."""
 
 import threading
@@ -7,17 +7,18 @@ import time
 import pytest
 
 from helpers import assert_same_results
-from pipeline import background, store
-from pipeline.background import BackgroundSink
 from pipeline.cli import main
-from pipeline.execute import execute
 from pipeline.experiments import make_trial
-from pipeline.files import read_status
-from pipeline.grid import load_grid
-from pipeline.manifest import write_manifest
-from pipeline.ownership import LostOwnership
-from pipeline.runner import CollectingSink, run_trial
-from pipeline.store import DiskFull
+from pipeline.launch.grid import load_grid
+from pipeline.leases.ownership import LostOwnership
+from pipeline.run import background
+from pipeline.run.background import BackgroundSink
+from pipeline.run.execute import execute
+from pipeline.run.runner import CollectingSink, run_trial
+from pipeline.trialfile import store
+from pipeline.trialfile.files import read_status
+from pipeline.trialfile.manifest import write_manifest
+from pipeline.trialfile.store import DiskFull
 
 
 def run_grid(out, monkeypatch, writer: str, preset: str, indices):
@@ -99,8 +100,8 @@ def test_the_rows_match_a_direct_run_and_a_checkpoint_waits_for_pending_rows():
 
     import torch
 
-    from pipeline.data import load_mnist
-    from pipeline.runner import EpochRecord
+    from pipeline.core.data import load_mnist
+    from pipeline.run.runner import EpochRecord
 
     sink.begin(make_trial("groups", TRIAL), ["A0"], torch.device("cpu"), load_mnist(8, size=6))
     for epoch in range(3):

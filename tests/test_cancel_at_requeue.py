@@ -17,8 +17,8 @@ from pipeline import stopping
 from pipeline.launch.backends.local import children
 from pipeline.launch.monitor import gather
 from pipeline.launch.records import append_record
-from pipeline.manifest import utc_now
-from pipeline.ownership import process_start_ticks
+from pipeline.leases.ownership import process_start_ticks
+from pipeline.trialfile.manifest import utc_now
 
 
 def test_a_cancel_noted_with_the_time_limit_signal_wins():

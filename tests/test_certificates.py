@@ -1,4 +1,4 @@
-"""Certified spectra (pipeline/certificates.py) and the search's endings (pipeline/stationary.py), against dense
+"""Certified spectra (pipeline/core/certificates.py) and the search's endings (pipeline/core/stationary.py), against dense
 linear algebra, the group's action built independently (tests/independent_check.py) and objectives whose
 answers are known."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from independent_check import orbits, parameter_generators
-from pipeline import certificates, stationarity, stationary
-from pipeline.stationary import StationarySearch
+from pipeline.core import certificates, stationarity, stationary
+from pipeline.core.stationary import StationarySearch
 from test_stationary import EIGENVALUES, CyclicQuartic, Kink, cnn_objective, dense_derivatives, group_objective
 
 

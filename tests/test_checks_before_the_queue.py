@@ -1,4 +1,4 @@
-"""Checks before the queue (pipeline/launch/checks.py, pipeline/storage.py): a grid whose device contradicts its
+"""Checks before the queue (pipeline/launch/checks.py, pipeline/launch/storage.py): a grid whose device contradicts its
 profile, that does not fit where OUT lives, or that would run for hours on a login node is refused in one line
 before anything is written or queued; retrying in the same folder is not blocked by what a refusal left."""
 
@@ -12,14 +12,13 @@ import uuid
 import pytest
 
 from helpers import ROOT
-from pipeline import storage
 from pipeline.cli import main
 from pipeline.errors import ConfigError
-from pipeline.grid import load_grid
-from pipeline.launch import checks
+from pipeline.launch import checks, storage
 from pipeline.launch.backends.slurm import check_partition
+from pipeline.launch.grid import load_grid
 from pipeline.launch.profiles import load_profile
-from pipeline.manifest import read_manifest, write_manifest
+from pipeline.trialfile.manifest import read_manifest, write_manifest
 
 TINY = ["--set", "groups=rot", "--set", "modes=nom", "--set", "configs=cross"]
 

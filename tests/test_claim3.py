@@ -17,13 +17,13 @@ import torch
 import analysis
 import independent_check
 from analysis import claims
-from pipeline import stationary
-from pipeline.execute import execute
-from pipeline.grid import load_grid
-from pipeline.manifest import write_manifest
-from pipeline.models.swap_pair import SwapPairModel, swap_pair_data
+from pipeline.core import stationary
+from pipeline.core.models.swap_pair import SwapPairModel, swap_pair_data
+from pipeline.core.training import SQUARED_ERROR, seeded_generator
+from pipeline.launch.grid import load_grid
+from pipeline.run.execute import execute
 from pipeline.schema import ATTRS_CHECKSUM
-from pipeline.training import SQUARED_ERROR, seeded_generator
+from pipeline.trialfile.manifest import write_manifest
 
 
 def toy(kind: str, seed: int = 0, weight_decay: float = 0.0):

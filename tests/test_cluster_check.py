@@ -1,13 +1,13 @@
-"""make smoke's verdict (pipeline/cluster_check.py), read from the trial files of the cluster-smoke grid: what
+"""make smoke's verdict (pipeline/launch/cluster_check.py), read from the trial files of the cluster-smoke grid: what
 it says of a GPU profile whose nodes ran it, and of one whose nodes did not run it as asked. (A real run on
 this machine's SLURM: tests/test_checks_before_the_queue.py and the README's example.)"""
 
 import pytest
 
-from pipeline import cluster_check, throughput
-from pipeline.grid import load_grid
+from pipeline.launch import cluster_check, throughput
+from pipeline.launch.grid import load_grid
 from pipeline.launch.profiles import load_profile
-from pipeline.manifest import write_manifest
+from pipeline.trialfile.manifest import write_manifest
 
 GPU = {"status": "complete", "device": "cuda:0 (Tesla T4)", "device_model": "Tesla T4", "hostname": "node7",
        "gpu_driver_version": "535.104.05", "driver_cuda_version": "12.2", "cuda_version": "12.6",

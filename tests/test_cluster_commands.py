@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.files import read_status
 from pipeline.launch.monitor import gather
+from pipeline.trialfile.files import read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW = ["groups=rot", "modes=aug", "seeds=1", "n=14", "channels=8", "n_samples=500", "lr=0.005",

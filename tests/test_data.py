@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline import data
-from pipeline.data import DataUnavailable, load_mnist
+from pipeline.core import data
+from pipeline.core.data import DataUnavailable, load_mnist
 
 
 def test_vendored_digits_are_the_documented_set():

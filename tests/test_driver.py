@@ -1,10 +1,10 @@
-"""The NVIDIA driver against torch's CUDA build (pipeline/driver.py): the level a driver serves decides, the
+"""The NVIDIA driver against torch's CUDA build (pipeline/core/driver.py): the level a driver serves decides, the
 fix is one line, and a task on a GPU node names a driver too old instead of "no CUDA device"."""
 
 import pytest
 
-from pipeline import driver, numerics
-from pipeline.numerics import DeviceUnavailable
+from pipeline.core import driver, numerics
+from pipeline.core.numerics import DeviceUnavailable
 
 
 @pytest.mark.parametrize("build, level, version, ok, words", [

@@ -1,5 +1,5 @@
 """Durability and checksums: what a dead node or a flipped bit leaves is recovered or seen as damaged, never
-read as data (pipeline/durable.py, the journal's policy, the checksums of pipeline/files.py); every state
+read as data (pipeline/durable.py, the journal's policy, the checksums of pipeline/trialfile/files.py); every state
 a crash can leave is checked by tests/test_crash_states.py."""
 
 import errno
@@ -11,13 +11,13 @@ import h5py
 import pytest
 
 from helpers import assert_same_results
-from pipeline import journal
-from pipeline.execute import execute
-from pipeline.files import inspect, read_status
-from pipeline.grid import load_grid
 from pipeline.launch import records
+from pipeline.launch.grid import load_grid
 from pipeline.launch.monitor import gather, needing_resubmission
-from pipeline.manifest import select, write_manifest
+from pipeline.run.execute import execute
+from pipeline.trialfile import journal
+from pipeline.trialfile.files import inspect, read_status
+from pipeline.trialfile.manifest import select, write_manifest
 
 SMOKE = {"groups": "rot", "modes": "nom", "epochs": "3", "weights_every": "1", "cnn.seeds": "1", "configs": "cross"}
 
@@ -105,7 +105,7 @@ def test_a_disk_full_on_the_idle_mark_after_a_commit_keeps_the_commit_and_report
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(self, header, entries)
 
-    from pipeline.store import TrialFile
+    from pipeline.trialfile.store import TrialFile
 
     real_finish = TrialFile.finish
 

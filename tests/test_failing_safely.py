@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_same_results
-from pipeline.execute import execute
-from pipeline.files import inspect, read_status
-from pipeline.grid import load_grid
+from pipeline.launch.grid import load_grid
 from pipeline.launch.monitor import gather
-from pipeline.manifest import select, write_manifest
-from pipeline.ownership import read_owner
+from pipeline.leases.ownership import read_owner
+from pipeline.run.execute import execute
+from pipeline.trialfile.files import inspect, read_status
+from pipeline.trialfile.manifest import select, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 # About 11 MB of weights a snapshot, one every epoch: a small disk fills within a few epochs.
@@ -93,7 +93,7 @@ def test_a_disk_that_fills_in_any_write_leaves_the_last_epoch_readable_and_resum
     fail is in turn an epoch's HDF5 append (data or metadata), its commit, or the checkpoint (torch's
     serializer, which reports "unexpected pos"): every time the trial stops with DiskFull, its file is
     readable at its last epoch, and with room again it resumes and ends as an uninterrupted run."""
-    from pipeline.store import DiskFull
+    from pipeline.trialfile.store import DiskFull
 
     monkeypatch.setenv("PIPELINE_FREE_SPACE_CHECK", "0")
     grid = load_grid("smoke", dict(v.split("=", 1) for v in HEAVY))

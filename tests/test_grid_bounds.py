@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from helpers import ROOT
-from pipeline import grid as grid_module
-from pipeline.grid import load_grid
+from pipeline.launch import grid as grid_module
+from pipeline.launch.grid import load_grid
 from pipeline.settings import ConfigError
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from pipeline.core.pixel_groups import get_group
 from pipeline.experiments.groups import GROUP_NAMES
-from pipeline.groups import get_group
 
 ORDERS_14 = {"rot": 4, "trans": 196, "trans1d": 14, "rototrans": 784}
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.core.training import SingleStepper, minibatch_epoch, seeded_generator
 from pipeline.experiments import get, make_trial
 from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, STAYS_IN_E, GridCell
-from pipeline.grid import load_grid
-from pipeline.runner import CollectingSink, run_trial
+from pipeline.launch.grid import load_grid
+from pipeline.run.runner import CollectingSink, run_trial
 from pipeline.settings import Augmentation, ConfigError
-from pipeline.training import SingleStepper, minibatch_epoch, seeded_generator
 
 TINY = {"optimizer": "sgd", "n": "6", "channels": "4", "n_samples": "64", "batch_size": "16", "epochs": "3",
         "lr": "0.1", "device": "cpu", "dtype": "float64", "weights_every": "0"}
@@ -101,7 +101,7 @@ class FakeStepper(SingleStepper):
 
 
 def test_sampled_aug_draws_one_element_per_minibatch_and_orbit_aug_shows_each_minibatch_every_element():
-    from pipeline.data import Dataset
+    from pipeline.core.data import Dataset
 
     data = Dataset(torch.zeros(40, 1, 4, 4), torch.zeros(40, dtype=torch.long), "test")
     sampled = ElementLog()

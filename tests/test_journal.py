@@ -1,4 +1,4 @@
-"""The trial file's all-or-nothing writes (pipeline/journal.py): a process killed half-way through applying
+"""The trial file's all-or-nothing writes (pipeline/trialfile/journal.py): a process killed half-way through applying
 a commit leaves a file that the next write of its owner, or a new owner's copy, brings back to the last
 commit; a write that fails leaves the last commit as it was."""
 
@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import journal
+from pipeline.trialfile import journal
 
 
 def committed_file(path):

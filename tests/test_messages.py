@@ -12,8 +12,8 @@ import json
 import pytest
 
 from helpers import cli
-from pipeline.grid import load_grid
-from pipeline.manifest import select, write_manifest
+from pipeline.launch.grid import load_grid
+from pipeline.trialfile.manifest import select, write_manifest
 
 SMALL = {"groups": "rot", "modes": "nom", "cnn.seeds": "1", "configs": "cross"}
 
@@ -89,9 +89,9 @@ def test_an_unreadable_lease_is_not_blamed_on_squeue(folder):
 def test_an_io_error_its_file_cannot_record_shows_as_what_it_was(tmp_path, monkeypatch):
     """From epoch 3 on every write to the trial file meets EIO, the one that would record the failure
     included: status must say EIO, not "killed, timed out or its task ended"."""
-    from pipeline import journal
-    from pipeline.execute import execute
     from pipeline.launch.monitor import gather
+    from pipeline.run.execute import execute
+    from pipeline.trialfile import journal
 
     out = tmp_path / "out"
     grid = load_grid("smoke", {**SMALL, "groups.epochs": "6"})

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from pipeline.core.models import CNN, GroupNet
+from pipeline.core.models.cnn import equivariant_basis, support_mask
+from pipeline.core.pixel_groups import get_group
+from pipeline.core.training import seeded_generator
 from pipeline.experiments import get, make_trial
 from pipeline.experiments.groups import GROUP_NAMES
-from pipeline.groups import get_group
-from pipeline.models import CNN, GroupNet
-from pipeline.models.cnn import equivariant_basis, support_mask
-from pipeline.training import seeded_generator
 
 
 @pytest.mark.parametrize("name", GROUP_NAMES)
@@ -100,7 +100,7 @@ def test_nonunitary_basis_is_not_orthogonal_and_is_seeded():
 def test_pooled_kernel_convolution_equals_convolution_then_average_pooling():
     from torch.nn import functional as F
 
-    from pipeline.models.cnn import pooled_kernel
+    from pipeline.core.models.cnn import pooled_kernel
 
     x = torch.randn(3, 2, 14, 14, dtype=torch.float64)
     kernel = torch.randn(5, 2, 3, 3, dtype=torch.float64)

@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 import lease_racer
-import pipeline.ownership as ownership
+import pipeline.leases.ownership as ownership
 from helpers import assert_same_results, epochs_done, launched_indices, reference_run, run_at_once, wait_until
-from pipeline.execute import execute
-from pipeline.files import read_status
-from pipeline.grid import load_grid
+from pipeline.launch.grid import load_grid
 from pipeline.launch.monitor import gather
-from pipeline.manifest import select, write_manifest
-from pipeline.ownership import Busy, Lease, Owner, process_start_ticks, read_owner, trial_lease_path
+from pipeline.leases.ownership import Busy, Lease, Owner, process_start_ticks, read_owner, trial_lease_path
+from pipeline.run.execute import execute
+from pipeline.trialfile.files import read_status
+from pipeline.trialfile.manifest import select, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -395,7 +395,7 @@ def test_a_trial_that_fails_first_in_its_task_shows_failed_while_the_task_goes_o
 # -- status tells complete only of complete data -------------------------------------------------------------
 
 def test_a_file_that_says_complete_with_other_data_is_inconsistent_and_is_rerun(tmp_path):
-    from pipeline.files import open_h5
+    from pipeline.trialfile.files import open_h5
 
     path = reference_run(tmp_path / "reference", SLOW + ["epochs=3"])
     out = path.parent.parent

@@ -6,12 +6,13 @@ import os
 import pytest
 import torch
 
-from pipeline import experiments, packing
+from pipeline import experiments
+from pipeline.core import packing
+from pipeline.core.packing import PackedCNN
 from pipeline.experiments import Trial, check_packable, make_trial
 from pipeline.experiments.cnn import VARIANTS
-from pipeline.faults import FAULT_VARIABLE, InjectedFault
-from pipeline.packing import PackedCNN
-from pipeline.runner import CollectingSink, run_trial, run_trials
+from pipeline.run.faults import FAULT_VARIABLE, InjectedFault
+from pipeline.run.runner import CollectingSink, run_trial, run_trials
 
 SEEDS = (0, 1, 2)
 # `make gpu-check` runs this file again with PIPELINE_TEST_DEVICE=cuda: the per-input policy of packing

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.grid import load_grid
+from pipeline.launch.grid import load_grid
 from pipeline.settings import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import provenance
-from pipeline.execute import execute
-from pipeline.files import read_status
-from pipeline.grid import load_grid
-from pipeline.manifest import write_manifest
+from pipeline.launch.grid import load_grid
+from pipeline.run.execute import execute
+from pipeline.trialfile import provenance
+from pipeline.trialfile.files import read_status
+from pipeline.trialfile.manifest import write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDORED_SHA256 = {"t10k-images-idx3-ubyte.gz": "84163e9fdea1bfd43d10838e8e5dbf8ac19ef9b8bcd0d8e4d0d2383ef60f7a45",

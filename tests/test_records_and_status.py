@@ -13,11 +13,11 @@ import h5py
 import pytest
 
 from helpers import ROOT, cli, pipeline_argv, sets, wait_until
-from pipeline.files import inspect, read_status
-from pipeline.grid import load_grid
+from pipeline.launch.grid import load_grid
 from pipeline.launch.monitor import gather
-from pipeline.manifest import write_manifest
-from pipeline.ownership import process_start_ticks
+from pipeline.leases.ownership import process_start_ticks
+from pipeline.trialfile.files import inspect, read_status
+from pipeline.trialfile.manifest import write_manifest
 
 SMALL = ["groups=rot", "modes=nom", "cnn.seeds=1", "configs=cross"]
 

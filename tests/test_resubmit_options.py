@@ -7,7 +7,7 @@ import sys
 
 from helpers import ROOT
 from pipeline.cli import main
-from pipeline.faults import FAULT_VARIABLE
+from pipeline.run.faults import FAULT_VARIABLE
 
 
 def cli(*argv, env=None, timeout=600):

@@ -11,8 +11,8 @@ from analysis import read_results
 from pipeline import experiments, schema
 from pipeline.cli import main
 from pipeline.experiments import make_trial
-from pipeline.files import open_h5
-from pipeline.runner import CollectingSink, run_trial
+from pipeline.run.runner import CollectingSink, run_trial
+from pipeline.trialfile.files import open_h5
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_GROUPS = ["--epochs", "3", "--n-samples", "32", "--channels", "2", "--set", "n=6", "--lr", "0.1"]

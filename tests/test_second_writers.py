@@ -24,9 +24,9 @@ from helpers import (
     sets,
     wait_until,
 )
-from pipeline.files import inspect, read_status
 from pipeline.launch.monitor import gather
-from pipeline.ownership import trial_lease_path
+from pipeline.leases.ownership import trial_lease_path
+from pipeline.trialfile.files import inspect, read_status
 
 TRIAL = "rot-aug-s000"
 
@@ -117,10 +117,10 @@ def test_two_writers_never_share_a_temporary_name_and_a_stale_writers_is_taken_a
     import pytest
     import torch
 
-    from pipeline.grid import load_grid
-    from pipeline.manifest import select, write_manifest
-    from pipeline.ownership import KEEPER, Lease, LostOwnership, Owner
-    from pipeline.store import TrialFile
+    from pipeline.launch.grid import load_grid
+    from pipeline.leases.ownership import KEEPER, Lease, LostOwnership, Owner
+    from pipeline.trialfile.manifest import select, write_manifest
+    from pipeline.trialfile.store import TrialFile
 
     out = tmp_path / "out"
     grid = load_grid("smoke", {"groups": "rot", "modes": "nom", "cnn.seeds": "1", "configs": "cross"})
@@ -152,7 +152,7 @@ def test_a_taker_with_shorter_lease_settings_does_not_take_a_live_owner_over(tmp
     of the *taker's* heartbeats passed for a stale lease, and it took the live owner over in 3 s; the stale
     limit is judged against the owner's own interval, which the lease records, and the owner keeps it."""
     require_root_namespaces()
-    from pipeline.ownership import read_owner
+    from pipeline.leases.ownership import read_owner
 
     values = SLOW + ["epochs=200"]
     out = tmp_path / "out"

@@ -12,15 +12,15 @@ import torch
 
 from helpers import assert_same_results, launched_indices, run_at_once, wait_until
 from pipeline.cli import main
-from pipeline.execute import execute
-from pipeline.faults import FAULT_VARIABLE
-from pipeline.files import read_status
-from pipeline.grid import load_grid
-from pipeline.launch.backends.slurm_queue import read_slurm_queue
+from pipeline.launch.grid import load_grid
 from pipeline.launch.monitor import gather, wait_for
 from pipeline.launch.profiles import load_profile
 from pipeline.launch.submission import plan_submission, submit
-from pipeline.manifest import write_manifest
+from pipeline.run.execute import execute
+from pipeline.run.faults import FAULT_VARIABLE
+from pipeline.schedulers.slurm_queue import read_slurm_queue
+from pipeline.trialfile.files import read_status
+from pipeline.trialfile.manifest import write_manifest
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parent.parent

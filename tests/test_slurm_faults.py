@@ -21,12 +21,12 @@ from helpers import (
     sets,
     wait_until,
 )
-from pipeline.files import read_status
-from pipeline.grid import load_grid
-from pipeline.launch.backends.slurm_queue import read_slurm_queue
+from pipeline.launch.grid import load_grid
 from pipeline.launch.monitor import gather, wait_for
 from pipeline.launch.profiles import load_profile
-from pipeline.manifest import write_manifest
+from pipeline.schedulers.slurm_queue import read_slurm_queue
+from pipeline.trialfile.files import read_status
+from pipeline.trialfile.manifest import write_manifest
 
 pytestmark = pytest.mark.slurm
 

@@ -9,17 +9,18 @@ from torch import nn
 
 import analysis
 from helpers import assert_same_results
-from pipeline import experiments, load_model, numerics
-from pipeline.execute import execute
+from pipeline import experiments, load_model
+from pipeline.core import numerics
+from pipeline.core.models.base import MeasuredModel
+from pipeline.core.training import evaluate
 from pipeline.experiments import make_trial
-from pipeline.faults import FAULT_VARIABLE, InjectedFault
-from pipeline.files import SnapshotError, open_h5
-from pipeline.grid import load_grid
-from pipeline.manifest import write_manifest
-from pipeline.models.base import MeasuredModel
-from pipeline.runner import run_trial
-from pipeline.store import TrialFile
-from pipeline.training import evaluate
+from pipeline.launch.grid import load_grid
+from pipeline.run.execute import execute
+from pipeline.run.faults import FAULT_VARIABLE, InjectedFault
+from pipeline.run.runner import run_trial
+from pipeline.trialfile.files import SnapshotError, open_h5
+from pipeline.trialfile.manifest import write_manifest
+from pipeline.trialfile.store import TrialFile
 
 SMALL_G = {"n": "6", "channels": "3", "n_samples": "48", "epochs": "3", "lr": "0.05", "aug_batch": "8",
            "device": "cpu"}

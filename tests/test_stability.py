@@ -10,11 +10,11 @@ import pytest
 
 import analysis
 from helpers import assert_same_results
-from pipeline.execute import execute
-from pipeline.faults import FAULT_VARIABLE, InjectedFault
-from pipeline.files import inspect, open_h5
-from pipeline.grid import load_grid
-from pipeline.manifest import select, write_manifest
+from pipeline.launch.grid import load_grid
+from pipeline.run.execute import execute
+from pipeline.run.faults import FAULT_VARIABLE, InjectedFault
+from pipeline.trialfile.files import inspect, open_h5
+from pipeline.trialfile.manifest import select, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_ARRAYS = {"spectrum/E/lowest", "spectrum/E/lowest_residuals", "spectrum/perp/lowest",
@@ -120,7 +120,7 @@ def test_the_analysis_gives_verdicts_on_claims_1_and_3_with_the_spectra(smoke):
 
 def test_regularised_augmentation_pulls_aug_training_towards_E():
     from pipeline.experiments import make_trial
-    from pipeline.runner import CollectingSink, run_trial
+    from pipeline.run.runner import CollectingSink, run_trial
 
     common = dict(group="rot", mode="aug", augment="sampled:2", n="6", channels="4", n_samples="64", epochs="4",
                   lr="0.5", aug_batch="8", dtype="float64", data_source="vendored", device="cpu")

@@ -1,4 +1,4 @@
-"""Experiment S (pipeline/stationary.py): the parameter-space projections, the identities of claim 1 and of the
+"""Experiment S (pipeline/core/stationary.py): the parameter-space projections, the identities of claim 1 and of the
 Hessian's block structure against dense linear algebra on tiny models, Lanczos against dense spectra, and
 the stationary point, spectra and perturbation dynamics on a constructed problem whose answers are known."""
 
@@ -8,11 +8,8 @@ import pytest
 import torch
 
 from pipeline import experiments
-from pipeline.data import load_mnist
-from pipeline.experiments import make_trial
-from pipeline.experiments.cnn import VARIANTS as CONFIGS
-from pipeline.experiments.groups import GROUP_NAMES
-from pipeline.stationary import (
+from pipeline.core.data import load_mnist
+from pipeline.core.stationary import (
     ModelObjective,
     Objective,
     block_structure,
@@ -25,7 +22,10 @@ from pipeline.stationary import (
     random_unit,
     spectra,
 )
-from pipeline.training import loss_sum
+from pipeline.core.training import loss_sum
+from pipeline.experiments import make_trial
+from pipeline.experiments.cnn import VARIANTS as CONFIGS
+from pipeline.experiments.groups import GROUP_NAMES
 
 # -- tiny models -----------------------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ import h5py
 
 from helpers import SLOW, assert_same_results, cli, epochs_done, reference_run, sets, wait_until
 from pipeline import stopping
-from pipeline.execute import execute
-from pipeline.files import inspect
-from pipeline.grid import load_grid
-from pipeline.manifest import select, write_manifest
+from pipeline.launch.grid import load_grid
+from pipeline.run.execute import execute
+from pipeline.trialfile.files import inspect
+from pipeline.trialfile.manifest import select, write_manifest
 
 TESTS = Path(__file__).resolve().parent
 # About 0.05 s an epoch: many epochs, and many moments to be interrupted at, in a few seconds.
@@ -114,7 +114,7 @@ def test_a_preempted_local_task_saves_at_a_seam_requeues_and_resumes_to_the_unin
     import submitit
 
     from pipeline.launch.backends.local import children as _children
-    from pipeline.ownership import process_start_ticks
+    from pipeline.leases.ownership import process_start_ticks
 
     values = SLOW + ["epochs=30"]
     expected = reference_run(tmp_path / "reference", values, threads=os.cpu_count())

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import throughput
 from pipeline.cli import main
-from pipeline.grid import load_grid
-from pipeline.launch import layout
+from pipeline.launch import layout, throughput
+from pipeline.launch.grid import load_grid
 from pipeline.launch.profiles import load_profile
 from pipeline.launch.submission import plan_submission
 from pipeline.settings import ConfigError

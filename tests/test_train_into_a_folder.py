@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from pipeline.cli import main
-from pipeline.grid import load_grid
-from pipeline.manifest import write_manifest
+from pipeline.launch.grid import load_grid
+from pipeline.trialfile.manifest import write_manifest
 
 TINY = ["--group", "rot", "--mode", "nom", "--epochs", "1", "--n-samples", "32", "--channels", "2", "--set", "n=6",
         "--lr", "0.1"]

@@ -12,12 +12,12 @@ import pytest
 
 from helpers import assert_same_results, read_arrays
 from pipeline.cli import main
-from pipeline.execute import execute
-from pipeline.faults import FAULT_VARIABLE, InjectedFault
-from pipeline.files import open_h5, read_status
-from pipeline.grid import load_grid
-from pipeline.manifest import select, write_manifest
+from pipeline.launch.grid import load_grid
+from pipeline.run.execute import execute
+from pipeline.run.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.settings import ConfigError
+from pipeline.trialfile.files import open_h5, read_status
+from pipeline.trialfile.manifest import select, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESUMABLE = ["n=10", "channels=4", "n_samples=200", "epochs=6", "lr=0.05", "groups=rot", "modes=aug",
@@ -243,9 +243,9 @@ def test_seed_packed_cnn_trials_each_write_their_own_complete_file(tmp_path):
 
 
 def test_the_cost_model_knows_every_group_order():
+    from pipeline.core.pixel_groups import get_group
     from pipeline.experiments import get
     from pipeline.experiments.groups import GROUP_NAMES
-    from pipeline.groups import get_group
 
     for name in GROUP_NAMES:
         trial = load_grid("smoke", {"groups": name}).trials()[0].settings

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from helpers import cli, wait_until
-from pipeline.grid import load_grid
-from pipeline.manifest import write_manifest
-from pipeline.ownership import Owner, process_start_ticks
+from pipeline.launch.grid import load_grid
+from pipeline.leases.ownership import Owner, process_start_ticks
+from pipeline.trialfile.manifest import write_manifest
 
 SMALL = ["groups=rot", "modes=nom", "cnn.seeds=1", "configs=cross"]
 
@@ -251,9 +251,9 @@ def test_links_planted_at_a_writers_temporary_names_are_never_written_through(tm
     at such a name made the next heartbeat, or the next checkpoint, write into the file it points to."""
     import torch
 
-    from pipeline.manifest import select
-    from pipeline.ownership import KEEPER, Lease, read_owner
-    from pipeline.store import TrialFile
+    from pipeline.leases.ownership import KEEPER, Lease, read_owner
+    from pipeline.trialfile.manifest import select
+    from pipeline.trialfile.store import TrialFile
 
     out = small_folder(tmp_path)
     trial = select(json_trials(out), 0)
@@ -279,6 +279,6 @@ def test_links_planted_at_a_writers_temporary_names_are_never_written_through(tm
 
 
 def json_trials(out):
-    from pipeline.manifest import read_manifest, trials_of_manifest
+    from pipeline.trialfile.manifest import read_manifest, trials_of_manifest
 
     return trials_of_manifest(read_manifest(out))

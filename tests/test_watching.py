@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cli import main
-from pipeline.faults import FAULT_VARIABLE
-from pipeline.files import open_h5, read_status
+from pipeline.run.faults import FAULT_VARIABLE
+from pipeline.trialfile.files import open_h5, read_status
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "groups=rot", "--set", "modes=nom", "--set", "cnn.seeds=1", "--set", "configs=cross"]
@@ -105,7 +105,7 @@ def test_aggregation_prints_progress_lines(tmp_path):
 def test_the_final_stage_is_announced_and_reports_progress_through_its_hook(monkeypatch):
     from pipeline import experiments
     from pipeline.experiments import make_trial
-    from pipeline.runner import ConsoleSink, run_trial
+    from pipeline.run.runner import ConsoleSink, run_trial
 
     experiment = experiments.get("stability")
     original = experiment.finalize

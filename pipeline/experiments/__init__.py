@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..settings import ConfigError, check_choice
-from . import cnn, groups, stability
-from .base import Experiment, Labels, Trial
+from pipeline.experiments import cnn, groups, stability
+from pipeline.experiments.base import Experiment, Labels, Trial
+from pipeline.settings import ConfigError, check_choice
 
 REGISTRY: dict[str, Experiment] = {
     "groups": groups.EXPERIMENT,

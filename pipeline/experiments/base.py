@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..schema import ACCURACY, LOSS
-from ..settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
+from pipeline.schema import ACCURACY, LOSS
+from pipeline.settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class Experiment:
 
     def stepper(self, models: list, seeds: list[int], settings=None, data=None):
         """What trains the models together: one model alone, or several packed (seeds of one setting)."""
-        from ..training import SingleStepper
+        from pipeline.core.training import SingleStepper
 
         if len(models) != 1:
             raise ValueError(f"{self.name} trials cannot be trained packed")

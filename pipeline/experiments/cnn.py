@@ -2,7 +2,7 @@
 unconstrained parametrisation and trained on the C4 orbit (or nominally, for contrast).
 
 A trial's cell is its *variant*: the kernel support and the parametrisation of phase 2. Trials of one
-variant that differ only in their seed can be trained packed in one process (``pipeline.packing``).
+variant that differ only in their seed can be trained packed in one process (``pipeline.core.packing``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..schema import GRAD_NORM
-from ..settings import (
+from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
+from pipeline.schema import GRAD_NORM
+from pipeline.settings import (
     MAX_CHANNELS,
     MAX_EPOCHS,
     CommonSettings,
@@ -25,7 +26,6 @@ from ..settings import (
     check_positive_int,
     check_rate,
 )
-from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 # variant -> (kernel support, parametrisation of the unconstrained phase-2 model)
 VARIANTS = {"cross": ("cross", "unitary"), "skew": ("skew", "unitary"), "nonunitary": ("cross", "nonunitary")}
@@ -209,14 +209,14 @@ class CNNExperiment(Experiment):
 
     # -- torch side ---------------------------------------------------------------------------------------
     def load_data(self, settings, device, dtype):
-        from ..data import load_mnist
+        from pipeline.core.data import load_mnist
 
         return load_mnist(settings.n_samples, size=settings.image_size, normalize=True,
                           source=settings.data_source).to(device, dtype)
 
     def build_model(self, settings, phase: int = 1):
-        from ..models import CNN
-        from ..training import seeded_generator
+        from pipeline.core.models import CNN
+        from pipeline.core.training import seeded_generator
 
         support, free = VARIANTS[settings.variant]
         parametrization = "equivariant" if phase == 1 else free
@@ -230,14 +230,14 @@ class CNNExperiment(Experiment):
         return self.stepper([model.transferred(free, settings.basis_seed) for model in stepper.models], stepper.seeds)
 
     def stepper(self, models: list, seeds: list[int], settings=None, data=None):
-        from ..packing import PackedCNN, PackedStepper
-        from ..training import SingleStepper
+        from pipeline.core.packing import PackedCNN, PackedStepper
+        from pipeline.core.training import SingleStepper
 
         return SingleStepper(models[0], seeds) if len(models) == 1 else PackedStepper(PackedCNN(models), seeds)
 
     def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
-        from ..settings import Augmentation
-        from ..training import full_batch_epoch, seeded_generator, sgd_epoch
+        from pipeline.core.training import full_batch_epoch, seeded_generator, sgd_epoch
+        from pipeline.settings import Augmentation
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         if self.phase_of(settings, epoch) == 1:

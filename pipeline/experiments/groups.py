@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..schema import GRAD_NORM
-from ..settings import (
+from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
+from pipeline.schema import GRAD_NORM
+from pipeline.settings import (
     AUG_BATCH,
     LOSSES,
     MAX_CHANNELS,
@@ -33,10 +34,9 @@ from ..settings import (
     check_positive_int,
     check_rate,
 )
-from .base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
 
 GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")
-# |G| on an n x n grid, for the cost model (pipeline.groups builds the groups themselves).
+# |G| on an n x n grid, for the cost model (pipeline.core.pixel_groups builds the groups themselves).
 GROUP_ORDERS = {"rot": lambda n: 4, "trans": lambda n: n * n, "trans1d": lambda n: n, "rototrans": lambda n: 4 * n * n}
 INVARIANT_ACTIVATIONS = ("auto", "tanh", "leaky_relu")
 HIDDEN_ACTIVATIONS = ("leaky_relu", "tanh")
@@ -196,14 +196,14 @@ class GroupsExperiment(Experiment):
 
     # -- torch side ---------------------------------------------------------------------------------------
     def load_data(self, settings, device, dtype):
-        from ..data import load_mnist
+        from pipeline.core.data import load_mnist
 
         return load_mnist(settings.n_samples, size=settings.n, source=settings.data_source).to(device, dtype)
 
     def build_model(self, settings, phase: int = 1):
-        from ..groups import get_group
-        from ..models import GroupNet
-        from ..training import seeded_generator
+        from pipeline.core.models import GroupNet
+        from pipeline.core.pixel_groups import get_group
+        from pipeline.core.training import seeded_generator
 
         activation = None if settings.invariant_activation == "auto" else settings.invariant_activation
         model = GroupNet(get_group(settings.group, settings.n), settings.channels, invariant_activation=activation,
@@ -213,7 +213,7 @@ class GroupsExperiment(Experiment):
         return model
 
     def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
-        from ..training import full_batch_epoch, minibatch_epoch, seeded_generator
+        from pipeline.core.training import full_batch_epoch, minibatch_epoch, seeded_generator
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         augmentation = Augmentation.parse(settings.augment, settings.aug_batch)

@@ -5,12 +5,12 @@ One trial, one network, one seed, in float64: from the seeded A⁰ ∈ E, find a
 convergence and resumes mid-search); then measure, once, at A*: the identity of claim 1, the block
 structure of the Aug Hessian, the low and high ends of the spectra of H_E (on E) and H_⊥ (on E⊥), and
 the growth of perturbations off E under Aug gradient descent, plain and regularised (``results/`` of the
-trial file). The mathematics is ``pipeline.stationary``.
+trial file). The mathematics is ``pipeline.core.stationary``.
 
 Networks: the Experiment G network for each group, the CNN of Experiment C (A* from its equivariant
 parametrisation, then measured in the variant's unconstrained one: ``cross`` meets the premises,
 ``skew`` and ``nonunitary`` are where they fail), and two controls of the claim-3 detector on two inputs with
-G = Z₂ (``pipeline.models.swap_pair``): ``toy-z2``, where claim 3 holds provably, and ``toy-linear``, a convex
+G = Z₂ (``pipeline.core.models.swap_pair``): ``toy-z2``, where claim 3 holds provably, and ``toy-linear``, a convex
 model where it cannot. A trial's cell is its network.
 """
 
@@ -20,8 +20,24 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..schema import ACCURACY, GRAD_NORM, LOSS
-from ..settings import (
+from pipeline.core.stationarity import STATIONARITY_TOLERANCE
+from pipeline.experiments.base import (
+    ALL_OF,
+    ANY_OF,
+    IDENTITY_AT_ROUNDOFF,
+    IDENTITY_FAILS,
+    STABILITY_DIFFERS,
+    Claim,
+    Experiment,
+    GridCell,
+    Labels,
+)
+from pipeline.experiments.cnn import EXPERIMENT as CNN_EXPERIMENT
+from pipeline.experiments.cnn import VARIANTS
+from pipeline.experiments.groups import EXPERIMENT as GROUPS_EXPERIMENT
+from pipeline.experiments.groups import GROUP_NAMES, GROUP_ORDERS
+from pipeline.schema import ACCURACY, GRAD_NORM, LOSS
+from pipeline.settings import (
     LOSSES,
     MAX_CHANNELS,
     MAX_EPOCHS,
@@ -36,22 +52,6 @@ from ..settings import (
     check_positive_int,
     check_rate,
 )
-from ..stationarity import STATIONARITY_TOLERANCE
-from .base import (
-    ALL_OF,
-    ANY_OF,
-    IDENTITY_AT_ROUNDOFF,
-    IDENTITY_FAILS,
-    STABILITY_DIFFERS,
-    Claim,
-    Experiment,
-    GridCell,
-    Labels,
-)
-from .cnn import EXPERIMENT as CNN_EXPERIMENT
-from .cnn import VARIANTS
-from .groups import EXPERIMENT as GROUPS_EXPERIMENT
-from .groups import GROUP_NAMES, GROUP_ORDERS
 
 CNN_PREFIX = "cnn-"
 TOY_PREFIX = "toy-"
@@ -93,7 +93,7 @@ class StabilitySettings(CommonSettings):
     max_iterations: int = 1000  # ... or after this many iterations (or when L-BFGS stalls)
     block: int = 50  # first-stage iterations per recorded row
     # The second stage: trust-region Newton on E, one step per recorded row. It ends by its criterion
-    # (||Pi_E grad R|| <= stationarity_target * |lambda| * ||A||, the curvature scale of pipeline.stationarity), by
+    # (||Pi_E grad R|| <= stationarity_target * |lambda| * ||A||, the curvature scale of pipeline.core.stationarity), by
     # a certified stall (no decrease of R beyond round-off, nor of ||Pi_E grad R|| by half, in stall_window
     # steps), or by its budget: hessian_budget Hessian-vector products, time_budget seconds (0: none; a time
     # budget makes the result depend on the machine) or newton_iterations steps, whichever comes first.
@@ -178,14 +178,14 @@ class StabilitySettings(CommonSettings):
 
 
 class StationaryStepper:
-    """The stepper (``pipeline.training.Stepper``) of a stationary-point search: one model, its objective R,
+    """The stepper (``pipeline.core.training.Stepper``) of a stationary-point search: one model, its objective R,
     and the search, whose state (the L-BFGS memory, the trust radius) checkpoints keep."""
 
     resumable = True
 
     def __init__(self, model, settings: StabilitySettings, data, seeds: list[int]):
-        from ..stationary import ModelObjective, StationarySearch
-        from ..training import seeded_generator
+        from pipeline.core.stationary import ModelObjective, StationarySearch
+        from pipeline.core.training import seeded_generator
 
         self.models, self.seeds = [model], list(seeds)
         self.objective = ModelObjective(model, data, EXPERIMENT.evaluation_loss(settings), settings.chunk_size,
@@ -307,7 +307,7 @@ class StabilityExperiment(Experiment):
 
     def evaluation_loss(self, settings) -> str:
         if settings.is_control:
-            from ..training import SQUARED_ERROR
+            from pipeline.core.training import SQUARED_ERROR
 
             return SQUARED_ERROR
         return settings.loss
@@ -328,7 +328,7 @@ class StabilityExperiment(Experiment):
 
     def load_data(self, settings, device, dtype):
         if settings.is_control:
-            from ..models.swap_pair import swap_pair_data
+            from pipeline.core.models.swap_pair import swap_pair_data
 
             return swap_pair_data().to(device, dtype)
         owner, theirs = self._delegate(settings)
@@ -336,8 +336,8 @@ class StabilityExperiment(Experiment):
 
     def build_model(self, settings, phase: int = 1):
         if settings.is_control:
-            from ..models.swap_pair import SwapPairModel
-            from ..training import seeded_generator
+            from pipeline.core.models.swap_pair import SwapPairModel
+            from pipeline.core.training import seeded_generator
 
             model = SwapPairModel(settings.network[len(TOY_PREFIX):]).double()
             model.initialize(seeded_generator(settings.seed, "init"))
@@ -369,7 +369,7 @@ class StabilityExperiment(Experiment):
         return model.transferred(VARIANTS[settings.network[len(CNN_PREFIX):]][1], settings.basis_seed)
 
     def finalize(self, settings, stepper, data, sinks, progress=None) -> None:
-        from ..training import seeded_generator
+        from pipeline.core.training import seeded_generator
 
         start = self.measured_model(settings, self.build_model(settings).to(device=data.images.device,
                                                                              dtype=data.images.dtype))
@@ -426,11 +426,11 @@ def measure(settings: StabilitySettings, search, model, start_model, data, gener
     ``model`` is A* and ``start_model`` A⁰, both in the coordinates of the claims. Claim 1 is checked at
     both: at A* the gradients nearly vanish and the identity's residual is read against the scale of the
     plain gradient too; A⁰ is a point of E where they do not. The ends of both spectra come with what certifies
-    them (``pipeline.certificates``: dense blocks where they fit, Lanczos Ritz pairs with computed residuals
+    them (``pipeline.core.certificates``: dense blocks where they fit, Lanczos Ritz pairs with computed residuals
     elsewhere, docs/science.md §7); the perturbation runs are anchored at A* (``stationary.perturbation_run``)."""
     import torch
 
-    from .. import certificates, stationary
+    from pipeline.core import certificates, stationary
 
     loss = EXPERIMENT.evaluation_loss(settings)
     objective = stationary.ModelObjective(model, data, loss, settings.chunk_size, weight_decay=settings.weight_decay)

@@ -6,7 +6,7 @@ line before anything is queued (``submit``, ``resubmit`` and their dry runs).
   is refused, naming what to set.
 - **Storage**: the bytes the trials still to run will write (their weight snapshots, as ``plan`` counts them,
   less what their files already hold) against the free space of OUT's file system and, where the site tells
-  it, the user's quota there (``pipeline.storage``). More than either is refused; a quota that cannot be read
+  it, the user's quota there (``pipeline.launch.storage``). More than either is refused; a quota that cannot be read
   is said to be unknown. ``PIPELINE_FREE_SPACE_CHECK=0`` turns the check off, as it does the check before
   each write.
 - **Hours on this machine**: a local submission estimated at more than ``LOCAL_HOURS_LIMIT`` CPU-hours
@@ -18,12 +18,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import storage
-from ..cost import format_bytes, snapshot_bytes
-from ..errors import ConfigError
-from ..folder import ResultsFolder
-from ..settings import quoted
-from .backends import backend_of
+from pipeline.errors import ConfigError
+from pipeline.folder import ResultsFolder
+from pipeline.launch import storage
+from pipeline.launch.backends import backend_of
+from pipeline.settings import quoted
+from pipeline.trialfile.cost import format_bytes, snapshot_bytes
 
 # Beyond this many estimated CPU-hours a local submission must be asked for (the demo is about 0.2).
 LOCAL_HOURS_LIMIT = 4.0
@@ -64,7 +64,7 @@ def check_devices(trials: list, profile, visible_gpus=None) -> None:
 def _visible(visible_gpus) -> list[str]:
     if visible_gpus is not None:
         return list(visible_gpus)
-    from .local_gpus import visible_gpus as lookup
+    from pipeline.launch.local_gpus import visible_gpus as lookup
 
     return lookup()
 
@@ -83,7 +83,7 @@ def bytes_to_write(out_dir: Path, trials: list) -> int:
 def storage_check(out_dir: Path, trials: list, free=None, quota=None) -> str:
     """One line: what the trials will write against the free space and quota of OUT's file system; a
     ConfigError, in one line with the ways out, where it does not fit. ``free`` and ``quota`` replace the
-    lookups (``pipeline.storage``)."""
+    lookups (``pipeline.launch.storage``)."""
     out_dir = Path(out_dir)
     need = bytes_to_write(out_dir, trials)
     mount = storage.mount_of(out_dir)

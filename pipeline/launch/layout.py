@@ -3,8 +3,8 @@
 Decided here once, and handed down to the array tasks (which run exactly the units they are given):
 
 1. **Units of training.** With seed packing, trials equal but for their seed train together as one unit
-   (at most ``pack_size`` seeds, ``pipeline.packing``); every other trial is a unit of its own.
-2. **The cost of each unit**: its estimated wall time on the profile's device (``pipeline.throughput``)
+   (at most ``pack_size`` seeds, ``pipeline.core.packing``); every other trial is a unit of its own.
+2. **The cost of each unit**: its estimated wall time on the profile's device (``pipeline.launch.throughput``)
    and the time its task's limit reserves for it: the estimate times a margin that grows the less direct
    the estimate is (measured on this GPU type x1.5, scaled from another by float32 peak x2, assumed x3).
    A profile's ``[time_limit_min]`` for an experiment replaces the estimate by minutes per trial, as given.
@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .. import experiments, throughput
-from ..experiments import Trial
+from pipeline import experiments
+from pipeline.experiments import Trial
+from pipeline.launch import throughput
 
 BANDS_MIN = (10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480, 720, 960, 1440, 2160, 2880, 4320, 5760, 7200,
              10080)
@@ -43,7 +44,7 @@ MAX_TIMEOUT_REQUEUES = 20
 
 def pack_units(trials: list[Trial], pack_size: int) -> list[list[Trial]]:
     """Split trials into units of training: trials that differ only in their seed in packs of at most
-    ``pack_size`` (trained together, ``pipeline.packing``), the others alone; in order of first appearance."""
+    ``pack_size`` (trained together, ``pipeline.core.packing``), the others alone; in order of first appearance."""
     groups: dict = {}
     for trial in trials:
         key = experiments.of(trial).pack_key(trial.settings)

@@ -18,7 +18,7 @@ from pathlib import Path
 import submitit
 from submitit.local.local import Controller, LocalJob
 
-from . import sealed
+from pipeline.launch import sealed
 
 RUNS_VARIABLE = "PIPELINE_LOCAL_MAX_RUNS"
 

@@ -25,18 +25,18 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from .. import curve_sinks
-from ..files import inspect, trial_paths
-from ..folder import ResultsFolder
-from ..manifest import labels_of, read_manifest, utc_now
-from ..ownership import Owner, read_owner, task_lease_path, trial_lease_path
-from .backends import backend_of_record
-from .backends.base import Backend, Cancellation
-from .backends.local import signal_if_ours
-from .backends.proof import runs_on_folder
-from .backends.slurm import last_log_line
-from .backends.slurm_queue import QueueView
-from .records import append_record, cancelled_jobs, read_submissions
+from pipeline.folder import ResultsFolder
+from pipeline.launch.backends import backend_of_record
+from pipeline.launch.backends.base import Backend, Cancellation
+from pipeline.launch.backends.local import signal_if_ours
+from pipeline.launch.backends.proof import runs_on_folder
+from pipeline.launch.backends.slurm import last_log_line
+from pipeline.launch.records import append_record, cancelled_jobs, read_submissions
+from pipeline.leases.ownership import Owner, read_owner, task_lease_path, trial_lease_path
+from pipeline.run import curve_sinks
+from pipeline.schedulers.slurm_queue import QueueView
+from pipeline.trialfile.files import inspect, trial_paths
+from pipeline.trialfile.manifest import labels_of, read_manifest, utc_now
 
 ORDER = ("complete", "running", "queued", "failed", "cancelled", "missing", "inconsistent", "unknown")
 

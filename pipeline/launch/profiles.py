@@ -15,9 +15,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import experiments
-from ..settings import ConfigError, did_you_mean, quoted
-from .backends import BACKENDS
+from pipeline import experiments
+from pipeline.launch.backends import BACKENDS
+from pipeline.settings import ConfigError, did_you_mean, quoted
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
 EXECUTORS = tuple(BACKENDS)  # a profile's executor names its launch backend
@@ -62,7 +62,7 @@ class Profile:
         request = self.gpu_request()
         if not request:
             return "none (the tasks run on CPUs)"
-        from ..throughput import gpu_key
+        from pipeline.launch.throughput import gpu_key
 
         options = " ".join(f"--{key.replace('_', '-')}={value}" for key, value in request.items())
         return f"{options} ({self.gpus} x {gpu_key(self.gpu_type) or 'GPU'} per task)"

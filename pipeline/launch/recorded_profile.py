@@ -18,9 +18,9 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..settings import quoted
-from .profiles import PROFILES_DIR, Profile, available_profiles, load_profile
+from pipeline.errors import ConfigError
+from pipeline.launch.profiles import PROFILES_DIR, Profile, available_profiles, load_profile
+from pipeline.settings import quoted
 
 _TRUSTED_OWNERS = (0,)  # root, besides the user
 

@@ -23,11 +23,11 @@ import sys
 import uuid
 from pathlib import Path
 
-from .. import durable
-from ..errors import ConfigError, SchedulerError
-from ..folder import ResultsFolder
-from ..settings import quoted
-from ..wellformed import check_record
+from pipeline import durable
+from pipeline.errors import ConfigError, SchedulerError
+from pipeline.folder import ResultsFolder
+from pipeline.settings import quoted
+from pipeline.trialfile.wellformed import check_record
 
 
 def append_record(out_dir: Path, record: dict) -> None:

@@ -34,8 +34,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from ..errors import UserError
-from ..settings import quoted
+from pipeline.errors import UserError
+from pipeline.settings import quoted
 
 KEY_VARIABLE = "PIPELINE_TASK_KEY"
 MAGIC = b"pipeline sealed pickle 1\n"

@@ -2,7 +2,7 @@
 (``pipeline.launch.backends``: job arrays on SLURM, worker processes on this machine).
 
 Everything a submission decides and records happens under the folder's guard
-(``pipeline.ownership.guard_folder``): which trials still need running, the manifest, the launch and the
+(``pipeline.leases.ownership.guard_folder``): which trials still need running, the manifest, the launch and the
 line in ``OUT/submissions.jsonl``. Two concurrent submissions into one folder therefore never both launch
 a trial. A submission that SLURM rejects leaves the folder as it was.
 """
@@ -14,22 +14,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..folder import ResultsFolder
-from ..manifest import read_manifest, trials_of_manifest, utc_now
-from ..ownership import Owner
-from ..settings import ConfigError
-from . import layout
-from .backends import backend_of
-from .layout import ArrayPlan
-from .profiles import Profile
-from .records import launching
-from .stop_signals import LaunchStopped, deferred_during_launch
+from pipeline.folder import ResultsFolder
+from pipeline.launch import layout
+from pipeline.launch.backends import backend_of
+from pipeline.launch.layout import ArrayPlan
+from pipeline.launch.profiles import Profile
+from pipeline.launch.records import launching
+from pipeline.launch.stop_signals import LaunchStopped, deferred_during_launch
+from pipeline.leases.ownership import Owner
+from pipeline.settings import ConfigError
+from pipeline.trialfile.manifest import read_manifest, trials_of_manifest, utc_now
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
     """How a submission runs its trials, recorded with it (``options`` in ``submissions.jsonl``) so that
-    ``resubmit`` runs them the same way: the curve sinks (``pipeline.curve_sinks``), the trials per task and
+    ``resubmit`` runs them the same way: the curve sinks (``pipeline.run.curve_sinks``), the trials per task and
     seed packing, the local workers, and the grid's overrides (for the record: the manifest holds the
     trials they made)."""
 

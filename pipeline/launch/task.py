@@ -18,10 +18,10 @@ from pathlib import Path
 
 import submitit
 
-from .. import stopping
-from ..ownership import Lease, task_lease_path
-from .backends.identity import current_job_id
-from .layout import pack_units
+from pipeline import stopping
+from pipeline.launch.layout import pack_units
+from pipeline.leases.ownership import Lease, task_lease_path
+from pipeline.schedulers.identity import current_job_id
 
 
 class ArrayTask(submitit.helpers.Checkpointable):
@@ -30,7 +30,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
     def __init__(self, out_dir: Path, units: list[list[int]], threads: int = 0, require_cuda: bool = False,
                  cuda_devices: str | None = None, sinks=()):
         self.out_dir = Path(out_dir)
-        self.sinks = tuple(sinks)  # also write each trial's curves there (pipeline.curve_sinks)
+        self.sinks = tuple(sinks)  # also write each trial's curves there (pipeline.run.curve_sinks)
         self.units = [list(unit) for unit in units]
         self.threads = threads
         self.require_cuda = require_cuda  # the profile requests GPUs: never train on the node's CPU
@@ -53,7 +53,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
             self._legacy_units = (state.get("indices", []), state.get("pack_seeds", False), state.get("pack_size", 1))
 
     def __call__(self) -> dict[str, str]:
-        from .. import numerics
+        from pipeline.core import numerics
 
         # Submitit installed its preemption handler before calling the task: keep it to call it later,
         # outside any signal handler, once the trials have saved their last epoch.
@@ -66,7 +66,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
         print(f"task of {len(self.indices)} trial(s): CUDA_VISIBLE_DEVICES="
               f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
         if self.require_cuda:
-            from ..driver import check_here
+            from pipeline.core.driver import check_here
 
             os.environ[numerics.REQUIRE_CUDA_VARIABLE] = "1"  # every trial of the task checks it, too
             numerics.check_cuda(f"task of {len(self.indices)} trial(s) on a profile that requests GPUs")
@@ -92,9 +92,9 @@ class ArrayTask(submitit.helpers.Checkpointable):
     def _run_units(self) -> dict[str, str]:
         import torch
 
-        from ..execute import execute
-        from ..manifest import read_manifest, trials_of_manifest
-        from ..stopping import Cancelled
+        from pipeline.run.execute import execute
+        from pipeline.stopping import Cancelled
+        from pipeline.trialfile.manifest import read_manifest, trials_of_manifest
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
@@ -127,8 +127,8 @@ class ArrayTask(submitit.helpers.Checkpointable):
     def _check_recorded_cancel(self) -> None:
         """Stop before training if ``cancel`` recorded this task cancelled: its signal can miss the task (a
         requeued task between two runs has no process to signal), the record cannot."""
-        from ..stopping import Cancelled
-        from .records import cancelled_jobs
+        from pipeline.launch.records import cancelled_jobs
+        from pipeline.stopping import Cancelled
 
         job_id = current_job_id()
         cancelled = cancelled_jobs(self.out_dir) if job_id else {}

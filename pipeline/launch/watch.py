@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from ..files import inspect, trial_paths
-from ..folder import ResultsFolder
-from ..manifest import read_manifest, utc_now
-from ..ownership import read_owner, trial_lease_path
-from ..settings import ConfigError
+from pipeline.folder import ResultsFolder
+from pipeline.leases.ownership import read_owner, trial_lease_path
+from pipeline.settings import ConfigError
+from pipeline.trialfile.files import inspect, trial_paths
+from pipeline.trialfile.manifest import read_manifest, utc_now
 
 DEFAULT_WATCH_S = 10.0
 FOLLOW_POLL_S = 0.5
@@ -27,7 +27,7 @@ FOLLOW_POLL_S = 0.5
 def watch(out_dir: Path, every_s: float, only_unfinished: bool = False, stream=None, rounds: int | None = None,
           sleep=time.sleep) -> None:
     """Print the status every ``every_s`` seconds until the grid has nothing queued or running."""
-    from .monitor import format_status, gather
+    from pipeline.launch.monitor import format_status, gather
 
     stream = stream or sys.stdout
     on_terminal = stream.isatty()
@@ -81,7 +81,7 @@ def show_log(out_dir: Path, trial_id: str, follow: bool = False, stream=None, sl
     check_trial(out_dir, trial_id)
     path = log_path(out_dir, trial_id)
     if not path.exists() and not follow:
-        from .monitor import gather
+        from pipeline.launch.monitor import gather
 
         state = next(s for s in gather(out_dir) if s.trial_id == trial_id)
         stream.write(f"{trial_id} has no log yet ({state.state}: {state.detail})\n")

@@ -78,7 +78,7 @@ class Scratch:
 def _renumber_journal(path: Path, renumbered: dict[int, int], device: int) -> None:
     """A journal names its file by inode number, which laying the state out anew changes: rewrite a whole
     header (its checksum checks) to name the file's new number. A torn header stays torn."""
-    from pipeline import journal
+    from pipeline.trialfile import journal
 
     fd = os.open(path, os.O_RDWR)
     try:
@@ -182,7 +182,7 @@ def trial_kind(name: str, trial, reference: Path) -> Kind:
     def recover(folder: Path) -> tuple:
         import torch
 
-        from pipeline.store import TrialFile
+        from pipeline.trialfile.store import TrialFile
 
         # One thread while recovering, and the caller's back after: a pytest process that explored a sample
         # went on to run its in-process reference trainings on one thread, and their sums no longer matched
@@ -262,7 +262,7 @@ def folder_kind() -> Kind:
     def recover(folder: Path) -> tuple:
         from pipeline.errors import ConfigError
         from pipeline.launch.records import read_records, read_submissions
-        from pipeline.manifest import read_manifest
+        from pipeline.trialfile.manifest import read_manifest
 
         try:
             document = read_manifest(folder)
@@ -309,7 +309,7 @@ def lease_kind(lease_paths: tuple[str, ...]) -> Kind:
     groups = {"lease": lambda p: p in lease_paths}
 
     def recover(folder: Path) -> tuple:
-        from pipeline.ownership import UnreadableLease, read_owner
+        from pipeline.leases.ownership import UnreadableLease, read_owner
 
         seen = []
         for path in lease_paths:

@@ -38,13 +38,13 @@ FAIL_AT = {"groups": 3, "stability": 2}
 
 
 def groups_trial():
-    from pipeline.grid import load_grid
+    from pipeline.launch.grid import load_grid
 
     return load_grid("smoke", GROUPS_SETTINGS).trials()[0]
 
 
 def stability_trial():
-    from pipeline.grid import load_grid
+    from pipeline.launch.grid import load_grid
 
     return load_grid("stability-smoke", STABILITY_SETTINGS).trials()[0]
 
@@ -96,8 +96,8 @@ class Marker:
 
 
 def mark_trial_operations(mark: Marker) -> None:
-    from pipeline import journal
-    from pipeline.store import TrialFile
+    from pipeline.trialfile import journal
+    from pipeline.trialfile.store import TrialFile
 
     mark.context(journal, "transaction", "trial")
     for name in ("_install", "release"):
@@ -110,10 +110,10 @@ def mark_trial_operations(mark: Marker) -> None:
 
 def run_trial_twice(folder: Path, mark: Marker, trial) -> None:
     """Fail at an epoch, then resume as another owner: commits, a failure, a takeover, a resume, the end."""
-    from pipeline.execute import execute
-    from pipeline.faults import FAULT_VARIABLE
-    from pipeline.grid import load_grid  # noqa: F401 (the manifest is written as submit writes it)
-    from pipeline.manifest import write_manifest
+    from pipeline.launch.grid import load_grid  # noqa: F401 (the manifest is written as submit writes it)
+    from pipeline.run.execute import execute
+    from pipeline.run.faults import FAULT_VARIABLE
+    from pipeline.trialfile.manifest import write_manifest
 
     mark_trial_operations(mark)
     experiment = trial.experiment
@@ -143,16 +143,17 @@ FOLDER_SEEDS = ("0-1", "0-4")
 
 
 def folder_grid(seeds: str):
-    from pipeline.grid import load_grid
+    from pipeline.launch.grid import load_grid
 
     return load_grid("smoke", {"groups": "rot", "modes": "nom", "seeds": seeds, "cnn.seeds": "1", "configs": "cross"})
 
 
 def folder_workload(folder: Path, mark: Marker) -> None:
-    from pipeline import manifest, ownership
     from pipeline.errors import ConfigError
     from pipeline.launch import records
-    from pipeline.ownership import Lease, Owner, acquire_trial, guard_folder
+    from pipeline.leases import ownership
+    from pipeline.leases.ownership import Lease, Owner, acquire_trial, guard_folder
+    from pipeline.trialfile import manifest
 
     mark.method(manifest, "write_manifest", "manifest")
     mark.method(records, "append_records", "records")

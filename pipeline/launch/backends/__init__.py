@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from ...settings import ConfigError
+from pipeline.settings import ConfigError
 
 # executor name -> module.class of its backend
 BACKENDS = {"local": "local.LocalBackend", "slurm": "slurm.SlurmBackend"}

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ...settings import ConfigError
-from .. import layout
-from ..layout import ArrayPlan
-from . import identity
+from pipeline.launch import layout
+from pipeline.launch.layout import ArrayPlan
+from pipeline.schedulers import identity
+from pipeline.settings import ConfigError
 
 
 @dataclass

@@ -15,16 +15,16 @@ import signal
 import sys
 from pathlib import Path
 
-from ...cost import trial_flops
-from ...folder import ResultsFolder
-from ...ownership import Owner, process_start_ticks, read_owner, task_lease_path
-from ...settings import quoted
-from ...stopping import CANCEL_SIGNAL
-from .. import sealed
-from ..layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Task
-from ..local_gpus import share_out, visible_gpus
-from .base import Backend, Cancellation, cpu_count
-from .proof import runs_on_folder
+from pipeline.folder import ResultsFolder
+from pipeline.launch import sealed
+from pipeline.launch.backends.base import Backend, Cancellation, cpu_count
+from pipeline.launch.backends.proof import runs_on_folder
+from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Task
+from pipeline.launch.local_gpus import share_out, visible_gpus
+from pipeline.leases.ownership import Owner, process_start_ticks, read_owner, task_lease_path
+from pipeline.settings import quoted
+from pipeline.stopping import CANCEL_SIGNAL
+from pipeline.trialfile.cost import trial_flops
 
 
 def balanced(units: list[list[int]], workers: int, cost) -> list[list[list[int]]]:
@@ -140,8 +140,8 @@ class LocalBackend(Backend):
                 "job arrays a submission would make"]
 
     def launch(self, out_dir, plan, base, records, say, sinks=()):
-        from ..local_controller import LocalExecutor
-        from ..task import ArrayTask
+        from pipeline.launch.local_controller import LocalExecutor
+        from pipeline.launch.task import ArrayTask
 
         profile = self.profile
         (array,) = plan.arrays

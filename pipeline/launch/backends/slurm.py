@@ -13,15 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-from ...errors import SchedulerError
-from ...folder import ResultsFolder
-from ...names import check_script_text
-from ...settings import ConfigError
-from ...stopping import CANCEL_SIGNAL
-from .. import layout, sealed
-from ..layout import MAX_TIMEOUT_REQUEUES, ArrayPlan
-from . import slurm_queue
-from .base import Backend, Cancellation
+from pipeline.errors import SchedulerError
+from pipeline.folder import ResultsFolder
+from pipeline.launch import layout, sealed
+from pipeline.launch.backends.base import Backend, Cancellation
+from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES, ArrayPlan
+from pipeline.names import check_script_text
+from pipeline.schedulers import slurm_queue
+from pipeline.settings import ConfigError
+from pipeline.stopping import CANCEL_SIGNAL
 
 # How long cancel waits for SLURM tasks to save their last epoch before it kills what is left.
 CANCEL_GRACE_S = float(os.environ.get("PIPELINE_CANCEL_GRACE_S", 120))
@@ -213,7 +213,7 @@ class SlurmBackend(Backend):
         return jobs
 
     def _launch_arrays(self, executor, out_dir, plan, base, records, say, sinks, jobs: list) -> None:
-        from ..task import ArrayTask
+        from pipeline.launch.task import ArrayTask
 
         profile = self.profile
         folder = ResultsFolder(out_dir)

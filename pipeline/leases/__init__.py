@@ -1,0 +1,1 @@
+"""Who owns a trial or a submission: leases that hold under frozen writers, containers and quotas."""

@@ -1,0 +1,362 @@
+"""Train trials from their settings, top to bottom: one loop for one seed or k seeds packed together.
+
+The runner knows the course of a trial (phases, epochs, what is measured when); the experiment module
+knows the science of one epoch (``pipeline/experiments``); a *sink* knows where results go:
+:class:`ConsoleSink` prints one line per epoch, :class:`CollectingSink` keeps everything in memory, and
+the HDF5 trial store (``pipeline.trialfile.store``) streams to the trial's file and keeps a rolling checkpoint from
+which an interrupted trial resumes.
+
+Row e of a trial is the state after e epochs. Its loss and accuracy come from the next epoch's gradient
+pass when that pass runs over the untransformed data (Nom, Equi, the identity rows of the exact orbit), so
+measuring a trial costs no forward pass of its own there; otherwise, and for the last row, the runner
+evaluates the model. Either way the numbers are those of the same model on the same data, computed the
+same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from pipeline import experiments, schema, stopping
+from pipeline.core import numerics
+from pipeline.core.training import EpochHooks, Stepper
+from pipeline.errors import UserError
+from pipeline.experiments import Trial
+from pipeline.leases.ownership import LostOwnership
+from pipeline.progress import StageProgress
+from pipeline.run import faults
+
+
+class Diverged(UserError, RuntimeError):
+    """The loss of a trial became NaN or infinite: training on is pointless, and the run is not complete."""
+
+    def __init__(self, trial_ids: list[str], epoch: int, losses: list[float]):
+        self.trial_ids, self.epoch = trial_ids, epoch
+        values = ", ".join(f"{trial_id} loss {loss}" for trial_id, loss in zip(trial_ids, losses))
+        super().__init__(f"diverged at epoch {epoch} ({values})")
+
+
+@dataclass
+class EpochRecord:
+    """One row of a trial (``pipeline.schema``): its epoch and phase, and the value of every other series
+    (``schema.ROW_VALUES``: a float, or a (L,) tensor for a per-layer series), also readable as attributes
+    (``record.loss``, ``record.dist_E``)."""
+
+    epoch: int
+    phase: int
+    values: dict = field(default_factory=dict)
+    last: bool = False  # the trial's last row (it may come early: a search that converged)
+
+    def __getattr__(self, name: str):
+        values = self.__dict__.get("values")
+        if values is not None and name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__} has no series {name!r}")
+
+    def with_values(self, changed: dict) -> EpochRecord:
+        return dataclasses.replace(self, values={**self.values, **changed})
+
+
+class ConsoleSink:
+    """Prints progress; keeps nothing, so a run through it cannot be resumed."""
+
+    def __init__(self, log=print):
+        self.log = log
+        self.results: dict = {}
+
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
+        self.layer_names = layer_names
+        self.total = experiments.of(trial).total_epochs(trial.settings)
+        self.log(f"{trial.trial_id}: {trial.experiment} on {device}, {len(data)} samples from {data.source}")
+
+    def resume_point(self) -> dict | None:
+        return None
+
+    def write_epoch(self, record: EpochRecord, model, checkpoint) -> None:
+        self.log(format_epoch(record, self.layer_names, self.total))
+
+    def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
+        pass
+
+    def write_results(self, arrays: dict, attrs: dict) -> None:
+        self.results = attrs  # kept for whoever ran it (``pipeline train`` prints a summary)
+
+    def save_latest_state(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class CollectingSink(ConsoleSink):
+    """Keeps every record and the weights at every epoch in memory (tests, notebooks, benchmarks)."""
+
+    def __init__(self, log=lambda line: None):
+        super().__init__(log)
+        self.records: list[EpochRecord] = []
+        self.weights: list[dict[str, torch.Tensor]] = []
+        self.steps: list[torch.Tensor] = []
+
+    def write_epoch(self, record, model, checkpoint):
+        super().write_epoch(record, model, checkpoint)
+        self.records.append(record)
+        self.weights.append({k: v.cpu() for k, v in model.snapshot().items()})
+
+    def write_steps(self, epoch, dist_E):
+        self.steps.append(dist_E)
+
+    def write_results(self, arrays, attrs):
+        self.results = {"arrays": arrays, "attrs": attrs}
+
+
+def format_epoch(r: EpochRecord, layer_names: list[str], total_epochs: int) -> str:
+    return schema.console_line(r.epoch, r.phase, r.values, layer_names, total_epochs, per_layer=True)
+
+
+def _on_host(value):
+    """A copy of a (nested) state with every tensor on the CPU: checkpoints outlive the live tensors."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_host(v) for v in value)
+    return value
+
+
+def _in_flight_host_copy(value):
+    """A host copy that a background sink completes and waits for on its own thread."""
+    from pipeline.run.background import host_copy
+
+    return host_copy(value)
+
+
+def _resume_points(sinks: list) -> tuple[str, list]:
+    """'fresh', 'resume' (every sink at one epoch and phase) or 'separate' (anything else)."""
+    points = [sink.resume_point() for sink in sinks]
+    if all(point is None for point in points):
+        return "fresh", points
+    if all(point is not None for point in points) and len({point["epoch"] for point in points}) == 1:
+        return "resume", points
+    return "separate", points
+
+
+def _finalize_with_progress(experiment, settings, stepper, data, trials: list[Trial], sinks: list) -> None:
+    """The measurements after training, announced in the trials' logs with their duration. An experiment
+    whose ``finalize`` takes a ``progress`` argument reports its stages through it
+    (``pipeline.progress.StageProgress``: ``progress(stage, done, total)``)."""
+    log = getattr(sinks[0], "log", print)
+    names = ", ".join(t.trial_id for t in trials)
+    log(f"{names}: final stage: measurements after training")
+    started = time.perf_counter()
+    progress = StageProgress(log, f"{names}: final stage")
+    takes_progress = "progress" in inspect.signature(experiment.finalize).parameters
+    try:
+        experiment.finalize(settings, stepper, data, sinks, **({"progress": progress} if takes_progress else {}))
+    finally:
+        progress.close()
+    log(f"{names}: final stage done in {time.perf_counter() - started:.1f} s")
+
+
+def run_trial(trial: Trial, sink) -> None:
+    """Train one trial into one sink."""
+    run_trials([trial], [sink])
+
+
+def run_trials(trials: list[Trial], sinks: list) -> None:
+    """Train trials that differ only in their seed together (one packed model), each into its own sink;
+    one trial is the common case.
+
+    Every sink sees, in order: ``resume_point``, ``begin``, ``write_epoch`` for every row it does not
+    have yet (row 0 is the start), ``write_steps`` after every optimizer step the experiment records,
+    ``finish``. A packed record's ``seconds`` is the wall time of the whole pack. Sinks that would resume
+    from different epochs are run one after the other. An error in any trial (a fault, a divergence)
+    stops the whole pack; each sink keeps what it wrote.
+    """
+    if len(sinks) != len(trials):
+        raise ValueError(f"one sink per trial: {len(trials)} trials but {len(sinks)} sinks")
+    if len(trials) > 1:
+        experiments.check_packable(trials)
+    how, points = _resume_points(sinks)
+    if how == "separate":
+        for trial, sink in zip(trials, sinks):
+            run_trials([trial], [sink])
+        return
+    TrialRun(trials, sinks, points if how == "resume" else None).run()
+
+
+class TrialRun:
+    """The run of trials that train together (one, usually), with its state in the open:
+
+    - where it is: ``epoch`` (the state after that many epochs), ``phase``, and ``written``, the last row
+      every sink holds;
+    - what trains: the ``stepper`` (its models, one per trial) of the experiment's current phase;
+    - each model's reference points: ``initials`` (the start of the phase, which ``dist_init`` is measured
+      from, with a host copy for checkpoints) and ``previous`` (the layers at the last row, which
+      ``step_perp`` is measured from);
+    - ``trained``: what the last epoch's training measured, per series and model (``train_epoch``);
+    - the layer measurements of the last step, reused while the weights are those they measured.
+    """
+
+    def __init__(self, trials: list[Trial], sinks: list, points: list[dict] | None):
+        self.trials, self.sinks = trials, sinks
+        self.experiment = experiment = experiments.of(trials[0])
+        self.settings = settings = trials[0].settings
+        numerics.configure()
+        self.device = numerics.resolve_device(settings.device)
+        self.dtype = numerics.resolve_dtype(settings.dtype)
+        self.data = experiment.load_data(settings, self.device, self.dtype)
+        self.total = experiment.total_epochs(settings)
+        self.faults = faults.planned([t.trial_id for t in trials])
+        if points is None:
+            self.epoch, self.written, self.phase = 0, -1, 1
+            models = [self._built(t.settings) for t in trials]
+            initials = [model.layer_snapshot() for model in models]
+        else:
+            self.epoch = self.written = points[0]["epoch"]
+            # Checkpoints before phases were recorded held the phase of their epoch's model.
+            self.phase = points[0].get("phase", experiment.phase_of(settings, self.epoch))
+            models, initials = [], []
+            for t, point in zip(trials, points):
+                model = self._built(t.settings)
+                model.load_state_dict(point["model"])
+                models.append(model)
+                initials.append({k: v.to(device=self.device, dtype=self.dtype) for k, v in point["initial"].items()})
+        self.stepper: Stepper = experiment.stepper(models, [t.settings.seed for t in trials], settings=settings,
+                                                   data=self.data)
+        if points is not None and points[0].get("stepper") is not None:
+            self.stepper.load_state_dict(points[0]["stepper"])  # an optimizer with memory (e.g. L-BFGS) goes on
+        self._start_phase(initials)
+        self.layer_names = list(self.stepper.template.layer_weights())
+        for trial, sink in zip(trials, sinks):
+            sink.begin(trial, self.layer_names, self.device, self.data)
+        # Sinks that write from a background thread (pipeline.run.background) take device tensors and copies that
+        # are still in flight, and wait for them on their own thread: no host synchronisation per row here.
+        self.deferred = all(getattr(sink, "defers_host_copies", False) for sink in sinks)
+        self.to_host = _in_flight_host_copy if self.deferred else _on_host
+        self.loss_name = experiment.evaluation_loss(settings)
+        self.trained: dict[str, list[float]] = {schema.GRAD_NORM: [float("nan")] * len(trials)}
+        self.last_write = time.perf_counter()
+
+    def _built(self, settings):
+        return self.experiment.build_model(settings, self.phase).to(device=self.device, dtype=self.dtype)
+
+    def _start_phase(self, initials: list[dict]) -> None:
+        """The models of a phase begin: distances are measured from here. The start of a phase never changes
+        within it, so one host copy serves every checkpoint."""
+        self.initials = initials
+        self.initials_on_host = [{k: v.to("cpu", copy=True) for k, v in initial.items()} for initial in initials]
+        # The last row's layers (the start, before any row of these models): what step_perp is measured from.
+        self.previous = [model.layer_snapshot() for model in self.stepper.models]
+        # The layer measurements of the last step, reused while the weights are those it measured: a full-batch
+        # epoch's row measures the very weights that the previous step's record did, and on a GPU measuring
+        # costs about as much as a paper-size gradient step. Every in-place change of a parameter (a step, a
+        # projection, a loaded state) bumps its version counter, and views share their base's counter.
+        self.latest_measurements: list[dict] | None = None
+        self.measured_versions: tuple | None = None
+
+    # -- measuring a row ----------------------------------------------------------------------------------
+    def _weight_versions(self) -> tuple:
+        return tuple((id(p), p._version) for model in self.stepper.models for p in model.parameters())
+
+    def _measurements_now(self) -> list[dict[str, torch.Tensor]]:
+        if self.latest_measurements is not None and self.measured_versions == self._weight_versions():
+            return self.latest_measurements
+        measured = [model.layer_measurements(initial, previous)
+                    for model, initial, previous in zip(self.stepper.models, self.initials, self.previous)]
+        return measured if self.deferred else [{k: v.cpu() for k, v in m.items()} for m in measured]
+
+    def _checkpoint_of(self, i: int):
+        def checkpoint():
+            stepper = self.stepper
+            return {
+                "epoch": self.epoch,
+                "phase": self.phase,
+                # Copies, never views: the live parameters keep changing after the checkpoint is taken.
+                "model": {k: self.to_host(v) for k, v in stepper.models[i].state_dict().items()},
+                "initial": self.initials_on_host[i],
+                "stepper": self.to_host(stepper.state_dict()) if stepper.resumable else None,
+            }
+        return checkpoint
+
+    def write_row(self, measured: list[tuple[float, float]] | None, last: bool = False) -> None:
+        """Record row ``epoch`` (the current state) in every sink, unless the sinks already hold it."""
+        if self.epoch <= self.written:
+            return
+        stepper = self.stepper
+        measured = measured or stepper.evaluate(self.data, self.loss_name, self.settings.chunk_size)
+        layers = self._measurements_now()
+        now = time.perf_counter()
+        seconds, self.last_write = now - self.last_write, now
+        for i, sink in enumerate(self.sinks):
+            loss, accuracy = measured[i]
+            values = {"loss": loss, "accuracy": accuracy, "seconds": seconds,
+                      **{name: per_model[i] for name, per_model in self.trained.items()}, **layers[i]}
+            sink.write_epoch(EpochRecord(self.epoch, self.phase, values, last=last), stepper.models[i],
+                             self._checkpoint_of(i))
+        self.written = self.epoch
+        self.previous = [model.layer_snapshot() for model in stepper.models]
+        diverged = [(t.trial_id, loss) for t, (loss, _) in zip(self.trials, measured) if not math.isfinite(loss)]
+        if diverged:
+            raise Diverged([d[0] for d in diverged], self.epoch, [d[1] for d in diverged])
+
+    def after_step(self) -> None:
+        self.latest_measurements, self.measured_versions = self._measurements_now(), self._weight_versions()
+        for i, sink in enumerate(self.sinks):
+            sink.write_steps(self.epoch + 1, self.latest_measurements[i][schema.DIST_E])
+
+    # -- the course of the run ----------------------------------------------------------------------------
+    def run(self) -> None:
+        experiment, settings = self.experiment, self.settings
+        hooks = _RunHooks(self)
+        try:
+            while self.epoch < self.total and not experiment.finished(settings, self.stepper):
+                stopping.check()  # a stop request (cancel, preemption) is acted on here, between epochs...
+                if self.faults:
+                    for trial in self.trials:
+                        faults.check(self.faults, trial.trial_id, self.epoch + 1)
+                next_phase = experiment.phase_of(settings, self.epoch + 1)
+                if next_phase != self.phase:
+                    self.write_row(None)  # the end of a phase is measured on the model that trained it
+                    self.stepper = experiment.enter_phase(settings, self.stepper, next_phase)
+                    self.phase = next_phase
+                    # New models, and distances from the phase's own start.
+                    self._start_phase([model.layer_snapshot() for model in self.stepper.models])
+                self.trained = experiment.train_epoch(settings, self.stepper, self.data, self.epoch + 1, hooks)
+                self.epoch += 1
+            self.write_row(None, last=True)
+        except Exception as error:
+            # A failure inside an epoch leaves the state before it untouched (parameters change in the update
+            # only): record it, so that the file holds every epoch that was done, unless recording is what failed.
+            if self.epoch > self.written and not isinstance(error, (OSError, MemoryError, Diverged, LostOwnership)):
+                try:
+                    self.write_row(None)
+                except Exception:
+                    pass
+            raise
+        if experiment.has_final_stage:
+            # Measurements after training take a while: a preemption during them resumes here, not from scratch.
+            for sink in self.sinks:
+                sink.save_latest_state()
+            _finalize_with_progress(experiment, settings, self.stepper, self.data, self.trials, self.sinks)
+        for sink in self.sinks:
+            sink.finish()
+
+
+class _RunHooks(EpochHooks):
+    """What a run hears from inside an epoch (``pipeline.core.training.EpochHooks``)."""
+
+    def __init__(self, run: TrialRun):
+        self.run = run
+
+    def before_update(self, measured) -> None:
+        self.run.write_row(measured)
+
+    def after_step(self) -> None:
+        self.run.after_step()
