@@ -74,6 +74,63 @@ def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# The house in layers. Every module of the project belongs to one layer; a layer may import its own modules and
+# those of the layers it names here, and nothing else: an arrow that goes anywhere else fails the test, imports
+# inside functions counted. The ground floor is the shared contracts (pipeline/*.py: schema, folder, errors,
+# settings, stopping, progress, durable, names, links); `pipeline` itself is the package's front door
+# (load_model, load_trial), `pipeline.cli` and `pipeline.__main__` the command line over everything.
+GROUND = "ground"
+LAYERING: dict[str, set[str]] = {
+    GROUND: set(),
+    "pipeline.core": {GROUND},
+    "pipeline.schedulers": {GROUND},
+    "pipeline.leases": {GROUND, "pipeline.schedulers"},
+    "pipeline.experiments": {GROUND, "pipeline.core"},
+    "pipeline.trialfile": {GROUND, "pipeline.core", "pipeline.schedulers", "pipeline.leases", "pipeline.experiments"},
+    "pipeline.run": {GROUND, "pipeline.core", "pipeline.schedulers", "pipeline.leases", "pipeline.experiments",
+                     "pipeline.trialfile"},
+    "pipeline.launch": {GROUND, "pipeline.core", "pipeline.schedulers", "pipeline.leases", "pipeline.experiments",
+                        "pipeline.trialfile", "pipeline.run"},
+    "analysis": {GROUND, "pipeline.core", "pipeline.leases", "pipeline.experiments", "pipeline.trialfile"},
+    "pipeline": {"pipeline.trialfile"},
+    "pipeline.cli": {GROUND, "pipeline.core", "pipeline.schedulers", "pipeline.leases", "pipeline.experiments",
+                     "pipeline.trialfile", "pipeline.run", "pipeline.launch", "analysis"},
+    "pipeline.__main__": {"pipeline.cli"},
+}
+
+
+def layer_of(module: str) -> str:
+    """The layer a module belongs to: the longest declared name it is or lies under; a module directly in
+    pipeline/ that is not declared is the ground floor."""
+    declared = [layer for layer in LAYERING if layer != GROUND and (module == layer or module.startswith(layer + "."))]
+    if module.count(".") == 1 and module.startswith("pipeline.") and module not in LAYERING:
+        return GROUND
+    if not declared:
+        raise AssertionError(f"{module} lies in no declared layer: add it to LAYERING")
+    return max(declared, key=len)
+
+
+def arrows_across_the_layering(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{source} -> {target}" for source, targets in sorted(graph.items()) for target in sorted(targets)
+            if layer_of(target) != layer_of(source) and layer_of(target) not in LAYERING[layer_of(source)]]
+
+
+def test_every_import_follows_the_declared_layering_counting_imports_inside_functions():
+    assert arrows_across_the_layering(import_graph(inside_functions=True)) == []
+
+
+def test_the_layering_check_would_see_an_arrow_upward():
+    graph = import_graph()
+    graph["pipeline.trialfile.store"] = graph["pipeline.trialfile.store"] | {"pipeline.run.runner"}
+    graph["pipeline.schema"] = graph["pipeline.schema"] | {"pipeline.core.training"}
+    assert {"pipeline.schema -> pipeline.core.training", "pipeline.trialfile.store -> pipeline.run.runner"} <= set(
+        arrows_across_the_layering(graph))
+
+
+def test_every_module_lies_in_a_declared_layer():
+    assert {layer_of(name) for name in MODULES} <= set(LAYERING)
+
+
 def test_no_module_imports_itself_through_others_counting_imports_inside_functions():
     cycle = cycle_in(import_graph(inside_functions=True))
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

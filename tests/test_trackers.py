@@ -14,9 +14,9 @@ import pytest
 import pipeline
 from helpers import ROOT
 from pipeline.cli import main
-from pipeline.run.curve_sinks import GAPS_ATTR
 from pipeline.run.faults import FAULT_VARIABLE
 from pipeline.run.wandb_sink import cell_group, run_id
+from pipeline.trialfile.files import CURVE_GAPS_ATTR as GAPS_ATTR
 from pipeline.trialfile.files import open_h5, read_status
 
 TINY = ["--set", "groups=rot", "--set", "modes=nom,aug", "--set", "cnn.seeds=1", "--set", "configs=cross"]

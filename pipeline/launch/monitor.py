@@ -35,6 +35,7 @@ from pipeline.launch.records import append_record, cancelled_jobs, read_submissi
 from pipeline.leases.ownership import Owner, read_owner, task_lease_path, trial_lease_path
 from pipeline.run import curve_sinks
 from pipeline.schedulers.slurm_queue import QueueView
+from pipeline.trialfile import files
 from pipeline.trialfile.files import inspect, trial_paths
 from pipeline.trialfile.manifest import labels_of, read_manifest, utc_now
 
@@ -124,7 +125,7 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
         result = partial(_state_of, index, trial_id, labels["cell"], labels["mode"], job_id)
 
         if file is not None and file.status == "complete":
-            gaps = curve_sinks.gaps_words(curve_sinks.read_gaps(attrs.get(curve_sinks.GAPS_ATTR, "")))
+            gaps = curve_sinks.gaps_words(files.read_curve_gaps(attrs.get(files.CURVE_GAPS_ATTR, "")))
             states.append(result("complete", f"{_progress(attrs)} on {attrs.get('device', '?')}"
                                  + (f"; {gaps}" if gaps else "")))
         elif held == "alive" and owner is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import math
 from pathlib import Path
 
@@ -32,7 +31,6 @@ SINKS = {
 }
 # The trial file's attribute that keeps, per sink, the epoch its curves stop at where a later attempt ran
 # without it (JSON: {"tensorboard": 84}).
-GAPS_ATTR = "curve_gaps"
 
 
 def check_available(names) -> None:
@@ -136,14 +134,6 @@ def wrap(sink, names, trial, places: dict[str, Path]):
     for name in names:
         sink = sink_class(name)(sink, places[name], trial)
     return sink
-
-
-def read_gaps(text) -> dict[str, int]:
-    try:
-        gaps = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return {str(k): int(v) for k, v in gaps.items()} if isinstance(gaps, dict) else {}
 
 
 def gaps_words(gaps: dict[str, int]) -> str:

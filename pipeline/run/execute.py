@@ -69,7 +69,7 @@ def curve_places(out_dir: Path, trial_id: str) -> dict[str, Path]:
 
 def _note_curve_gaps(out_dir: Path, trial: Trial, log, store, sinks) -> None:
     """A trial resumed without a curve sink that an earlier attempt had: its curves there end at the epoch it
-    resumes from. Said in its log, and kept in its file (``pipeline.run.curve_sinks.GAPS_ATTR``) for status."""
+    resumes from. Said in its log, and kept in its file (``pipeline.trialfile.files.CURVE_GAPS_ATTR``) for status."""
     from pipeline.run import curve_sinks
 
     point = store.resume_point()

@@ -80,6 +80,19 @@ def seal(f: h5py.File) -> None:
     f.attrs[ATTRS_CHECKSUM] = attrs_checksum(f.attrs)
 
 
+# Where a trial file keeps, per curve sink, the epoch its curves end at when an attempt ran without it
+# (JSON {"tensorboard": 84}); written by the store, read by status.
+CURVE_GAPS_ATTR = "curve_gaps"
+
+
+def read_curve_gaps(text) -> dict[str, int]:
+    try:
+        gaps = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return {str(k): int(v) for k, v in gaps.items()} if isinstance(gaps, dict) else {}
+
+
 def read_status(path: Path) -> dict:
     """The attributes of a trial file, or {'status': 'damaged', 'error': ...} if it cannot be read or its
     attributes are not what was written."""

@@ -53,10 +53,9 @@ from pipeline.errors import UserError
 from pipeline.experiments import Trial
 from pipeline.folder import set_aside
 from pipeline.leases.ownership import KEEPER, Lease, LostOwnership
-from pipeline.run import curve_sinks
 from pipeline.schedulers import identity
 from pipeline.settings import CHECKPOINT_EVERY_S, quoted
-from pipeline.trialfile import journal, provenance
+from pipeline.trialfile import files, journal, provenance
 from pipeline.trialfile.cost import snapshot_epochs
 from pipeline.trialfile.files import (
     attrs_checksum,
@@ -362,8 +361,8 @@ class TrialFile:
             with self._writing(f"the start of {trial.trial_id}") as f:
                 values = {**run_attrs, "status": "running", "attempts": int(f.attrs.get("attempts", 1)) + 1}
                 if self.curve_gaps:  # the earliest end of each sink's curves is the one that stays
-                    gaps = {**self.curve_gaps, **curve_sinks.read_gaps(f.attrs.get(curve_sinks.GAPS_ATTR, ""))}
-                    values[curve_sinks.GAPS_ATTR] = json.dumps(gaps, sort_keys=True)
+                    gaps = {**self.curve_gaps, **files.read_curve_gaps(f.attrs.get(files.CURVE_GAPS_ATTR, ""))}
+                    values[files.CURVE_GAPS_ATTR] = json.dumps(gaps, sort_keys=True)
                 self._set(f, values)
         with open_h5(self.path) as f:
             self.prior_wall = float(f.attrs.get("wall_seconds", 0.0))
