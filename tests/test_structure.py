@@ -131,6 +131,34 @@ def test_every_module_lies_in_a_declared_layer():
     assert {layer_of(name) for name in MODULES} <= set(LAYERING)
 
 
+def imports_inside_functions_without_a_reason(source: str) -> list[int]:
+    """Lines of imports made inside a function without a comment (on the line or the one above) that says
+    ``deferred:`` and what: an import belongs at the top of its module unless it keeps a heavy dependency
+    (torch, h5py, pandas, matplotlib, ...) out of a module that must load without it."""
+    lines = source.splitlines()
+    found = []
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                said = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
+                if "deferred:" not in said:
+                    found.append(node.lineno)
+    return sorted(set(found))
+
+
+def test_an_import_inside_a_function_says_what_it_defers():
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for path in MODULES.values()
+                 for line in imports_inside_functions_without_a_reason(path.read_text())]
+    assert offenders == []
+
+
+def test_the_deferred_import_check_would_see_one():
+    source = "def f():\n    import json\n    # deferred: torch\n    import torch\n    import h5py  # deferred: h5py\n"
+    assert imports_inside_functions_without_a_reason(source) == [2]
+
+
 def test_no_module_imports_itself_through_others_counting_imports_inside_functions():
     cycle = cycle_in(import_graph(inside_functions=True))
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
