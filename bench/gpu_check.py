@@ -45,7 +45,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import experiments, numerics  # noqa: E402
+from pipeline import experiments  # noqa: E402
+from pipeline.core import numerics  # noqa: E402
 from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.launch.grid import load_grid  # noqa: E402
 from pipeline.launch.monitor import gather  # noqa: E402
