@@ -16,7 +16,7 @@ PAPER = ("Oskar Nordenfors, Fredrik Ohlsson, Axel Flinth. *Optimization Dynamics
          "https://arxiv.org/abs/2303.13458")
 PAPER_SHORT = "Nordenfors, Ohlsson and Flinth, TMLR 2025, arXiv:2303.13458"
 
-# Section number -> heading of docs/science.md (tests/test_analysis.py checks them against the file).
+# Section number -> heading of docs/science.md (tests/analysis/test_analysis.py checks them against the file).
 SECTIONS = {
     "1": "1. The question",
     "2": "2. Training modes",

@@ -4,8 +4,8 @@
    network), on a profile that requests a GPU, so that the device policy is exercised for real.
 2. TF32 really off: an Equi run in float32 at paper width stays at float32 round-off on the GPU
    (dist_E / ||A|| <= 1e-6), and the backend flags say so.
-3. tests/test_packing.py on the GPU (PIPELINE_TEST_DEVICE=cuda: packed seeds equal their unpacked runs
-   under every packing policy) and tests/test_groups.py (its CUDA projection test runs only there).
+3. tests/core/test_packing.py on the GPU (PIPELINE_TEST_DEVICE=cuda: packed seeds equal their unpacked runs
+   under every packing policy) and tests/core/test_groups.py (its CUDA projection test runs only there).
 4. Benchmark rows 1, 1b, 3 and 4 on the GPU (bench/run.py --device cuda); row 4 decides whether seed
    packing earns its keep (per-seed throughput at k = 8 at least twice a single seed's).
 5. paper-lite (jobs/paper-lite.toml): Experiment G at the paper's sizes, every group, on this GPU; seed 0 of
@@ -388,8 +388,8 @@ def main(argv=None) -> int:
                 tf32_stays_off(args.device, args.quick)
         if "tests" in wanted and fits("tests"):
             with section("the tests that mean most on CUDA (packing's per-input policy, projections)", failed):
-                subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_packing.py",
-                                "tests/test_groups.py"], cwd=ROOT, check=True,
+                subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/core/test_packing.py",
+                                "tests/core/test_groups.py"], cwd=ROOT, check=True,
                                env={**os.environ, "PIPELINE_TEST_DEVICE": args.device})
         if "bench" in wanted and fits("bench"):
             with section("benchmark rows 1, 1b (background and direct writes), 3, 4", failed):

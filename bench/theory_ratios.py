@@ -1,8 +1,8 @@
-"""Print the ratios that tests/test_theory.py asserts, for every group and CNN configuration.
+"""Print the ratios that tests/core/test_theory.py asserts, for every group and CNN configuration.
 
     .venv/bin/python bench/theory_ratios.py
 
-The small configurations that tests/test_theory.py runs (it imports them from here): every mode of a seed
+The small configurations that tests/core/test_theory.py runs (it imports them from here): every mode of a seed
 starts from the same A0 in E and takes several full-batch steps with a learning rate large enough to move
 the weights by O(1).
 """

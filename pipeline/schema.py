@@ -2,7 +2,7 @@
 
 The writer (``pipeline.trialfile.store``), the readers (``pipeline.trialfile.files``, ``analysis.loading``), the row a trial
 hands its sinks (``pipeline.run.runner.EpochRecord``), the console line, the TensorBoard curves and the
-README's table of the file are all made from the declarations below; ``tests/test_schema.py`` checks the
+README's table of the file are all made from the declarations below; ``tests/trialfile/test_schema.py`` checks the
 README against them. A new per-row measurement is one :class:`Series` here and the code that measures it
 (a per-layer one: ``MeasuredModel.layer_measurements``); ``python -m pipeline.schema`` then rewrites the
 README's table.

@@ -1,4 +1,4 @@
-"""A process that races for a lease (tests/test_ownership.py); light to import, so racers start together."""
+"""A process that races for a lease (tests/leases/test_ownership.py); light to import, so racers start together."""
 
 import time
 from pathlib import Path

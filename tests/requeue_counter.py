@@ -1,4 +1,4 @@
-"""A task that only waits, and asks to be requeued at every time-out (tests/test_stop_requests.py): how
+"""A task that only waits, and asks to be requeued at every time-out (tests/run/test_stop_requests.py): how
 many times submitit's local controller runs it is what the test counts. Light to import."""
 
 import time

@@ -1,6 +1,6 @@
 """``python tests/signal_during_submit.py WHERE SIGNAL ARGS...``: ``pipeline ARGS...`` that sends itself SIGNAL at
 WHERE: ``launch`` (right after the local workers started, before the launch's record is complete) or
-``gather`` (while the folder's guard is held, deciding what to submit). For tests/test_submit_interrupted.py."""
+``gather`` (while the folder's guard is held, deciding what to submit). For tests/launch/test_submit_interrupted.py."""
 
 import signal
 import sys

@@ -5,7 +5,7 @@ A batch-100 step of the paper's CNN is far too small to keep an accelerator busy
 model behind the stepper interface of ``pipeline.core.training``, so the runner's one trial loop and the
 training epochs serve one seed or k alike. Every seed computes the same function, gradient and step as its
 unpacked run, with its own minibatches; only the grouping and the order of the sums differ, so each seed's
-metrics equal the unpacked ones to round-off, not bitwise: tests/test_packing.py holds them to 1e-12
+metrics equal the unpacked ones to round-off, not bitwise: tests/core/test_packing.py holds them to 1e-12
 relative in float64 and 1e-6 in float32, except a float32 minibatch gradient norm, whose cancellations make
 the unpacked value itself only about 1e-6 accurate.
 

@@ -34,7 +34,7 @@ PHASE2_MODES = ("aug", "nom")
 # Kernel supports that 90° rotations map to themselves: L and E are compatible (docs/science.md §4).
 ROTATION_INVARIANT_SUPPORTS = ("cross",)
 PHASE2_OPTIMIZERS = ("gd", "sgd")
-# Coefficients per kernel (for the storage of snapshots; tests/test_models.py checks them against the models):
+# Coefficients per kernel (for the storage of snapshots; tests/core/test_models.py checks them against the models):
 # the C4 orbits of 3 x 3 pixels inside each support (cross: the centre and the four edges; skew: the edges),
 # and the support's own pixels for the unconstrained bases.
 EQUIVARIANT_BASIS_SIZES = {"cross": 2, "skew": 1}

@@ -10,7 +10,7 @@ and applies its calls, in order, on one writer thread:
   pinned host memory with ``non_blocking=True``; a CUDA event recorded after the copies is what the writer
   waits for before it hands them to the sink. The training thread never waits for a copy.
 - The writer applies the sink's own ``write_epoch`` etc., unchanged: the file is the same, byte for byte
-  in every series but ``seconds`` (tests/test_background.py compares the smoke grids' files).
+  in every series but ``seconds`` (tests/run/test_background.py compares the smoke grids' files).
 - At most ``MAX_PENDING`` calls wait (the training thread blocks beyond that), which bounds the memory of
   captured rows and how far the file can lag.
 - An error on the writer (a full disk, a lost lease) is raised, as the same exception, in the training

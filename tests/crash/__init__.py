@@ -1,4 +1,4 @@
-"""The crash-state explorer (``make crash-states``; a sample in ``tests/test_crash_states.py``).
+"""The crash-state explorer (``make crash-states``; a sample in ``tests/trialfile/test_crash_states.py``).
 
 In the manner of ALICE ("All File Systems Are Not Created Equal", OSDI 2014) and CrashMonkey: record what
 a workload does to the files of a results folder (``trace``: every byte, from its system calls), generate

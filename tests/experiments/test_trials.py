@@ -19,7 +19,7 @@ from pipeline.settings import ConfigError
 from pipeline.trialfile.files import open_h5, read_status
 from pipeline.trialfile.manifest import select, write_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESUMABLE = ["n=10", "channels=4", "n_samples=200", "epochs=6", "lr=0.05", "groups=rot", "modes=aug",
              "augment=sampled:3", "seeds=1", "weights_every=2"]
 
@@ -262,7 +262,7 @@ def test_growing_a_grid_runs_only_the_new_trials_and_a_changed_one_is_refused(tm
     def submit(values):
         return subprocess.run([sys.executable, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(out),
                                "--wait", *[a for v in values for a in ("--set", v)]],
-                              cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300)
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)
 
     assert submit(base).returncode == 0
     first = {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*.h5")}

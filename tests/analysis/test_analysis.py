@@ -423,7 +423,7 @@ def test_no_claim_note_for_a_cell_without_one(aggregated):
 def test_science_sections_are_headings_of_docs_science_md():
     from analysis.science import SECTIONS, anchor, section_ref
 
-    headings = [line[3:].strip() for line in (Path(__file__).resolve().parent.parent / "docs" / "science.md")
+    headings = [line[3:].strip() for line in (Path(__file__).resolve().parents[2] / "docs" / "science.md")
                 .read_text().splitlines() if line.startswith("## ")]
     assert set(SECTIONS.values()) <= set(headings)
     assert anchor("5. Experiment S — stationary points and their stability") == \
@@ -469,7 +469,7 @@ def test_figures_are_valid_png_and_pdf_with_one_panel_per_group_or_config(aggreg
 # -- re-running ---------------------------------------------------------------------------------------------
 
 def write_manifest(out: Path, trials) -> None:
-    document = {"grid": "constructed", "source": "tests/test_analysis.py", "description": "known metrics",
+    document = {"grid": "constructed", "source": "tests/analysis/test_analysis.py", "description": "known metrics",
                 "overrides": {"groups.epochs": "3"}, "created_at": "2026-01-01T00:00:00+00:00",
                 "git_commit": "abc123", "num_trials": len(trials),
                 "trials": [entry_of(dataclasses.replace(t, index=i)) for i, t in enumerate(trials)]}

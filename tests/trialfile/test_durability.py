@@ -1,6 +1,6 @@
 """Durability and checksums: what a dead node or a flipped bit leaves is recovered or seen as damaged, never
 read as data (pipeline/durable.py, the journal's policy, the checksums of pipeline/trialfile/files.py); every state
-a crash can leave is checked by tests/test_crash_states.py."""
+a crash can leave is checked by tests/trialfile/test_crash_states.py."""
 
 import errno
 import json

@@ -13,7 +13,7 @@ from pipeline.launch.profiles import load_profile
 from pipeline.launch.submission import plan_submission
 from pipeline.settings import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def plan_of(grid: str, profile, overrides=None):

@@ -15,7 +15,7 @@ from pipeline.cli import main
 from pipeline.launch.monitor import gather
 from pipeline.trialfile.files import read_status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SLOW = ["groups=rot", "modes=aug", "seeds=1", "n=14", "channels=8", "n_samples=500", "lr=0.005",
         "augment=sampled:10", "weights_every=5", "cnn.seeds=1", "configs=cross"]
 

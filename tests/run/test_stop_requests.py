@@ -18,7 +18,7 @@ from pipeline.run.execute import execute
 from pipeline.trialfile.files import inspect
 from pipeline.trialfile.manifest import select, write_manifest
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 # About 0.05 s an epoch: many epochs, and many moments to be interrupted at, in a few seconds.
 QUICK = ["groups=rot", "modes=aug", "seeds=1", "n=6", "channels=4", "n_samples=200", "lr=0.005", "augment=sampled:4",
          "weights_every=3", "epochs=60", "cnn.seeds=1", "configs=cross"]

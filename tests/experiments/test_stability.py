@@ -16,7 +16,7 @@ from pipeline.run.faults import FAULT_VARIABLE, InjectedFault
 from pipeline.trialfile.files import inspect, open_h5
 from pipeline.trialfile.manifest import select, write_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULT_ARRAYS = {"spectrum/E/lowest", "spectrum/E/lowest_residuals", "spectrum/perp/lowest",
                  "spectrum/perp/lowest_residuals", "eigenvectors/E", "eigenvectors/perp", "perturbation/lowest",
                  "perturbation/random", "perturbation/lowest_regularised", "perturbation/random_regularised",

@@ -14,7 +14,7 @@ from pipeline.experiments import make_trial
 from pipeline.run.runner import CollectingSink, run_trial
 from pipeline.trialfile.files import open_h5
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY_GROUPS = ["--epochs", "3", "--n-samples", "32", "--channels", "2", "--set", "n=6", "--lr", "0.1"]
 
 

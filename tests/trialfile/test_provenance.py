@@ -15,7 +15,7 @@ from pipeline.trialfile import provenance
 from pipeline.trialfile.files import read_status
 from pipeline.trialfile.manifest import write_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENDORED_SHA256 = {"t10k-images-idx3-ubyte.gz": "84163e9fdea1bfd43d10838e8e5dbf8ac19ef9b8bcd0d8e4d0d2383ef60f7a45",
                    "t10k-labels-idx1-ubyte.gz": "1713132980b419d3dd12ed1a08773601062ab806966cc2d42cb001ce3d1a3842"}
 

@@ -11,7 +11,7 @@ from pipeline.cli import main
 from pipeline.launch.grid import load_grid
 from pipeline.settings import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def described(grid):

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.experiments.groups import GROUP_NAMES
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from theory_ratios import SMALL_CNN, SMALL_GROUPS, train  # noqa: E402
 
 

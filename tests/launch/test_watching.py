@@ -12,7 +12,7 @@ from pipeline.cli import main
 from pipeline.run.faults import FAULT_VARIABLE
 from pipeline.trialfile.files import open_h5, read_status
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "groups=rot", "--set", "modes=nom", "--set", "cnn.seeds=1", "--set", "configs=cross"]
 SLOW = ["--set", "groups=rot", "--set", "modes=aug", "--set", "n=14", "--set", "channels=8", "--set", "n_samples=500",
         "--set", "augment=sampled:10", "--set", "epochs=25", "--set", "lr=0.005", "--set", "cnn.seeds=1",

@@ -1,7 +1,7 @@
 """One owner per trial, and a status that never lies: the ways a cluster user's bad day goes, on this machine.
 
 Every scenario ends with every trial file either bitwise equal to an uninterrupted run or honestly not
-complete, and status saying which. (The same on the real SLURM test cluster: tests/test_slurm.py.)
+complete, and status saying which. (The same on the real SLURM test cluster: tests/launch/test_slurm.py.)
 """
 
 import json
@@ -27,7 +27,7 @@ from pipeline.run.execute import execute
 from pipeline.trialfile.files import read_status
 from pipeline.trialfile.manifest import select, write_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # About 0.3 s an epoch here: slow enough to act on a running trial, short enough for CI.
 SLOW = ["groups=rot", "modes=aug", "seeds=1", "n=14", "channels=8", "n_samples=500", "lr=0.005",

@@ -1,6 +1,6 @@
 """make smoke's verdict (pipeline/launch/cluster_check.py), read from the trial files of the cluster-smoke grid: what
 it says of a GPU profile whose nodes ran it, and of one whose nodes did not run it as asked. (A real run on
-this machine's SLURM: tests/test_checks_before_the_queue.py and the README's example.)"""
+this machine's SLURM: tests/launch/test_checks_before_the_queue.py and the README's example.)"""
 
 import pytest
 

@@ -23,7 +23,7 @@ from pipeline.trialfile.files import read_status
 from pipeline.trialfile.manifest import write_manifest
 
 pytestmark = pytest.mark.slurm
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # About 0.3 s an epoch here: slow enough to interrupt mid-run, short enough for CI.
 SLOW = ["groups=rot", "modes=aug", "seeds=1", "n=14", "channels=8", "n_samples=500", "epochs=30", "lr=0.005",
         "augment=sampled:10", "weights_every=10"]

@@ -19,7 +19,7 @@ from pipeline.run.execute import execute
 from pipeline.trialfile.files import inspect, read_status
 from pipeline.trialfile.manifest import select, write_manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # About 11 MB of weights a snapshot, one every epoch: a small disk fills within a few epochs.
 HEAVY = ["groups=rot", "modes=nom", "seeds=1", "n=14", "channels=8", "n_samples=200", "epochs=10", "lr=0.005",
          "weights_every=1", "cnn.seeds=1", "configs=cross"]

@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from test_stationary import EIGENVALUES, CyclicQuartic, Kink, cnn_objective, dense_derivatives, group_objective
 
 from independent_check import orbits, parameter_generators
 from pipeline.core import certificates, stationarity, stationary
 from pipeline.core.stationary import StationarySearch
-from test_stationary import EIGENVALUES, CyclicQuartic, Kink, cnn_objective, dense_derivatives, group_objective
 
 
 @pytest.mark.parametrize("group", ["rot", "trans", "trans1d", "rototrans"])
