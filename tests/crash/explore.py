@@ -88,6 +88,20 @@ class KindExplorer:
         files = tuple(f for f in state.files if keep(f[0]))
         return State(files, state.dirs)
 
+    def _mark(self, op: Op, k: int, state: State, open_at: dict[str, list[int]]) -> None:
+        """A marked operation of some groups begins or ends at operation k."""
+        event, groups = _groups_of(op.text)
+        for group in groups:
+            if group not in self.kind.groups:
+                continue
+            if event == "begin":
+                open_at.setdefault(group, []).append(k)
+            else:  # operations nest (acquiring a lease may break a dead one first)
+                self.windows[group].append((open_at[group].pop(), k))
+                if not open_at[group]:
+                    del open_at[group]
+                self.boundaries[group].append((k, self._restricted(state, group)))
+
     def _plan(self) -> None:
         """The states each group is in after each of its operations, and its operations' spans."""
         open_at: dict[str, list[int]] = {}
@@ -105,24 +119,9 @@ class KindExplorer:
                 break
             op = self.ops[k]
             if op.kind == "mark":
-                event, groups = _groups_of(op.text)
-                for group in groups:
-                    if group not in self.kind.groups:
-                        continue
-                    if event == "begin":
-                        open_at.setdefault(group, []).append(k)
-                    else:  # operations nest (acquiring a lease may break a dead one first)
-                        self.windows[group].append((open_at[group].pop(), k))
-                        if not open_at[group]:
-                            del open_at[group]
-                        self.boundaries[group].append((k, self._restricted(state, group)))
+                self._mark(op, k, state, open_at)
                 continue
-            if op.kind in ("write", "truncate"):
-                touched_paths = names_before.get(op.inode, set())
-            elif op.kind in ("add", "remove", "rename"):
-                touched_paths = set(_paths_of_entry(names_before, op))
-            else:
-                touched_paths = set()
+            touched_paths = _touched_paths(op, names_before)
             for group, keep in self.kind.groups.items():
                 if group not in open_at and any(keep(p) for p in touched_paths):
                     self.windows[group].append((k - 1, k))  # an operation outside any marked one: its own span
@@ -152,6 +151,15 @@ class KindExplorer:
 def _paths_of_entry(names: dict[int, set[str]], op: Op) -> list[str]:
     parents = names.get(op.inode, set())
     return [f"{p}/{n}" if p else n for p in parents for n in (op.name, op.new_name) if n]
+
+
+def _touched_paths(op: Op, names_before: dict[int, set[str]]) -> set[str]:
+    """The paths an operation changes, by the names its inode or entry had before it."""
+    if op.kind in ("write", "truncate"):
+        return names_before.get(op.inode, set())
+    if op.kind in ("add", "remove", "rename"):
+        return set(_paths_of_entry(names_before, op))
+    return set()
 
 
 def _product(lists):
@@ -290,6 +298,13 @@ def explore(workloads=("groups", "stability", "folder"), models=MODELS, sample: 
 
 def report(tally: Tally, log=print) -> None:
     labels = list(dict.fromkeys(label for label, _, _ in tally.counts))
+    _report_counts(tally, labels, log)
+    _report_damaged_files(tally, log)
+    _report_wrong_recoveries(tally, log)
+    _report_totals(tally, labels, log)
+
+
+def _report_counts(tally: Tally, labels: list[str], log) -> None:
     log("")
     log(f"{'file kind':<44} {'model':<7} {'states':>8} " + " ".join(f"{v:>11}" for v in VERDICTS) + "  sampled points")
     for label in labels:
@@ -299,7 +314,10 @@ def report(tally: Tally, log=print) -> None:
                 continue
             log(f"{label:<44} {model:<7} {sum(row):>8} " + " ".join(f"{n:>11}" for n in row)
                 + f"  {tally.sampled[(label, model)]}")
-    files = Counter()
+
+
+def _report_damaged_files(tally: Tally, log) -> None:
+    files: Counter = Counter()
     for (_, model, name), n in tally.crashed.items():
         files[(name, model)] += n
     if files:
@@ -307,12 +325,15 @@ def report(tally: Tally, log=print) -> None:
         log("states that left each file not as last written, per model (each state counted once a model):")
         for name in sorted({n for n, _ in files}):
             log(f"  {name:<12} " + ", ".join(f"{m} {files[(name, m)]}" for m in MODELS if files[(name, m)]))
+
+
+def _report_wrong_recoveries(tally: Tally, log) -> None:
     if tally.failures:
         log("")
         log("states not recovered, by the files the crash left as not last written:")
         for (label, model, verdict, files), n in sorted(tally.failures.items()):
             log(f"  {label} / {model} / {verdict}: {n} with {files} crashed")
-    shown = {}
+    shown: dict = {}
     for label, model, verdict, where, outcome, acceptable in tally.examples:
         shown.setdefault((label, model, verdict), []).append((where, outcome, acceptable))
     if shown:
@@ -323,6 +344,9 @@ def report(tally: Tally, log=print) -> None:
                 log(f"  [{label} / {model} / {verdict}] {where}")
                 log(f"      recovery gave {_short(outcome)}")
                 log(f"      acceptable:   {' | '.join(_short(a) for a in acceptable)}")
+
+
+def _report_totals(tally: Tally, labels: list[str], log) -> None:
     by_model = ", ".join(f"{m} {sum(n for (_, mm, _), n in tally.counts.items() if mm == m)}" for m in MODELS)
     by_kind = ", ".join(f"{label} {tally.distinct[label]}" for label in labels)
     sampled = sum(tally.sampled.values())
