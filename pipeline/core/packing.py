@@ -59,7 +59,7 @@ class _LayerWeights(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self):
+    def forward(self) -> dict[str, torch.Tensor]:
         return self.model.layer_weights()
 
 
@@ -231,7 +231,8 @@ class PackedStepper:
     def zero_grad(self) -> None:
         self.packed.zero_grad()
 
-    def backward(self, x, labels, num_rows, loss, stats=False):
+    def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
+                 stats: bool = False) -> list[tuple[float, float]] | None:
         return self.packed.backward_loss(x, labels, num_rows, loss, stats)
 
     def descend(self, lr: float, mode: str, reg: float = 0.0) -> list[float]:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.core.models.base import MeasuredModel
-from pipeline.core.pixel_groups import get_group
+from pipeline.core.pixel_groups import PixelGroup, get_group
 
 SUPPORTS = {
     "cross": ((0, 1), (1, 0), (1, 1), (1, 2), (2, 1)),
@@ -207,11 +207,11 @@ class CNN(MeasuredModel):
         other._load_layer_weights({k: v.detach() for k, v in self.layer_weights().items()})
         return other
 
-    def transform_inputs(self, x, elements):
+    def transform_inputs(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         return self.input_group.transform_each(x, elements)
 
     @property
-    def input_group(self):
+    def input_group(self) -> PixelGroup:
         return get_group("rot", self.map_size * 4)
 
     @property
