@@ -7,7 +7,7 @@ from its end point each named solver then takes trust-region steps on E until it
 table gives the Hessian-vector products (and steps) it needed to bring its best ‖Π_E∇R‖ below each decade,
 with its last R. Wall time on a shared machine says little; products do not depend on the load.
 
-Solvers (the trust-region logic of ``pipeline.core.stationary`` around each; forcing: how exactly a subproblem is
+Solvers (the trust-region logic of ``pipeline.core.stationary_search`` around each; forcing: how exactly a subproblem is
 solved, relative to ‖g‖):
 
 - ``gltr``: the pipeline's (``StationarySearch._newton_step``): the subproblem solved exactly on a Lanczos
@@ -34,7 +34,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.core import certificates, stationary  # noqa: E402
+from pipeline.core import certificates  # noqa: E402
+from pipeline.core import stationary_search as stationary  # noqa: E402
+from pipeline.core.objectives import ModelObjective  # noqa: E402
+from pipeline.core.trust_region import KrylovModel  # noqa: E402
 from pipeline.experiments.stability import EXPERIMENT  # noqa: E402
 from pipeline.launch.grid import load_grid  # noqa: E402
 
@@ -48,8 +51,8 @@ def objective_of(network: str, seed: int):
     settings = dataclasses.replace(trial.settings, seed=seed)
     data = EXPERIMENT.load_data(settings, torch.device("cpu"), torch.float64)
     model = EXPERIMENT.build_model(settings).to(dtype=torch.float64)
-    return settings, stationary.ModelObjective(model, data, EXPERIMENT.evaluation_loss(settings),
-                                               settings.chunk_size, weight_decay=settings.weight_decay)
+    return settings, ModelObjective(model, data, EXPERIMENT.evaluation_loss(settings),
+                                    settings.chunk_size, weight_decay=settings.weight_decay)
 
 
 def accept(search: stationary.StationarySearch, p: torch.Tensor, predicted: float) -> bool:
@@ -113,7 +116,7 @@ def step(search: stationary.StationarySearch, solver: str, state: dict, attempts
     for _ in range(attempts):
         if solver in ("gltr-fresh", "gltr-linear"):
             cap, forcing = (search.cg_iterations, search._forcing()) if solver == "gltr-fresh" else (200, linear)
-            model = stationary.KrylovModel(search.hessian_E, search.grad, cap, forcing)
+            model = KrylovModel(search.hessian_E, search.grad, cap, forcing)
             p, predicted, _ = model.step(search.radius)
         elif solver == "steihaug":
             p, predicted = steihaug(search.hessian_E, search.grad, search.radius, 200, linear)

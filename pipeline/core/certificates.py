@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline import stopping
+from pipeline.core.objectives import Objective
 from pipeline.core.stationarity import OUTSIDE_TOLERANCE
 
 # Lanczos stops once the estimated residual of each of its lowest Ritz pairs is at most this fraction of the
@@ -88,7 +89,7 @@ class OrbitBasis:
         columns = self.complement(like.dtype, like.device)
         return columns.__matmul__, columns.T.__matmul__
 
-    def complement(self, dtype=torch.float64, device=None) -> torch.Tensor:
+    def complement(self, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> torch.Tensor:
         """An orthonormal basis of E⊥ as the columns of a dense matrix: within every orbit of m coordinates, the
         m − 1 Helmert contrasts (1, …, 1, −j, 0, …)/√(j(j+1)), orthogonal to the orbit's indicator."""
         total = len(self.orbit)
@@ -111,7 +112,7 @@ def orbit_basis(project_E: Callable[[torch.Tensor], torch.Tensor], like: torch.T
     does not act by permutations of the coordinates (then no such basis spans E)."""
     generator = generator or torch.Generator().manual_seed(0)
 
-    def draw():
+    def draw() -> torch.Tensor:
         return (1.0 + torch.rand(like.shape, generator=generator, dtype=torch.float64)).to(like)
 
     def spans_E(basis: OrbitBasis) -> bool:
@@ -277,7 +278,7 @@ def lanczos_run(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Ten
     return LanczosRun(values, vectors, estimated, outside, breakdown, converged)
 
 
-def _tridiagonal_eigh(alphas, betas) -> tuple[torch.Tensor, torch.Tensor]:
+def _tridiagonal_eigh(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     m = len(alphas)
     off = torch.stack(betas[: m - 1]) if m > 1 else alphas[0].new_zeros(0)
     T = torch.diag(torch.stack(alphas)) + torch.diag(off, 1) + torch.diag(off, -1)
@@ -316,7 +317,7 @@ def lanczos_spectrum(block: str, matvec: Callable[[torch.Tensor], torch.Tensor],
                          run.converged, run.breakdown, outside, rejected)
 
 
-def certified_spectra(objective, k: int, steps: int, dense_limit: int, generator: torch.Generator | None = None,
+def certified_spectra(objective: Objective, k: int, steps: int, dense_limit: int, generator: torch.Generator | None = None,
                       progress: Callable[[str, int, int], None] | None = None) -> dict[str, BlockSpectrum]:
     """``"E"``: H_E = Π_E ∇²R Π_E on E (from R: |G| times cheaper than H_aug, and equal to its E-block where the
     premises hold); ``"perp"``: H_⊥ = Π_⊥ H_aug Π_⊥ on E⊥; at the objective's current θ (``pipeline.core.stationary``
@@ -330,7 +331,8 @@ def certified_spectra(objective, k: int, steps: int, dense_limit: int, generator
     result: dict[str, BlockSpectrum] = {}
     blocks = {"E": (objective.project_E, False), "perp": (objective.project_perp, True)}
     for block, (project, augmented) in blocks.items():
-        def matvec(v, project=project, augmented=augmented):
+        def matvec(v: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor] = project,
+                   augmented: bool = augmented) -> torch.Tensor:
             return objective.hvp(project(v), augmented)
 
         dim = -1 if basis is None else (basis.dim if block == "E" else total - basis.dim)
@@ -344,3 +346,42 @@ def certified_spectra(objective, k: int, steps: int, dense_limit: int, generator
             v = project(torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device))
             result[block] = lanczos_spectrum(block, matvec, project, v / torch.linalg.vector_norm(v), k, steps, dim)
     return result
+
+
+@dataclass
+class LanczosResult:
+    values: torch.Tensor  # (m,) Ritz values, ascending
+    vectors: torch.Tensor  # (m, dim) unit Ritz vectors, row i belonging to values[i]
+    # (m,) ‖A v_i − values[i] v_i‖, so |values[i] − λ| ≤ residual for some eigenvalue λ. The estimate of
+    # exact arithmetic: for a converged pair it can read 0 where round-off leaves about 1e-16 ‖A‖.
+    residuals: torch.Tensor
+    breakdown: bool  # the Krylov space became invariant before the requested number of steps
+
+    @property
+    def krylov_dim(self) -> int:
+        return len(self.values)
+
+
+def lanczos(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    steps: int,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    breakdown_tolerance: float = 1e-10,
+) -> LanczosResult:
+    """Ritz pairs of the symmetric operator ``matvec`` on a Krylov space of at most ``steps`` dimensions.
+
+    ``project`` (an orthogonal projector, e.g. Π_⊥) is applied to the start vector and to every product, so
+    the Krylov space stays inside its range and the spectrum is that of the operator restricted there,
+    without the zero eigenvalues of the complement. Every new vector is re-orthogonalised against the whole
+    basis, twice: plain Lanczos loses orthogonality as Ritz values converge and then reports the same
+    eigenvalue again and again, and one classical Gram-Schmidt pass is not enough when the new vector is
+    almost in the span, while two are; after them the vector is projected again, so that round-off outside the
+    range cannot accumulate in the basis (``certificates.lanczos_run``). The run stops early when the next
+    vector's norm falls below ``breakdown_tolerance`` times the largest coefficient seen: the space is
+    invariant and its Ritz pairs are exact. A single start vector finds one copy of each repeated eigenvalue
+    (repeats are common here: they come from the group's irreducible representations). Memory: ``steps``
+    vectors of the full size.
+    """
+    run = lanczos_run(matvec, start, steps, project, breakdown_tolerance=breakdown_tolerance)
+    return LanczosResult(run.values, run.vectors, run.estimated_residuals, run.breakdown)

@@ -40,7 +40,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device, dtype) -> Dataset:
+    def to(self, device: torch.device | str | None, dtype: torch.dtype | None) -> Dataset:
         return Dataset(self.images.to(device=device, dtype=dtype), self.labels.to(device), self.source, self.files)
 
 
@@ -78,7 +78,7 @@ def _official_files(root: Path) -> tuple[Path, Path] | None:
 def _official(root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor, str, tuple[str, ...]]:
     files = _official_files(root)
     if files is None and download:
-        from torchvision.datasets import MNIST
+        from torchvision.datasets import MNIST  # deferred: torchvision, needed only to download
 
         try:
             MNIST(str(root), train=False, download=True)

@@ -108,6 +108,6 @@ def check(build: str | None, level: tuple[int, int] | None, driver: str = "") ->
 
 def check_here() -> DriverCheck:
     """:func:`check` for this machine: torch's build, the driver's level and version."""
-    import torch
+    import torch  # deferred: torch, which this module (read by the launch layer's checks) does without
 
     return check(torch.version.cuda, driver_cuda_level(), gpu_driver_version())

@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from pipeline.core import driver as nvidia_driver
 from pipeline.settings import ConfigError
 
 # Set in the tasks of a profile that requests GPUs: a trial there runs on CUDA or not at all.
@@ -56,9 +57,7 @@ def check_cuda(why: str) -> None:
         raise DeviceUnavailable(f"{why}, but torch {torch.__version__} is a CPU-only build: install the versions "
                                 "of constraints.txt (see the README's cluster section)")
     if not torch.cuda.is_available():
-        from pipeline.core.driver import check_here
-
-        driver = check_here()
+        driver = nvidia_driver.check_here()
         if not driver.ok:  # torch hides a driver too old for its build behind "no device": name it, and the fix
             raise DeviceUnavailable(f"{why}, but {driver.line}")
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -15,17 +15,20 @@ How the k models are batched (:class:`PackedCNN`):
   :class:`~pipeline.core.models.CNN` whose parameters are views into the stack, so measurements, snapshots and
   checkpoints go through the model's own code and always see the live weights; the optimizer step updates
   all seeds with one operation per parameter.
-* The kernels and head weights come from the model's own ``layer_weights`` (under ``vmap`` for all seeds).
-* The forward pass is the CNN's (blocks 1 and 2 as one stride-2 convolution with the pooled 4 x 4
-  kernel, see :func:`pipeline.core.models.cnn.pooled_kernel`), with the seeds as convolution groups.
+* The kernels and head weights come from the model's own ``layer_weights`` (under ``vmap`` for all seeds),
+  and the forward pass is the model's own, :func:`pipeline.core.models.cnn.forward_with` (what
+  ``CNN.forward`` runs at the model's weights), under ``torch.func.vmap`` over the seed axis, which turns
+  each convolution of the seeds into one grouped convolution. Nothing of the CNN's arithmetic is written
+  here twice: a change to the network is a change to ``models/cnn.py`` alone.
 * ``vectorize=True`` runs the k seeds as grouped convolutions (seeds as groups; an input shared by all
   seeds, as in full-batch phase 2 and evaluation, is read once); ``False`` runs them one after the other
-  through the same code. The default decides per input, from what an H200 measured (``make gpu-check``,
-  bench row 4): on CUDA, each seed's own minibatch of 100 runs grouped (phase 1 at k = 8: 4.1x the
-  per-seed throughput of one seed), but a shared full batch runs seed after seed in chunks of
-  ``chunk_size`` rows, which already fill the device (grouped, phase 2 at k = 8 fell to 0.65x). On a CPU a
-  batch of 100 already keeps the cores busy and k seeds' activations only evict each other from cache,
-  so there the seeds always go one after the other.
+  through the same code (a pack of one seed under ``vmap``, so that a seed's arithmetic is the same either
+  way). The default decides per input, from what an H200 measured (``make gpu-check``, bench row 4): on
+  CUDA, each seed's own minibatch of 100 runs grouped (phase 1 at k = 8: 4.1x the per-seed throughput of
+  one seed), but a shared full batch runs seed after seed in chunks of ``chunk_size`` rows, which already
+  fill the device (grouped, phase 2 at k = 8 fell to 0.65x). On a CPU a batch of 100 already keeps the
+  cores busy and k seeds' activations only evict each other from cache, so there the seeds always go one
+  after the other.
 
 Checkpoints are those of the single-seed runner (one per seed, from its view model), so a packed trial can
 be resumed unpacked and vice versa.
@@ -38,11 +41,10 @@ from typing import cast
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from torch.nn import functional as F
 
 from pipeline.core.data import Dataset
 from pipeline.core.models.base import MeasuredModel
-from pipeline.core.models.cnn import CNN, pooled_kernel
+from pipeline.core.models.cnn import CNN, forward_with
 from pipeline.core.training import correct_count, loss_sum
 
 __all__ = ["PackedCNN", "PackedStepper", "VECTORIZE"]
@@ -59,39 +61,21 @@ class _LayerWeights(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self):
+    def forward(self) -> dict[str, torch.Tensor]:
         return self.model.layer_weights()
 
 
-def _convolved(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """What the forward pass multiplies with, from the seed-first layer weights: blocks 1 and 2 convolve
-    with their pooled kernels."""
-    return {"conv1": pooled_kernel(weights["conv1"]), "conv2": pooled_kernel(weights["conv2"]),
-            "conv3": weights["conv3"], "head": weights["head"]}
+def _seeds(weights: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Seed i's layer weights, from the seed-first ones, as a pack of one seed."""
+    return {name: value[i:i + 1] for name, value in weights.items()}
 
 
-def _forward(kernels: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """:meth:`CNN.forward <pipeline.core.models.cnn.CNN.forward>` for k seeds at once, as grouped convolutions.
-
-    ``kernels`` come from :func:`_convolved`, seed-first; ``x`` is (B, 1, H, W), the same for every seed, or
-    (k, B, 1, H, W). Activations are (B, k x channels, H, W): the seeds are the groups. Returns logits
-    (k, B, classes).
-    """
-    k = kernels["head"].shape[0]
-    if x.dim() == 5:
-        h, groups = x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[-2:]), k
-    else:
-        h, groups = x, 1  # one input: every seed's first-layer filters read the same channel
-    for i in range(3):
-        kernel = kernels[f"conv{i + 1}"]  # (k, out, in, size, size)
-        stride = 2 if i < 2 else 1  # blocks 1 and 2: convolution and pooling in one (see models.cnn.pooled_kernel)
-        h = F.conv2d(h, kernel.reshape(-1, *kernel.shape[2:]), stride=stride, padding=1, groups=groups)
-        groups = k
-        h = torch.tanh(h)
-        h = F.layer_norm(h, h.shape[-2:])
-    head = kernels["head"]  # (k, classes, channels, s, s)
-    features = h.reshape(h.shape[0], k, -1).transpose(0, 1)
-    return torch.bmm(features, head.reshape(k, head.shape[1], -1).transpose(1, 2))
+def _vmapped(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The CNN's forward (``models.cnn.forward_with``) for a pack of seeds: seed-first layer weights, images x
+    (B, 1, H, W) shared by the seeds or (seeds, B, 1, H, W); logits (seeds, B, classes). ``vmap`` runs each
+    convolution of all seeds as one grouped convolution. A pack of one seed runs the same way, so that a
+    seed's arithmetic does not depend on whether its pack runs grouped or seed after seed."""
+    return vmap(forward_with, in_dims=(0, 0 if x.dim() == 5 else None))(weights, x)
 
 
 class PackedCNN:
@@ -151,41 +135,44 @@ class PackedCNN:
     def _seed_inputs(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         return x if x.dim() == 4 else x[seed:seed + 1]
 
+    def _logits(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits (k, B, classes) of the CNN's own forward (``models.cnn.forward_with``) at every seed's weights,
+        under ``vmap`` (the seeds become convolution groups), for all seeds at once or one after the other."""
+        if self._grouped(x):
+            return _vmapped(weights, x)
+        return torch.cat([_vmapped(_seeds(weights, i), self._seed_inputs(x, i)) for i in range(self.k)])
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (k, B, classes) for images x: (B, 1, H, W) shared by all seeds, or (k, B, 1, H, W)."""
-        kernels = _convolved(self.layer_weights())
-        if self._grouped(x):
-            return _forward(kernels, x)
-        return torch.cat([_forward({name: v[i:i + 1] for name, v in kernels.items()}, self._seed_inputs(x, i))
-                          for i in range(self.k)])
+        return self._logits(self.layer_weights(), x)
 
     def backward_loss(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str = "mse",
                       stats: bool = False) -> list[tuple[float, float]] | None:
         """Add to .grad the gradient of each seed's loss sum over these rows, divided by ``num_rows``; with
         ``stats``, return each seed's (loss sum, correct predictions) of the rows."""
-        kernels = _convolved(self.layer_weights())
+        weights = self.layer_weights()
         if self._grouped(x):
-            logits = _forward(kernels, x)
+            logits = self._logits(weights, x)
             sums = [loss_sum(logits[i], labels[i], loss) for i in range(self.k)]
             # Seeds share no parameter, so the gradient of the sum is each seed's own gradient.
             (cast(torch.Tensor, sum(sums)) / num_rows).backward()
             return [(s.item(), correct_count(logits[i], labels[i])) for i, s in enumerate(sums)] if stats else None
         # Seed after seed, each backward while its activations are still in cache, on detached copies of its
-        # kernels; then one backward takes all seeds' kernel gradients to the parameters, so the small ops
-        # that build kernels from coefficients run once per step rather than once per seed.
-        kernel_grads = {name: torch.empty_like(v) for name, v in kernels.items()}
+        # layer weights; then one backward takes all seeds' weight gradients to the parameters, so the small ops
+        # that build the weights from coefficients run once per step rather than once per seed.
+        weight_grads = {name: torch.empty_like(v) for name, v in weights.items()}
         measured = []
         for i in range(self.k):
-            leaves = {name: v[i:i + 1].detach().requires_grad_() for name, v in kernels.items()}
-            logits = _forward(leaves, self._seed_inputs(x, i))
-            total = loss_sum(logits[0], labels[i], loss)
+            leaves = {name: v.detach().requires_grad_() for name, v in _seeds(weights, i).items()}
+            logits = _vmapped(leaves, self._seed_inputs(x, i))[0]
+            total = loss_sum(logits, labels[i], loss)
             (total / num_rows).backward()
             if stats:
-                measured.append((total.item(), correct_count(logits[0], labels[i])))
+                measured.append((total.item(), correct_count(logits, labels[i])))
             for name, leaf in leaves.items():
                 assert leaf.grad is not None  # a leaf of the backward just taken
-                kernel_grads[name][i] = leaf.grad[0]
-        torch.autograd.backward(list(kernels.values()), list(kernel_grads.values()))
+                weight_grads[name][i] = leaf.grad[0]
+        torch.autograd.backward(list(weights.values()), list(weight_grads.values()))
         return measured if stats else None
 
     def rows_per_forward(self, chunk_size: int) -> int:
@@ -231,7 +218,8 @@ class PackedStepper:
     def zero_grad(self) -> None:
         self.packed.zero_grad()
 
-    def backward(self, x, labels, num_rows, loss, stats=False):
+    def backward(self, x: torch.Tensor, labels: list[torch.Tensor], num_rows: int, loss: str,
+                 stats: bool = False) -> list[tuple[float, float]] | None:
         return self.packed.backward_loss(x, labels, num_rows, loss, stats)
 
     def descend(self, lr: float, mode: str, reg: float = 0.0) -> list[float]:

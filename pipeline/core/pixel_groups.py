@@ -156,7 +156,8 @@ class PixelGroup:
         residual -= self._orbit_means(residual, orbits).index_select(0, orbit_of)
         return torch.linalg.vector_norm(residual)
 
-    def _tables(self, orbits: OrbitTable, device: torch.device, dtype: torch.dtype):
+    def _tables(self, orbits: OrbitTable, device: torch.device,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         key = (id(orbits), device, dtype)
         if key not in self._device_tables:
             sizes = torch.bincount(orbits.orbit_of, minlength=len(orbits.members))
@@ -185,7 +186,7 @@ class Rotations(PixelGroup):
     def __len__(self) -> int:
         return 4
 
-    def _apply(self, x, k):
+    def _apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return torch.rot90(x, int(k), dims=(-2, -1))
 
 
@@ -197,7 +198,7 @@ class Translations(PixelGroup):
     def __len__(self) -> int:
         return self.n * self.n
 
-    def _apply(self, x, k):
+    def _apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return torch.roll(x, shifts=(int(k) // self.n, int(k) % self.n), dims=(-2, -1))
 
 
@@ -209,7 +210,7 @@ class ColumnTranslations(PixelGroup):
     def __len__(self) -> int:
         return self.n
 
-    def _apply(self, x, k):
+    def _apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return torch.roll(x, shifts=int(k), dims=-1)
 
 
@@ -226,7 +227,7 @@ class RotoTranslations(PixelGroup):
     def __len__(self) -> int:
         return 4 * self.n * self.n
 
-    def _apply(self, x, k):
+    def _apply(self, x: torch.Tensor, k: int) -> torch.Tensor:
         rotation, translation = divmod(int(k), self.n * self.n)
         return torch.rot90(self._translations._apply(x, translation), rotation, dims=(-2, -1))
 

@@ -28,7 +28,7 @@ from pipeline.core.models.base import MeasuredModel
 from pipeline.settings import LOSSES, Augmentation
 
 
-def seeded_generator(*purpose) -> torch.Generator:
+def seeded_generator(*purpose: object) -> torch.Generator:
     """A CPU generator whose seed is a stable hash of ``purpose`` (seed, epoch, what it is for)."""
     digest = hashlib.sha256(repr(purpose).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
@@ -105,7 +105,8 @@ def correct_count(logits: torch.Tensor, labels: torch.Tensor, loss: str = "") ->
     return int((logits.argmax(1) == labels).sum())
 
 
-def batch_rows(model: MeasuredModel, data: Dataset, layout: RowLayout, index: torch.Tensor):
+def batch_rows(model: MeasuredModel, data: Dataset, layout: RowLayout,
+               index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     samples, elements = layout.rows(index)
     samples = samples.to(data.images.device)
     x = data.images[samples]
@@ -260,12 +261,12 @@ class _WithoutSteps(EpochHooks):
     def __init__(self, hooks: EpochHooks):
         self.hooks = hooks
 
-    def before_update(self, measured) -> None:
+    def before_update(self, measured: list[tuple[float, float]] | None) -> None:
         self.hooks.before_update(measured)
 
 
-def full_batch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float, loss: str,
-                     chunk_size: int, generators: list[torch.Generator], hooks: EpochHooks = EpochHooks(),
+def full_batch_epoch(stepper: GradientStepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float,
+                     loss: str, chunk_size: int, generators: list[torch.Generator], hooks: EpochHooks = EpochHooks(),
                      reg: float = 0.0) -> list[float]:
     """One step of gradient descent on the mode's whole objective; returns each model's gradient norm.
 
@@ -277,7 +278,8 @@ def full_batch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentati
     step = stepper.rows_per_forward(chunk_size)
     plain = layout.plain_rows(step)
     rows = torch.arange(layout.num_rows)
-    totals, corrects = [0.0] * len(layouts), [0] * len(layouts)
+    totals = [0.0] * len(layouts)
+    corrects: list[float] = [0] * len(layouts)  # NaN where there are no classes
     stepper.zero_grad()
     for start in range(0, layout.num_rows, step):
         stopping.check()  # ...or between chunks of a long epoch: the epoch is redone on resumption
@@ -291,7 +293,7 @@ def full_batch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentati
     return stepper.descend(lr, mode, reg)
 
 
-def sgd_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float, loss: str,
+def sgd_epoch(stepper: GradientStepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float, loss: str,
               batch_size: int, generators: list[torch.Generator], hooks: EpochHooks = EpochHooks(),
               reg: float = 0.0) -> list[float]:
     """One pass of minibatch SGD over the shuffled rows of the mode's objective (for Aug-orbit: the
@@ -313,8 +315,8 @@ def sgd_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | No
     return grad_norms
 
 
-def minibatch_epoch(stepper, data: Dataset, mode: str, augmentation: Augmentation | None, lr: float, loss: str,
-                    batch_size: int, chunk_size: int, generators: list[torch.Generator],
+def minibatch_epoch(stepper: GradientStepper, data: Dataset, mode: str, augmentation: Augmentation | None,
+                    lr: float, loss: str, batch_size: int, chunk_size: int, generators: list[torch.Generator],
                     hooks: EpochHooks = EpochHooks(), reg: float = 0.0) -> list[float]:
     """One epoch of minibatch SGD over shuffled *samples* (Experiment G's extension); returns the last
     gradient norm.

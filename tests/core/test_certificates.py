@@ -1,6 +1,6 @@
-"""Certified spectra (pipeline/core/certificates.py) and the search's endings (pipeline/core/stationary.py), against dense
-linear algebra, the group's action built independently (tests/independent_check.py) and objectives whose
-answers are known."""
+"""Certified spectra (pipeline/core/certificates.py) and the search's endings
+(pipeline/core/stationary_search.py), against dense linear algebra, the group's action built independently
+(tests/independent_check.py) and objectives whose answers are known."""
 
 import math
 
@@ -9,8 +9,9 @@ import torch
 from test_stationary import EIGENVALUES, CyclicQuartic, Kink, cnn_objective, dense_derivatives, group_objective
 
 from independent_check import orbits, parameter_generators
-from pipeline.core import certificates, stationarity, stationary
-from pipeline.core.stationary import StationarySearch
+from pipeline.core import certificates, stationarity
+from pipeline.core import stationary_search as search
+from pipeline.core.stationary_search import StationarySearch
 
 
 @pytest.mark.parametrize("group", ["rot", "trans", "trans1d", "rototrans"])
@@ -64,12 +65,12 @@ def test_no_orbit_basis_where_the_group_does_not_permute_the_coordinates():
 def test_dense_blocks_equal_the_dense_hessians_restricted_to_E_and_E_perp(network):
     objective = (group_objective("rot", n=3, channels=1, samples=16) if network == "rot"
                  else cnn_objective("cross", "unitary", channels="1,2,2", samples=12))
-    _, (H, H_aug) = dense_derivatives(objective)
+    _, (H, hessian_aug) = dense_derivatives(objective)
     basis = certificates.orbit_basis(objective.project_E, objective.get())
     Q = basis.lift(torch.eye(basis.dim, dtype=torch.float64)).T  # (D, k)
     B = basis.complement()
     found = certificates.certified_spectra(objective, 3, 50, dense_limit=10**6)
-    for block, matrix, columns in (("E", H, Q), ("perp", H_aug, B)):
+    for block, matrix, columns in (("E", H, Q), ("perp", hessian_aug, B)):
         spectrum = found[block]
         truth = torch.linalg.eigvalsh(columns.T @ matrix @ columns)
         assert spectrum.method == "dense" and spectrum.dim == columns.shape[1]
@@ -153,7 +154,7 @@ def newton_search(objective, **options):
 def test_a_search_ends_by_its_criterion_on_its_best_iterate():
     problem = CyclicQuartic(EIGENVALUES)
     found, norms = newton_search(problem)
-    assert found.ended == stationary.CURVATURE_CRITERION and found.ending == stationary.CRITERION and found.converged
+    assert found.ended == search.CURVATURE_CRITERION and found.ending == search.CRITERION and found.converged
     check = found.check
     assert check is not None and check.met and check.ratio <= found.target
     # The curvature judged is λ_min(H_E) = 0.2, clearly positive and smaller than |λ_min(H_⊥)| = 1.
@@ -164,13 +165,13 @@ def test_a_search_ends_by_its_criterion_on_its_best_iterate():
 
 def test_a_search_that_cannot_progress_ends_by_a_certified_stall():
     found, _ = newton_search(Kink(), stall_window=20)
-    assert found.ending == stationary.STALL and found.stalled and not found.converged
-    assert found.ended in (stationary.NO_PROGRESS, stationary.RADIUS_AT_ROUNDOFF)
+    assert found.ending == search.STALL and found.stalled and not found.converged
+    assert found.ended in (search.NO_PROGRESS, search.RADIUS_AT_ROUNDOFF)
 
 
-@pytest.mark.parametrize("budget, ended", [({"hessian_budget": 5}, stationary.HESSIAN_BUDGET),
-                                           ({"time_budget": 1e-9}, stationary.TIME_BUDGET),
-                                           ({"newton_iterations": 1}, stationary.NEWTON_CAP)])
+@pytest.mark.parametrize("budget, ended", [({"hessian_budget": 5}, search.HESSIAN_BUDGET),
+                                           ({"time_budget": 1e-9}, search.TIME_BUDGET),
+                                           ({"newton_iterations": 1}, search.NEWTON_CAP)])
 def test_a_search_ends_by_its_budget_and_says_which(budget, ended):
     problem = CyclicQuartic(EIGENVALUES)
     options = {"tolerance": 1e-3, "block": 10, "max_iterations": 5, "refine": "newton", "newton_iterations": 500}
@@ -178,7 +179,7 @@ def test_a_search_ends_by_its_budget_and_says_which(budget, ended):
     found = StationarySearch(problem, **options)
     while not found.done:
         found.step_block()
-    assert found.ended == ended and found.ending == stationary.BUDGET
+    assert found.ended == ended and found.ending == search.BUDGET
 
 
 def test_the_best_iterate_is_kept_when_the_last_is_worse():
@@ -195,7 +196,7 @@ def test_the_best_iterate_is_kept_when_the_last_is_worse():
     found.loss, found.accuracy, found.grad = found._projected_gradient()
     found.norm = float(torch.linalg.vector_norm(found.grad))
     assert found.norm > best
-    found._end(stationary.NEWTON_CAP)
+    found._end(search.NEWTON_CAP)
     assert found.norm == best and torch.equal(problem.get(), found.best["theta"])
 
 

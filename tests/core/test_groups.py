@@ -40,15 +40,15 @@ def test_projections_are_idempotent_self_adjoint_and_land_in_E(name):
     generator = torch.Generator().manual_seed(2)
     A, B = torch.randn(2, 4, G.num_pixels, G.num_pixels, generator=generator, dtype=torch.float64)
     v, u = torch.randn(2, 4, G.num_pixels, generator=generator, dtype=torch.float64)
-    PA = G.project(A)
-    assert torch.allclose(G.project(PA), PA, atol=1e-12)
+    projected = G.project(A)
+    assert torch.allclose(G.project(projected), projected, atol=1e-12)
     assert torch.allclose((G.project(A) * B).sum(), (A * G.project(B)).sum(), atol=1e-10)
     assert torch.allclose(G.project_invariant(G.project_invariant(v)), G.project_invariant(v), atol=1e-12)
     assert torch.allclose((G.project_invariant(v) * u).sum(), (v * G.project_invariant(u)).sum(), atol=1e-10)
     # In E: commutes with every group element; invariant weights are fixed by every element.
-    for Pg in P:
-        assert torch.allclose(Pg @ PA, PA @ Pg, atol=1e-12)
-        assert torch.allclose(G.project_invariant(v) @ Pg, G.project_invariant(v), atol=1e-12)
+    for p_g in P:
+        assert torch.allclose(p_g @ projected, projected @ p_g, atol=1e-12)
+        assert torch.allclose(G.project_invariant(v) @ p_g, G.project_invariant(v), atol=1e-12)
     # A generic layer is not in E, so the tests above are not vacuous.
     assert float(G.dist(A)) > 0.1 * float(A.norm())
 

@@ -1,6 +1,7 @@
-"""Experiment S (pipeline/core/stationary.py): the parameter-space projections, the identities of claim 1 and of the
-Hessian's block structure against dense linear algebra on tiny models, Lanczos against dense spectra, and
-the stationary point, spectra and perturbation dynamics on a constructed problem whose answers are known."""
+"""Experiment S (pipeline/core/objectives.py, stationary.py, stationary_search.py): the parameter-space
+projections, the identities of claim 1 and of the Hessian's block structure against dense linear algebra on
+tiny models, Lanczos against dense spectra, and the stationary point, spectra and perturbation dynamics on a
+constructed problem whose answers are known."""
 
 import math
 
@@ -8,20 +9,18 @@ import pytest
 import torch
 
 from pipeline import experiments
+from pipeline.core.certificates import lanczos
 from pipeline.core.data import load_mnist
+from pipeline.core.objectives import ModelObjective, Objective, random_unit
 from pipeline.core.stationary import (
-    ModelObjective,
-    Objective,
     block_structure,
     claim1,
-    find_stationary_point,
-    lanczos,
     measured_factor,
     perturbation_run,
     predicted_factor,
-    random_unit,
     spectra,
 )
+from pipeline.core.stationary_search import find_stationary_point
 from pipeline.core.training import loss_sum
 from pipeline.experiments import make_trial
 from pipeline.experiments.cnn import VARIANTS as CONFIGS
@@ -90,8 +89,8 @@ def dense(request):
     else:
         objective = group_objective(request.param.removeprefix("groupnet-"))
     P = dense_projector(objective)
-    gradients, (H, H_aug) = dense_derivatives(objective)
-    return objective, P, H, H_aug, gradients
+    gradients, (H, hessian_aug) = dense_derivatives(objective)
+    return objective, P, H, hessian_aug, gradients
 
 
 # -- the projection in parameter coordinates -------------------------------------------------------
@@ -114,16 +113,16 @@ def test_project_parameters_is_an_orthogonal_projection(spec):
     objective = model_objective(spec)
     u, v = random_parameters(objective, 1), random_parameters(objective, 2)
     u_copy = u.clone()
-    Pu, Pv = objective.project_E(u), objective.project_E(v)
+    p_u, p_v = objective.project_E(u), objective.project_E(v)
     assert torch.equal(u, u_copy)  # the input is left alone
-    assert torch.linalg.vector_norm(objective.project_E(Pu) - Pu) <= 1e-13 * torch.linalg.vector_norm(u)
-    assert abs(float(Pu @ v - u @ Pv)) <= 1e-13 * float(u.norm() * v.norm())
+    assert torch.linalg.vector_norm(objective.project_E(p_u) - p_u) <= 1e-13 * torch.linalg.vector_norm(u)
+    assert abs(float(p_u @ v - u @ p_v)) <= 1e-13 * float(u.norm() * v.norm())
     if spec[-1] == "equivariant":
-        assert torch.equal(Pu, u)  # parametrised inside E
+        assert torch.equal(p_u, u)  # parametrised inside E
     else:
-        assert 0.05 < float(Pu.norm() / u.norm()) < 0.95  # a proper subspace, neither 0 nor everything
+        assert 0.05 < float(p_u.norm() / u.norm()) < 0.95  # a proper subspace, neither 0 nor everything
     # Whatever the coordinates, the projected parameters make every measured layer equivariant.
-    objective.set(Pu)
+    objective.set(p_u)
     with torch.no_grad():
         weights = objective.model.layer_weights()
     for name, weight in weights.items():
@@ -175,9 +174,9 @@ def test_claim1_identity_for_the_cnn_configurations(config, holds):
 
 
 def test_gradients_and_hessian_vector_products_match_dense_autograd(dense):
-    objective, _, H, H_aug, gradients = dense
+    objective, _, H, hessian_aug, gradients = dense
     v = random_parameters(objective, 4)
-    for augmented, gradient, hessian in ((False, gradients[0], H), (True, gradients[1], H_aug)):
+    for augmented, gradient, hessian in ((False, gradients[0], H), (True, gradients[1], hessian_aug)):
         _, accuracy, grad = objective.loss_and_grad(augmented)
         assert torch.linalg.vector_norm(grad - gradient) <= 1e-13 * torch.linalg.vector_norm(gradient)
         assert 0.0 <= accuracy <= 1.0
@@ -187,11 +186,11 @@ def test_gradients_and_hessian_vector_products_match_dense_autograd(dense):
 
 
 def test_hessian_block_structure_dense_and_on_random_vectors(dense):
-    objective, P, H, H_aug, _ = dense
+    objective, P, H, hessian_aug, _ = dense
     Q = torch.eye(objective.dim, dtype=torch.float64) - P
-    scale = torch.linalg.matrix_norm(H_aug, ord=2)
-    assert torch.linalg.matrix_norm(P @ H_aug @ Q, ord=2) <= 1e-12 * scale
-    assert torch.linalg.matrix_norm(P @ (H_aug - H) @ P, ord=2) <= 1e-12 * scale
+    scale = torch.linalg.matrix_norm(hessian_aug, ord=2)
+    assert torch.linalg.matrix_norm(P @ hessian_aug @ Q, ord=2) <= 1e-12 * scale
+    assert torch.linalg.matrix_norm(P @ (hessian_aug - H) @ P, ord=2) <= 1e-12 * scale
     # The blocks are not trivially zero: the Nom Hessian does couple E and E⊥.
     assert torch.linalg.matrix_norm(P @ H @ Q, ord=2) >= 1e-3 * scale
     result = block_structure(objective, torch.Generator().manual_seed(5))
@@ -221,9 +220,9 @@ def assert_ritz_values_match(ritz, dense_values, k, tolerance):
 
 
 def test_lanczos_spectra_equal_the_dense_spectra_of_the_blocks(dense):
-    objective, P, H, H_aug, _ = dense
-    U_E, U_perp = subspace_bases(P)
-    blocks = {"E": torch.linalg.eigvalsh(U_E.T @ H @ U_E), "perp": torch.linalg.eigvalsh(U_perp.T @ H_aug @ U_perp)}
+    objective, P, H, hessian_aug, _ = dense
+    U_E, u_perp = subspace_bases(P)
+    blocks = {"E": torch.linalg.eigvalsh(U_E.T @ H @ U_E), "perp": torch.linalg.eigvalsh(u_perp.T @ hessian_aug @ u_perp)}
     result = spectra(objective, k=3, steps=60, generator=torch.Generator().manual_seed(6))
     for name, values in blocks.items():
         spectrum = result[name]
@@ -232,7 +231,7 @@ def test_lanczos_spectra_equal_the_dense_spectra_of_the_blocks(dense):
         assert_ritz_values_match(ritz, values, 3, 1e-8 * scale)
         # Ritz vectors: unit, inside their subspace, with the residuals that the tridiagonal predicts.
         project = objective.project_E if name == "E" else objective.project_perp
-        hessian = H if name == "E" else H_aug
+        hessian = H if name == "E" else hessian_aug
         for value, vector, residual in zip(spectrum.lowest, spectrum.lowest_vectors, spectrum.lowest_residuals):
             assert abs(float(vector.norm()) - 1) <= 1e-12
             assert torch.linalg.vector_norm(vector - project(vector)) <= 1e-12
@@ -281,7 +280,7 @@ class CyclicQuartic(Objective):
     w ∈ E⊥, c_i > 0 not constant along orbits. Then:
     - ∇R(a) = −w ∈ E⊥, so a is stationary on E (Nom is pushed off E there; Aug is not: mean_g gᵀw = Π_E w = 0);
     - R on E is ½θᵀQ̄θ − bᵀθ + a convex quartic, with Q̄|_E = A_0 ≻ 0: a is its unique minimiser;
-    - the quartic's Hessian vanishes at a, so H(a) = Q and H_aug(a) = mean_g gᵀQg = Q̄: H_E has the
+    - the quartic's Hessian vanishes at a, so H(a) = Q and hessian_aug(a) = mean_g gᵀQg = Q̄: H_E has the
       eigenvalues of A_0, H_⊥ those of A_1, A_2, ... each twice (frequencies j ≥ 1 are 2-dimensional).
     R is not invariant (S, w and c break the symmetry), so every identity is exercised, and it is not
     quadratic, so the stationary point is found by genuine minimisation.
@@ -295,16 +294,16 @@ class CyclicQuartic(Objective):
             return torch.randn(*shape, generator=generator, dtype=torch.float64)
 
         projectors = fourier_projectors(m)
-        Q_bar = torch.zeros(r * m, r * m, dtype=torch.float64)
+        q_bar = torch.zeros(r * m, r * m, dtype=torch.float64)
         for values, projector in zip(eigenvalues, projectors):
             V, _ = torch.linalg.qr(randn(r, r))
-            Q_bar += torch.kron(V @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ V.T, projector)
+            q_bar += torch.kron(V @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ V.T, projector)
         eye_r, eye_m = torch.eye(r, dtype=torch.float64), torch.eye(m, dtype=torch.float64)
         self.elements = [torch.kron(eye_r, torch.roll(eye_m, k, 0)) for k in range(m)]  # element 0: identity
         Z = randn(r * m, r * m)
         Z = Z + Z.T
         S = Z - sum(g.T @ Z @ g for g in self.elements) / m
-        self.Q, self.Q_bar = Q_bar + S, Q_bar
+        self.Q, self.Q_bar = q_bar + S, q_bar
         self.Pi_E = torch.kron(eye_r, projectors[0])
         self.a = self.Pi_E @ randn(r * m)
         w = randn(r * m)

@@ -19,6 +19,8 @@ import independent_check
 from analysis import claims
 from pipeline.core import stationary
 from pipeline.core.models.swap_pair import SwapPairModel, swap_pair_data
+from pipeline.core.objectives import ModelObjective
+from pipeline.core.stationary_search import StationarySearch
 from pipeline.core.training import SQUARED_ERROR, seeded_generator
 from pipeline.launch.grid import load_grid
 from pipeline.run.execute import execute
@@ -29,11 +31,11 @@ from pipeline.trialfile.manifest import write_manifest
 def toy(kind: str, seed: int = 0, weight_decay: float = 0.0):
     model = SwapPairModel(kind).double()
     model.initialize(seeded_generator(seed, "init"))
-    return stationary.ModelObjective(model, swap_pair_data(), SQUARED_ERROR, weight_decay=weight_decay)
+    return ModelObjective(model, swap_pair_data(), SQUARED_ERROR, weight_decay=weight_decay)
 
 
 def search(objective, **options):
-    found = stationary.StationarySearch(objective, tolerance=1e-3, block=10, max_iterations=200, refine="newton",
+    found = StationarySearch(objective, tolerance=1e-3, block=10, max_iterations=200, refine="newton",
                                         newton_iterations=30, **options)
     while not found.done:
         found.step_block()
@@ -84,7 +86,7 @@ def test_newton_leaves_a_saddle_on_E_that_first_order_steps_would_sit_on():
     # At w = 0 (with a ≠ 0) the projected gradient of toy-z2 vanishes: a saddle of R on E (u = 0 is no minimum).
     objective = toy("z2", 0)
     objective.set(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
-    first_order = stationary.StationarySearch(objective, tolerance=1e-3, block=10, max_iterations=20)
+    first_order = StationarySearch(objective, tolerance=1e-3, block=10, max_iterations=20)
     assert first_order.norm == 0.0 and first_order.done  # a gradient method cannot move
     objective.set(torch.tensor([1e-6, 1e-6, 1.0], dtype=torch.float64))  # a hair off the saddle, still in E
     found = search(objective)
@@ -94,7 +96,7 @@ def test_newton_leaves_a_saddle_on_E_that_first_order_steps_would_sit_on():
 
 def test_anchored_perturbations_grow_as_predicted_where_plain_ones_drift():
     objective = toy("z2", 1)
-    stationary.StationarySearch(objective, tolerance=0.5, block=1, max_iterations=1)  # far from stationary
+    StationarySearch(objective, tolerance=0.5, block=1, max_iterations=1)  # far from stationary
     objective.set(objective.project_E(objective.get()))
     spectra = stationary.spectra(objective, k=1, steps=10, generator=torch.Generator().manual_seed(0))
     lam = float(spectra["perp"].lowest[0])

@@ -39,7 +39,7 @@ def smoke(tmp_path_factory):
     return out
 
 
-def test_a_trial_records_its_search_and_its_measurements_at_A_star(smoke):
+def test_a_trial_records_its_search_and_its_measurements_at_a_star(smoke):
     path = smoke / "trials" / "stab-rot-s000.h5"
     state = inspect(path)
     assert state.status == "complete"
@@ -67,7 +67,7 @@ def test_a_trial_records_its_search_and_its_measurements_at_A_star(smoke):
         assert attrs["lowest_regularised_measured"] == pytest.approx(attrs["lowest_regularised_predicted"], rel=1e-2)
 
 
-def test_where_the_premises_fail_the_identity_fails_and_A_star_is_not_stationary_for_aug(smoke):
+def test_where_the_premises_fail_the_identity_fails_and_a_star_is_not_stationary_for_aug(smoke):
     with open_h5(smoke / "trials" / "stab-cnn-skew-s000.h5") as f:
         attrs = dict(f["results"].attrs)
     assert not attrs["premises_hold"]

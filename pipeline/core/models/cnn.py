@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.core.models.base import MeasuredModel
-from pipeline.core.pixel_groups import get_group
+from pipeline.core.pixel_groups import PixelGroup, get_group
 
 SUPPORTS = {
     "cross": ((0, 1), (1, 0), (1, 1), (1, 2), (2, 1)),
@@ -207,11 +207,11 @@ class CNN(MeasuredModel):
         other._load_layer_weights({k: v.detach() for k, v in self.layer_weights().items()})
         return other
 
-    def transform_inputs(self, x, elements):
+    def transform_inputs(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         return self.input_group.transform_each(x, elements)
 
     @property
-    def input_group(self):
+    def input_group(self) -> PixelGroup:
         return get_group("rot", self.map_size * 4)
 
     @property
@@ -219,12 +219,20 @@ class CNN(MeasuredModel):
         return 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
-        for i, conv in enumerate(self.conv_layers):
-            if i < 2:  # convolution, then 2 x 2 average pooling: one stride-2 convolution
-                h = F.conv2d(h, pooled_kernel(conv.kernel()), stride=2, padding=1)
-            else:
-                h = F.conv2d(h, conv.kernel(), padding=1)
-            h = torch.tanh(h)
-            h = F.layer_norm(h, h.shape[-2:])
-        return h.flatten(1) @ self.head_weight().flatten(1).T
+        return forward_with(self.layer_weights(), x)
+
+
+def forward_with(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The CNN as a function of its layer weights (``CNN.layer_weights``) and images x (B, 1, H, W): logits
+    (B, classes). :meth:`CNN.forward` is this at its own weights; packed seeds (``pipeline.core.packing``) run it
+    on each seed's weights, one after the other or under ``torch.func.vmap``."""
+    h = x
+    for i in range(3):
+        kernel = weights[f"conv{i + 1}"]
+        if i < 2:  # convolution, then 2 x 2 average pooling: one stride-2 convolution
+            h = F.conv2d(h, pooled_kernel(kernel), stride=2, padding=1)
+        else:
+            h = F.conv2d(h, kernel, padding=1)
+        h = torch.tanh(h)
+        h = F.layer_norm(h, h.shape[-2:])
+    return h.flatten(1) @ weights["head"].flatten(1).T

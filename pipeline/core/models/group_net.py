@@ -98,8 +98,15 @@ class GroupNet(MeasuredModel):
         for name, weight in self.layer_weights().items():
             self._assign(name, self.project_layer(name, weight))
 
-    def _layers(self):
+    def _layers(self) -> dict[str, EquivariantTypeLayer | InvariantTypeLayer]:
         return {"A0": self.A0, "A1": self.A1, "A2": self.A2}
+
+    def _view(self, name: str, stored: torch.Tensor | None = None) -> torch.Tensor:
+        """A layer's weight-space view of its weight (or of ``stored``, a tensor in its layout): A2's maps,
+        A0's and A1's pairs."""
+        if name == "A2":
+            return self.A2.maps(stored)
+        return (self.A0 if name == "A0" else self.A1).pairs(stored)
 
     def layer_weights(self) -> dict[str, torch.Tensor]:
         return {"A0": self.A0.pairs(), "A1": self.A1.pairs(), "A2": self.A2.maps()}
@@ -114,24 +121,18 @@ class GroupNet(MeasuredModel):
 
     @torch.no_grad()
     def _assign(self, name: str, weight_space: torch.Tensor) -> None:
-        layer = self._layers()[name]
-        view = layer.maps() if name == "A2" else layer.pairs()
-        view.copy_(weight_space)  # through the (C_out, C_in, ...) view straight into the stored layout
+        self._view(name).copy_(weight_space)  # through the (C_out, C_in, ...) view straight into the stored layout
 
     @torch.no_grad()
     def _project_stored_(self, name: str, stored: torch.Tensor) -> None:
         """Project a tensor in a layer's stored layout onto E, in place, through its weight-space view."""
-        layer = self._layers()[name]
-        if name == "A2":
-            view = layer.maps(stored)
-            view.copy_(self.group.project_invariant(view))
-        else:
-            view = layer.pairs(stored)
-            view.copy_(self.group.project(view))
+        view = self._view(name, stored)
+        view.copy_(self.group.project_invariant(view) if name == "A2" else self.group.project(view))
 
     @torch.no_grad()
     def project_gradients_(self) -> None:
         for name, layer in self._layers().items():
+            assert layer.weight.grad is not None, "Equi projects the gradient of a backward pass"
             self._project_stored_(name, layer.weight.grad)
 
     def project_parameters(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -144,7 +145,7 @@ class GroupNet(MeasuredModel):
             projected[f"{name}.weight"] = out
         return projected
 
-    def transform_inputs(self, x, elements):
+    def transform_inputs(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         return self.group.transform_each(x, elements)
 
     @property

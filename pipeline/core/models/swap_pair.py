@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.core.data import Dataset
 from pipeline.core.models.base import MeasuredModel
 
 KINDS = ("z2", "linear")
@@ -76,9 +77,7 @@ class SwapPairModel(MeasuredModel):
         return out[:, None]
 
 
-def swap_pair_data(dtype=torch.float64):
+def swap_pair_data(dtype: torch.dtype = torch.float64) -> Dataset:
     """The two samples as a Dataset: inputs shaped like one-row images (1, 1, 2), real-valued targets."""
-    from pipeline.core.data import Dataset
-
     images = torch.tensor(INPUTS, dtype=dtype).view(2, 1, 1, 2)
     return Dataset(images, torch.tensor(TARGETS, dtype=dtype), "two samples (1, 1) ↦ 0, (1, 0) ↦ 1 (toy)")
