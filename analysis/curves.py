@@ -25,6 +25,7 @@ from analysis.style import (
     zero_line_at,
 )
 from analysis.trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
+from pipeline.schema import STEP_DIST_E
 
 
 def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
@@ -105,7 +106,7 @@ def step_rows(epochs: pd.DataFrame, steps: pd.DataFrame, experiment) -> pd.DataF
     totals = drawn_rows(epochs, experiment.name)
     totals = totals[totals["layer"] == TOTAL].join(start_epoch, on="trial_id", how="inner")
     start = totals[totals["epoch"] == totals["start_epoch"]].assign(position=0)
-    columns = ["trial_id", "cell", "series", "mode", "status", "phase", "epoch", "position", "dist_E"]
+    columns = ["trial_id", "cell", "series", "mode", "status", "phase", "epoch", "position", STEP_DIST_E]
     return pd.concat([start[columns], recorded[columns]], ignore_index=True)
 
 
@@ -125,14 +126,14 @@ def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     totals = drawn_rows(epochs, experiment.name)
     totals = totals[totals["layer"] == TOTAL]
     tops = {cell: band_tops(totals[totals["cell"] == cell], trials) for cell in cells}
-    positive = rows.loc[rows["dist_E"] > 0, "dist_E"]
+    positive = rows.loc[rows[STEP_DIST_E] > 0, STEP_DIST_E]
     candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
     floor = zero_line_at(min(candidates) if candidates else 1e-10)
     facts = FigureFacts(panels=len(cells), complete=0, running=0, band=band_words({t for t, _ in tops.values()}))
     complete, running = set(), set()
     for ax, cell in zip(axes.flat, cells):
         panel = rows[rows["cell"] == cell]
-        drawn = draw_panel(ax, panel, "position", "dist_E", styles, order="position", floor=floor)
+        drawn = draw_panel(ax, panel, "position", STEP_DIST_E, styles, order="position", floor=floor)
         complete |= drawn.complete
         running |= drawn.running
         facts.zeros |= drawn.zeros
@@ -141,7 +142,7 @@ def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
             ax.axhline(floor, zorder=1, **FLOOR_LINE)
         ax.set_title(experiment.cell_title(cell))
         linear_ticks(ax, "x", integer=True)
-    top = max([float(rows["dist_E"].max())] + [t for _, t in tops.values()])
+    top = max([float(rows[STEP_DIST_E].max())] + [t for _, t in tops.values()])
     for ax in axes.flat:
         log_axis(ax, bottom_below(floor), top)
     phases = sorted(set(rows.loc[rows["position"] > 0, "phase"]))

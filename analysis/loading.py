@@ -36,9 +36,9 @@ from pipeline.folder import CHECKPOINT_SUFFIX, TRIAL_SUFFIX, ResultsFolder, is_s
 from pipeline.progress import iterate
 from pipeline.settings import ConfigError
 from pipeline.trialfile.files import FileState, inspect, open_h5, plain
-from pipeline.trialfile.manifest import labels_of, read_manifest, trial_of
+from pipeline.trialfile.manifest import entries, labels_of, read_manifest, trial_of
 
-TOTAL = "total"
+TOTAL = schema.TOTAL  # the row of a per-layer series' total over the layers
 # One column per cell key of the registered experiments ("group", "variant"), filled for the trials of
 # the experiment that uses it and empty ("") for the others.
 CELL_KEYS = list(dict.fromkeys(e.cell_key for e in experiments.REGISTRY.values()))
@@ -58,7 +58,7 @@ TRIAL_REST = ["swept", "dtype", "total_epochs", "status", "epochs_done", "error"
 EPOCH_LAYER_SERIES = [s.name for s in schema.EPOCH_SERIES if s.in_epochs_table and s.per_layer]
 EPOCH_SCALAR_SERIES = [s.name for s in schema.EPOCH_SERIES if s.in_epochs_table and not s.per_layer]
 EPOCH_REST = ["status", schema.ROW_EPOCH, schema.ROW_PHASE, "layer", *EPOCH_LAYER_SERIES, *EPOCH_SCALAR_SERIES]
-STEP_REST = ["status", "step", "epoch", "phase", "step_in_epoch", "layer", "dist_E"]
+STEP_REST = ["status", "step", schema.ROW_EPOCH, schema.ROW_PHASE, "step_in_epoch", "layer", schema.STEP_DIST_E]
 FIXED_COLUMNS = set(LABELS + AFTER_SWEPT + TRIAL_REST + EPOCH_REST + STEP_REST)
 
 # A reader can catch a trial between the resizes of its once-per-epoch append; a second look after the
@@ -150,7 +150,7 @@ def _reconstructed_swept(rows: list[dict]) -> None:
 def _manifest_rows(manifest: dict) -> tuple[list[dict], list[str]]:
     """One row per manifest entry with labels, swept settings and series; and the swept settings' names."""
     rows = []
-    for entry in manifest["trials"]:
+    for entry in entries(manifest):
         experiment = experiment_of(entry["experiment"])
         settings, irrelevant, total = _settings_of(entry, experiment)
         labels = _labels(entry, settings, experiment)
@@ -237,7 +237,7 @@ def _result_tables(labels: dict, results: dict) -> tuple[dict, list[dict], list[
         if name.startswith("perturbation/"):
             run = name.split("/", 1)[1]
             for step, value in enumerate(series):
-                perturbations.append({**labels, "run": run, "step": step, "dist_E": float(value),
+                perturbations.append({**labels, "run": run, "step": step, schema.DIST_E: float(value),
                                       "predicted_factor": results["attrs"].get(f"{run}_predicted", np.nan),
                                       "measured_factor": results["attrs"].get(f"{run}_measured", np.nan)})
     return {**labels, **results["attrs"]}, spectra, perturbations
@@ -258,8 +258,9 @@ def _read_trial(path: Path) -> tuple[FileState, dict | None]:
 
 
 def _with_totals(layer_values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Append a 'total' column to each (rows, L) array: the norm over layers."""
-    return {name: np.concatenate([values, np.sqrt(np.sum(values**2, axis=1, keepdims=True))], axis=1)
+    """Append a 'total' column to each (rows, L) array: its rows' totals over layers, as the schema sums them."""
+    return {name: np.concatenate([values, np.array([[schema.total_over_layers(row)] for row in values],
+                                                   dtype=float).reshape(len(values), 1)], axis=1)
             for name, values in layer_values.items()}
 
 
@@ -281,7 +282,7 @@ def _step_table(labels: dict, series: dict) -> pd.DataFrame | None:
     if "step_epoch" not in series or len(series["step_epoch"]) == 0:
         return None
     layers = series["layers"] + [TOTAL]
-    dist_E = _with_totals({"dist_E": series["step_dist_E"]})["dist_E"]
+    dist_E = _with_totals({schema.STEP_DIST_E: series["step_dist_E"]})[schema.STEP_DIST_E]
     epoch = series["step_epoch"]
     steps, width = len(epoch), len(layers)
     # Steps of one epoch are contiguous in the file (appended in order, truncated whole on resume).
@@ -291,9 +292,9 @@ def _step_table(labels: dict, series: dict) -> pd.DataFrame | None:
     known = (epoch >= 0) & (epoch < len(series["phase"]))
     phase = np.where(known, series["phase"][np.clip(epoch, 0, max(len(series["phase"]) - 1, 0))], 0)
     table = {
-        **labels, "step": np.repeat(np.arange(steps), width), "epoch": np.repeat(epoch, width),
-        "phase": np.repeat(phase, width), "step_in_epoch": np.repeat(step_in_epoch, width),
-        "layer": np.tile(layers, steps), "dist_E": dist_E.reshape(-1),
+        **labels, "step": np.repeat(np.arange(steps), width), schema.ROW_EPOCH: np.repeat(epoch, width),
+        schema.ROW_PHASE: np.repeat(phase, width), "step_in_epoch": np.repeat(step_in_epoch, width),
+        "layer": np.tile(layers, steps), schema.STEP_DIST_E: dist_E.reshape(-1),
     }
     return pd.DataFrame(table)
 

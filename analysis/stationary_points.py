@@ -19,6 +19,7 @@ from analysis.science import cite
 from analysis.style import lowest_in_columns, panel_grid
 from analysis.summary import quartiles
 from analysis.tables import markdown_table
+from pipeline.schema import DIST_E
 
 # The perturbation runs, how legends name them and how they are drawn (Okabe-Ito).
 RUNS: dict[str, tuple[str, str, Any]] = {
@@ -380,7 +381,7 @@ def perturbations_figure(results: Results, experiment_name: str):
         for (_trial_id, run), series in part.groupby(["trial_id", "run"], sort=False):
             words, colour, dashes = RUNS.get(run, (run, "0.5", "-"))
             series = series.sort_values("step")
-            relative = series["dist_E"].to_numpy() / series["dist_E"].iloc[0]
+            relative = series[DIST_E].to_numpy() / series[DIST_E].iloc[0]
             ax.plot(series["step"], relative, color=colour, linestyle=dashes, **(UNDER if run.startswith("lowest")
                                                                                 else OVER))
             if run in ("lowest", "lowest_regularised"):

@@ -41,8 +41,9 @@ from analysis.style import (
     title,
     zero_line_at,
 )
+from pipeline.schema import DIST_E, DIST_INIT, ROW_EPOCH
 
-X_COLUMNS = {"travelled": "dist_init", "epoch": "epoch"}
+X_COLUMNS = {"travelled": DIST_INIT, "epoch": ROW_EPOCH}
 X_LABELS = {"travelled": r"distance travelled $\|A - A^0\|_F$", "epoch": "epoch"}
 X_WORDS = {"travelled": "distance travelled", "epoch": "epoch"}
 DIST_E_LABEL = r"dist$_E$ = $\|A - \Pi_E A\|_F$"
@@ -126,13 +127,13 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     tops: dict[tuple[str, str], tuple[float, float]] = {}
     if log:
         tops = {(layer, cell): band_tops(panel, trials) for layer, cell, panel in panels}
-        positive = rows.loc[(rows["dist_E"] > 0) & (rows["epoch"] > 0), "dist_E"]
+        positive = rows.loc[(rows[DIST_E] > 0) & (rows[ROW_EPOCH] > 0), DIST_E]
         candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
         floor = zero_line_at(min(candidates) if candidates else 1e-10)
     facts = FigureFacts(panels=len(panels), complete=0, running=0)
     complete, running = set(), set()
     for ax, (layer, cell, panel) in zip(axes.flat, panels):
-        drawn = draw_panel(ax, panel, x, "dist_E", styles, first_phase, along_x=x_kind == "travelled", floor=floor,
+        drawn = draw_panel(ax, panel, x, DIST_E, styles, first_phase, along_x=x_kind == "travelled", floor=floor,
                            from_first_step=log)
         complete |= drawn.complete
         running |= drawn.running
@@ -155,7 +156,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
             if x_kind == "travelled":
                 ax.set_xlim(left=0)
     if floor is not None:
-        top = max([float(rows["dist_E"].max()) if len(rows) else floor * 10] + [t for _, t in tops.values()])
+        top = max([float(rows[DIST_E].max()) if len(rows) else floor * 10] + [t for _, t in tops.values()])
         for ax in axes.flat:
             log_axis(ax, bottom_below(floor), top)
         facts.band = band_words({threshold for threshold, _ in tops.values()})
@@ -196,8 +197,8 @@ def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tupl
     the ratio is what claim 5 judges Nom by, and its threshold is drawn."""
     rows = drawn_rows(epochs, experiment.name)
     rows = rows[(rows["layer"] == TOTAL) & (rows["epoch"] > 0)]
-    moved = rows["dist_init"] > 0
-    rows = rows.assign(ratio=(rows["dist_E"] / rows["dist_init"].where(moved)).fillna(0.0))
+    moved = rows[DIST_INIT] > 0
+    rows = rows.assign(ratio=(rows[DIST_E] / rows[DIST_INIT].where(moved)).fillna(0.0))
     cells = ordered_cells(rows, experiment)
     styles, first_phase = figure_styles(trials, experiment)
     figure, axes = panel_grid(len(cells), sharey=True)

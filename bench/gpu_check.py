@@ -45,8 +45,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import experiments, numerics  # noqa: E402
+from pipeline import experiments  # noqa: E402
+from pipeline.core import numerics  # noqa: E402
 from pipeline.experiments import make_trial  # noqa: E402
+from pipeline.folder import MANIFEST, TRIAL_SUFFIX, ResultsFolder  # noqa: E402
 from pipeline.launch.grid import load_grid  # noqa: E402
 from pipeline.launch.monitor import gather  # noqa: E402
 from pipeline.launch.throughput import FP32_PEAK_TFLOPS, speed, trial_seconds  # noqa: E402
@@ -96,7 +98,7 @@ def smoke_grids(python: str, device: str, folder: Path) -> None:
                                 capture_output=True, text=True).stdout
         subprocess.run([python, "-m", "pipeline", "aggregate", "--out", str(out)], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
-        report = (out / "aggregate" / "report.md").read_text()
+        report = ResultsFolder(out).report.read_text()
         devices = [line.lstrip("- ") for line in report.splitlines() if line.lstrip("- ").startswith("Devices:")]
         print(f"{preset} on profile {Path(cluster).stem}, device={chosen}: {status.strip().splitlines()[-1]}; "
               f"{devices[0] if devices else 'no device line in the report'}", flush=True)
@@ -116,10 +118,11 @@ def writer_gives_the_same_files(python: str, device: str, folder: Path) -> None:
         subprocess.run([python, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(outs[writer]), "--workers",
                         "2", "--set", f"device={device}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "PIPELINE_BACKGROUND_WRITER": writer})
-    files = sorted(p.name for p in (outs["1"] / "trials").glob("*.h5"))
+    trials = {writer: ResultsFolder(out).trials for writer, out in outs.items()}
+    files = sorted(p.name for p in trials["1"].glob(f"*{TRIAL_SUFFIX}"))
     different = []
     for name in files:
-        a, b = read_arrays(outs["1"] / "trials" / name), read_arrays(outs["0"] / "trials" / name)
+        a, b = read_arrays(trials["1"] / name), read_arrays(trials["0"] / name)
         for key in sorted(set(a) | set(b)):
             x, y = a.get(key), b.get(key)
             same = x is not None and y is not None and x.shape == y.shape and x.dtype == y.dtype and (
@@ -283,8 +286,8 @@ def run_paper_lite(python: str, device: str, quick: bool, folder: Path, budget_s
     destination.mkdir(parents=True, exist_ok=True)
     for old in destination.iterdir():
         shutil.rmtree(old) if old.is_dir() else old.unlink()
-    shutil.copytree(out / "aggregate", destination, dirs_exist_ok=True)
-    shutil.copy(out / "manifest.json", destination / "manifest.json")
+    shutil.copytree(ResultsFolder(out).aggregate, destination, dirs_exist_ok=True)
+    shutil.copy(ResultsFolder(out).manifest, destination / MANIFEST)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     gpu = _device_name(device)
     shrunk = " shrunk for a CPU rehearsal: " + ", ".join(f"{k}={v}" for k, v in shrink.items()) if quick else ""

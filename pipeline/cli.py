@@ -18,6 +18,8 @@ from pipeline.errors import SchedulerError, UserError
 from pipeline.folder import ResultsFolder, local_tensorboard, local_wandb
 from pipeline.launch.checks import LOCAL_HOURS_LIMIT
 from pipeline.settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
+from pipeline.trialfile.manifest import entries as manifest_entries
+from pipeline.trialfile.manifest import trial_ids as manifest_trial_ids
 
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
                     "per layer) as "
@@ -122,7 +124,7 @@ def _report_outcome(outcomes: dict[str, str]) -> int:
 
 
 def _grid_of(manifest: dict) -> str:
-    count = len(manifest["trials"])
+    count = len(manifest_entries(manifest))
     return f"the {count} trial(s) of grid {manifest.get('grid', '?')}"
 
 
@@ -432,7 +434,7 @@ def _chosen_trials(text: str | None, manifest: dict) -> list[str] | None:
         return None
     from pipeline.settings import did_you_mean
 
-    known = [entry["trial_id"] for entry in manifest["trials"]]
+    known = manifest_trial_ids(manifest)
     chosen = list(dict.fromkeys(word.strip() for word in text.split(",") if word.strip()))
     for word in chosen:
         if word not in known:

@@ -21,7 +21,7 @@ from pipeline import durable, experiments, folder
 from pipeline.experiments import Trial
 from pipeline.folder import ResultsFolder
 from pipeline.settings import ConfigError, quoted
-from pipeline.trialfile.wellformed import check_manifest
+from pipeline.trialfile.wellformed import TRIALS_KEY, check_manifest
 
 MANIFEST = folder.MANIFEST  # its name, for messages
 FORMAT = 2
@@ -85,8 +85,18 @@ def read_manifest(out_dir: Path) -> dict:
     return document
 
 
+def entries(manifest: dict) -> list[dict]:
+    """The manifest's trial entries, in index order: the one place that knows where a manifest keeps them."""
+    trials: list[dict] = manifest[TRIALS_KEY]
+    return trials
+
+
+def trial_ids(manifest: dict) -> list[str]:
+    return [entry["trial_id"] for entry in entries(manifest)]
+
+
 def trials_of_manifest(manifest: dict) -> list[Trial]:
-    return [trial_of(entry) for entry in manifest["trials"]]
+    return [trial_of(entry) for entry in entries(manifest)]
 
 
 def _first_difference(a, b) -> str:
@@ -162,21 +172,21 @@ def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
     if path.exists():
         document = read_manifest(out_dir)
         resolved, added = merge(trials_of_manifest(document), trials)
-        moved = _placed(document["trials"], resolved)
+        moved = _placed(entries(document), resolved)
         if not added:
             if moved:
                 write_json_atomically(path, document)
             return resolved
         document = {**document, "format": FORMAT, "launch": grid.launch or document.get("launch", {}),
                     "grown": document.get("grown", []) + [{**record, "added": len(added)}],
-                    "num_trials": len(document["trials"]) + len(added),
-                    "trials": document["trials"] + [entry_of(t) for t in added]}
+                    "num_trials": len(entries(document)) + len(added),
+                    TRIALS_KEY: entries(document) + [entry_of(t) for t in added]}
     else:
         resolved = trials
         document = {"format": FORMAT, "grid": grid.name, "source": grid.source, "description": grid.description,
                     "overrides": grid.overrides, "launch": grid.launch, "created_at": record["written_at"],
                     "git_commit": record["git_commit"], "num_trials": len(trials),
-                    "trials": [entry_of(t) for t in trials]}
+                    TRIALS_KEY: [entry_of(t) for t in trials]}
     write_json_atomically(path, document)
     return resolved
 
