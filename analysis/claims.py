@@ -40,7 +40,8 @@ from pipeline.core.stationarity import (
     point_kind,
     stationarity,
 )
-from pipeline.experiments.base import (
+from pipeline.experiments.base import Experiment
+from pipeline.experiments.claims import (
     ALL_OF,
     ANY_OF,
     BELOW_REFERENCE,
@@ -51,7 +52,6 @@ from pipeline.experiments.base import (
     STABILITY_DIFFERS,
     STAYS_IN_E,
     Claim,
-    Experiment,
     GridCell,
 )
 
@@ -213,12 +213,7 @@ class ClaimChecker:
                 spoken_of.add(_key(claim.cell))
                 if claim.reference is not None:
                     spoken_of.add(_key(claim.reference))
-                if claim.kind == NO_CLAIM:
-                    self.assessment.notes.append(Note(experiment_name, claim.subject, claim.claim))
-                elif claim.kind in (ALL_OF, ANY_OF):
-                    self.assessment.verdicts.append(self.combine(experiment_name, claim))
-                else:
-                    self.assessment.verdicts.append(self.judge(experiment_name, claim))
+                self.assess(experiment_name, claim)
             for cell, _ in cells:
                 if _key(cell) not in spoken_of:
                     words = experiment.series_words(cell.mode, cell.swept)
@@ -227,6 +222,16 @@ class ClaimChecker:
                         f"no claim applies to cell {cell.cell} / mode {cell.mode}: docs/science.md states none "
                         "that its trajectories could test"))
         return self.assessment
+
+    def assess(self, experiment: str, claim: Claim) -> None:
+        """A claim's verdict, or its note: judged on its cell's trials (``KINDS``), combined from the verdicts
+        of other claims (``COMBINATIONS``), or a note where nothing is claimed (``NO_CLAIM``)."""
+        if claim.kind == NO_CLAIM:
+            self.assessment.notes.append(Note(experiment, claim.subject, claim.claim))
+            return
+        combination = COMBINATIONS.get(claim.kind)
+        self.assessment.verdicts.append(self.judge(experiment, claim) if combination is None
+                                        else self.combine(experiment, claim, combination))
 
     def judge(self, experiment: str, claim: Claim) -> Verdict:
         members, done = self._members(experiment, claim.cell)
@@ -250,7 +255,7 @@ class ClaimChecker:
         return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
                        (experiment, *_key(claim.cell)), claim.kind, claim.expected, claim.source, value)
 
-    def combine(self, experiment: str, claim: Claim) -> Verdict:
+    def combine(self, experiment: str, claim: Claim, combination: Combination) -> Verdict:
         """A claim over every cell that carries a claim of kind ``claim.threshold``, from their verdicts."""
         members = [v for v in self.assessment.verdicts
                    if v.experiment == experiment and v.kind == claim.threshold and not v.expected]
@@ -260,18 +265,46 @@ class ClaimChecker:
         named = ", ".join(f"{v.subject.rsplit(', ', 1)[-1]}: {v.outcome}" for v in members)
         if not judged:
             outcome, evidence = TOO_FEW, f"no network has enough complete trials ({named or 'none'})"
-        elif claim.kind == ALL_OF:
-            held = [v for v in judged if v.outcome == HOLDS]
-            outcome = HOLDS if len(held) == len(members) else FAILS if len(held) < len(judged) else TOO_FEW
-            evidence = f"holds in {len(held)} of {len(members)} networks ({named})"
         else:
-            shown = [v for v in judged if v.outcome == DEMONSTRATED]
-            outcome = DEMONSTRATED if shown else NOT_OBSERVED
-            evidence = f"shown in {len(shown)} of {len(members)} networks ({named}); the spectra are in the report"
-        criterion = ("holds in every network where it is claimed" if claim.kind == ALL_OF
-                     else "demonstrated in at least one network")
-        return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
-                       (experiment, *_key(claim.cell)), claim.kind, source=claim.source)
+            outcome, evidence = combination.outcome(members, judged, named)
+        return Verdict(experiment, claim.subject, claim.claim, science, combination.criterion, outcome, evidence,
+                       figure, (experiment, *_key(claim.cell)), claim.kind, source=claim.source)
+
+
+class Combination:
+    """How a claim over an experiment's cells reads the verdicts of the claims it combines (those of the kind its
+    ``threshold`` names, controls left out): its criterion in words, and ``outcome(members, judged, named)``:
+    (outcome, evidence in words) from the verdicts of every member and of those judged (enough trials)."""
+
+    kind: ClassVar[str]
+    criterion: ClassVar[str]
+
+    def outcome(self, members: list[Verdict], judged: list[Verdict], named: str) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class AllOf(Combination):
+    kind = ALL_OF
+    criterion = "holds in every network where it is claimed"
+
+    def outcome(self, members: list[Verdict], judged: list[Verdict], named: str) -> tuple[str, str]:
+        held = [v for v in judged if v.outcome == HOLDS]
+        outcome = HOLDS if len(held) == len(members) else FAILS if len(held) < len(judged) else TOO_FEW
+        return outcome, f"holds in {len(held)} of {len(members)} networks ({named})"
+
+
+class AnyOf(Combination):
+    kind = ANY_OF
+    criterion = "demonstrated in at least one network"
+
+    def outcome(self, members: list[Verdict], judged: list[Verdict], named: str) -> tuple[str, str]:
+        shown = [v for v in judged if v.outcome == DEMONSTRATED]
+        return (DEMONSTRATED if shown else NOT_OBSERVED,
+                f"shown in {len(shown)} of {len(members)} networks ({named}); the spectra are in the report")
+
+
+# Every kind of claim that combines the verdicts of others (an experiment's claim over all its networks).
+COMBINATIONS: dict[str, Combination] = {c.kind: c for c in (AllOf(), AnyOf())}
 
 
 class ClaimKind:

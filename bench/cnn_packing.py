@@ -32,10 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import (
-    experiments,  # noqa: E402
-    numerics,  # noqa: E402
-)
+from pipeline import experiments  # noqa: E402
+from pipeline.core import numerics  # noqa: E402
 from pipeline.core.data import Dataset  # noqa: E402
 from pipeline.core.packing import PackedCNN, PackedStepper  # noqa: E402
 from pipeline.core.training import SingleStepper, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402

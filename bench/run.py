@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline import experiments, numerics  # noqa: E402
+from pipeline import experiments  # noqa: E402
+from pipeline.core import numerics  # noqa: E402
 from pipeline.core.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
 from pipeline.schema import LAYER_SERIES as LAYER_NAMES  # noqa: E402
 from pipeline.schema import ROW_VALUES  # noqa: E402

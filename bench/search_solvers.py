@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import certificates, stationary  # noqa: E402
+from pipeline.core import certificates, stationary  # noqa: E402
 from pipeline.experiments.stability import EXPERIMENT  # noqa: E402
 from pipeline.launch.grid import load_grid  # noqa: E402
 

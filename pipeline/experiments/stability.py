@@ -21,16 +21,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pipeline.core.stationarity import STATIONARITY_TOLERANCE
-from pipeline.experiments.base import (
+from pipeline.experiments.base import Experiment, Labels
+from pipeline.experiments.claims import (
     ALL_OF,
     ANY_OF,
     IDENTITY_AT_ROUNDOFF,
     IDENTITY_FAILS,
     STABILITY_DIFFERS,
     Claim,
-    Experiment,
     GridCell,
-    Labels,
 )
 from pipeline.experiments.cnn import EXPERIMENT as CNN_EXPERIMENT
 from pipeline.experiments.cnn import VARIANTS

@@ -37,14 +37,19 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 
 from pipeline import durable
 from pipeline.errors import UserError
 from pipeline.folder import journal_of
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 IDLE, APPLYING = 0, 1
 _MAGIC = b"PLJRNL01"
@@ -125,7 +130,7 @@ def _read_entries(path: Path, header: Header) -> list[tuple[int, bytes]] | None:
         os.close(fd)
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -232,12 +237,13 @@ class StagedFile(io.RawIOBase):
                 data[lo - start : hi - start] = block[lo - block_start : hi - block_start]
         return bytes(data)
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
-    def write(self, data) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         data = memoryview(data).cast("B")
         size, start = len(data), self.position
         self.position += size
@@ -347,7 +353,7 @@ class _Journal:
 
 
 @contextlib.contextmanager
-def transaction(path: Path, inode: int | None, still_owner):
+def transaction(path: Path, inode: int | None, still_owner: Callable[[], object]) -> Iterator[h5py.File]:
     """Open the trial file for one all-or-nothing write, yielding an ``h5py.File``.
 
     ``inode``: the file this process installed (None: none, so any file is another's); ``still_owner()``:

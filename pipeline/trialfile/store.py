@@ -41,14 +41,17 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import h5py
 import numpy as np
 import torch
 
 from pipeline import durable, experiments, schema
+from pipeline.core.data import Dataset
+from pipeline.core.models.base import MeasuredModel
 from pipeline.errors import UserError
 from pipeline.experiments import Trial
 from pipeline.folder import set_aside
@@ -85,6 +88,16 @@ class DiskFull(OSError, UserError):
     the margin the check keeps is room for the status that says why it stopped)."""
 
     before_writing = False
+
+
+class Row(Protocol):
+    """A row as the runner hands it to its sinks (``pipeline.run.runner.EpochRecord``): its epoch and phase,
+    its values by series of ``pipeline.schema`` (per layer: a tensor or a list), and whether it is the last."""
+
+    epoch: int
+    phase: int
+    values: Mapping[str, Any]
+    last: bool
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -139,7 +152,7 @@ class TrialFile:
     are due (shared by packed trials); by default every ``CHECKPOINT_EVERY_S``.
     """
 
-    def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log=print,
+    def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log: Callable[[str], object] = print,
                  clock: CheckpointClock | None = None, lease: Lease | None = None):
         self.trial, self.force, self.log = trial, force, log
         self.lease = lease  # the caller's proof of ownership: writes stop the moment it is lost
@@ -319,7 +332,7 @@ class TrialFile:
                                       "some space and resubmit")
 
     @contextlib.contextmanager
-    def _writing(self, what: str):
+    def _writing(self, what: str) -> Iterator[h5py.File]:
         """One all-or-nothing write to the trial file (``pipeline.trialfile.journal``); the ownership of the trial and
         the identity of the file are checked after the file is opened."""
         self._pending = {}
@@ -342,7 +355,7 @@ class TrialFile:
     def resume_point(self) -> dict | None:
         return self._resume
 
-    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data: Dataset) -> None:
         self.layer_names = layer_names
         self._guard(0, f"the start of {trial.trial_id}")
         self.session_start = time.time()
@@ -412,7 +425,7 @@ class TrialFile:
         self._check_owner()
         check_space(self.path.parent, needed, what)
 
-    def write_epoch(self, record, model, checkpoint) -> None:
+    def write_epoch(self, record: Row, model: MeasuredModel, checkpoint: Callable[[], dict]) -> None:
         # The last row always keeps its weights: a trial that ends early (converged) ends off the policy's grid.
         snapshot = model.snapshot() if record.last or self._wants_weights(record.epoch) else {}
         what = f"epoch {record.epoch} of {self.trial.trial_id}"
@@ -444,7 +457,7 @@ class TrialFile:
                                      prefix=f"{self.trial.trial_id} "))
 
     @staticmethod
-    def _write_snapshot(f: h5py.File, record, snapshot: dict, layers: list[str]) -> None:
+    def _write_snapshot(f: h5py.File, record: Row, snapshot: dict, layers: list[str]) -> None:
         """Append one snapshot: its measured layers to ``weights/<layer>``, its other parameters to
         ``weights/phase<p>/<name>`` (a phase's model may be parametrised differently from another's: the CNN's
         coefficients have other shapes in phase 2), its epoch and phase to ``weights/epochs`` and ``phase``."""
@@ -579,10 +592,11 @@ class _WriteErrors:
     """A binary file for torch.save that remembers the OSError of a failed write (torch replaces it with a
     RuntimeError that has no errno), so that a full disk is reported as one."""
 
-    def __init__(self, handle):
-        self.handle, self.error = handle, None
+    def __init__(self, handle: BinaryIO):
+        self.handle: BinaryIO = handle
+        self.error: OSError | None = None
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         try:
             return self.handle.write(data)
         except OSError as error:
@@ -593,12 +607,12 @@ class _WriteErrors:
         self.handle.flush()
 
 
-def _append(dataset: h5py.Dataset, value) -> None:
+def _append(dataset: h5py.Dataset, value: object) -> None:
     dataset.resize(dataset.shape[0] + 1, axis=0)
     dataset[-1] = value
 
 
-def _row_value(record, name: str):
+def _row_value(record: Row, name: str) -> object:
     """A row's value of one series, as the file stores it (per-layer series in float64)."""
     if name == schema.ROW_EPOCH:
         return record.epoch

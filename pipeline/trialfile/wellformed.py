@@ -23,11 +23,11 @@ from pipeline.settings import quoted
 TRIALS_KEY = "trials"
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int_list(value) -> bool:
+def _int_list(value: object) -> bool:
     return isinstance(value, list) and all(_is_int(v) and v >= 0 for v in value)
 
 
@@ -61,7 +61,7 @@ def _entry_problem(entry: object, position: int, seen: set[str], known: list[str
     return ""
 
 
-def check_manifest(document, path: Path) -> None:
+def check_manifest(document: object, path: Path) -> None:
     """Raise :class:`Malformed`, in one line, unless ``document`` is a manifest as the pipeline writes it."""
     if not isinstance(document, dict) or not isinstance(document.get(TRIALS_KEY), list):
         raise Malformed(f"{quoted(path)} is damaged (no list of trials); restore it, or submit the grid again into a "
@@ -78,7 +78,7 @@ def check_manifest(document, path: Path) -> None:
 
 # -- submissions.jsonl ---------------------------------------------------------------------------------------
 
-def _task_problem(task) -> str:
+def _task_problem(task: object) -> str:
     if not isinstance(task, dict):
         return f"a task that is {type(task).__name__}, not an object"
     if not is_job_id(task.get("job_id")):
