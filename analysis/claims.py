@@ -19,11 +19,13 @@ and does not depend on the learning rate or the number of epochs.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from analysis import figure_names
 from analysis.loading import experiment_of
@@ -155,11 +157,11 @@ def number(x: float) -> str:
     return "nan" if not np.isfinite(x) else f"{x:.3g}"
 
 
-def _median(values) -> float:
+def _median(values: ArrayLike) -> float:
     return quartiles(values)[1]
 
 
-def roundoff_threshold(dtypes) -> float:
+def roundoff_threshold(dtypes: Iterable[str]) -> float:
     """The loosest threshold of the dtypes present (a cell normally has one)."""
     return max(ROUNDOFF_THRESHOLD.get(str(d), ROUNDOFF_THRESHOLD["float32"]) for d in dtypes)
 
@@ -416,7 +418,7 @@ class StaysInE(ClaimKind):
     def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
         return figure_names.cell_trajectory(experiment, True, cell)  # round-off: visible on a log axis only
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any):
         super().__init__(*args)
         phase = self.claim.phase
         self.threshold = roundoff_threshold(self.members["dtype"])
@@ -440,7 +442,7 @@ class StaysInE(ClaimKind):
 class LeavesE(ClaimKind):
     kind = LEAVES_E
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any):
         super().__init__(*args)
         self.min_ratio = MIN_RATIOS[self.claim.threshold]
         self.threshold = roundoff_threshold(self.members["dtype"])
@@ -466,7 +468,7 @@ class LeavesE(ClaimKind):
 class BelowReference(ClaimKind):
     kind = BELOW_REFERENCE
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any):
         super().__init__(*args)
         reference = self.claim.reference
         assert reference is not None, "a below-reference claim names the cell it stays below"
@@ -512,13 +514,13 @@ class Claim3Evidence:
     point: str = ""  # the point, where it has no curvature scale: pipeline.core.stationarity.ZERO_POINT or DEGENERATE
 
 
-def _get(row, name: str, default):
+def _get(row: Mapping[str, Any], name: str, default: Any) -> Any:
     """A measurement that trials of older versions (or other experiments in one table) may lack."""
     value = row.get(name, default)
     return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
-def claim3_evidence(row) -> Claim3Evidence:
+def claim3_evidence(row: Mapping[str, Any]) -> Claim3Evidence:
     """Judge one trial's measurements at A* (a row of the measurements table) against the four conditions above.
 
     Trials measured before spectra were certified (no ``spectrum_method_E``) had H_E by Lanczos only: their
@@ -572,12 +574,12 @@ def claim3_evidence(row) -> Claim3Evidence:
     return Claim3Evidence(not reasons, reasons, numbers, ratio, e_low / scale, perp / scale, growth_error, kind)
 
 
-def _dimension(row, block: str) -> str:
+def _dimension(row: Mapping[str, Any], block: str) -> str:
     dim = int(_get(row, f"dimension_{block}", -1))
     return str(dim) if dim >= 0 else "unknown"
 
 
-def _ratio_of(numerator, denominator):
+def _ratio_of(numerator: ArrayLike, denominator: ArrayLike) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(numerator, dtype=float) / np.asarray(denominator, dtype=float)
 

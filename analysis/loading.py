@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import result_tables
 from pipeline import experiments, schema
 from pipeline.experiments import Experiment
 from pipeline.folder import CHECKPOINT_SUFFIX, TRIAL_SUFFIX, ResultsFolder, is_set_aside_damaged
@@ -76,11 +77,11 @@ class Results:
     epochs: pd.DataFrame
     steps: pd.DataFrame
     swept_columns: list[str] = field(default_factory=list)  # in table order
-    # What trials measured once after training (``results/`` of their files; Experiment S): one row per
-    # trial with its scalar measurements, and the long tables of its spectra and perturbation runs.
+    # What trials measured once after training (``results/`` of their files; ``analysis.result_tables``): one row
+    # per trial with its scalar measurements, and the tables its experiment's analysis reads from the arrays
+    # (by name, e.g. Experiment S's spectra and perturbation runs).
     measurements: pd.DataFrame = field(default_factory=pd.DataFrame)
-    spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
-    perturbations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     unexpected_files: list[str] = field(default_factory=list)  # trials/*.h5 not named in the manifest
     set_aside_files: list[str] = field(default_factory=list)  # *.h5.damaged-*: the pipeline restarted those
     checkpoint_files: list[str] = field(default_factory=list)  # *.state.pt: trials interrupted or running
@@ -183,7 +184,7 @@ def _manifest_rows(manifest: dict) -> tuple[list[dict], list[str]]:
     return rows, swept_names
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -215,32 +216,6 @@ def _read_series(path: Path, rows: int) -> dict:
                                       "arrays": arrays}
     series["layers"] = layers
     return series
-
-
-def _result_tables(labels: dict, results: dict) -> tuple[dict, list[dict], list[dict]]:
-    """A trial's measurements after training: its scalars, and the rows of its spectra and perturbations."""
-    arrays = results["arrays"]
-    spectra = []
-    for block in ("E", "perp"):
-        lowest = arrays.get(f"spectrum/{block}/lowest")
-        if lowest is None:
-            continue
-        residuals = arrays.get(f"spectrum/{block}/lowest_residuals", np.full(len(lowest), np.nan))
-        for index, (value, residual) in enumerate(zip(lowest, residuals)):
-            spectra.append({**labels, "block": block, "end": "lowest", "index": index, "value": float(value),
-                            "residual": float(residual)})
-        spectra.append({**labels, "block": block, "end": "largest", "index": 0,
-                        "value": results["attrs"].get(f"lambda_max_{block}", np.nan),
-                        "residual": results["attrs"].get(f"lambda_max_{block}_residual", np.nan)})
-    perturbations = []
-    for name, series in arrays.items():
-        if name.startswith("perturbation/"):
-            run = name.split("/", 1)[1]
-            for step, value in enumerate(series):
-                perturbations.append({**labels, "run": run, "step": step, schema.DIST_E: float(value),
-                                      "predicted_factor": results["attrs"].get(f"{run}_predicted", np.nan),
-                                      "measured_factor": results["attrs"].get(f"{run}_measured", np.nan)})
-    return {**labels, **results["attrs"]}, spectra, perturbations
 
 
 def _read_trial(path: Path) -> tuple[FileState, dict | None]:
@@ -321,7 +296,8 @@ def read_results(out_dir: Path | str) -> Results:
     swept_columns = [swept_column(k) for k in swept_names]
     label_columns = LABELS + swept_columns + AFTER_SWEPT
     epoch_tables, step_tables = [], []
-    measured, spectra, perturbations = [], [], []
+    measured: list[dict] = []
+    table_rows: dict[str, list[dict]] = {}
     texts: dict[str, dict[str, list[str]]] = {}
     for row in iterate(rows, "reading trial files"):
         path = where.trial_file(row["trial_id"])
@@ -344,10 +320,11 @@ def read_results(out_dir: Path | str) -> Results:
             if step_table is not None:
                 step_tables.append(step_table)
             if schema.RESULTS in series:
-                scalars, spectrum, runs = _result_tables(labels, series[schema.RESULTS])
+                scalars, rows_by_table = result_tables.read(row["_experiment"].results_analysis, labels,
+                                                            series[schema.RESULTS])
                 measured.append(scalars)
-                spectra += spectrum
-                perturbations += runs
+                for name, table in rows_by_table.items():
+                    table_rows.setdefault(name, []).extend(table)
 
     trials = pd.DataFrame([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
     trials = trials.reindex(columns=label_columns + TRIAL_REST)
@@ -370,7 +347,7 @@ def read_results(out_dir: Path | str) -> Results:
     listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     return Results(
         out_dir=out_dir, manifest=manifest, trials=trials, epochs=epochs, steps=steps, swept_columns=swept_columns,
-        measurements=pd.DataFrame(measured), spectra=pd.DataFrame(spectra), perturbations=pd.DataFrame(perturbations),
+        measurements=pd.DataFrame(measured), tables={name: pd.DataFrame(rows) for name, rows in table_rows.items()},
         unexpected_files=[n for n in listing if n.endswith(TRIAL_SUFFIX) and n not in known],
         set_aside_files=[n for n in listing if is_set_aside_damaged(n)],
         checkpoint_files=[n for n in listing if n.endswith(CHECKPOINT_SUFFIX)], texts=texts,

@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from analysis.loading import CELL_KEYS, TOTAL, Results, experiment_of
 from pipeline import experiments
@@ -36,7 +37,7 @@ END_POINTS = {
 LEARNING_MIN_FACTOR = 2.0
 
 
-def _ratio(numerator, denominator) -> np.ndarray:
+def _ratio(numerator: ArrayLike, denominator: ArrayLike) -> np.ndarray:
     numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, numerator / denominator, np.nan)
@@ -48,7 +49,7 @@ def cell_order(frame: pd.DataFrame) -> pd.DataFrame:
     experiment_rank = {name: i for i, name in enumerate(experiments.REGISTRY)}
     mode_rank = {name: i for i, name in enumerate(MODES)}
 
-    def cell_rank(row) -> int:
+    def cell_rank(row: pd.Series) -> int:
         names = experiment_of(row["experiment"]).cell_names
         return names.index(row["cell"]) if row["cell"] in names else len(names)
 
@@ -84,7 +85,7 @@ def trial_end_points(results: Results) -> pd.DataFrame:
     return table
 
 
-def quartiles(values) -> tuple[float, float, float]:
+def quartiles(values: ArrayLike) -> tuple[float, float, float]:
     """(25th percentile, median, 75th percentile) of the finite values, linear interpolation; NaN if none."""
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+from numpy.typing import ArrayLike
 
 from analysis.claims import NOM_MIN_RATIO, roundoff_threshold
 from analysis.drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
@@ -41,6 +43,7 @@ from analysis.style import (
     title,
     zero_line_at,
 )
+from pipeline.experiments.base import Experiment
 from pipeline.schema import DIST_E, DIST_INIT, ROW_EPOCH
 
 X_COLUMNS = {"travelled": DIST_INIT, "epoch": ROW_EPOCH}
@@ -75,18 +78,18 @@ def phase_boundary(panel: pd.DataFrame) -> int | None:
     return int(first.max()) if not first.empty else None
 
 
-def compress_first_phase(ax, boundary: int, last: int) -> bool:
+def compress_first_phase(ax: Axes, boundary: int, last: int) -> bool:
     """Draw epochs 0..boundary over COMPRESSED_SHARE of the width when the first phase is the longer."""
     later = last - boundary
     if boundary <= 0 or later <= 0 or boundary <= later:
         return False
     scale = COMPRESSED_SHARE / (1 - COMPRESSED_SHARE) * later / boundary
 
-    def forward(x):
+    def forward(x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=float)
         return np.where(x <= boundary, x * scale, boundary * scale + (x - boundary))
 
-    def inverse(u):
+    def inverse(u: ArrayLike) -> np.ndarray:
         u = np.asarray(u, dtype=float)
         return np.where(u <= boundary * scale, u / scale, u - boundary * scale + boundary)
 
@@ -112,8 +115,20 @@ def band_words(thresholds: set[float]) -> str:
     return "round-off, in E (per dtype)"
 
 
-def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, layers: Sequence[str] = (TOTAL,),
-                      log: bool = False) -> tuple[Figure, FigureFacts]:
+def _trajectory_axes(ax: Axes, panel: pd.DataFrame, x_kind: str) -> bool:
+    """A trajectory panel's x axis: against the epoch, a long first phase compressed and its end marked; whether
+    it was compressed."""
+    boundary = phase_boundary(panel) if x_kind == "epoch" else None
+    compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
+    if boundary is not None:
+        mark_boundary(ax, boundary)
+    if not compressed:
+        linear_ticks(ax, "x", integer=x_kind == "epoch")
+    return compressed
+
+
+def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment: Experiment[Any],
+                      layers: Sequence[str] = (TOTAL,), log: bool = False) -> tuple[Figure, FigureFacts]:
     """A column per cell and a row per layer (one row, ``total``, for all layers together)."""
     rows = drawn_rows(epochs, experiment.name)
     rows = rows[rows["layer"].isin(layers)]
@@ -139,13 +154,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
         running |= drawn.running
         facts.zeros |= drawn.zeros
         facts.fewer |= drawn.fewer
-        boundary = phase_boundary(panel) if x_kind == "epoch" else None
-        compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
-        facts.compressed |= compressed
-        if boundary is not None:
-            mark_boundary(ax, boundary)
-        if not compressed:
-            linear_ticks(ax, "x", integer=x_kind == "epoch")
+        facts.compressed |= _trajectory_axes(ax, panel, x_kind)
         if floor is not None:  # a log scale
             ax.axhspan(bottom_below(floor), tops[layer, cell][1], **BAND)
             if drawn.zeros:
@@ -184,14 +193,14 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     return figure, facts
 
 
-def layers_of(epochs: pd.DataFrame, experiment) -> list[str]:
+def layers_of(epochs: pd.DataFrame, experiment: Experiment[Any]) -> list[str]:
     """The measured layers of an experiment's drawn trials, in the order the files list them."""
     rows = drawn_rows(epochs, experiment.name)
     return [layer for layer in dict.fromkeys(rows["layer"]) if layer != TOTAL]
 
 
 
-def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
+def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment: Experiment[Any]) -> tuple[Figure, FigureFacts]:
     """dist_E over the distance travelled from A⁰ (all layers) against the epoch, a panel per cell, log scale,
     shared y axis. Every seed has every epoch, so its medians run the whole way, however far each seed went;
     the ratio is what claim 5 judges Nom by, and its threshold is drawn."""

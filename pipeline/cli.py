@@ -90,18 +90,18 @@ def _train(args) -> int:
     if outcome == 0:
         from pipeline.trialfile.files import read_results_attrs, trial_paths
 
-        _print_results(read_results_attrs(trial_paths(args.out, trial.trial_id)[0]))
+        _print_results(trial.experiment, read_results_attrs(trial_paths(args.out, trial.trial_id)[0]))
     return outcome
 
 
-def _print_results(attrs: dict) -> None:
+def _print_results(experiment: str, attrs: dict) -> None:
     """What a trial measured after training (Experiment S: at A*), in a few lines; nothing for the others."""
     if not attrs:
         return
-    from analysis.stationary_points import summary_lines
+    from analysis.results_analyses import summary_lines  # deferred: pandas and matplotlib, for Experiment S only
 
     print("measured after training:")
-    for line in summary_lines(attrs):
+    for line in summary_lines(experiment, attrs):
         print(f"  {line}", flush=True)
 
 

@@ -361,3 +361,43 @@ def test_the_manifest_key_check_would_see_one():
     tree = ast.parse('n = len(manifest["trials"])\nfor e in document.get("trials", []): pass\nx = row["trials"]\n'
                      'ids = read_manifest(out)["trials"]\n')
     assert sorted(_manifest_key_reads(tree)) == [1, 2, 4]
+
+
+# Experiment S's own modules: the only ones that name the arrays of its results/ group.
+S_MODULES = {"pipeline.experiments.stability", "pipeline.core.stationary", "pipeline.core.stationarity",
+             "analysis.stationary_points", "analysis.stationary_point_tables"}
+S_ARRAY_PREFIXES = ("spectrum/", "perturbation/")
+
+
+def _s_array_names(tree: ast.AST) -> list[int]:
+    """Lines that spell a path of Experiment S's results/ arrays (a string, or the start of an f-string)."""
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(S_ARRAY_PREFIXES)]
+
+
+def test_only_experiment_s_names_its_arrays():
+    assert S_MODULES <= set(NAMED_CODE)
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in NAMED_CODE.items() if name not in S_MODULES
+                 for line in _s_array_names(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_s_array_check_would_see_one():
+    tree = ast.parse('a = arrays.get(f"spectrum/{block}/lowest")\nb = name.startswith("perturbation/")\n')
+    assert sorted(_s_array_names(tree)) == [1, 2]
+
+
+def test_the_analysis_reaches_an_experiments_own_analysis_through_the_registries():
+    """Only the registries (``analysis.results_analyses``, ``analysis.result_tables``) import the modules of an
+    experiment's own analysis; the loading, the aggregation and the report ask them."""
+    from analysis import result_tables, results_analyses
+
+    own = {function.__module__ for analysis in results_analyses.REGISTRY.values()
+           for function in (analysis.figures, analysis.section, analysis.trial_table, analysis.reasons_in_words,
+                            analysis.summary_lines, *analysis.tables.values())}
+    own |= {reader.__module__ for reader in result_tables.READERS.values()}
+    assert "analysis.stationary_points" in own and "analysis.stationary_point_tables" in own
+    registries = {"analysis.results_analyses", "analysis.result_tables"}
+    offenders = sorted(f"{name} -> {', '.join(sorted(own & targets))}" for name, targets in import_graph().items()
+                       if name not in own | registries and own & targets)
+    assert offenders == []

@@ -82,5 +82,5 @@ def packable(trials: list[Trial]) -> bool:
     return True
 
 
-__all__ = ["REGISTRY", "UNNAMED", "ConfigError", "Experiment", "Labels", "Trial", "check_packable", "default_trial_id", "get",
-           "make_trial", "named_in", "of", "packable"]
+__all__ = ["REGISTRY", "UNNAMED", "ConfigError", "Experiment", "Labels", "Trial", "check_packable", "default_trial_id",
+           "get", "make_trial", "named_in", "of", "packable"]

@@ -94,10 +94,17 @@ class Row(Protocol):
     """A row as the runner hands it to its sinks (``pipeline.run.runner.EpochRecord``): its epoch and phase,
     its values by series of ``pipeline.schema`` (per layer: a tensor or a list), and whether it is the last."""
 
-    epoch: int
-    phase: int
-    values: Mapping[str, Any]
-    last: bool
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def phase(self) -> int: ...
+
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+
+    @property
+    def last(self) -> bool: ...
 
 
 def is_disk_full(error: BaseException) -> bool:
