@@ -31,7 +31,8 @@ import pandas as pd
 
 from analysis import results_analyses
 from analysis.atomic import replace_atomically, write_text
-from analysis.claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
+from analysis.claim_checker import evaluate_claims
+from analysis.claims import MIN_COMPLETE_TRIALS, Note, Verdict
 from analysis.figures import FigureInfo, make_figures
 from analysis.loading import read_results
 from analysis.outputs import Outputs

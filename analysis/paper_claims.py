@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import claims
+from analysis.claim_checker import COMBINATIONS
 from analysis.claims import DEMONSTRATED, FAILS, HOLDS, NOT_OBSERVED, TOO_FEW, Verdict, number
 
 # docs/science.md §1, in a sentence each.
@@ -190,7 +191,7 @@ def claim_rows(verdicts: list[Verdict], trials: pd.DataFrame,
     by_source: dict[str, list[Verdict]] = {}
     for v in verdicts:
         by_source.setdefault(v.source, []).append(v)
-    cell_verdicts = {name: [v for v in by_source.get(name, []) if v.kind not in (claims.ALL_OF, claims.ANY_OF)]
+    cell_verdicts = {name: [v for v in by_source.get(name, []) if v.kind not in COMBINATIONS]
                      for name in STATEMENTS}
     controls = [v for v in verdicts if v.expected]
     return [

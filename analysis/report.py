@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import claims, results_analyses
+from analysis.claim_checker import COMBINATIONS
 from analysis.figures import FigureInfo
 from analysis.loading import Results, experiment_of
 from analysis.paper_claims import ClaimRow, claim_rows, grouped
@@ -342,7 +343,7 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
     measured = pd.concat([analysis.trial_table(results) for analysis in named]) if named else pd.DataFrame()
     reasons_in_words = named[0].reasons_in_words if named else None
     notes = "\n".join(f"- {note.line}" for note in assessment.notes) or "None: every cell has a claim."
-    by_cell = [v for v in groups["claims"] if v.kind not in (claims.ALL_OF, claims.ANY_OF)]
+    by_cell = [v for v in groups["claims"] if v.kind not in COMBINATIONS]
     sections = [
         f"# Reproduction report: grid `{results.manifest.get('grid', '?')}`",
         f"This report tests, on the results folder `{results.out_dir.name}`, the claims of *Optimization Dynamics "

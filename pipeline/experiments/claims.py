@@ -4,7 +4,7 @@
 An experiment declares its claims (``Experiment.claims``); ``analysis/claims.py`` judges them and owns the
 thresholds (docs/science.md §7). A kind of claim is a name here and a behaviour there: a judge per kind
 that reads a cell's trials (``analysis.claims.KINDS``), a combination per kind that reads the verdicts of
-other claims (``analysis.claims.COMBINATIONS``), and :data:`NO_CLAIM`, which is a note, not a verdict.
+other claims (``analysis.claim_checker.COMBINATIONS``), and :data:`NO_CLAIM`, which is a note, not a verdict.
 
 Torch-free, and it imports nothing of the project.
 """
