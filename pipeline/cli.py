@@ -64,7 +64,7 @@ def _train(args) -> int:
         finally:
             if hasattr(sink, "close"):
                 sink.close()
-        _print_results(console.results)
+        _print_results(trial.experiment, console.results)
         return 0
     from pipeline.launch.grid import Grid
     from pipeline.leases.ownership import guard_folder
