@@ -8,6 +8,7 @@ See ``analysis/README.md`` for the tables' columns, the output files and the cla
 """
 
 from analysis.aggregation import AggregateResult, aggregate
+from analysis.claim_checker import check_claims, evaluate_claims
 from analysis.claims import (
                      LEAVES_E_MIN_RATIO,
                      MIN_COMPLETE_TRIALS,
@@ -16,8 +17,6 @@ from analysis.claims import (
                      Assessment,
                      Note,
                      Verdict,
-                     check_claims,
-                     evaluate_claims,
 )
 from analysis.loading import Results, load, load_steps, load_trials, read_results
 

@@ -23,6 +23,7 @@ own. One aggregate writes a folder's outputs at a time (``OUT/.aggregate.lease``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,8 @@ import pandas as pd
 
 from analysis import results_analyses
 from analysis.atomic import replace_atomically, write_text
-from analysis.claims import MIN_COMPLETE_TRIALS, Note, Verdict, evaluate_claims
+from analysis.claim_checker import evaluate_claims
+from analysis.claims import MIN_COMPLETE_TRIALS, Note, Verdict
 from analysis.figures import FigureInfo, make_figures
 from analysis.loading import read_results
 from analysis.outputs import Outputs
@@ -83,7 +85,7 @@ def _parquet(table: pd.DataFrame) -> pd.DataFrame:
     return table.astype({c: str for c in mixed}) if mixed else table
 
 
-def _hold_guard(out_dir: Path, log, wait_s: float = GUARD_WAIT_S) -> Lease:
+def _hold_guard(out_dir: Path, log: Callable[[str], object], wait_s: float = GUARD_WAIT_S) -> Lease:
     """The folder's aggregate guard, waiting (and saying so once) while another aggregate holds it."""
     what = f"the aggregate of {quoted(out_dir)}"
     deadline = time.monotonic() + wait_s
@@ -100,7 +102,7 @@ def _hold_guard(out_dir: Path, log, wait_s: float = GUARD_WAIT_S) -> Lease:
             time.sleep(GUARD_POLL_S)
 
 
-def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_TRIALS,
+def aggregate(out_dir: Path | str, log: Callable[[str], object] = print, min_complete: int = MIN_COMPLETE_TRIALS,
               figures: bool = True) -> AggregateResult:
     """Read ``out_dir``, write ``out_dir/aggregate/``, return the paths written and the verdicts.
     ``figures=False`` leaves the figures of an earlier run as they are and reports none: the verdicts of
@@ -114,7 +116,7 @@ def aggregate(out_dir: Path | str, log=print, min_complete: int = MIN_COMPLETE_T
         guard.release()
 
 
-def _aggregate(out_dir: Path, log, min_complete: int, figures: bool) -> AggregateResult:
+def _aggregate(out_dir: Path, log: Callable[[str], object], min_complete: int, figures: bool) -> AggregateResult:
     outputs = Outputs(out_dir)
     results = read_results(out_dir)
     problems = problem_lines(results)
@@ -148,8 +150,7 @@ def _aggregate(out_dir: Path, log, min_complete: int, figures: bool) -> Aggregat
     trials = trials[[c for c in trials.columns if c != "settings"] + ["settings"]]
     paths += _write_table(folder / "trials.csv", trials)
     paths += _write_table(folder / "summary.csv", summary)
-    for name in ("measurements", "spectra", "perturbations"):
-        table = getattr(results, name)
+    for name, table in {"measurements": results.measurements, **results.tables}.items():
         if not table.empty:
             paths += _write_table(folder / f"{name}.csv", table)
     named = results_analyses.named_by(results)

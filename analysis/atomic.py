@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 # What a new output's mode is before the umask: readable by whoever may read the folder, as open() makes it.
 _MODE = 0o666
@@ -21,7 +23,7 @@ def _umask() -> int:
     return mask
 
 
-def replace_atomically(path: Path, write, text: bool = False) -> Path:
+def replace_atomically(path: Path, write: Callable[[IO[Any]], object], text: bool = False) -> Path:
     """Call ``write(handle)`` with a new file open for writing (text in UTF-8 with ``text``, else binary),
     then rename it onto ``path``."""
     path = Path(path)

@@ -1,8 +1,9 @@
 """The claims of docs/science.md §1 that trajectories can test, judged as §7 describes.
 
 What is claimed about which cell is declared by each experiment (``Experiment.claims``, as data: a kind,
-the cell, the epochs concerned, a named threshold); this module owns the thresholds and evaluates every
-declaration the same way, whatever the experiment.
+the cell, the epochs concerned, a named threshold); this module owns the thresholds and judges every kind of
+declaration the same way, whatever the experiment (``KINDS``); ``analysis.claim_checker`` takes each declaration
+to its judge, combines verdicts and keeps the notes.
 
 Notation, per complete trial, with totals over the measured layers (Frobenius norms of the weight set):
 ``rel = dist_E / ||A||`` (distance from E relative to the weight norm) and ``ratio = dist_E / dist_init``
@@ -18,17 +19,17 @@ and does not depend on the learning rate or the number of epochs.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from analysis import figure_names
 from analysis.loading import experiment_of
-from analysis.science import cite
-from analysis.summary import CELL, cell_order, quartiles
+from analysis.summary import quartiles
 from pipeline.core.stationarity import (
     DEGENERATE,
     HESSIAN_ROUNDOFF,
@@ -40,18 +41,15 @@ from pipeline.core.stationarity import (
     point_kind,
     stationarity,
 )
-from pipeline.experiments.base import (
-    ALL_OF,
-    ANY_OF,
+from pipeline.experiments.base import Experiment
+from pipeline.experiments.claims import (
     BELOW_REFERENCE,
     IDENTITY_AT_ROUNDOFF,
     IDENTITY_FAILS,
     LEAVES_E,
-    NO_CLAIM,
     STABILITY_DIFFERS,
     STAYS_IN_E,
     Claim,
-    Experiment,
     GridCell,
 )
 
@@ -155,11 +153,11 @@ def number(x: float) -> str:
     return "nan" if not np.isfinite(x) else f"{x:.3g}"
 
 
-def _median(values) -> float:
+def _median(values: ArrayLike) -> float:
     return quartiles(values)[1]
 
 
-def roundoff_threshold(dtypes) -> float:
+def roundoff_threshold(dtypes: Iterable[str]) -> float:
     """The loosest threshold of the dtypes present (a cell normally has one)."""
     return max(ROUNDOFF_THRESHOLD.get(str(d), ROUNDOFF_THRESHOLD["float32"]) for d in dtypes)
 
@@ -168,110 +166,12 @@ def _seeds(count: int) -> str:
     return f"{count} seed{'s' if count != 1 else ''}"
 
 
-def grid_cells(trials: pd.DataFrame) -> dict[str, list[tuple[GridCell, pd.DataFrame]]]:
-    """Per experiment, its cells in reading order, each with its manifest trials."""
-    cells: dict[str, list[tuple[GridCell, pd.DataFrame]]] = {}
-    for _, members in cell_order(trials).groupby(CELL, sort=False):
-        first = members.iloc[0]
-        settings = [json.loads(text) for text in members["settings"]]
-        values = {name: tuple(json.loads(v) for v in sorted({json.dumps(s.get(name)) for s in settings}))
-                  for name in settings[0]}
-        cell = GridCell(first["cell"], first["mode"], json.loads(first["swept"]), values)
-        cells.setdefault(first["experiment"], []).append((cell, members))
-    return cells
+class CellTrials(Protocol):
+    """What a kind of claim asks about other cells than its own (``analysis.claim_checker.ClaimChecker``)."""
 
-
-class ClaimChecker:
-    """Evaluates the experiments' claims; each reads the complete trials' end points of its cells."""
-
-    def __init__(self, trials: pd.DataFrame, end_points: pd.DataFrame, min_complete: int = MIN_COMPLETE_TRIALS):
-        self.end_points, self.min_complete = end_points, min_complete
-        self.cells = grid_cells(trials)
-        self.assessment = Assessment()
-
-    def _members(self, experiment: str, cell: GridCell) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def members(self, experiment: str, cell: GridCell) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(manifest trials, complete end points) of one cell."""
-        for known, members in self.cells.get(experiment, []):
-            if (known.cell, known.mode, known.swept) == (cell.cell, cell.mode, cell.swept):
-                return members, self.end_points[self.end_points["trial_id"].isin(set(members["trial_id"]))]
-        empty = pd.DataFrame(columns=["trial_id", "dtype"])
-        return empty, self.end_points.iloc[0:0]
-
-    def _too_few(self, *cells: tuple[pd.DataFrame, str]) -> str | None:
-        short = [f"{label + ': ' if label else ''}{len(done)} complete" for done, label in cells
-                 if len(done) < self.min_complete]
-        if not short:
-            return None
-        return f"{', '.join(short)}; need at least {self.min_complete} per cell"
-
-    def run(self) -> Assessment:
-        for experiment_name, cells in self.cells.items():
-            experiment = experiment_of(experiment_name)
-            declared = experiment.claims([cell for cell, _ in cells])
-            spoken_of = set()
-            for claim in declared:
-                spoken_of.add(_key(claim.cell))
-                if claim.reference is not None:
-                    spoken_of.add(_key(claim.reference))
-                if claim.kind == NO_CLAIM:
-                    self.assessment.notes.append(Note(experiment_name, claim.subject, claim.claim))
-                elif claim.kind in (ALL_OF, ANY_OF):
-                    self.assessment.verdicts.append(self.combine(experiment_name, claim))
-                else:
-                    self.assessment.verdicts.append(self.judge(experiment_name, claim))
-            for cell, _ in cells:
-                if _key(cell) not in spoken_of:
-                    words = experiment.series_words(cell.mode, cell.swept)
-                    self.assessment.notes.append(Note(
-                        experiment_name, f"{experiment.display_title()} {cell.cell} / {words}",
-                        f"no claim applies to cell {cell.cell} / mode {cell.mode}: docs/science.md states none "
-                        "that its trajectories could test"))
-        return self.assessment
-
-    def judge(self, experiment: str, claim: Claim) -> Verdict:
-        members, done = self._members(experiment, claim.cell)
-        science = cite(claim.section, claim.source)
-        figure = evidence_figure(experiment_of(experiment), claim.kind, claim.cell)
-        kind = KINDS.get(claim.kind)
-        if kind is None:
-            raise ValueError(f"unknown kind of claim {claim.kind!r} declared by {experiment}")
-        judged = kind(self, experiment, claim, members, done)
-        criterion = judged.criterion()
-        too_few = self._too_few(*judged.cells())
-        value = float("nan")
-        if too_few:
-            outcome, evidence = TOO_FEW, too_few
-        else:
-            passed, evidence, value = judged.judge()
-            if kind.existence:  # shown, or not seen
-                outcome = DEMONSTRATED if passed else NOT_OBSERVED
-            else:
-                outcome = HOLDS if passed else FAILS
-        return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
-                       (experiment, *_key(claim.cell)), claim.kind, claim.expected, claim.source, value)
-
-    def combine(self, experiment: str, claim: Claim) -> Verdict:
-        """A claim over every cell that carries a claim of kind ``claim.threshold``, from their verdicts."""
-        members = [v for v in self.assessment.verdicts
-                   if v.experiment == experiment and v.kind == claim.threshold and not v.expected]
-        judged = [v for v in members if v.outcome != TOO_FEW]
-        science = cite(claim.section, claim.source)
-        figure = evidence_figure(experiment_of(experiment), claim.threshold, claim.cell)
-        named = ", ".join(f"{v.subject.rsplit(', ', 1)[-1]}: {v.outcome}" for v in members)
-        if not judged:
-            outcome, evidence = TOO_FEW, f"no network has enough complete trials ({named or 'none'})"
-        elif claim.kind == ALL_OF:
-            held = [v for v in judged if v.outcome == HOLDS]
-            outcome = HOLDS if len(held) == len(members) else FAILS if len(held) < len(judged) else TOO_FEW
-            evidence = f"holds in {len(held)} of {len(members)} networks ({named})"
-        else:
-            shown = [v for v in judged if v.outcome == DEMONSTRATED]
-            outcome = DEMONSTRATED if shown else NOT_OBSERVED
-            evidence = f"shown in {len(shown)} of {len(members)} networks ({named}); the spectra are in the report"
-        criterion = ("holds in every network where it is claimed" if claim.kind == ALL_OF
-                     else "demonstrated in at least one network")
-        return Verdict(experiment, claim.subject, claim.claim, science, criterion, outcome, evidence, figure,
-                       (experiment, *_key(claim.cell)), claim.kind, source=claim.source)
+        ...
 
 
 class ClaimKind:
@@ -281,7 +181,7 @@ class ClaimKind:
     kind: ClassVar[str]
     existence: ClassVar[bool] = False  # an existence claim: demonstrated or not observed, not holds or fails
 
-    def __init__(self, checker: ClaimChecker, experiment: str, claim: Claim, members: pd.DataFrame,
+    def __init__(self, checker: CellTrials, experiment: str, claim: Claim, members: pd.DataFrame,
                  done: pd.DataFrame):
         self.checker, self.experiment, self.claim, self.members, self.done = checker, experiment, claim, members, done
 
@@ -383,7 +283,7 @@ class StaysInE(ClaimKind):
     def figure(cls, experiment: Experiment, cell: GridCell | None = None) -> str:
         return figure_names.cell_trajectory(experiment, True, cell)  # round-off: visible on a log axis only
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any):
         super().__init__(*args)
         phase = self.claim.phase
         self.threshold = roundoff_threshold(self.members["dtype"])
@@ -407,7 +307,7 @@ class StaysInE(ClaimKind):
 class LeavesE(ClaimKind):
     kind = LEAVES_E
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any):
         super().__init__(*args)
         self.min_ratio = MIN_RATIOS[self.claim.threshold]
         self.threshold = roundoff_threshold(self.members["dtype"])
@@ -433,11 +333,11 @@ class LeavesE(ClaimKind):
 class BelowReference(ClaimKind):
     kind = BELOW_REFERENCE
 
-    def __init__(self, *args):
+    def __init__(self, *args: Any):
         super().__init__(*args)
         reference = self.claim.reference
         assert reference is not None, "a below-reference claim names the cell it stays below"
-        _, self.reference = self.checker._members(self.experiment, reference)
+        _, self.reference = self.checker.members(self.experiment, reference)
         self.words = experiment_of(self.experiment).series_words(reference.mode, reference.swept)
 
     def criterion(self) -> str:
@@ -479,13 +379,13 @@ class Claim3Evidence:
     point: str = ""  # the point, where it has no curvature scale: pipeline.core.stationarity.ZERO_POINT or DEGENERATE
 
 
-def _get(row, name: str, default):
+def _get(row: Mapping[str, Any], name: str, default: Any) -> Any:
     """A measurement that trials of older versions (or other experiments in one table) may lack."""
     value = row.get(name, default)
     return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
-def claim3_evidence(row) -> Claim3Evidence:
+def claim3_evidence(row: Mapping[str, Any]) -> Claim3Evidence:
     """Judge one trial's measurements at A* (a row of the measurements table) against the four conditions above.
 
     Trials measured before spectra were certified (no ``spectrum_method_E``) had H_E by Lanczos only: their
@@ -539,27 +439,11 @@ def claim3_evidence(row) -> Claim3Evidence:
     return Claim3Evidence(not reasons, reasons, numbers, ratio, e_low / scale, perp / scale, growth_error, kind)
 
 
-def _dimension(row, block: str) -> str:
+def _dimension(row: Mapping[str, Any], block: str) -> str:
     dim = int(_get(row, f"dimension_{block}", -1))
     return str(dim) if dim >= 0 else "unknown"
 
 
-def _ratio_of(numerator, denominator):
+def _ratio_of(numerator: ArrayLike, denominator: ArrayLike) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(numerator, dtype=float) / np.asarray(denominator, dtype=float)
-
-
-def _key(cell: GridCell) -> tuple:
-    return cell.cell, cell.mode, json.dumps(cell.swept, sort_keys=True)
-
-
-def evaluate_claims(trials: pd.DataFrame, end_points: pd.DataFrame,
-                    min_complete: int = MIN_COMPLETE_TRIALS) -> Assessment:
-    """Verdicts for every claim the experiments declare about the manifest's cells, and a note for every
-    cell about which nothing is claimed."""
-    return ClaimChecker(trials, end_points, min_complete).run()
-
-
-def check_claims(trials: pd.DataFrame, end_points: pd.DataFrame,
-                 min_complete: int = MIN_COMPLETE_TRIALS) -> list[Verdict]:
-    return evaluate_claims(trials, end_points, min_complete).verdicts

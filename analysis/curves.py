@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
+from analysis.drawing import PanelFacts, draw_panel, drawn_rows, figure_styles, ordered_cells
 from analysis.loading import TOTAL
 from analysis.style import (
     BAND,
     CHANCE_LINE,
     FLOOR_LINE,
+    SeriesStyle,
     bottom_below,
     figure_columns,
     legend,
@@ -25,9 +29,35 @@ from analysis.style import (
     zero_line_at,
 )
 from analysis.trajectories import DIST_E_LABEL, FigureFacts, band_tops, band_words, compress_first_phase, phase_boundary
+from pipeline.experiments.base import Experiment
+from pipeline.schema import ACCURACY, STEP_DIST_E
 
 
-def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
+def _curve_panel(ax: Axes, panel: pd.DataFrame, metric: str, experiment: Experiment[Any, Any],
+                 styles: dict[str, SeriesStyle], first_phase: SeriesStyle | None, boundary: int | None) -> PanelFacts:
+    """One panel of the training curves: a series of one cell against the epoch, on a log axis where the
+    experiment asks for one, the first phase compressed and its end marked as on the trajectory figures."""
+    drawn = draw_panel(ax, panel, "epoch", metric, styles, first_phase)
+    if metric in experiment.log_curves and (panel[metric] > 0).any():
+        ax.set_yscale("log")
+    elif metric in experiment.log_curves and (panel[metric].dropna() == 0).all():
+        # Nothing for a log axis to show: said on the panel, not left as an empty frame.
+        ax.text(0.5, 0.5, "exactly 0\nat every row", transform=ax.transAxes, ha="center", va="center",
+                color="0.35")
+        ax.set_yticks([0.0], ["0"])
+    # The same epochs axis as the trajectory figures, so that the two read side by side.
+    compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
+    if not compressed:
+        linear_ticks(ax, "x", integer=True)
+        if panel["epoch"].nunique() <= 3:  # a locator would add fractions between so few rows
+            ax.set_xticks(sorted(set(panel["epoch"].astype(int))))
+    if boundary is not None:
+        mark_boundary(ax, boundary)
+    return drawn
+
+
+def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame,
+                    experiment: Experiment[Any, Any]) -> tuple[Figure, FigureFacts]:
     rows = drawn_rows(epochs, experiment.name)
     rows = rows[rows["layer"] == TOTAL]
     cells = ordered_cells(rows, experiment)
@@ -47,29 +77,14 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
                 ax.set_visible(False)
                 absent.append(f"{metrics[metric]} of {experiment.cell_title(cell)}")
                 continue
-            drawn = draw_panel(ax, panel, "epoch", metric, styles, first_phase)
-            if metric in experiment.log_curves and (panel[metric] > 0).any():
-                ax.set_yscale("log")
-            elif metric in experiment.log_curves and (panel[metric].dropna() == 0).all():
-                # Nothing for a log axis to show: said on the panel, not left as an empty frame.
-                ax.text(0.5, 0.5, "exactly 0\nat every row", transform=ax.transAxes, ha="center", va="center",
-                        color="0.35")
-                ax.set_yticks([0.0], ["0"])
+            drawn = _curve_panel(ax, panel, metric, experiment, styles, first_phase, boundary)
             complete |= drawn.complete
             running |= drawn.running
-            # The same epochs axis as the trajectory figures, so that the two read side by side.
-            compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
-            if not compressed:
-                linear_ticks(ax, "x", integer=True)
-                if panel["epoch"].nunique() <= 3:  # a locator would add fractions between so few rows
-                    ax.set_xticks(sorted(set(panel["epoch"].astype(int))))
-            if boundary is not None:
-                mark_boundary(ax, boundary)
         shown = [ax for ax in axes[:, c] if ax.get_visible()]
         if shown:
             shown[0].set_title(experiment.cell_title(cell))
-        if "accuracy" in metrics and axes[list(metrics).index("accuracy")][c].get_visible():
-            accuracy = axes[list(metrics).index("accuracy")][c]
+        if ACCURACY in metrics and axes[list(metrics).index(ACCURACY)][c].get_visible():
+            accuracy = axes[list(metrics).index(ACCURACY)][c]
             accuracy.axhline(chance, zorder=1, **CHANCE_LINE)
             accuracy.set_ylim(0, 1)
     # Side by side, the full words would run into the neighbours' labels: then the label is their first words,
@@ -93,7 +108,7 @@ def training_curves(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> t
     return figure, facts
 
 
-def step_rows(epochs: pd.DataFrame, steps: pd.DataFrame, experiment) -> pd.DataFrame:
+def step_rows(epochs: pd.DataFrame, steps: pd.DataFrame, experiment: Experiment[Any, Any]) -> pd.DataFrame:
     """Per trial, total dist_E against its optimizer steps, numbered from 1, with position 0 the state
     before the first recorded step (the last epoch before it)."""
     recorded = drawn_rows(steps, experiment.name)
@@ -105,11 +120,11 @@ def step_rows(epochs: pd.DataFrame, steps: pd.DataFrame, experiment) -> pd.DataF
     totals = drawn_rows(epochs, experiment.name)
     totals = totals[totals["layer"] == TOTAL].join(start_epoch, on="trial_id", how="inner")
     start = totals[totals["epoch"] == totals["start_epoch"]].assign(position=0)
-    columns = ["trial_id", "cell", "series", "mode", "status", "phase", "epoch", "position", "dist_E"]
+    columns = ["trial_id", "cell", "series", "mode", "status", "phase", "epoch", "position", STEP_DIST_E]
     return pd.concat([start[columns], recorded[columns]], ignore_index=True)
 
 
-def steps_add_information(steps: pd.DataFrame, experiment) -> bool:
+def steps_add_information(steps: pd.DataFrame, experiment: Experiment[Any, Any]) -> bool:
     """Whether some trial recorded more than one step in an epoch: with one step per epoch (full-batch
     gradient descent) the steps repeat the epochs' figure."""
     recorded = drawn_rows(steps, experiment.name)
@@ -117,7 +132,8 @@ def steps_add_information(steps: pd.DataFrame, experiment) -> bool:
     return bool(len(recorded)) and bool((recorded.groupby(["trial_id", "epoch"]).size() > 1).any())
 
 
-def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
+def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame,
+                 experiment: Experiment[Any, Any]) -> tuple[Figure, FigureFacts]:
     rows = step_rows(epochs, steps, experiment)
     cells = ordered_cells(rows, experiment)
     styles, _ = figure_styles(trials, experiment)
@@ -125,14 +141,14 @@ def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
     totals = drawn_rows(epochs, experiment.name)
     totals = totals[totals["layer"] == TOTAL]
     tops = {cell: band_tops(totals[totals["cell"] == cell], trials) for cell in cells}
-    positive = rows.loc[rows["dist_E"] > 0, "dist_E"]
+    positive = rows.loc[rows[STEP_DIST_E] > 0, STEP_DIST_E]
     candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
     floor = zero_line_at(min(candidates) if candidates else 1e-10)
     facts = FigureFacts(panels=len(cells), complete=0, running=0, band=band_words({t for t, _ in tops.values()}))
     complete, running = set(), set()
     for ax, cell in zip(axes.flat, cells):
         panel = rows[rows["cell"] == cell]
-        drawn = draw_panel(ax, panel, "position", "dist_E", styles, order="position", floor=floor)
+        drawn = draw_panel(ax, panel, "position", STEP_DIST_E, styles, order="position", floor=floor)
         complete |= drawn.complete
         running |= drawn.running
         facts.zeros |= drawn.zeros
@@ -141,7 +157,7 @@ def steps_figure(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame
             ax.axhline(floor, zorder=1, **FLOOR_LINE)
         ax.set_title(experiment.cell_title(cell))
         linear_ticks(ax, "x", integer=True)
-    top = max([float(rows["dist_E"].max())] + [t for _, t in tops.values()])
+    top = max([float(rows[STEP_DIST_E].max())] + [t for _, t in tops.values()])
     for ax in axes.flat:
         log_axis(ax, bottom_below(floor), top)
     phases = sorted(set(rows.loc[rows["position"] > 0, "phase"]))

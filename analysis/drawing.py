@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 
 from analysis.medians import median_along_x_counted, median_by_epoch
 from analysis.style import FEWER_SEEDS, RUN_LINE, RUNNING_END, RUNNING_LINE, SeriesStyle, mode_rank, series_styles
+from pipeline.experiments.base import Experiment
 
 COMPLETE, RUNNING = "complete", "running"
 DRAWN_STATUSES = (COMPLETE, RUNNING)
@@ -52,7 +55,7 @@ def _values(rows: pd.DataFrame, x: str, y: str, floor: float | None) -> tuple[np
     return rows[x].to_numpy(dtype=float), ys
 
 
-def draw_panel(ax, rows: pd.DataFrame, x: str, y: str, styles: dict[str, SeriesStyle],
+def draw_panel(ax: Axes, rows: pd.DataFrame, x: str, y: str, styles: dict[str, SeriesStyle],
                first_phase: SeriesStyle | None = None, along_x: bool = False, order: str = "epoch",
                floor: float | None = None, from_first_step: bool = False) -> PanelFacts:
     """Draw the panel's runs and medians. Runs are ordered by ``order``. ``along_x``: the median follows
@@ -120,14 +123,15 @@ def drawn_rows(table: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return table[(table["experiment"] == experiment) & table["status"].isin(DRAWN_STATUSES)]
 
 
-def ordered_cells(rows: pd.DataFrame, experiment) -> list[str]:
+def ordered_cells(rows: pd.DataFrame, experiment: Experiment[Any, Any]) -> list[str]:
     """The cells of ``rows`` as the experiment lists them, then any others in order of appearance."""
     present = list(dict.fromkeys(rows["cell"]))
     known = [c for c in experiment.cell_names if c in present]
     return known + [c for c in present if c not in known]
 
 
-def figure_styles(trials: pd.DataFrame, experiment) -> tuple[dict[str, SeriesStyle], SeriesStyle | None]:
+def figure_styles(trials: pd.DataFrame,
+                  experiment: Experiment[Any, Any]) -> tuple[dict[str, SeriesStyle], SeriesStyle | None]:
     """A style per series of the experiment's trials (in legend order: modes Equi, Aug, Nom, then the
     manifest's order), and the style of the first phase for a multi-phase experiment. Styles come from
     every trial of the manifest, so that a series keeps its style while the grid fills up."""

@@ -30,6 +30,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib import rc_context
@@ -42,6 +43,7 @@ from analysis.loading import experiment_of
 from analysis.style import STYLE, save
 from analysis.trajectories import FigureFacts, layers_of, ratio_figure, trajectory_figure
 from pipeline import experiments
+from pipeline.experiments.base import Experiment
 from pipeline.progress import Progress
 
 
@@ -55,7 +57,7 @@ class FigureInfo:
     running: int = 0  # trials drawn dashed, up to their last epoch
 
 
-def _median_words(experiment) -> str:
+def _median_words(experiment: Experiment[Any, Any]) -> str:
     if experiment.trajectory_x == "travelled":
         return ("thick lines: per series, the median over seeds of dist_E taken at common values of the distance "
                 "travelled (each seed interpolated linearly between its epochs), so that the line follows the runs; "
@@ -64,7 +66,8 @@ def _median_words(experiment) -> str:
     return "thick lines: per series, the median over seeds at each epoch"
 
 
-def _arms(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, experiment) -> list[tuple]:
+def _arms(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame,
+          experiment: Experiment[Any, Any]) -> list[tuple[Experiment[Any, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
     """(experiment or a view of one arm, its epochs, steps, trials) per arm of the experiment's trials.
 
     The experiment's own arm keeps the experiment (its figures keep their names); another arm gets a copy of
@@ -85,10 +88,13 @@ def _arms(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, exper
         view, words = experiment, experiment.describe(key, arm)
         if arm != own:
             view = copy.copy(experiment)
-            view.name, view.title = figure_names.arm_experiment_name(experiment, arm), experiment.arm_title(arm)
-            view.legend_heading = words  # said once above the legend, not in every entry
+            # The view's own names shadow its class's: its figures go by the arm's name and title, and the legend
+            # says once, above its entries, what they share.
+            vars(view).update(name=figure_names.arm_experiment_name(experiment, arm), title=experiment.arm_title(arm),
+                              legend_heading=words)
 
-        def part(table, ids=ids, view=view, words=words):
+        def part(table: pd.DataFrame, ids: set[str] = ids, view: Experiment[Any, Any] = view,
+                 words: str = words) -> pd.DataFrame:
             rows = table[table["trial_id"].isin(ids)]
             if view is experiment:
                 return rows
@@ -101,7 +107,7 @@ def _arms(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame, exper
     return found
 
 
-def _reading(facts: FigureFacts, median: str, experiment) -> str:
+def _reading(facts: FigureFacts, median: str, experiment: Experiment[Any, Any]) -> str:
     parts = [f"Thin lines: single seeds; {median}"]
     if experiment.first_phase_mode is not None:
         parts.append(f"phase 1 trains as {experiment.mode_words(experiment.first_phase_mode)} in every trial and is "
@@ -137,7 +143,8 @@ def _figures_to_draw(epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataF
     return planned
 
 
-def _figures_of_arm(experiment, epochs: pd.DataFrame, steps: pd.DataFrame, trials: pd.DataFrame) -> dict:
+def _figures_of_arm(experiment: Experiment[Any, Any], epochs: pd.DataFrame, steps: pd.DataFrame,
+                    trials: pd.DataFrame) -> dict:
     """The figures of one experiment (or of one arm of it)."""
     planned: dict[str, tuple] = {}
     if not drawn_rows(epochs, experiment.name).empty:

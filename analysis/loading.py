@@ -30,15 +30,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import result_tables
 from pipeline import experiments, schema
 from pipeline.experiments import Experiment
 from pipeline.folder import CHECKPOINT_SUFFIX, TRIAL_SUFFIX, ResultsFolder, is_set_aside_damaged
 from pipeline.progress import iterate
 from pipeline.settings import ConfigError
 from pipeline.trialfile.files import FileState, inspect, open_h5, plain
-from pipeline.trialfile.manifest import labels_of, read_manifest, trial_of
+from pipeline.trialfile.manifest import entries, labels_of, read_manifest, trial_of
 
-TOTAL = "total"
+TOTAL = schema.TOTAL  # the row of a per-layer series' total over the layers
 # One column per cell key of the registered experiments ("group", "variant"), filled for the trials of
 # the experiment that uses it and empty ("") for the others.
 CELL_KEYS = list(dict.fromkeys(e.cell_key for e in experiments.REGISTRY.values()))
@@ -58,7 +59,7 @@ TRIAL_REST = ["swept", "dtype", "total_epochs", "status", "epochs_done", "error"
 EPOCH_LAYER_SERIES = [s.name for s in schema.EPOCH_SERIES if s.in_epochs_table and s.per_layer]
 EPOCH_SCALAR_SERIES = [s.name for s in schema.EPOCH_SERIES if s.in_epochs_table and not s.per_layer]
 EPOCH_REST = ["status", schema.ROW_EPOCH, schema.ROW_PHASE, "layer", *EPOCH_LAYER_SERIES, *EPOCH_SCALAR_SERIES]
-STEP_REST = ["status", "step", "epoch", "phase", "step_in_epoch", "layer", "dist_E"]
+STEP_REST = ["status", "step", schema.ROW_EPOCH, schema.ROW_PHASE, "step_in_epoch", "layer", schema.STEP_DIST_E]
 FIXED_COLUMNS = set(LABELS + AFTER_SWEPT + TRIAL_REST + EPOCH_REST + STEP_REST)
 
 # A reader can catch a trial between the resizes of its once-per-epoch append; a second look after the
@@ -76,11 +77,11 @@ class Results:
     epochs: pd.DataFrame
     steps: pd.DataFrame
     swept_columns: list[str] = field(default_factory=list)  # in table order
-    # What trials measured once after training (``results/`` of their files; Experiment S): one row per
-    # trial with its scalar measurements, and the long tables of its spectra and perturbation runs.
+    # What trials measured once after training (``results/`` of their files; ``analysis.result_tables``): one row
+    # per trial with its scalar measurements, and the tables its experiment's analysis reads from the arrays
+    # (by name, e.g. Experiment S's spectra and perturbation runs).
     measurements: pd.DataFrame = field(default_factory=pd.DataFrame)
-    spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
-    perturbations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     unexpected_files: list[str] = field(default_factory=list)  # trials/*.h5 not named in the manifest
     set_aside_files: list[str] = field(default_factory=list)  # *.h5.damaged-*: the pipeline restarted those
     checkpoint_files: list[str] = field(default_factory=list)  # *.state.pt: trials interrupted or running
@@ -150,7 +151,7 @@ def _reconstructed_swept(rows: list[dict]) -> None:
 def _manifest_rows(manifest: dict) -> tuple[list[dict], list[str]]:
     """One row per manifest entry with labels, swept settings and series; and the swept settings' names."""
     rows = []
-    for entry in manifest["trials"]:
+    for entry in entries(manifest):
         experiment = experiment_of(entry["experiment"])
         settings, irrelevant, total = _settings_of(entry, experiment)
         labels = _labels(entry, settings, experiment)
@@ -183,7 +184,7 @@ def _manifest_rows(manifest: dict) -> tuple[list[dict], list[str]]:
     return rows, swept_names
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -217,32 +218,6 @@ def _read_series(path: Path, rows: int) -> dict:
     return series
 
 
-def _result_tables(labels: dict, results: dict) -> tuple[dict, list[dict], list[dict]]:
-    """A trial's measurements after training: its scalars, and the rows of its spectra and perturbations."""
-    arrays = results["arrays"]
-    spectra = []
-    for block in ("E", "perp"):
-        lowest = arrays.get(f"spectrum/{block}/lowest")
-        if lowest is None:
-            continue
-        residuals = arrays.get(f"spectrum/{block}/lowest_residuals", np.full(len(lowest), np.nan))
-        for index, (value, residual) in enumerate(zip(lowest, residuals)):
-            spectra.append({**labels, "block": block, "end": "lowest", "index": index, "value": float(value),
-                            "residual": float(residual)})
-        spectra.append({**labels, "block": block, "end": "largest", "index": 0,
-                        "value": results["attrs"].get(f"lambda_max_{block}", np.nan),
-                        "residual": results["attrs"].get(f"lambda_max_{block}_residual", np.nan)})
-    perturbations = []
-    for name, series in arrays.items():
-        if name.startswith("perturbation/"):
-            run = name.split("/", 1)[1]
-            for step, value in enumerate(series):
-                perturbations.append({**labels, "run": run, "step": step, "dist_E": float(value),
-                                      "predicted_factor": results["attrs"].get(f"{run}_predicted", np.nan),
-                                      "measured_factor": results["attrs"].get(f"{run}_measured", np.nan)})
-    return {**labels, **results["attrs"]}, spectra, perturbations
-
-
 def _read_trial(path: Path) -> tuple[FileState, dict | None]:
     """The file's state and its series (None when it cannot be read)."""
     for attempt in range(2):
@@ -258,8 +233,9 @@ def _read_trial(path: Path) -> tuple[FileState, dict | None]:
 
 
 def _with_totals(layer_values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Append a 'total' column to each (rows, L) array: the norm over layers."""
-    return {name: np.concatenate([values, np.sqrt(np.sum(values**2, axis=1, keepdims=True))], axis=1)
+    """Append a 'total' column to each (rows, L) array: its rows' totals over layers, as the schema sums them."""
+    return {name: np.concatenate([values, np.array([[schema.total_over_layers(row)] for row in values],
+                                                   dtype=float).reshape(len(values), 1)], axis=1)
             for name, values in layer_values.items()}
 
 
@@ -281,7 +257,7 @@ def _step_table(labels: dict, series: dict) -> pd.DataFrame | None:
     if "step_epoch" not in series or len(series["step_epoch"]) == 0:
         return None
     layers = series["layers"] + [TOTAL]
-    dist_E = _with_totals({"dist_E": series["step_dist_E"]})["dist_E"]
+    dist_E = _with_totals({schema.STEP_DIST_E: series["step_dist_E"]})[schema.STEP_DIST_E]
     epoch = series["step_epoch"]
     steps, width = len(epoch), len(layers)
     # Steps of one epoch are contiguous in the file (appended in order, truncated whole on resume).
@@ -291,9 +267,9 @@ def _step_table(labels: dict, series: dict) -> pd.DataFrame | None:
     known = (epoch >= 0) & (epoch < len(series["phase"]))
     phase = np.where(known, series["phase"][np.clip(epoch, 0, max(len(series["phase"]) - 1, 0))], 0)
     table = {
-        **labels, "step": np.repeat(np.arange(steps), width), "epoch": np.repeat(epoch, width),
-        "phase": np.repeat(phase, width), "step_in_epoch": np.repeat(step_in_epoch, width),
-        "layer": np.tile(layers, steps), "dist_E": dist_E.reshape(-1),
+        **labels, "step": np.repeat(np.arange(steps), width), schema.ROW_EPOCH: np.repeat(epoch, width),
+        schema.ROW_PHASE: np.repeat(phase, width), "step_in_epoch": np.repeat(step_in_epoch, width),
+        "layer": np.tile(layers, steps), schema.STEP_DIST_E: dist_E.reshape(-1),
     }
     return pd.DataFrame(table)
 
@@ -320,7 +296,8 @@ def read_results(out_dir: Path | str) -> Results:
     swept_columns = [swept_column(k) for k in swept_names]
     label_columns = LABELS + swept_columns + AFTER_SWEPT
     epoch_tables, step_tables = [], []
-    measured, spectra, perturbations = [], [], []
+    measured: list[dict] = []
+    table_rows: dict[str, list[dict]] = {}
     texts: dict[str, dict[str, list[str]]] = {}
     for row in iterate(rows, "reading trial files"):
         path = where.trial_file(row["trial_id"])
@@ -343,10 +320,11 @@ def read_results(out_dir: Path | str) -> Results:
             if step_table is not None:
                 step_tables.append(step_table)
             if schema.RESULTS in series:
-                scalars, spectrum, runs = _result_tables(labels, series[schema.RESULTS])
+                scalars, rows_by_table = result_tables.read(row["_experiment"].results_analysis, labels,
+                                                            series[schema.RESULTS])
                 measured.append(scalars)
-                spectra += spectrum
-                perturbations += runs
+                for name, table in rows_by_table.items():
+                    table_rows.setdefault(name, []).extend(table)
 
     trials = pd.DataFrame([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows])
     trials = trials.reindex(columns=label_columns + TRIAL_REST)
@@ -369,7 +347,7 @@ def read_results(out_dir: Path | str) -> Results:
     listing = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     return Results(
         out_dir=out_dir, manifest=manifest, trials=trials, epochs=epochs, steps=steps, swept_columns=swept_columns,
-        measurements=pd.DataFrame(measured), spectra=pd.DataFrame(spectra), perturbations=pd.DataFrame(perturbations),
+        measurements=pd.DataFrame(measured), tables={name: pd.DataFrame(rows) for name, rows in table_rows.items()},
         unexpected_files=[n for n in listing if n.endswith(TRIAL_SUFFIX) and n not in known],
         set_aside_files=[n for n in listing if is_set_aside_damaged(n)],
         checkpoint_files=[n for n in listing if n.endswith(CHECKPOINT_SUFFIX)], texts=texts,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from analysis.atomic import write_text
@@ -81,7 +82,7 @@ class Outputs:
         """Add outputs just written to the record (the previous run's entries stay)."""
         self._save({**self.previous, **{self._name(p): _identity(p) for p in paths}})
 
-    def finish(self, written: list[Path], log, keep: tuple[str, ...] = ()) -> list[str]:
+    def finish(self, written: list[Path], log: Callable[[str], object], keep: tuple[str, ...] = ()) -> list[str]:
         """The run wrote ``written``: remove the previous run's stale outputs that may be removed (but none
         in the folders ``keep``, which this run did not make), record this run's, and return (and ``log``)
         a line about the stale ones left in place."""

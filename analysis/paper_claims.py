@@ -9,12 +9,14 @@ comparisons with the expected picture are reported below it, each under their ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from analysis import claims
+from analysis.claim_checker import COMBINATIONS
 from analysis.claims import DEMONSTRATED, FAILS, HOLDS, NOT_OBSERVED, TOO_FEW, Verdict, number
 
 # docs/science.md §1, in a sentence each.
@@ -27,6 +29,10 @@ STATEMENTS = {
 }
 NOT_TESTED = "not tested in this grid"
 DETECTOR_BROKEN = "detector failed a control"
+
+# How an analysis of measurements after training words why trials did not show a claim (their reasons, one text
+# per trial).
+ReasonsInWords = Callable[[pd.Series], str]
 
 
 @dataclass
@@ -89,7 +95,8 @@ def _control_cells(verdicts: list[Verdict]) -> set[str]:
     return {v.cell[1] for v in verdicts if v.expected}
 
 
-def _claim3(verdicts: list[Verdict], controls: list[Verdict], trials: pd.DataFrame) -> ClaimRow:
+def _claim3(verdicts: list[Verdict], controls: list[Verdict], trials: pd.DataFrame,
+            reasons_in_words: ReasonsInWords | None) -> ClaimRow:
     networks = [v for v in verdicts if v.kind == claims.STABILITY_DIFFERS and not v.expected]
     control_words = "; ".join(f"{v.subject.split(', ')[-1]}: {v.outcome} (must be {v.expected})" for v in controls)
     broken = [v for v in controls if not v.as_expected]
@@ -118,7 +125,7 @@ def _claim3(verdicts: list[Verdict], controls: list[Verdict], trials: pd.DataFra
         per_network = _per_network(trials, _control_cells(verdicts))
         if per_network:
             parts.append(f"per network, of its seeds: {per_network}")
-        reasons = _reasons(trials, _control_cells(verdicts))
+        reasons = _reasons(trials, _control_cells(verdicts), reasons_in_words)
         if reasons:
             parts.append(f"why not elsewhere (trials): {reasons}")
     caveat = ("a demonstration needs a search stationary on the curvature scale, H_E certified ⪰ 0, H_⊥ certified "
@@ -141,13 +148,11 @@ def _per_network(trials: pd.DataFrame, controls: set[str]) -> str:
     return "; ".join(words)
 
 
-def _reasons(trials: pd.DataFrame, controls: set[str]) -> str:
-    if trials.empty or "claim3_reasons" not in trials:
+def _reasons(trials: pd.DataFrame, controls: set[str], in_words: ReasonsInWords | None) -> str:
+    if trials.empty or "claim3_reasons" not in trials or in_words is None:
         return ""
-    from analysis.stationary_points import common_reasons
-
     judged = trials[trials["premises_hold"] & ~trials["cell"].isin(controls)]
-    return common_reasons(judged["claim3_reasons"])
+    return in_words(judged["claim3_reasons"])
 
 
 def _trajectory_claim(name: str, verdicts: list[Verdict], what: str, caveat: str) -> ClaimRow:
@@ -178,12 +183,15 @@ def _claim4(verdicts: list[Verdict]) -> ClaimRow:
     return ClaimRow("claim 4", STATEMENTS["claim 4"], _all_hold(verdicts), "; ".join(parts), caveat)
 
 
-def claim_rows(verdicts: list[Verdict], trials: pd.DataFrame) -> list[ClaimRow]:
-    """One row per claim of docs/science.md §1. ``trials``: ``stationary_points.trial_table`` (may be empty)."""
+def claim_rows(verdicts: list[Verdict], trials: pd.DataFrame,
+               reasons_in_words: ReasonsInWords | None = None) -> list[ClaimRow]:
+    """One row per claim of docs/science.md §1. ``trials``: what trials measured after training, one row per trial
+    (the analyses' ``trial_table``, ``analysis.results_analyses``; may be empty); ``reasons_in_words``: how their
+    analysis words the reasons that stopped trials from showing claim 3."""
     by_source: dict[str, list[Verdict]] = {}
     for v in verdicts:
         by_source.setdefault(v.source, []).append(v)
-    cell_verdicts = {name: [v for v in by_source.get(name, []) if v.kind not in (claims.ALL_OF, claims.ANY_OF)]
+    cell_verdicts = {name: [v for v in by_source.get(name, []) if v.kind not in COMBINATIONS]
                      for name in STATEMENTS}
     controls = [v for v in verdicts if v.expected]
     return [
@@ -191,7 +199,7 @@ def claim_rows(verdicts: list[Verdict], trials: pd.DataFrame) -> list[ClaimRow]:
         _trajectory_claim("claim 2", cell_verdicts["claim 2"], "largest median dist_E/‖A‖ over the epochs concerned:",
                           "round-off is judged against the trials' dtype; Experiment G's cells take a few small "
                           "full-batch steps from A⁰"),
-        _claim3(cell_verdicts["claim 3"], controls, trials),
+        _claim3(cell_verdicts["claim 3"], controls, trials, reasons_in_words),
         _claim4(cell_verdicts["claim 4"]),
         _trajectory_claim("claim 5", cell_verdicts["claim 5"], "smallest median final dist_E/dist_init:",
                           f"'comparable' is read as a ratio of at least {claims.NOM_MIN_RATIO:g}"),

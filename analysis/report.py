@@ -10,14 +10,17 @@ missing part did not exist.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis import claims, results_analyses
+from analysis.claim_checker import COMBINATIONS
 from analysis.figures import FigureInfo
 from analysis.loading import Results, experiment_of
-from analysis.paper_claims import claim_rows, grouped
+from analysis.paper_claims import ClaimRow, claim_rows, grouped
 from analysis.provenance import data_sources, devices, provenance, provenance_files, software
 from analysis.science import PAPER, PAPER_SHORT, SCIENCE, SECTIONS, cite, section_ref
 from analysis.summary import END_POINTS, LEARNING_MIN_FACTOR, STATUSES
@@ -86,7 +89,7 @@ def _problems_section(results: Results) -> str:
     return text
 
 
-def _cell_name(row) -> str:
+def _cell_name(row: Mapping[str, Any]) -> str:
     return f"{row['cell']}, {row['series']}"
 
 
@@ -318,7 +321,7 @@ def _references_section() -> str:
     ])
 
 
-def _claims_table(rows) -> str:
+def _claims_table(rows: list[ClaimRow]) -> str:
     return markdown_table(["claim (docs/science.md §1)", "verdict", "evidence", "caveat"],
                           [[f"**{r.claim}**: {r.statement}", f"**{r.verdict}**", r.evidence, r.caveat or "–"]
                            for r in rows], flag_large_numbers=True)
@@ -333,14 +336,14 @@ def _controls_table(verdicts: list[claims.Verdict]) -> str:
 def report_markdown(results: Results, assessment: claims.Assessment, summary: pd.DataFrame,
                     figures: dict[str, FigureInfo] | None, min_complete: int) -> str:
     """``figures``: the figures drawn, or None when this run drew none."""
-    from analysis.stationary_points import trial_table
-
     verdicts = assessment.verdicts
     groups = grouped(verdicts)
-    after_training = [(analysis.heading, analysis.section(results, figures))
-                      for analysis in results_analyses.named_by(results)]
+    named = results_analyses.named_by(results)
+    after_training = [(analysis.heading, analysis.section(results, figures)) for analysis in named]
+    measured = pd.concat([analysis.trial_table(results) for analysis in named]) if named else pd.DataFrame()
+    reasons_in_words = named[0].reasons_in_words if named else None
     notes = "\n".join(f"- {note.line}" for note in assessment.notes) or "None: every cell has a claim."
-    by_cell = [v for v in groups["claims"] if v.kind not in (claims.ALL_OF, claims.ANY_OF)]
+    by_cell = [v for v in groups["claims"] if v.kind not in COMBINATIONS]
     sections = [
         f"# Reproduction report: grid `{results.manifest.get('grid', '?')}`",
         f"This report tests, on the results folder `{results.out_dir.name}`, the claims of *Optimization Dynamics "
@@ -350,8 +353,7 @@ def report_markdown(results: Results, assessment: claims.Assessment, summary: pd
         "## The paper's claims",
         "One row per claim: what this grid shows, judged from every experiment that bears on it (the cell-by-cell "
         "verdicts follow below; the criteria are at the end).",
-        _claims_table(claim_rows(verdicts, trial_table(results) if not results.measurements.empty
-                                 else pd.DataFrame())),
+        _claims_table(claim_rows(verdicts, measured, reasons_in_words)),
         "## Read this first",
         _first_section(results, summary, figures),
         "## The claims, cell by cell",

@@ -2,7 +2,8 @@
 the spectra and perturbation figures, and the report's section.
 
 Everything here reads the tables that ``analysis.loading`` builds from the ``results/`` group of trial files
-(``Results.measurements``, ``.spectra``, ``.perturbations``), complete trials only; it names no experiment.
+(``Results.measurements``, and ``Results.tables`` as ``analysis.stationary_point_tables`` reads them: the spectra
+and the perturbation runs), complete trials only; it names no experiment.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from numpy.typing import ArrayLike
 
 from analysis import claims, figure_names
 from analysis.loading import Results, experiment_of
 from analysis.science import cite
+from analysis.stationary_point_tables import PERTURBATIONS, SPECTRA
 from analysis.style import lowest_in_columns, panel_grid
 from analysis.summary import quartiles
 from analysis.tables import markdown_table
+from pipeline.schema import DIST_E
 
 # The perturbation runs, how legends name them and how they are drawn (Okabe-Ito).
 RUNS: dict[str, tuple[str, str, Any]] = {
@@ -41,7 +47,7 @@ def _complete(results: Results, table: pd.DataFrame) -> pd.DataFrame:
     return table[table["trial_id"].isin(done)]
 
 
-def _median(values) -> float:
+def _median(values: ArrayLike) -> float:
     return quartiles(values)[1]
 
 
@@ -89,7 +95,7 @@ def trial_table(results: Results) -> pd.DataFrame:
     return table
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
@@ -303,20 +309,20 @@ def trials_rows(trials: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def _int(value) -> str:
+def _int(value: float | None) -> str:
     return "–" if value is None or not np.isfinite(value) else str(int(value))
 
 
 # -- figures ----------------------------------------------------------------------------------------------
 
 
-def _grid(count: int, sharey: bool = False):
+def _grid(count: int, sharey: bool = False) -> tuple[Figure, list[Axes]]:
     """A panel per cell, wrapped as every figure's (``style.panel_grid``); the axis labels once per figure."""
     figure, axes = panel_grid(count, sharey=sharey)
     return figure, list(axes[0])
 
 
-def _symlog_ticks(ax, low: float) -> None:
+def _symlog_ticks(ax: Axes, low: float) -> None:
     """Decades every other one on the symmetric log axis: every decade would crowd the labels."""
     decades = [10.0 ** k for k in range(0, int(np.floor(np.log10(low))) - 1, -2)]
     ticks = sorted([-d for d in decades] + [0.0] + decades)
@@ -325,11 +331,11 @@ def _symlog_ticks(ax, low: float) -> None:
     ax.minorticks_off()
 
 
-def spectra_figure(results: Results, experiment_name: str):
+def spectra_figure(results: Results, experiment_name: str) -> tuple[Figure, int]:
     """A panel per cell: the lowest eigenvalues and the largest of H_E and H_⊥, relative to λ_max, on a
     symmetric log axis; each trial's points side by side, with a bar over the interval its Ritz residual leaves
     open (where it is large enough to see), the lowest of H_⊥ ringed."""
-    spectra = _complete(results, results.spectra)
+    spectra = _complete(results, results.tables.get(SPECTRA, pd.DataFrame()))
     measured = _complete(results, results.measurements)
     spectra = spectra[spectra["experiment"] == experiment_name]
     cells = [cell for name, cell in _cells(spectra) if name == experiment_name]
@@ -367,10 +373,10 @@ def spectra_figure(results: Results, experiment_name: str):
     return figure, len(cells)
 
 
-def perturbations_figure(results: Results, experiment_name: str):
+def perturbations_figure(results: Results, experiment_name: str) -> tuple[Figure, int]:
     """A panel per cell: dist_E / dist_E at the start against the step of Aug gradient descent from A* + a
     perturbation off E, a thin line per trial and run; the predicted factor per step as a thin black line."""
-    runs = _complete(results, results.perturbations)
+    runs = _complete(results, results.tables.get(PERTURBATIONS, pd.DataFrame()))
     runs = runs[runs["experiment"] == experiment_name]
     cells = [cell for name, cell in _cells(runs) if name == experiment_name]
     experiment = experiment_of(experiment_name)
@@ -380,7 +386,7 @@ def perturbations_figure(results: Results, experiment_name: str):
         for (_trial_id, run), series in part.groupby(["trial_id", "run"], sort=False):
             words, colour, dashes = RUNS.get(run, (run, "0.5", "-"))
             series = series.sort_values("step")
-            relative = series["dist_E"].to_numpy() / series["dist_E"].iloc[0]
+            relative = series[DIST_E].to_numpy() / series[DIST_E].iloc[0]
             ax.plot(series["step"], relative, color=colour, linestyle=dashes, **(UNDER if run.startswith("lowest")
                                                                                 else OVER))
             if run in ("lowest", "lowest_regularised"):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -147,15 +149,17 @@ def panel_grid(count: int, rows_per_item: int = 1, sharey: bool = False) -> tupl
     return figure, axes
 
 
-def first_column(ax) -> bool:
+def first_column(ax: Axes) -> bool:
     """Whether a panel starts a row of its figure (where the row's y label goes)."""
-    return ax.get_subplotspec().colspan.start == 0
+    spec = ax.get_subplotspec()
+    assert spec is not None, "every panel of a figure here comes from a grid of subplots"
+    return spec.colspan.start == 0
 
 
-def lowest_in_columns(axes) -> list:
+def lowest_in_columns(axes: np.ndarray | Sequence[Axes]) -> list[Axes]:
     """The panels with no panel under them in their column of the figure (where x labels go)."""
     lowest: dict[int, Any] = {}
-    for ax in np.ravel(axes):
+    for ax in np.ravel(np.asarray(axes, dtype=object)):
         spec = ax.get_subplotspec()
         column = spec.colspan.start
         if column not in lowest or spec.rowspan.start > lowest[column].get_subplotspec().rowspan.start:
@@ -176,7 +180,7 @@ def set_row_labels(axes: np.ndarray, words: list[str]) -> None:
                 ax.set_ylabel(text)
 
 
-def compact_number(value: float, _position=None) -> str:
+def compact_number(value: float, _position: object = None) -> str:
     """A tick label without a shared multiplier: an offset text such as ×10⁻² sits in a corner of the
     axes where it collides with neighbouring labels, so every label carries its own magnitude."""
     if value == 0:
@@ -189,13 +193,13 @@ def compact_number(value: float, _position=None) -> str:
     return f"${head}10^{{{exponent}}}$"
 
 
-def linear_ticks(ax, axis: str = "x", integer: bool = False) -> None:
+def linear_ticks(ax: Axes, axis: str = "x", integer: bool = False) -> None:
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_locator(MaxNLocator(nbins=4, integer=integer))
     target.set_major_formatter(FuncFormatter(compact_number))
 
 
-def log_axis(ax, bottom: float, top: float) -> None:
+def log_axis(ax: Axes, bottom: float, top: float) -> None:
     ax.set_yscale("log")
     # Spans of ten decades would otherwise carry eighty minor ticks: clutter in print, and slow to lay out.
     ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
@@ -224,7 +228,7 @@ def bottom_below(zero_line: float) -> float:
     return zero_line / 10.0**BOTTOM_BELOW_ZERO
 
 
-def mark_boundary(ax, x: float, text: str = " phase 2") -> None:
+def mark_boundary(ax: Axes, x: float, text: str = " phase 2") -> None:
     ax.axvline(x, zorder=1, **BOUNDARY_LINE)
     ax.annotate(text, xy=(x, 1.0), xycoords=("data", "axes fraction"), ha="left", va="top", color="0.3")
 

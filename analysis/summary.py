@@ -13,9 +13,11 @@ import json
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from analysis.loading import CELL_KEYS, TOTAL, Results, experiment_of
 from pipeline import experiments
+from pipeline.schema import ACCURACY, DIST_E, DIST_INIT, LOSS, NORM, ROW_EPOCH, ROW_PHASE
 from pipeline.settings import MODES
 
 CELL = ["experiment", "cell", "mode", "swept"]
@@ -35,7 +37,7 @@ END_POINTS = {
 LEARNING_MIN_FACTOR = 2.0
 
 
-def _ratio(numerator, denominator) -> np.ndarray:
+def _ratio(numerator: ArrayLike, denominator: ArrayLike) -> np.ndarray:
     numerator, denominator = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, numerator / denominator, np.nan)
@@ -47,7 +49,7 @@ def cell_order(frame: pd.DataFrame) -> pd.DataFrame:
     experiment_rank = {name: i for i, name in enumerate(experiments.REGISTRY)}
     mode_rank = {name: i for i, name in enumerate(MODES)}
 
-    def cell_rank(row) -> int:
+    def cell_rank(row: pd.Series) -> int:
         names = experiment_of(row["experiment"]).cell_names
         return names.index(row["cell"]) if row["cell"] in names else len(names)
 
@@ -65,25 +67,25 @@ def trial_end_points(results: Results) -> pd.DataFrame:
     the epochs of each phase (``max_rel_dist_E_phase<p>``)."""
     complete = results.trials.loc[results.trials["status"] == "complete", "trial_id"]
     totals = results.epochs[(results.epochs["layer"] == TOTAL) & results.epochs["trial_id"].isin(set(complete))]
-    totals = totals.sort_values(["trial_id", "epoch"]).assign(rel=lambda t: _ratio(t["dist_E"], t["norm"]))
+    totals = totals.sort_values(["trial_id", ROW_EPOCH]).assign(rel=lambda t: _ratio(t[DIST_E], t[NORM]))
     by_trial = totals.groupby("trial_id", sort=False)
     final = by_trial.tail(1).set_index("trial_id")  # the last epoch's row, NaNs and all
     table = pd.DataFrame({
-        "final_dist_E": final["dist_E"], "final_travelled": final["dist_init"],
-        "final_ratio": _ratio(final["dist_E"], final["dist_init"]),
-        "final_rel_dist_E": _ratio(final["dist_E"], final["norm"]),
+        "final_dist_E": final[DIST_E], "final_travelled": final[DIST_INIT],
+        "final_ratio": _ratio(final[DIST_E], final[DIST_INIT]),
+        "final_rel_dist_E": _ratio(final[DIST_E], final[NORM]),
         "max_rel_dist_E": by_trial["rel"].max(),
-        "final_loss": final["loss"], "final_accuracy": final["accuracy"],
+        "final_loss": final[LOSS], "final_accuracy": final[ACCURACY],
     })
     if not totals.empty:
-        per_phase = totals.groupby(["trial_id", "phase"])["rel"].max().unstack("phase")
+        per_phase = totals.groupby(["trial_id", ROW_PHASE])["rel"].max().unstack(ROW_PHASE)
         for phase in per_phase.columns:
             table[f"max_rel_dist_E_phase{int(phase)}"] = per_phase[phase]
     table = table.reindex(pd.Index(complete, name="trial_id")).dropna(how="all").reset_index()
     return table
 
 
-def quartiles(values) -> tuple[float, float, float]:
+def quartiles(values: ArrayLike) -> tuple[float, float, float]:
     """(25th percentile, median, 75th percentile) of the finite values, linear interpolation; NaN if none."""
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]

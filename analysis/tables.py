@@ -22,7 +22,7 @@ def flag_large(text: str) -> str:
 
 def markdown_table(headers: list[str], rows: list[list], flag_large_numbers: bool = False) -> str:
     """A table; with ``flag_large_numbers`` every number of 10⁶ or more is flagged and LARGE_NOTE follows."""
-    def cell(value) -> str:
+    def cell(value: object) -> str:
         text = str(value).replace("|", "\\|").replace("\n", " ")
         return flag_large(text) if flag_large_numbers and FLAG not in text else text
 

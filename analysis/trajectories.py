@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+from numpy.typing import ArrayLike
 
 from analysis.claims import NOM_MIN_RATIO, roundoff_threshold
 from analysis.drawing import draw_panel, drawn_rows, figure_styles, ordered_cells
@@ -41,8 +43,10 @@ from analysis.style import (
     title,
     zero_line_at,
 )
+from pipeline.experiments.base import Experiment
+from pipeline.schema import DIST_E, DIST_INIT, ROW_EPOCH
 
-X_COLUMNS = {"travelled": "dist_init", "epoch": "epoch"}
+X_COLUMNS = {"travelled": DIST_INIT, "epoch": ROW_EPOCH}
 X_LABELS = {"travelled": r"distance travelled $\|A - A^0\|_F$", "epoch": "epoch"}
 X_WORDS = {"travelled": "distance travelled", "epoch": "epoch"}
 DIST_E_LABEL = r"dist$_E$ = $\|A - \Pi_E A\|_F$"
@@ -74,18 +78,18 @@ def phase_boundary(panel: pd.DataFrame) -> int | None:
     return int(first.max()) if not first.empty else None
 
 
-def compress_first_phase(ax, boundary: int, last: int) -> bool:
+def compress_first_phase(ax: Axes, boundary: int, last: int) -> bool:
     """Draw epochs 0..boundary over COMPRESSED_SHARE of the width when the first phase is the longer."""
     later = last - boundary
     if boundary <= 0 or later <= 0 or boundary <= later:
         return False
     scale = COMPRESSED_SHARE / (1 - COMPRESSED_SHARE) * later / boundary
 
-    def forward(x):
+    def forward(x: ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=float)
         return np.where(x <= boundary, x * scale, boundary * scale + (x - boundary))
 
-    def inverse(u):
+    def inverse(u: ArrayLike) -> np.ndarray:
         u = np.asarray(u, dtype=float)
         return np.where(u <= boundary * scale, u / scale, u - boundary * scale + boundary)
 
@@ -111,8 +115,20 @@ def band_words(thresholds: set[float]) -> str:
     return "round-off, in E (per dtype)"
 
 
-def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, layers: Sequence[str] = (TOTAL,),
-                      log: bool = False) -> tuple[Figure, FigureFacts]:
+def _trajectory_axes(ax: Axes, panel: pd.DataFrame, x_kind: str) -> bool:
+    """A trajectory panel's x axis: against the epoch, a long first phase compressed and its end marked; whether
+    it was compressed."""
+    boundary = phase_boundary(panel) if x_kind == "epoch" else None
+    compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
+    if boundary is not None:
+        mark_boundary(ax, boundary)
+    if not compressed:
+        linear_ticks(ax, "x", integer=x_kind == "epoch")
+    return compressed
+
+
+def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment: Experiment[Any, Any],
+                      layers: Sequence[str] = (TOTAL,), log: bool = False) -> tuple[Figure, FigureFacts]:
     """A column per cell and a row per layer (one row, ``total``, for all layers together)."""
     rows = drawn_rows(epochs, experiment.name)
     rows = rows[rows["layer"].isin(layers)]
@@ -126,25 +142,19 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     tops: dict[tuple[str, str], tuple[float, float]] = {}
     if log:
         tops = {(layer, cell): band_tops(panel, trials) for layer, cell, panel in panels}
-        positive = rows.loc[(rows["dist_E"] > 0) & (rows["epoch"] > 0), "dist_E"]
+        positive = rows.loc[(rows[DIST_E] > 0) & (rows[ROW_EPOCH] > 0), DIST_E]
         candidates = ([float(positive.min())] if len(positive) else []) + [t for _, t in tops.values() if t > 0]
         floor = zero_line_at(min(candidates) if candidates else 1e-10)
     facts = FigureFacts(panels=len(panels), complete=0, running=0)
     complete, running = set(), set()
     for ax, (layer, cell, panel) in zip(axes.flat, panels):
-        drawn = draw_panel(ax, panel, x, "dist_E", styles, first_phase, along_x=x_kind == "travelled", floor=floor,
+        drawn = draw_panel(ax, panel, x, DIST_E, styles, first_phase, along_x=x_kind == "travelled", floor=floor,
                            from_first_step=log)
         complete |= drawn.complete
         running |= drawn.running
         facts.zeros |= drawn.zeros
         facts.fewer |= drawn.fewer
-        boundary = phase_boundary(panel) if x_kind == "epoch" else None
-        compressed = boundary is not None and compress_first_phase(ax, boundary, int(panel["epoch"].max()))
-        facts.compressed |= compressed
-        if boundary is not None:
-            mark_boundary(ax, boundary)
-        if not compressed:
-            linear_ticks(ax, "x", integer=x_kind == "epoch")
+        facts.compressed |= _trajectory_axes(ax, panel, x_kind)
         if floor is not None:  # a log scale
             ax.axhspan(bottom_below(floor), tops[layer, cell][1], **BAND)
             if drawn.zeros:
@@ -155,7 +165,7 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
             if x_kind == "travelled":
                 ax.set_xlim(left=0)
     if floor is not None:
-        top = max([float(rows["dist_E"].max()) if len(rows) else floor * 10] + [t for _, t in tops.values()])
+        top = max([float(rows[DIST_E].max()) if len(rows) else floor * 10] + [t for _, t in tops.values()])
         for ax in axes.flat:
             log_axis(ax, bottom_below(floor), top)
         facts.band = band_words({threshold for threshold, _ in tops.values()})
@@ -183,21 +193,21 @@ def trajectory_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment, la
     return figure, facts
 
 
-def layers_of(epochs: pd.DataFrame, experiment) -> list[str]:
+def layers_of(epochs: pd.DataFrame, experiment: Experiment[Any, Any]) -> list[str]:
     """The measured layers of an experiment's drawn trials, in the order the files list them."""
     rows = drawn_rows(epochs, experiment.name)
     return [layer for layer in dict.fromkeys(rows["layer"]) if layer != TOTAL]
 
 
 
-def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment) -> tuple[Figure, FigureFacts]:
+def ratio_figure(epochs: pd.DataFrame, trials: pd.DataFrame, experiment: Experiment[Any, Any]) -> tuple[Figure, FigureFacts]:
     """dist_E over the distance travelled from A⁰ (all layers) against the epoch, a panel per cell, log scale,
     shared y axis. Every seed has every epoch, so its medians run the whole way, however far each seed went;
     the ratio is what claim 5 judges Nom by, and its threshold is drawn."""
     rows = drawn_rows(epochs, experiment.name)
     rows = rows[(rows["layer"] == TOTAL) & (rows["epoch"] > 0)]
-    moved = rows["dist_init"] > 0
-    rows = rows.assign(ratio=(rows["dist_E"] / rows["dist_init"].where(moved)).fillna(0.0))
+    moved = rows[DIST_INIT] > 0
+    rows = rows.assign(ratio=(rows[DIST_E] / rows[DIST_INIT].where(moved)).fillna(0.0))
     cells = ordered_cells(rows, experiment)
     styles, first_phase = figure_styles(trials, experiment)
     figure, axes = panel_grid(len(cells), sharey=True)

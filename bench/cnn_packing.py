@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -35,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import experiments  # noqa: E402
 from pipeline.core import numerics  # noqa: E402
 from pipeline.core.data import Dataset  # noqa: E402
+from pipeline.core.models import CNN  # noqa: E402
 from pipeline.core.packing import PackedCNN, PackedStepper  # noqa: E402
 from pipeline.core.training import SingleStepper, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
 from timing import timed  # noqa: E402
 
 BATCH = 100
+K_VALUES = (1, 4, 8, 30)  # seeds packed, besides the unpacked reference
 LR = 1e-6  # small enough that repeated timing runs stay near the initial point
 
 
@@ -53,72 +57,94 @@ def _is_out_of_memory(error: RuntimeError) -> bool:
         or "can't allocate" in str(error).lower() or "not enough memory" in str(error).lower()
 
 
-def rows(k_values=(1, 4, 8, 30), n_samples: int = 250, channels: str = "32,64,64", repeats: int = 3,
-         phase1_steps: int = 10, device: str = "cpu", vectorize: bool | None = None) -> list[dict]:
-    numerics.configure()
-    device = numerics.resolve_device(device)
-    dtype = torch.float32
-    cnn = experiments.get("cnn")
-    trial = cnn.make_settings({"cnn_channels": channels, "n_samples": max(n_samples, BATCH * phase1_steps),
-                               "dtype": "float32", "device": str(device), "data_source": "vendored"})
-    data = cnn.load_data(trial, device, dtype)
-    phase1_data, phase2_data = _head(data, BATCH * phase1_steps), _head(data, n_samples)
-    warm_up_data = _head(data, BATCH)  # one step: warms the allocator and kernels without a full run
-    orbit = Augmentation("orbit")
-    images = {1: BATCH * phase1_steps, 2: 4 * n_samples}
+# One timed workload: the function that runs it, and one that runs a single step of it (to warm up).
+Workload = tuple[Callable[[], None], Callable[[], None]]
 
-    def models(k: int, phase: int):
-        built = [cnn.build_model(cnn.make_settings({"cnn_channels": channels, "seed": seed})).to(device=device, dtype=dtype)
-                 for seed in range(k)]
+
+class _PackingBench:
+    """The data, settings and models of one benchmark run; ``k=None`` is the unpacked reference."""
+
+    def __init__(self, n_samples: int, channels: str, phase1_steps: int, device: torch.device,
+                 vectorize: bool | None):
+        self.channels, self.device, self.vectorize = channels, device, vectorize
+        self.dtype = torch.float32
+        self.cnn = experiments.get("cnn")
+        self.settings = self.cnn.make_settings({
+            "cnn_channels": channels, "n_samples": max(n_samples, BATCH * phase1_steps), "dtype": "float32",
+            "device": str(device), "data_source": "vendored"})
+        data = self.cnn.load_data(self.settings, device, self.dtype)
+        self.phase_data = {1: _head(data, BATCH * phase1_steps), 2: _head(data, n_samples)}
+        self.warm_up_data = _head(data, BATCH)  # one step: warms the allocator and kernels without a full run
+        self.images = {1: BATCH * phase1_steps, 2: 4 * n_samples}
+
+    def models(self, k: int, phase: int) -> list[CNN]:
+        built = [cast(CNN, self.cnn.build_model(self.cnn.make_settings({"cnn_channels": self.channels, "seed": seed})))
+                 .to(device=self.device, dtype=self.dtype) for seed in range(k)]
         return built if phase == 1 else [model.transferred("unitary") for model in built]
 
-    def generators(k: int):
-        return [seeded_generator(seed, 1, "data order and augmentation") for seed in range(k)]
-
-    def workload(phase: int, k: int | None):
-        """A function that runs the phase's work (and one that runs a single step of it, to warm up)."""
+    def workload(self, phase: int, k: int | None) -> Workload:
         seeds = list(range(1 if k is None else k))
-        stepper = SingleStepper(models(1, phase)[0], seeds) if k is None \
-            else PackedStepper(PackedCNN(models(k, phase), vectorize), seeds)
-        if phase == 1:
-            def run(d=phase1_data):
-                sgd_epoch(stepper, d, "equi", None, LR, "mse", BATCH, generators(len(seeds)))
-        else:
-            def run(d=phase2_data):
-                full_batch_epoch(stepper, d, "aug", orbit, LR, "mse", trial.chunk_size, generators(len(seeds)))
-        return run, lambda: run(warm_up_data)
+        stepper = SingleStepper(self.models(1, phase)[0], seeds) if k is None \
+            else PackedStepper(PackedCNN(self.models(k, phase), self.vectorize), seeds)
 
-    results = []
-    for phase in (1, 2):
-        runs = {}
+        def run_on(d: Dataset) -> None:
+            generators = [seeded_generator(seed, 1, "data order and augmentation") for seed in seeds]
+            if phase == 1:
+                sgd_epoch(stepper, d, "equi", None, LR, "mse", BATCH, generators)
+            else:
+                full_batch_epoch(stepper, d, "aug", Augmentation("orbit"), LR, "mse", self.settings.chunk_size,
+                                 generators)
+
+        return lambda: run_on(self.phase_data[phase]), lambda: run_on(self.warm_up_data)
+
+    def warmed_runs(self, phase: int, k_values: tuple[int, ...]) -> dict[int | None, Callable[[], None]]:
+        """Every packing that fits in memory, warmed up (the reference must fit)."""
+        runs: dict[int | None, Callable[[], None]] = {}
         for k in (None, *k_values):
             try:
-                run, warm_up = workload(phase, k)
+                run, warm_up = self.workload(phase, k)
                 warm_up()
                 runs[k] = run
             except RuntimeError as error:
-                if k is None or not _is_out_of_memory(error):
-                    raise
-                print(f"cnn packing: phase {phase} k={k} skipped: out of memory", file=sys.stderr)
+                _skip_if_out_of_memory(error, phase, k)
             finally:
-                if device.type == "cuda":
+                if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-        # Rounds alternate between the reference and every k, and each keeps its fastest: a burst of other
-        # load on the machine then slows one round of everything rather than one row.
+        return runs
+
+    def fastest(self, phase: int, runs: dict[int | None, Callable[[], None]], repeats: int) -> dict[int | None, float]:
+        """Rounds alternate between the reference and every k, and each keeps its fastest: a burst of other load
+        on the machine then slows one round of everything rather than one row."""
         best = {k: float("inf") for k in runs}
         for _ in range(repeats):
             for k, run in list(runs.items()):
                 try:
-                    best[k] = min(best[k], timed(run, device))
+                    best[k] = min(best[k], timed(run, self.device))
                 except RuntimeError as error:
-                    if k is None or not _is_out_of_memory(error):
-                        raise
-                    print(f"cnn packing: phase {phase} k={k} skipped: out of memory", file=sys.stderr)
+                    _skip_if_out_of_memory(error, phase, k)
                     del runs[k], best[k]
-        reference = images[phase] / best[None]
+        return best
+
+
+def _skip_if_out_of_memory(error: RuntimeError, phase: int, k: int | None) -> None:
+    """A packing that runs out of memory is skipped, said on stderr; the reference, or any other error, raises."""
+    if k is None or not _is_out_of_memory(error):
+        raise error
+    print(f"cnn packing: phase {phase} k={k} skipped: out of memory", file=sys.stderr)
+
+
+def rows(k_values: tuple[int, ...] = K_VALUES, n_samples: int = 250, channels: str = "32,64,64",
+         repeats: int = 3, phase1_steps: int = 10, device: str = "cpu",
+         vectorize: bool | None = None) -> list[dict[str, Any]]:
+    numerics.configure()
+    bench = _PackingBench(n_samples, channels, phase1_steps, numerics.resolve_device(device), vectorize)
+    results = []
+    for phase in (1, 2):
+        best = bench.fastest(phase, bench.warmed_runs(phase, k_values), repeats)
+        reference = bench.images[phase] / best[None]
         for k in k_values:
             if k in best:
-                per_seed = images[phase] * k / best[k]
+                per_seed = bench.images[phase] * k / best[k]
                 results.append({"row": "cnn packing", "phase": phase, "k": k, "images_per_s_per_seed": per_seed,
                                 "speedup_vs_unpacked": per_seed / reference, "unpacked_images_per_s": reference,
                                 "vectorize": "per input" if vectorize is None else vectorize})

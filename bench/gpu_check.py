@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
 import io
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -48,13 +51,18 @@ sys.path.insert(0, str(ROOT))
 from pipeline import experiments  # noqa: E402
 from pipeline.core import numerics  # noqa: E402
 from pipeline.experiments import make_trial  # noqa: E402
+from pipeline.folder import MANIFEST, TRIAL_SUFFIX, ResultsFolder  # noqa: E402
 from pipeline.launch.grid import load_grid  # noqa: E402
-from pipeline.launch.monitor import gather  # noqa: E402
-from pipeline.launch.throughput import FP32_PEAK_TFLOPS, speed, trial_seconds  # noqa: E402
+from pipeline.launch.monitor import cancel, gather  # noqa: E402
+from pipeline.launch.profiles import load_profile  # noqa: E402
+from pipeline.launch.submission import plan_submission, submit  # noqa: E402
+from pipeline.launch.throughput import FP32_PEAK_TFLOPS, GPU_RATES, fit_rate, speed, trial_seconds  # noqa: E402
 from pipeline.run.execute import execute  # noqa: E402
 from pipeline.run.runner import CollectingSink, run_trial  # noqa: E402
+from pipeline.schema import ROW_PHASE, SECONDS, metric_path  # noqa: E402
 from pipeline.trialfile.cost import trial_flops  # noqa: E402
 from pipeline.trialfile.files import open_h5, trial_paths  # noqa: E402
+from pipeline.trialfile.manifest import write_manifest  # noqa: E402
 
 # Epochs each phase trains while measuring: the first epoch of a phase carries start-up and the last row
 # an extra evaluation, so three leave at least one clean epoch per phase.
@@ -69,7 +77,7 @@ PHASE_EPOCHS = {"groups": {0: "epochs"}, "cnn": {1: "phase1_epochs", 2: "phase2_
 
 
 @contextlib.contextmanager
-def section(title: str, failed: list[str]):
+def section(title: str, failed: list[str]) -> Iterator[None]:
     """A section that fails says why and lets the next one run: a lease is too short to rerun everything."""
     print(f"\n== {title}", flush=True)
     started = time.perf_counter()
@@ -97,7 +105,7 @@ def smoke_grids(python: str, device: str, folder: Path) -> None:
                                 capture_output=True, text=True).stdout
         subprocess.run([python, "-m", "pipeline", "aggregate", "--out", str(out)], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
-        report = (out / "aggregate" / "report.md").read_text()
+        report = ResultsFolder(out).report.read_text()
         devices = [line.lstrip("- ") for line in report.splitlines() if line.lstrip("- ").startswith("Devices:")]
         print(f"{preset} on profile {Path(cluster).stem}, device={chosen}: {status.strip().splitlines()[-1]}; "
               f"{devices[0] if devices else 'no device line in the report'}", flush=True)
@@ -109,7 +117,8 @@ def writer_gives_the_same_files(python: str, device: str, folder: Path) -> None:
     """The smoke grid on this device with rows written from a background thread and directly: every
     dataset of every file the same, byte for byte, but the wall times (pipeline.run.background)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import read_arrays
+    # deferred: the tests' helpers, importable only once tests/ is on the path (mypy reads bench/ without it)
+    from helpers import read_arrays  # type: ignore[import-not-found]
 
     outs = {}
     for writer in ("1", "0"):
@@ -117,10 +126,11 @@ def writer_gives_the_same_files(python: str, device: str, folder: Path) -> None:
         subprocess.run([python, "-m", "pipeline", "submit", "--exp", "smoke", "--out", str(outs[writer]), "--workers",
                         "2", "--set", f"device={device}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "PIPELINE_BACKGROUND_WRITER": writer})
-    files = sorted(p.name for p in (outs["1"] / "trials").glob("*.h5"))
+    trials = {writer: ResultsFolder(out).trials for writer, out in outs.items()}
+    files = sorted(p.name for p in trials["1"].glob(f"*{TRIAL_SUFFIX}"))
     different = []
     for name in files:
-        a, b = read_arrays(outs["1"] / "trials" / name), read_arrays(outs["0"] / "trials" / name)
+        a, b = read_arrays(trials["1"] / name), read_arrays(trials["0"] / name)
         for key in sorted(set(a) | set(b)):
             x, y = a.get(key), b.get(key)
             same = x is not None and y is not None and x.shape == y.shape and x.dtype == y.dtype and (
@@ -150,8 +160,8 @@ def _phase_epoch_seconds(folder: Path, trial_id: str) -> dict[int, float]:
     """Median seconds per epoch of each phase, leaving out each phase's first row (start-up, the phase
     transfer) and the trial's last row (an extra evaluation)."""
     with open_h5(trial_paths(folder, trial_id)[0]) as f:
-        seconds = f["metrics/seconds"][()]
-        phases = f["metrics/phase"][()] if "metrics/phase" in f else [0] * len(seconds)
+        seconds = f[metric_path(SECONDS)][()]
+        phases = f[metric_path(ROW_PHASE)][()] if metric_path(ROW_PHASE) in f else [0] * len(seconds)
     rows = defaultdict(list)
     for row in range(1, len(seconds) - 1):
         rows[int(phases[row])].append(float(seconds[row]))
@@ -235,13 +245,6 @@ def run_paper_lite(python: str, device: str, quick: bool, folder: Path, budget_s
     """paper-lite on this device through the local executor, stage by stage (``paper_lite_stages``) while
     the budget lasts (what is still running at its end is cancelled: the report lists what is missing);
     then its aggregate, copied to ``destination`` with a PROVENANCE.md."""
-    import shutil
-
-    from pipeline.launch.monitor import cancel
-    from pipeline.launch.profiles import load_profile
-    from pipeline.launch.submission import plan_submission, submit
-    from pipeline.trialfile.manifest import write_manifest
-
     started = time.monotonic()
     deadline = started + budget_s
     out = folder / "paper-lite"
@@ -284,8 +287,8 @@ def run_paper_lite(python: str, device: str, quick: bool, folder: Path, budget_s
     destination.mkdir(parents=True, exist_ok=True)
     for old in destination.iterdir():
         shutil.rmtree(old) if old.is_dir() else old.unlink()
-    shutil.copytree(out / "aggregate", destination, dirs_exist_ok=True)
-    shutil.copy(out / "manifest.json", destination / "manifest.json")
+    shutil.copytree(ResultsFolder(out).aggregate, destination, dirs_exist_ok=True)
+    shutil.copy(ResultsFolder(out).manifest, destination / MANIFEST)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     gpu = _device_name(device)
     shrunk = " shrunk for a CPU rehearsal: " + ", ".join(f"{k}={v}" for k, v in shrink.items()) if quick else ""
@@ -313,10 +316,6 @@ def run_paper_lite(python: str, device: str, quick: bool, folder: Path, budget_s
 
 def write_gpu_rates(gpu: str, experiment: str, packed: bool, points: list[tuple[float, int, float]]) -> None:
     """This GPU's measured rate, for pipeline/launch/throughput.py (results/bench/gpu_rates.csv)."""
-    import csv
-
-    from pipeline.launch.throughput import GPU_RATES, fit_rate
-
     gflops, overhead = fit_rate(points)
     rows = []
     if GPU_RATES.exists():
@@ -337,7 +336,84 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
 
 
-def main(argv=None) -> int:
+class _Run:
+    """One run of the script: the sections wanted, in the order they run (``SECTION_ORDER``), each started only if
+    its planned minutes still fit before the deadline."""
+
+    def __init__(self, args: argparse.Namespace, wanted: list[str], folder: Path):
+        self.args, self.wanted, self.folder = args, wanted, folder
+        self.deadline = time.monotonic() + 60 * args.deadline_minutes
+        self.failed: list[str] = []
+        self.skipped: list[str] = []
+        self.quick_flag = ["--quick"] if args.quick else []
+
+    def fits(self, name: str) -> bool:
+        left = (self.deadline - time.monotonic()) / 60
+        needs = PLANNED_MIN[name] * (0.3 if self.args.quick else 1.0)
+        if left < needs:
+            self.skipped.append(name)
+            print(f"\n== {name}: skipped, {left:.1f} min left of the deadline and it is planned at {needs:.1f}", flush=True)
+            return False
+        return True
+
+    def run(self) -> None:
+        for name in SECTION_ORDER:
+            if name not in self.wanted:
+                continue
+            if name == "hours":  # one section per preset, each only if it still fits
+                self.hours()
+            elif self.fits(name):
+                getattr(self, SECTION_METHODS[name])()
+
+    def row_1b(self) -> None:
+        with section("benchmark row 1b: a paper-size trial epoch, rows written in the background and directly",
+                     self.failed):
+            subprocess.run([sys.executable, "bench/run.py", "--device", self.args.device, "--rows", "1b",
+                            *self.quick_flag], cwd=ROOT, check=True)
+
+    def smoke(self) -> None:
+        with section("smoke grids through the local executor on a GPU profile", self.failed):
+            smoke_grids(sys.executable, self.args.device, self.folder)
+        with section("the background writer's files against direct writes", self.failed):
+            writer_gives_the_same_files(sys.executable, self.args.device, self.folder)
+
+    def tf32(self) -> None:
+        with section("TF32 off", self.failed):
+            tf32_stays_off(self.args.device, self.args.quick)
+
+    def tests(self) -> None:
+        with section("the tests that mean most on CUDA (packing's per-input policy, projections)", self.failed):
+            subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/core/test_packing.py",
+                            "tests/core/test_groups.py"], cwd=ROOT, check=True,
+                           env={**os.environ, "PIPELINE_TEST_DEVICE": self.args.device})
+
+    def bench(self) -> None:
+        with section("benchmark rows 1, 1b (background and direct writes), 3, 4", self.failed):
+            subprocess.run([sys.executable, "bench/run.py", "--device", self.args.device, "--rows", "1,1b,3,4",
+                            *self.quick_flag], cwd=ROOT, check=True)
+
+    def paper_lite(self) -> None:
+        wanted, quick = self.wanted, self.args.quick
+        later = sum(PLANNED_MIN[n] for n in wanted[wanted.index("paper-lite") + 1:]) * (0.3 if quick else 1.0)
+        budget = max(60.0, self.deadline - time.monotonic() - 60 * later - 60)  # leave the later sections theirs
+        destination = self.args.paper_lite_out or (self.folder / "paper-lite-aggregate" if quick else PAPER_LITE_OUT)
+        with section(f"paper-lite at the paper's sizes ({budget / 60:.1f} min budget)", self.failed):
+            run_paper_lite(sys.executable, self.args.device, quick, self.folder, budget, destination)
+
+    def hours(self) -> None:
+        for preset in ("paper-groups", "paper-cnn"):
+            if self.fits("hours"):
+                with section(f"measured GPU-hours of {preset}", self.failed):
+                    measured_hours(preset, self.args.device, self.args.quick, self.folder)
+
+
+# The order the sections run in, and the method of _Run that runs each.
+SECTION_ORDER = ("1b", "smoke", "tf32", "tests", "bench", "paper-lite", "hours")
+SECTION_METHODS = {"1b": "row_1b", "smoke": "smoke", "tf32": "tf32", "tests": "tests", "bench": "bench",
+                   "paper-lite": "paper_lite", "hours": "hours"}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--quick", action="store_true", help="small sizes: a rehearsal of the script itself")
@@ -357,55 +433,12 @@ def main(argv=None) -> int:
     if unknown:
         print(f"gpu-check: unknown section {unknown[0]!r}; accepted: {', '.join(PLANNED_MIN)}")
         return 2
-    deadline = time.monotonic() + 60 * args.deadline_minutes
-    failed, skipped = [], []
     print(f"device: {_device_name(args.device)}, torch {torch.__version__} (CUDA {torch.version.cuda}); "
           f"sections {', '.join(wanted)} within {args.deadline_minutes:g} min", flush=True)
-
-    def fits(name: str) -> bool:
-        left = (deadline - time.monotonic()) / 60
-        needs = PLANNED_MIN[name] * (0.3 if args.quick else 1.0)
-        if left < needs:
-            skipped.append(name)
-            print(f"\n== {name}: skipped, {left:.1f} min left of the deadline and it is planned at {needs:.1f}", flush=True)
-            return False
-        return True
-
     with tempfile.TemporaryDirectory() as name:
-        folder = Path(name)
-        if "1b" in wanted and fits("1b"):
-            with section("benchmark row 1b: a paper-size trial epoch, rows written in the background and directly",
-                         failed):
-                subprocess.run([sys.executable, "bench/run.py", "--device", args.device, "--rows", "1b",
-                                *(["--quick"] if args.quick else [])], cwd=ROOT, check=True)
-        if "smoke" in wanted and fits("smoke"):
-            with section("smoke grids through the local executor on a GPU profile", failed):
-                smoke_grids(sys.executable, args.device, folder)
-            with section("the background writer's files against direct writes", failed):
-                writer_gives_the_same_files(sys.executable, args.device, folder)
-        if "tf32" in wanted and fits("tf32"):
-            with section("TF32 off", failed):
-                tf32_stays_off(args.device, args.quick)
-        if "tests" in wanted and fits("tests"):
-            with section("the tests that mean most on CUDA (packing's per-input policy, projections)", failed):
-                subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/core/test_packing.py",
-                                "tests/core/test_groups.py"], cwd=ROOT, check=True,
-                               env={**os.environ, "PIPELINE_TEST_DEVICE": args.device})
-        if "bench" in wanted and fits("bench"):
-            with section("benchmark rows 1, 1b (background and direct writes), 3, 4", failed):
-                subprocess.run([sys.executable, "bench/run.py", "--device", args.device, "--rows", "1,1b,3,4",
-                                *(["--quick"] if args.quick else [])], cwd=ROOT, check=True)
-        if "paper-lite" in wanted and fits("paper-lite"):
-            later = sum(PLANNED_MIN[n] for n in wanted[wanted.index("paper-lite") + 1:]) * (0.3 if args.quick else 1.0)
-            budget = max(60.0, deadline - time.monotonic() - 60 * later - 60)  # leave the later sections theirs
-            destination = args.paper_lite_out or (folder / "paper-lite-aggregate" if args.quick else PAPER_LITE_OUT)
-            with section(f"paper-lite at the paper's sizes ({budget / 60:.1f} min budget)", failed):
-                run_paper_lite(sys.executable, args.device, args.quick, folder, budget, destination)
-        if "hours" in wanted:
-            for preset in ("paper-groups", "paper-cnn"):
-                if fits("hours"):
-                    with section(f"measured GPU-hours of {preset}", failed):
-                        measured_hours(preset, args.device, args.quick, folder)
+        run = _Run(args, wanted, Path(name))
+        run.run()
+    failed, skipped = run.failed, run.skipped
     verdict = 'failed: ' + '; '.join(failed) if failed else 'every section run passed'
     print(f"\ngpu-check: {verdict}" + (f"; skipped for time: {', '.join(skipped)}" if skipped else ""))
     return 1 if failed else 0

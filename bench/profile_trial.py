@@ -25,7 +25,7 @@ from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.run.execute import execute  # noqa: E402
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=8)

@@ -42,20 +42,30 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import h5py
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import cnn_packing  # noqa: E402
 from pipeline import experiments  # noqa: E402
 from pipeline.core import numerics  # noqa: E402
 from pipeline.core.training import EpochHooks, SingleStepper, full_batch_epoch, seeded_generator  # noqa: E402
+from pipeline.experiments import make_trial  # noqa: E402
+from pipeline.run.background import VARIABLE  # noqa: E402
+from pipeline.run.execute import execute  # noqa: E402
+from pipeline.run.runner import EpochRecord  # noqa: E402
 from pipeline.schema import LAYER_SERIES as LAYER_NAMES  # noqa: E402
-from pipeline.schema import ROW_VALUES  # noqa: E402
+from pipeline.schema import ROW_VALUES, SECONDS, metric_path  # noqa: E402
 from pipeline.settings import Augmentation  # noqa: E402
+from pipeline.trialfile.files import open_h5, trial_paths  # noqa: E402
+from pipeline.trialfile.store import CheckpointClock, TrialFile  # noqa: E402
 from timing import best_of  # noqa: E402
 
 RESULTS = ROOT / "results" / "bench"
@@ -74,7 +84,7 @@ GROUPS = experiments.get("groups")
 class EpochTimer:
     """Times one Experiment G epoch the way the runner does it, and its gradient step alone."""
 
-    def __init__(self, device, **settings):
+    def __init__(self, device: torch.device, **settings: object):
         self.device = device
         self.trial = GROUPS.make_settings({"device": str(device), "data_source": "vendored", "lr": "1e-6",
                                            **{k: str(v) for k, v in settings.items()}})
@@ -84,18 +94,18 @@ class EpochTimer:
         self.initial = self.model.layer_snapshot()
         self.augmentation = Augmentation.parse(self.trial.augment, self.trial.aug_batch)
 
-    def _epoch(self, hooks: EpochHooks):
+    def _epoch(self, hooks: EpochHooks) -> None:
         full_batch_epoch(self.stepper, self.data, self.trial.mode, self.augmentation, self.trial.lr,
                          self.trial.loss, self.trial.chunk_size, [seeded_generator(0, "bench")], hooks)
 
-    def step(self):
+    def step(self) -> None:
         self._epoch(EpochHooks())
 
-    def epoch(self):
+    def epoch(self) -> None:
         timer = self
 
         class Measuring(EpochHooks):
-            def before_update(self, measured):
+            def before_update(self, measured: list[tuple[float, float]] | None) -> None:
                 if measured is None:  # rows that are not the plain data: the runner evaluates
                     timer.stepper.evaluate(timer.data, timer.trial.loss, timer.trial.chunk_size)
                 timer.model.layer_measurements(timer.initial)
@@ -106,7 +116,7 @@ class EpochTimer:
         return best_of(getattr(self, part), repeats, self.device)
 
 
-def roofline(device, samples: int) -> list[dict]:
+def roofline(device: torch.device, samples: int) -> list[dict[str, Any]]:
     peak = matmul_gflops(device)
     timer = EpochTimer(device, group="rot", mode="nom", channels=32, n=14, n_samples=samples)
     seconds = timer.time("epoch", 2)
@@ -116,13 +126,8 @@ def roofline(device, samples: int) -> list[dict]:
              "seconds": round(seconds, 3), "experiment": "groups", "gflops": round(achieved, 1)}]
 
 
-def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
+def trial_epoch(device: torch.device, samples: int, epochs: int) -> list[dict[str, Any]]:
     """A Nom trial at paper width into its HDF5 file, against the gradient step alone, in one run."""
-    from pipeline.experiments import make_trial
-    from pipeline.run.background import VARIABLE
-    from pipeline.run.execute import execute
-    from pipeline.trialfile.files import open_h5, trial_paths
-
     settings = {"group": "rot", "mode": "nom", "channels": 32, "n": 14, "n_samples": samples, "epochs": epochs,
                 "device": str(device), "data_source": "vendored", "lr": "1e-6", "weights_every": 0}
     step = EpochTimer(device, **{k: v for k, v in settings.items() if k not in ("epochs", "weights_every", "device",
@@ -140,8 +145,8 @@ def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
         try:
             with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
                 execute(Path(folder), [trial], checkpoint_every_s=60.0)
-                with open_h5(trial_paths(folder, trial.trial_id)[0]) as f:
-                    seconds = f["metrics/seconds"][()]
+                with open_h5(trial_paths(Path(folder), trial.trial_id)[0]) as f:
+                    seconds = f[metric_path(SECONDS)][()]
         finally:
             os.environ.pop(VARIABLE, None)
             if previous is not None:
@@ -158,7 +163,7 @@ def trial_epoch(device, samples: int, epochs: int) -> list[dict]:
     return rows
 
 
-def mode_overhead(device, samples: int, groups) -> list[dict]:
+def mode_overhead(device: torch.device, samples: int, groups: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for group in groups:
         nom = EpochTimer(device, group=group, mode="nom", channels=8, n_samples=samples)
@@ -178,7 +183,7 @@ def mode_overhead(device, samples: int, groups) -> list[dict]:
     return rows
 
 
-def exact_augmentation(device, samples: int) -> list[dict]:
+def exact_augmentation(device: torch.device, samples: int) -> list[dict[str, Any]]:
     orbit = EpochTimer(device, group="rot", mode="aug", augment="orbit", channels=8, n_samples=samples)
     sampled = EpochTimer(device, group="rot", mode="aug", augment="sampled:25", channels=8, n_samples=samples)
     t_orbit, t_sampled = orbit.time("epoch", 3), sampled.time("epoch", 2)
@@ -187,26 +192,24 @@ def exact_augmentation(device, samples: int) -> list[dict]:
              "ratio": round(t_sampled / t_orbit, 2), "target": ">= 5 (times faster)", "seconds": round(t_orbit, 3)}]
 
 
-def packing(device, quick: bool) -> list[dict]:
-    import cnn_packing
-
-    kwargs = {"k_values": (1, 4, 8)} if quick else {}
+def packing(device: torch.device, quick: bool) -> list[dict[str, Any]]:
+    k_values = (1, 4, 8) if quick else cnn_packing.K_VALUES
     cnn = experiments.get("cnn")
     cnn_forward_flops = cnn.forward_flops_per_sample(cnn.make_settings({}))
     rows = []
-    for r in cnn_packing.rows(device=str(device), **kwargs):
+    for r in cnn_packing.rows(k_values, device=str(device)):
         # A training image costs 3 forwards (forward and backward) at the benchmark's paper width.
-        gflops = r["images_per_s_per_seed"] * 3 * cnn_forward_flops / 1e9 if r["phase"] == 1 else ""
+        gflops = r["images_per_s_per_seed"] * 3 * cnn_forward_flops / 1e9 if r["phase"] == 1 else None
         rows.append({"row": "4 cnn packing", "case": f"phase {r['phase']} k={r['k']}",
                      "value": round(r["images_per_s_per_seed"], 1), "unit": "images/s per seed",
                      "reference": round(r["images_per_s_per_seed"] / r["speedup_vs_unpacked"], 1),
                      "ratio": round(r["speedup_vs_unpacked"], 2), "target": ">= 2 at k=8" if r["k"] == 8 else "",
-                     "seconds": "", "experiment": "cnn" if gflops else "",
-                     "gflops": round(gflops, 1) if gflops else ""})
+                     "seconds": "", "experiment": "cnn" if gflops is not None else "",
+                     "gflops": round(gflops, 1) if gflops is not None else ""})
     return rows
 
 
-def peak_memory(device) -> list[dict]:
+def peak_memory(device: torch.device) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as folder:
         argv = [sys.executable, "-m", "pipeline", "run-trial", "--exp", "paper-groups", "--index", "0", "--out",
                 folder, "--set", "epochs=1", "--set", f"device={device}", "--set", "weights_every=0"]
@@ -219,12 +222,8 @@ def peak_memory(device) -> list[dict]:
              "target": "<= 1.00 (3 GB)", "seconds": round(seconds, 1)}]
 
 
-def durability(device, epochs: int, quick: bool) -> list[dict]:
+def durability(device: torch.device, epochs: int, quick: bool) -> list[dict[str, Any]]:
     """The commit of an epoch at paper size, durable and with fsync a no-op, in one run; against the epoch."""
-    from pipeline.experiments import make_trial
-    from pipeline.run.runner import EpochRecord
-    from pipeline.trialfile.store import CheckpointClock, TrialFile
-
     n_samples = 2000 if quick else 10000
     settings = {"group": "rot", "mode": "nom", "channels": 32, "n": 14, "n_samples": n_samples,
                 "epochs": 2 * epochs + 2, "device": "cpu", "data_source": "vendored", "lr": "1e-6",
@@ -254,12 +253,10 @@ def durability(device, epochs: int, quick: bool) -> list[dict]:
         store.release()
         return statistics.median(times)
 
-    import h5py
-
     measured = {}
     real_fsync, real_fdatasync, real_create = os.fsync, os.fdatasync, h5py.Group.create_dataset
 
-    def unchecked(self, *args, **kwargs):
+    def unchecked(self: h5py.Group, *args: Any, **kwargs: Any) -> h5py.Dataset:
         kwargs.pop("fletcher32", None)
         return real_create(self, *args, **kwargs)
 
@@ -288,7 +285,7 @@ def durability(device, epochs: int, quick: bool) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rows", default="1,1b,2,3,4,5,6", help="which rows to measure")
@@ -331,7 +328,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _device_name(device) -> str:
+def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({os.cpu_count()} cores)"

@@ -28,7 +28,9 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,17 +40,17 @@ from pipeline.core import certificates  # noqa: E402
 from pipeline.core import stationary_search as stationary  # noqa: E402
 from pipeline.core.objectives import ModelObjective  # noqa: E402
 from pipeline.core.trust_region import KrylovModel  # noqa: E402
-from pipeline.experiments.stability import EXPERIMENT  # noqa: E402
+from pipeline.experiments.stability import EXPERIMENT, StabilitySettings  # noqa: E402
 from pipeline.launch.grid import load_grid  # noqa: E402
 
 SOLVERS = ("gltr", "gltr-fresh", "gltr-linear", "steihaug", "dense")
 DECADES = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
 
 
-def objective_of(network: str, seed: int):
+def objective_of(network: str, seed: int) -> tuple[StabilitySettings, ModelObjective]:
     """The network's objective at the seed's A⁰, with the `stability` preset's settings for it."""
-    trial = next(t for t in load_grid("stability").trials() if t.settings.network == network)
-    settings = dataclasses.replace(trial.settings, seed=seed)
+    preset = [t.settings for t in load_grid("stability").trials() if isinstance(t.settings, StabilitySettings)]
+    settings = dataclasses.replace(next(s for s in preset if s.network == network), seed=seed)
     data = EXPERIMENT.load_data(settings, torch.device("cpu"), torch.float64)
     model = EXPERIMENT.build_model(settings).to(dtype=torch.float64)
     return settings, ModelObjective(model, data, EXPERIMENT.evaluation_loss(settings),
@@ -69,7 +71,7 @@ def accept(search: stationary.StationarySearch, p: torch.Tensor, predicted: floa
         accepted, good = ratio > stationary.ACCEPT_RATIO, ratio > stationary.GROW_RATIO
     if not accepted or (not good and ratio == ratio and ratio < stationary.SHRINK_RATIO):
         search.radius = stationary.SHRINK_RATIO * step_norm
-    elif good and step_norm >= 0.99 * search.radius:
+    elif good and search.radius is not None and step_norm >= 0.99 * search.radius:
         search.radius *= 2.0
     if accepted:
         search.theta, search.loss, search.accuracy, search.grad, search.norm = candidate, loss, accuracy, grad, norm
@@ -79,11 +81,12 @@ def accept(search: stationary.StationarySearch, p: torch.Tensor, predicted: floa
     return False
 
 
-def steihaug(hessian, g: torch.Tensor, radius: float, products: int, tolerance: float):
+def steihaug(hessian: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, radius: float, products: int,
+             tolerance: float) -> tuple[torch.Tensor, float]:
     z, r = torch.zeros_like(g), g.clone()
     d, norm_g = -r, float(torch.linalg.vector_norm(g))
 
-    def to_boundary(z, d):
+    def to_boundary(z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         a, b, c = float(d @ d), 2 * float(z @ d), float(z @ z) - radius**2
         return z + (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a) * d
 
@@ -126,8 +129,12 @@ def step(search: stationary.StationarySearch, solver: str, state: dict, attempts
             return
 
 
-def dense_step(search: stationary.StationarySearch, state: dict):
+def dense_step(search: stationary.StationarySearch, state: dict[str, Any]) -> tuple[torch.Tensor, float]:
     basis = state.setdefault("basis", certificates.orbit_basis(search.objective.project_E, search.theta))
+    # The networks this solver is compared on act by permutations (an orbit basis spans E), and a Newton step has
+    # a trust radius.
+    assert basis is not None and search.radius is not None, "the dense solver needs an orbit basis and a radius"
+    radius = search.radius
     if state.get("at") is not search.theta:
         M, _ = certificates.dense_block(lambda v: search.objective.hvp(v, False), basis.lift, basis.restrict,
                                         basis.dim, search.theta)
@@ -138,12 +145,12 @@ def dense_step(search: stationary.StationarySearch, state: dict):
     b = vectors.T @ g
     low = max(0.0, -float(values[0]))
     y = -(vectors @ (b / values)) if float(values[0]) > 0 else None
-    if y is None or float(torch.linalg.vector_norm(y)) > search.radius:
-        high = low + float(torch.linalg.vector_norm(b)) / search.radius + float(values.abs().max())
+    if y is None or float(torch.linalg.vector_norm(y)) > radius:
+        high = low + float(torch.linalg.vector_norm(b)) / radius + float(values.abs().max())
         low += 1e-300
         for _ in range(200):
             middle = 0.5 * (low + high)
-            low, high = (middle, high) if float(torch.linalg.vector_norm(b / (values + middle))) > search.radius \
+            low, high = (middle, high) if float(torch.linalg.vector_norm(b / (values + middle))) > radius \
                 else (low, middle)
         y = -(vectors @ (b / (values + high)))
     return basis.lift(y), -(float(g @ y) + 0.5 * float(y @ (state["M"] @ y)))
@@ -165,7 +172,8 @@ def main() -> None:
                                              newton_iterations=10**9, cg_iterations=settings.cg_iterations)
         while search.stage == "first order":
             search.step_block()
-        start, began, state = search.hessian_products, time.monotonic(), {}
+        state: dict[str, Any] = {}
+        start, began = search.hessian_products, time.monotonic()
         best, reached = search.norm, {}
         while time.monotonic() - began < args.seconds and best > 0:
             step(search, solver, state)

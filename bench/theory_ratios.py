@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.experiments import make_trial  # noqa: E402
 from pipeline.experiments.groups import GROUP_NAMES  # noqa: E402
 from pipeline.run.runner import CollectingSink, run_trial  # noqa: E402
+from pipeline.schema import DIST_E, DIST_INIT, NORM  # noqa: E402
 
 SMALL_GROUPS = dict(n="6", channels="4", n_samples="64", epochs="5", lr="0.5", aug_batch="8",
                     data_source="vendored", device="cpu")
@@ -24,16 +25,16 @@ SMALL_CNN = dict(n_samples="64", cnn_channels="3,4,4", phase1_epochs="1", phase2
                  phase2_lr="0.05", dtype="float64", device="cpu", data_source="vendored")
 
 
-def train(experiment, **settings) -> CollectingSink:
+def train(experiment: str, **settings: str) -> CollectingSink:
     sink = CollectingSink()
     run_trial(make_trial(experiment, {k: str(v) for k, v in settings.items()}), sink)
     return sink
 
 
-def ratios(sink) -> tuple[float, float]:
-    last = sink.records[-1]
-    worst_rel = max(float(r.dist_E.norm() / r.norm.norm()) for r in sink.records)
-    return worst_rel, float(last.dist_E.norm() / last.dist_init.norm())
+def ratios(sink: CollectingSink) -> tuple[float, float]:
+    last = sink.records[-1].values
+    worst_rel = max(float(r.values[DIST_E].norm() / r.values[NORM].norm()) for r in sink.records)
+    return worst_rel, float(last[DIST_E].norm() / last[DIST_INIT].norm())
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -13,7 +14,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(function, device: torch.device) -> float:
+def timed(function: Callable[[], object], device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
     function()
@@ -21,7 +22,7 @@ def timed(function, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def best_of(function, repeats: int, device: torch.device) -> float:
+def best_of(function: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Fastest of several timed calls after one warm-up: the least disturbed by other load."""
     function()
     return min(timed(function, device) for _ in range(repeats))

@@ -18,6 +18,8 @@ from pipeline.errors import SchedulerError, UserError
 from pipeline.folder import ResultsFolder, local_tensorboard, local_wandb
 from pipeline.launch.checks import LOCAL_HOURS_LIMIT
 from pipeline.settings import CHECKPOINT_EVERY_S, ConfigError, parse_assignments, quoted
+from pipeline.trialfile.manifest import entries as manifest_entries
+from pipeline.trialfile.manifest import trial_ids as manifest_trial_ids
 
 TENSORBOARD_HELP = ("also write each trial's curves (loss, accuracy, dist_E, distance travelled and step_perp "
                     "per layer) as "
@@ -62,7 +64,7 @@ def _train(args) -> int:
         finally:
             if hasattr(sink, "close"):
                 sink.close()
-        _print_results(console.results)
+        _print_results(trial.experiment, console.results)
         return 0
     from pipeline.launch.grid import Grid
     from pipeline.leases.ownership import guard_folder
@@ -88,18 +90,18 @@ def _train(args) -> int:
     if outcome == 0:
         from pipeline.trialfile.files import read_results_attrs, trial_paths
 
-        _print_results(read_results_attrs(trial_paths(args.out, trial.trial_id)[0]))
+        _print_results(trial.experiment, read_results_attrs(trial_paths(args.out, trial.trial_id)[0]))
     return outcome
 
 
-def _print_results(attrs: dict) -> None:
+def _print_results(experiment: str, attrs: dict) -> None:
     """What a trial measured after training (Experiment S: at A*), in a few lines; nothing for the others."""
     if not attrs:
         return
-    from analysis.stationary_points import summary_lines
+    from analysis.results_analyses import summary_lines  # deferred: pandas and matplotlib, for Experiment S only
 
     print("measured after training:")
-    for line in summary_lines(attrs):
+    for line in summary_lines(experiment, attrs):
         print(f"  {line}", flush=True)
 
 
@@ -122,7 +124,7 @@ def _report_outcome(outcomes: dict[str, str]) -> int:
 
 
 def _grid_of(manifest: dict) -> str:
-    count = len(manifest["trials"])
+    count = len(manifest_entries(manifest))
     return f"the {count} trial(s) of grid {manifest.get('grid', '?')}"
 
 
@@ -432,7 +434,7 @@ def _chosen_trials(text: str | None, manifest: dict) -> list[str] | None:
         return None
     from pipeline.settings import did_you_mean
 
-    known = [entry["trial_id"] for entry in manifest["trials"]]
+    known = manifest_trial_ids(manifest)
     chosen = list(dict.fromkeys(word.strip() for word in text.split(",") if word.strip()))
     for word in chosen:
         if word not in known:

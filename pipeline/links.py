@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import TextIO
 
 from pipeline.errors import ConfigError
 from pipeline.settings import quoted
@@ -41,7 +42,7 @@ class LinkNotFollowed(OSError):
     """A file to append to is a link: it is not written through."""
 
 
-def open_for_append(path: Path):
+def open_for_append(path: Path) -> TextIO:
     """``path`` opened for appending text, created if absent, never through a link at its name."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)

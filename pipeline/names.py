@@ -13,6 +13,7 @@ Torch-free; it imports nothing of the project but its errors and messages.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from pipeline.errors import ConfigError
 
@@ -25,15 +26,15 @@ TRIAL_ID_WORDS = "letters, digits, '.', '+', '-' and '_', starting with a letter
 JOB_ID_WORDS = "a SLURM job id (123 or 123_4) or a process id"
 
 
-def is_trial_id(value) -> bool:
+def is_trial_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and TRIAL_ID.fullmatch(value) is not None
 
 
-def is_job_id(value) -> bool:
+def is_job_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and JOB_ID.fullmatch(value) is not None
 
 
-def check_trial_id(value, where: str) -> str:
+def check_trial_id(value: object, where: str) -> str:
     if not is_trial_id(value):
         raise ConfigError(f"{where}: trial id {value!r} is not a name; accepted: {TRIAL_ID_WORDS}")
     return value

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TextIO, TypeVar
+
+T = TypeVar("T")
 
 
 class Progress:
     """Counts steps of one stage and reports them; use as a context manager, call ``advance``."""
 
-    def __init__(self, what: str, total: int | None, stream=None, every_s: float = 10.0, log=None):
+    def __init__(self, what: str, total: int | None, stream: TextIO | None = None, every_s: float = 10.0,
+                 log: Callable[[str], object] | None = None):
         self.what, self.total, self.every_s = what, total, every_s
         self.stream = stream or sys.stderr
         self.log = log  # a line printer (a trial's log); else the stream
@@ -24,14 +29,14 @@ class Progress:
         self.started = self._last = time.monotonic()
         self._bar = None
         if log is None and self.stream.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # deferred: tqdm, needed only on a terminal
 
             self._bar = tqdm(total=total, desc=what, file=self.stream, leave=False, dynamic_ncols=True)
 
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _line(self) -> str:
@@ -70,7 +75,7 @@ class Progress:
             self._emit()
 
 
-def iterate(items, what: str, stream=None, every_s: float = 10.0):
+def iterate(items: Iterable[T], what: str, stream: TextIO | None = None, every_s: float = 10.0) -> Iterator[T]:
     """``items`` one by one, reporting progress as they go."""
     items = list(items)
     with Progress(what, len(items), stream, every_s) as progress:
@@ -85,7 +90,7 @@ class StageProgress:
     most every ``every_s`` seconds and at the end of the stage (``pipeline.run.runner`` passes one in when
     ``finalize`` takes a ``progress`` argument)."""
 
-    def __init__(self, log, prefix: str, every_s: float = 10.0):
+    def __init__(self, log: Callable[[str], object], prefix: str, every_s: float = 10.0):
         self.log, self.prefix, self.every_s = log, prefix, every_s
         self._stage: str | None = None
         self._progress: Progress | None = None

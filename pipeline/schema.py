@@ -125,8 +125,16 @@ def metric_path(name: str) -> str:
     return f"{METRICS}/{name}"
 
 
-def _norm(values: Iterable) -> float:
-    return math.sqrt(sum(float(v) ** 2 for v in values))
+# A per-layer series' value for the whole measured weight set, as the console, the live curves and the analysis's
+# epochs table (its ``layer == TOTAL`` rows) give it.
+TOTAL = "total"
+
+
+def total_over_layers(values: Iterable[float]) -> float:
+    """A per-layer series' total over the layers: the Euclidean norm of its values (for distances and norms, the
+    Frobenius norm of the whole measured weight set). Summed in layer order, so that every reader gets the same
+    bits."""
+    return math.sqrt(sum(float(v) * float(v) for v in values))
 
 
 def console_line(epoch: int, phase: int, values: Mapping, layer_names: list[str], total_epochs: int,
@@ -142,7 +150,7 @@ def console_line(epoch: int, phase: int, values: Mapping, layer_names: list[str]
         value = values[series.name]
         if series.per_layer:
             text = f"{series.console} {'total=' if per_layer and not shown_layers else ''}" \
-                   f"{_norm(value):{series.console_format}}"
+                   f"{total_over_layers(value):{series.console_format}}"
             if per_layer and not shown_layers:
                 text += " [" + " ".join(f"{n}={float(v):{series.console_format}}" for n, v in zip(layer_names, value)) + "]"
                 shown_layers = True

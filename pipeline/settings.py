@@ -9,12 +9,16 @@ before anything is submitted, with one line naming the value and what is accepte
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import shlex
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pipeline.errors import ConfigError, UserError  # noqa: F401 (where the configuration's modules import them)
+
+T = TypeVar("T")
 
 # Sampled Aug: samples per minibatch that share one random group element (the paper's batch).
 AUG_BATCH = 25
@@ -41,32 +45,30 @@ MAX_TRIALS = 200_000  # trials of one grid (two sections at their bound on seeds
 MAX_AUG_PASSES = 10_000  # sampled Aug passes an epoch (the paper's 25; the largest exact orbit has 784)
 
 
-def did_you_mean(value, accepted) -> str:
+def did_you_mean(value: object, accepted: Iterable[object]) -> str:
     """" (did you mean 'x'?)" for a misspelt name close to accepted ones, else ""."""
-    import difflib
-
     close = difflib.get_close_matches(str(value), [str(a) for a in accepted], n=2, cutoff=0.8)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
-def quoted(path) -> str:
+def quoted(path: object) -> str:
     """A path as messages print it: as the shell would need it (a path with spaces or quotes stays one
     word that can be pasted back into a command)."""
     return shlex.quote(str(path))
 
 
-def check_choice(name: str, value, accepted) -> None:
+def check_choice(name: str, value: object, accepted: Collection[object]) -> None:
     if value not in accepted:
         raise ConfigError(f"unknown {name} {value!r}{did_you_mean(value, accepted)}; accepted: "
                           f"{', '.join(map(str, accepted))}")
 
 
-def check_positive_int(name: str, value) -> None:
+def check_positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def check_count(name: str, value) -> None:
+def check_count(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
 
@@ -77,18 +79,18 @@ def check_at_most(name: str, value: int, limit: int, what: str) -> None:
         raise ConfigError(f"{name}={value} is too large ({what}); accepted: at most {limit}")
 
 
-def check_image_side(name: str, value) -> None:
+def check_image_side(name: str, value: int) -> None:
     check_at_most(name, value, MAX_IMAGE_SIDE, f"images are resized from the {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} MNIST "
                                                "digits")
 
 
-def check_rate(name: str, value) -> None:
+def check_rate(name: str, value: object) -> None:
     """A learning rate: a finite number > 0 (NaN, infinities and 0 train nothing or diverge)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def check_nonnegative(name: str, value) -> None:
+def check_nonnegative(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
 
@@ -133,6 +135,10 @@ class CommonSettings:
     data_source: str = "auto"
     weights_every: int = 1  # weight snapshot every k epochs (0: first and last only)
 
+    def validate(self) -> None:
+        """Raise ConfigError unless the settings make a trial; each experiment's settings check their own too."""
+        self.validate_common()
+
     def validate_common(self) -> None:
         check_count("seed", self.seed)
         check_choice("dtype", self.dtype, DTYPES)
@@ -145,22 +151,23 @@ class CommonSettings:
         check_count("weights_every", self.weights_every)
 
 
-def atomic(default, **metadata):
+def atomic(default: T, **metadata: object) -> T:
     """A setting whose text contains commas (e.g. channel widths "32,64,64"): ``--set`` never splits it
     into a list of values; sweep it with a TOML array instead."""
     return field(default=default, metadata={"atomic": True, **metadata})
 
 
-def field_types(cls) -> dict[str, type]:
+def field_types(cls: type) -> dict[str, type]:
     return {f.name: type(f.default) for f in dataclasses.fields(cls) if f.init}
 
 
-def is_atomic(cls, name: str) -> bool:
+def is_atomic(cls: type, name: str) -> bool:
     return any(f.name == name and f.metadata.get("atomic") for f in dataclasses.fields(cls))
 
 
-def parse_value(key: str, text, target: type):
-    """Convert an override's text (or a TOML value) to the type of the setting it sets."""
+def parse_value(key: str, text: object, target: type) -> Any:
+    """Convert an override's text (or a TOML value) to the type of the setting it sets (``target``: a value of a
+    type known only when called, hence Any)."""
     if target is float and isinstance(text, int) and not isinstance(text, bool):
         return float(text)
     if not isinstance(text, str):

@@ -16,6 +16,8 @@ lost, and the trial trains on; inside a write it can leave half of it. Hence the
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
+from types import FrameType
 
 CANCEL_SIGNAL = signal.SIGUSR1
 
@@ -35,13 +37,13 @@ class Requeue(BaseException):
         super().__init__(f"preempted or at the time limit (signal {signal.Signals(signum).name})")
 
 
-def _note(kind: str):
-    def handler(signum, frame):
+def _note(kind: str) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
         _requests.append((kind, signum))
     return handler
 
 
-def _note_interrupt(signum, frame):
+def _note_interrupt(signum: int, frame: FrameType | None) -> None:
     if any(kind == "interrupt" for kind, _ in _requests):
         raise KeyboardInterrupt  # asked twice: now
     _requests.append(("interrupt", signum))

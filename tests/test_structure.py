@@ -170,6 +170,11 @@ def test_the_cycle_finder_finds_a_cycle_hidden_in_a_function():
     assert cycle_in(graph) is not None
 
 
+# The code that the naming checks below read: the layered packages, and the benchmarks beside them (bench/ is
+# scripts over the pipeline, in no layer, but it reads the same files and folders by the same names).
+NAMED_CODE = {**MODULES, **{f"bench.{p.stem}": p for p in (ROOT / "bench").glob("*.py")}}
+
+
 # What a results folder holds, by name: only pipeline/folder.py builds paths from them.
 FOLDER_NAMES = {"trials", "logs", "submitit", "leases", "tensorboard", "wandb", "aggregate", "figures", "provenance",
                 "manifest.json", "submissions.jsonl", ".submit.lease", "report.md", "local"}
@@ -196,20 +201,25 @@ def _path_words(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
+def _folder_spellings(tree: ast.AST) -> list[tuple[int, str]]:
+    return [(line, word) for line, word in _path_words(tree)
+            if word.strip("/") in FOLDER_NAMES or any(part in FOLDER_NAMES for part in word.split("/"))]
+
+
 def test_only_the_results_folder_module_spells_the_folders_layout():
-    offenders = []
-    for name, path in MODULES.items():
-        if name == "pipeline.folder":
-            continue
-        for line, word in _path_words(ast.parse(path.read_text())):
-            if word.strip("/") in FOLDER_NAMES or any(part in FOLDER_NAMES for part in word.split("/")):
-                offenders.append(f"{path.relative_to(ROOT)}:{line}: {word!r}")
+    assert {"analysis.loading", "bench.gpu_check"} <= set(NAMED_CODE)  # pipeline/, analysis/ and bench/ are read
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {word!r}" for name, path in NAMED_CODE.items()
+                 if name != "pipeline.folder" for line, word in _folder_spellings(ast.parse(path.read_text()))]
     assert offenders == []
 
 
 def test_the_folder_check_would_see_a_spelled_path():
-    tree = ast.parse('from pathlib import Path\nPath(out) / "trials" / name\nPath("logs")\n')
-    assert {word for _, word in _path_words(tree)} == {"trials", "logs"}
+    tree = ast.parse('from pathlib import Path\nPath(out) / "trials" / name\nPath("logs")\n'
+                     '(out / "aggregate" / "report.md").read_text()\nshutil.copy(x, out / "manifest.json")\n'
+                     'Path(out) / "figures-of-mine"\n')
+    assert {word for _, word in _path_words(tree)} >= {"trials", "logs", "aggregate", "report.md"}
+    assert {word for _, word in _folder_spellings(tree)} == {"trials", "logs", "aggregate", "report.md",
+                                                              "manifest.json"}
 
 
 @pytest.mark.parametrize("module", ["pipeline", "pipeline.launch.monitor", "pipeline.launch.submission",
@@ -286,6 +296,11 @@ def _series_spellings(tree: ast.AST, names: set[str]) -> list[int]:
     return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names]
 
 
+# Modules that spell a series name for a quantity of their own: Experiment S's relative distance from E at A*
+# (a results attribute ``dist_E``), which is no per-row series.
+SERIES_OF_THEIR_OWN = ("pipeline.core.stationary",)
+
+
 def test_the_pipeline_names_the_per_row_series_only_in_the_schema():
     """The trial file's per-row series are spelled out in pipeline/schema.py alone: whatever measures, writes
     or reads one uses its constant. (Names that are also ordinary words elsewhere, a setting ``loss``, are not
@@ -294,14 +309,48 @@ def test_the_pipeline_names_the_per_row_series_only_in_the_schema():
 
     names = {schema.GRAD_NORM, schema.DIST_E, schema.DIST_INIT, schema.STEP_PERP}
     assert names <= set(schema.SERIES)
-    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in MODULES.items()
-                 if name.startswith("pipeline") and name not in ("pipeline.schema", "pipeline.core.stationary")
+    assert {"analysis.summary", "analysis.trajectories", "bench.gpu_check"} <= set(NAMED_CODE)
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in NAMED_CODE.items()
+                 if name not in ("pipeline.schema", *SERIES_OF_THEIR_OWN)
                  for line in _series_spellings(ast.parse(path.read_text()), names)]
     assert offenders == []
 
 
 def test_the_series_check_would_see_one():
     assert _series_spellings(ast.parse('measured = {"dist_E": [], "x": 1}\n'), {"dist_E"}) == [1]
+    # as a column of a table, too
+    assert sorted(_series_spellings(ast.parse('rows["dist_init"] > 0\nx = {"travelled": "dist_init"}\n'),
+                                    {"dist_init"})) == [1, 2]
+
+
+def test_the_total_over_layers_is_computed_in_the_schema_only():
+    """The total of a per-layer series over the layers (console, live curves, the epochs table's ``total``
+    rows) is ``schema.total_over_layers``: nobody else squares and sums a row of layers."""
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in NAMED_CODE.items()
+                 if name != "pipeline.schema" for line in _sums_of_squares(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_total_check_would_see_one():
+    tree = ast.parse('math.sqrt(sum(v * v for v in per_layer))\nnp.sqrt(np.sum(values**2, axis=1))\n'
+                     'math.sqrt(x)\n')
+    assert _sums_of_squares(tree) == [1, 2]
+
+
+def _sums_of_squares(tree: ast.AST) -> list[int]:
+    """Lines that take a square root of a sum of squares: ``sqrt(sum(...**2 ...))`` or ``sqrt(sum(v * v ...))``."""
+    def called(node: ast.AST, name: str) -> bool:
+        return isinstance(node, ast.Call) and (getattr(node.func, "attr", None) == name
+                                               or getattr(node.func, "id", None) == name)
+
+    def squares(node: ast.AST) -> bool:
+        return any(isinstance(n, ast.BinOp) and (
+            (isinstance(n.op, ast.Pow) and isinstance(n.right, ast.Constant) and n.right.value == 2)
+            or (isinstance(n.op, ast.Mult) and ast.dump(n.left) == ast.dump(n.right))) for n in ast.walk(node))
+
+    return [node.lineno for node in ast.walk(tree) if called(node, "sqrt") and node.args
+            and called(node.args[0], "sum") and squares(node.args[0])]
+
 
 
 def test_an_experiment_that_measures_after_training_names_a_registered_analysis():
@@ -309,3 +358,74 @@ def test_an_experiment_that_measures_after_training_names_a_registered_analysis(
 
     named = {experiment.results_analysis for experiment in experiments.REGISTRY.values()} - {None}
     assert named and named <= set(REGISTRY)  # Experiment S names its own; the analysis hard-codes none
+
+
+def _manifest_key_reads(tree: ast.AST) -> list[int]:
+    """Lines that read a manifest's trial list by its key: ``manifest["trials"]``, ``document.get("trials")``,
+    ``read_manifest(out)["trials"]`` (what is read is named a manifest or a document, or read by read_manifest;
+    a table's column ``trials`` is another thing)."""
+    def is_key(node: ast.AST) -> bool:
+        return isinstance(node, ast.Constant) and node.value == "trials"
+
+    def a_manifest(node: ast.AST) -> bool:
+        return any(word in ast.unparse(node) for word in ("manifest", "document"))
+
+    return [node.lineno for node in ast.walk(tree)
+            if (isinstance(node, ast.Subscript) and is_key(node.slice) and a_manifest(node.value))
+            or (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and bool(node.args) and is_key(node.args[0]) and a_manifest(node.func.value))]
+
+
+def test_only_the_manifest_reads_its_list_of_trials_by_key():
+    """A manifest's trials are read through ``pipeline.trialfile.manifest.entries`` (or ``trial_ids``); its key
+    is the manifest's own (``wellformed.TRIALS_KEY``, which checks the document's shape)."""
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in NAMED_CODE.items()
+                 if name not in ("pipeline.trialfile.manifest", "pipeline.trialfile.wellformed")
+                 for line in _manifest_key_reads(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_manifest_key_check_would_see_one():
+    tree = ast.parse('n = len(manifest["trials"])\nfor e in document.get("trials", []): pass\nx = row["trials"]\n'
+                     'ids = read_manifest(out)["trials"]\n')
+    assert sorted(_manifest_key_reads(tree)) == [1, 2, 4]
+
+
+# Experiment S's own modules: the only ones that name the arrays of its results/ group.
+S_MODULES = {"pipeline.experiments.stability", "pipeline.core.stationary", "pipeline.core.stationarity",
+             "analysis.stationary_points", "analysis.stationary_point_tables"}
+S_ARRAY_PREFIXES = ("spectrum/", "perturbation/")
+
+
+def _s_array_names(tree: ast.AST) -> list[int]:
+    """Lines that spell a path of Experiment S's results/ arrays (a string, or the start of an f-string)."""
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(S_ARRAY_PREFIXES)]
+
+
+def test_only_experiment_s_names_its_arrays():
+    assert S_MODULES <= set(NAMED_CODE)
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for name, path in NAMED_CODE.items() if name not in S_MODULES
+                 for line in _s_array_names(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_s_array_check_would_see_one():
+    tree = ast.parse('a = arrays.get(f"spectrum/{block}/lowest")\nb = name.startswith("perturbation/")\n')
+    assert sorted(_s_array_names(tree)) == [1, 2]
+
+
+def test_the_analysis_reaches_an_experiments_own_analysis_through_the_registries():
+    """Only the registries (``analysis.results_analyses``, ``analysis.result_tables``) import the modules of an
+    experiment's own analysis; the loading, the aggregation and the report ask them."""
+    from analysis import result_tables, results_analyses
+
+    own = {function.__module__ for analysis in results_analyses.REGISTRY.values()
+           for function in (analysis.figures, analysis.section, analysis.trial_table, analysis.reasons_in_words,
+                            analysis.summary_lines, *analysis.tables.values())}
+    own |= {reader.__module__ for reader in result_tables.READERS.values()}
+    assert "analysis.stationary_points" in own and "analysis.stationary_point_tables" in own
+    registries = {"analysis.results_analyses", "analysis.result_tables"}
+    offenders = sorted(f"{name} -> {', '.join(sorted(own & targets))}" for name, targets in import_graph().items()
+                       if name not in own | registries and own & targets)
+    assert offenders == []

@@ -8,26 +8,38 @@ Nothing else in the pipeline or the analysis names an experiment.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 from pipeline.experiments import cnn, groups, stability
 from pipeline.experiments.base import Experiment, Labels, Trial
-from pipeline.settings import ConfigError, check_choice
+from pipeline.settings import CommonSettings, ConfigError, check_choice
 
-REGISTRY: dict[str, Experiment] = {
+REGISTRY: dict[str, Experiment[Any, Any]] = {
     "groups": groups.EXPERIMENT,
     "cnn": cnn.EXPERIMENT,
     "stability": stability.EXPERIMENT,
 }
 
 
-def get(name: str) -> Experiment:
+# Trial files written while Experiment G was the only experiment do not name theirs (the ``experiment``
+# attribute came with the second): a file without one is that experiment's.
+UNNAMED = "groups"
+
+
+def named_in(attrs: Mapping[str, object]) -> str:
+    """The name of the experiment a trial file's (or a record's) attributes say it ran."""
+    return str(attrs.get("experiment", UNNAMED))
+
+
+def get(name: str) -> Experiment[Any, Any]:
     check_choice("experiment", name, REGISTRY)
     return REGISTRY[name]
 
 
-def of(trial_or_settings) -> Experiment:
+def of(trial_or_settings: Trial | CommonSettings) -> Experiment[Any, Any]:
     """The experiment of a :class:`Trial` or of a settings object."""
-    settings = getattr(trial_or_settings, "settings", trial_or_settings)
+    settings = trial_or_settings.settings if isinstance(trial_or_settings, Trial) else trial_or_settings
     return REGISTRY[type(settings).experiment]
 
 
@@ -37,7 +49,7 @@ def make_trial(experiment: str, values: dict, index: int = 0) -> Trial:
     return Trial(index, default_trial_id(settings), settings)
 
 
-def default_trial_id(settings) -> str:
+def default_trial_id(settings: CommonSettings) -> str:
     return f"{of(settings).id_prefix(settings)}-s{settings.seed:03d}"
 
 
@@ -70,5 +82,5 @@ def packable(trials: list[Trial]) -> bool:
     return True
 
 
-__all__ = ["REGISTRY", "ConfigError", "Experiment", "Labels", "Trial", "check_packable", "default_trial_id", "get",
-           "make_trial", "of", "packable"]
+__all__ = ["REGISTRY", "UNNAMED", "ConfigError", "Experiment", "Labels", "Trial", "check_packable", "default_trial_id",
+           "get", "make_trial", "named_in", "of", "packable"]

@@ -13,11 +13,32 @@ launch layer use them. Methods that train or build models import what they need 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
+from pipeline.experiments.claims import Claim, GridCell
 from pipeline.schema import ACCURACY, LOSS
 from pipeline.settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
+
+if TYPE_CHECKING:  # the torch side's types; importing an experiment module must not import torch
+    import torch
+
+    from pipeline.core.data import Dataset
+    from pipeline.core.models.base import MeasuredModel
+    from pipeline.core.training import EpochHooks, Stepper
+
+# An experiment's settings class (``Experiment.settings_type``).
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
+# The stepper an experiment trains with (a string bound: the steppers are torch-side, named for the checker only).
+StepperT = TypeVar("StepperT", bound="Stepper")
+
+
+class ResultsSink(Protocol):
+    """What ``Experiment.finalize`` hands the measurements after training to (a trial's sink)."""
+
+    def write_results(self, arrays: dict[str, Any], attrs: dict[str, Any]) -> None:
+        ...
 
 
 @dataclass(frozen=True)
@@ -51,70 +72,12 @@ class Labels:
 # Words for the training modes of docs/science.md §2, as figures and reports name them.
 MODE_WORDS = {"equi": "Equi", "aug": "Aug", "nom": "Nom"}
 
-# The kinds of claim an experiment can declare about its cells (evaluated by ``analysis/claims.py``,
-# which owns the thresholds; see docs/science.md §7).
-STAYS_IN_E = "stays in E"  # median over seeds of the largest dist_E/||A|| over the epochs concerned <= round-off
-LEAVES_E = "leaves E"  # median final dist_E/dist_init >= a named minimum ratio (and optionally rel > round-off)
-BELOW_REFERENCE = "below reference"  # median final dist_E/dist_init below that of a reference cell
-NO_CLAIM = "no claim"  # nothing to judge in this cell, and why
-# Claims about stationary points (Experiment S), judged on what a trial measured at A* (``results/``).
-IDENTITY_AT_ROUNDOFF = "identity at round-off"  # claim 1: grad R_aug = Pi_E grad R to round-off
-IDENTITY_FAILS = "identity fails"  # the same identity off by orders of magnitude where its premises fail
-STABILITY_DIFFERS = "stability differs"  # claim 3: H_E >= 0 but lambda_min(H_perp) < 0, and the growth shows it
-# Over all the cells of an experiment that carry a claim of the kind named in ``threshold``: it holds in
-# every one (ALL_OF) or is shown by at least one (ANY_OF).
-ALL_OF = "all of"
-ANY_OF = "any of"
-
-
-@dataclass(frozen=True)
-class GridCell:
-    """A cell of a results folder as the analysis sees it: the seeds of one cell, mode and swept values.
-
-    ``values`` maps every setting to the distinct values its trials have (one value, unless a setting
-    that does not distinguish trials in the manifest still differs), so that claims can read the
-    settings that decide what applies (e.g. ``augment``) without naming them in the manifest's labels.
-    """
-
-    cell: str
-    mode: str
-    swept: dict = field(default_factory=dict)
-    values: dict = field(default_factory=dict)
-
-    def value(self, name: str, default=None):
-        """The setting's value if all trials of the cell share it; ``default`` if absent or mixed."""
-        found = self.values.get(name, ())
-        return found[0] if len(found) == 1 else default
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A claim about one cell, as data: what is claimed, where the science states it, how to judge it.
-
-    ``threshold`` names a constant of ``analysis/claims.py`` (``NOM_MIN_RATIO``, ``LEAVES_E_MIN_RATIO``)
-    rather than holding a number, so that every threshold lives where docs/science.md §7 says it does.
-    """
-
-    kind: str  # one of the kinds above
-    subject: str  # how verdicts name the cell, e.g. "rot" or "cnn cross (aug)"
-    claim: str  # e.g. "Aug (orbit) stays in E"; for NO_CLAIM, a sentence: what does not apply, and why
-    cell: GridCell
-    section: str = ""  # the section of docs/science.md that states the claim, e.g. "1"
-    source: str = ""  # where in that section, e.g. "claim 2"
-    phase: int | None = None  # STAYS_IN_E: the epochs concerned are this phase's (None: every epoch)
-    threshold: str = ""  # LEAVES_E: the named minimum of dist_E/dist_init; ALL_OF/ANY_OF: the kind combined
-    above_roundoff: bool = False  # LEAVES_E: also require final dist_E/||A|| above round-off
-    reference: GridCell | None = None  # BELOW_REFERENCE: the cell to stay below
-    # A control of a detector (STABILITY_DIFFERS on a model where the answer is known): the verdict it must give.
-    # Controls validate the detector; they are not evidence for the paper's claim and are not combined into it.
-    expected: str = ""
-
-
-class Experiment:
-    """The interface an experiment module implements. Defaults fit a single-phase experiment."""
+class Experiment(Generic[SettingsT, StepperT]):
+    """The interface an experiment module implements, over its settings class. Defaults fit a single-phase
+    experiment."""
 
     name: ClassVar[str]
-    settings_type: ClassVar[type]
+    settings_type: ClassVar[type[CommonSettings]]  # SettingsT (a class variable cannot name a type variable)
     cell_key: ClassVar[str]  # the setting a trial's cell is named by, e.g. "group"
     mode_key: ClassVar[str] = "mode"
     # Plural names that grid files may use for an axis (``groups = [...]`` for ``group``).
@@ -161,7 +124,7 @@ class Experiment:
     standard_figures: ClassVar[tuple] = ("trajectory", "layers", "training_curves", "steps")
 
     # -- settings and labels ---------------------------------------------------------------------------
-    def make_settings(self, values: dict) -> CommonSettings:
+    def make_settings(self, values: dict[str, Any]) -> SettingsT:
         """Settings from ``{name: text or value}``; unknown names and bad values raise ConfigError."""
         types = field_types(self.settings_type)
         values = {self.aliases.get(key, key): value for key, value in values.items()}
@@ -169,7 +132,7 @@ class Experiment:
         if unknown:
             raise ConfigError(f"unknown setting {unknown[0]!r} for {self.name}{did_you_mean(unknown[0], types)}; "
                               f"accepted: {', '.join(sorted(types))}")
-        settings = self.settings_type(**{k: parse_value(k, v, types[k]) for k, v in values.items()})
+        settings = cast(SettingsT, self.settings_type(**{k: parse_value(k, v, types[k]) for k, v in values.items()}))
         settings.validate()
         weights = self.snapshot_values(settings)
         if weights > MAX_WEIGHTS:
@@ -179,31 +142,31 @@ class Experiment:
                               f"{MAX_WEIGHTS:.0e} weights ({MAX_WEIGHTS * 4 / 1e9:.0f} GB in float32)")
         return self.canonical(settings)
 
-    def canonical(self, settings):
+    def canonical(self, settings: SettingsT) -> SettingsT:
         """The same trial with the settings that have no effect on it at their defaults, so that a grid
         sweeping such a setting runs that trial once (e.g. ``augment`` for a Nom trial)."""
         defaults = self.settings_type()
         irrelevant = {name: getattr(defaults, name) for name in self.irrelevant(settings)}
         return dataclasses.replace(settings, **irrelevant) if irrelevant else settings
 
-    def irrelevant(self, settings) -> set[str]:
+    def irrelevant(self, settings: SettingsT) -> set[str]:
         return set()
 
-    def labels(self, settings) -> Labels:
+    def labels(self, settings: SettingsT) -> Labels:
         return Labels(self.cell_key, str(getattr(settings, self.cell_key)), str(getattr(settings, self.mode_key)))
 
-    def id_prefix(self, settings) -> str:
+    def id_prefix(self, settings: SettingsT) -> str:
         labels = self.labels(settings)
         return f"{labels.cell}-{labels.mode}"
 
-    def describe(self, key: str, value) -> str:
+    def describe(self, key: str, value: Any) -> str:
         """A setting's value in words, for legends and reports."""
         return f"{key} {value}"
 
     def display_title(self) -> str:
         return self.title or f"Experiment {self.name}"
 
-    def arm_title(self, value) -> str:
+    def arm_title(self, value: Any) -> str:
         """How figures title the arm ``value`` of ``arm_key``; "" for the experiment's own (untitled) arm."""
         return ""
 
@@ -214,7 +177,7 @@ class Experiment:
     def mode_words(self, mode: str) -> str:
         return MODE_WORDS.get(mode, str(mode))
 
-    def series_words(self, mode: str, settings: dict) -> str:
+    def series_words(self, mode: str, settings: dict[str, Any]) -> str:
         """The legend entry of a line: the mode, then the values of ``settings`` (swept settings and
         ``series_settings`` that apply to the trial) in words."""
         words = [self.mode_words(mode), *(self.describe(key, value) for key, value in settings.items())]
@@ -224,7 +187,7 @@ class Experiment:
         """What docs/science.md claims about these cells; a cell without a claim may be left out."""
         return []
 
-    def meant_to_learn(self, settings: dict) -> bool:
+    def meant_to_learn(self, settings: dict[str, Any]) -> bool:
         """Whether a trial with these settings is a training run, whose accuracy should end well above chance
         (the report warns where it does not), rather than a probe of the dynamics near its start."""
         return True
@@ -233,94 +196,99 @@ class Experiment:
         """For an experiment whose trials are not all meant to learn: what the others are, in one sentence."""
         return ""
 
-    def exact_orbit(self, mode: str, settings: dict) -> bool:
+    def exact_orbit(self, mode: str, settings: dict[str, Any]) -> bool:
         """Whether a trial of ``mode`` with these settings (a dict, as files record them) takes Aug steps on
         whole orbits (exact augmentation), which figures tell apart from sampled Aug at a glance."""
         return False
 
     # -- the course of a trial ---------------------------------------------------------------------------
-    def total_epochs(self, settings) -> int:
+    def total_epochs(self, settings: SettingsT) -> int:
         raise NotImplementedError
 
-    def phase_of(self, settings, epoch: int) -> int:
+    def phase_of(self, settings: SettingsT, epoch: int) -> int:
         """The phase whose training produced epoch ``epoch`` (epoch 0, the start, belongs to phase 1)."""
         return 1
 
-    def phase_ends(self, settings) -> list[int]:
+    def phase_ends(self, settings: SettingsT) -> list[int]:
         """The last epoch of every phase but the last (their weights are always kept)."""
         return []
 
-    def evaluation_loss(self, settings) -> str:
-        """The loss reported for the untransformed data."""
-        return settings.loss
+    def evaluation_loss(self, settings: SettingsT) -> str:
+        """The loss reported for the untransformed data: the one the trial trains with."""
+        # Every experiment's settings have a loss; CommonSettings does not declare one (its fields are every
+        # manifest's, in order), so the attribute is the experiment's own.
+        loss: str = settings.loss  # type: ignore[attr-defined]
+        return loss
 
     # -- torch side ----------------------------------------------------------------------------------------
-    def load_data(self, settings, device, dtype):
+    def load_data(self, settings: SettingsT, device: torch.device | str, dtype: torch.dtype) -> Dataset:
         raise NotImplementedError
 
-    def build_model(self, settings, phase: int = 1):
+    def build_model(self, settings: SettingsT, phase: int = 1) -> MeasuredModel:
         """The trial's model as trained in ``phase``, at its seeded initial point (a resume then loads
         its checkpoint into it). Every mode of a seed starts from the same point."""
         raise NotImplementedError
 
-    def enter_phase(self, settings, stepper, phase: int):
+    def enter_phase(self, settings: SettingsT, stepper: StepperT, phase: int) -> StepperT:
         """The stepper that trains ``phase``, from the one that trained the phase before."""
         return stepper
 
-    def stepper(self, models: list, seeds: list[int], settings=None, data=None):
+    def stepper(self, models: list[MeasuredModel], seeds: list[int], settings: SettingsT | None = None,
+                data: Dataset | None = None) -> StepperT:
         """What trains the models together: one model alone, or several packed (seeds of one setting)."""
-        from pipeline.core.training import SingleStepper
+        from pipeline.core.training import SingleStepper  # deferred: torch, kept out of the configuration layer
 
         if len(models) != 1:
             raise ValueError(f"{self.name} trials cannot be trained packed")
-        return SingleStepper(models[0], seeds)
+        return cast(StepperT, SingleStepper(models[0], seeds))
 
-    def pack_key(self, settings) -> str | None:
+    def pack_key(self, settings: SettingsT) -> str | None:
         """Trials with one key can be trained packed in one process; None: never packed."""
         return None
 
-    def train_epoch(self, settings, stepper, data, epoch: int, hooks) -> dict[str, list[float]]:
+    def train_epoch(self, settings: SettingsT, stepper: StepperT, data: Dataset, epoch: int,
+                    hooks: EpochHooks) -> dict[str, list[float]]:
         """One epoch of training; returns what it measured, per series of ``pipeline.schema`` and packed model:
         ``{"grad_norm": [norm of the last gradient applied, per model]}``."""
         raise NotImplementedError
 
-    def finished(self, settings, stepper) -> bool:
+    def finished(self, settings: SettingsT, stepper: StepperT) -> bool:
         """Whether training may stop before its last epoch (a search that converged)."""
         return False
 
     # Measurements made once, after the last epoch (``finalize``), whose results go to ``results/``.
     has_final_stage: ClassVar[bool] = False
 
-    def finalize(self, settings, stepper, data, sinks) -> None:
+    def finalize(self, settings: SettingsT, stepper: StepperT, data: Dataset, sinks: Sequence[ResultsSink]) -> None:
         """Measure the trained model(s) and hand each sink its ``write_results(arrays, attrs)``."""
 
     # -- cost ---------------------------------------------------------------------------------------------
-    def forward_flops_per_sample(self, settings) -> int:
+    def forward_flops_per_sample(self, settings: SettingsT) -> int:
         raise NotImplementedError
 
-    def rows_per_sample(self, settings, phase: int = 1) -> int:
+    def rows_per_sample(self, settings: SettingsT, phase: int = 1) -> int:
         """Training rows per epoch, as a multiple of the number of samples."""
         return 1
 
-    def separate_evaluation(self, settings, phase: int = 1) -> bool:
+    def separate_evaluation(self, settings: SettingsT, phase: int = 1) -> bool:
         """Whether measuring an epoch of ``phase`` takes a forward pass of its own over the plain data;
         the runner takes the loss and accuracy from the gradient pass wherever its rows allow."""
         return True
 
-    def epoch_flops(self, settings, phase: int = 1) -> int:
+    def epoch_flops(self, settings: SettingsT, phase: int = 1) -> int:
         """A training row costs 3 forwards (a backward costs two), an evaluation one."""
         forward = self.forward_flops_per_sample(settings) * settings.n_samples
         evaluation = forward if self.separate_evaluation(settings, phase) else 0
         return 3 * forward * self.rows_per_sample(settings, phase) + evaluation
 
-    def trial_flops(self, settings) -> int:
+    def trial_flops(self, settings: SettingsT) -> int:
         # The last epoch's state is always evaluated on its own: no gradient pass follows it.
         total = self.forward_flops_per_sample(settings) * settings.n_samples
         for epoch in range(1, self.total_epochs(settings) + 1):
             total += self.epoch_flops(settings, self.phase_of(settings, epoch))
         return total
 
-    def snapshot_values(self, settings, phase: int = 1) -> int:
+    def snapshot_values(self, settings: SettingsT, phase: int = 1) -> int:
         """Numbers in one weight snapshot of ``phase``'s model: its measured layers and the parameters that
         they do not hold (``MeasuredModel.snapshot``)."""
         raise NotImplementedError

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
+from pipeline.experiments.base import Experiment
+from pipeline.experiments.claims import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, GridCell
 from pipeline.schema import GRAD_NORM
 from pipeline.settings import (
     MAX_CHANNELS,
     MAX_EPOCHS,
+    Augmentation,
     CommonSettings,
     ConfigError,
     atomic,
@@ -26,6 +28,14 @@ from pipeline.settings import (
     check_positive_int,
     check_rate,
 )
+
+if TYPE_CHECKING:  # the torch side's types; importing an experiment module must not import torch
+    import torch
+
+    from pipeline.core.data import Dataset
+    from pipeline.core.models import CNN
+    from pipeline.core.models.base import MeasuredModel
+    from pipeline.core.training import EpochHooks, GradientStepper
 
 # variant -> (kernel support, parametrisation of the unconstrained phase-2 model)
 VARIANTS = {"cross": ("cross", "unitary"), "skew": ("skew", "unitary"), "nonunitary": ("cross", "nonunitary")}
@@ -41,7 +51,7 @@ EQUIVARIANT_BASIS_SIZES = {"cross": 2, "skew": 1}
 SUPPORT_SIZE = 5
 
 
-def head_orbits(settings) -> int:
+def head_orbits(settings: CNNSettings) -> int:
     """C4 orbits of the final s x s map: the coefficients of the equivariant head per (class, channel)."""
     return -(-(settings.image_size // 4) ** 2 // 4)  # full-batch gradient descent, or minibatches (the reference script)
 
@@ -69,9 +79,7 @@ class CNNSettings(CommonSettings):
         check_choice("variant", self.variant, VARIANTS)
         check_choice("phase2_optimizer", self.phase2_optimizer, PHASE2_OPTIMIZERS)
         check_choice("phase2_mode", self.phase2_mode, PHASE2_MODES)
-        widths = self.channel_widths
-        if widths is None:
-            raise ConfigError(f"cnn_channels must be three positive integers a,b,c, got {self.cnn_channels!r}")
+        widths = self.widths()
         if max(widths) > MAX_CHANNELS:
             raise ConfigError(f"cnn_channels={self.cnn_channels} is too large (channels of a layer); accepted: "
                               f"widths of at most {MAX_CHANNELS}")
@@ -100,8 +108,15 @@ class CNNSettings(CommonSettings):
             return None
         return widths if len(widths) == 3 and min(widths) > 0 else None
 
+    def widths(self) -> tuple[int, int, int]:
+        """The channel widths; settings that have none (``validate`` refuses them) raise ConfigError."""
+        widths = self.channel_widths
+        if widths is None:
+            raise ConfigError(f"cnn_channels must be three positive integers a,b,c, got {self.cnn_channels!r}")
+        return widths
 
-class CNNExperiment(Experiment):
+
+class CNNExperiment(Experiment[CNNSettings, "GradientStepper"]):
     name = "cnn"
     settings_type = CNNSettings
     cell_key = "variant"
@@ -114,7 +129,7 @@ class CNNExperiment(Experiment):
     science_section = "4"
     cell_names = tuple(VARIANTS)
 
-    def irrelevant(self, settings) -> set[str]:
+    def irrelevant(self, settings: CNNSettings) -> set[str]:
         unused = set()
         if settings.phase2_optimizer == "gd":
             unused.add("phase2_batch")
@@ -124,12 +139,12 @@ class CNNExperiment(Experiment):
             unused.add("basis_seed")
         return unused
 
-    def id_prefix(self, settings) -> str:
+    def id_prefix(self, settings: CNNSettings) -> str:
         # Aug is the paper's phase 2 and keeps the ids it always had; the Nom contrast says so.
         suffix = "" if settings.phase2_mode == "aug" else f"-{settings.phase2_mode}"
         return f"cnn-{settings.variant}{suffix}"
 
-    def describe(self, key, value) -> str:
+    def describe(self, key: str, value: Any) -> str:
         if key == "variant":
             return f"{value} ({VARIANT_WORDS.get(value, '')})"
         if key == "phase2_mode":
@@ -190,54 +205,59 @@ class CNNExperiment(Experiment):
                                     threshold="LEAVES_E_MIN_RATIO", above_roundoff=True))
         return claims
 
-    def total_epochs(self, settings) -> int:
+    def total_epochs(self, settings: CNNSettings) -> int:
         return settings.phase1_epochs + settings.phase2_epochs
 
-    def phase_of(self, settings, epoch: int) -> int:
+    def phase_of(self, settings: CNNSettings, epoch: int) -> int:
         return 2 if epoch > settings.phase1_epochs else 1
 
-    def phase_ends(self, settings) -> list[int]:
+    def phase_ends(self, settings: CNNSettings) -> list[int]:
         return [settings.phase1_epochs] if settings.phase1_epochs and settings.phase2_epochs else []
 
-    def evaluation_loss(self, settings) -> str:
+    def evaluation_loss(self, settings: CNNSettings) -> str:
         return "mse"
 
-    def pack_key(self, settings) -> str:
+    def pack_key(self, settings: CNNSettings) -> str:
         values = dataclasses.asdict(settings)
         values.pop("seed")
         return repr(sorted(values.items()))
 
     # -- torch side ---------------------------------------------------------------------------------------
-    def load_data(self, settings, device, dtype):
-        from pipeline.core.data import load_mnist
+    def load_data(self, settings: CNNSettings, device: torch.device | str, dtype: torch.dtype) -> Dataset:
+        from pipeline.core.data import load_mnist  # deferred: torch
 
         return load_mnist(settings.n_samples, size=settings.image_size, normalize=True,
                           source=settings.data_source).to(device, dtype)
 
-    def build_model(self, settings, phase: int = 1):
-        from pipeline.core.models import CNN
-        from pipeline.core.training import seeded_generator
+    def build_model(self, settings: CNNSettings, phase: int = 1) -> MeasuredModel:
+        from pipeline.core.models import CNN  # deferred: torch
+        from pipeline.core.training import seeded_generator  # deferred: torch
 
         support, free = VARIANTS[settings.variant]
         parametrization = "equivariant" if phase == 1 else free
-        model = CNN(support, parametrization, settings.channel_widths, settings.image_size,
+        model = CNN(support, parametrization, settings.widths(), settings.image_size,
                     basis_seed=settings.basis_seed).double()
         model.initialize(seeded_generator(settings.seed, "init"))
         return model
 
-    def enter_phase(self, settings, stepper, phase: int):
+    def enter_phase(self, settings: CNNSettings, stepper: GradientStepper, phase: int) -> GradientStepper:
         _, free = VARIANTS[settings.variant]
         return self.stepper([model.transferred(free, settings.basis_seed) for model in stepper.models], stepper.seeds)
 
-    def stepper(self, models: list, seeds: list[int], settings=None, data=None):
-        from pipeline.core.packing import PackedCNN, PackedStepper
-        from pipeline.core.training import SingleStepper
+    def stepper(self, models: list[MeasuredModel], seeds: list[int], settings: CNNSettings | None = None,
+                data: Dataset | None = None) -> GradientStepper:
+        from pipeline.core.packing import PackedCNN, PackedStepper  # deferred: torch
+        from pipeline.core.training import SingleStepper  # deferred: torch
 
-        return SingleStepper(models[0], seeds) if len(models) == 1 else PackedStepper(PackedCNN(models), seeds)
+        if len(models) == 1:
+            return SingleStepper(models[0], seeds)
+        # This experiment's models are CNNs (build_model); a packed stepper's models are its packed views, which
+        # the Stepper protocol declares settable though no runner sets them (pipeline.core.training).
+        return cast("GradientStepper", PackedStepper(PackedCNN(cast("list[CNN]", models)), seeds))
 
-    def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
-        from pipeline.core.training import full_batch_epoch, seeded_generator, sgd_epoch
-        from pipeline.settings import Augmentation
+    def train_epoch(self, settings: CNNSettings, stepper: GradientStepper, data: Dataset, epoch: int,
+                    hooks: EpochHooks) -> dict[str, list[float]]:
+        from pipeline.core.training import full_batch_epoch, seeded_generator, sgd_epoch  # deferred: torch
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         if self.phase_of(settings, epoch) == 1:
@@ -256,23 +276,23 @@ class CNNExperiment(Experiment):
         return {GRAD_NORM: grad_norms}
 
     # -- cost ---------------------------------------------------------------------------------------------
-    def forward_flops_per_sample(self, settings) -> int:
-        widths = (1, *settings.channel_widths)
+    def forward_flops_per_sample(self, settings: CNNSettings) -> int:
+        widths = (1, *settings.widths())
         size = settings.image_size
         sizes = (size, size // 2, size // 4)
         convs = sum(2 * widths[i] * widths[i + 1] * 9 * sizes[i] ** 2 for i in range(3))
         return convs + 2 * 10 * widths[3] * sizes[2] ** 2
 
-    def rows_per_sample(self, settings, phase: int = 1) -> int:
+    def rows_per_sample(self, settings: CNNSettings, phase: int = 1) -> int:
         return 4 if phase == 2 and settings.phase2_mode == "aug" else 1
 
-    def separate_evaluation(self, settings, phase: int = 1) -> bool:
+    def separate_evaluation(self, settings: CNNSettings, phase: int = 1) -> bool:
         if phase == 1 or settings.phase2_optimizer == "sgd":
             return True
         return settings.phase2_mode == "aug" and settings.n_samples % settings.chunk_size != 0
 
-    def snapshot_values(self, settings, phase: int = 1) -> int:
-        widths = (1, *settings.channel_widths)
+    def snapshot_values(self, settings: CNNSettings, phase: int = 1) -> int:
+        widths = (1, *settings.widths())
         pairs = sum(widths[i] * widths[i + 1] for i in range(3))
         head = 10 * widths[3] * (settings.image_size // 4) ** 2
         support, free = VARIANTS[settings.variant]

@@ -14,9 +14,10 @@ samples. The extension is its own arm: its trials are named ``<group>-<mode>-sgd
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, Experiment, GridCell
+from pipeline.experiments.base import Experiment
+from pipeline.experiments.claims import BELOW_REFERENCE, LEAVES_E, NO_CLAIM, STAYS_IN_E, Claim, GridCell
 from pipeline.schema import GRAD_NORM
 from pipeline.settings import (
     AUG_BATCH,
@@ -34,6 +35,13 @@ from pipeline.settings import (
     check_positive_int,
     check_rate,
 )
+
+if TYPE_CHECKING:  # the torch side's types; importing an experiment module must not import torch
+    import torch
+
+    from pipeline.core.data import Dataset
+    from pipeline.core.models.base import MeasuredModel
+    from pipeline.core.training import EpochHooks, GradientStepper
 
 GROUP_NAMES = ("rot", "trans", "trans1d", "rototrans")
 # |G| on an n x n grid, for the cost model (pipeline.core.pixel_groups builds the groups themselves).
@@ -92,7 +100,7 @@ class GroupsSettings(CommonSettings):
         Augmentation.parse(self.augment)
 
 
-class GroupsExperiment(Experiment):
+class GroupsExperiment(Experiment[GroupsSettings, "GradientStepper"]):
     name = "groups"
     settings_type = GroupsSettings
     cell_key = "group"
@@ -106,7 +114,7 @@ class GroupsExperiment(Experiment):
     series_settings = ("augment", "optimizer")
     arm_key = "optimizer"
 
-    def irrelevant(self, settings) -> set[str]:
+    def irrelevant(self, settings: GroupsSettings) -> set[str]:
         unused = set()
         if settings.mode != "aug":
             unused |= {"augment", "aug_batch", "reg"}
@@ -116,11 +124,11 @@ class GroupsExperiment(Experiment):
             unused.add("batch_size")
         return unused
 
-    def id_prefix(self, settings) -> str:
+    def id_prefix(self, settings: GroupsSettings) -> str:
         # The paper's arm keeps the ids it always had; the extension says so.
         return f"{settings.group}-{settings.mode}" + ("" if settings.optimizer == "gd" else f"-{settings.optimizer}")
 
-    def describe(self, key, value) -> str:
+    def describe(self, key: str, value: Any) -> str:
         if key == "augment":
             augmentation = Augmentation.parse(value)
             if augmentation.kind == "orbit":
@@ -137,7 +145,7 @@ class GroupsExperiment(Experiment):
     def exact_orbit(self, mode: str, settings: dict) -> bool:
         return mode == "aug" and settings.get("augment") == "orbit"
 
-    def arm_title(self, value) -> str:
+    def arm_title(self, value: Any) -> str:
         return "" if value == "gd" else f"{self.display_title()}, {OPTIMIZER_WORDS.get(value, value)}"
 
     def cell_title(self, cell: str) -> str:
@@ -177,7 +185,7 @@ class GroupsExperiment(Experiment):
                                     cell, "1", "claim 5", threshold="NOM_MIN_RATIO"))
         return claims
 
-    def total_epochs(self, settings) -> int:
+    def total_epochs(self, settings: GroupsSettings) -> int:
         return settings.epochs
 
     def meant_to_learn(self, settings: dict) -> bool:
@@ -191,19 +199,19 @@ class GroupsExperiment(Experiment):
                 "not a training run, and its accuracy stays near chance by design (the minibatch-SGD extension "
                 "arm, where a grid has one, is the training run).")
 
-    def group_order(self, settings) -> int:
+    def group_order(self, settings: GroupsSettings) -> int:
         return GROUP_ORDERS[settings.group](settings.n)
 
     # -- torch side ---------------------------------------------------------------------------------------
-    def load_data(self, settings, device, dtype):
-        from pipeline.core.data import load_mnist
+    def load_data(self, settings: GroupsSettings, device: torch.device | str, dtype: torch.dtype) -> Dataset:
+        from pipeline.core.data import load_mnist  # deferred: torch
 
         return load_mnist(settings.n_samples, size=settings.n, source=settings.data_source).to(device, dtype)
 
-    def build_model(self, settings, phase: int = 1):
-        from pipeline.core.models import GroupNet
-        from pipeline.core.pixel_groups import get_group
-        from pipeline.core.training import seeded_generator
+    def build_model(self, settings: GroupsSettings, phase: int = 1) -> MeasuredModel:
+        from pipeline.core.models import GroupNet  # deferred: torch
+        from pipeline.core.pixel_groups import get_group  # deferred: torch
+        from pipeline.core.training import seeded_generator  # deferred: torch
 
         activation = None if settings.invariant_activation == "auto" else settings.invariant_activation
         model = GroupNet(get_group(settings.group, settings.n), settings.channels, invariant_activation=activation,
@@ -212,8 +220,9 @@ class GroupsExperiment(Experiment):
         model.initialize(seeded_generator(settings.seed, "init"))
         return model
 
-    def train_epoch(self, settings, stepper, data, epoch, hooks) -> dict[str, list[float]]:
-        from pipeline.core.training import full_batch_epoch, minibatch_epoch, seeded_generator
+    def train_epoch(self, settings: GroupsSettings, stepper: GradientStepper, data: Dataset, epoch: int,
+                    hooks: EpochHooks) -> dict[str, list[float]]:
+        from pipeline.core.training import full_batch_epoch, minibatch_epoch, seeded_generator  # deferred: torch
 
         generators = [seeded_generator(seed, epoch, "data order and augmentation") for seed in stepper.seeds]
         augmentation = Augmentation.parse(settings.augment, settings.aug_batch)
@@ -228,17 +237,17 @@ class GroupsExperiment(Experiment):
         return {GRAD_NORM: grad_norms}
 
     # -- cost ---------------------------------------------------------------------------------------------
-    def forward_flops_per_sample(self, settings) -> int:
+    def forward_flops_per_sample(self, settings: GroupsSettings) -> int:
         N, C = settings.n**2, settings.channels
         return 2 * (C * N * N + C * C * N * N + C * C * N + C * 10)
 
-    def rows_per_sample(self, settings, phase: int = 1) -> int:
+    def rows_per_sample(self, settings: GroupsSettings, phase: int = 1) -> int:
         if settings.mode != "aug":
             return 1
         augmentation = Augmentation.parse(settings.augment)
         return self.group_order(settings) if augmentation.kind == "orbit" else augmentation.passes
 
-    def separate_evaluation(self, settings, phase: int = 1) -> bool:
+    def separate_evaluation(self, settings: GroupsSettings, phase: int = 1) -> bool:
         if settings.optimizer == "sgd":
             return True  # no gradient pass sees the point an epoch starts from whole
         if settings.mode != "aug":
@@ -246,7 +255,7 @@ class GroupsExperiment(Experiment):
         # The orbit's first |data| rows are the plain data: whole chunks of them give the loss for free.
         return settings.augment != "orbit" or settings.n_samples % settings.chunk_size != 0
 
-    def snapshot_values(self, settings, phase: int = 1) -> int:
+    def snapshot_values(self, settings: GroupsSettings, phase: int = 1) -> int:
         N, C = settings.n**2, settings.channels
         return C * N * N + C * C * N * N + C * C * N + 10 * C  # A0, A1, A2 and the head
 

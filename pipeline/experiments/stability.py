@@ -21,16 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from pipeline.experiments.base import (
+from pipeline.experiments.base import Experiment, Labels
+from pipeline.experiments.claims import (
     ALL_OF,
     ANY_OF,
     IDENTITY_AT_ROUNDOFF,
     IDENTITY_FAILS,
     STABILITY_DIFFERS,
     Claim,
-    Experiment,
     GridCell,
-    Labels,
 )
 from pipeline.experiments.cnn import EXPERIMENT as CNN_EXPERIMENT
 from pipeline.experiments.cnn import VARIANTS
@@ -67,7 +66,7 @@ class ResultsSink(Protocol):
     def write_results(self, arrays: dict[str, Any], attrs: dict[str, Any]) -> None: ...
 
 
-class StabilityExperiment(Experiment):
+class StabilityExperiment(Experiment[StabilitySettings, "StationaryStepper"]):
     name = "stability"
     settings_type = StabilitySettings
     cell_key = "network"

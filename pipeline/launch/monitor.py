@@ -37,7 +37,7 @@ from pipeline.run import curve_sinks
 from pipeline.schedulers.slurm_queue import QueueView
 from pipeline.trialfile import files
 from pipeline.trialfile.files import inspect, trial_paths
-from pipeline.trialfile.manifest import labels_of, read_manifest, utc_now
+from pipeline.trialfile.manifest import entries, labels_of, read_manifest, utc_now
 
 ORDER = ("complete", "running", "queued", "failed", "cancelled", "missing", "inconsistent", "unknown")
 
@@ -105,7 +105,7 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
     accounting = None
 
     states = []
-    for entry in manifest["trials"]:
+    for entry in entries(manifest):
         index, trial_id = entry["index"], entry["trial_id"]
         labels = labels_of(entry)
         record, task = task_of.get(index, ({}, {}))

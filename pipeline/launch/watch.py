@@ -19,6 +19,7 @@ from pipeline.leases.ownership import read_owner, trial_lease_path
 from pipeline.settings import ConfigError
 from pipeline.trialfile.files import inspect, trial_paths
 from pipeline.trialfile.manifest import read_manifest, utc_now
+from pipeline.trialfile.manifest import trial_ids as manifest_trial_ids
 
 DEFAULT_WATCH_S = 10.0
 FOLLOW_POLL_S = 0.5
@@ -49,7 +50,7 @@ def watch(out_dir: Path, every_s: float, only_unfinished: bool = False, stream=N
 
 
 def trial_ids(out_dir: Path) -> list[str]:
-    return [entry["trial_id"] for entry in read_manifest(out_dir)["trials"]]
+    return manifest_trial_ids(read_manifest(out_dir))
 
 
 def check_trial(out_dir: Path, trial_id: str) -> None:

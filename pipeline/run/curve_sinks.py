@@ -57,7 +57,7 @@ def curve_values(record, layer_names: list[str]) -> dict[str, float]:
             continue
         if series.per_layer:
             per_layer = [float(v) for v in record.values[series.name]]
-            values[f"{series.tensorboard}/total"] = math.sqrt(sum(v * v for v in per_layer))
+            values[f"{series.tensorboard}/{schema.TOTAL}"] = schema.total_over_layers(per_layer)
             values.update({f"{series.tensorboard}/{layer}": v for layer, v in zip(layer_names, per_layer)})
         else:
             value = float(record.values[series.name])

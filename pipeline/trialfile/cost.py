@@ -8,15 +8,16 @@ projections are lower order); each experiment counts its own forward pass and tr
 from __future__ import annotations
 
 from pipeline import experiments
+from pipeline.settings import CommonSettings
 
 DTYPE_BYTES = {"float32": 4, "float64": 8}
 
 
-def trial_flops(settings) -> int:
+def trial_flops(settings: CommonSettings) -> int:
     return experiments.of(settings).trial_flops(settings)
 
 
-def snapshot_bytes(settings, weights_every: int | None = None) -> int:
+def snapshot_bytes(settings: CommonSettings, weights_every: int | None = None) -> int:
     """Bytes of all the weight snapshots a trial keeps (a phase's snapshots hold its own model)."""
     experiment = experiments.of(settings)
     values = sum(experiment.snapshot_values(settings, experiment.phase_of(settings, epoch))
@@ -24,7 +25,7 @@ def snapshot_bytes(settings, weights_every: int | None = None) -> int:
     return values * DTYPE_BYTES[settings.dtype]
 
 
-def snapshot_epochs(settings, weights_every: int | None = None) -> list[int]:
+def snapshot_epochs(settings: CommonSettings, weights_every: int | None = None) -> list[int]:
     """The epochs whose weights are stored: multiples of weights_every, the start, the end of each phase."""
     experiment = experiments.of(settings)
     every = settings.weights_every if weights_every is None else weights_every

@@ -16,10 +16,12 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
+from pipeline import experiments
 from pipeline.folder import ResultsFolder
 from pipeline.schema import (
     ATTRS_CHECKSUM,
@@ -37,6 +39,7 @@ from pipeline.schema import (
     WEIGHTS,
     WHOLE_MODEL_SCHEMA,
 )
+from pipeline.trialfile.cost import snapshot_epochs
 
 
 class SnapshotError(ValueError):
@@ -53,7 +56,7 @@ def trial_paths(out_dir: Path | ResultsFolder, trial_id: str) -> tuple[Path, Pat
     return folder.trial_file(trial_id), folder.checkpoint(trial_id)
 
 
-def plain(value):
+def plain(value: object) -> Any:
     """An HDF5 attribute as a plain Python value (numpy scalars and bytes come back as such)."""
     if isinstance(value, np.generic):
         return value.item()
@@ -62,7 +65,7 @@ def plain(value):
     return value
 
 
-def _canonical(value) -> str:
+def _canonical(value: object) -> str:
     value = plain(value)
     if isinstance(value, np.ndarray):
         value = [plain(v) for v in value.tolist()]
@@ -85,7 +88,7 @@ def seal(f: h5py.File) -> None:
 CURVE_GAPS_ATTR = "curve_gaps"
 
 
-def read_curve_gaps(text) -> dict[str, int]:
+def read_curve_gaps(text: str | bytes | None) -> dict[str, int]:
     try:
         gaps = json.loads(text) if text else {}
     except ValueError:
@@ -114,7 +117,7 @@ def _verified(f: h5py.File, groups: tuple[str, ...]) -> str:
     first that does not match (or cannot be read), in words, or ''."""
     failed: list[str] = []
 
-    def visit(name, item):
+    def visit(name: str, item: object) -> None:
         if failed or not isinstance(item, h5py.Dataset):
             return
         try:
@@ -140,7 +143,7 @@ def _verified(f: h5py.File, groups: tuple[str, ...]) -> str:
 _BYTES_AT_ONCE = 64 * 1024 * 1024
 
 
-def settings_of(attrs: dict) -> dict:
+def settings_of(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The trial's settings as the file recorded them (files before schema 2 named them ``config``)."""
     return json.loads(attrs.get("settings", attrs.get("config", "{}")))
 
@@ -293,16 +296,13 @@ def read_snapshot(path: Path, snapshot: int = -1, epoch: int | None = None) -> t
         return attrs, Snapshot(index, int(epochs[index]), phase, arrays)
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _expected_snapshots(attrs: dict, total: int) -> list[int] | None:
     """The epochs whose weights a complete file holds (its policy up to its last epoch, and that one), or
     None if its settings cannot be read (a file of another version)."""
-    from pipeline import experiments
-    from pipeline.trialfile.cost import snapshot_epochs
-
     try:
         settings = experiments.get(attrs["experiment"]).make_settings(
             {k: v for k, v in settings_of(attrs).items() if k != "experiment"})
@@ -349,8 +349,6 @@ def _snapshot_and_step_differences(f: h5py.File, attrs: dict) -> list[str]:
                 differences.append(f"single steps recorded in epochs {_listed(recorded)} (counts "
                                    f"{_listed(sorted({int(counts[e]) for e in recorded}))}) where the phase runs "
                                    f"epochs {_listed(wanted)}")
-    from pipeline import experiments
-
     experiment = experiments.REGISTRY.get(attrs.get("experiment", ""))
     if experiment is not None and experiment.has_final_stage and RESULTS not in f:
         differences.append("no results/ (measured after training)")

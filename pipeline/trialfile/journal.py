@@ -18,12 +18,13 @@ entries (``tests/crash`` checks every state a crash can leave). A commit that re
 
 A failure before the commit (the HDF5 write that hit a full disk, or anything else) cuts the file back
 to its committed end: nothing committed was touched. A failure or a kill while the held bytes are
-written is undone from the journal, by this process or by the next owner (:func:`consistent_copy`).
+written is undone from the journal, by this process or by the next owner
+(``pipeline.trialfile.copying.consistent_copy``).
 Once the file is durable the commit stands: a journal that then cannot say "idle" (a full disk) is emptied
 instead, which needs no space, and an empty journal is read as "nothing to undo". The journal's header
 names the file's inode, so that a journal never undoes another file.
 
-A new owner never writes the file it takes over in place: it takes a :func:`consistent_copy` (the
+A new owner never writes the file it takes over in place: it takes a ``copying.consistent_copy`` (the
 file as of its last commit, whatever its previous writer is doing meanwhile), works on the copy and
 renames it into place. A writer that froze and wakes up later writes only into the orphaned inode.
 """
@@ -31,20 +32,22 @@ renames it into place. A writer that froze and wakes up later writes only into t
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import struct
-import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 
 from pipeline import durable
-from pipeline.errors import UserError
 from pipeline.folder import journal_of
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 IDLE, APPLYING = 0, 1
 _MAGIC = b"PLJRNL01"
@@ -53,7 +56,6 @@ _MAGIC = b"PLJRNL01"
 _HEADER = struct.Struct("<8sIQQQQQI")
 _HEADER_SIZE = _HEADER.size + 4
 _ENTRY = struct.Struct("<QQ")
-_COPY_CHUNK = 64 * 1024 * 1024
 class FileReplaced(RuntimeError):
     """The trial file at the path is no longer the one this process owns (another owner installed its
     own copy): nothing may be written."""
@@ -114,7 +116,7 @@ def read_header(path: Path) -> Header | None:
         os.close(fd)
 
 
-def _read_entries(path: Path, header: Header) -> list[tuple[int, bytes]] | None:
+def read_entries(path: Path, header: Header) -> list[tuple[int, bytes]] | None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -125,14 +127,14 @@ def _read_entries(path: Path, header: Header) -> list[tuple[int, bytes]] | None:
         os.close(fd)
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
 
 
-def _undo(fd: int, entries: list[tuple[int, bytes]], size: int) -> None:
+def undo(fd: int, entries: list[tuple[int, bytes]], size: int) -> None:
     """Put back the bytes a transaction replaced and cut off what it appended."""
     for offset, original in entries:
         _pwrite_all(fd, original, offset)
@@ -232,12 +234,13 @@ class StagedFile(io.RawIOBase):
                 data[lo - start : hi - start] = block[lo - block_start : hi - block_start]
         return bytes(data)
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
-    def write(self, data) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         data = memoryview(data).cast("B")
         size, start = len(data), self.position
         self.position += size
@@ -341,13 +344,13 @@ class _Journal:
         entries = _entries_at(self.fd, header)
         if entries is None:
             return  # the header never vouched for them: the commit had not started writing
-        _undo(fd, entries, header.size)
+        undo(fd, entries, header.size)
         self.write(Header(IDLE, header.seq, header.inode, header.device, header.size, header.entries_length,
                           header.entries_crc))
 
 
 @contextlib.contextmanager
-def transaction(path: Path, inode: int | None, still_owner):
+def transaction(path: Path, inode: int | None, still_owner: Callable[[], object]) -> Iterator[h5py.File]:
     """Open the trial file for one all-or-nothing write, yielding an ``h5py.File``.
 
     ``inode``: the file this process installed (None: none, so any file is another's); ``still_owner()``:
@@ -427,7 +430,7 @@ def _commit(fd: int, staged: StagedFile, journal: _Journal, header: Header) -> N
         durable.sync(fd)  # the commit is whole and durable before the journal says so
     except BaseException:
         try:
-            _undo(fd, entries, staged.committed)
+            undo(fd, entries, staged.committed)
             journal.write(Header(IDLE, applying.seq, header.inode, header.device, staged.committed, len(raw),
                                  applying.entries_crc))
         except OSError:
@@ -439,81 +442,3 @@ def _commit(fd: int, staged: StagedFile, journal: _Journal, header: Header) -> N
         # The commit is durable in the file: it must stand, not be undone by the "applying" the journal still
         # says. Emptying the journal needs no space; only if even that fails is the commit undone after all.
         journal.empty()
-
-
-def _copy(source_fd: int, target_fd: int) -> None:
-    """Copy a whole file (in the kernel, or on the file server, where the file system can)."""
-    try:
-        while os.copy_file_range(source_fd, target_fd, _COPY_CHUNK):
-            pass
-        return
-    except OSError as error:
-        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
-            raise
-    os.lseek(source_fd, 0, os.SEEK_SET)
-    os.lseek(target_fd, 0, os.SEEK_SET)
-    os.ftruncate(target_fd, 0)
-    while chunk := os.read(source_fd, _COPY_CHUNK):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(target_fd, view):]
-
-
-class StillWriting(UserError, RuntimeError):
-    """The file kept changing while a consistent copy was taken: its previous writer is still at work."""
-
-
-def consistent_copy(path: Path, target: Path, attempts: int = 20, pause_s: float = 0.1) -> int:
-    """Copy the file at ``path`` to ``target`` (a new, private name) as it was at its last commit,
-    whatever its writer does meanwhile; returns the source's inode. The source is only read.
-
-    A writer frozen while applying a commit is undone from its journal in the copy; a writer that is
-    still committing makes the copy start again (it stops at its next transaction, which finds that it
-    no longer owns the trial)."""
-    path, target = Path(path), Path(target)
-    journal = journal_path(path)
-    for _ in range(attempts):
-        before = read_header(journal)
-        source = os.open(path, os.O_RDONLY)
-        try:
-            inode = os.fstat(source).st_ino
-            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _copy(source, fd)
-                after = read_header(journal)
-                _settle(fd, journal, *(h if h is not None and h.inode == inode else None for h in (before, after)))
-                return inode  # made durable by whoever renames it into place
-            finally:
-                os.close(fd)
-        except _Retry:
-            time.sleep(pause_s)
-        finally:
-            os.close(source)
-    raise StillWriting(f"{path.name} kept changing for {attempts * pause_s:.0f} s while it was copied: its previous "
-                       "writer is still writing it; try again")
-
-
-class _Retry(Exception):
-    pass
-
-
-def _settle(fd: int, journal: Path, before: Header | None, after: Header | None) -> None:
-    """Bring a copy taken between two reads of the source's journal header to the source's last commit,
-    or raise _Retry if a commit may have been written in part while the copy was taken."""
-    if after is None:
-        if before is not None:
-            raise _Retry()  # the journal went away meanwhile: its writer finished a commit and stopped
-        return  # no journal: nobody was writing this file
-    if before is None:
-        raise _Retry()
-    if after.state == IDLE and before.state == IDLE and after.seq == before.seq:
-        os.ftruncate(fd, after.size)  # an epoch being written, not yet committed, is not part of it
-        return
-    same_commit = before.state == APPLYING and before.seq == after.seq
-    commit_began = before.state == IDLE and after.seq == before.seq + 1
-    if after.state == APPLYING and (same_commit or commit_began):
-        entries = _read_entries(journal, after)
-        if entries is not None:
-            _undo(fd, entries, after.size)  # the copy holds part of a commit cut short: undo it
-            return
-    raise _Retry()

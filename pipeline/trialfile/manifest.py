@@ -15,19 +15,40 @@ import functools
 import json
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
 from pipeline import durable, experiments, folder
 from pipeline.experiments import Trial
 from pipeline.folder import ResultsFolder
-from pipeline.settings import ConfigError, quoted
-from pipeline.trialfile.wellformed import check_manifest
+from pipeline.settings import CommonSettings, ConfigError, quoted
+from pipeline.trialfile.wellformed import TRIALS_KEY, check_manifest
 
 MANIFEST = folder.MANIFEST  # its name, for messages
 FORMAT = 2
 # Settings that say where a trial runs, not what it computes: a grid submitted again with another value
 # (``device=cpu`` corrected to ``auto`` for a GPU profile) moves the folder's trials instead of being refused.
 PLACEMENT = ("device",)
+
+
+class GridRecord(Protocol):
+    """What the manifest records of the grid a folder's trials come from (``pipeline.launch.grid.Grid``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def overrides(self) -> Mapping[str, Any]: ...
+
+    @property
+    def launch(self) -> Mapping[str, Any]: ...
 
 
 def utc_now() -> str:
@@ -85,11 +106,21 @@ def read_manifest(out_dir: Path) -> dict:
     return document
 
 
+def entries(manifest: dict) -> list[dict]:
+    """The manifest's trial entries, in index order: the one place that knows where a manifest keeps them."""
+    trials: list[dict] = manifest[TRIALS_KEY]
+    return trials
+
+
+def trial_ids(manifest: dict) -> list[str]:
+    return [entry["trial_id"] for entry in entries(manifest)]
+
+
 def trials_of_manifest(manifest: dict) -> list[Trial]:
-    return [trial_of(entry) for entry in manifest["trials"]]
+    return [trial_of(entry) for entry in entries(manifest)]
 
 
-def _first_difference(a, b) -> str:
+def _first_difference(a: CommonSettings, b: CommonSettings) -> str:
     for field in dataclasses.fields(a):
         if field.name not in PLACEMENT and getattr(a, field.name) != getattr(b, field.name):
             return f"{field.name}={getattr(a, field.name)!r} there, {getattr(b, field.name)!r} in this grid"
@@ -149,7 +180,7 @@ def _placed(entries: list[dict], resolved: list[Trial]) -> bool:
     return changed
 
 
-def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
+def write_manifest(out_dir: Path, grid: GridRecord, trials: list[Trial]) -> list[Trial]:
     """Record the grid's trials in the folder's manifest (creating it, or growing it) and return them with
     the indices and ids the folder gives them. Callers hold the folder's guard (``pipeline.leases.ownership``)
     where processes may race."""
@@ -162,21 +193,21 @@ def write_manifest(out_dir: Path, grid, trials: list[Trial]) -> list[Trial]:
     if path.exists():
         document = read_manifest(out_dir)
         resolved, added = merge(trials_of_manifest(document), trials)
-        moved = _placed(document["trials"], resolved)
+        moved = _placed(entries(document), resolved)
         if not added:
             if moved:
                 write_json_atomically(path, document)
             return resolved
         document = {**document, "format": FORMAT, "launch": grid.launch or document.get("launch", {}),
                     "grown": document.get("grown", []) + [{**record, "added": len(added)}],
-                    "num_trials": len(document["trials"]) + len(added),
-                    "trials": document["trials"] + [entry_of(t) for t in added]}
+                    "num_trials": len(entries(document)) + len(added),
+                    TRIALS_KEY: entries(document) + [entry_of(t) for t in added]}
     else:
         resolved = trials
         document = {"format": FORMAT, "grid": grid.name, "source": grid.source, "description": grid.description,
                     "overrides": grid.overrides, "launch": grid.launch, "created_at": record["written_at"],
                     "git_commit": record["git_commit"], "num_trials": len(trials),
-                    "trials": [entry_of(t) for t in trials]}
+                    TRIALS_KEY: [entry_of(t) for t in trials]}
     write_json_atomically(path, document)
     return resolved
 

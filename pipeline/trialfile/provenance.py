@@ -29,7 +29,15 @@ import importlib.metadata
 import json
 import platform
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.core.driver import driver_cuda_level, gpu_driver_version
+from pipeline.trialfile.manifest import git_commit
+
+if TYPE_CHECKING:
+    import torch
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MAX_DIFF_BYTES = 1_000_000
@@ -75,7 +83,7 @@ def file_sha256(path: Path) -> str:
     return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def data_files(files) -> str:
+def data_files(files: Iterable[str | Path]) -> str:
     """JSON of file name -> sha256 for the data files a trial read."""
     return json.dumps({Path(f).name: file_sha256(Path(f)) for f in files}, sort_keys=True)
 
@@ -98,28 +106,24 @@ def git_diff() -> tuple[str, str]:
 
 
 def torch_build() -> dict[str, str]:
-    import torch
+    import torch  # deferred: torch, read only when a trial (which has it loaded) records its provenance
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {"torch_version": str(torch.__version__), "cuda_version": torch.version.cuda or "",
             "cudnn_version": str(cudnn or "")}
 
 
-def device_model(device) -> str:
+def device_model(device: torch.device | str) -> str:
     if getattr(device, "type", str(device)) == "cuda":
-        import torch
+        import torch  # deferred: torch, as in torch_build
 
         return torch.cuda.get_device_name(device)
     return cpu_model()
 
 
-def run_attrs(device, files=()) -> dict[str, str]:
+def run_attrs(device: torch.device | str, files: Iterable[str | Path] = ()) -> dict[str, str]:
     """The provenance attributes of a trial file for a trial on ``device`` that read ``files``."""
-    from pipeline.trialfile.manifest import git_commit
-
     diff_sha, diff = git_diff()
-    from pipeline.core.driver import driver_cuda_level, gpu_driver_version
-
     level = driver_cuda_level()
     return {"python_version": python_version(), **torch_build(), "gpu_driver_version": gpu_driver_version(),
             "driver_cuda_version": f"{level[0]}.{level[1]}" if level else "",

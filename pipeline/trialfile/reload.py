@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,23 @@ import torch
 
 from pipeline import experiments, schema
 from pipeline.core import numerics
-from pipeline.settings import ConfigError
+from pipeline.core.data import Dataset
+from pipeline.core.models.base import MeasuredModel
+from pipeline.core.training import evaluate
+from pipeline.experiments import Experiment
+from pipeline.settings import CommonSettings, ConfigError
 from pipeline.trialfile.files import SnapshotError, open_h5, read_snapshot, settings_of
 
 
-def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device: str | torch.device = "cpu"):
+def load_model(path: Path | str, snapshot: int = -1, *, epoch: int | None = None,
+               device: str | torch.device = "cpu") -> MeasuredModel:
     """The model of a trial file at one of its weight snapshots: ``snapshot`` counts the snapshots from 0
     (negative: from the last; ``weights/epochs`` says which epoch each one is), or ``epoch`` names the
     epoch. The model is in the trial's dtype, on ``device``, in eval mode. Raises SnapshotError (one line)
     for a file that cannot give it: one of schema 2 or earlier, a missing snapshot, unknown settings."""
     path = Path(path)
     attrs, found = read_snapshot(path, snapshot, epoch)
-    name = str(attrs.get("experiment", "groups"))
+    name = experiments.named_in(attrs)
     if name not in experiments.REGISTRY:
         raise SnapshotError(f"{path}: experiment {name!r} is not one this pipeline knows; accepted: "
                             f"{', '.join(experiments.REGISTRY)}")
@@ -46,7 +52,7 @@ def load_model(path, snapshot: int = -1, *, epoch: int | None = None, device: st
     return model.eval()
 
 
-def _settings_of_file(experiment, attrs):
+def _settings_of_file(experiment: Experiment[Any, Any], attrs: Mapping[str, Any]) -> CommonSettings:
     """The experiment's settings as a trial file recorded them."""
     values = {k: v for k, v in settings_of(attrs).items() if k != "experiment"}
     # A file of an earlier version may hold a setting this pipeline no longer has (Experiment S's gradient_floor):
@@ -61,9 +67,9 @@ class LoadedTrial:
     weight snapshot, its data, and the evaluation of that model on that data as the trial measured it."""
 
     path: Path
-    attrs: dict  # the file's attributes (status, device, provenance, ...)
-    settings: Any  # the experiment's settings dataclass, as the trial ran with them
-    model: Any  # a pipeline.core.models.MeasuredModel
+    attrs: dict[str, Any]  # the file's attributes (status, device, provenance, ...)
+    settings: Any  # the experiment's settings dataclass, as the trial ran with them (its fields: the experiment's)
+    model: MeasuredModel
     epoch: int  # the epoch of the snapshot the model holds
     device: torch.device
 
@@ -72,11 +78,11 @@ class LoadedTrial:
         return str(self.attrs.get("trial_id", self.path.stem))
 
     @property
-    def experiment(self):
-        return experiments.get(str(self.attrs.get("experiment", "groups")))
+    def experiment(self) -> Experiment[Any, Any]:
+        return experiments.get(experiments.named_in(self.attrs))
 
     @functools.cached_property
-    def data(self):
+    def data(self) -> Dataset:
         """The trial's training data (the same samples, source and normalisation), on the model's device."""
         return self.experiment.load_data(self.settings, self.device, numerics.resolve_dtype(self.settings.dtype))
 
@@ -84,8 +90,6 @@ class LoadedTrial:
         """The model's loss and accuracy on the trial's untransformed training data, computed as the trial
         computed them (a weight decay, where the experiment has one, included in the loss), beside what the
         file recorded for the same epoch (``recorded_loss``, ``recorded_accuracy``)."""
-        from pipeline.core.training import evaluate
-
         settings = self.settings
         with torch.no_grad():
             loss, accuracy = evaluate(self.model, self.data, self.experiment.evaluation_loss(settings),
@@ -102,13 +106,13 @@ class LoadedTrial:
                 "recorded_loss": recorded[schema.LOSS], "recorded_accuracy": recorded[schema.ACCURACY]}
 
 
-def load_trial(path, snapshot: int = -1, *, epoch: int | None = None,
+def load_trial(path: Path | str, snapshot: int = -1, *, epoch: int | None = None,
                device: str | torch.device = "cpu") -> LoadedTrial:
     """A trial from its file: settings, model (at ``snapshot`` or ``epoch``, as :func:`load_model`), data and
     evaluation (``.evaluate()``). Raises SnapshotError, in one line, for a file that cannot give them."""
     path = Path(path)
     model = load_model(path, snapshot, epoch=epoch, device=device)
     attrs, found = read_snapshot(path, snapshot, epoch)
-    experiment = experiments.get(str(attrs.get("experiment", "groups")))
+    experiment = experiments.get(experiments.named_in(attrs))
     settings = _settings_of_file(experiment, attrs)
     return LoadedTrial(path, attrs, settings, model, int(found.epoch), torch.device(device))

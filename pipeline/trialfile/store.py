@@ -41,6 +41,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -49,13 +50,14 @@ import numpy as np
 import torch
 
 from pipeline import durable, experiments, schema
-from pipeline.errors import UserError
+from pipeline.core.data import Dataset
+from pipeline.core.models.base import MeasuredModel
 from pipeline.experiments import Trial
 from pipeline.folder import set_aside
 from pipeline.leases.ownership import KEEPER, Lease, LostOwnership
 from pipeline.schedulers import identity
 from pipeline.settings import CHECKPOINT_EVERY_S, quoted
-from pipeline.trialfile import files, journal, provenance
+from pipeline.trialfile import copying, files, journal, provenance
 from pipeline.trialfile.cost import snapshot_epochs
 from pipeline.trialfile.files import (
     attrs_checksum,
@@ -65,51 +67,18 @@ from pipeline.trialfile.files import (
     read_status,
     seal,
     trial_paths,
-    weight_rows_through,
 )
 from pipeline.trialfile.manifest import git_commit, utc_now
-
-# Free space a write must leave beyond its own size: HDF5 allocates chunks and metadata around the data.
-SPACE_MARGIN_BYTES = 4 * 1024 * 1024
-# "0" turns the free-space check off, as a quota that df does not show would: the tests of full disks
-# use it to reach the writes themselves, which must then fail without damage.
-SPACE_CHECK_VARIABLE = "PIPELINE_FREE_SPACE_CHECK"
-# HDF5 chunks: rows of a per-row series, and single steps (many more of them), per chunk.
-ROWS_PER_CHUNK = 256
-STEPS_PER_CHUNK = 1024
-
-
-class DiskFull(OSError, UserError):
-    """No room for the next write: the trial stops before touching its file, which keeps its last epoch.
-    ``before_writing``: found by the free-space check, before anything was written (the file is whole, and
-    the margin the check keeps is room for the status that says why it stopped)."""
-
-    before_writing = False
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """Whether an error means the disk or the quota is full, however the library that hit it words it
-    (h5py quotes the errno in text; torch's serializer says only that the write failed)."""
-    if isinstance(error, DiskFull):
-        return True
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error)
-    return any(words in text for words in ("No space left", "Disk quota exceeded", "errno = 28", "errno = 122"))
-
-
-def check_space(folder: Path, needed: int, what: str) -> None:
-    """Raise DiskFull unless ``needed`` bytes (and a margin) fit under ``folder``. A quota the file system
-    does not report is caught when the write fails instead (see is_disk_full), which loses nothing either."""
-    if os.environ.get(SPACE_CHECK_VARIABLE, "1") == "0":
-        return
-    stats = os.statvfs(folder)
-    free = stats.f_bavail * stats.f_frsize
-    if free < 2 * needed + SPACE_MARGIN_BYTES:
-        full = DiskFull(errno.ENOSPC, f"no space left on device for {what}: {free / 1e6:.1f} MB free under "
-                                      f"{quoted(folder)}, {needed / 1e6:.1f} MB needed; free some space and resubmit")
-        full.before_writing = True
-        raise full
+from pipeline.trialfile.rows import (
+    ROWS_PER_CHUNK,
+    STEPS_PER_CHUNK,
+    Row,
+    append,
+    row_value,
+    truncate_after,
+    write_snapshot,
+)
+from pipeline.trialfile.space import DiskFull, WriteErrors, check_space, is_disk_full
 
 
 class CheckpointClock:
@@ -139,7 +108,7 @@ class TrialFile:
     are due (shared by packed trials); by default every ``CHECKPOINT_EVERY_S``.
     """
 
-    def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log=print,
+    def __init__(self, out_dir: Path, trial: Trial, force: bool = False, log: Callable[[str], object] = print,
                  clock: CheckpointClock | None = None, lease: Lease | None = None):
         self.trial, self.force, self.log = trial, force, log
         self.lease = lease  # the caller's proof of ownership: writes stop the moment it is lost
@@ -184,7 +153,7 @@ class TrialFile:
         work = self._private(self.path)
         try:
             try:
-                journal.consistent_copy(self.path, work)
+                copying.consistent_copy(self.path, work)
             except OSError as error:
                 raise self._disk_full(error, f"the copy of {self.trial.trial_id} it resumes from") from error
             return self._prepare_from(work)
@@ -214,7 +183,7 @@ class TrialFile:
             self._discard()
             return "fresh"
         try:
-            self._truncate_after(work, checkpoint["epoch"])
+            truncate_after(work, checkpoint["epoch"])
         except OSError as error:
             raise self._disk_full(error, f"the copy of {self.trial.trial_id} it resumes from") from error
         self._install(work)
@@ -283,28 +252,6 @@ class TrialFile:
             self.log(f"{self.trial.trial_id}: checkpoint unreadable ({error}); ignoring it")
             return None
 
-    @staticmethod
-    def _truncate_after(path: Path, epoch: int) -> None:
-        """Drop rows written after the checkpoint's epoch: they are recomputed, identically. Only ever on
-        this writer's private copy."""
-        with open_h5(path, "a") as f:
-            keep = epoch + 1
-            for name in f[schema.METRICS]:
-                f[schema.METRICS][name].resize(keep, axis=0)
-            if schema.WEIGHTS in f:
-                kept_rows = weight_rows_through(f[schema.WEIGHTS], epoch)
-                for name, rows in kept_rows.items():
-                    f[schema.WEIGHTS][name].resize(rows, axis=0)
-            if schema.STEPS in f:
-                steps = f[schema.STEPS]
-                kept = int(np.sum(steps[schema.STEP_EPOCH][:] <= epoch))
-                for name in steps:
-                    steps[name].resize(kept, axis=0)
-            if schema.RESULTS in f:
-                del f[schema.RESULTS]  # measured after the last epoch: measured again
-            f.attrs["epochs_done"] = epoch
-            seal(f)
-
     # -- writing ---------------------------------------------------------------------------------------
     def _check_owner(self) -> None:
         if self.lease is not None and (self.lease in KEEPER.lost or not self.lease.still_ours()):
@@ -319,7 +266,7 @@ class TrialFile:
                                       "some space and resubmit")
 
     @contextlib.contextmanager
-    def _writing(self, what: str):
+    def _writing(self, what: str) -> Iterator[h5py.File]:
         """One all-or-nothing write to the trial file (``pipeline.trialfile.journal``); the ownership of the trial and
         the identity of the file are checked after the file is opened."""
         self._pending = {}
@@ -342,7 +289,7 @@ class TrialFile:
     def resume_point(self) -> dict | None:
         return self._resume
 
-    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data: Dataset) -> None:
         self.layer_names = layer_names
         self._guard(0, f"the start of {trial.trial_id}")
         self.session_start = time.time()
@@ -412,7 +359,7 @@ class TrialFile:
         self._check_owner()
         check_space(self.path.parent, needed, what)
 
-    def write_epoch(self, record, model, checkpoint) -> None:
+    def write_epoch(self, record: Row, model: MeasuredModel, checkpoint: Callable[[], dict]) -> None:
         # The last row always keeps its weights: a trial that ends early (converged) ends off the policy's grid.
         snapshot = model.snapshot() if record.last or self._wants_weights(record.epoch) else {}
         what = f"epoch {record.epoch} of {self.trial.trial_id}"
@@ -422,14 +369,14 @@ class TrialFile:
             if self._pending_steps:
                 steps = self._steps_group(f)
                 for step_epoch, row in self._pending_steps:
-                    _append(steps[schema.STEP_DIST_E], row)
-                    _append(steps[schema.STEP_EPOCH], step_epoch)
+                    append(steps[schema.STEP_DIST_E], row)
+                    append(steps[schema.STEP_EPOCH], step_epoch)
             # The series this file holds (a file of schema 3, resumed, has no step_perp).
             metrics = f[schema.METRICS]
             for name in metrics:
-                _append(metrics[name], _row_value(record, name))
+                append(metrics[name], row_value(record, name))
             if snapshot:
-                self._write_snapshot(f, record, snapshot, self.layer_names)
+                write_snapshot(f, record, snapshot, self.layer_names)
             self._set(f, {"epochs_done": record.epoch,
                           "wall_seconds": self.prior_wall + time.time() - self.session_start})
         self._pending_steps = []  # written: a failed write keeps them for the epoch's next attempt
@@ -442,27 +389,6 @@ class TrialFile:
         total = experiments.of(self.trial).total_epochs(self.trial.settings)
         self.log(schema.console_line(record.epoch, record.phase, record.values, self.layer_names, total,
                                      prefix=f"{self.trial.trial_id} "))
-
-    @staticmethod
-    def _write_snapshot(f: h5py.File, record, snapshot: dict, layers: list[str]) -> None:
-        """Append one snapshot: its measured layers to ``weights/<layer>``, its other parameters to
-        ``weights/phase<p>/<name>`` (a phase's model may be parametrised differently from another's: the CNN's
-        coefficients have other shapes in phase 2), its epoch and phase to ``weights/epochs`` and ``phase``."""
-        weights = f.require_group(schema.WEIGHTS)
-        if schema.SNAPSHOT_EPOCHS not in weights:
-            weights.attrs[schema.LAYER_NAMES_ATTR] = np.array(layers, dtype=h5py.string_dtype())
-            for name in (schema.SNAPSHOT_EPOCHS, schema.SNAPSHOT_PHASE):
-                weights.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i8", fletcher32=True)
-        parameters = weights.require_group(f"{schema.PHASE_GROUP}{record.phase}")
-        for name, tensor in snapshot.items():
-            array = tensor.cpu().numpy()
-            group = weights if name in layers else parameters
-            if name not in group:
-                group.create_dataset(name, shape=(0, *array.shape), maxshape=(None, *array.shape),
-                                     dtype=array.dtype, chunks=(1, *array.shape), fletcher32=True)
-            _append(group[name], array)
-        _append(weights[schema.SNAPSHOT_EPOCHS], record.epoch)
-        _append(weights[schema.SNAPSHOT_PHASE], record.phase)
 
     def _steps_group(self, f: h5py.File) -> h5py.Group:
         """``steps/``, created at the first optimizer step an experiment records (the CNN's phase 2)."""
@@ -486,7 +412,7 @@ class TrialFile:
         tmp = self._private(self.state_path)
         try:
             with open(tmp, "wb") as handle:
-                sink = _WriteErrors(handle)
+                sink = WriteErrors(handle)
                 try:
                     torch.save(state, cast(BinaryIO, sink))  # a file object, as torch.save takes
                 except RuntimeError as error:
@@ -573,36 +499,3 @@ class TrialFile:
         recorded."""
         if self._inode is not None:
             journal.remove_journal(self.path, self._inode)
-
-
-class _WriteErrors:
-    """A binary file for torch.save that remembers the OSError of a failed write (torch replaces it with a
-    RuntimeError that has no errno), so that a full disk is reported as one."""
-
-    def __init__(self, handle):
-        self.handle, self.error = handle, None
-
-    def write(self, data) -> int:
-        try:
-            return self.handle.write(data)
-        except OSError as error:
-            self.error = error
-            raise
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-
-def _append(dataset: h5py.Dataset, value) -> None:
-    dataset.resize(dataset.shape[0] + 1, axis=0)
-    dataset[-1] = value
-
-
-def _row_value(record, name: str):
-    """A row's value of one series, as the file stores it (per-layer series in float64)."""
-    if name == schema.ROW_EPOCH:
-        return record.epoch
-    if name == schema.ROW_PHASE:
-        return record.phase
-    value = record.values[name]
-    return value.double().numpy() if isinstance(value, torch.Tensor) else value

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import experiments
 from pipeline.errors import ConfigError
 from pipeline.names import JOB_ID_WORDS, TRIAL_ID_WORDS, is_job_id, is_trial_id
 from pipeline.settings import quoted
 
+# The key of a manifest's list of trial entries (read through ``pipeline.trialfile.manifest.entries``).
+TRIALS_KEY = "trials"
 
-def _is_int(value) -> bool:
+
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _int_list(value) -> bool:
+def _int_list(value: object) -> bool:
     return isinstance(value, list) and all(_is_int(v) and v >= 0 for v in value)
 
 
@@ -33,7 +37,7 @@ class Malformed(ConfigError):
 
 # -- manifest.json -------------------------------------------------------------------------------------------
 
-def _entry_problem(entry, position: int, seen: set[str], experiments) -> str:
+def _entry_problem(entry: object, position: int, seen: set[str], known: list[str]) -> str:
     if not isinstance(entry, dict):
         return f"is {type(entry).__name__}, not an object"
     if not _is_int(entry.get("index")) or entry["index"] != position:
@@ -44,8 +48,8 @@ def _entry_problem(entry, position: int, seen: set[str], experiments) -> str:
     if trial_id in seen:
         return f"repeats trial id {trial_id!r}"
     seen.add(trial_id)
-    if entry.get("experiment") not in experiments:
-        return f"has experiment {entry.get('experiment')!r}; accepted: {', '.join(experiments)}"
+    if entry.get("experiment") not in known:
+        return f"has experiment {entry.get('experiment')!r}; accepted: {', '.join(known)}"
     settings = entry.get("settings", entry.get("config"))
     if not isinstance(settings, dict):
         return "has no object of settings"
@@ -57,17 +61,15 @@ def _entry_problem(entry, position: int, seen: set[str], experiments) -> str:
     return ""
 
 
-def check_manifest(document, path: Path) -> None:
+def check_manifest(document: object, path: Path) -> None:
     """Raise :class:`Malformed`, in one line, unless ``document`` is a manifest as the pipeline writes it."""
-    from pipeline import experiments
-
-    if not isinstance(document, dict) or not isinstance(document.get("trials"), list):
+    if not isinstance(document, dict) or not isinstance(document.get(TRIALS_KEY), list):
         raise Malformed(f"{quoted(path)} is damaged (no list of trials); restore it, or submit the grid again into a "
                         "new folder")
     if not isinstance(document.get("launch", {}), dict):
         raise Malformed(f"{quoted(path)}: its launch settings are not an object; restore it")
     seen: set[str] = set()
-    for position, entry in enumerate(document["trials"]):
+    for position, entry in enumerate(document[TRIALS_KEY]):
         problem = _entry_problem(entry, position, seen, list(experiments.REGISTRY))
         if problem:
             raise Malformed(f"{quoted(path)}: trial entry {position} {problem}; restore the file as the pipeline "
@@ -76,7 +78,7 @@ def check_manifest(document, path: Path) -> None:
 
 # -- submissions.jsonl ---------------------------------------------------------------------------------------
 
-def _task_problem(task) -> str:
+def _task_problem(task: object) -> str:
     if not isinstance(task, dict):
         return f"a task that is {type(task).__name__}, not an object"
     if not is_job_id(task.get("job_id")):

@@ -797,7 +797,7 @@ def test_folders_of_the_earlier_format_still_aggregate(tmp_path):
 
 def test_experiments_declare_which_claim_applies_to_which_cell():
     from pipeline.experiments import get
-    from pipeline.experiments.base import BELOW_REFERENCE, NO_CLAIM, STAYS_IN_E, GridCell
+    from pipeline.experiments.claims import BELOW_REFERENCE, NO_CLAIM, STAYS_IN_E, GridCell
 
     def phase2(cells):
         return [(c.kind, c.claim) for c in get("cnn").claims(cells) if c.phase != 1]
@@ -820,7 +820,7 @@ def test_experiments_declare_which_claim_applies_to_which_cell():
 def test_a_verdict_on_an_extension_cell_can_cite_the_extension_figure():
     from analysis.claims import evidence_figure
     from pipeline.experiments import get
-    from pipeline.experiments.base import LEAVES_E, STAYS_IN_E, GridCell
+    from pipeline.experiments.claims import LEAVES_E, STAYS_IN_E, GridCell
 
     groups = get("groups")
     sgd = GridCell("rot", "nom", {"optimizer": "sgd"}, {"optimizer": ("sgd",)})

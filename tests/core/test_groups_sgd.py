@@ -6,7 +6,7 @@ import torch
 from pipeline.cli import main
 from pipeline.core.training import SingleStepper, minibatch_epoch, seeded_generator
 from pipeline.experiments import get, make_trial
-from pipeline.experiments.base import BELOW_REFERENCE, LEAVES_E, STAYS_IN_E, GridCell
+from pipeline.experiments.claims import BELOW_REFERENCE, LEAVES_E, STAYS_IN_E, GridCell
 from pipeline.launch.grid import load_grid
 from pipeline.run.runner import CollectingSink, run_trial
 from pipeline.settings import Augmentation, ConfigError

@@ -104,7 +104,7 @@ def test_the_analysis_gives_verdicts_on_claims_1_and_3_with_the_spectra(smoke):
     figures = smoke / "aggregate" / "figures"
     assert (figures / "stability_spectra.png").exists() and (figures / "stability_perturbations_log.pdf").exists()
     assert not (figures / "stability_dist_vs_epoch_log.png").exists()  # dist_E is 0 on E: nothing to draw
-    table = analysis.read_results(smoke).perturbations
+    table = analysis.read_results(smoke).tables["perturbations"]
     assert set(table["run"]) == {"lowest", "random", "lowest_regularised", "random_regularised"}
     assert any("claim 3" in line for line in lines)
     # Every search ended by its criterion, a stall or its budget, and the report says which, trial by trial;

@@ -15,7 +15,7 @@ from pipeline.launch import records
 from pipeline.launch.grid import load_grid
 from pipeline.launch.monitor import gather, needing_resubmission
 from pipeline.run.execute import execute
-from pipeline.trialfile import journal
+from pipeline.trialfile import copying, journal
 from pipeline.trialfile.files import inspect, read_status
 from pipeline.trialfile.manifest import select, write_manifest
 
@@ -123,7 +123,7 @@ def test_a_disk_full_on_the_idle_mark_after_a_commit_keeps_the_commit_and_report
     assert inspect(path).status == "complete"
     assert not journal.journal_path(path).exists()  # emptied, then removed when the trial was released
     copy = tmp_path / "copy.h5"
-    journal.consistent_copy(path, copy)  # what the next owner reads: the commit, not undone
+    copying.consistent_copy(path, copy)  # what the next owner reads: the commit, not undone
     assert inspect(copy).status == "complete"
     assert execute(out, [trial]) == {trial.trial_id: "complete"}
 
@@ -156,7 +156,7 @@ def test_a_journal_emptied_after_a_commit_lets_its_owner_write_on(tmp_path, monk
     header = journal.read_header(journal.journal_path(path))
     assert header is not None and header.state == journal.IDLE
     copy = tmp_path / "copy.h5"
-    journal.consistent_copy(path, copy)
+    copying.consistent_copy(path, copy)
     with h5py.File(copy, "r") as f:
         assert list(f["x"][()]) == [1.0, 2.0]
 

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.trialfile import journal
+from pipeline.trialfile import copying, journal
 
 
 def committed_file(path):
@@ -75,7 +75,7 @@ def test_a_writer_killed_while_applying_a_commit_is_undone_by_the_next_write_and
     assert journal.read_header(journal.journal_path(path)).state == journal.APPLYING
     assert not reads_as(path, 2) and not reads_as(path, 3)  # torn: neither the last commit nor the next
     copy = tmp_path / "copy.h5"
-    journal.consistent_copy(path, copy)  # a new owner's view: the last commit
+    copying.consistent_copy(path, copy)  # a new owner's view: the last commit
     assert holds_epochs(copy, 2)
     with journal.transaction(path, inode, lambda: None) as f:  # the owner's next write undoes it first
         assert f.attrs["epochs_done"] == 2
