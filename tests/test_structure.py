@@ -392,8 +392,9 @@ def test_the_manifest_key_check_would_see_one():
 
 
 # Experiment S's own modules: the only ones that name the arrays of its results/ group.
-S_MODULES = {"pipeline.experiments.stability", "pipeline.core.stationary", "pipeline.core.stationarity",
-             "analysis.stationary_points", "analysis.stationary_point_tables"}
+S_MODULES = {"pipeline.experiments.stability", "pipeline.experiments.stability_settings",
+             "pipeline.experiments.stability_trial", "pipeline.core.stationary", "pipeline.core.stationary_search",
+             "pipeline.core.stationarity", "analysis.stationary_points", "analysis.stationary_point_tables"}
 S_ARRAY_PREFIXES = ("spectrum/", "perturbation/")
 
 
