@@ -15,20 +15,22 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import submitit
 
 from pipeline import stopping
 from pipeline.launch.layout import pack_units
 from pipeline.leases.ownership import Lease, task_lease_path
-from pipeline.schedulers.identity import current_job_id
+from pipeline.schedulers import current_job_id
+from pipeline.trialfile.sink import Sink
 
 
 class ArrayTask(submitit.helpers.Checkpointable):
     """Runs units of the manifest's trials in order: each unit one trial, or seeds trained packed."""
 
     def __init__(self, out_dir: Path, units: list[list[int]], threads: int = 0, require_cuda: bool = False,
-                 cuda_devices: str | None = None, sinks=()):
+                 cuda_devices: str | None = None, sinks: tuple[str, ...] = ()):
         self.out_dir = Path(out_dir)
         self.sinks = tuple(sinks)  # also write each trial's curves there (pipeline.run.curve_sinks)
         self.units = [list(unit) for unit in units]
@@ -135,10 +137,10 @@ class ArrayTask(submitit.helpers.Checkpointable):
         if job_id in cancelled:
             raise Cancelled(f"cancelled at {cancelled[job_id]} (recorded in the submission log)")
 
-    def _remember(self, store) -> None:
+    def _remember(self, store: Sink) -> None:
         self._stores.append(store)
 
-    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         for store in self._stores:
             store.save_latest_state()
         self._stores = []  # the requeued copy is pickled: it must not carry the live trials' state

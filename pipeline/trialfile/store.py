@@ -53,7 +53,7 @@ from pipeline.errors import UserError
 from pipeline.experiments import Trial
 from pipeline.folder import set_aside
 from pipeline.leases.ownership import KEEPER, Lease, LostOwnership
-from pipeline.schedulers import identity
+from pipeline import schedulers
 from pipeline.settings import CHECKPOINT_EVERY_S, quoted
 from pipeline.trialfile import files, journal, provenance
 from pipeline.trialfile.cost import snapshot_epochs
@@ -353,7 +353,7 @@ class TrialFile:
                      "hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
                      "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
-                     **identity.provenance()}  # which task of the submission log ran this attempt
+                     **schedulers.provenance()}  # which task of the submission log ran this attempt
         self.log(f"{trial.trial_id}: training on {device_name}; data: {data.source}")
         if self._resume is None:
             self._create(run_attrs)
@@ -536,6 +536,9 @@ class TrialFile:
                           "wall_seconds": self.prior_wall + time.time() - self.session_start})
         self._check_owner()
         self._remove_checkpoint()
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Nothing to close: every write opens and closes the file (``pipeline.trialfile.sink.Sink``)."""
 
     def mark_stopped(self, status: str, message: str, error: BaseException | None = None) -> bool:
         """Record why the trial stopped ('failed' or 'cancelled') and persist its last completed epoch; a
