@@ -113,6 +113,7 @@ class CNNExperiment(Experiment):
     title = "Experiment C"
     science_section = "4"
     cell_names = tuple(VARIANTS)
+    train_flags = {"variant": "the CNN variant"}
 
     def irrelevant(self, settings) -> set[str]:
         unused = set()
