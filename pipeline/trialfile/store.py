@@ -48,12 +48,11 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline import durable, experiments, schema
+from pipeline import durable, experiments, schedulers, schema
 from pipeline.errors import UserError
 from pipeline.experiments import Trial
 from pipeline.folder import set_aside
 from pipeline.leases.ownership import KEEPER, Lease, LostOwnership
-from pipeline import schedulers
 from pipeline.settings import CHECKPOINT_EVERY_S, quoted
 from pipeline.trialfile import files, journal, provenance
 from pipeline.trialfile.cost import snapshot_epochs
