@@ -1,9 +1,9 @@
 """Train trials from their settings, top to bottom: one loop for one seed or k seeds packed together.
 
 The runner knows the course of a trial (phases, epochs, what is measured when); the experiment module
-knows the science of one epoch (``pipeline/experiments``); a *sink* knows where results go:
-:class:`ConsoleSink` prints one line per epoch, :class:`CollectingSink` keeps everything in memory, and
-the HDF5 trial store (``pipeline.trialfile.store``) streams to the trial's file and keeps a rolling checkpoint from
+knows the science of one epoch (``pipeline/experiments``); a *sink* (``pipeline.trialfile.sink.Sink``) knows
+where results go: :class:`ConsoleSink` prints one line per epoch, :class:`CollectingSink` keeps everything in
+memory, and the HDF5 trial store (``pipeline.trialfile.store``) streams to the trial's file and keeps a rolling checkpoint from
 which an interrupted trial resumes.
 
 Row e of a trial is the state after e epochs. Its loss and accuracy come from the next epoch's gradient
