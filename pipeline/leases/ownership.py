@@ -22,6 +22,10 @@ dead), and takers race for the name as for a free lease: exactly one wins.
 
 The same mechanism guards a results folder while ``submit`` or ``resubmit`` decides what to launch and
 records it (``OUT/.submit.lease``), so two concurrent submissions cannot both launch a trial.
+
+This module takes, renews and releases leases; what a lease says and how its owner is judged is
+``pipeline.leases.owner``, and removing a dead one is ``pipeline.leases.breaking``. "SLURM" above stands for
+whichever scheduler has a queue (``pipeline.schedulers``): the lease asks it, not SLURM by name.
 """
 
 from __future__ import annotations
