@@ -3,8 +3,8 @@
 The runner knows the course of a trial (phases, epochs, what is measured when); the experiment module
 knows the science of one epoch (``pipeline/experiments``); a *sink* (``pipeline.trialfile.sink.Sink``) knows
 where results go: :class:`ConsoleSink` prints one line per epoch, :class:`CollectingSink` keeps everything in
-memory, and the HDF5 trial store (``pipeline.trialfile.store``) streams to the trial's file and keeps a rolling checkpoint from
-which an interrupted trial resumes.
+memory, and the HDF5 trial store (``pipeline.trialfile.store``) streams to the trial's file and keeps a rolling
+checkpoint from which an interrupted trial resumes.
 
 Row e of a trial is the state after e epochs. Its loss and accuracy come from the next epoch's gradient
 pass when that pass runs over the untransformed data (Nom, Equi, the identity rows of the exact orbit), so
