@@ -1,7 +1,7 @@
 """The trial file's schema: every per-row series, the single steps, the snapshots, in one place.
 
 The writer (``pipeline.trialfile.store``), the readers (``pipeline.trialfile.files``, ``analysis.loading``), the row a trial
-hands its sinks (``pipeline.run.runner.EpochRecord``), the console line, the TensorBoard curves and the
+hands its sinks (``pipeline.trialfile.sink.EpochRecord``), the console line, the TensorBoard curves and the
 README's table of the file are all made from the declarations below; ``tests/trialfile/test_schema.py`` checks the
 README against them. A new per-row measurement is one :class:`Series` here and the code that measures it
 (a per-layer one: ``MeasuredModel.layer_measurements``); ``python -m pipeline.schema`` then rewrites the

@@ -103,6 +103,9 @@ class Experiment(Generic[SettingsT, StepperT]):
     science_section: ClassVar[str] = ""
     # Its cells in the order a reader expects them (others follow in the order they appear).
     cell_names: ClassVar[tuple] = ()
+    # The settings `pipeline train` offers as options of their own (``--n-samples`` for n_samples), with words
+    # for their help, in the order it lists them; any other setting is given with --set.
+    train_flags: ClassVar[dict[str, str]] = {}
     # Settings that legends always name when they apply to a trial, swept or not (e.g. how Aug is evaluated).
     series_settings: ClassVar[tuple] = ()
     # A setting that splits the experiment's trials into arms run side by side, such as the paper's scheme

@@ -128,6 +128,7 @@ class CNNExperiment(Experiment[CNNSettings, "GradientStepper"]):
     title = "Experiment C"
     science_section = "4"
     cell_names = tuple(VARIANTS)
+    train_flags = {"variant": "the CNN variant"}
 
     def irrelevant(self, settings: CNNSettings) -> set[str]:
         unused = set()

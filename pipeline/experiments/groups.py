@@ -109,6 +109,11 @@ class GroupsExperiment(Experiment[GroupsSettings, "GradientStepper"]):
     title = "Experiment G"
     science_section = "3"
     cell_names = GROUP_NAMES
+    train_flags = {"group": "the group", "mode": "the training mode",
+                   "seed": "seed of the initial point and the data order", "epochs": "epochs of training",
+                   "n_samples": "MNIST samples", "channels": "channels of the network", "lr": "learning rate",
+                   "augment": "how Aug averages: orbit or sampled:P", "dtype": "floating point type",
+                   "device": "where to train: auto, cpu, cuda or cuda:N"}
     # A legend that says "Aug" must say whether it is the exact orbit or sampled passes, and every legend of
     # the minibatch-SGD arm that it is the extension.
     series_settings = ("augment", "optimizer")

@@ -16,12 +16,16 @@ line before anything is queued (``submit``, ``resubmit`` and their dry runs).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.experiments import Trial
 from pipeline.folder import ResultsFolder
-from pipeline.launch import storage
+from pipeline.launch import local_gpus, storage
 from pipeline.launch.backends import backend_of
+from pipeline.launch.layout import Plan
+from pipeline.launch.profiles import Profile
 from pipeline.settings import quoted
 from pipeline.trialfile.cost import format_bytes, snapshot_bytes
 
@@ -35,7 +39,7 @@ def _examples(trials: list) -> str:
     return ", ".join(names) + (", ..." if len(trials) > 2 else "")
 
 
-def check_devices(trials: list, profile, visible_gpus=None) -> None:
+def check_devices(trials: list[Trial], profile: Profile, visible_gpus: Sequence[str] | None = None) -> None:
     """Refuse trials whose ``device`` the profile's nodes cannot give them. ``visible_gpus``: the GPUs a local
     submission would share out (``pipeline.launch.local_gpus``), looked up only when needed."""
     on_cpu = [t for t in trials if t.settings.device == "cpu"]
@@ -61,12 +65,10 @@ def check_devices(trials: list, profile, visible_gpus=None) -> None:
                               "nvidia-smi -L): add --set device=auto, or submit to a GPU profile")
 
 
-def _visible(visible_gpus) -> list[str]:
+def _visible(visible_gpus: Sequence[str] | None) -> list[str]:
     if visible_gpus is not None:
         return list(visible_gpus)
-    from pipeline.launch.local_gpus import visible_gpus as lookup
-
-    return lookup()
+    return local_gpus.visible_gpus()
 
 
 def bytes_to_write(out_dir: Path, trials: list) -> int:
@@ -80,7 +82,7 @@ def bytes_to_write(out_dir: Path, trials: list) -> int:
     return total
 
 
-def storage_check(out_dir: Path, trials: list, free=None, quota=None) -> str:
+def storage_check(out_dir: Path, trials: list[Trial], free: int | None = None, quota: storage.Quota | None = None) -> str:
     """One line: what the trials will write against the free space and quota of OUT's file system; a
     ConfigError, in one line with the ways out, where it does not fit. ``free`` and ``quota`` replace the
     lookups (``pipeline.launch.storage``)."""
@@ -109,7 +111,7 @@ def storage_check(out_dir: Path, trials: list, free=None, quota=None) -> str:
     return f"storage: about {format_bytes(need)} to write into {where}: {free_words}; quota {found.words}{home}"
 
 
-def check_local_hours(plan, allowed: bool, visible_gpus=None) -> str | None:
+def check_local_hours(plan: Plan, allowed: bool, visible_gpus: Sequence[str] | None = None) -> str | None:
     """For a local submission: refuse one estimated beyond ``LOCAL_HOURS_LIMIT`` CPU-hours unless ``allowed``;
     returns the line to print where it is allowed, else None. A machine with GPUs (``visible_gpus``) is not
     a login node, and CPU-hours say nothing of it: not checked there."""

@@ -21,9 +21,12 @@ import numpy as np
 
 from pipeline.core.driver import check as driver_check
 from pipeline.core.driver import parse_version
+from pipeline.experiments import Trial, of
 from pipeline.launch import throughput
 from pipeline.launch.layout import Costing
+from pipeline.launch.profiles import Profile
 from pipeline.schema import METRICS, SECONDS
+from pipeline.trialfile.cost import trial_flops
 from pipeline.trialfile.files import open_h5, read_status, trial_paths
 from pipeline.trialfile.manifest import read_manifest, trials_of_manifest
 
@@ -40,12 +43,9 @@ class Verdict:
         self.lines.append(line)
 
 
-def probe_of(trials: list):
+def probe_of(trials: list[Trial]) -> Trial | None:
     """The trial whose epochs are timed: the one of most compute per epoch (the grid's probe, whose epochs
     the arithmetic fills, so that they measure the device rather than the per-epoch bookkeeping)."""
-    from pipeline.experiments import of
-    from pipeline.trialfile.cost import trial_flops
-
     if not trials:
         return None
     return max(trials, key=lambda t: trial_flops(t.settings) / max(1, of(t).total_epochs(t.settings)))
@@ -62,7 +62,7 @@ def epoch_seconds(path: Path) -> float | None:
     return float(statistics.median(later)) if len(later) else None
 
 
-def verdict(out_dir: Path, profile) -> Verdict:
+def verdict(out_dir: Path, profile: Profile) -> Verdict:
     """What the smoke grid in ``out_dir`` says of ``profile``'s nodes."""
     out_dir = Path(out_dir)
     trials = trials_of_manifest(read_manifest(out_dir))
@@ -107,9 +107,7 @@ def verdict(out_dir: Path, profile) -> Verdict:
     return found
 
 
-def _speed(out_dir: Path, trials: list, profile, found: Verdict) -> None:
-    from pipeline.experiments import of
-
+def _speed(out_dir: Path, trials: list[Trial], profile: Profile, found: Verdict) -> None:
     probe = probe_of(trials)
     if probe is None:
         return

@@ -41,9 +41,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import experiments
-from pipeline.experiments import Trial
+from pipeline.experiments import Experiment, Trial
 from pipeline.names import check_script_text
-from pipeline.settings import MAX_SEEDS, MAX_TRIALS, ConfigError, did_you_mean, field_types, is_atomic, quoted
+from pipeline.settings import (
+    MAX_SEEDS,
+    MAX_TRIALS,
+    CommonSettings,
+    ConfigError,
+    did_you_mean,
+    field_types,
+    is_atomic,
+    quoted,
+)
 
 JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"
 GRID_KEYS = {"description", "launch", "extends"}
@@ -101,7 +110,7 @@ def check_size(grid: Grid) -> None:
                           f"{MAX_TRIALS:,} trials in a grid (fewer seeds or values, or several folders)")
 
 
-def expand_table(experiment, table: dict) -> list:
+def expand_table(experiment: Experiment, table: dict) -> list[CommonSettings]:
     """The settings of every combination of one table's axes, in grid order."""
     table = dict(table)
     seeds = table.pop("seed", [0])
@@ -113,7 +122,7 @@ def expand_table(experiment, table: dict) -> list:
             for values in itertools.product(*(table[key] for key in axes)) for seed in seeds]
 
 
-def expand_section(experiment, table: dict, start: int = 0) -> list[Trial]:
+def expand_section(experiment: Experiment, table: dict, start: int = 0) -> list[Trial]:
     """The trials of one table on its own, numbered from ``start``."""
     return name_trials(experiment, _unique(expand_table(experiment, table)), start)
 
@@ -128,7 +137,7 @@ def _unique(combinations: list) -> list:
     return unique
 
 
-def name_trials(experiment, combinations: list, start: int = 0) -> list[Trial]:
+def name_trials(experiment: Experiment, combinations: list, start: int = 0) -> list[Trial]:
     """Trials numbered from ``start``, each id naming the settings in which it differs from the others of
     its experiment (besides the labels and the seed)."""
     labels = {experiment.cell_key, experiment.mode_key, "seed"}
@@ -156,11 +165,11 @@ def name_trials(experiment, combinations: list, start: int = 0) -> list[Trial]:
     return trials
 
 
-def _varies(key: str, combinations: list, experiment) -> bool:
+def _varies(key: str, combinations: list, experiment: Experiment) -> bool:
     return len({getattr(s, key) for s in combinations if key not in experiment.irrelevant(s)}) > 1
 
 
-def _token(key: str, value) -> str:
+def _token(key: str, value: object) -> str:
     """A swept value as a piece of a trial id: text values alone, numbers after their setting's name."""
     text = f"{value:g}" if isinstance(value, float) else str(value)
     if not isinstance(value, str):
@@ -183,7 +192,7 @@ def _grid_path(name_or_path: str) -> Path:
                       f"a .toml file or one of {', '.join(available_presets())}")
 
 
-def parse_seeds(value) -> list[int]:
+def parse_seeds(value: int | str | list[int | str]) -> list[int]:  # as a grid file or --set writes it
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -209,13 +218,13 @@ def parse_seeds(value) -> list[int]:
     return seeds
 
 
-def _seed_range(value, start: int, stop: int) -> list[int]:
+def _seed_range(value: object, start: int, stop: int) -> list[int]:
     if stop - start > MAX_SEEDS:
         raise ConfigError(f"seeds={value} is {stop - start} seeds; accepted: at most {MAX_SEEDS} in one section")
     return list(range(start, stop))
 
 
-def _settable(experiment) -> dict[str, str]:
+def _settable(experiment: Experiment) -> dict[str, str]:
     """Every name a section of ``experiment`` accepts -> the setting it sets."""
     names = {name: name for name in field_types(experiment.settings_type)}
     names.update(experiment.aliases)
@@ -223,7 +232,7 @@ def _settable(experiment) -> dict[str, str]:
     return names
 
 
-def _as_axis(experiment, key: str, written: str, value):
+def _as_axis(experiment: Experiment, key: str, written: str, value: Any) -> Any:  # a TOML value, or a list of them
     """A section value: a list of values (an axis) or a single value; every axis value is checked on its
     own, so that an error names the axis it came from."""
     if key == "seed":
@@ -287,6 +296,22 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         accepted = sorted(GRID_KEYS | known_sections)
         raise ConfigError(f"unknown section {unknown[0]!r} in {quoted(path)}{did_you_mean(unknown[0], accepted)}; accepted: "
                           f"{', '.join(accepted)}")
+    launch = _launch_hints(document, path)
+    sections = _sections(document, path)
+    overrides = dict(overrides or {})
+    _apply_overrides(sections, overrides, path)
+    resolved = {name: [{key: _as_axis(experiments.get(name), key, written, value)
+                        for key, (written, value) in table.items()} for table in tables]
+                for name, tables in sections.items()}
+    # The name goes into sbatch scripts (the job name) and every message: one line, as a name should be.
+    grid = Grid(check_script_text(path.stem, "grid file name"), str(path), document.get("description", ""), resolved,
+                launch, overrides)
+    grid.trials()  # every value is checked here, before anything runs
+    return grid
+
+
+def _launch_hints(document: dict, path: Path) -> dict[str, Any]:
+    """The grid's [launch] table, each key known and of its type."""
     launch: dict[str, Any] = dict(document.get("launch", {}))
     for key, value in launch.items():
         if key not in LAUNCH_KEYS:
@@ -296,6 +321,12 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         if not (isinstance(value, int) and value >= 1 if expected is int else isinstance(value, expected)):
             raise ConfigError(f"[launch] {key} in {quoted(path)} must be a positive {LAUNCH_KEYS[key].__name__}, "
                               f"got {value!r}")
+    return launch
+
+
+def _sections(document: dict, path: Path) -> dict[str, list[dict]]:
+    """Each experiment's tables: setting -> (the name it was written as, its value), every name known."""
+    known_sections = set(experiments.REGISTRY)
     written_sections = {name: document[name] if isinstance(document[name], list) else [document[name]]
                         for name in experiments.REGISTRY if name in document}
     if not written_sections:
@@ -312,8 +343,11 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
                 raise ConfigError(f"unknown key {bad[0]!r} in [{name}] of {quoted(path)}{did_you_mean(bad[0], settable)}; "
                                   f"accepted: {', '.join(sorted(settable))}")
             sections[name].append({settable[key]: (key, value) for key, value in written.items()})
+    return sections
 
-    overrides = dict(overrides or {})
+
+def _apply_overrides(sections: dict[str, list[dict]], overrides: dict[str, str], path: Path) -> None:
+    """``--set KEY=VALUE`` (``SECTION.KEY`` for one experiment's tables) into every table it applies to."""
     for key, value in overrides.items():
         scope, _, bare = key.rpartition(".")
         if scope and scope not in sections:
@@ -327,12 +361,3 @@ def load_grid(name_or_path: str, overrides: dict[str, str] | None = None) -> Gri
         for name in applied:
             for table in sections[name]:
                 table[_settable(experiments.get(name))[bare]] = (bare, value)
-
-    resolved = {name: [{key: _as_axis(experiments.get(name), key, written, value)
-                        for key, (written, value) in table.items()} for table in tables]
-                for name, tables in sections.items()}
-    # The name goes into sbatch scripts (the job name) and every message: one line, as a name should be.
-    grid = Grid(check_script_text(path.stem, "grid file name"), str(path), document.get("description", ""), resolved,
-                launch, overrides)
-    grid.trials()  # every value is checked here, before anything runs
-    return grid

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pipeline import experiments
 from pipeline.experiments import Trial
 from pipeline.launch import throughput
+from pipeline.launch.profiles import Profile
 
 BANDS_MIN = (10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 360, 480, 720, 960, 1440, 2160, 2880, 4320, 5760, 7200,
              10080)
@@ -130,7 +131,7 @@ class Costing:
     speeds: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, profile) -> Costing:
+    def of(cls, profile: Profile) -> Costing:
         device = throughput.gpu_key(profile.gpu_type) if profile.gpus > 0 else "cpu"
         if profile.gpus > 0 and not profile.gpu_type:
             device = "unknown GPU"
@@ -298,3 +299,27 @@ def describe_arrays(arrays: list[ArrayPlan], trials: dict[int, Trial], on_gpu: b
                      f"(longest task estimated at {longest:.0f} min), at most {array.parallelism} at once, "
                      f"{hours}: {shown}")
     return lines
+
+
+@dataclass
+class Plan:
+    """What one submission launches: job arrays (on SLURM; locally one, the worker processes) whose tasks
+    run units of trials, with the time limit of each array and how it was estimated."""
+
+    profile: Profile
+    arrays: list[ArrayPlan]
+    threads: int
+    name: str
+    estimates: list[str]  # how each experiment's time was estimated, one line each
+    warnings: list[str]
+
+    @property
+    def tasks(self) -> list[list[int]]:
+        return [task.indices for array in self.arrays for task in array.tasks]
+
+    @property
+    def trials(self) -> int:
+        return sum(map(len, self.tasks))
+
+    def job_name(self, array: ArrayPlan) -> str:
+        return self.name if len(self.arrays) == 1 else f"{self.name}-{array.time_min}m"

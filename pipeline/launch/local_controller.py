@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import submitit
 from submitit.local.local import Controller, LocalJob
@@ -28,7 +29,7 @@ class LocalExecutor(submitit.LocalExecutor):
     tasks unpickle only what their own submission sealed (``pipeline.launch.sealed``: submit under its
     ``sealing``, which also puts the key in the controller's environment)."""
 
-    def __init__(self, folder, max_num_timeout: int = 3, **kwargs):
+    def __init__(self, folder: str | Path, max_num_timeout: int = 3, **kwargs: Any):
         super().__init__(folder, max_num_timeout=max_num_timeout, **kwargs)
         self.max_runs = 1 + max_num_timeout
 

@@ -16,9 +16,10 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 
-def visible_gpus(environ=None, nvidia_smi: str | None = None) -> list[str]:
+def visible_gpus(environ: Mapping[str, str] | None = None, nvidia_smi: str | None = None) -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (indices or UUIDs)."""
     environ = os.environ if environ is None else environ
     listed = environ.get("CUDA_VISIBLE_DEVICES")

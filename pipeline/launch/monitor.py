@@ -21,10 +21,11 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
+from pipeline import schedulers
 from pipeline.folder import ResultsFolder
 from pipeline.launch.backends import backend_of_record
 from pipeline.launch.backends.base import Backend, Cancellation
@@ -32,9 +33,9 @@ from pipeline.launch.backends.local import signal_if_ours
 from pipeline.launch.backends.proof import runs_on_folder
 from pipeline.launch.backends.slurm import last_log_line
 from pipeline.launch.records import append_record, cancelled_jobs, read_submissions
-from pipeline.leases.ownership import Owner, read_owner, task_lease_path, trial_lease_path
+from pipeline.leases.ownership import Owner, UnreadableLease, read_owner, task_lease_path, trial_lease_path
 from pipeline.run import curve_sinks
-from pipeline.schedulers.slurm_queue import QueueView
+from pipeline.schedulers.base import QueueView
 from pipeline.trialfile import files
 from pipeline.trialfile.files import inspect, trial_paths
 from pipeline.trialfile.manifest import entries, labels_of, read_manifest, utc_now
@@ -54,16 +55,11 @@ class TrialState:
     job_id: str = ""
 
 
-def _state_of(index: int, trial_id: str, cell: str, mode: str, job_id: str, state: str, detail: str,
-              in_queue: bool = False) -> TrialState:
-    return TrialState(index, trial_id, cell, mode, state, detail, in_queue, job_id)
-
-
-def _lease_state(owner, out_dir: Path, slurm) -> str:
+def _lease_state(owner: Owner | UnreadableLease, out_dir: Path, queue: QueueView) -> str:
     """A lease's verdict (``Owner.state``) as status may tell it: a live process of this machine that does
     not run this pipeline on this folder (``proof``: a lease someone else wrote, naming any process) proves
     nothing, either way."""
-    verdict = owner.state(slurm)
+    verdict = owner.state(queue)
     me = Owner.this_process()
     if verdict == "alive" and owner.same_processes(me) and owner.pid != me.pid \
             and not runs_on_folder(owner.pid, out_dir):
@@ -71,7 +67,7 @@ def _lease_state(owner, out_dir: Path, slurm) -> str:
     return verdict
 
 
-def _task_state(out_dir: Path, record: dict, task: dict, slurm) -> tuple[bool | None, str]:
+def _task_state(out_dir: Path, record: dict, task: dict, queue: QueueView) -> tuple[bool | None, str]:
     """(True, False or None for unknown; words, or for unknown why) for one task: will it still run its
     trials?"""
     job_id = task["job_id"]
@@ -79,30 +75,128 @@ def _task_state(out_dir: Path, record: dict, task: dict, slurm) -> tuple[bool | 
         return None, (f"a submission at {record.get('submitted_at', '?')} was interrupted before its job ids were "
                       "recorded: its tasks may be queued or running")
     owner = read_owner(task_lease_path(out_dir, job_id))
-    if owner is not None and _lease_state(owner, out_dir, slurm) == "alive":
+    if owner is not None and _lease_state(owner, out_dir, queue) == "alive":
         return True, "running"
-    return backend_of_record(record).task_state(out_dir, record, task, slurm)
+    return backend_of_record(record).task_state(out_dir, record, task, queue)
 
 
 def _progress(attrs: dict) -> str:
     return f"{attrs.get('epochs_done', -1)}/{attrs.get('total_epochs', '?')} epochs"
 
 
-def gather(out_dir: Path, warn=None) -> list[TrialState]:
-    out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir)
-    submissions = read_submissions(out_dir, warn)
+@dataclass
+class _Seen:
+    """What status found of one trial: its task (and whether that task will still run it), its file, its lease."""
+
+    job_id: str
+    record: dict
+    live: bool | None  # its task will still run it; None: cannot be told
+    words: str  # the task's state in words, or why it cannot be told
+    was_cancelled: bool
+    file: files.FileState | None
+    owner: Owner | UnreadableLease | None
+    held: str | None  # the lease's verdict (``_lease_state``), None without a lease
+
+    @property
+    def attrs(self) -> dict:
+        return self.file.attrs if self.file is not None else {}
+
+    def file_is(self, *statuses: str) -> bool:
+        return self.file is not None and self.file.status in statuses
+
+
+Verdict = tuple[str, str, bool]  # state, detail, in the queue
+
+
+def _while_held(seen: _Seen) -> Verdict | None:
+    """Complete, or held by a lease: running, or unknown where its owner cannot be proven alive or dead."""
+    attrs, owner = seen.attrs, seen.owner
+    if seen.file_is("complete"):
+        gaps = curve_sinks.gaps_words(files.read_curve_gaps(attrs.get(files.CURVE_GAPS_ATTR, "")))
+        return "complete", f"{_progress(attrs)} on {attrs.get('device', '?')}" + (f"; {gaps}" if gaps else ""), False
+    if seen.held == "alive" and owner is not None:
+        progress = _progress(attrs) if seen.file is not None else "starting"
+        return "running", f"{progress} on {attrs.get('device', '?')}, by {owner.describe()}", True
+    if seen.held == "unproven" and owner is not None:
+        return "unknown", (f"held by {owner.describe()}, which cannot be proven alive or dead from here; a run that "
+                           "needs it watches it for the stale period first"), True
+    return None
+
+
+def _while_queued(seen: _Seen) -> Verdict | None:
+    """A live task will still run it, unless that task already ran its attempt and it stopped."""
+    handled = bool(seen.job_id) and str(seen.attrs.get("job", "")) == seen.job_id  # this task already ran its attempt
+    if not seen.live or seen.was_cancelled or (handled and seen.file_is("failed", "cancelled", "inconsistent")):
+        return None
+    words = seen.words
+    where = ("waiting in the queue" if words == "pending" else
+             "its task is running other trials first" if words in ("running", "starting") else words)
+    resume = (f"; resumes after epoch {seen.attrs.get('epochs_done')}"
+              if seen.file_is("running", "failed", "cancelled") else "")
+    return "queued", f"job {seen.job_id}: {where}{resume}", True
+
+
+def _stopped(seen: _Seen) -> Verdict | None:
+    """Nothing runs it: inconsistent, cancelled, unknown (its task cannot be told), failed by its file or lease."""
+    file, owner, job_id = seen.file, seen.owner, seen.job_id
+    if file is not None and file.status == "inconsistent":
+        return "inconsistent", file.problem, False
+    if seen.was_cancelled or seen.file_is("cancelled"):
+        at = f" at {_progress(seen.attrs)}" if file is not None else " before it started"
+        return "cancelled", f"cancelled{at}" + (f" (job {job_id})" if job_id else ""), False
+    if seen.live is None:
+        return "unknown", seen.words, False
+    if seen.file_is("failed"):
+        return "failed", str(seen.attrs.get("last_error", "failed")), False
+    if file is not None and file.status == "damaged":
+        return "failed", f"damaged file ({file.problem})", False
+    if file is not None and owner is not None and owner.stopped:
+        # It stopped on an error its file could not record (a full disk, an I/O error): its lease says which.
+        return "failed", f"stopped at {_progress(seen.attrs)}: {owner.stopped}", False
+    return None
+
+
+def _gone(seen: _Seen, out_dir: Path, accounting: Callable[[], dict[str, str]]) -> Verdict:
+    """Its task ended without completing it: stopped part way, never started, or never submitted."""
+    job_id = seen.job_id
+    if seen.file is not None:
+        how = accounting().get(job_id, "")
+        last = last_log_line(_task_folder(out_dir, seen.record), job_id) if job_id else ""
+        return "failed", (f"stopped at {_progress(seen.attrs)}, not queued (killed, timed out or its task ended)"
+                          + (f"; sacct: {how}" if how else "") + (f"; log: {last}" if last else "")), False
+    if job_id:
+        last = last_log_line(_task_folder(out_dir, seen.record), job_id)
+        return "missing", f"not started; task {job_id} is gone" + (f"; log: {last}" if last else ""), False
+    return "missing", "never submitted", False
+
+
+def _tasks_by_index(submissions: list[dict]) -> dict[int, tuple[dict, dict]]:
+    """Each trial's latest task: (its submission record, the task)."""
     task_of: dict[int, tuple[dict, dict]] = {}
     for record in submissions:
         for task in record["tasks"]:
             for index in task["indices"]:
                 task_of[index] = (record, task)
+    return task_of
+
+
+def gather(out_dir: Path, warn: Callable[[str], None] | None = None) -> list[TrialState]:
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    submissions = read_submissions(out_dir, warn)
+    task_of = _tasks_by_index(submissions)
     cancelled = cancelled_jobs(out_dir, warn)
     # Read once, and only if a task or a lease needs it: a run-trial inside a SLURM job of another node holds
     # a lease that only the queue can vouch for, even in a folder without SLURM submissions.
-    slurm = QueueView()
+    queue = schedulers.view()
     task_states: dict[tuple, tuple[bool | None, str]] = {}
-    accounting = None
+    accounting: dict[str, str] | None = None
+
+    def accounting_once() -> dict[str, str]:
+        nonlocal accounting
+        if accounting is None:
+            accounting = _accounting(submissions)
+        return accounting
 
     states = []
     for entry in entries(manifest):
@@ -112,64 +206,15 @@ def gather(out_dir: Path, warn=None) -> list[TrialState]:
         job_id = task.get("job_id", "")
         key = (record.get("id", ""), job_id)
         if task and key not in task_states:
-            task_states[key] = _task_state(out_dir, record, task, slurm)
+            task_states[key] = _task_state(out_dir, record, task, queue)
         live, words = task_states.get(key, (False, ""))
-        was_cancelled = job_id in cancelled
         path, _ = trial_paths(out_dir, trial_id)
-        file = inspect(path) if path.exists() else None
-        attrs = file.attrs if file is not None else {}
         owner = read_owner(trial_lease_path(out_dir, trial_id))
-        held = _lease_state(owner, out_dir, slurm) if owner is not None else None
-        handled = bool(job_id) and str(attrs.get("job", "")) == job_id  # this task already ran its attempt
-
-        result = partial(_state_of, index, trial_id, labels["cell"], labels["mode"], job_id)
-
-        if file is not None and file.status == "complete":
-            gaps = curve_sinks.gaps_words(files.read_curve_gaps(attrs.get(files.CURVE_GAPS_ATTR, "")))
-            states.append(result("complete", f"{_progress(attrs)} on {attrs.get('device', '?')}"
-                                 + (f"; {gaps}" if gaps else "")))
-        elif held == "alive" and owner is not None:
-            progress = _progress(attrs) if file is not None else "starting"
-            states.append(result("running", f"{progress} on {attrs.get('device', '?')}, by {owner.describe()}",
-                                 in_queue=True))
-        elif held == "unproven" and owner is not None:
-            states.append(result("unknown", f"held by {owner.describe()}, which cannot be proven alive or dead from "
-                                            "here; a run that needs it watches it for the stale period first",
-                                 in_queue=True))
-        elif live and not was_cancelled and not (handled and file is not None
-                                                 and file.status in ("failed", "cancelled", "inconsistent")):
-            where = ("waiting in the queue" if words == "pending" else
-                     "its task is running other trials first" if words in ("running", "starting") else words)
-            resume = (f"; resumes after epoch {attrs.get('epochs_done')}" if file is not None and
-                      file.status in ("running", "failed", "cancelled") else "")
-            states.append(result("queued", f"job {job_id}: {where}{resume}", in_queue=True))
-        elif file is not None and file.status == "inconsistent":
-            states.append(result("inconsistent", file.problem))
-        elif was_cancelled or (file is not None and file.status == "cancelled"):
-            at = f" at {_progress(attrs)}" if file is not None else " before it started"
-            states.append(result("cancelled", f"cancelled{at}" + (f" (job {job_id})" if job_id else "")))
-        elif live is None:
-            states.append(result("unknown", words))
-        elif file is not None and file.status == "failed":
-            states.append(result("failed", str(attrs.get("last_error", "failed"))))
-        elif file is not None and file.status == "damaged":
-            states.append(result("failed", f"damaged file ({file.problem})"))
-        elif file is not None and owner is not None and owner.stopped:
-            # It stopped on an error its file could not record (a full disk, an I/O error): its lease says which.
-            states.append(result("failed", f"stopped at {_progress(attrs)}: {owner.stopped}"))
-        elif file is not None:
-            if accounting is None:
-                accounting = _accounting(submissions)
-            how = accounting.get(job_id, "")
-            last = last_log_line(_task_folder(out_dir, record), job_id) if job_id else ""
-            states.append(result("failed", f"stopped at {_progress(attrs)}, not queued (killed, timed out or its task "
-                                           "ended)" + (f"; sacct: {how}" if how else "")
-                                 + (f"; log: {last}" if last else "")))
-        elif job_id:
-            last = last_log_line(_task_folder(out_dir, record), job_id)
-            states.append(result("missing", f"not started; task {job_id} is gone" + (f"; log: {last}" if last else "")))
-        else:
-            states.append(result("missing", "never submitted"))
+        seen = _Seen(job_id, record, live, words, job_id in cancelled, inspect(path) if path.exists() else None,
+                     owner, _lease_state(owner, out_dir, queue) if owner is not None else None)
+        state, detail, in_queue = (_while_held(seen) or _while_queued(seen) or _stopped(seen)
+                                   or _gone(seen, out_dir, accounting_once))
+        states.append(TrialState(index, trial_id, labels["cell"], labels["mode"], state, detail, in_queue, job_id))
     return states
 
 
@@ -217,14 +262,14 @@ def needing_resubmission(states: list[TrialState], include_diverged: bool = Fals
             and (include_diverged or not s.detail.startswith("Diverged"))]
 
 
-def cancel(out_dir: Path, log=print) -> list[str]:
+def cancel(out_dir: Path, log: Callable[[str], None] = print) -> list[str]:
     """Stop the grid: ask its running tasks (local processes, and SLURM tasks through ``scancel --signal``)
     to save their last epoch and stop, and cancel the rest. Returns the job ids cancelled; records them
     first, so that status says "cancelled"."""
     out_dir = Path(out_dir)
     read_manifest(out_dir)  # a folder without a grid is an error, as for status
     submissions = read_submissions(out_dir)
-    slurm = QueueView()
+    queue = schedulers.view()
     me = Owner.this_process()
     found, unconfirmed = Cancellation(), []
     backends: dict[str, Backend] = {}
@@ -232,8 +277,8 @@ def cancel(out_dir: Path, log=print) -> list[str]:
         if record.get("unconfirmed"):
             unconfirmed.append(record)
             continue
-        backend = backends.setdefault(record.get("executor", "slurm"), backend_of_record(record))
-        backend.gather_cancellation(out_dir, record, slurm, me, found)
+        backend = backends.setdefault(schedulers.of_record(record), backend_of_record(record))
+        backend.gather_cancellation(out_dir, record, queue, me, found)
     # Whatever trains a trial of this folder here is part of the grid, a run-trial included.
     for lease in ResultsFolder.of(out_dir).trial_leases():
         owner = read_owner(lease)
@@ -257,7 +302,7 @@ def cancel(out_dir: Path, log=print) -> list[str]:
 
 def wait_for(out_dir: Path, poll_s: float = 2.0) -> None:
     """Block until nothing of the grid is queued or running, showing trials complete."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # deferred: tqdm, only while waiting
 
     states = gather(out_dir)
     with tqdm(total=len(states), desc="trials complete", unit="trial", dynamic_ncols=True) as bar:

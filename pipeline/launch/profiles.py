@@ -15,12 +15,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import experiments
-from pipeline.launch.backends import BACKENDS
+from pipeline import experiments, schedulers
+from pipeline.launch.throughput import gpu_key
 from pipeline.settings import ConfigError, did_you_mean, quoted
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"
-EXECUTORS = tuple(BACKENDS)  # a profile's executor names its launch backend
+EXECUTORS = tuple(schedulers.SCHEDULERS)  # a profile's executor names its scheduler (and launch backend)
 GPU_SYNTAXES = ("gres", "gpus-per-node")
 
 
@@ -62,8 +62,6 @@ class Profile:
         request = self.gpu_request()
         if not request:
             return "none (the tasks run on CPUs)"
-        from pipeline.launch.throughput import gpu_key
-
         options = " ".join(f"--{key.replace('_', '-')}={value}" for key, value in request.items())
         return f"{options} ({self.gpus} x {gpu_key(self.gpu_type) or 'GPU'} per task)"
 
@@ -77,6 +75,13 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name_or_path: str) -> Profile:
+    path = _profile_path(name_or_path)
+    profile = _read(path)
+    _check(profile, path)
+    return profile
+
+
+def _profile_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if not (path.suffix == ".toml" and path.exists()):
         path = PROFILES_DIR / f"{name_or_path}.toml"
@@ -84,6 +89,10 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"unknown cluster profile {name_or_path!r}{did_you_mean(name_or_path, available_profiles())}; "
                           "accepted: a .toml file or one of "
                           f"{', '.join(available_profiles())}")
+    return path
+
+
+def _read(path: Path) -> Profile:
     try:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
@@ -97,6 +106,11 @@ def load_profile(name_or_path: str) -> Profile:
         profile = Profile(name=path.stem, path=str(path.resolve()), **values)
     except TypeError as error:
         raise ConfigError(f"cluster profile {quoted(path)} is malformed: {error}") from None
+    return profile
+
+
+def _check(profile: Profile, path: Path) -> None:
+    """Each value of a profile within what it accepts, said in one line naming the file."""
     if profile.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {profile.executor!r} in {quoted(path)}; accepted: {', '.join(EXECUTORS)}")
     if profile.gpu_syntax not in GPU_SYNTAXES:
@@ -114,4 +128,3 @@ def load_profile(name_or_path: str) -> Profile:
     if bad_experiments:
         raise ConfigError(f"unknown experiment {bad_experiments[0]!r} in time_limit_min of {quoted(path)}; "
                           f"accepted: {', '.join(experiments.REGISTRY)}")
-    return profile

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline import durable
@@ -28,6 +29,8 @@ from pipeline.errors import ConfigError, SchedulerError
 from pipeline.folder import ResultsFolder
 from pipeline.settings import quoted
 from pipeline.trialfile.wellformed import check_record
+
+Warn = Callable[[str], None]  # where a damaged line of the submission log is reported
 
 
 def append_record(out_dir: Path, record: dict) -> None:
@@ -60,7 +63,7 @@ PART = "part"
 
 
 @contextlib.contextmanager
-def launching(out_dir: Path, base: dict, indices: list[list[int]]):
+def launching(out_dir: Path, base: dict, indices: list[list[int]]) -> Iterator[list[dict]]:
     """Record a submission around its launch: the ``launching`` line (the trial indices of each task)
     before, so that if it cannot be written nothing is launched; after, the submission's records (one per
     job array), which the caller appends to the list this yields, written together in one durable write.
@@ -96,7 +99,7 @@ def _truncate_durably(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def read_records(out_dir: Path, warn=None) -> list[dict]:
+def read_records(out_dir: Path, warn: Warn | None = None) -> list[dict]:
     path = ResultsFolder.of(out_dir).submissions
     if not path.exists():
         return []
@@ -133,7 +136,7 @@ def read_records(out_dir: Path, warn=None) -> list[dict]:
     return records
 
 
-def _drop_batch(path: Path, first: int, batch: list[dict], warn) -> None:
+def _drop_batch(path: Path, first: int, batch: list[dict], warn: Warn | None) -> None:
     (warn or _warn)(f"warning: {quoted(path)} lines {first}-{first + len(batch) - 1} are {len(batch)} of "
                     f"{batch[0][PART][1]} records appended together (a write cut short?); ignored")
 
@@ -148,7 +151,7 @@ def _warn(line: str) -> None:
         print(line, file=sys.stderr)
 
 
-def read_submissions(out_dir: Path, warn=None) -> list[dict]:
+def read_submissions(out_dir: Path, warn: Warn | None = None) -> list[dict]:
     """Submissions in the order they were made. A launch that was begun but never recorded with its job
     ids comes as a submission with ``unconfirmed`` set and tasks without job ids."""
     records = read_records(out_dir, warn)
@@ -164,7 +167,7 @@ def read_submissions(out_dir: Path, warn=None) -> list[dict]:
     return submissions
 
 
-def latest_submission_of(out_dir: Path, warn=None) -> dict[int, dict]:
+def latest_submission_of(out_dir: Path, warn: Warn | None = None) -> dict[int, dict]:
     """Trial index -> the record of the latest submission that launched it (what ``resubmit`` repeats)."""
     latest: dict[int, dict] = {}
     for record in read_submissions(out_dir, warn):
@@ -174,7 +177,7 @@ def latest_submission_of(out_dir: Path, warn=None) -> dict[int, dict]:
     return latest
 
 
-def cancelled_jobs(out_dir: Path, warn=None) -> dict[str, str]:
+def cancelled_jobs(out_dir: Path, warn: Warn | None = None) -> dict[str, str]:
     """Job id -> when it was cancelled, for jobs cancelled after their submission."""
     cancelled: dict[str, str] = {}
     submitted_at: dict[str, str] = {}

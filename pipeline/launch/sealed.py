@@ -31,7 +31,9 @@ import hmac
 import os
 import pickle
 import secrets
+import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -80,15 +82,16 @@ def _key() -> str:
     return key
 
 
-def _dump_sealed(self, filepath) -> None:
-    import cloudpickle  # type: ignore[import-untyped]  # submitit's own pickler
+def _dump_sealed(self: object, filepath: str | Path) -> None:
+    # deferred: cloudpickle (submitit's own pickler), only where a submission is made
+    import cloudpickle  # type: ignore[import-untyped]  # no type information shipped
 
     data = cloudpickle.dumps(self, pickle.HIGHEST_PROTOCOL)
     with open(filepath, "wb") as handle:
         handle.write(seal(data, _key()))
 
 
-def _load_checked(cls, filepath):
+def _load_checked(cls: type, filepath: str | Path) -> object:
     path = Path(filepath)
     found = pickle.loads(unseal(path.read_bytes(), _key(), path))  # the bytes checked are the bytes unpickled
     if type(found).__name__ != cls.__name__:
@@ -97,11 +100,11 @@ def _load_checked(cls, filepath):
 
 
 @contextlib.contextmanager
-def sealing(key: str):
+def sealing(key: str) -> Iterator[None]:
     """For the block: submitit's pickles of submissions are written sealed with ``key`` and read only with a
     valid seal, and ``key`` is in this process's environment (whence sbatch and the local controller pass it
     to the tasks)."""
-    from submitit.core import utils
+    from submitit.core import utils  # deferred: submitit, only where a submission is made
 
     cls = utils.DelayedSubmission
     previous = cls.dump, cls.__dict__["load"], os.environ.get(KEY_VARIABLE)
@@ -120,13 +123,11 @@ def sealing(key: str):
 
 def command(python: str, folder: Path) -> str:
     """The command a task runs: this module on its submitit folder (``python`` already quoted)."""
-    import shlex
-
     return " ".join([python, "-u -m", __name__, shlex.quote(str(folder))])
 
 
 def main(argv: list[str]) -> int:
-    from submitit.core.submission import process_job
+    from submitit.core.submission import process_job  # deferred: submitit, only in the task that runs it
 
     if len(argv) != 1:
         print(f"usage: python -m {__name__} FOLDER", file=sys.stderr)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -36,12 +39,12 @@ class LaunchStopped(Stopped):
         self.out_dir: Path | None = None
 
 
-def _raise_stopped(signum, frame):
+def _raise_stopped(signum: int, frame: FrameType | None) -> NoReturn:
     raise Stopped(signum)
 
 
 @contextlib.contextmanager
-def raising_stop_signals():
+def raising_stop_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread for the block (instead of killing the
     process on the spot), as Ctrl-C raises KeyboardInterrupt."""
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -53,7 +56,7 @@ def raising_stop_signals():
 
 
 @contextlib.contextmanager
-def deferred_during_launch():
+def deferred_during_launch() -> Iterator[None]:
     """Between the launch and its record, the stop signals wait: if any came, :class:`LaunchStopped` is
     raised once the block has ended well (a block that failed raises its own error)."""
     caught: list[int] = []

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def parse_quota(text: str, device: str | None = None) -> Quota | None:
     return Quota(left, True, "no limit set (quota)" if left is None else f"{format_bytes(left)} left (quota)")
 
 
-def quota_of(path: Path, which=shutil.which, run=_run) -> Quota:
+def quota_of(path: Path, which: Callable[[str], str | None] = shutil.which,
+             run: Callable[[list[str]], str | None] = _run) -> Quota:
     """The user's quota on the file system of ``path``, as the site's tools tell it; unknown otherwise.
     ``which`` and ``run`` are the lookups of commands and their output (tests give their own)."""
     mount = mount_of(path)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.folder import ResultsFolder
 from pipeline.launch import layout
 from pipeline.launch.backends import backend_of
-from pipeline.launch.layout import ArrayPlan
+from pipeline.launch.layout import Plan
 from pipeline.launch.profiles import Profile
 from pipeline.launch.records import launching
 from pipeline.launch.stop_signals import LaunchStopped, deferred_during_launch
@@ -68,30 +69,6 @@ class LaunchOptions:
         return " ".join(parts) or "no options"
 
 
-@dataclass
-class Plan:
-    """What one submission launches: job arrays (on SLURM; locally one, the worker processes) whose tasks
-    run units of trials, with the time limit of each array and how it was estimated."""
-
-    profile: Profile
-    arrays: list[ArrayPlan]
-    threads: int
-    name: str
-    estimates: list[str]  # how each experiment's time was estimated, one line each
-    warnings: list[str]
-
-    @property
-    def tasks(self) -> list[list[int]]:
-        return [task.indices for array in self.arrays for task in array.tasks]
-
-    @property
-    def trials(self) -> int:
-        return sum(map(len, self.tasks))
-
-    def job_name(self, array: ArrayPlan) -> str:
-        return self.name if len(self.arrays) == 1 else f"{self.name}-{array.time_min}m"
-
-
 def plan_submission(out_dir: Path | None, indices: list[int], profile: Profile, trials_per_task: int | None = None,
                     workers: int | None = None, pack_seeds: bool = False, trials: list | None = None,
                     name: str | None = None) -> Plan:
@@ -134,7 +111,7 @@ def describe_plan(out_dir: Path, plan: Plan, trials: list) -> str:
     return "\n".join(lines + backend_of(profile).describe(out_dir, plan, by_index))
 
 
-def submit(out_dir: Path, plan: Plan, log=print, options: LaunchOptions | None = None) -> dict:
+def submit(out_dir: Path, plan: Plan, log: Callable[[str], None] = print, options: LaunchOptions | None = None) -> dict:
     """Launch a planned submission and record it: one line of ``submissions.jsonl`` per job array (locally,
     one for the workers), with the ``options`` it ran with. The launch is recorded before it starts and
     completed after (``records.launching``), and nothing is said (``log``) before the record is written.
@@ -163,7 +140,7 @@ def submit(out_dir: Path, plan: Plan, log=print, options: LaunchOptions | None =
 
 
 @contextlib.contextmanager
-def manifest_restored_on_failure(out_dir: Path):
+def manifest_restored_on_failure(out_dir: Path) -> Iterator[None]:
     """Undo a manifest written for a submission that then failed before launching anything, so that the
     corrected submission is not blocked by a grid that never ran. Once a launch has begun (its line is in
     the submission log), the manifest stays whatever happens next: the launched tasks read it."""

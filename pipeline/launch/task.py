@@ -15,20 +15,25 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import submitit
 
 from pipeline import stopping
 from pipeline.launch.layout import pack_units
+from pipeline.launch.records import cancelled_jobs
 from pipeline.leases.ownership import Lease, task_lease_path
-from pipeline.schedulers.identity import current_job_id
+from pipeline.schedulers import current_job_id
+from pipeline.stopping import Cancelled
+from pipeline.trialfile.manifest import read_manifest, trials_of_manifest
+from pipeline.trialfile.sink import Sink
 
 
 class ArrayTask(submitit.helpers.Checkpointable):
     """Runs units of the manifest's trials in order: each unit one trial, or seeds trained packed."""
 
     def __init__(self, out_dir: Path, units: list[list[int]], threads: int = 0, require_cuda: bool = False,
-                 cuda_devices: str | None = None, sinks=()):
+                 cuda_devices: str | None = None, sinks: tuple[str, ...] = ()):
         self.out_dir = Path(out_dir)
         self.sinks = tuple(sinks)  # also write each trial's curves there (pipeline.run.curve_sinks)
         self.units = [list(unit) for unit in units]
@@ -53,7 +58,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
             self._legacy_units = (state.get("indices", []), state.get("pack_seeds", False), state.get("pack_size", 1))
 
     def __call__(self) -> dict[str, str]:
-        from pipeline.core import numerics
+        from pipeline.core import numerics  # deferred: torch, imported only in the task that trains
 
         # Submitit installed its preemption handler before calling the task: keep it to call it later,
         # outside any signal handler, once the trials have saved their last epoch.
@@ -66,7 +71,7 @@ class ArrayTask(submitit.helpers.Checkpointable):
         print(f"task of {len(self.indices)} trial(s): CUDA_VISIBLE_DEVICES="
               f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}", flush=True)
         if self.require_cuda:
-            from pipeline.core.driver import check_here
+            from pipeline.core.driver import check_here  # deferred: torch, as above
 
             os.environ[numerics.REQUIRE_CUDA_VARIABLE] = "1"  # every trial of the task checks it, too
             numerics.check_cuda(f"task of {len(self.indices)} trial(s) on a profile that requests GPUs")
@@ -90,11 +95,9 @@ class ArrayTask(submitit.helpers.Checkpointable):
                 lease.release()
 
     def _run_units(self) -> dict[str, str]:
-        import torch
+        import torch  # deferred: torch, imported only in the task that trains
 
-        from pipeline.run.execute import execute
-        from pipeline.stopping import Cancelled
-        from pipeline.trialfile.manifest import read_manifest, trials_of_manifest
+        from pipeline.run.execute import execute  # deferred: torch, as above
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
@@ -127,18 +130,15 @@ class ArrayTask(submitit.helpers.Checkpointable):
     def _check_recorded_cancel(self) -> None:
         """Stop before training if ``cancel`` recorded this task cancelled: its signal can miss the task (a
         requeued task between two runs has no process to signal), the record cannot."""
-        from pipeline.launch.records import cancelled_jobs
-        from pipeline.stopping import Cancelled
-
         job_id = current_job_id()
         cancelled = cancelled_jobs(self.out_dir) if job_id else {}
         if job_id in cancelled:
             raise Cancelled(f"cancelled at {cancelled[job_id]} (recorded in the submission log)")
 
-    def _remember(self, store) -> None:
+    def _remember(self, store: Sink) -> None:
         self._stores.append(store)
 
-    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         for store in self._stores:
             store.save_latest_state()
         self._stores = []  # the requeued copy is pickled: it must not carry the live trials' state

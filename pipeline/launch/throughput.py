@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import experiments
+from pipeline.settings import CommonSettings
 from pipeline.trialfile.cost import trial_flops
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "results" / "bench"
@@ -179,7 +180,7 @@ def speed(device: str, experiment: str, packed: bool = False, table: dict | None
                  "never measured on a GPU")
 
 
-def trial_seconds(settings, rate: Rate) -> float:
+def trial_seconds(settings: CommonSettings, rate: Rate) -> float:
     """Estimated wall time of one trial (one seed of a pack, when the rate is a packed one)."""
     epochs = experiments.of(settings).total_epochs(settings)
     return trial_flops(settings) / (rate.gflops * 1e9) + epochs * rate.epoch_overhead_s

@@ -12,9 +12,12 @@ from __future__ import annotations
 import difflib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from pipeline.folder import ResultsFolder
+from pipeline.launch.monitor import format_status, gather
 from pipeline.leases.ownership import read_owner, trial_lease_path
 from pipeline.settings import ConfigError
 from pipeline.trialfile.files import inspect, trial_paths
@@ -25,11 +28,9 @@ DEFAULT_WATCH_S = 10.0
 FOLLOW_POLL_S = 0.5
 
 
-def watch(out_dir: Path, every_s: float, only_unfinished: bool = False, stream=None, rounds: int | None = None,
-          sleep=time.sleep) -> None:
+def watch(out_dir: Path, every_s: float, only_unfinished: bool = False, stream: TextIO | None = None,
+          rounds: int | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
     """Print the status every ``every_s`` seconds until the grid has nothing queued or running."""
-    from pipeline.launch.monitor import format_status, gather
-
     stream = stream or sys.stdout
     on_terminal = stream.isatty()
     done = 0
@@ -74,16 +75,14 @@ def _still_going(out_dir: Path, trial_id: str) -> bool:
     return not path.exists() or inspect(path).status == "running"
 
 
-def show_log(out_dir: Path, trial_id: str, follow: bool = False, stream=None, sleep=time.sleep,
-             idle_limit_s: float | None = None) -> int:
+def show_log(out_dir: Path, trial_id: str, follow: bool = False, stream: TextIO | None = None,
+             sleep: Callable[[float], None] = time.sleep, idle_limit_s: float | None = None) -> int:
     """Print the trial's log (and with ``follow``, what is appended to it until the trial stops)."""
     stream = stream or sys.stdout
     out_dir = Path(out_dir)
     check_trial(out_dir, trial_id)
     path = log_path(out_dir, trial_id)
     if not path.exists() and not follow:
-        from pipeline.launch.monitor import gather
-
         state = next(s for s in gather(out_dir) if s.trial_id == trial_id)
         stream.write(f"{trial_id} has no log yet ({state.state}: {state.detail})\n")
         return 0

@@ -27,10 +27,14 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from typing import Any
 
 import torch
 
+from pipeline.core.data import Dataset
+from pipeline.experiments import Trial
 from pipeline.trialfile.cost import snapshot_epochs
+from pipeline.trialfile.sink import Checkpoint, EpochRecord, Sink, Weights
 
 MAX_PENDING = 2
 VARIABLE = "PIPELINE_BACKGROUND_WRITER"
@@ -44,7 +48,7 @@ def wanted(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def host_copy(value):
+def host_copy(value: Any) -> Any:  # a tensor, or tensors nested in dicts, lists and tuples
     """A host copy of a tensor (or of the tensors in a nested dict/list): for a CUDA tensor, into pinned
     memory without waiting; the caller records an event after it and waits on that before reading."""
     if isinstance(value, torch.Tensor):
@@ -66,7 +70,7 @@ class _Captured:
     def __init__(self, snapshot: dict | None, epoch: int):
         self._snapshot, self._epoch = snapshot, epoch
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, torch.Tensor]:
         if self._snapshot is None:
             raise RuntimeError(f"the weights of epoch {self._epoch} were asked for but not captured "
                                "(pipeline.run.background follows pipeline.trialfile.cost.snapshot_epochs)")
@@ -78,7 +82,7 @@ class BackgroundSink:
 
     defers_host_copies = True  # pipeline.run.runner then hands over device tensors and non-blocking copies
 
-    def __init__(self, inner, name: str = "trial"):
+    def __init__(self, inner: Sink, name: str = "trial"):
         self.inner = inner
         self.device: torch.device | None = None
         self._calls: queue.Queue = queue.Queue(maxsize=MAX_PENDING)
@@ -89,7 +93,7 @@ class BackgroundSink:
         self._thread = threading.Thread(target=self._work, name=f"writer {name}", daemon=True)
         self._thread.start()
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:  # what the runner or a caller asks of the inner sink
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.inner, name)
@@ -116,7 +120,7 @@ class BackgroundSink:
             self._reported = True
             raise self._failure
 
-    def _submit(self, method: str, *args, event=None) -> None:
+    def _submit(self, method: str, *args: Any, event: torch.cuda.Event | None = None) -> None:
         self._raise_failure()
         if self._failure is None:
             self._calls.put((event, method, args))
@@ -127,7 +131,7 @@ class BackgroundSink:
         self._raise_failure()
 
     @staticmethod
-    def _event(device: torch.device | None):
+    def _event(device: torch.device | None) -> torch.cuda.Event | None:
         if device is not None and device.type == "cuda":
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(device))  # the stream the copies were queued on
@@ -135,15 +139,15 @@ class BackgroundSink:
         return None
 
     # -- the sink protocol -------------------------------------------------------------------------------
-    def resume_point(self):
+    def resume_point(self) -> dict | None:
         return self.inner.resume_point()
 
-    def begin(self, trial, layer_names, device, data) -> None:
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data: Dataset) -> None:
         self.device = torch.device(device)
         self._keep = set(snapshot_epochs(trial.settings))
         self.inner.begin(trial, layer_names, device, data)  # the file exists before the first row is queued
 
-    def write_epoch(self, record, model, checkpoint) -> None:
+    def write_epoch(self, record: EpochRecord, model: Weights, checkpoint: Checkpoint) -> None:
         row = record.with_values({name: host_copy(value) for name, value in record.values.items()
                                   if isinstance(value, torch.Tensor)})
         keep = record.last or record.epoch in self._keep
@@ -151,10 +155,10 @@ class BackgroundSink:
         state = checkpoint()  # the runner's copies: non-blocking for a sink that defers them
         self._submit("write_epoch", row, captured, lambda: state, event=self._event(self.device))
 
-    def write_steps(self, epoch, dist_E) -> None:
+    def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
         self._submit("write_steps", epoch, host_copy(dist_E), event=self._event(self.device))
 
-    def write_results(self, arrays, attrs) -> None:
+    def write_results(self, arrays: dict, attrs: dict) -> None:
         self._submit("write_results", arrays, attrs)
 
     def save_latest_state(self) -> None:
@@ -176,7 +180,6 @@ class BackgroundSink:
         finally:
             self._calls.put(None)
             self._thread.join()
-            if hasattr(self.inner, "close"):  # e.g. TensorBoard curves written on this sink's thread
-                self.inner.close(raise_errors=False)
+            self.inner.close(raise_errors=False)  # e.g. TensorBoard curves written on this sink's thread
         if raise_errors:
             self._raise_failure()

@@ -19,10 +19,19 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline import schema
 from pipeline.errors import ConfigError
+from pipeline.trialfile.sink import Checkpoint, EpochRecord, Sink, Weights
+
+if TYPE_CHECKING:  # names for the checker only: torch is the runner's, never imported here
+    import torch
+
+    from pipeline.core.data import Dataset
+    from pipeline.experiments import Trial
 
 # option name -> (module, class, the package it needs, the project's extra that installs it)
 SINKS = {
@@ -33,7 +42,7 @@ SINKS = {
 # without it (JSON: {"tensorboard": 84}).
 
 
-def check_available(names) -> None:
+def check_available(names: Iterable[str]) -> None:
     """Before anything is launched: a sink whose package is missing is one line, not a failure on every node."""
     for name in names:
         if name not in SINKS:
@@ -44,12 +53,13 @@ def check_available(names) -> None:
                               f"install the project's extra: pip install -c constraints.txt -e '.[{extra}]'")
 
 
-def sink_class(name: str):
+def sink_class(name: str) -> type[CurveSink]:
     module, cls, _, _ = SINKS[name]
-    return getattr(importlib.import_module(module), cls)
+    found: type[CurveSink] = getattr(importlib.import_module(module), cls)
+    return found
 
 
-def curve_values(record, layer_names: list[str]) -> dict[str, float]:
+def curve_values(record: EpochRecord, layer_names: list[str]) -> dict[str, float]:
     """tag -> value of one row, for every series with a tag (a NaN, such as grad_norm at row 0, left out)."""
     values: dict[str, float] = {}
     for series in schema.EPOCH_SERIES:
@@ -72,32 +82,35 @@ class CurveSink:
 
     name = ""  # the option that asks for it: "tensorboard", "wandb"
 
-    def __init__(self, inner):
+    def __init__(self, inner: Sink, directory: Path, trial: Trial | None = None):
+        """``directory``: where the tracker keeps the trial's run; ``trial``: the trial, for trackers that name
+        their run before ``begin``."""
         self.inner = inner
+        self.directory = Path(directory)
         self.layer_names: list[str] = []
         self._open_run = False
 
-    def __getattr__(self, name):  # anything else the runner or a caller asks of the sink
+    def __getattr__(self, name: str) -> Any:  # anything else the runner or a caller asks of the sink
         return getattr(self.inner, name)
 
-    def resume_point(self):
+    def resume_point(self) -> dict | None:
         return self.inner.resume_point()
 
-    def begin(self, trial, layer_names, device, data) -> None:
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data: Dataset) -> None:
         self.inner.begin(trial, layer_names, device, data)
         self.layer_names = list(layer_names)
         point = self.inner.resume_point()
         self._open(trial, point["epoch"] if point is not None else None)
         self._open_run = True
 
-    def write_epoch(self, record, model, checkpoint) -> None:
+    def write_epoch(self, record: EpochRecord, model: Weights, checkpoint: Checkpoint) -> None:
         self.inner.write_epoch(record, model, checkpoint)
         self._log(int(record.epoch), curve_values(record, self.layer_names), bool(record.last))
 
-    def write_steps(self, epoch, dist_E) -> None:
+    def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
         self.inner.write_steps(epoch, dist_E)
 
-    def write_results(self, arrays, attrs) -> None:
+    def write_results(self, arrays: dict, attrs: dict) -> None:
         self.inner.write_results(arrays, attrs)
 
     def save_latest_state(self) -> None:
@@ -119,7 +132,7 @@ class CurveSink:
         """Whether an earlier attempt of the trial wrote curves into ``place``."""
         raise NotImplementedError
 
-    def _open(self, trial, resume_epoch: int | None) -> None:
+    def _open(self, trial: Trial, resume_epoch: int | None) -> None:
         raise NotImplementedError
 
     def _log(self, epoch: int, values: dict[str, float], last: bool) -> None:
@@ -129,7 +142,7 @@ class CurveSink:
         raise NotImplementedError
 
 
-def wrap(sink, names, trial, places: dict[str, Path]):
+def wrap(sink: Sink, names: Iterable[str], trial: Trial, places: dict[str, Path]) -> Sink:
     """``sink`` wrapped in the curve sinks ``names`` for ``trial``, each writing where ``places`` says."""
     for name in names:
         sink = sink_class(name)(sink, places[name], trial)

@@ -1,10 +1,10 @@
 """Train trials from their settings, top to bottom: one loop for one seed or k seeds packed together.
 
 The runner knows the course of a trial (phases, epochs, what is measured when); the experiment module
-knows the science of one epoch (``pipeline/experiments``); a *sink* knows where results go:
-:class:`ConsoleSink` prints one line per epoch, :class:`CollectingSink` keeps everything in memory, and
-the HDF5 trial store (``pipeline.trialfile.store``) streams to the trial's file and keeps a rolling checkpoint from
-which an interrupted trial resumes.
+knows the science of one epoch (``pipeline/experiments``); a *sink* (``pipeline.trialfile.sink.Sink``) knows
+where results go: :class:`ConsoleSink` prints one line per epoch, :class:`CollectingSink` keeps everything in
+memory, and the HDF5 trial store (``pipeline.trialfile.store``) streams to the trial's file and keeps a rolling
+checkpoint from which an interrupted trial resumes.
 
 Row e of a trial is the state after e epochs. Its loss and accuracy come from the next epoch's gradient
 pass when that pass runs over the untransformed data (Nom, Equi, the identity rows of the exact orbit), so
@@ -15,22 +15,30 @@ same way.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from pipeline import experiments, schema, stopping
 from pipeline.core import numerics
+from pipeline.core.data import Dataset
+from pipeline.core.models.base import MeasuredModel
 from pipeline.core.training import EpochHooks, Stepper
 from pipeline.errors import UserError
 from pipeline.experiments import Trial
 from pipeline.leases.ownership import LostOwnership
 from pipeline.progress import StageProgress
 from pipeline.run import faults
+from pipeline.run.background import host_copy
+from pipeline.settings import CommonSettings
+from pipeline.trialfile.sink import Checkpoint, EpochRecord, Sink, Weights
+
+# The row every sink is handed, named here too: the runner makes it.
+__all__ = ["CollectingSink", "ConsoleSink", "Diverged", "EpochRecord", "TrialRun", "run_trial", "run_trials"]
 
 
 class Diverged(UserError, RuntimeError):
@@ -42,35 +50,14 @@ class Diverged(UserError, RuntimeError):
         super().__init__(f"diverged at epoch {epoch} ({values})")
 
 
-@dataclass
-class EpochRecord:
-    """One row of a trial (``pipeline.schema``): its epoch and phase, and the value of every other series
-    (``schema.ROW_VALUES``: a float, or a (L,) tensor for a per-layer series), also readable as attributes
-    (``record.loss``, ``record.dist_E``)."""
-
-    epoch: int
-    phase: int
-    values: dict = field(default_factory=dict)
-    last: bool = False  # the trial's last row (it may come early: a search that converged)
-
-    def __getattr__(self, name: str):
-        values = self.__dict__.get("values")
-        if values is not None and name in values:
-            return values[name]
-        raise AttributeError(f"{type(self).__name__} has no series {name!r}")
-
-    def with_values(self, changed: dict) -> EpochRecord:
-        return dataclasses.replace(self, values={**self.values, **changed})
-
-
 class ConsoleSink:
     """Prints progress; keeps nothing, so a run through it cannot be resumed."""
 
-    def __init__(self, log=print):
+    def __init__(self, log: Callable[[str], None] = print):
         self.log = log
         self.results: dict = {}
 
-    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data) -> None:
+    def begin(self, trial: Trial, layer_names: list[str], device: torch.device, data: Dataset) -> None:
         self.layer_names = layer_names
         self.total = experiments.of(trial).total_epochs(trial.settings)
         self.log(f"{trial.trial_id}: {trial.experiment} on {device}, {len(data)} samples from {data.source}")
@@ -78,7 +65,7 @@ class ConsoleSink:
     def resume_point(self) -> dict | None:
         return None
 
-    def write_epoch(self, record: EpochRecord, model, checkpoint) -> None:
+    def write_epoch(self, record: EpochRecord, model: Weights, checkpoint: Checkpoint) -> None:
         self.log(format_epoch(record, self.layer_names, self.total))
 
     def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
@@ -93,25 +80,28 @@ class ConsoleSink:
     def finish(self) -> None:
         pass
 
+    def close(self, raise_errors: bool = True) -> None:
+        pass  # it holds nothing open
+
 
 class CollectingSink(ConsoleSink):
     """Keeps every record and the weights at every epoch in memory (tests, notebooks, benchmarks)."""
 
-    def __init__(self, log=lambda line: None):
+    def __init__(self, log: Callable[[str], None] = lambda line: None):
         super().__init__(log)
         self.records: list[EpochRecord] = []
         self.weights: list[dict[str, torch.Tensor]] = []
         self.steps: list[torch.Tensor] = []
 
-    def write_epoch(self, record, model, checkpoint):
+    def write_epoch(self, record: EpochRecord, model: Weights, checkpoint: Checkpoint) -> None:
         super().write_epoch(record, model, checkpoint)
         self.records.append(record)
         self.weights.append({k: v.cpu() for k, v in model.snapshot().items()})
 
-    def write_steps(self, epoch, dist_E):
+    def write_steps(self, epoch: int, dist_E: torch.Tensor) -> None:
         self.steps.append(dist_E)
 
-    def write_results(self, arrays, attrs):
+    def write_results(self, arrays: dict, attrs: dict) -> None:
         self.results = {"arrays": arrays, "attrs": attrs}
 
 
@@ -119,7 +109,7 @@ def format_epoch(r: EpochRecord, layer_names: list[str], total_epochs: int) -> s
     return schema.console_line(r.epoch, r.phase, r.values, layer_names, total_epochs, per_layer=True)
 
 
-def _on_host(value):
+def _on_host(value: Any) -> Any:  # a nested state: tensors in dicts, lists and tuples
     """A copy of a (nested) state with every tensor on the CPU: checkpoints outlive the live tensors."""
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
@@ -130,24 +120,19 @@ def _on_host(value):
     return value
 
 
-def _in_flight_host_copy(value):
-    """A host copy that a background sink completes and waits for on its own thread."""
-    from pipeline.run.background import host_copy
-
-    return host_copy(value)
-
-
-def _resume_points(sinks: list) -> tuple[str, list]:
+def _resume_points(sinks: list[Sink]) -> tuple[str, list]:
     """'fresh', 'resume' (every sink at one epoch and phase) or 'separate' (anything else)."""
     points = [sink.resume_point() for sink in sinks]
     if all(point is None for point in points):
         return "fresh", points
-    if all(point is not None for point in points) and len({point["epoch"] for point in points}) == 1:
-        return "resume", points
+    held = [point for point in points if point is not None]
+    if len(held) == len(points) and len({point["epoch"] for point in held}) == 1:
+        return "resume", held
     return "separate", points
 
 
-def _finalize_with_progress(experiment, settings, stepper, data, trials: list[Trial], sinks: list) -> None:
+def _finalize_with_progress(experiment: experiments.Experiment, settings: CommonSettings, stepper: Stepper,
+                            data: Dataset, trials: list[Trial], sinks: list[Sink]) -> None:
     """The measurements after training, announced in the trials' logs with their duration. An experiment
     whose ``finalize`` takes a ``progress`` argument reports its stages through it
     (``pipeline.progress.StageProgress``: ``progress(stage, done, total)``)."""
@@ -164,12 +149,12 @@ def _finalize_with_progress(experiment, settings, stepper, data, trials: list[Tr
     log(f"{names}: final stage done in {time.perf_counter() - started:.1f} s")
 
 
-def run_trial(trial: Trial, sink) -> None:
+def run_trial(trial: Trial, sink: Sink) -> None:
     """Train one trial into one sink."""
     run_trials([trial], [sink])
 
 
-def run_trials(trials: list[Trial], sinks: list) -> None:
+def run_trials(trials: list[Trial], sinks: list[Sink]) -> None:
     """Train trials that differ only in their seed together (one packed model), each into its own sink;
     one trial is the common case.
 
@@ -204,7 +189,7 @@ class TrialRun:
     - the layer measurements of the last step, reused while the weights are those they measured.
     """
 
-    def __init__(self, trials: list[Trial], sinks: list, points: list[dict] | None):
+    def __init__(self, trials: list[Trial], sinks: list[Sink], points: list[dict] | None):
         self.trials, self.sinks = trials, sinks
         self.experiment = experiment = experiments.of(trials[0])
         self.settings = settings = trials[0].settings
@@ -239,12 +224,13 @@ class TrialRun:
         # Sinks that write from a background thread (pipeline.run.background) take device tensors and copies that
         # are still in flight, and wait for them on their own thread: no host synchronisation per row here.
         self.deferred = all(getattr(sink, "defers_host_copies", False) for sink in sinks)
-        self.to_host = _in_flight_host_copy if self.deferred else _on_host
+        # (a host copy that a background sink completes and waits for on its own thread)
+        self.to_host = host_copy if self.deferred else _on_host
         self.loss_name = experiment.evaluation_loss(settings)
         self.trained: dict[str, list[float]] = {schema.GRAD_NORM: [float("nan")] * len(trials)}
         self.last_write = time.perf_counter()
 
-    def _built(self, settings):
+    def _built(self, settings: CommonSettings) -> MeasuredModel:
         return self.experiment.build_model(settings, self.phase).to(device=self.device, dtype=self.dtype)
 
     def _start_phase(self, initials: list[dict]) -> None:
@@ -272,8 +258,8 @@ class TrialRun:
                     for model, initial, previous in zip(self.stepper.models, self.initials, self.previous)]
         return measured if self.deferred else [{k: v.cpu() for k, v in m.items()} for m in measured]
 
-    def _checkpoint_of(self, i: int):
-        def checkpoint():
+    def _checkpoint_of(self, i: int) -> Checkpoint:
+        def checkpoint() -> dict:
             stepper = self.stepper
             return {
                 "epoch": self.epoch,
@@ -355,7 +341,7 @@ class _RunHooks(EpochHooks):
     def __init__(self, run: TrialRun):
         self.run = run
 
-    def before_update(self, measured) -> None:
+    def before_update(self, measured: list[tuple[float, float]] | None) -> None:
         self.run.write_row(measured)
 
     def after_step(self) -> None:

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.experiments import Trial
 from pipeline.run import curve_sinks
 from pipeline.run.curve_sinks import CurveSink
+from pipeline.trialfile.sink import Sink
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -35,9 +37,8 @@ class TensorBoardSink(CurveSink):
 
     name = "tensorboard"
 
-    def __init__(self, inner, directory: Path, trial=None):
-        super().__init__(inner)
-        self.directory = Path(directory)
+    def __init__(self, inner: Sink, directory: Path, trial: Trial | None = None):
+        super().__init__(inner, directory, trial)
         self._writer: SummaryWriter | None = None
         self._flushed = 0.0
 
@@ -45,8 +46,8 @@ class TensorBoardSink(CurveSink):
     def has_run(place: Path, trial_id: str, out_dir: Path) -> bool:
         return place.is_dir() and any(place.iterdir())
 
-    def _open(self, trial, resume_epoch: int | None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+    def _open(self, trial: Trial, resume_epoch: int | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # deferred: torch and tensorboard, only with --tensorboard
 
         # Rows after the checkpoint are trained again: their old events go, the new ones replace them.
         purge = resume_epoch + 1 if resume_epoch is not None else None

@@ -25,7 +25,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipeline import experiments
+from pipeline.experiments import Trial
 from pipeline.run.curve_sinks import CurveSink
+from pipeline.trialfile.sink import Sink
 
 PROJECT = "equivariance-dynamics"
 
@@ -42,9 +45,7 @@ def cell_group(trial_id: str) -> str:
     return re.sub(r"-s\d+$", "", trial_id)
 
 
-def run_config(trial) -> dict:
-    from pipeline import experiments
-
+def run_config(trial: Trial) -> dict:
     labels = experiments.of(trial).labels(trial.settings)
     return {**dataclasses.asdict(trial.settings), "trial_id": trial.trial_id, "experiment": trial.experiment,
             "cell": labels.cell, "mode": labels.mode, "swept": dict(trial.swept)}
@@ -56,9 +57,8 @@ class WandbSink(CurveSink):
 
     name = "wandb"
 
-    def __init__(self, inner, directory: Path, trial=None):
-        super().__init__(inner)
-        self.directory = Path(directory)
+    def __init__(self, inner: Sink, directory: Path, trial: Trial | None = None):
+        super().__init__(inner, directory, trial)
         self._run: Any = None
 
     @staticmethod
@@ -66,8 +66,8 @@ class WandbSink(CurveSink):
         # W&B keeps each attempt's run in a directory of its own below ``place``, named after the run id.
         return any(place.glob(f"*/*-{run_id(trial_id, out_dir)}"))
 
-    def _open(self, trial, resume_epoch: int | None) -> None:
-        import wandb
+    def _open(self, trial: Trial, resume_epoch: int | None) -> None:
+        import wandb  # deferred: wandb, only with --wandb
 
         self.directory.mkdir(parents=True, exist_ok=True)
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True,

@@ -1,7 +1,8 @@
 """What SLURM says about jobs, read without ever mistaking silence for an answer.
 
 ``squeue`` on a busy controller times out, and a login node may have no SLURM at all: every reader here
-returns None when it could not read the queue, and callers treat that as *unknown*, never as *empty*.
+returns None when it could not read the queue, and callers treat that as *unknown*, never as *empty*. The
+scheduler interface over them is ``pipeline.schedulers.slurm``.
 """
 
 from __future__ import annotations
@@ -59,27 +60,3 @@ def read_accounting(job_ids: list[str]) -> dict[str, str]:
         return {}
     output = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(arrays), "-o", "JobID,State"])
     return {line.split("|")[0]: line.split("|")[1].split()[0] for line in (output or "").splitlines() if "|" in line}
-
-
-class QueueView:
-    """SLURM's queue as one command sees it: read at most once, and only if something asks."""
-
-    _UNREAD = object()
-
-    def __init__(self, states=_UNREAD):
-        self._states = states
-
-    def states(self) -> dict[str, str] | None:
-        if self._states is QueueView._UNREAD:
-            self._states = read_slurm_queue()
-        return self._states
-
-
-def view(job_states) -> QueueView:
-    """A QueueView of what a caller passes: "read" (read it when needed), a view, a dict it read, or None
-    (it could not be read)."""
-    if isinstance(job_states, QueueView):
-        return job_states
-    if isinstance(job_states, str) and job_states == "read":
-        return QueueView()
-    return QueueView(job_states)

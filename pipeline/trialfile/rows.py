@@ -5,9 +5,7 @@ it is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
 
 import h5py
 import numpy as np
@@ -15,27 +13,11 @@ import torch
 
 from pipeline import schema
 from pipeline.trialfile.files import open_h5, seal, weight_rows_through
+from pipeline.trialfile.sink import EpochRecord
 
 # HDF5 chunks: rows of a per-row series, and single steps (many more of them), per chunk.
 ROWS_PER_CHUNK = 256
 STEPS_PER_CHUNK = 1024
-
-
-class Row(Protocol):
-    """A row as the runner hands it to its sinks (``pipeline.run.runner.EpochRecord``): its epoch and phase,
-    its values by series of ``pipeline.schema`` (per layer: a tensor or a list), and whether it is the last."""
-
-    @property
-    def epoch(self) -> int: ...
-
-    @property
-    def phase(self) -> int: ...
-
-    @property
-    def values(self) -> Mapping[str, Any]: ...
-
-    @property
-    def last(self) -> bool: ...
 
 
 def truncate_after(path: Path, epoch: int) -> None:
@@ -60,7 +42,7 @@ def truncate_after(path: Path, epoch: int) -> None:
         seal(f)
 
 
-def write_snapshot(f: h5py.File, record: Row, snapshot: dict, layers: list[str]) -> None:
+def write_snapshot(f: h5py.File, record: EpochRecord, snapshot: dict, layers: list[str]) -> None:
     """Append one snapshot: its measured layers to ``weights/<layer>``, its other parameters to
     ``weights/phase<p>/<name>`` (a phase's model may be parametrised differently from another's: the CNN's
     coefficients have other shapes in phase 2), its epoch and phase to ``weights/epochs`` and ``phase``."""
@@ -86,7 +68,7 @@ def append(dataset: h5py.Dataset, value: object) -> None:
     dataset[-1] = value
 
 
-def row_value(record: Row, name: str) -> object:
+def row_value(record: EpochRecord, name: str) -> object:
     """A row's value of one series, as the file stores it (per-layer series in float64)."""
     if name == schema.ROW_EPOCH:
         return record.epoch

@@ -49,13 +49,11 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline import durable, experiments, schema
+from pipeline import durable, experiments, schedulers, schema
 from pipeline.core.data import Dataset
-from pipeline.core.models.base import MeasuredModel
 from pipeline.experiments import Trial
 from pipeline.folder import set_aside
 from pipeline.leases.ownership import KEEPER, Lease, LostOwnership
-from pipeline.schedulers import identity
 from pipeline.settings import CHECKPOINT_EVERY_S, quoted
 from pipeline.trialfile import copying, files, journal, provenance
 from pipeline.trialfile.cost import snapshot_epochs
@@ -72,12 +70,12 @@ from pipeline.trialfile.manifest import git_commit, utc_now
 from pipeline.trialfile.rows import (
     ROWS_PER_CHUNK,
     STEPS_PER_CHUNK,
-    Row,
     append,
     row_value,
     truncate_after,
     write_snapshot,
 )
+from pipeline.trialfile.sink import Checkpoint, EpochRecord, Weights
 from pipeline.trialfile.space import DiskFull, WriteErrors, check_space, is_disk_full
 
 
@@ -300,7 +298,7 @@ class TrialFile:
                      "hostname": socket.gethostname(), "device": device_name, "git_commit": git_commit(),
                      "torch_version": str(torch.__version__), "numpy_version": np.__version__,
                      "h5py_version": h5py.__version__, "data_source": data.source, "pack_size": self.pack_size,
-                     **identity.provenance()}  # which task of the submission log ran this attempt
+                     **schedulers.provenance()}  # which task of the submission log ran this attempt
         self.log(f"{trial.trial_id}: training on {device_name}; data: {data.source}")
         if self._resume is None:
             self._create(run_attrs)
@@ -359,7 +357,7 @@ class TrialFile:
         self._check_owner()
         check_space(self.path.parent, needed, what)
 
-    def write_epoch(self, record: Row, model: MeasuredModel, checkpoint: Callable[[], dict]) -> None:
+    def write_epoch(self, record: EpochRecord, model: Weights, checkpoint: Checkpoint) -> None:
         # The last row always keeps its weights: a trial that ends early (converged) ends off the policy's grid.
         snapshot = model.snapshot() if record.last or self._wants_weights(record.epoch) else {}
         what = f"epoch {record.epoch} of {self.trial.trial_id}"
@@ -462,6 +460,9 @@ class TrialFile:
                           "wall_seconds": self.prior_wall + time.time() - self.session_start})
         self._check_owner()
         self._remove_checkpoint()
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Nothing to close: every write opens and closes the file (``pipeline.trialfile.sink.Sink``)."""
 
     def mark_stopped(self, status: str, message: str, error: BaseException | None = None) -> bool:
         """Record why the trial stopped ('failed' or 'cancelled') and persist its last completed epoch; a

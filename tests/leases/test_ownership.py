@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import lease_racer
+import pipeline.leases.breaking as breaking
 import pipeline.leases.ownership as ownership
 from helpers import assert_same_results, epochs_done, launched_indices, reference_run, run_at_once, wait_until
 from pipeline.launch.grid import load_grid
@@ -229,7 +230,7 @@ def test_a_breaker_that_judged_a_dead_lease_never_moves_the_live_one_taken_since
     rename = os.rename
     monkeypatch.setattr(ownership.os, "rename", lambda source, target: (moved.append(str(source)), rename(source, target)))
     try:
-        ownership._break(path, judged_dead)
+        breaking.break_lease(path, judged_dead)
         assert moved == [] and lease.still_ours()
     finally:
         lease.release()

@@ -134,7 +134,7 @@ def test_resubmit_does_not_take_a_profile_file_the_folder_names_without_proof(tm
     """A forged ``profile_path`` in a record: its ``setup`` lines would run through sbatch on the nodes.
     Resubmit takes a recorded profile file only if nobody but the user can have written it; otherwise it
     asks for ``--cluster``."""
-    from pipeline.cli import _last_profile
+    from pipeline.cli.resubmitting import last_profile as _last_profile
 
     out = small_folder(tmp_path)
     evil = tmp_path / "planted" / "evil.toml"

@@ -13,21 +13,24 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.folder import ResultsFolder
-from pipeline.launch import sealed
-from pipeline.launch.backends.base import Backend, Cancellation, cpu_count
+from pipeline.launch import layout, sealed
+from pipeline.launch.backends.base import Backend, Cancellation, Say, cpu_count
 from pipeline.launch.backends.proof import runs_on_folder
-from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Task
+from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Plan, Task
 from pipeline.launch.local_gpus import share_out, visible_gpus
 from pipeline.leases.ownership import Owner, process_start_ticks, read_owner, task_lease_path
+from pipeline.schedulers.base import QueueView
 from pipeline.settings import quoted
 from pipeline.stopping import CANCEL_SIGNAL
 from pipeline.trialfile.cost import trial_flops
 
 
-def balanced(units: list[list[int]], workers: int, cost) -> list[list[list[int]]]:
+def balanced(units: list[list[int]], workers: int, cost: Callable[[int], float]) -> list[list[list[int]]]:
     """Units of trials shared among ``workers`` local processes (at most that many trainings at a time) so
     that they finish together: the costliest unit first, each to the least loaded worker (by the analytic
     cost); each worker then runs its units in grid order."""
@@ -89,8 +92,13 @@ def signal_if_ours(pid: int, ticks: int | None, out_dir: Path) -> bool:
         return False
 
 
+def _given(gpus: list[str | None]) -> list[str]:
+    """The GPUs ``share_out`` gave the workers (none, where there was no GPU to give)."""
+    return [g for g in gpus if g is not None]
+
+
 @contextlib.contextmanager
-def detached_from_terminal():
+def detached_from_terminal() -> Iterator[None]:
     """Local workers outlive the command that starts them: they must not die with the terminal's Ctrl-C
     (which reaches the whole foreground process group) or its hang-up, nor hold its output open (a
     ``submit | tee`` would wait for them). Children inherit ignored signals and open descriptors, so both
@@ -119,7 +127,8 @@ class LocalBackend(Backend):
     waits = True
     runs_here = True
 
-    def tasks(self, units, trials, trials_per_task, pack_seeds, workers, device):
+    def tasks(self, units: list[layout.Unit], trials: dict, trials_per_task: int | None, pack_seeds: bool,
+              workers: int | None, device: str) -> tuple[list[ArrayPlan], int, list[str]]:
         # Workers take units round-robin: plain trials need no chunking; packs still group seeds.
         count = min(workers or self.profile.local_workers(), len(units))
         by_index = {u.indices[0]: u for u in units}
@@ -129,19 +138,21 @@ class LocalBackend(Backend):
         time_min = max(math.ceil(task.reserve_s / 60) for task in tasks)
         return [ArrayPlan(time_min, tasks, len(tasks))], threads, []
 
-    def describe(self, out_dir, plan, trials):
+    def describe(self, out_dir: Path, plan: Plan, trials: dict) -> list[str]:
         gpus = share_out(visible_gpus(), len(plan.tasks), self.profile.gpus)
         return [f"local worker processes: {len(plan.tasks)}, {plan.threads} thread(s) each",
-                f"GPUs (CUDA_VISIBLE_DEVICES) of the workers: {', '.join(gpus)}" if gpus and gpus[0] is not None
+                f"GPUs (CUDA_VISIBLE_DEVICES) of the workers: {', '.join(_given(gpus))}" if _given(gpus)
                 else "no GPU visible here: the workers train on the CPU"]
 
-    def plan_lines(self, plan, trials):
+    def plan_lines(self, plan: Plan, trials: dict) -> list[str]:
         return ["on a GPU cluster: add --cluster t4 (or a40, or your site's profile) for its GPU-hours and the "
                 "job arrays a submission would make"]
 
-    def launch(self, out_dir, plan, base, records, say, sinks=()):
+    def launch(self, out_dir: Path, plan: Plan, base: dict, records: list[dict], say: Say,
+               sinks: tuple[str, ...] = ()) -> list[Any]:
+        # deferred: submitit (the controller and the task are submitit's), kept out of planning and status
         from pipeline.launch.local_controller import LocalExecutor
-        from pipeline.launch.task import ArrayTask
+        from pipeline.launch.task import ArrayTask  # deferred: submitit, as above
 
         profile = self.profile
         (array,) = plan.arrays
@@ -156,12 +167,12 @@ class LocalBackend(Backend):
         tasks = [{**task.record(job.job_id), "start_ticks": process_start_ticks(int(job.job_id)),
                   "cuda_visible_devices": cuda_devices} for job, task, cuda_devices in zip(jobs, array.tasks, gpus)]
         records.append({**base, "tasks": tasks, "time_min": array.time_min, "folder": str(executor.folder)})
-        on_gpus = f" on GPU {', '.join(gpus)}" if gpus and gpus[0] is not None else ""
+        on_gpus = f" on GPU {', '.join(_given(gpus))}" if _given(gpus) else ""
         say(f"started {len(jobs)} local worker process(es){on_gpus} for {plan.trials} trials "
             f"({plan.threads} thread(s) each); logs in {quoted(folder)}")
         return jobs
 
-    def task_state(self, out_dir, record, task, queue):
+    def task_state(self, out_dir: Path, record: dict, task: dict, queue: QueueView) -> tuple[bool | None, str]:
         alive = local_process_alive(out_dir, record, task)
         if alive is None:
             return None, (f"task {task['job_id']} was started on {record.get('hostname', '?')} where its process "
@@ -169,7 +180,8 @@ class LocalBackend(Backend):
                           "namespace)")
         return (True, "starting") if alive else (False, "")
 
-    def gather_cancellation(self, out_dir, record, queue, me, found: Cancellation):
+    def gather_cancellation(self, out_dir: Path, record: dict, queue: QueueView, me: Owner,
+                            found: Cancellation) -> None:
         for task in record["tasks"]:
             job_id = task["job_id"]
             if local_process_alive(out_dir, record, task) is True:  # only a process proven to be the one started

@@ -11,15 +11,20 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import SchedulerError
 from pipeline.folder import ResultsFolder
 from pipeline.launch import layout, sealed
-from pipeline.launch.backends.base import Backend, Cancellation
-from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES, ArrayPlan
+from pipeline.launch.backends.base import Backend, Cancellation, Say
+from pipeline.launch.layout import MAX_TIMEOUT_REQUEUES, ArrayPlan, Plan
+from pipeline.launch.profiles import Profile
+from pipeline.leases.ownership import Owner
 from pipeline.names import check_script_text
 from pipeline.schedulers import slurm_queue
+from pipeline.schedulers.base import QueueView
 from pipeline.settings import ConfigError
 from pipeline.stopping import CANCEL_SIGNAL
 
@@ -30,7 +35,7 @@ RUNNING_STATES = ("RUNNING", "COMPLETING", "CONFIGURING")
 
 
 @contextlib.contextmanager
-def _submitit_files_removed_on_refusal(folder: Path):
+def _submitit_files_removed_on_refusal(folder: Path) -> Iterator[None]:
     """Remove what submitit wrote for the arrays of a submission that sbatch refused (their pickled tasks and
     sbatch scripts, at the top of its folder; arrays submitted before the refusal are cancelled), so that a
     refused submission leaves the folder as it was. Only new files at the top are touched: arrays keep their
@@ -51,7 +56,7 @@ def _submitit_files_removed_on_refusal(folder: Path):
         raise
 
 
-def slurm_parameters(profile, name: str, array: ArrayPlan) -> dict:
+def slurm_parameters(profile: Profile, name: str, array: ArrayPlan) -> dict:
     """The submitit SlurmExecutor parameters of an array on this profile. The job name comes from a grid's
     name (or a manifest's): a line break in it would end its ``#SBATCH`` line and start a shell command."""
     check_script_text(name, "the job name (the grid's name)")
@@ -67,10 +72,10 @@ def slurm_parameters(profile, name: str, array: ArrayPlan) -> dict:
     return parameters
 
 
-def sbatch_script(out_dir: Path, profile, name: str, array: ArrayPlan) -> str:
+def sbatch_script(out_dir: Path, profile: Profile, name: str, array: ArrayPlan) -> str:
     """The sbatch script submitit would submit for one array (needs no SLURM here). submitit makes it in a
     private function; the dry run shows exactly what it would submit, so it calls that one."""
-    from submitit.slurm.slurm import _make_sbatch_string
+    from submitit.slurm.slurm import _make_sbatch_string  # deferred: submitit, kept out of planning and status
 
     folder = array_folder(out_dir)
     return _make_sbatch_string(command=sealed.command(shlex.quote(sys.executable), folder), folder=folder,
@@ -86,10 +91,10 @@ def array_folder(out_dir: Path, array_id: str | None = None) -> Path:
     return folder.array_jobs() if array_id is None else folder.array_jobs(array_id)
 
 
-def sealed_executor(folder: Path):
+def sealed_executor(folder: Path) -> Any:
     """submitit's SlurmExecutor whose tasks run ``pipeline.launch.sealed``: they unpickle only what their
     own submission sealed."""
-    import submitit
+    import submitit  # deferred: submitit, kept out of planning and status
 
     class SealedSlurmExecutor(submitit.SlurmExecutor):
         @property
@@ -127,7 +132,7 @@ def cancel_arrays(array_ids: list[str]) -> str:
 def last_log_line(folder: str, job_id: str) -> str:
     """The last line of a task's stderr, where submitit keeps it (``JobPaths``), but srun's own word on how
     the task exited ("srun: error: node: task 0: Exited with exit code 2"), which says nothing of why."""
-    from submitit.core.utils import JobPaths
+    from submitit.core.utils import JobPaths  # deferred: submitit, kept out of planning and status
 
     try:
         lines = JobPaths(folder, job_id=job_id, task_id=0).stderr.read_text().strip().splitlines()
@@ -137,7 +142,7 @@ def last_log_line(folder: str, job_id: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def check_partition(profile, partitions: dict[str, list[str]] | None) -> None:
+def check_partition(profile: Profile, partitions: dict[str, list[str]] | None) -> None:
     """Before anything is queued: the profile's partition exists on this SLURM and, where the profile requests
     GPUs, has some (``partitions``: name -> its nodes' generic resources, from ``sinfo``; None where sinfo did
     not answer, and sbatch is left to judge). A GPU profile on a cluster without GPUs is refused in one line
@@ -166,14 +171,15 @@ class SlurmBackend(Backend):
     name = "slurm"
     waits = False
 
-    def tasks(self, units, trials, trials_per_task, pack_seeds, workers, device):
+    def tasks(self, units: list[layout.Unit], trials: dict, trials_per_task: int | None, pack_seeds: bool,
+              workers: int | None, device: str) -> tuple[list[ArrayPlan], int, list[str]]:
         profile = self.profile
         tasks = layout.tasks_of(units, trials_per_task, pack_seeds, 60.0 * profile.min_task_min,
                                 60.0 * profile.max_time_min)
         arrays = layout.arrays_of(tasks, profile.max_time_min, profile.array_parallelism)
         return arrays, profile.cpus_per_task, layout.over_limit_warnings(arrays, trials, device)
 
-    def describe(self, out_dir, plan, trials):
+    def describe(self, out_dir: Path, plan: Plan, trials: dict) -> list[str]:
         profile = self.profile
         lines = ["arrays (the longest first; at most " f"{profile.array_parallelism} tasks of the grid at once):",
                  *layout.describe_arrays(plan.arrays, trials, profile.gpus > 0), *plan.warnings,
@@ -185,7 +191,7 @@ class SlurmBackend(Backend):
             lines.append(f"array {number}: the same script but " + " ".join(differing))
         return lines
 
-    def plan_lines(self, plan, trials):
+    def plan_lines(self, plan: Plan, trials: dict) -> list[str]:
         profile = self.profile
         return [f"arrays that `submit --cluster {profile.name}` would make ({len(plan.tasks)} tasks, at most "
                 f"{profile.array_parallelism} at once):", *layout.describe_arrays(plan.arrays, trials, profile.gpus > 0),
@@ -198,7 +204,8 @@ class SlurmBackend(Backend):
         check_partition(self.profile, slurm_queue.read_partitions())
 
 
-    def launch(self, out_dir, plan, base, records, say, sinks=()):
+    def launch(self, out_dir: Path, plan: Plan, base: dict, records: list[dict], say: Say,
+               sinks: tuple[str, ...] = ()) -> list[Any]:
         """One job array per cost class. If SLURM refuses a later array, the arrays already submitted are
         cancelled, and the refusal (a SchedulerError) takes the submission's ``launching`` line back: the folder
         stays as it was."""
@@ -212,8 +219,9 @@ class SlurmBackend(Backend):
                 "stops them all")
         return jobs
 
-    def _launch_arrays(self, executor, out_dir, plan, base, records, say, sinks, jobs: list) -> None:
-        from pipeline.launch.task import ArrayTask
+    def _launch_arrays(self, executor: Any, out_dir: Path, plan: Plan, base: dict, records: list[dict], say: Say,
+                       sinks: tuple[str, ...], jobs: list) -> None:
+        from pipeline.launch.task import ArrayTask  # deferred: submitit (the task is submitit's)
 
         profile = self.profile
         folder = ResultsFolder(out_dir)
@@ -242,7 +250,7 @@ class SlurmBackend(Backend):
             say(f"submitted job array {array_id} with {len(launched)} tasks ({trials} trials, {sizes} per task, "
                 f"--time={array.time_min}, at most {array.parallelism} at once) on profile {profile.name}")
 
-    def task_state(self, out_dir, record, task, queue):
+    def task_state(self, out_dir: Path, record: dict, task: dict, queue: QueueView) -> tuple[bool | None, str]:
         job_id = task["job_id"]
         states = queue.states()
         if states is None:
@@ -250,24 +258,25 @@ class SlurmBackend(Backend):
         state = states.get(job_id)
         return (state is not None), (state or "").lower()
 
-    def ended_how(self, job_ids):
+    def ended_how(self, job_ids: list[str]) -> dict[str, str]:
         return slurm_queue.read_accounting(job_ids)
 
-    def gather_cancellation(self, out_dir, record, queue, me, found: Cancellation):
+    def gather_cancellation(self, out_dir: Path, record: dict, queue: QueueView, me: Owner,
+                            found: Cancellation) -> None:
         states = queue.states()
         if states is None:
             raise SchedulerError("squeue did not answer, so which tasks of this grid are queued is unknown; "
                               "nothing was cancelled: retry when SLURM answers")
         for task in record["tasks"]:
             if task["job_id"] in states:
-                found.slurm_live[task["job_id"]] = states[task["job_id"]]
-        found.job_ids += [job for job in found.slurm_live if job not in found.job_ids]
+                found.live[task["job_id"]] = states[task["job_id"]]
+        found.job_ids += [job for job in found.live if job not in found.job_ids]
 
-    def cancel(self, found: Cancellation, log) -> None:
+    def cancel(self, found: Cancellation, log: Say) -> None:
         """Cancel the waiting tasks at once (so that none starts meanwhile); send the running ones the cancel
         signal, which reaches the training process on whichever node (it saves its last epoch, says
         ``cancelled`` in its file and ends); kill whatever is still there after CANCEL_GRACE_S."""
-        live = found.slurm_live
+        live = found.live
         if not live:
             return
         running = [job for job, state in live.items() if state in RUNNING_STATES]
@@ -282,7 +291,7 @@ class SlurmBackend(Backend):
         left = running
         while left and time.time() < deadline:
             time.sleep(1.0)
-            states = slurm_queue.read_slurm_queue()
+            states = self.scheduler.read_queue()
             if states is not None:
                 left = [job for job in left if job in states]
         if left:
