@@ -39,7 +39,13 @@ from pipeline.core import numerics  # noqa: E402
 from pipeline.core.data import Dataset  # noqa: E402
 from pipeline.core.models import CNN  # noqa: E402
 from pipeline.core.packing import PackedCNN, PackedStepper  # noqa: E402
-from pipeline.core.training import SingleStepper, full_batch_epoch, seeded_generator, sgd_epoch  # noqa: E402
+from pipeline.core.training import (  # noqa: E402
+    GradientStepper,
+    SingleStepper,
+    full_batch_epoch,
+    seeded_generator,
+    sgd_epoch,
+)
 from pipeline.settings import Augmentation  # noqa: E402
 from timing import timed  # noqa: E402
 
@@ -84,8 +90,9 @@ class _PackingBench:
 
     def workload(self, phase: int, k: int | None) -> Workload:
         seeds = list(range(1 if k is None else k))
-        stepper = SingleStepper(self.models(1, phase)[0], seeds) if k is None \
-            else PackedStepper(PackedCNN(self.models(k, phase), self.vectorize), seeds)
+        # A packed stepper reads the attributes that the protocol declares settable (as CNNExperiment.stepper).
+        stepper = cast(GradientStepper, SingleStepper(self.models(1, phase)[0], seeds) if k is None
+                       else PackedStepper(PackedCNN(self.models(k, phase), self.vectorize), seeds))
 
         def run_on(d: Dataset) -> None:
             generators = [seeded_generator(seed, 1, "data order and augmentation") for seed in seeds]
