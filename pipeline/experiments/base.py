@@ -16,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pipeline.experiments.loop import OwnLoop
 from pipeline.schema import ACCURACY, LOSS
 from pipeline.settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
@@ -287,6 +288,11 @@ class Experiment:
     def finished(self, settings, stepper) -> bool:
         """Whether training may stop before its last epoch (a search that converged)."""
         return False
+
+    def own_loop(self) -> OwnLoop | None:
+        """The loop a trial runs instead of the runner's epoch loop (``pipeline.experiments.loop``: a search in
+        iterations and stages, say); None, the default: the epoch loop, through ``train_epoch``."""
+        return None
 
     # Measurements made once, after the last epoch (``finalize``), whose results go to ``results/``.
     has_final_stage: ClassVar[bool] = False

@@ -441,7 +441,7 @@ class TrialFile:
         # Reported once it is in the file (and checkpointed, when due).
         total = experiments.of(self.trial).total_epochs(self.trial.settings)
         self.log(schema.console_line(record.epoch, record.phase, record.values, self.layer_names, total,
-                                     prefix=f"{self.trial.trial_id} "))
+                                     prefix=f"{self.trial.trial_id} ", position=record.position))
 
     @staticmethod
     def _write_snapshot(f: h5py.File, record, snapshot: dict, layers: list[str]) -> None:
