@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline.core.stationary_search import StationarySearch
+from pipeline.core.stationary_search import FIRST_ORDER, NEWTON, StationarySearch
 from pipeline.experiments.loop import RunControl
 from pipeline.experiments.stability_trial import StationaryStepper
 from pipeline.schema import GRAD_NORM
@@ -34,7 +34,10 @@ def search_loop(run: RunControl) -> None:
     while row < total and not search.done:
         run.between_rows(row + 1)  # a stop request, or a fault planned for this row (tests)
         stage = search.stage
-        search.step_block()  # first order: up to `block` iterations; Newton: one trust-region step
+        if stage == FIRST_ORDER:
+            search.first_order_block()  # up to `block` iterations of L-BFGS (or gradient descent) on Π_E∇R
+        else:
+            search.newton_block()  # one trust-region step on E; the search keeps its best iterate
         row += 1
         run.record(row, search.loss, search.accuracy, {GRAD_NORM: search.norm}, position(row, total, stage, search),
                    last=search.done or row == total)
@@ -45,7 +48,7 @@ def position(row: int, total: int, stage: str, search: StationarySearch) -> str:
     ‖Π_E∇R‖ there (the search's measure of progress, which the console's series do not show)."""
     if stage == "start":
         where = "A⁰"
-    elif stage == "newton":
+    elif stage == NEWTON:
         where = f"Newton step {search.newton_iterations}"
     else:
         where = f"{stage}, iteration {search.iterations}"
