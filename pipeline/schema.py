@@ -138,11 +138,11 @@ def total_over_layers(values: Iterable[float]) -> float:
 
 
 def console_line(epoch: int, phase: int, values: Mapping, layer_names: list[str], total_epochs: int,
-                 prefix: str = "", per_layer: bool = False) -> str:
-    """The one line a row is reported by: its epoch, phase, the series with a console label (per-layer
-    series by their total over layers, and with ``per_layer`` layer by layer for the first of them) and the
-    epoch's seconds."""
-    words = [f"{prefix}epoch {epoch}/{total_epochs}", f"phase {phase}"]
+                 prefix: str = "", per_layer: bool = False, position: str = "") -> str:
+    """The one line a row is reported by: its epoch and phase (or, where the row is not an epoch, its
+    ``position``: a search's iteration and stage), the series with a console label (per-layer series by their
+    total over layers, and with ``per_layer`` layer by layer for the first of them) and the row's seconds."""
+    words = [f"{prefix}{position}"] if position else [f"{prefix}epoch {epoch}/{total_epochs}", f"phase {phase}"]
     shown_layers = False
     for series in EPOCH_SERIES:
         if not series.console or series.name not in values:

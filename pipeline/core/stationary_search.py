@@ -3,7 +3,13 @@
 :class:`StationarySearch` runs in stages (first order, then trust-region Newton on E), one block at a time,
 so that a trial records, checkpoints and resumes it block by block (``state_dict``); how it ends (its
 criterion, a certified stall, its budget) is named by the constants below. The objective is
-``pipeline.core.objectives``; the Newton steps' subproblems are ``pipeline.core.trust_region``'s.
+``pipeline.core.objectives``; the Newton steps' subproblems are ``pipeline.core.trust_region``'s. A trial
+runs the search in a loop of its own (``pipeline.experiments.stability_loop``), a block of the current
+stage per row.
+
+Over 500 lines for one reason: the stages are one class, as they share one state (θ, the best iterate, the
+counts and budgets, the L-BFGS memory and trust radius that checkpoints keep), and splitting them would
+spread that state over modules.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class StationaryResult:
     hessian_products: int = 0
 
 
+# The search's stages, in order (``StationarySearch.stage``; checkpoints keep these words).
+FIRST_ORDER, NEWTON = "first order", "newton"
 # How a search ends: by its criterion, a certified stall, or its budget (``StationarySearch.ending``), and
 # why, in words (``StationarySearch.ended``).
 CRITERION, STALL, BUDGET = "criterion", "stall", "budget"
@@ -153,7 +161,7 @@ class StationarySearch:
         self.evaluations = self.iterations = self.newton_iterations = 0
         self.hessian_products = self.orbit_products = self.checks = 0
         self.restarted = self.first_order_stalled = False
-        self.stage, self.ended = "first order", ""
+        self.stage, self.ended = FIRST_ORDER, ""
         self.elapsed = 0.0
         self.radius: float | None = None  # the trust region's, once Newton steps begin
         self.lowest_ritz = math.nan  # the lowest Ritz value of the last trust-region subproblem
@@ -226,14 +234,14 @@ class StationarySearch:
 
     def _end_stage_if_due(self) -> None:
         """Move from the first stage to Newton, or end the search, once the current stage is over."""
-        if self.stage == "first order":
+        if self.stage == FIRST_ORDER:
             why = self._first_order_end()
             if not why:
                 return
             if self.refine != "newton":
                 self.ended = why
                 return
-            self.stage = "newton"
+            self.stage = NEWTON
             self.newton_start_norm = self.norm
             self.best = self._iterate()
             self.progress = (self.newton_iterations, self.loss, self.norm)
@@ -330,20 +338,34 @@ class StationarySearch:
         return self.check
 
     def step_block(self, count: int | None = None) -> None:
-        """One block: up to ``count`` (default: ``block``) first-order iterations, or one Newton step; then θ,
-        loss, accuracy and norm are those of the new point (of the best iterate, once the search has ended)."""
+        """One block of the current stage: :meth:`first_order_block` or :meth:`newton_block`."""
+        if self.stage == NEWTON:
+            self.newton_block()
+        else:
+            self.first_order_block(count)
+
+    def first_order_block(self, count: int | None = None) -> None:
+        """Up to ``count`` (default: ``block``) first-order iterations, as one block (:meth:`_block`)."""
+        count = self.block if count is None else count
+        if self.max_iterations is not None:
+            count = min(count, self.max_iterations - self.iterations)
+        self._block(lambda: self._first_order_block(count))
+
+    def newton_block(self) -> None:
+        """One trust-region Newton step on E, as one block (:meth:`_block`)."""
+        def step() -> None:
+            self._newton_step()
+            self._note_progress()
+
+        self._block(step)
+
+    def _block(self, work: Callable[[], object]) -> None:
+        """Do one block's ``work``, timed, unless the search has ended; then θ, loss, accuracy and norm are those
+        of the new point (of the best iterate, once the search has ended), and a stage that is over ends."""
         if self.done:
             return
         began = time.monotonic()
-        if self.stage == "newton":
-            self._newton_step()
-            self._note_progress()
-        else:
-            if count is None:
-                count = self.block
-            if self.max_iterations is not None:
-                count = min(count, self.max_iterations - self.iterations)
-            self._first_order_block(count)
+        work()
         self.elapsed += time.monotonic() - began
         self._end_stage_if_due()
 

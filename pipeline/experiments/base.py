@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pipeline.experiments.claims import Claim, GridCell
+from pipeline.experiments.loop import OwnLoop
 from pipeline.schema import ACCURACY, LOSS
 from pipeline.settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
@@ -255,9 +256,10 @@ class Experiment(Generic[SettingsT, StepperT]):
         ``{"grad_norm": [norm of the last gradient applied, per model]}``."""
         raise NotImplementedError
 
-    def finished(self, settings: SettingsT, stepper: StepperT) -> bool:
-        """Whether training may stop before its last epoch (a search that converged)."""
-        return False
+    def own_loop(self) -> OwnLoop | None:
+        """The loop a trial runs instead of the runner's epoch loop (``pipeline.experiments.loop``: a search in
+        iterations and stages, say); None, the default: the epoch loop, through ``train_epoch``."""
+        return None
 
     # Measurements made once, after the last epoch (``finalize``), whose results go to ``results/``.
     has_final_stage: ClassVar[bool] = False

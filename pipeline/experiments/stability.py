@@ -1,8 +1,9 @@
 """Experiment S (docs/science.md §5): equivariant stationary points, and whether Aug and Equi see them alike.
 
 One trial, one network, one seed, in float64: from the seeded A⁰ ∈ E, find a stationary point A* of R on E
-(L-BFGS on projected gradients, one block of iterations per recorded row, so a trial streams its
-convergence and resumes mid-search); then measure, once, at A*: the identity of claim 1, the block
+(L-BFGS on projected gradients, then trust-region Newton steps, in a loop of its own with a recorded row
+per block, so that a trial streams its convergence and resumes mid-search:
+``pipeline.experiments.stability_loop``); then measure, once, at A*: the identity of claim 1, the block
 structure of the Aug Hessian, the low and high ends of the spectra of H_E (on E) and H_⊥ (on E⊥), and
 the growth of perturbations off E under Aug gradient descent, plain and regularised (``results/`` of the
 trial file). The mathematics is ``pipeline.core.stationary``; the settings and the networks'
@@ -35,6 +36,7 @@ from pipeline.experiments.cnn import EXPERIMENT as CNN_EXPERIMENT
 from pipeline.experiments.cnn import VARIANTS
 from pipeline.experiments.groups import EXPERIMENT as GROUPS_EXPERIMENT
 from pipeline.experiments.groups import GROUP_ORDERS
+from pipeline.experiments.loop import OwnLoop
 from pipeline.experiments.stability_settings import (
     CNN_PREFIX,
     CONTROLS,
@@ -54,7 +56,6 @@ if TYPE_CHECKING:  # for annotations only: importing them brings torch, which th
     from pipeline.core.data import Dataset
     from pipeline.core.models.base import MeasuredModel
     from pipeline.core.models.cnn import CNN
-    from pipeline.core.training import EpochHooks
     from pipeline.experiments.stability_trial import StageReport, StationaryStepper
 
 __all__ = ["CONTROLS", "EXPERIMENT", "NETWORKS", "StabilityExperiment", "StabilitySettings"]
@@ -208,16 +209,11 @@ class StabilityExperiment(Experiment[StabilitySettings, "StationaryStepper"]):
             raise ValueError("a stability trial's stepper needs its settings and its data")
         return StationaryStepper(models[0], settings, data, seeds, self.evaluation_loss(settings))
 
-    def train_epoch(self, settings: StabilitySettings, stepper: StationaryStepper, data: Dataset, epoch: int,
-                    hooks: EpochHooks) -> dict[str, list[float]]:
-        """One block of the search (a row is a search block, not an epoch)."""
-        search = stepper.search
-        hooks.before_update([(search.loss, search.accuracy)])
-        search.step_block()
-        return {GRAD_NORM: [search.norm]}  # the next row's "gradient": ||Pi_E grad R|| at the point it records
+    def own_loop(self) -> OwnLoop:
+        """The search for A* in its own loop, a row per block (``pipeline.experiments.stability_loop``), not epochs."""
+        from pipeline.experiments.stability_loop import search_loop  # deferred: torch, kept out of the launch layer
 
-    def finished(self, settings: StabilitySettings, stepper: StationaryStepper) -> bool:
-        return stepper.search.done
+        return search_loop
 
     # -- the measurements at A* ------------------------------------------------------------------------------
     def measured_model(self, settings: StabilitySettings, model: MeasuredModel) -> MeasuredModel:

@@ -1,8 +1,9 @@
 """What an Experiment S trial runs (docs/science.md §5): the search for A* behind the stepper interface, and
 what is measured once it has ended (the ``results/`` of a trial file).
 
-The search (``pipeline.core.stationary_search``) runs block by block through :class:`StationaryStepper`, whose
-state the checkpoints keep. Then, at A* and at A⁰ (both in the coordinates of the claims): the identity of
+The search (``pipeline.core.stationary_search``) runs block by block in the trial's own loop
+(``pipeline.experiments.stability_loop``) through :class:`StationaryStepper`, whose state the checkpoints
+keep. Then, at A* and at A⁰ (both in the coordinates of the claims): the identity of
 claim 1 and the block structure of the Aug Hessian; at A*: the ends of the spectra of H_E (on E) and H_⊥ (on
 E⊥), each with what certifies it (``pipeline.core.certificates``: dense blocks where they fit, Lanczos Ritz
 pairs with computed residuals elsewhere, docs/science.md §7), and the growth of perturbations off E under Aug

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -106,7 +106,8 @@ class CollectingSink(ConsoleSink):
 
 
 def format_epoch(r: EpochRecord, layer_names: list[str], total_epochs: int) -> str:
-    return schema.console_line(r.epoch, r.phase, r.values, layer_names, total_epochs, per_layer=True)
+    return schema.console_line(r.epoch, r.phase, r.values, layer_names, total_epochs, per_layer=True,
+                               position=r.position)
 
 
 def _on_host(value: Any) -> Any:  # a nested state: tensors in dicts, lists and tuples
@@ -228,6 +229,7 @@ class TrialRun:
         self.to_host = host_copy if self.deferred else _on_host
         self.loss_name = experiment.evaluation_loss(settings)
         self.trained: dict[str, list[float]] = {schema.GRAD_NORM: [float("nan")] * len(trials)}
+        self.position = ""  # the console's name of the next row, from a loop of the experiment's own ("": its epoch)
         self.last_write = time.perf_counter()
 
     def _built(self, settings: CommonSettings) -> MeasuredModel:
@@ -284,8 +286,8 @@ class TrialRun:
             loss, accuracy = measured[i]
             values = {"loss": loss, "accuracy": accuracy, "seconds": seconds,
                       **{name: per_model[i] for name, per_model in self.trained.items()}, **layers[i]}
-            sink.write_epoch(EpochRecord(self.epoch, self.phase, values, last=last), stepper.models[i],
-                             self._checkpoint_of(i))
+            sink.write_epoch(EpochRecord(self.epoch, self.phase, values, last=last, position=self.position),
+                             stepper.models[i], self._checkpoint_of(i))
         self.written = self.epoch
         self.previous = [model.layer_snapshot() for model in stepper.models]
         diverged = [(t.trial_id, loss) for t, (loss, _) in zip(self.trials, measured) if not math.isfinite(loss)]
@@ -297,16 +299,43 @@ class TrialRun:
         for i, sink in enumerate(self.sinks):
             sink.write_steps(self.epoch + 1, self.latest_measurements[i][schema.DIST_E])
 
+    # -- what a loop of an experiment's own is lent (pipeline.experiments.loop.RunControl) ------------------
+    @property
+    def rows_done(self) -> int:
+        return self.written
+
+    @property
+    def total_rows(self) -> int:
+        return self.total
+
+    def between_rows(self, row: int) -> None:
+        stopping.check()  # a stop request (cancel, preemption) is acted on here, between rows
+        if self.faults:
+            for trial in self.trials:
+                faults.check(self.faults, trial.trial_id, row)
+
+    def record(self, row: int, loss: float, accuracy: float, series: Mapping[str, float], position: str,
+               last: bool = False) -> None:
+        self.epoch, self.position = row, position
+        self.trained = {name: [value] for name, value in series.items()}
+        self.write_row([(loss, accuracy)], last=last)
+
     # -- the course of the run ----------------------------------------------------------------------------
     def run(self) -> None:
+        own_loop = self.experiment.own_loop()
+        if own_loop is not None:
+            # It records every row as it reaches it, checkpoint included: a failure leaves no row to salvage.
+            own_loop(self)
+        else:
+            self._epoch_loop()
+        self._final_stage()
+
+    def _epoch_loop(self) -> None:
         experiment, settings = self.experiment, self.settings
         hooks = _RunHooks(self)
         try:
-            while self.epoch < self.total and not experiment.finished(settings, self.stepper):
-                stopping.check()  # a stop request (cancel, preemption) is acted on here, between epochs...
-                if self.faults:
-                    for trial in self.trials:
-                        faults.check(self.faults, trial.trial_id, self.epoch + 1)
+            while self.epoch < self.total:
+                self.between_rows(self.epoch + 1)
                 next_phase = experiment.phase_of(settings, self.epoch + 1)
                 if next_phase != self.phase:
                     self.write_row(None)  # the end of a phase is measured on the model that trained it
@@ -326,6 +355,9 @@ class TrialRun:
                 except Exception:
                     pass
             raise
+
+    def _final_stage(self) -> None:
+        experiment, settings = self.experiment, self.settings
         if experiment.has_final_stage:
             # Measurements after training take a while: a preemption during them resumes here, not from scratch.
             for sink in self.sinks:

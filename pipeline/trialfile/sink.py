@@ -33,6 +33,7 @@ class EpochRecord:
     phase: int
     values: dict = field(default_factory=dict)
     last: bool = False  # the trial's last row (it may come early: a search that converged)
+    position: str = ""  # how the console names the row where it is not "epoch e/total" (a search's iteration)
 
     def __getattr__(self, name: str) -> Any:  # a series' value: a float or a tensor, by the schema
         values = self.__dict__.get("values")

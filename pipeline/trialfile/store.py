@@ -386,7 +386,7 @@ class TrialFile:
         # Reported once it is in the file (and checkpointed, when due).
         total = experiments.of(self.trial).total_epochs(self.trial.settings)
         self.log(schema.console_line(record.epoch, record.phase, record.values, self.layer_names, total,
-                                     prefix=f"{self.trial.trial_id} "))
+                                     prefix=f"{self.trial.trial_id} ", position=record.position))
 
     def _steps_group(self, f: h5py.File) -> h5py.Group:
         """``steps/``, created at the first optimizer step an experiment records (the CNN's phase 2)."""

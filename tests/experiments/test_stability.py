@@ -2,6 +2,7 @@
 under the documented schema, and the analysis turns them into verdicts on claims 1 and 3."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +76,34 @@ def test_where_the_premises_fail_the_identity_fails_and_a_star_is_not_stationary
     assert attrs["aug_grad_off_E"] >= 1e-2 * attrs["projected_grad_norm"]
 
 
-def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_the_console_names_a_row_by_its_block_and_the_stage_that_made_it(smoke):
+    """The search runs in its own loop (``pipeline.experiments.stability_loop``): its rows are blocks of
+    first-order iterations, then Newton steps, and the console says so, not "epoch"."""
+    log = (smoke / "logs" / "stab-rot-s000.log").read_text()
+    rows = [line.split("stab-rot-s000 ", 1)[1] for line in log.splitlines() if "stab-rot-s000 block " in line]
+    assert rows[0].startswith("block 0/") and "(A⁰)" in rows[0]
+    assert re.match(r"block 1/\d+ \(first order, iteration 10\) ‖Π_E∇R‖ ", rows[1])
+    assert any(re.match(r"block \d+/\d+ \(Newton step 1\)", row) for row in rows)
+    assert "search ended: " in rows[-1] and all("search ended" not in row for row in rows[:-1])
+    assert not re.search(r"stab-rot-s000 epoch \d", log)
+    with open_h5(smoke / "trials" / "stab-rot-s000.h5") as f:
+        assert f["metrics/epoch"].shape[0] == len(rows)  # a console row per row of the file
+
+
+# A fault before block 2 interrupts the first-order stage; before block 4, the Newton stage (stab-rot-s000 of
+# stability-smoke: two blocks of L-BFGS, then Newton steps).
+@pytest.mark.parametrize("row", [2, 4])
+def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, row):
     reference = run(tmp_path / "reference", 0)  # stab-rot-s000
-    monkeypatch.setenv(FAULT_VARIABLE, "stab-rot-s000@2")
+    monkeypatch.setenv(FAULT_VARIABLE, f"stab-rot-s000@{row}")
     with pytest.raises(InjectedFault):
         run(tmp_path / "resumed", 0)
     path = tmp_path / "resumed" / "trials" / "stab-rot-s000.h5"
     assert inspect(path).status == "failed"
     monkeypatch.delenv(FAULT_VARIABLE)
     run(tmp_path / "resumed", 0)
-    assert "resuming after epoch 1" in (tmp_path / "resumed" / "logs" / "stab-rot-s000.log").read_text()
-    assert_same_results(reference, path)  # the L-BFGS memory was checkpointed with the model
+    assert f"resuming after epoch {row - 1}" in (tmp_path / "resumed" / "logs" / "stab-rot-s000.log").read_text()
+    assert_same_results(reference, path)  # the L-BFGS memory and the trust region were checkpointed with the model
 
 
 def test_the_analysis_gives_verdicts_on_claims_1_and_3_with_the_spectra(smoke):
