@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TextIO, TypeVar
+from typing import Protocol, TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -84,11 +84,16 @@ def iterate(items: Iterable[T], what: str, stream: TextIO | None = None, every_s
             progress.advance()
 
 
+class StageReport(Protocol):
+    """How the measurements announce their stages (:class:`StageProgress` in a run)."""
+
+    def __call__(self, stage: str, done: int, total: int | None = None) -> None: ...
+
+
 class StageProgress:
     """The hook an experiment's ``finalize`` may call as it measures: ``progress(stage, done, total)``,
     e.g. ``progress("Lanczos on E", 12, 30)``. Each stage's progress goes to the trial's log as lines, at
-    most every ``every_s`` seconds and at the end of the stage (``pipeline.run.runner`` passes one in when
-    ``finalize`` takes a ``progress`` argument)."""
+    most every ``every_s`` seconds and at the end of the stage (``pipeline.run.runner`` passes one in)."""
 
     def __init__(self, log: Callable[[str], object], prefix: str, every_s: float = 10.0):
         self.log, self.prefix, self.every_s = log, prefix, every_s

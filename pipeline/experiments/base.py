@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 
 from pipeline.experiments.claims import Claim, GridCell
 from pipeline.experiments.loop import OwnLoop
+from pipeline.progress import StageReport
 from pipeline.schema import ACCURACY, LOSS
 from pipeline.settings import MAX_WEIGHTS, CommonSettings, ConfigError, did_you_mean, field_types, parse_value
 
@@ -264,8 +265,10 @@ class Experiment(Generic[SettingsT, StepperT]):
     # Measurements made once, after the last epoch (``finalize``), whose results go to ``results/``.
     has_final_stage: ClassVar[bool] = False
 
-    def finalize(self, settings: SettingsT, stepper: StepperT, data: Dataset, sinks: Sequence[ResultsSink]) -> None:
-        """Measure the trained model(s) and hand each sink its ``write_results(arrays, attrs)``."""
+    def finalize(self, settings: SettingsT, stepper: StepperT, data: Dataset, sinks: Sequence[ResultsSink],
+                 progress: StageReport | None = None) -> None:
+        """Measure the trained model(s) and hand each sink its ``write_results(arrays, attrs)``, announcing
+        the stages of a long measurement through ``progress``."""
 
     # -- cost ---------------------------------------------------------------------------------------------
     def forward_flops_per_sample(self, settings: SettingsT) -> int:

@@ -47,6 +47,7 @@ from pipeline.experiments.stability_settings import (
     TOY_PREFIX,
     StabilitySettings,
 )
+from pipeline.progress import StageReport
 from pipeline.schema import ACCURACY, GRAD_NORM, LOSS
 from pipeline.settings import CommonSettings
 
@@ -56,7 +57,7 @@ if TYPE_CHECKING:  # for annotations only: importing them brings torch, which th
     from pipeline.core.data import Dataset
     from pipeline.core.models.base import MeasuredModel
     from pipeline.core.models.cnn import CNN
-    from pipeline.experiments.stability_trial import StageReport, StationaryStepper
+    from pipeline.experiments.stability_trial import StationaryStepper
 
 __all__ = ["CONTROLS", "EXPERIMENT", "NETWORKS", "StabilityExperiment", "StabilitySettings"]
 

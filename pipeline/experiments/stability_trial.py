@@ -16,7 +16,7 @@ The mathematics is ``pipeline.core.stationary``; the experiment (networks, claim
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,16 +29,11 @@ from pipeline.core.objectives import ModelObjective, random_unit
 from pipeline.core.stationary_search import StationarySearch
 from pipeline.core.training import seeded_generator
 from pipeline.experiments.stability_settings import StabilitySettings
+from pipeline.progress import StageReport
 
 # The results of one trial: arrays (numpy arrays, and the parameters' names and sizes), and attributes.
 Arrays = dict[str, np.ndarray | list[str] | list[int]]
 Attrs = dict[str, Any]
-
-
-class StageReport(Protocol):
-    """How the measurements announce their stages (``pipeline.progress.StageProgress``)."""
-
-    def __call__(self, stage: str, done: int, total: int | None = None) -> None: ...
 
 
 def silent(stage: str, done: int, total: int | None = None) -> None:

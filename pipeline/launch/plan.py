@@ -102,11 +102,15 @@ def _trial_rows(trials: list[Trial], seconds: dict[int, float], hours_word: str)
         lines.append(f"{trial.index:>5}  {trial.trial_id:<{width}} {format_flops(trial_flops(trial.settings)):>12} "
                      f"{_duration(seconds[trial.index]):>9}  {len(snapshots):>9}  "
                      f"{format_bytes(snapshot_bytes(trial.settings)):>9}")
-    total_flops = sum(trial_flops(t.settings) for t in trials)
-    total_hours = sum(seconds.values()) / 3600
+    total_flops, total_hours = _totals(trials, seconds)
     lines.append(f"total: {len(trials)} trials, {format_flops(total_flops)}, {_hours(total_hours)} {hours_word}, "
                  f"{format_bytes(_storage(trials))} of snapshots")
     return lines
+
+
+def _totals(trials: list[Trial], seconds: dict[int, float]) -> tuple[float, float]:
+    """A plan's compute (FLOPs) and hours, over its trials."""
+    return sum(trial_flops(t.settings) for t in trials), sum(seconds.values()) / 3600
 
 
 def _cell_rows(trials: list[Trial], seconds: dict[int, float], hours_word: str) -> list[str]:
@@ -122,8 +126,7 @@ def _cell_rows(trials: list[Trial], seconds: dict[int, float], hours_word: str) 
         hours = sum(seconds[t.index] for t in members) / 3600
         lines.append(f"{cell:<{width}} {len(members):>6} {format_flops(flops):>14} {_duration(longest):>11} "
                      f"{_hours(hours):>10} {format_bytes(_storage(members)):>10}")
-    total_flops = sum(trial_flops(t.settings) for t in trials)
-    total_hours = sum(seconds.values()) / 3600
+    total_flops, total_hours = _totals(trials, seconds)
     lines.append(f"{'total':<{width}} {len(trials):>6} {format_flops(total_flops):>14} {'':>11} "
                  f"{_hours(total_hours):>10} {format_bytes(_storage(trials)):>10}")
     return lines

@@ -15,7 +15,6 @@ same way.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -142,9 +141,8 @@ def _finalize_with_progress(experiment: experiments.Experiment, settings: Common
     log(f"{names}: final stage: measurements after training")
     started = time.perf_counter()
     progress = StageProgress(log, f"{names}: final stage")
-    takes_progress = "progress" in inspect.signature(experiment.finalize).parameters
     try:
-        experiment.finalize(settings, stepper, data, sinks, **({"progress": progress} if takes_progress else {}))
+        experiment.finalize(settings, stepper, data, sinks, progress=progress)
     finally:
         progress.close()
     log(f"{names}: final stage done in {time.perf_counter() - started:.1f} s")
